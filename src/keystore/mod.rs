@@ -1,0 +1,96 @@
+//! Keystores hold the KEKs that wrap every derivation master and index key.
+//!
+//! One trait, two implementations: [`soft`] (a sealed file, the embedded default) and
+//! [`pkcs11`] (any PKCS#11 HSM). Both pass the same conformance suite (`tests/keystore_conformance.rs`).
+//! All methods block (file I/O, Argon2, HSM calls): callers run them off the async executor.
+
+pub mod pkcs11;
+pub mod soft;
+
+use thiserror::Error;
+use zkvault_core::{Secret32, WrapContext};
+
+/// A KEK's place in its lifecycle: `active` → `retired` → `destroyed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KekState {
+    /// Wraps and unwraps. At most one version is active.
+    Active,
+    /// Unwraps only: kept until nothing wrapped under it remains.
+    Retired,
+    /// Material deleted: can do nothing.
+    Destroyed,
+}
+
+impl KekState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KekState::Active => "active",
+            KekState::Retired => "retired",
+            KekState::Destroyed => "destroyed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekInfo {
+    pub version: u32,
+    pub state: KekState,
+}
+
+#[derive(Debug, Error)]
+pub enum KeystoreError {
+    /// The keystore cannot be reached or refused the session (HSM down, token missing, I/O).
+    #[error("keystore unavailable: {0}")]
+    Unavailable(String),
+    #[error("KEK version {0} does not exist")]
+    UnknownVersion(u32),
+    /// The operation is not allowed in the KEK's current state (e.g. wrapping with a retired KEK).
+    #[error("KEK version {version} is {state:?}; operation not allowed")]
+    State { version: u32, state: KekState },
+    /// A wrapped key failed authentication: wrong KEK, wrong context, or altered bytes.
+    #[error("wrapped key failed authentication")]
+    Unwrap,
+    /// The soft keystore's passphrase did not open its file.
+    #[error("wrong passphrase, or the keystore file was altered")]
+    BadPassphrase,
+    /// The keystore's own storage is damaged or unreadable as a keystore.
+    #[error("keystore corrupt: {0}")]
+    Corrupt(String),
+    #[error("keystore configuration: {0}")]
+    Config(String),
+}
+
+/// What every keystore offers the vault. Implementations are shared across threads.
+pub trait Keystore: Send + Sync {
+    /// Short name for logs and `/v1/keys` ("soft", "pkcs11").
+    fn kind(&self) -> &'static str;
+
+    /// Creates KEK version `max + 1` as the active one; the previous active version becomes
+    /// retired. Returns the new version.
+    fn create_kek(&self) -> Result<u32, KeystoreError>;
+
+    /// Every KEK version the keystore knows, in ascending order, destroyed ones included.
+    fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError>;
+
+    /// Wraps a 32-byte secret under an active KEK, binding `ctx` as associated data.
+    fn wrap(&self, kek_version: u32, ctx: &WrapContext, secret: &Secret32) -> Result<Vec<u8>, KeystoreError>;
+
+    /// Unwraps with an active or retired KEK; fails with [`KeystoreError::Unwrap`] if `ctx` or the
+    /// bytes differ from the wrap.
+    fn unwrap(&self, kek_version: u32, ctx: &WrapContext, wrapped: &[u8]) -> Result<Secret32, KeystoreError>;
+
+    /// Active → retired (unwrap only).
+    fn retire_kek(&self, version: u32) -> Result<(), KeystoreError>;
+
+    /// Retired → destroyed: the key material is deleted for good.
+    fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError>;
+
+    /// A cheap liveness check for `/readyz`.
+    fn check(&self) -> Result<(), KeystoreError>;
+
+    /// The active KEK version, if any.
+    fn active_kek(&self) -> Result<Option<u32>, KeystoreError> {
+        Ok(self.list_keks()?.into_iter().rev().find(|k| k.state == KekState::Active).map(|k| k.version))
+    }
+}
