@@ -7,7 +7,10 @@
 pub mod pkcs11;
 pub mod soft;
 
+use std::path::Path;
+
 use thiserror::Error;
+use zeroize::Zeroizing;
 use zkvault_core::{Secret32, WrapContext};
 
 /// A KEK's place in its lifecycle: `active` → `retired` → `destroyed`.
@@ -93,4 +96,36 @@ pub trait Keystore: Send + Sync {
     fn active_kek(&self) -> Result<Option<u32>, KeystoreError> {
         Ok(self.list_keks()?.into_iter().rev().find(|k| k.state == KekState::Active).map(|k| k.version))
     }
+}
+
+/// Reads a secret (passphrase, PIN) from `file` if given, else from the environment variable
+/// `env`; never from argv, where `ps` shows it. One trailing newline of a file is dropped.
+pub(crate) fn secret_from_env_or_file(
+    file: Option<&Path>,
+    env: &str,
+    what: &str,
+) -> Result<Zeroizing<String>, KeystoreError> {
+    let mut secret = match file {
+        Some(path) => {
+            let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
+                KeystoreError::Config(format!("cannot read {what} file {}: {}", path.display(), e.kind()))
+            })?);
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| KeystoreError::Config(format!("{what} file {} is not UTF-8", path.display())))?;
+            Zeroizing::new(text.to_owned())
+        }
+        None => Zeroizing::new(
+            std::env::var(env).map_err(|_| KeystoreError::Config(format!("{what} not set: give a file or set {env}")))?,
+        ),
+    };
+    if secret.ends_with('\n') {
+        secret.pop();
+        if secret.ends_with('\r') {
+            secret.pop();
+        }
+    }
+    if secret.is_empty() {
+        return Err(KeystoreError::Config(format!("{what} is empty")));
+    }
+    Ok(secret)
 }
