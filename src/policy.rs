@@ -1,0 +1,291 @@
+//! Declarative key policy: `keys-policy/*.toml`, validated once into typed parameters.
+//!
+//! Every error names the file, the field and the reason, so `zkvault policy check` output can be
+//! acted on without reading code.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use zkvault_core::ChecksumScheme;
+
+const DAY: u64 = 24 * 60 * 60;
+
+/// Namespace names: short, lowercase, safe in URLs and logs.
+pub fn valid_namespace_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespacePolicy {
+    pub name: String,
+    pub max_record_bytes: usize,
+    pub id_checksum: ChecksumScheme,
+    pub dm_rotation: Duration,
+    pub decrypt_only_max: Duration,
+    pub destroy_after_retired: Duration,
+    pub lazy_reencrypt: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub kek_rotation: Duration,
+    pub credential_max_age: Duration,
+    pub namespaces: BTreeMap<String, NamespacePolicy>,
+}
+
+impl Policy {
+    pub fn namespace(&self, name: &str) -> Option<&NamespacePolicy> {
+        self.namespaces.get(name)
+    }
+}
+
+/// One problem found in a policy directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyIssue {
+    pub file: PathBuf,
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for PolicyIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
+    }
+}
+
+/// Every problem found, not just the first.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid key policy:\n{}", .0.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+pub struct PolicyErrors(pub Vec<PolicyIssue>);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDoc {
+    global: Option<GlobalDoc>,
+    #[serde(default)]
+    namespaces: BTreeMap<String, NamespaceDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GlobalDoc {
+    kek_rotation_days: i64,
+    credential_max_age_days: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceDoc {
+    max_record_bytes: i64,
+    #[serde(default = "default_checksum")]
+    id_checksum: String,
+    dm_rotation_days: i64,
+    decrypt_only_max_days: i64,
+    destroy_after_retired_days: i64,
+    #[serde(default = "default_true")]
+    lazy_reencrypt: bool,
+}
+
+fn default_checksum() -> String {
+    "none".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Reads and validates every `*.toml` in `dir`.
+pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    let mut issues = Vec::new();
+    let issue = |file: &Path, field: &str, reason: String| PolicyIssue {
+        file: file.to_path_buf(),
+        field: field.to_owned(),
+        reason,
+    };
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => return Err(PolicyErrors(vec![issue(dir, "-", format!("cannot read directory: {e}"))])),
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(PolicyErrors(vec![issue(dir, "-", "no *.toml policy files".into())]));
+    }
+
+    let mut global: Option<(PathBuf, GlobalDoc)> = None;
+    let mut namespaces = BTreeMap::new();
+    for file in &files {
+        let doc: FileDoc = match std::fs::read_to_string(file).map_err(|e| e.to_string()).and_then(|t| {
+            toml::from_str(&t).map_err(|e| e.message().to_owned() + &span_hint(&t, e.span()))
+        }) {
+            Ok(doc) => doc,
+            Err(reason) => {
+                issues.push(issue(file, "-", reason));
+                continue;
+            }
+        };
+        if let Some(g) = doc.global {
+            match &global {
+                Some((first, _)) => issues.push(issue(file, "global", format!("already defined in {}", first.display()))),
+                None => global = Some((file.clone(), g)),
+            }
+        }
+        for (name, ns) in doc.namespaces {
+            let field = |f: &str| format!("namespaces.{name}.{f}");
+            if !valid_namespace_name(&name) {
+                issues.push(issue(file, &format!("namespaces.{name}"), "name must match ^[a-z0-9][a-z0-9_-]{0,62}$".into()));
+            }
+            if namespaces.contains_key(&name) {
+                issues.push(issue(file, &format!("namespaces.{name}"), "namespace defined twice".into()));
+                continue;
+            }
+            let mut days = |f: &str, v: i64| -> Duration {
+                if v <= 0 {
+                    issues.push(issue(file, &field(f), format!("must be a positive number of days, got {v}")));
+                }
+                Duration::from_secs(v.max(0) as u64 * DAY)
+            };
+            let dm_rotation = days("dm_rotation_days", ns.dm_rotation_days);
+            let decrypt_only_max = days("decrypt_only_max_days", ns.decrypt_only_max_days);
+            let destroy_after_retired = days("destroy_after_retired_days", ns.destroy_after_retired_days);
+            if ns.decrypt_only_max_days > 0 && ns.decrypt_only_max_days < ns.dm_rotation_days {
+                issues.push(issue(
+                    file,
+                    &field("decrypt_only_max_days"),
+                    format!("{} is shorter than dm_rotation_days ({}): records could not all move before the next rotation", ns.decrypt_only_max_days, ns.dm_rotation_days),
+                ));
+            }
+            if ns.max_record_bytes <= 0 || ns.max_record_bytes > 64 * 1024 * 1024 {
+                issues.push(issue(file, &field("max_record_bytes"), format!("must be 1..=67108864, got {}", ns.max_record_bytes)));
+            }
+            let id_checksum = match ns.id_checksum.as_str() {
+                "none" => ChecksumScheme::None,
+                "verhoeff" => ChecksumScheme::Verhoeff,
+                other => {
+                    issues.push(issue(file, &field("id_checksum"), format!("unknown scheme {other:?}; expected \"none\" or \"verhoeff\"")));
+                    ChecksumScheme::None
+                }
+            };
+            namespaces.insert(
+                name.clone(),
+                NamespacePolicy {
+                    name,
+                    max_record_bytes: ns.max_record_bytes.max(0) as usize,
+                    id_checksum,
+                    dm_rotation,
+                    decrypt_only_max,
+                    destroy_after_retired,
+                    lazy_reencrypt: ns.lazy_reencrypt,
+                },
+            );
+        }
+    }
+
+    let (kek_rotation, credential_max_age) = match global {
+        Some((file, g)) => {
+            for (f, v) in [("kek_rotation_days", g.kek_rotation_days), ("credential_max_age_days", g.credential_max_age_days)] {
+                if v <= 0 {
+                    issues.push(issue(&file, &format!("global.{f}"), format!("must be a positive number of days, got {v}")));
+                }
+            }
+            (
+                Duration::from_secs(g.kek_rotation_days.max(0) as u64 * DAY),
+                Duration::from_secs(g.credential_max_age_days.max(0) as u64 * DAY),
+            )
+        }
+        None => {
+            issues.push(issue(dir, "global", "no file defines [global]".into()));
+            (Duration::ZERO, Duration::ZERO)
+        }
+    };
+    if namespaces.is_empty() {
+        issues.push(issue(dir, "namespaces", "no namespace is defined".into()));
+    }
+    if issues.is_empty() {
+        Ok(Policy { kek_rotation, credential_max_age, namespaces })
+    } else {
+        Err(PolicyErrors(issues))
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    span.map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    const GLOBAL: &str = "[global]\nkek_rotation_days = 365\ncredential_max_age_days = 90\n";
+    const NS: &str = "[namespaces.a]\nmax_record_bytes = 1024\ndm_rotation_days = 90\ndecrypt_only_max_days = 365\ndestroy_after_retired_days = 30\n";
+
+    #[test]
+    fn the_shipped_examples_are_valid() {
+        let policy = load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/keys-policy"))).unwrap();
+        assert!(policy.namespace("resident-portal").is_some());
+        assert_eq!(policy.namespace("biometrics").unwrap().id_checksum, ChecksumScheme::Verhoeff);
+    }
+
+    #[test]
+    fn a_minimal_policy_loads() {
+        let dir = dir_with(&[("p.toml", &format!("{GLOBAL}{NS}"))]);
+        let p = load_dir(dir.path()).unwrap();
+        assert_eq!(p.namespace("a").unwrap().max_record_bytes, 1024);
+        assert!(p.namespace("a").unwrap().lazy_reencrypt);
+    }
+
+    fn issues_of(files: &[(&str, &str)]) -> Vec<PolicyIssue> {
+        load_dir(dir_with(files).path()).unwrap_err().0
+    }
+
+    #[test]
+    fn every_error_names_file_field_and_reason() {
+        let bad = "[namespaces.b]\nmax_record_bytes = 0\nid_checksum = \"luhn\"\ndm_rotation_days = -1\ndecrypt_only_max_days = 10\ndestroy_after_retired_days = 0\n";
+        let issues = issues_of(&[("g.toml", GLOBAL), ("b.toml", bad)]);
+        let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+        for f in ["max_record_bytes", "id_checksum", "dm_rotation_days", "destroy_after_retired_days"] {
+            assert!(fields.contains(&format!("namespaces.b.{f}").as_str()), "missing {f}: {fields:?}");
+        }
+        assert!(issues.iter().all(|i| i.file.ends_with("b.toml")));
+    }
+
+    #[test]
+    fn decrypt_only_window_shorter_than_rotation_is_refused() {
+        let ns = NS.replace("decrypt_only_max_days = 365", "decrypt_only_max_days = 30");
+        let issues = issues_of(&[("p.toml", &format!("{GLOBAL}{ns}"))]);
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].field, "namespaces.a.decrypt_only_max_days");
+    }
+
+    #[test]
+    fn unknown_keys_duplicates_and_missing_global_are_refused() {
+        let typo = format!("{GLOBAL}{NS}lazy_reencrpyt = true\n");
+        let issues = issues_of(&[("p.toml", &typo)]);
+        assert!(issues[0].reason.contains("lazy_reencrpyt"), "{issues:?}");
+
+        let issues = issues_of(&[("a.toml", &format!("{GLOBAL}{NS}")), ("b.toml", &format!("{GLOBAL}{NS}"))]);
+        assert!(issues.iter().any(|i| i.field == "global" && i.file.ends_with("b.toml")));
+        assert!(issues.iter().any(|i| i.field == "namespaces.a"));
+
+        let issues = issues_of(&[("p.toml", NS)]);
+        assert_eq!(issues[0].field, "global");
+    }
+}
