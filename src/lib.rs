@@ -1,4 +1,12 @@
-//! zkvault: the service around [`zkvault_core`]. Layers point one way:
-//! `keystore` ← `vault` (use cases) ← `storage`, `http`, `cli`.
+//! zkvault: the service around [`zkvault_core`].
+//!
+//! Dependencies point one way: `zkvault_core` (pure crypto) ← `keystore` ← `vault` (use cases,
+//! over `storage`) ← `http` (transport) and the `cli`. `policy` and `config` are plain data.
 
+pub mod config;
+pub mod http;
 pub mod keystore;
+pub mod policy;
+pub mod service;
+pub mod storage;
+pub mod vault;

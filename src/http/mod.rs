@@ -1,0 +1,117 @@
+//! HTTP transport (actix-web): routes, authentication, error mapping, telemetry.
+//! Handlers parse requests and call the vault; they hold no business rules.
+
+mod admin;
+mod auth;
+mod error;
+mod ops;
+mod records;
+mod telemetry;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+
+pub use error::ApiError;
+pub use ops::ApiDoc;
+pub use records::RESIDENT_ID;
+use telemetry::Metrics;
+
+use crate::vault::Vault;
+
+/// Shared by every worker.
+pub struct AppState {
+    pub vault: Arc<Vault>,
+    pub body_limit: usize,
+    argon2_permits: tokio::sync::Semaphore,
+    metrics: Metrics,
+}
+
+/// What the server needs besides the vault.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub body_limit: usize,
+    pub argon2_concurrency: usize,
+    pub workers: Option<usize>,
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|e, _| ApiError::bad_request(format!("invalid JSON body: {e}")).into());
+    let path = web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("invalid path: {e}")).into());
+    cfg.app_data(json)
+        .app_data(path)
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .route("/openapi.json", web::get().to(ops::openapi))
+        .route("/v1/keys", web::get().to(admin::keys))
+        .route("/v1/credentials", web::post().to(admin::create_credential))
+        .route("/v1/credentials", web::get().to(admin::list_credentials))
+        .route("/v1/credentials/{id}", web::delete().to(admin::revoke_credential))
+        .route("/v1/ns/{ns}/records", web::get().to(records::list_records))
+        .route("/v1/ns/{ns}/resident", web::delete().to(records::erase_resident))
+        .service(
+            web::resource("/v1/ns/{ns}/records/{name:.+}")
+                .route(web::put().to(records::put_record))
+                .route(web::get().to(records::get_record))
+                .route(web::delete().to(records::delete_record)),
+        )
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint"))
+        }));
+}
+
+/// A server bound and running on its own threads.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub handle: actix_web::dev::ServerHandle,
+    pub server: actix_web::dev::Server,
+}
+
+/// Binds `addr` (port 0 picks a free one) and builds the server; the caller awaits or spawns
+/// `server`. Also starts the revocation sync that bounds cross-instance revocation to < 1 s.
+pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std::io::Result<RunningServer> {
+    let state = web::Data::new(AppState {
+        vault: vault.clone(),
+        body_limit: settings.body_limit,
+        argon2_permits: tokio::sync::Semaphore::new(settings.argon2_concurrency),
+        metrics: Metrics::new(),
+    });
+    let listener = TcpListener::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(telemetry::observe))
+            .configure(routes)
+    })
+    .client_request_timeout(Duration::from_secs(10))
+    .shutdown_timeout(10);
+    if let Some(w) = settings.workers {
+        server = server.workers(w);
+    }
+    let server = server.listen(listener)?.run();
+    let handle = server.handle();
+    spawn_revocation_sync(vault);
+    Ok(RunningServer { addr, handle, server })
+}
+
+/// Every 500 ms, evicts credentials revoked or expired anywhere (any instance, the CLI).
+fn spawn_revocation_sync(vault: Arc<Vault>) {
+    let weak = Arc::downgrade(&vault);
+    drop(vault);
+    std::thread::Builder::new()
+        .name("revocation-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let Some(vault) = weak.upgrade() else { return };
+            if let Err(e) = vault.credentials().sync_revocations() {
+                tracing::warn!(error = %e, "revocation sync failed; retrying");
+            }
+        })
+        .expect("spawn revocation sync thread");
+}

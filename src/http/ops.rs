@@ -1,0 +1,46 @@
+//! Operations endpoints: liveness, readiness, metrics, OpenAPI.
+
+use actix_web::{web, HttpResponse};
+use utoipa::OpenApi;
+
+use super::error::{blocking, ApiError};
+use super::AppState;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// The database and the keystore both answer.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200), (status = 503)))]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let vault = state.vault.clone();
+    blocking(move || vault.check_ready()).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
+}
+
+/// Prometheus text: request counts and latency histograms by route pattern and status.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200)))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "zkvault", description = "Zero-knowledge identity vault. Resident IDs travel only in the Resident-Id header."),
+    paths(
+        super::records::put_record, super::records::get_record, super::records::delete_record,
+        super::records::list_records, super::records::erase_resident,
+        super::admin::create_credential, super::admin::list_credentials, super::admin::revoke_credential,
+        super::admin::keys, healthz, readyz, metrics, openapi
+    ),
+    components(schemas(super::error::ErrorBody))
+)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200)))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,280 @@
+//! API credentials: random bearer tokens, stored only as Argon2id hashes, verified once and then
+//! served from a cache keyed by the token's SHA-256 so the hot path never runs Argon2.
+//!
+//! Token format: `zkv_<id>_<secret>`: `id` is 16 hex characters (public, the row's key),
+//! `secret` is 32 random bytes in unpadded base64url (256 bits).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine;
+use moka::sync::Cache;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{now_ms, Vault, VaultError};
+use crate::storage::{CredentialRow, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Writer,
+    Reader,
+    Reencrypt,
+    Operator,
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [Role::Admin, Role::Writer, Role::Reader, Role::Reencrypt, Role::Operator, Role::Auditor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Writer => "writer",
+            Role::Reader => "reader",
+            Role::Reencrypt => "reencrypt",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// Who is calling: a verified credential's id, roles and namespace scope.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub id: String,
+    pub roles: BTreeSet<Role>,
+    /// `None` = every namespace.
+    pub namespaces: Option<BTreeSet<String>>,
+    pub expires_at: Option<i64>,
+}
+
+impl Principal {
+    /// Allows the call if the credential has `role` and, for a namespaced call, covers `ns`.
+    pub fn require(&self, role: Role, ns: Option<&str>) -> Result<(), VaultError> {
+        if !self.roles.contains(&role) {
+            return Err(VaultError::Forbidden("credential lacks the role this endpoint needs"));
+        }
+        match (ns, &self.namespaces) {
+            (Some(ns), Some(allowed)) if !allowed.contains(ns) => {
+                Err(VaultError::Forbidden("credential is not valid for this namespace"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn from_row(row: &CredentialRow) -> Result<Principal, VaultError> {
+        let roles = row
+            .roles
+            .split(',')
+            .map(|r| Role::parse(r).ok_or_else(|| VaultError::Internal(format!("unknown role {r:?} in database"))))
+            .collect::<Result<_, _>>()?;
+        let namespaces = (row.namespaces != "*").then(|| row.namespaces.split(',').map(str::to_owned).collect());
+        Ok(Principal { id: row.id.clone(), roles, namespaces, expires_at: row.expires_at })
+    }
+
+    fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// A freshly issued credential. The token is shown once and never stored.
+pub struct IssuedCredential {
+    pub id: String,
+    pub token: Zeroizing<String>,
+    pub expires_at: Option<i64>,
+}
+
+/// A credential as listed (no secret, no hash).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CredentialInfo {
+    pub id: String,
+    pub label: String,
+    pub roles: Vec<String>,
+    pub namespaces: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+pub struct Credentials {
+    store: Store,
+    verified: Cache<[u8; 32], Arc<Principal>>,
+    argon2: Argon2<'static>,
+}
+
+/// Argon2id at OWASP's recommended floor (m = 19 MiB, t = 2): tokens carry 256 random bits, so the
+/// hash protects a stolen database against nothing weaker than the token itself.
+fn argon2() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters"))
+}
+
+fn cache_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Splits `zkv_<id>_<secret>`; anything else is simply an unknown token.
+fn parse_token(token: &str) -> Option<(&str, &str)> {
+    let rest = token.strip_prefix("zkv_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() == 43).then_some((id, secret))
+}
+
+impl Credentials {
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Credentials {
+            store,
+            verified: Cache::builder().max_capacity(100_000).time_to_live(ttl).support_invalidation_closures().build(),
+            argon2: argon2(),
+        }
+    }
+
+    /// The fast path: a token verified recently, unless revoked or expired since.
+    pub fn cached(&self, token: &str) -> Option<Arc<Principal>> {
+        let key = cache_key(token);
+        let principal = self.verified.get(&key)?;
+        if principal.expired(now_ms()) {
+            self.verified.invalidate(&key);
+            return None;
+        }
+        Some(principal)
+    }
+
+    /// The slow path (database + Argon2id); caches the result on success.
+    pub fn verify(&self, token: &str) -> Result<Arc<Principal>, VaultError> {
+        let (id, secret) = parse_token(token).ok_or(VaultError::Unauthenticated)?;
+        let row = self.store.credential(id)?.ok_or(VaultError::Unauthenticated)?;
+        if row.revoked_at.is_some() || row.expires_at.is_some_and(|t| t <= now_ms()) {
+            return Err(VaultError::Unauthenticated);
+        }
+        let hash = argon2::password_hash::phc::PasswordHash::new(&row.secret_hash)
+            .map_err(|_| VaultError::Internal("stored credential hash is malformed".into()))?;
+        self.argon2.verify_password(secret.as_bytes(), &hash).map_err(|_| VaultError::Unauthenticated)?;
+        let principal = Arc::new(Principal::from_row(&row)?);
+        self.verified.insert(cache_key(token), principal.clone());
+        Ok(principal)
+    }
+
+    fn issue(&self, label: &str, roles: &[Role], namespaces: &[String], expires_at: Option<i64>) -> Result<IssuedCredential, VaultError> {
+        if roles.is_empty() {
+            return Err(VaultError::BadInput("a credential needs at least one role".into()));
+        }
+        if label.len() > 128 || label.chars().any(char::is_control) {
+            return Err(VaultError::BadInput("label must be at most 128 printable characters".into()));
+        }
+        let id = hex::encode(zkvault_core::random::array::<8>()?);
+        let secret = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(zkvault_core::random::array::<32>()?));
+        let hash = self
+            .argon2
+            .hash_password(secret.as_bytes())
+            .map_err(|e| VaultError::Internal(format!("argon2: {e}")))?
+            .to_string();
+        let roles: BTreeSet<Role> = roles.iter().copied().collect();
+        let row = CredentialRow {
+            id: id.clone(),
+            label: label.to_owned(),
+            roles: roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+            namespaces: if namespaces.is_empty() { "*".into() } else { namespaces.join(",") },
+            secret_hash: hash,
+            created_at: now_ms(),
+            expires_at,
+            revoked_at: None,
+        };
+        self.store.insert_credential(&row)?;
+        Ok(IssuedCredential { token: Zeroizing::new(format!("zkv_{id}_{}", secret.as_str())), id, expires_at })
+    }
+
+    pub fn list(&self) -> Result<Vec<CredentialInfo>, VaultError> {
+        Ok(self
+            .store
+            .credentials()?
+            .into_iter()
+            .map(|r| CredentialInfo {
+                roles: r.roles.split(',').map(str::to_owned).collect(),
+                namespaces: r.namespaces.split(',').map(str::to_owned).collect(),
+                id: r.id,
+                label: r.label,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+                revoked_at: r.revoked_at,
+            })
+            .collect())
+    }
+
+    /// Revokes a credential and evicts it from this instance's cache at once.
+    pub fn revoke(&self, id: &str) -> Result<(), VaultError> {
+        let revoked = self.store.revoke_credential(id, now_ms())?;
+        self.evict(id);
+        if revoked {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound)
+        }
+    }
+
+    fn evict(&self, id: &str) {
+        let id = id.to_owned();
+        self.verified.invalidate_entries_if(move |_, p| p.id == id).expect("closure invalidation is enabled");
+    }
+
+    /// Evicts every credential revoked or expired in the database, including by other instances.
+    /// The service runs this every 500 ms, which bounds cross-instance revocation to under a second.
+    pub fn sync_revocations(&self) -> Result<(), VaultError> {
+        let now = now_ms();
+        for row in self.store.credentials()? {
+            if row.revoked_at.is_some() || row.expires_at.is_some_and(|t| t <= now) {
+                self.evict(&row.id);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Vault {
+    /// Issues a credential expiring after the policy's credential maximum age.
+    pub fn create_credential(&self, label: &str, roles: &[Role], namespaces: &[String]) -> Result<IssuedCredential, VaultError> {
+        for ns in namespaces {
+            if self.policy().namespace(ns).is_none() {
+                return Err(VaultError::BadInput(format!("unknown namespace {ns:?}")));
+            }
+        }
+        let max_age = self.policy().credential_max_age.as_millis() as i64;
+        self.credentials().issue(label, roles, namespaces, Some(now_ms() + max_age))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_shape_is_checked_before_any_lookup() {
+        assert!(parse_token("zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_some());
+        for bad in ["", "Bearer x", "zkv_short_x", "zkv_0123456789abcdeg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "zkv_0123456789abcdef_AAA"] {
+            assert!(parse_token(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn roles_and_namespaces_are_enforced() {
+        let p = Principal {
+            id: "x".into(),
+            roles: [Role::Reader].into(),
+            namespaces: Some(["a".to_string()].into()),
+            expires_at: None,
+        };
+        assert!(p.require(Role::Reader, Some("a")).is_ok());
+        assert!(matches!(p.require(Role::Writer, Some("a")), Err(VaultError::Forbidden(_))));
+        assert!(matches!(p.require(Role::Reader, Some("b")), Err(VaultError::Forbidden(_))));
+        assert!(p.expired(i64::MIN) == false && Principal { expires_at: Some(5), ..p }.expired(5));
+    }
+}

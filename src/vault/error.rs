@@ -1,0 +1,72 @@
+use crate::keystore::KeystoreError;
+use crate::storage::StorageError;
+
+/// What a vault use case can answer. The HTTP layer maps each variant to one status code;
+/// no variant carries a resident ID, key material or plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error("missing or unknown credential")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("unknown namespace")]
+    UnknownNamespace,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("record body of {size} bytes exceeds the namespace limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    /// The record's master was destroyed: its content is gone for good.
+    #[error("record was crypto-shredded")]
+    Shredded,
+    /// A stored record or wrapped key failed authentication.
+    #[error("stored data failed authentication")]
+    Integrity,
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+    #[error("keystore unavailable: {0}")]
+    KeystoreUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StorageError> for VaultError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(m) => VaultError::StorageUnavailable(m),
+            StorageError::NotFound => VaultError::NotFound,
+            StorageError::Conflict => VaultError::Conflict("concurrent change".into()),
+            other => VaultError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<KeystoreError> for VaultError {
+    fn from(e: KeystoreError) -> Self {
+        match e {
+            KeystoreError::Unwrap => VaultError::Integrity,
+            KeystoreError::Unavailable(m) => VaultError::KeystoreUnavailable(m),
+            other => VaultError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<zkvault_core::CryptoError> for VaultError {
+    fn from(e: zkvault_core::CryptoError) -> Self {
+        match e {
+            zkvault_core::CryptoError::Rng => VaultError::Internal("random number generator failed".into()),
+            _ => VaultError::Integrity,
+        }
+    }
+}
+
+impl From<zkvault_core::IntegrityError> for VaultError {
+    fn from(_: zkvault_core::IntegrityError) -> Self {
+        VaultError::Integrity
+    }
+}

@@ -1,0 +1,161 @@
+//! The vault's use cases: everything an HTTP handler or a CLI command asks of zkvault.
+//!
+//! Blocking by design (storage, keystore, Argon2): callers on an async executor run these
+//! through `spawn_blocking`/`web::block`. Nothing here knows about HTTP.
+
+mod credentials;
+mod error;
+mod keyring;
+mod masters;
+mod overview;
+mod record_name;
+mod records;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
+
+pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
+pub use error::VaultError;
+pub use keyring::{Keyring, MasterMeta};
+pub use masters::MasterState;
+pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
+pub use record_name::valid_record_name;
+pub use records::{Precondition, PutOutcome, Record};
+
+use crate::keystore::{KekState, Keystore};
+use crate::policy::Policy;
+use crate::storage::{IndexKeyRow, KekRow, MasterRow, Store};
+
+/// Milliseconds since the Unix epoch, UTC: the one clock every stored timestamp uses.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub struct Vault {
+    store: Store,
+    policy: Policy,
+    keyring: Keyring,
+    credentials: Credentials,
+}
+
+/// Cache lifetimes, from the service configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheTtls {
+    pub masters: Duration,
+    pub credentials: Duration,
+}
+
+impl Vault {
+    /// Opens the vault over a migrated store: makes sure an active KEK exists, mirrors the KEK
+    /// list into the database, checks every stored key unwraps with this keystore, and
+    /// gives each policy namespace its DM v1 and index key on first start.
+    pub fn open(store: Store, keystore: Arc<dyn Keystore>, policy: Policy, ttls: CacheTtls) -> Result<Vault, VaultError> {
+        let kek = match keystore.active_kek()? {
+            Some(v) => v,
+            None => keystore.create_kek()?,
+        };
+        mirror_keks(&store, keystore.as_ref())?;
+        check_unwrappable(&store, keystore.as_ref())?;
+        for ns in policy.namespaces.keys() {
+            if store.index_key(ns)?.is_none() {
+                init_namespace(&store, keystore.as_ref(), kek, ns)?;
+            }
+        }
+        Ok(Vault {
+            credentials: Credentials::new(store.clone(), ttls.credentials),
+            keyring: Keyring::new(store.clone(), keystore, ttls.masters),
+            store,
+            policy,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Database and keystore both answer (for `/readyz`).
+    pub fn check_ready(&self) -> Result<(), VaultError> {
+        self.store.ping()?;
+        self.keyring.keystore().check()?;
+        Ok(())
+    }
+}
+
+/// Unwraps every stored master and index key once, so a wrong keystore (or a wrong passphrase
+/// that happened to open another file) stops the start instead of failing reads later.
+fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), VaultError> {
+    let wrong = |what: String| {
+        VaultError::Internal(format!("{what} cannot be unwrapped by this {} keystore: wrong keystore for this database?", keystore.kind()))
+    };
+    for row in store.all_masters()? {
+        if row.wrapped.is_some() {
+            keyring::unwrap_master(keystore, &row).map_err(|_| wrong(format!("master {} v{}", row.namespace, row.version)))?;
+        }
+    }
+    for row in store.all_index_keys()? {
+        let ctx = WrapContext::new(&row.namespace, KeyKind::IndexKey, 1);
+        keystore.unwrap(row.kek_version as u32, &ctx, &row.wrapped).map_err(|_| wrong(format!("index key of {}", row.namespace)))?;
+    }
+    Ok(())
+}
+
+/// Writes the keystore's KEK versions and states into the `keks` table (for `/v1/keys`).
+fn mirror_keks(store: &Store, keystore: &dyn Keystore) -> Result<(), VaultError> {
+    let known = store.keks()?;
+    for kek in keystore.list_keks()? {
+        let previous = known.iter().find(|k| k.version as u32 == kek.version);
+        let now = now_ms();
+        let row = KekRow {
+            version: kek.version as i32,
+            state: kek.state.as_str().to_owned(),
+            created_at: previous.map_or(now, |p| p.created_at),
+            retired_at: previous.and_then(|p| p.retired_at).or((kek.state != KekState::Active).then_some(now)),
+            destroyed_at: previous.and_then(|p| p.destroyed_at).or((kek.state == KekState::Destroyed).then_some(now)),
+        };
+        if previous != Some(&row) {
+            store.upsert_kek(&row)?;
+        }
+    }
+    Ok(())
+}
+
+/// Generates a namespace's DM v1 and index key from the OS CSPRNG and stores them wrapped. If
+/// another instance got there first, its keys win and ours are dropped (zeroized).
+fn init_namespace(store: &Store, keystore: &dyn Keystore, kek: u32, ns: &str) -> Result<(), VaultError> {
+    let dm = DerivationMaster::generate()?;
+    let ik = IndexKey::generate()?;
+    let now = now_ms();
+    let dm_row = MasterRow {
+        namespace: ns.to_owned(),
+        version: 1,
+        state: MasterState::Active.as_str().to_owned(),
+        compromised_at: None,
+        kek_version: kek as i32,
+        wrapped: Some(keystore.wrap(kek, &WrapContext::new(ns, KeyKind::DerivationMaster, 1), dm.secret())?),
+        salt: dm.salt().to_vec(),
+        created_at: now,
+        updated_at: now,
+    };
+    let ik_row = IndexKeyRow {
+        namespace: ns.to_owned(),
+        kek_version: kek as i32,
+        wrapped: keystore.wrap(kek, &WrapContext::new(ns, KeyKind::IndexKey, 1), ik.secret())?,
+        created_at: now,
+    };
+    store.init_namespace(&dm_row, &ik_row)?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `GET /v1/keys`: what keys exist, in which state, protecting how many records. No key material.
+
+use serde::Serialize;
+
+use super::{Vault, VaultError};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KekView {
+    pub version: i32,
+    pub state: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub destroyed_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MasterView {
+    pub version: i32,
+    pub state: String,
+    pub compromised: bool,
+    pub kek_version: i32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Records still sealed under this master.
+    pub records: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NamespaceView {
+    pub namespace: String,
+    pub masters: Vec<MasterView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyOverview {
+    pub keystore: &'static str,
+    pub keks: Vec<KekView>,
+    pub namespaces: Vec<NamespaceView>,
+}
+
+impl Vault {
+    pub fn key_overview(&self) -> Result<KeyOverview, VaultError> {
+        let counts = self.store().count_records_by_master()?;
+        let keks = self
+            .store()
+            .keks()?
+            .into_iter()
+            .map(|k| KekView { version: k.version, state: k.state, created_at: k.created_at, retired_at: k.retired_at, destroyed_at: k.destroyed_at })
+            .collect();
+        let namespaces = self
+            .policy()
+            .namespaces
+            .keys()
+            .map(|ns| {
+                let masters = self
+                    .store()
+                    .masters(ns)?
+                    .into_iter()
+                    .map(|m| MasterView {
+                        records: counts.iter().find(|(n, v, _)| n == ns && *v == m.version).map_or(0, |c| c.2),
+                        version: m.version,
+                        state: m.state,
+                        compromised: m.compromised_at.is_some(),
+                        kek_version: m.kek_version,
+                        created_at: m.created_at,
+                        updated_at: m.updated_at,
+                    })
+                    .collect();
+                Ok(NamespaceView { namespace: ns.clone(), masters })
+            })
+            .collect::<Result<_, VaultError>>()?;
+        Ok(KeyOverview { keystore: self.keyring().keystore().kind(), keks, namespaces })
+    }
+}

@@ -1,0 +1,32 @@
+//! Record names: `^[a-z0-9][a-z0-9._/-]{0,127}$`, and no path tricks inside that pattern.
+
+/// True for a name DESIGN.md's pattern accepts that is also a clean relative path: no empty,
+/// `.` or `..` segment, no trailing `/`. Proxies and clients normalise such paths differently,
+/// so a name that could be rewritten in transit is refused rather than stored.
+pub fn valid_record_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let pattern = !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'/' | b'-'));
+    pattern && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_record_name;
+
+    #[test]
+    fn accepts_the_pattern() {
+        for ok in ["demographics", "a", "bio/finger/left-thumb.iso", "0.v2_x", &"a".repeat(128)] {
+            assert!(valid_record_name(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for bad in ["", "A", "-a", ".a", "/a", "a/", "a//b", "a/../b", "a/./b", "a/..", "a%2fb", "a b", "é", &"a".repeat(129)] {
+            assert!(!valid_record_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The data plane: store, read, list, delete and erase a resident's records.
+//!
+//! Every method is blocking (database and, on a cache miss, keystore): the HTTP layer runs them
+//! off the async executor. A resident ID enters as the raw header value and leaves nowhere: it
+//! becomes a blind index and a resident key, both dropped when the call returns.
+
+use zeroize::Zeroizing;
+use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKey, SealedRecord};
+
+use super::{now_ms, record_name::valid_record_name, Vault, VaultError};
+use crate::storage::{RecordMeta, RecordRow, StorageError};
+
+/// `If-Match` / `If-None-Match: *` on a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// Replace only the revision with this ETag (no quotes).
+    IfMatch(String),
+    /// Create only: fail if the record exists.
+    IfNoneMatch,
+}
+
+pub struct PutOutcome {
+    pub created: bool,
+    pub revision: i64,
+    pub etag: String,
+    pub master_version: u32,
+}
+
+pub struct Record {
+    pub body: Zeroizing<Vec<u8>>,
+    pub content_type: String,
+    pub etag: String,
+    pub revision: i64,
+}
+
+/// A resident's keys within one namespace, derived for the length of one call.
+struct ResidentKeys {
+    blind_index: BlindIndex,
+    id: ResidentId,
+}
+
+const MAX_WRITE_ATTEMPTS: usize = 5;
+
+impl Vault {
+    fn resident(&self, ns: &str, raw_id: &str) -> Result<ResidentKeys, VaultError> {
+        let policy = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
+        let id = ResidentId::parse_with(raw_id, policy.id_checksum).map_err(|e| VaultError::BadInput(e.to_string()))?;
+        let blind_index = self.keyring().index_key(ns)?.blind_index(ns, &id);
+        Ok(ResidentKeys { blind_index, id })
+    }
+
+    fn resident_key(&self, ns: &str, keys: &ResidentKeys, version: u32) -> Result<ResidentKey, VaultError> {
+        Ok(self.keyring().master(ns, version)?.resident_key(ns, &keys.id))
+    }
+
+    fn check_name(name: &str) -> Result<(), VaultError> {
+        if valid_record_name(name) {
+            Ok(())
+        } else {
+            Err(VaultError::BadInput("record name must match ^[a-z0-9][a-z0-9._/-]{0,127}$ with no empty, '.' or '..' segment".into()))
+        }
+    }
+
+    /// Stores or replaces a record. The body is sealed under a fresh DEK with the active master;
+    /// a replacement keeps the record's UUID. Concurrent writers are serialised by an optimistic
+    /// revision check, so no update is lost.
+    pub fn put_record(
+        &self,
+        ns: &str,
+        raw_id: &str,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, VaultError> {
+        Self::check_name(name)?;
+        let limit = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
+        if body.len() > limit {
+            return Err(VaultError::TooLarge { size: body.len(), limit });
+        }
+        let keys = self.resident(ns, raw_id)?;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let existing = self.store().record(ns, keys.blind_index.as_bytes(), name)?;
+            match (precondition, &existing) {
+                (Precondition::IfNoneMatch, Some(_)) => return Err(VaultError::PreconditionFailed),
+                (Precondition::IfMatch(_), None) => return Err(VaultError::PreconditionFailed),
+                (Precondition::IfMatch(tag), Some(row)) if *tag != row.etag => return Err(VaultError::PreconditionFailed),
+                _ => {}
+            }
+            let version = self.keyring().active_version(ns)?;
+            let rk = self.resident_key(ns, &keys, version)?;
+            let record_id: [u8; 16] = match &existing {
+                Some(row) => row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?,
+                None => *uuid::Uuid::new_v4().as_bytes(),
+            };
+            let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
+            let sealed = seal(&rk, version, &ctx, body)?;
+            let now = now_ms();
+            let etag = hex::encode(zkvault_core::random::array::<8>()?);
+            let revision = existing.as_ref().map_or(1, |r| r.revision + 1);
+            let row = RecordRow {
+                id: record_id.to_vec(),
+                namespace: ns.to_owned(),
+                blind_index: keys.blind_index.as_bytes().to_vec(),
+                name: name.to_owned(),
+                format: sealed.format().into(),
+                master_version: version as i32,
+                dek_nonce: sealed.dek.nonce.to_vec(),
+                wrapped_dek: sealed.dek.wrapped.to_vec(),
+                body_nonce: sealed.body_nonce.to_vec(),
+                body_ciphertext: sealed.body_ciphertext,
+                content_type: content_type.to_owned(),
+                plaintext_len: body.len() as i64,
+                revision,
+                etag: etag.clone(),
+                created_at: existing.as_ref().map_or(now, |r| r.created_at),
+                updated_at: now,
+            };
+            let written = match &existing {
+                None => match self.store().insert_record(&row) {
+                    Ok(()) => true,
+                    Err(StorageError::Conflict) => false, // a concurrent create won; go round again
+                    Err(e) => return Err(e.into()),
+                },
+                Some(old) => self.store().replace_record(&row, old.revision)?,
+            };
+            if written {
+                return Ok(PutOutcome { created: existing.is_none(), revision, etag, master_version: version });
+            }
+            if *precondition != Precondition::None {
+                // The state the precondition was checked against is gone.
+                return Err(VaultError::PreconditionFailed);
+            }
+        }
+        Err(VaultError::Conflict("record is being written concurrently; retry".into()))
+    }
+
+    /// Reads and opens a record. A wrong resident ID looks exactly like an absent record.
+    pub fn get_record(&self, ns: &str, raw_id: &str, name: &str) -> Result<Record, VaultError> {
+        Self::check_name(name)?;
+        let keys = self.resident(ns, raw_id)?;
+        let row = self.store().record(ns, keys.blind_index.as_bytes(), name)?.ok_or(VaultError::NotFound)?;
+        let sealed = SealedRecord::from_stored(
+            u8::try_from(row.format).map_err(|_| VaultError::Integrity)?,
+            row.master_version as u32,
+            &row.dek_nonce,
+            &row.wrapped_dek,
+            &row.body_nonce,
+            row.body_ciphertext,
+        )?;
+        let record_id: [u8; 16] = row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+        let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
+        let rk = self.resident_key(ns, &keys, sealed.dek.master_version)?;
+        let body = open(&rk, &ctx, &sealed)?;
+        Ok(Record { body, content_type: row.content_type, etag: row.etag, revision: row.revision })
+    }
+
+    pub fn delete_record(&self, ns: &str, raw_id: &str, name: &str) -> Result<(), VaultError> {
+        Self::check_name(name)?;
+        let keys = self.resident(ns, raw_id)?;
+        if self.store().delete_record(ns, keys.blind_index.as_bytes(), name)? {
+            Ok(())
+        } else {
+            Err(VaultError::NotFound)
+        }
+    }
+
+    /// The resident's records (metadata only), ordered by name; empty for an unknown resident.
+    pub fn list_records(&self, ns: &str, raw_id: &str) -> Result<Vec<RecordMeta>, VaultError> {
+        let keys = self.resident(ns, raw_id)?;
+        Ok(self.store().list_records(ns, keys.blind_index.as_bytes())?)
+    }
+
+    /// Right to erasure: deletes every record of the resident in `ns`.
+    pub fn erase_resident(&self, ns: &str, raw_id: &str) -> Result<u64, VaultError> {
+        let keys = self.resident(ns, raw_id)?;
+        Ok(self.store().erase_resident(ns, keys.blind_index.as_bytes())?)
+    }
+}
