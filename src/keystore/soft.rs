@@ -52,7 +52,9 @@ pub const PASSPHRASE_ENV: &str = "ZKVAULT_PASSPHRASE";
 
 /// Reads the operator passphrase: from `file` if given (one trailing newline dropped), else
 /// from `ZKVAULT_PASSPHRASE`. Never from argv.
-pub fn passphrase_from_env_or_file(file: Option<&Path>) -> Result<Zeroizing<String>, KeystoreError> {
+pub fn passphrase_from_env_or_file(
+    file: Option<&Path>,
+) -> Result<Zeroizing<String>, KeystoreError> {
     secret_from_env_or_file(file, PASSPHRASE_ENV, "passphrase")
 }
 
@@ -67,11 +69,23 @@ pub struct Argon2Params {
 
 impl Argon2Params {
     /// Production default: 64 MiB, 3 passes, 1 lane (≈ 150 ms on the reference CPU).
-    pub const DEFAULT: Self = Argon2Params { m_cost_kib: 64 * 1024, t_cost: 3, p_cost: 1 };
+    pub const DEFAULT: Self = Argon2Params {
+        m_cost_kib: 64 * 1024,
+        t_cost: 3,
+        p_cost: 1,
+    };
     /// Lowest parameters any file may carry.
-    pub const FLOOR: Self = Argon2Params { m_cost_kib: 8 * 1024, t_cost: 1, p_cost: 1 };
+    pub const FLOOR: Self = Argon2Params {
+        m_cost_kib: 8 * 1024,
+        t_cost: 1,
+        p_cost: 1,
+    };
     /// Highest parameters `open` will run (a crafted header must not exhaust memory).
-    pub const CEILING: Self = Argon2Params { m_cost_kib: 2 * 1024 * 1024, t_cost: 64, p_cost: 16 };
+    pub const CEILING: Self = Argon2Params {
+        m_cost_kib: 2 * 1024 * 1024,
+        t_cost: 64,
+        p_cost: 16,
+    };
 
     fn check(self) -> Result<(), String> {
         let (lo, hi) = (Self::FLOOR, Self::CEILING);
@@ -96,7 +110,9 @@ pub struct SoftKeystoreOptions {
 
 impl Default for SoftKeystoreOptions {
     fn default() -> Self {
-        SoftKeystoreOptions { argon2: Argon2Params::DEFAULT }
+        SoftKeystoreOptions {
+            argon2: Argon2Params::DEFAULT,
+        }
     }
 }
 
@@ -104,7 +120,9 @@ impl SoftKeystoreOptions {
     /// The cheapest allowed parameters ([`Argon2Params::FLOOR`]), to keep test suites fast.
     /// Never for a real keystore.
     pub fn for_tests() -> Self {
-        SoftKeystoreOptions { argon2: Argon2Params::FLOOR }
+        SoftKeystoreOptions {
+            argon2: Argon2Params::FLOOR,
+        }
     }
 }
 
@@ -139,7 +157,11 @@ pub struct SoftKeystore {
 impl SoftKeystore {
     /// Creates a new, empty keystore file at `path`; refuses if the file exists.
     /// No KEK is created: call [`Keystore::create_kek`].
-    pub fn create(path: &Path, passphrase: &Zeroizing<String>, opts: SoftKeystoreOptions) -> Result<Self, KeystoreError> {
+    pub fn create(
+        path: &Path,
+        passphrase: &Zeroizing<String>,
+        opts: SoftKeystoreOptions,
+    ) -> Result<Self, KeystoreError> {
         opts.argon2.check().map_err(KeystoreError::Config)?;
         if passphrase.is_empty() {
             return Err(KeystoreError::Config("passphrase is empty".into()));
@@ -148,8 +170,15 @@ impl SoftKeystore {
         let (file_key, verifier) = derive(passphrase, &salt, opts.argon2)?;
         let store = SoftKeystore {
             path: path.to_owned(),
-            sealer: Sealer { params: opts.argon2, salt, verifier, file_key },
-            state: RwLock::new(State { keks: BTreeMap::new() }),
+            sealer: Sealer {
+                params: opts.argon2,
+                salt,
+                verifier,
+                file_key,
+            },
+            state: RwLock::new(State {
+                keks: BTreeMap::new(),
+            }),
         };
         let sealed = store.seal(&[])?;
         write_atomic(path, &sealed, true)?;
@@ -169,14 +198,22 @@ impl SoftKeystore {
             XChaCha20Poly1305::new(file_key.expose().into())
                 .decrypt(
                     &XNonce::from(header.nonce),
-                    Payload { msg: &bytes[HEADER_LEN..], aad: &bytes[..HEADER_LEN] },
+                    Payload {
+                        msg: &bytes[HEADER_LEN..],
+                        aad: &bytes[..HEADER_LEN],
+                    },
                 )
                 .map_err(|_| KeystoreError::Corrupt("sealed table failed authentication".into()))?,
         );
         let keks = parse_table(&plain)?;
         Ok(SoftKeystore {
             path: path.to_owned(),
-            sealer: Sealer { params: header.params, salt: header.salt, verifier, file_key },
+            sealer: Sealer {
+                params: header.params,
+                salt: header.salt,
+                verifier,
+                file_key,
+            },
             state: RwLock::new(State { keks }),
         })
     }
@@ -206,7 +243,13 @@ impl SoftKeystore {
         out.extend_from_slice(&nonce);
         let table = serialize_table(rows);
         let ciphertext = XChaCha20Poly1305::new(s.file_key.expose().into())
-            .encrypt(&XNonce::from(nonce), Payload { msg: &table, aad: &out })
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &table,
+                    aad: &out,
+                },
+            )
             .map_err(|_| KeystoreError::Corrupt("table too large to seal".into()))?;
         out.extend_from_slice(&ciphertext);
         Ok(out)
@@ -214,8 +257,16 @@ impl SoftKeystore {
 
     /// Persists the table as `edit` changes it, then returns; the caller applies the same
     /// change in memory only after the file is safely on disk.
-    fn persist<'a>(&self, state: &'a State, edit: impl FnOnce(&mut Vec<Row<'a>>)) -> Result<(), KeystoreError> {
-        let mut rows: Vec<_> = state.keks.iter().map(|(v, k)| (*v, k.state, k.key.as_ref())).collect();
+    fn persist<'a>(
+        &self,
+        state: &'a State,
+        edit: impl FnOnce(&mut Vec<Row<'a>>),
+    ) -> Result<(), KeystoreError> {
+        let mut rows: Vec<_> = state
+            .keks
+            .iter()
+            .map(|(v, k)| (*v, k.state, k.key.as_ref()))
+            .collect();
         edit(&mut rows);
         let sealed = self.seal(&rows)?;
         write_atomic(&self.path, &sealed, false)
@@ -240,7 +291,8 @@ impl Keystore for SoftKeystore {
     fn create_kek(&self) -> Result<u32, KeystoreError> {
         let mut state = self.write();
         let version = state.keks.keys().next_back().map_or(Ok(1), |v| {
-            v.checked_add(1).ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
+            v.checked_add(1)
+                .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
         })?;
         let key = Secret32::random().map_err(rng_error)?;
         self.persist(&state, |rows| {
@@ -249,24 +301,53 @@ impl Keystore for SoftKeystore {
             }
             rows.push((version, KekState::Active, Some(&key)));
         })?;
-        for kek in state.keks.values_mut().filter(|k| k.state == KekState::Active) {
+        for kek in state
+            .keks
+            .values_mut()
+            .filter(|k| k.state == KekState::Active)
+        {
             kek.state = KekState::Retired;
         }
-        state.keks.insert(version, Kek { state: KekState::Active, key: Some(key) });
+        state.keks.insert(
+            version,
+            Kek {
+                state: KekState::Active,
+                key: Some(key),
+            },
+        );
         Ok(version)
     }
 
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
-        Ok(self.read().keks.iter().map(|(v, k)| KekInfo { version: *v, state: k.state }).collect())
+        Ok(self
+            .read()
+            .keks
+            .iter()
+            .map(|(v, k)| KekInfo {
+                version: *v,
+                state: k.state,
+            })
+            .collect())
     }
 
-    fn wrap(&self, kek_version: u32, ctx: &WrapContext, secret: &Secret32) -> Result<Vec<u8>, KeystoreError> {
+    fn wrap(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+        secret: &Secret32,
+    ) -> Result<Vec<u8>, KeystoreError> {
         let state = self.read();
         let key = usable_key(&state, kek_version, false)?;
         let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
         let aad = ctx.aad();
         let ciphertext = XChaCha20Poly1305::new(key.expose().into())
-            .encrypt(&XNonce::from(nonce), Payload { msg: secret.expose(), aad: &aad })
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: secret.expose(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| KeystoreError::Unwrap)?;
         let mut out = Vec::with_capacity(WRAPPED_LEN);
         out.extend_from_slice(&nonce);
@@ -274,7 +355,12 @@ impl Keystore for SoftKeystore {
         Ok(out)
     }
 
-    fn unwrap(&self, kek_version: u32, ctx: &WrapContext, wrapped: &[u8]) -> Result<Secret32, KeystoreError> {
+    fn unwrap(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+        wrapped: &[u8],
+    ) -> Result<Secret32, KeystoreError> {
         let state = self.read();
         let key = usable_key(&state, kek_version, true)?;
         if wrapped.len() != WRAPPED_LEN {
@@ -285,7 +371,13 @@ impl Keystore for SoftKeystore {
         let aad = ctx.aad();
         let plain = Zeroizing::new(
             XChaCha20Poly1305::new(key.expose().into())
-                .decrypt(&XNonce::from(nonce), Payload { msg: ciphertext, aad: &aad })
+                .decrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &aad,
+                    },
+                )
                 .map_err(|_| KeystoreError::Unwrap)?,
         );
         Secret32::from_slice(&plain).ok_or(KeystoreError::Unwrap)
@@ -294,7 +386,9 @@ impl Keystore for SoftKeystore {
     fn retire_kek(&self, version: u32) -> Result<(), KeystoreError> {
         let mut state = self.write();
         require_state(&state, version, KekState::Active)?;
-        self.persist(&state, |rows| set_row(rows, version, KekState::Retired, false))?;
+        self.persist(&state, |rows| {
+            set_row(rows, version, KekState::Retired, false)
+        })?;
         if let Some(k) = state.keks.get_mut(&version) {
             k.state = KekState::Retired;
         }
@@ -304,7 +398,9 @@ impl Keystore for SoftKeystore {
     fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError> {
         let mut state = self.write();
         require_state(&state, version, KekState::Retired)?;
-        self.persist(&state, |rows| set_row(rows, version, KekState::Destroyed, true))?;
+        self.persist(&state, |rows| {
+            set_row(rows, version, KekState::Destroyed, true)
+        })?;
         if let Some(k) = state.keks.get_mut(&version) {
             k.state = KekState::Destroyed;
             k.key = None; // Secret32 zeroizes on drop
@@ -314,12 +410,17 @@ impl Keystore for SoftKeystore {
 
     fn check(&self) -> Result<(), KeystoreError> {
         // The KEKs are in memory; the file must still be there for the next write.
-        fs::metadata(&self.path).map(|_| ()).map_err(|e| io_error("stat", &self.path, e))
+        fs::metadata(&self.path)
+            .map(|_| ())
+            .map_err(|e| io_error("stat", &self.path, e))
     }
 }
 
 fn usable_key(state: &State, version: u32, for_unwrap: bool) -> Result<&Secret32, KeystoreError> {
-    let kek = state.keks.get(&version).ok_or(KeystoreError::UnknownVersion(version))?;
+    let kek = state
+        .keks
+        .get(&version)
+        .ok_or(KeystoreError::UnknownVersion(version))?;
     let allowed = match kek.state {
         KekState::Active => true,
         KekState::Retired => for_unwrap,
@@ -327,14 +428,23 @@ fn usable_key(state: &State, version: u32, for_unwrap: bool) -> Result<&Secret32
     };
     match (&kek.key, allowed) {
         (Some(key), true) => Ok(key),
-        _ => Err(KeystoreError::State { version, state: kek.state }),
+        _ => Err(KeystoreError::State {
+            version,
+            state: kek.state,
+        }),
     }
 }
 
 fn require_state(state: &State, version: u32, required: KekState) -> Result<(), KeystoreError> {
-    let kek = state.keks.get(&version).ok_or(KeystoreError::UnknownVersion(version))?;
+    let kek = state
+        .keks
+        .get(&version)
+        .ok_or(KeystoreError::UnknownVersion(version))?;
     if kek.state != required {
-        return Err(KeystoreError::State { version, state: kek.state });
+        return Err(KeystoreError::State {
+            version,
+            state: kek.state,
+        });
     }
     Ok(())
 }
@@ -374,7 +484,11 @@ impl Header {
             s
         };
         let u32_at = |s: &[u8]| u32::from_be_bytes(s.try_into().expect("4 bytes"));
-        let params = Argon2Params { m_cost_kib: u32_at(take(4)), t_cost: u32_at(take(4)), p_cost: u32_at(take(4)) };
+        let params = Argon2Params {
+            m_cost_kib: u32_at(take(4)),
+            t_cost: u32_at(take(4)),
+            p_cost: u32_at(take(4)),
+        };
         params.check().map_err(KeystoreError::Corrupt)?;
         Ok(Header {
             params,
@@ -386,7 +500,11 @@ impl Header {
 }
 
 /// Argon2id → 64 bytes: the file key, then the passphrase verifier.
-fn derive(passphrase: &str, salt: &[u8], p: Argon2Params) -> Result<(Secret32, [u8; VERIFIER_LEN]), KeystoreError> {
+fn derive(
+    passphrase: &str,
+    salt: &[u8],
+    p: Argon2Params,
+) -> Result<(Secret32, [u8; VERIFIER_LEN]), KeystoreError> {
     let params = Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(64))
         .map_err(|e| KeystoreError::Config(format!("Argon2 parameters: {e}")))?;
     let mut out = Zeroizing::new([0u8; 64]);
@@ -466,11 +584,17 @@ fn write_atomic(path: &Path, bytes: &[u8], create_new: bool) -> Result<(), Keyst
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path.file_name().ok_or_else(|| KeystoreError::Config("keystore path has no file name".into()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| KeystoreError::Config("keystore path has no file name".into()))?;
     let suffix = hex::encode(random::array::<8>().map_err(rng_error)?);
     let tmp = dir.join(format!(".{}.{suffix}.tmp", name.to_string_lossy()));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -524,24 +648,54 @@ mod tests {
     fn table_rejects_garbage() {
         let a = Secret32::from_bytes([1; 32]);
         let good = serialize_table(&[row(1, KekState::Active, Some(&a))]);
-        assert!(matches!(parse_table(&good[..good.len() - 1]), Err(KeystoreError::Corrupt(_))));
+        assert!(matches!(
+            parse_table(&good[..good.len() - 1]),
+            Err(KeystoreError::Corrupt(_))
+        ));
         let mut extra = good.to_vec();
         extra.push(0);
-        assert!(matches!(parse_table(&extra), Err(KeystoreError::Corrupt(_))));
-        let two_active = serialize_table(&[row(1, KekState::Active, Some(&a)), row(2, KekState::Active, Some(&a))]);
-        assert!(matches!(parse_table(&two_active), Err(KeystoreError::Corrupt(_))));
+        assert!(matches!(
+            parse_table(&extra),
+            Err(KeystoreError::Corrupt(_))
+        ));
+        let two_active = serialize_table(&[
+            row(1, KekState::Active, Some(&a)),
+            row(2, KekState::Active, Some(&a)),
+        ]);
+        assert!(matches!(
+            parse_table(&two_active),
+            Err(KeystoreError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn params_outside_floor_and_ceiling_are_refused() {
         assert!(Argon2Params::DEFAULT.check().is_ok());
         assert!(Argon2Params::FLOOR.check().is_ok());
-        assert!(Argon2Params { m_cost_kib: 1024, ..Argon2Params::FLOOR }.check().is_err());
-        assert!(Argon2Params { t_cost: 1000, ..Argon2Params::DEFAULT }.check().is_err());
+        assert!(Argon2Params {
+            m_cost_kib: 1024,
+            ..Argon2Params::FLOOR
+        }
+        .check()
+        .is_err());
+        assert!(Argon2Params {
+            t_cost: 1000,
+            ..Argon2Params::DEFAULT
+        }
+        .check()
+        .is_err());
         let dir = tempfile::tempdir().unwrap();
-        let weak = SoftKeystoreOptions { argon2: Argon2Params { t_cost: 0, ..Argon2Params::FLOOR } };
+        let weak = SoftKeystoreOptions {
+            argon2: Argon2Params {
+                t_cost: 0,
+                ..Argon2Params::FLOOR
+            },
+        };
         let pass = Zeroizing::new("pw".to_owned());
-        assert!(matches!(SoftKeystore::create(&dir.path().join("k"), &pass, weak), Err(KeystoreError::Config(_))));
+        assert!(matches!(
+            SoftKeystore::create(&dir.path().join("k"), &pass, weak),
+            Err(KeystoreError::Config(_))
+        ));
     }
 
     #[test]

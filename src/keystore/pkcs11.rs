@@ -1,0 +1,617 @@
+//! PKCS#11 keystore: KEKs are AES-256 token objects generated inside the HSM.
+//!
+//! On the token:
+//! - a KEK is `CKO_SECRET_KEY`/`CKK_AES`, 32 bytes, token, private, sensitive, not extractable,
+//!   label `zkvault-kek-v{n}`, `CKA_ID` = `u32be(n)`, generated with `CKM_AES_KEY_GEN`;
+//! - **retired** = `CKA_ENCRYPT` set to false: the HSM itself then refuses to wrap with it, which
+//!   also holds for other service instances sharing the token, and it survives restarts;
+//! - **destroyed** = the key object is gone (`C_DestroyObject`) and a tombstone remains: a private
+//!   `CKO_DATA` object labelled `zkvault-kek-destroyed` with `CKA_VALUE` = `u32be(n)`, so version
+//!   numbers are never reused and `list_keks` still reports the version. The tombstone is
+//!   written before the key is destroyed; a key with a tombstone counts as destroyed.
+//!
+//! Wrapping uses `CKM_AES_GCM` encrypt/decrypt (SoftHSM offers GCM only there) with
+//! AAD = `ctx.aad()`, a 96-bit IV from the OS CSPRNG and a 128-bit tag:
+//! `blob = iv (12) || ciphertext (32) || tag (16)`.
+//!
+//! Sessions: login is per application and token, and closing the last session logs out, so one
+//! logged-in session is held for the keystore's lifetime and the rest are pooled. A call that
+//! fails because its session or login is gone drops the pool, logs in again and retries once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::{AuthPin, Ulong};
+use zeroize::Zeroizing;
+use zkvault_core::{random, Secret32, WrapContext};
+
+use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
+
+/// Environment variable naming the PKCS#11 module; see [`Pkcs11Config::module_from_env`].
+pub const MODULE_ENV: &str = "ZKVAULT_PKCS11_MODULE";
+/// Module used when [`MODULE_ENV`] is unset: Debian's SoftHSM2.
+pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// Environment variable read by [`Pkcs11Config::pin_from_env_or_file`] when no file is given.
+pub const PIN_ENV: &str = "ZKVAULT_PKCS11_PIN";
+
+const LABEL_PREFIX: &str = "zkvault-kek-v";
+const TOMBSTONE_LABEL: &str = "zkvault-kek-destroyed";
+const IV_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const WRAPPED_LEN: usize = IV_LEN + 32 + TAG_LEN;
+
+/// Where the KEKs live. Holds the user PIN, so it implements neither `Debug` nor `Clone`.
+pub struct Pkcs11Config {
+    /// Path of the PKCS#11 module (`.so`).
+    pub module: PathBuf,
+    /// Label of the token that holds the KEKs.
+    pub token_label: String,
+    /// User PIN.
+    pub pin: Zeroizing<String>,
+}
+
+impl Pkcs11Config {
+    /// `ZKVAULT_PKCS11_MODULE`, else [`DEFAULT_MODULE`].
+    pub fn module_from_env() -> PathBuf {
+        std::env::var_os(MODULE_ENV).map_or_else(|| PathBuf::from(DEFAULT_MODULE), PathBuf::from)
+    }
+
+    /// Reads the user PIN: from `file` if given (one trailing newline dropped), else from
+    /// `ZKVAULT_PKCS11_PIN`. Never from argv.
+    pub fn pin_from_env_or_file(file: Option<&Path>) -> Result<Zeroizing<String>, KeystoreError> {
+        secret_from_env_or_file(file, PIN_ENV, "PKCS#11 PIN")
+    }
+}
+
+/// The process-wide context for a module, initialised on first use and never finalised.
+///
+/// PKCS#11 allows one `C_Initialize` per module per process (and SoftHSM reads `SOFTHSM2_CONF`
+/// only then), while keystores may come and go; so every keystore on the same module shares
+/// one context.
+pub fn module_context(module: &Path) -> Result<Pkcs11, KeystoreError> {
+    static MODULES: Mutex<BTreeMap<PathBuf, Pkcs11>> = Mutex::new(BTreeMap::new());
+    let mut modules = MODULES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(ctx) = modules.get(module) {
+        return Ok(ctx.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| {
+        KeystoreError::Unavailable(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            module.display()
+        ))
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        // Another library in this process initialised it first: the context is usable.
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(unavailable(e)),
+    }
+    modules.insert(module.to_owned(), ctx.clone());
+    Ok(ctx)
+}
+
+/// The PKCS#11 keystore.
+pub struct Pkcs11Keystore {
+    ctx: Pkcs11,
+    slot: Slot,
+    /// Kept to log in again after the token dropped our sessions (HSM restart, failover).
+    pin: AuthPin,
+    /// Holds the login: while it is open, every pooled session is logged in.
+    login: Mutex<Option<Session>>,
+    pool: Mutex<Vec<Session>>,
+    handles: RwLock<BTreeMap<u32, ObjectHandle>>,
+    /// Key operations share it; lifecycle changes take it alone. SoftHSM's object store fails
+    /// (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT) when a token object is created or changed
+    /// while other sessions read, and lifecycle changes are rare enough to stop the world.
+    gate: RwLock<()>,
+}
+
+impl Pkcs11Keystore {
+    /// Loads the module, finds the token by label and logs in. If a crash left more than one
+    /// active KEK, all but the newest are retired.
+    pub fn open(config: &Pkcs11Config) -> Result<Self, KeystoreError> {
+        let ctx = module_context(&config.module)?;
+        let slot = find_slot(&ctx, &config.token_label)?;
+        let store = Pkcs11Keystore {
+            ctx,
+            slot,
+            pin: AuthPin::from(config.pin.as_str()),
+            login: Mutex::new(None),
+            pool: Mutex::new(Vec::new()),
+            handles: RwLock::new(BTreeMap::new()),
+            gate: RwLock::new(()),
+        };
+        store.ensure_login().map_err(unavailable)?;
+        store.retire_stale_actives()?;
+        Ok(store)
+    }
+
+    /// Retires every active KEK but the newest (left by a crash inside `create_kek`).
+    fn retire_stale_actives(&self) -> Result<(), KeystoreError> {
+        let _gate = write(&self.gate);
+        let keks = self.list()?;
+        let mut actives = keks
+            .iter()
+            .filter(|k| k.state == KekState::Active)
+            .map(|k| k.version)
+            .rev();
+        if let Some(newest) = actives.next() {
+            let older: Vec<u32> = actives.collect();
+            if !older.is_empty() {
+                tracing::warn!(
+                    newest,
+                    ?older,
+                    "more than one active KEK on the token; retiring the older ones"
+                );
+            }
+            for v in older {
+                self.set_encrypt(v, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs in once; the login lasts while the held session stays open.
+    fn ensure_login(&self) -> Result<(), CkError> {
+        let mut login = lock(&self.login);
+        if login.is_none() {
+            let session = self.ctx.open_rw_session(self.slot)?;
+            match session.login(UserType::User, Some(&self.pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(e) => return Err(e),
+            }
+            *login = Some(session);
+        }
+        Ok(())
+    }
+
+    /// Forgets every session and handle after the token lost them.
+    fn reset(&self) {
+        lock(&self.pool).clear();
+        *lock(&self.login) = None;
+        write(&self.handles).clear();
+    }
+
+    /// Runs `f` on a pooled session. Session-level failures reset and retry once; a stale
+    /// object handle is evicted and retried once.
+    fn with_session<T>(
+        &self,
+        mut f: impl FnMut(&Session) -> Result<T, CkError>,
+    ) -> Result<T, CkError> {
+        let mut retried = false;
+        loop {
+            self.ensure_login()?;
+            let pooled = lock(&self.pool).pop();
+            let session = match pooled {
+                Some(s) => s,
+                None => self.ctx.open_rw_session(self.slot)?,
+            };
+            match f(&session) {
+                Ok(v) => {
+                    lock(&self.pool).push(session);
+                    return Ok(v);
+                }
+                Err(e) if is_session_error(&e) && !retried => {
+                    drop(session);
+                    self.reset();
+                }
+                Err(e) if is_handle_error(&e) && !retried => {
+                    lock(&self.pool).push(session);
+                    write(&self.handles).clear();
+                }
+                Err(e) => {
+                    if !is_session_error(&e) {
+                        lock(&self.pool).push(session);
+                    }
+                    return Err(e);
+                }
+            }
+            retried = true;
+        }
+    }
+
+    /// The key object of `version`, if present and not tombstoned; cached per version.
+    fn key_handle(&self, s: &Session, version: u32) -> Result<Option<ObjectHandle>, CkError> {
+        if let Some(h) = read(&self.handles).get(&version) {
+            return Ok(Some(*h));
+        }
+        let found = s.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(true),
+            Attribute::Id(version.to_be_bytes().to_vec()),
+            Attribute::Label(kek_label(version).into_bytes()),
+        ])?;
+        let Some(&h) = found.first() else {
+            return Ok(None);
+        };
+        if !find_tombstones(s)?.contains(&version) {
+            write(&self.handles).insert(version, h);
+            return Ok(Some(h));
+        }
+        Ok(None)
+    }
+
+    /// The error for a version whose key object is missing.
+    fn missing(&self, version: u32) -> KeystoreError {
+        match self.with_session(find_tombstones) {
+            Ok(t) if t.contains(&version) => KeystoreError::State {
+                version,
+                state: KekState::Destroyed,
+            },
+            Ok(_) => KeystoreError::UnknownVersion(version),
+            Err(e) => unavailable(e),
+        }
+    }
+
+    fn set_encrypt(&self, version: u32, allowed: bool) -> Result<(), KeystoreError> {
+        let done = self
+            .with_session(|s| match self.key_handle(s, version)? {
+                Some(h) => s
+                    .update_attributes(h, &[Attribute::Encrypt(allowed)])
+                    .map(|()| true),
+                None => Ok(false),
+            })
+            .map_err(unavailable)?;
+        if done {
+            Ok(())
+        } else {
+            Err(self.missing(version))
+        }
+    }
+
+    /// Every KEK on the token (callers hold the gate).
+    fn list(&self) -> Result<Vec<KekInfo>, KeystoreError> {
+        let (keys, tombstones) = self
+            .with_session(|s| {
+                let handles = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Token(true),
+                ])?;
+                let mut keys = Vec::with_capacity(handles.len());
+                for h in handles {
+                    let attrs = s.get_attributes(
+                        h,
+                        &[
+                            AttributeType::Label,
+                            AttributeType::Id,
+                            AttributeType::Encrypt,
+                        ],
+                    )?;
+                    let (mut label, mut id, mut encrypt) = (None, None, false);
+                    for a in attrs {
+                        match a {
+                            Attribute::Label(l) => label = Some(l),
+                            Attribute::Id(i) => id = Some(i),
+                            Attribute::Encrypt(e) => encrypt = e,
+                            _ => {}
+                        }
+                    }
+                    if let Some(v) = id.as_deref().and_then(version_from_id) {
+                        if label.as_deref() == Some(kek_label(v).as_bytes()) {
+                            keys.push((v, encrypt));
+                        }
+                    }
+                }
+                Ok((keys, find_tombstones(s)?))
+            })
+            .map_err(unavailable)?;
+        let mut all = BTreeMap::new();
+        for (v, encrypt) in keys {
+            all.insert(
+                v,
+                if encrypt {
+                    KekState::Active
+                } else {
+                    KekState::Retired
+                },
+            );
+        }
+        for v in tombstones {
+            all.insert(v, KekState::Destroyed);
+        }
+        Ok(all
+            .into_iter()
+            .map(|(version, state)| KekInfo { version, state })
+            .collect())
+    }
+
+    fn state_of(&self, version: u32) -> Result<KekState, KeystoreError> {
+        self.list()?
+            .into_iter()
+            .find(|k| k.version == version)
+            .map(|k| k.state)
+            .ok_or(KeystoreError::UnknownVersion(version))
+    }
+}
+
+impl Keystore for Pkcs11Keystore {
+    fn kind(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn create_kek(&self) -> Result<u32, KeystoreError> {
+        let _gate = write(&self.gate);
+        let keks = self.list()?;
+        let version = keks.last().map_or(Ok(1), |k| {
+            k.version
+                .checked_add(1)
+                .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
+        })?;
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(Ulong::from(32)),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Derive(false),
+            Attribute::Label(kek_label(version).into_bytes()),
+            Attribute::Id(version.to_be_bytes().to_vec()),
+        ];
+        let handle = self
+            .with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
+            .map_err(unavailable)?;
+        write(&self.handles).insert(version, handle);
+        // The new key exists before the old one stops encrypting, so there is never a moment
+        // without an active KEK; `open` repairs a crash in between.
+        for old in keks.iter().filter(|k| k.state == KekState::Active) {
+            self.set_encrypt(old.version, false)?;
+        }
+        Ok(version)
+    }
+
+    fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
+        let _gate = read(&self.gate);
+        self.list()
+    }
+
+    fn wrap(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+        secret: &Secret32,
+    ) -> Result<Vec<u8>, KeystoreError> {
+        let _gate = read(&self.gate);
+        let aad = ctx.aad();
+        let iv = random::array::<IV_LEN>()
+            .map_err(|_| KeystoreError::Unavailable("OS random number generator failed".into()))?;
+        let result = self.with_session(|s| {
+            let Some(h) = self.key_handle(s, kek_version)? else {
+                return Ok(None);
+            };
+            let mut iv = iv;
+            let params = GcmParams::new(&mut iv, &aad, Ulong::from(128))?;
+            s.encrypt(&Mechanism::AesGcm(params), h, secret.expose())
+                .map(Some)
+        });
+        match result {
+            Ok(Some(ct)) => {
+                let mut out = Vec::with_capacity(WRAPPED_LEN);
+                out.extend_from_slice(&iv);
+                out.extend_from_slice(&ct);
+                Ok(out)
+            }
+            Ok(None) => Err(self.missing(kek_version)),
+            // CKA_ENCRYPT = false: the HSM refuses, whichever instance retired the key.
+            Err(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) => {
+                Err(KeystoreError::State {
+                    version: kek_version,
+                    state: self.state_of(kek_version)?,
+                })
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn unwrap(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+        wrapped: &[u8],
+    ) -> Result<Secret32, KeystoreError> {
+        let _gate = read(&self.gate);
+        let aad = ctx.aad();
+        let result = self.with_session(|s| {
+            let Some(h) = self.key_handle(s, kek_version)? else {
+                return Ok(None);
+            };
+            if wrapped.len() != WRAPPED_LEN {
+                return Ok(Some(None));
+            }
+            let mut iv: [u8; IV_LEN] = wrapped[..IV_LEN].try_into().expect("IV_LEN bytes");
+            let params = GcmParams::new(&mut iv, &aad, Ulong::from(128))?;
+            match s.decrypt(&Mechanism::AesGcm(params), h, &wrapped[IV_LEN..]) {
+                Ok(plain) => Ok(Some(Some(Zeroizing::new(plain)))),
+                Err(e) if is_auth_failure(&e) => Ok(Some(None)),
+                Err(e) => Err(e),
+            }
+        });
+        match result {
+            Ok(Some(Some(plain))) => Secret32::from_slice(&plain).ok_or(KeystoreError::Unwrap),
+            Ok(Some(None)) => Err(KeystoreError::Unwrap),
+            Ok(None) => Err(self.missing(kek_version)),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    fn retire_kek(&self, version: u32) -> Result<(), KeystoreError> {
+        let _gate = write(&self.gate);
+        match self.state_of(version)? {
+            KekState::Active => self.set_encrypt(version, false),
+            state => Err(KeystoreError::State { version, state }),
+        }
+    }
+
+    fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError> {
+        let _gate = write(&self.gate);
+        match self.state_of(version)? {
+            KekState::Retired => {}
+            state => return Err(KeystoreError::State { version, state }),
+        }
+        self.with_session(|s| {
+            let Some(h) = self.key_handle(s, version)? else {
+                return Ok(());
+            };
+            if !find_tombstones(s)?.contains(&version) {
+                s.create_object(&[
+                    Attribute::Class(ObjectClass::DATA),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Label(TOMBSTONE_LABEL.as_bytes().to_vec()),
+                    Attribute::Value(version.to_be_bytes().to_vec()),
+                ])?;
+            }
+            s.destroy_object(h)
+        })
+        .map_err(unavailable)?;
+        write(&self.handles).remove(&version);
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), KeystoreError> {
+        self.with_session(|s| s.get_session_info().map(|_| ()))
+            .map_err(unavailable)
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KeystoreError> {
+    for slot in ctx
+        .get_slots_with_initialized_token()
+        .map_err(unavailable)?
+    {
+        if ctx.get_token_info(slot).map_err(unavailable)?.label() == label {
+            return Ok(slot);
+        }
+    }
+    Err(KeystoreError::Unavailable(format!(
+        "no initialised PKCS#11 token labelled {label:?}"
+    )))
+}
+
+fn find_tombstones(s: &Session) -> Result<Vec<u32>, CkError> {
+    let handles = s.find_objects(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Label(TOMBSTONE_LABEL.as_bytes().to_vec()),
+    ])?;
+    let mut versions = Vec::with_capacity(handles.len());
+    for h in handles {
+        for a in s.get_attributes(h, &[AttributeType::Value])? {
+            if let Attribute::Value(id) = a {
+                versions.extend(version_from_id(&id));
+            }
+        }
+    }
+    Ok(versions)
+}
+
+fn kek_label(version: u32) -> String {
+    format!("{LABEL_PREFIX}{version}")
+}
+
+fn version_from_id(id: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(id.try_into().ok()?))
+}
+
+/// The session or login is gone: open new ones.
+fn is_session_error(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceRemoved
+                | RvError::DeviceError
+                | RvError::TokenNotPresent
+                | RvError::UserNotLoggedIn,
+            _
+        )
+    )
+}
+
+/// A cached object handle went stale (e.g. another instance destroyed the key).
+fn is_handle_error(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid, _)
+    )
+}
+
+/// GCM tag mismatch or malformed ciphertext, as returned by `C_Decrypt`. SoftHSM 2.6 reports a
+/// tag mismatch as `CKR_GENERAL_ERROR`, so that code counts here too (and only here).
+fn is_auth_failure(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::DataInvalid
+                | RvError::DataLenRange
+                | RvError::GeneralError,
+            _
+        )
+    )
+}
+
+/// HSM errors carry the function and return code, never a PIN or key bytes.
+fn unavailable(e: CkError) -> KeystoreError {
+    match e {
+        CkError::Pkcs11(rv, function) => {
+            KeystoreError::Unavailable(format!("PKCS#11 {function}: {rv:?}"))
+        }
+        other => KeystoreError::Unavailable(format!("PKCS#11: {other}")),
+    }
+}
+
+// Poisoning is ignored: the guarded state is plain bookkeeping, valid after any panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_ids_are_four_bytes_big_endian() {
+        assert_eq!(version_from_id(&7u32.to_be_bytes()), Some(7));
+        assert_eq!(version_from_id(&[0, 7]), None);
+        assert_eq!(kek_label(12), "zkvault-kek-v12");
+    }
+
+    #[test]
+    fn errors_name_the_call_not_secrets() {
+        let e = unavailable(CkError::Pkcs11(
+            RvError::PinIncorrect,
+            cryptoki::context::Function::Login,
+        ));
+        assert_eq!(
+            e.to_string(),
+            "keystore unavailable: PKCS#11 Function::Login: PinIncorrect"
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! One conformance suite, run against both keystores: `soft` (a temp file) and `pkcs11`
+//! (SoftHSM2, a fresh token per test; skipped loudly when SoftHSM is missing, failed under CI).
+
+mod support;
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+use zkvault::keystore::pkcs11::{Pkcs11Config, Pkcs11Keystore};
+use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
+use zkvault::keystore::{KekInfo, KekState, Keystore, KeystoreError};
+use zkvault_core::{KeyKind, Secret32, WrapContext};
+
+use support::softhsm;
+
+/// A keystore implementation under test: a fresh empty store, and the same store reopened as
+/// after a process restart.
+trait Backend {
+    type Store: Keystore + 'static;
+    fn create(&self) -> Self::Store;
+    fn reopen(&self) -> Self::Store;
+}
+
+struct SoftBackend {
+    dir: tempfile::TempDir,
+    passphrase: Zeroizing<String>,
+}
+
+impl SoftBackend {
+    fn new() -> Option<Self> {
+        Some(SoftBackend {
+            dir: tempfile::tempdir().unwrap(),
+            passphrase: Zeroizing::new("correct horse".into()),
+        })
+    }
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("keystore.zkv")
+    }
+}
+
+impl Backend for SoftBackend {
+    type Store = SoftKeystore;
+    fn create(&self) -> SoftKeystore {
+        SoftKeystore::create(
+            &self.path(),
+            &self.passphrase,
+            SoftKeystoreOptions::for_tests(),
+        )
+        .unwrap()
+    }
+    fn reopen(&self) -> SoftKeystore {
+        SoftKeystore::open(&self.path(), &self.passphrase).unwrap()
+    }
+}
+
+struct Pkcs11Backend {
+    config: Pkcs11Config,
+}
+
+impl Pkcs11Backend {
+    fn new() -> Option<Self> {
+        softhsm::new_token().map(|config| Pkcs11Backend { config })
+    }
+}
+
+impl Backend for Pkcs11Backend {
+    type Store = Pkcs11Keystore;
+    fn create(&self) -> Pkcs11Keystore {
+        Pkcs11Keystore::open(&self.config).unwrap()
+    }
+    fn reopen(&self) -> Pkcs11Keystore {
+        Pkcs11Keystore::open(&self.config).unwrap()
+    }
+}
+
+fn ctx(ns: &str, kind: KeyKind, version: u32) -> WrapContext {
+    WrapContext::new(ns, kind, version)
+}
+
+fn dm(version: u32) -> WrapContext {
+    ctx("uin", KeyKind::DerivationMaster, version)
+}
+
+fn secret(byte: u8) -> Secret32 {
+    Secret32::from_bytes([byte; 32])
+}
+
+fn info(version: u32, state: KekState) -> KekInfo {
+    KekInfo { version, state }
+}
+
+fn assert_state<T>(r: Result<T, KeystoreError>, version: u32, state: KekState) {
+    match r {
+        Err(KeystoreError::State {
+            version: v,
+            state: s,
+        }) => assert_eq!((v, s), (version, state)),
+        Err(e) => panic!("expected State({version}, {state:?}), got {e}"),
+        Ok(_) => panic!("expected State({version}, {state:?}), got Ok"),
+    }
+}
+
+fn assert_unwrap_fails<T>(r: Result<T, KeystoreError>) {
+    match r {
+        Err(KeystoreError::Unwrap) => {}
+        Err(e) => panic!("expected Unwrap, got {e}"),
+        Ok(_) => panic!("expected Unwrap, got Ok"),
+    }
+}
+
+mod cases {
+    use super::*;
+
+    pub fn create_and_list(b: &impl Backend) {
+        let ks = b.create();
+        assert!(ks.list_keks().unwrap().is_empty());
+        assert_eq!(ks.active_kek().unwrap(), None);
+        assert_eq!(ks.create_kek().unwrap(), 1);
+        assert_eq!(ks.list_keks().unwrap(), vec![info(1, KekState::Active)]);
+        assert_eq!(ks.create_kek().unwrap(), 2);
+        assert_eq!(
+            ks.list_keks().unwrap(),
+            vec![info(1, KekState::Retired), info(2, KekState::Active)]
+        );
+        assert_eq!(ks.active_kek().unwrap(), Some(2));
+        ks.check().unwrap();
+        assert!(matches!(ks.kind(), "soft" | "pkcs11"));
+    }
+
+    pub fn round_trip(b: &impl Backend) {
+        let ks = b.create();
+        let v = ks.create_kek().unwrap();
+        let s = Secret32::random().unwrap();
+        let a = ks.wrap(v, &dm(1), &s).unwrap();
+        let again = ks.wrap(v, &dm(1), &s).unwrap();
+        assert_ne!(a, again, "every wrap draws a fresh nonce");
+        assert!(ks.unwrap(v, &dm(1), &a).unwrap() == s);
+        assert!(ks.unwrap(v, &dm(1), &again).unwrap() == s);
+        let ik = ctx("uin", KeyKind::IndexKey, 0);
+        assert!(
+            ks.unwrap(v, &ik, &ks.wrap(v, &ik, &secret(9)).unwrap())
+                .unwrap()
+                == secret(9)
+        );
+    }
+
+    pub fn aad_mismatch(b: &impl Backend) {
+        let ks = b.create();
+        let v1 = ks.create_kek().unwrap();
+        let wrapped = ks.wrap(v1, &dm(3), &secret(1)).unwrap();
+        assert_unwrap_fails(ks.unwrap(
+            v1,
+            &ctx("other-ns", KeyKind::DerivationMaster, 3),
+            &wrapped,
+        ));
+        assert_unwrap_fails(ks.unwrap(v1, &ctx("uin", KeyKind::IndexKey, 3), &wrapped));
+        assert_unwrap_fails(ks.unwrap(v1, &dm(4), &wrapped));
+        // Under another KEK version the bytes fail too.
+        let v2 = ks.create_kek().unwrap();
+        assert_unwrap_fails(ks.unwrap(v2, &dm(3), &wrapped));
+        assert!(ks.unwrap(v1, &dm(3), &wrapped).unwrap() == secret(1));
+    }
+
+    pub fn altered_bytes(b: &impl Backend) {
+        let ks = b.create();
+        let v = ks.create_kek().unwrap();
+        let wrapped = ks.wrap(v, &dm(1), &secret(2)).unwrap();
+        for i in 0..wrapped.len() {
+            let mut bad = wrapped.clone();
+            bad[i] ^= 0x01;
+            assert_unwrap_fails(ks.unwrap(v, &dm(1), &bad));
+        }
+        assert_unwrap_fails(ks.unwrap(v, &dm(1), &wrapped[..wrapped.len() - 1]));
+        assert_unwrap_fails(ks.unwrap(v, &dm(1), &[wrapped.as_slice(), &[0]].concat()));
+        assert_unwrap_fails(ks.unwrap(v, &dm(1), &[]));
+    }
+
+    pub fn retired_unwraps_only(b: &impl Backend) {
+        let ks = b.create();
+        let v1 = ks.create_kek().unwrap();
+        let wrapped = ks.wrap(v1, &dm(1), &secret(3)).unwrap();
+        let v2 = ks.create_kek().unwrap();
+        assert_state(ks.wrap(v1, &dm(1), &secret(3)), v1, KekState::Retired);
+        assert!(ks.unwrap(v1, &dm(1), &wrapped).unwrap() == secret(3));
+        // Rewrap under the new KEK: what KEK rotation does.
+        let rewrapped = ks
+            .wrap(v2, &dm(1), &ks.unwrap(v1, &dm(1), &wrapped).unwrap())
+            .unwrap();
+        assert!(ks.unwrap(v2, &dm(1), &rewrapped).unwrap() == secret(3));
+        // Explicit retirement of the active KEK leaves none active.
+        ks.retire_kek(v2).unwrap();
+        assert_eq!(ks.active_kek().unwrap(), None);
+        assert_state(ks.wrap(v2, &dm(1), &secret(3)), v2, KekState::Retired);
+        assert!(ks.unwrap(v2, &dm(1), &rewrapped).unwrap() == secret(3));
+    }
+
+    pub fn destroyed_cannot_unwrap(b: &impl Backend) {
+        let ks = b.create();
+        let v1 = ks.create_kek().unwrap();
+        let wrapped = ks.wrap(v1, &dm(1), &secret(4)).unwrap();
+        ks.create_kek().unwrap();
+        ks.destroy_kek(v1).unwrap();
+        assert_state(ks.unwrap(v1, &dm(1), &wrapped), v1, KekState::Destroyed);
+        assert_state(ks.wrap(v1, &dm(1), &secret(4)), v1, KekState::Destroyed);
+        assert_eq!(
+            ks.list_keks().unwrap(),
+            vec![info(1, KekState::Destroyed), info(2, KekState::Active)]
+        );
+        // Versions are never reused after destruction.
+        assert_eq!(ks.create_kek().unwrap(), 3);
+    }
+
+    pub fn invalid_transitions(b: &impl Backend) {
+        let ks = b.create();
+        for r in [ks.retire_kek(1), ks.destroy_kek(1)] {
+            assert!(matches!(r, Err(KeystoreError::UnknownVersion(1))), "{r:?}");
+        }
+        assert!(matches!(
+            ks.wrap(1, &dm(1), &secret(0)),
+            Err(KeystoreError::UnknownVersion(1))
+        ));
+        assert!(matches!(
+            ks.unwrap(1, &dm(1), &[0; 60]),
+            Err(KeystoreError::UnknownVersion(1))
+        ));
+        let v1 = ks.create_kek().unwrap();
+        assert_state(ks.destroy_kek(v1), v1, KekState::Active);
+        ks.retire_kek(v1).unwrap();
+        assert_state(ks.retire_kek(v1), v1, KekState::Retired);
+        ks.destroy_kek(v1).unwrap();
+        assert_state(ks.destroy_kek(v1), v1, KekState::Destroyed);
+        assert_state(ks.retire_kek(v1), v1, KekState::Destroyed);
+        assert_eq!(ks.list_keks().unwrap(), vec![info(1, KekState::Destroyed)]);
+    }
+
+    pub fn concurrent_use(b: &impl Backend) {
+        let ks = Arc::new(b.create());
+        let v1 = ks.create_kek().unwrap();
+        let old = ks.wrap(v1, &dm(0), &secret(0xAA)).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..8u8 {
+                let ks = Arc::clone(&ks);
+                let old = &old;
+                scope.spawn(move || {
+                    for i in 0..150u32 {
+                        // Thread 0 rotates the KEK now and then while the others work.
+                        if t == 0 && i % 50 == 25 {
+                            ks.create_kek().unwrap();
+                        }
+                        let c = ctx(&format!("ns{t}"), KeyKind::DerivationMaster, i);
+                        let s = secret(t.wrapping_mul(31).wrapping_add(i as u8));
+                        // The active version can change between reading and wrapping.
+                        let (v, wrapped) = loop {
+                            let v = ks.active_kek().unwrap().unwrap();
+                            match ks.wrap(v, &c, &s) {
+                                Ok(w) => break (v, w),
+                                Err(KeystoreError::State {
+                                    state: KekState::Retired,
+                                    ..
+                                }) => continue,
+                                Err(e) => panic!("wrap: {e}"),
+                            }
+                        };
+                        assert!(ks.unwrap(v, &c, &wrapped).unwrap() == s);
+                        assert!(ks.unwrap(v1, &dm(0), old).unwrap() == secret(0xAA));
+                    }
+                });
+            }
+        });
+        let keks = ks.list_keks().unwrap();
+        assert_eq!(keks.len(), 4);
+        assert_eq!(
+            keks.iter().filter(|k| k.state == KekState::Active).count(),
+            1
+        );
+    }
+
+    pub fn reopen_sees_same_keys(b: &impl Backend) {
+        let (w1, w2, w3);
+        {
+            let ks = b.create();
+            let v1 = ks.create_kek().unwrap();
+            w1 = ks.wrap(v1, &dm(1), &secret(1)).unwrap();
+            let v2 = ks.create_kek().unwrap();
+            w2 = ks.wrap(v2, &dm(2), &secret(2)).unwrap();
+            let v3 = ks.create_kek().unwrap();
+            w3 = ks.wrap(v3, &dm(3), &secret(3)).unwrap();
+            ks.destroy_kek(v1).unwrap();
+        }
+        let ks = b.reopen();
+        assert_eq!(
+            ks.list_keks().unwrap(),
+            vec![
+                info(1, KekState::Destroyed),
+                info(2, KekState::Retired),
+                info(3, KekState::Active)
+            ]
+        );
+        assert_state(ks.unwrap(1, &dm(1), &w1), 1, KekState::Destroyed);
+        assert!(ks.unwrap(2, &dm(2), &w2).unwrap() == secret(2));
+        assert!(ks.unwrap(3, &dm(3), &w3).unwrap() == secret(3));
+        assert_state(ks.wrap(2, &dm(2), &secret(2)), 2, KekState::Retired);
+        // A second handle on the same store, e.g. while the first is still open, agrees.
+        let again = b.reopen();
+        assert_eq!(again.list_keks().unwrap(), ks.list_keks().unwrap());
+        assert!(
+            again
+                .unwrap(3, &dm(3), &ks.wrap(3, &dm(3), &secret(7)).unwrap())
+                .unwrap()
+                == secret(7)
+        );
+    }
+}
+
+macro_rules! conformance {
+    ($name:ident, $backend:expr) => {
+        mod $name {
+            use super::*;
+
+            conformance!(@cases $backend;
+                create_and_list, round_trip, aad_mismatch, altered_bytes, retired_unwraps_only,
+                destroyed_cannot_unwrap, invalid_transitions, concurrent_use, reopen_sees_same_keys);
+        }
+    };
+    (@cases $backend:expr; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                match $backend {
+                    Some(backend) => cases::$case(&backend),
+                    None => eprintln!("SKIPPED {}", stringify!($case)),
+                }
+            }
+        )*
+    };
+}
+
+conformance!(soft, SoftBackend::new());
+conformance!(pkcs11, Pkcs11Backend::new());
+
+/// What only the sealed file can get wrong.
+mod soft_file {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use zkvault::keystore::soft::{passphrase_from_env_or_file, Argon2Params};
+
+    fn populated() -> (SoftBackend, Vec<u8>) {
+        let b = SoftBackend::new().unwrap();
+        let ks = b.create();
+        ks.create_kek().unwrap();
+        ks.create_kek().unwrap();
+        let bytes = std::fs::read(b.path()).unwrap();
+        (b, bytes)
+    }
+
+    fn open_err(b: &SoftBackend, pass: &str) -> KeystoreError {
+        match SoftKeystore::open(&b.path(), &Zeroizing::new(pass.to_owned())) {
+            Err(e) => e,
+            Ok(_) => panic!("open should fail"),
+        }
+    }
+
+    #[test]
+    fn wrong_passphrase_is_refused_and_file_unchanged() {
+        let (b, before) = populated();
+        assert!(matches!(
+            open_err(&b, "wrong horse"),
+            KeystoreError::BadPassphrase
+        ));
+        assert_eq!(std::fs::read(b.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn damaged_files_are_corrupt_and_left_alone() {
+        let (b, good) = populated();
+        let header_len = 6 + 1 + 12 + 32 + 32 + 24;
+        let mut cases: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            good[..10].to_vec(),
+            good[..header_len + 5].to_vec(),
+            good[..good.len() - 1].to_vec(),
+        ];
+        for at in [0, 6, header_len, header_len + 20, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            cases.push(bad);
+        }
+        for bad in cases {
+            std::fs::write(b.path(), &bad).unwrap();
+            let e = open_err(&b, "correct horse");
+            assert!(
+                matches!(e, KeystoreError::Corrupt(_)),
+                "{} bytes: {e}",
+                bad.len()
+            );
+            assert_eq!(std::fs::read(b.path()).unwrap(), bad);
+        }
+        // A flip in the salt or verifier changes what the passphrase must derive: it cannot be
+        // told from a wrong passphrase, but it never opens.
+        for at in [20, 60] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x01;
+            std::fs::write(b.path(), &bad).unwrap();
+            assert!(matches!(
+                open_err(&b, "correct horse"),
+                KeystoreError::BadPassphrase
+            ));
+        }
+        std::fs::write(b.path(), &good).unwrap();
+        assert_eq!(b.reopen().list_keks().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn file_is_private_and_writes_leave_no_temp_files() {
+        let (b, _) = populated();
+        let mode = std::fs::metadata(b.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(b.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("keystore.zkv")]);
+    }
+
+    #[test]
+    fn create_refuses_an_existing_file() {
+        let (b, before) = populated();
+        let r = SoftKeystore::create(&b.path(), &b.passphrase, SoftKeystoreOptions::for_tests());
+        assert!(matches!(r, Err(KeystoreError::Unavailable(_))));
+        assert_eq!(std::fs::read(b.path()).unwrap(), before);
+    }
+
+    #[test]
+    fn header_carries_the_argon2_parameters() {
+        let (b, bytes) = populated();
+        assert_eq!(&bytes[..7], b"ZKVKS1\x01");
+        assert_eq!(b.reopen().argon2_params(), Argon2Params::FLOOR);
+        assert_eq!(
+            u32::from_be_bytes(bytes[7..11].try_into().unwrap()),
+            8 * 1024
+        );
+    }
+
+    #[test]
+    fn passphrase_file_drops_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pass");
+        std::fs::write(&f, "s3cret pass\n").unwrap();
+        assert_eq!(
+            passphrase_from_env_or_file(Some(&f)).unwrap().as_str(),
+            "s3cret pass"
+        );
+        std::fs::write(&f, "\n").unwrap();
+        assert!(matches!(
+            passphrase_from_env_or_file(Some(&f)),
+            Err(KeystoreError::Config(_))
+        ));
+        let missing = passphrase_from_env_or_file(Some(&dir.path().join("nope")));
+        assert!(matches!(missing, Err(KeystoreError::Config(_))));
+    }
+}
+
+/// What only the HSM can get wrong: the attributes the keys are born with.
+mod pkcs11_token {
+    use super::*;
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    use cryptoki::session::UserType;
+    use cryptoki::types::AuthPin;
+    use zkvault::keystore::pkcs11::module_context;
+
+    #[test]
+    fn keks_are_sensitive_token_keys_that_never_leave() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        ks.create_kek().unwrap();
+        let ctx = module_context(&config.module).unwrap();
+        let slot = ctx
+            .get_slots_with_initialized_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label() == config.token_label)
+            .unwrap();
+        let session = ctx.open_ro_session(slot).unwrap();
+        // The keystore's login is shared by the application's sessions.
+        match session.login(UserType::User, Some(&AuthPin::from(config.pin.as_str()))) {
+            Ok(())
+            | Err(cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserAlreadyLoggedIn,
+                _,
+            )) => {}
+            Err(e) => panic!("{e}"),
+        }
+        let keys = session
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+            .unwrap();
+        assert_eq!(keys.len(), 1);
+        let attrs = session
+            .get_attributes(
+                keys[0],
+                &[
+                    AttributeType::Token,
+                    AttributeType::Private,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::ValueLen,
+                    AttributeType::Label,
+                    AttributeType::Id,
+                    AttributeType::Value,
+                ],
+            )
+            .unwrap();
+        let mut seen = 0;
+        for a in attrs {
+            match a {
+                Attribute::Token(v) | Attribute::Private(v) | Attribute::Sensitive(v) => assert!(v),
+                Attribute::Extractable(v) => assert!(!v),
+                Attribute::ValueLen(n) => assert_eq!(u64::from(n), 32),
+                Attribute::Label(l) => assert_eq!(l, b"zkvault-kek-v1"),
+                Attribute::Id(id) => assert_eq!(id, 1u32.to_be_bytes()),
+                Attribute::Value(v) => {
+                    panic!("a sensitive key's value was readable ({} bytes)", v.len())
+                }
+                _ => continue,
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, 7);
+    }
+}
