@@ -1,0 +1,80 @@
+//! Secrets hygiene: a known resident ID and a known body go through every data endpoint with
+//! trace-level logging captured; neither may appear in a log line, an error body or metrics.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use reqwest::Method;
+use support::app::TestApp;
+use support::db::TestDb;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const ID: &str = "HYGIENEid7731";
+const BODY: &str = "BODYmarker-5521";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
+    let logs = Captured::default();
+    let sink = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .init();
+
+    let app = TestApp::start(TestDb::sqlite()).await;
+    let mut bodies = String::new();
+    let ns = "/v1/ns/rp";
+    let calls: Vec<(Method, String, &str)> = vec![
+        (Method::PUT, format!("{ns}/records/demographics"), BODY),
+        (Method::PUT, format!("{ns}/records/demographics"), BODY),
+        (Method::GET, format!("{ns}/records/demographics"), ""),
+        (Method::GET, format!("{ns}/records/absent"), ""),
+        (Method::GET, format!("{ns}/records"), ""),
+        (Method::PUT, format!("{ns}/records/BadName"), BODY),
+        (Method::PUT, "/v1/ns/uin/records/x".to_string(), BODY),
+        (Method::DELETE, format!("{ns}/records/demographics"), ""),
+        (Method::DELETE, format!("{ns}/resident"), ""),
+    ];
+    for (method, path, body) in calls {
+        for token in [&app.tokens.writer, "zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+            let r = app.req(method.clone(), &path, token, Some(ID)).body(body.to_owned()).send().await.unwrap();
+            bodies.push_str(&format!("{:?}", r.headers()));
+            let ok_read = method == Method::GET && r.status().is_success() && !path.ends_with("/records");
+            let text = r.text().await.unwrap();
+            if ok_read {
+                assert_eq!(text, BODY, "the one place the body may appear: its own read");
+            } else {
+                bodies.push_str(&text);
+            }
+        }
+    }
+    // An ID that fails validation must not be echoed either.
+    let r = app.req(Method::GET, &format!("{ns}/records/x"), &app.tokens.writer, Some("bad id HYGIENE")).send().await.unwrap();
+    bodies.push_str(&r.text().await.unwrap());
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    app.stop().await;
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("route=\"/v1/ns/{ns}/records/{name:.+}\""), "access log lines were captured:\n{}", logs.lines().filter(|l| l.contains("zkvault")).take(5).collect::<Vec<_>>().join("\n"));
+    assert!(logs.lines().count() > 20, "trace logging produced output: {} lines", logs.lines().count());
+    for (what, text) in [("logs", &logs), ("responses", &bodies), ("metrics", &metrics)] {
+        assert!(!text.contains(ID), "resident ID leaked into {what}");
+        assert!(!text.contains("HYGIENE"), "invalid resident ID leaked into {what}");
+        assert!(!text.contains(BODY), "record body leaked into {what}");
+    }
+}
