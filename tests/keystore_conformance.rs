@@ -528,4 +528,31 @@ mod pkcs11_token {
         }
         assert_eq!(seen, 7);
     }
+
+    #[test]
+    fn recovers_when_the_login_is_lost() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        let v = ks.create_kek().unwrap();
+        let wrapped = ks.wrap(v, &dm(1), &secret(5)).unwrap();
+        // Logging out from any session logs the whole application out, as an HSM restart would.
+        let ctx = module_context(&config.module).unwrap();
+        let slot = ctx
+            .get_slots_with_initialized_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| ctx.get_token_info(*s).unwrap().label() == config.token_label)
+            .unwrap();
+        ctx.open_ro_session(slot).unwrap().logout().unwrap();
+        assert_eq!(ks.list_keks().unwrap(), vec![info(v, KekState::Active)]);
+        assert!(ks.unwrap(v, &dm(1), &wrapped).unwrap() == secret(5));
+        ctx.open_ro_session(slot).unwrap().logout().unwrap();
+        assert!(
+            ks.unwrap(v, &dm(1), &ks.wrap(v, &dm(1), &secret(6)).unwrap())
+                .unwrap()
+                == secret(6)
+        );
+    }
 }

@@ -16,18 +16,18 @@
 //!
 //! Sessions: login is per application and token, and closing the last session logs out, so one
 //! logged-in session is held for the keystore's lifetime and the rest are pooled. A call that
-//! fails because its session or login is gone drops the pool, logs in again and retries once.
+//! fails because its session or login is gone drops the pool, logs in again and retries.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::{AuthPin, Ulong};
 use zeroize::Zeroizing;
@@ -179,13 +179,14 @@ impl Pkcs11Keystore {
         write(&self.handles).clear();
     }
 
-    /// Runs `f` on a pooled session. Session-level failures reset and retry once; a stale
-    /// object handle is evicted and retried once.
+    /// Runs `f` on a pooled session. A session-level failure drops every session and logs in
+    /// again; a stale object handle empties the handle cache; either way `f` runs again.
     fn with_session<T>(
         &self,
         mut f: impl FnMut(&Session) -> Result<T, CkError>,
     ) -> Result<T, CkError> {
-        let mut retried = false;
+        // Two retries: a lost login can first show as a stale handle, then as no login.
+        let mut retries = 0;
         loop {
             self.ensure_login()?;
             let pooled = lock(&self.pool).pop();
@@ -198,22 +199,22 @@ impl Pkcs11Keystore {
                     lock(&self.pool).push(session);
                     return Ok(v);
                 }
-                Err(e) if is_session_error(&e) && !retried => {
+                Err(e) if is_session_error(&e) => {
                     drop(session);
                     self.reset();
-                }
-                Err(e) if is_handle_error(&e) && !retried => {
-                    lock(&self.pool).push(session);
-                    write(&self.handles).clear();
+                    if retries == 2 {
+                        return Err(e);
+                    }
                 }
                 Err(e) => {
-                    if !is_session_error(&e) {
-                        lock(&self.pool).push(session);
+                    lock(&self.pool).push(session);
+                    if !is_handle_error(&e) || retries == 2 {
+                        return Err(e);
                     }
-                    return Err(e);
+                    write(&self.handles).clear();
                 }
             }
-            retried = true;
+            retries += 1;
         }
     }
 
@@ -222,6 +223,7 @@ impl Pkcs11Keystore {
         if let Some(h) = read(&self.handles).get(&version) {
             return Ok(Some(*h));
         }
+        require_login(s)?;
         let found = s.find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
@@ -271,6 +273,7 @@ impl Pkcs11Keystore {
     fn list(&self) -> Result<Vec<KekInfo>, KeystoreError> {
         let (keys, tombstones) = self
             .with_session(|s| {
+                require_login(s)?;
                 let handles = s.find_objects(&[
                     Attribute::Class(ObjectClass::SECRET_KEY),
                     Attribute::KeyType(KeyType::AES),
@@ -504,7 +507,20 @@ fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KeystoreError> {
     )))
 }
 
+/// Private objects are invisible without a login, so a search in a session that lost it
+/// would wrongly report no keys: fail it as a session error instead, to log in again.
+fn require_login(s: &Session) -> Result<(), CkError> {
+    match s.get_session_info()?.session_state() {
+        SessionState::RwUser | SessionState::RoUser => Ok(()),
+        _ => Err(CkError::Pkcs11(
+            RvError::UserNotLoggedIn,
+            Function::FindObjectsInit,
+        )),
+    }
+}
+
 fn find_tombstones(s: &Session) -> Result<Vec<u32>, CkError> {
+    require_login(s)?;
     let handles = s.find_objects(&[
         Attribute::Class(ObjectClass::DATA),
         Attribute::Token(true),
@@ -605,10 +621,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_call_not_secrets() {
-        let e = unavailable(CkError::Pkcs11(
-            RvError::PinIncorrect,
-            cryptoki::context::Function::Login,
-        ));
+        let e = unavailable(CkError::Pkcs11(RvError::PinIncorrect, Function::Login));
         assert_eq!(
             e.to_string(),
             "keystore unavailable: PKCS#11 Function::Login: PinIncorrect"

@@ -2,4 +2,6 @@
 
 pub mod app;
 pub mod db;
+// Not every test binary that includes `support` uses SoftHSM.
+#[allow(dead_code)]
 pub mod softhsm;
