@@ -555,4 +555,75 @@ mod pkcs11_token {
                 == secret(6)
         );
     }
+
+    /// A restart for real: another process opens the token from SoftHSM's files.
+    #[test]
+    fn another_process_sees_the_same_keys_and_states() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let (w2, w3);
+        {
+            let ks = Pkcs11Keystore::open(&config).unwrap();
+            ks.create_kek().unwrap();
+            ks.create_kek().unwrap();
+            w2 = ks.wrap(2, &dm(2), &secret(2)).unwrap();
+            ks.create_kek().unwrap();
+            w3 = ks.wrap(3, &dm(3), &secret(3)).unwrap();
+            ks.destroy_kek(1).unwrap();
+        }
+        // SOFTHSM2_CONF, set by the helper, is inherited.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "pkcs11_token::child_process_check",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(
+                "ZKVAULT_TEST_CHILD",
+                format!(
+                    "{} {} {}",
+                    config.token_label,
+                    hex::encode(&w2),
+                    hex::encode(&w3)
+                ),
+            )
+            .env("ZKVAULT_PKCS11_PIN", config.pin.as_str())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run in a child process by another_process_sees_the_same_keys_and_states"]
+    fn child_process_check() {
+        let spec = std::env::var("ZKVAULT_TEST_CHILD").expect("ZKVAULT_TEST_CHILD");
+        let mut parts = spec.split(' ');
+        let label = parts.next().unwrap().to_owned();
+        let w2 = hex::decode(parts.next().unwrap()).unwrap();
+        let w3 = hex::decode(parts.next().unwrap()).unwrap();
+        let config = Pkcs11Config {
+            module: Pkcs11Config::module_from_env(),
+            token_label: label,
+            pin: Pkcs11Config::pin_from_env_or_file(None).unwrap(),
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        assert_eq!(
+            ks.list_keks().unwrap(),
+            vec![
+                info(1, KekState::Destroyed),
+                info(2, KekState::Retired),
+                info(3, KekState::Active)
+            ]
+        );
+        assert!(ks.unwrap(2, &dm(2), &w2).unwrap() == secret(2));
+        assert!(ks.unwrap(3, &dm(3), &w3).unwrap() == secret(3));
+        assert_state(ks.wrap(2, &dm(2), &secret(2)), 2, KekState::Retired);
+    }
 }
