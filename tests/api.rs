@@ -171,7 +171,9 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
     app.put("rp", "demographics", ID, b"original").await;
     let before = app.snapshot().await;
 
-    let cases: Vec<(&str, String, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    // (what, path, resident id, body, expected status, expected error code)
+    type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         ("bad id", "/v1/ns/rp/records/demographics".into(), Some("12 34"), b"x".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
         ("no id", "/v1/ns/rp/records/demographics".into(), None, b"x".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
         ("bad name", "/v1/ns/rp/records/Demographics".into(), Some(ID), b"x".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),

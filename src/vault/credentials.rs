@@ -275,6 +275,6 @@ mod tests {
         assert!(p.require(Role::Reader, Some("a")).is_ok());
         assert!(matches!(p.require(Role::Writer, Some("a")), Err(VaultError::Forbidden(_))));
         assert!(matches!(p.require(Role::Reader, Some("b")), Err(VaultError::Forbidden(_))));
-        assert!(p.expired(i64::MIN) == false && Principal { expires_at: Some(5), ..p }.expired(5));
+        assert!(!p.expired(i64::MIN) && Principal { expires_at: Some(5), ..p }.expired(5));
     }
 }
