@@ -1,0 +1,6 @@
+DROP TABLE IF EXISTS credentials;
+DROP INDEX IF EXISTS records_by_master;
+DROP TABLE IF EXISTS records;
+DROP TABLE IF EXISTS index_keys;
+DROP TABLE IF EXISTS masters;
+DROP TABLE IF EXISTS keks;

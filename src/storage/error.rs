@@ -1,0 +1,43 @@
+//! Typed storage errors. Messages never carry a password, a resident ID or key material.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached or did not answer in time (down, pool timeout, busy,
+    /// serialization failure). Worth retrying; the service answers 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint rejected the write (the row already exists).
+    #[error("conflict: the row already exists")]
+    Conflict,
+    /// The row to update does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A row could not be read back into its type, or a written row broke a CHECK /
+    /// NOT NULL constraint (a malformed row, never a transient condition).
+    #[error("unreadable or malformed row: {0}")]
+    Corrupt(String),
+    /// Applying the embedded migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<DieselError> for StorageError {
+    fn from(e: DieselError) -> Self {
+        match e {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => Self::Conflict,
+            DieselError::DatabaseError(
+                kind @ (DatabaseErrorKind::CheckViolation
+                | DatabaseErrorKind::NotNullViolation
+                | DatabaseErrorKind::ForeignKeyViolation),
+                info,
+            ) => Self::Corrupt(format!("{kind:?}: {}", info.message())),
+            DieselError::DatabaseError(_, info) => Self::Unavailable(info.message().to_owned()),
+            DieselError::NotFound => Self::NotFound,
+            DieselError::DeserializationError(e) => Self::Corrupt(e.to_string()),
+            DieselError::SerializationError(e) => Self::Corrupt(e.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}

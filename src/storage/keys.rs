@@ -1,0 +1,117 @@
+//! KEK metadata, derivation masters and index keys.
+
+use diesel::prelude::*;
+
+use super::conn::on_backend;
+use super::schema::{index_keys, keks, masters};
+use super::{IndexKeyRow, KekRow, MasterRow, StorageError, Store};
+
+impl Store {
+    /// Inserts the KEK version or overwrites its metadata.
+    pub fn upsert_kek(&self, row: &KekRow) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        on_backend!(&mut *conn, |c| diesel::insert_into(keks::table)
+            .values(row)
+            .on_conflict(keks::version)
+            .do_update()
+            .set(row)
+            .execute(c))?;
+        Ok(())
+    }
+
+    /// All KEK versions, ascending.
+    pub fn keks(&self) -> Result<Vec<KekRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(keks::table
+            .order(keks::version.asc())
+            .select(KekRow::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// `Conflict` if `(namespace, version)` exists.
+    pub fn insert_master(&self, row: &MasterRow) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        diesel::insert_into(masters::table)
+            .values(row)
+            .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// The namespace's masters, ascending version.
+    pub fn masters(&self, namespace: &str) -> Result<Vec<MasterRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(masters::table
+            .filter(masters::namespace.eq(namespace))
+            .order(masters::version.asc())
+            .select(MasterRow::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// Every master, ordered by namespace then version.
+    pub fn all_masters(&self) -> Result<Vec<MasterRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(masters::table
+            .order((masters::namespace.asc(), masters::version.asc()))
+            .select(MasterRow::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// Overwrites every column of the master `(row.namespace, row.version)` (a `None` writes
+    /// NULL, so destroying clears `wrapped`). `NotFound` if it does not exist.
+    pub fn update_master(&self, row: &MasterRow) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)))
+            .set(row)
+            .execute(&mut *conn)?;
+        if n == 0 {
+            return Err(StorageError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// `Conflict` if the namespace already has an index key.
+    pub fn insert_index_key(&self, row: &IndexKeyRow) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        diesel::insert_into(index_keys::table)
+            .values(row)
+            .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    pub fn index_key(&self, namespace: &str) -> Result<Option<IndexKeyRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(index_keys::table
+            .find(namespace)
+            .select(IndexKeyRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Every index key, ordered by namespace.
+    pub fn all_index_keys(&self) -> Result<Vec<IndexKeyRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(index_keys::table
+            .order(index_keys::namespace.asc())
+            .select(IndexKeyRow::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// Bootstraps a namespace atomically: inserts DM v1 and the IK in one transaction.
+    /// `Ok(false)` if either already existed (another instance won the race); nothing is
+    /// written then.
+    pub fn init_namespace(&self, dm: &MasterRow, ik: &IndexKeyRow) -> Result<bool, StorageError> {
+        let mut conn = self.conn()?;
+        let result = conn.transaction::<_, StorageError, _>(|c| {
+            diesel::insert_into(masters::table).values(dm).execute(c)?;
+            diesel::insert_into(index_keys::table)
+                .values(ik)
+                .execute(c)?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(true),
+            Err(StorageError::Conflict) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

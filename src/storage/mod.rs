@@ -1,0 +1,152 @@
+//! Storage: diesel over SQLite (embedded default) or PostgreSQL (many instances, one database),
+//! chosen by URL scheme at [`Store::open`]. The API is blocking; the service calls it from
+//! `spawn_blocking`. No column ever holds a resident ID or plaintext.
+//!
+//! Transactions that write always write first (no read-then-write), so SQLite's busy timeout
+//! applies instead of an immediate "database is locked" on lock upgrade.
+
+mod conn;
+mod credentials;
+mod error;
+mod keys;
+pub mod model;
+mod records;
+pub mod schema;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use conn::{AnyConnection, Manager, SqlitePragmas, Target};
+pub use error::StorageError;
+pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordMeta, RecordRow};
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Session-level advisory lock key serialising migrations across instances on PostgreSQL.
+const PG_MIGRATION_LOCK: i64 = 0x7a6b_7661_756c_7401;
+
+/// How long a caller waits for a pooled connection before `Unavailable`.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A pool of connections to one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool<Manager>,
+    target: std::sync::Arc<Target>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .field("target", &self.target.display())
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens a pool of at most `max_connections` (≥ 1). `postgres://` / `postgresql://` URLs
+    /// select PostgreSQL; `sqlite://PATH` or a plain path selects SQLite (the parent directory
+    /// is created; `:memory:` gives one private in-memory database on a single connection).
+    /// One connection is made up front so a wrong host, port or password fails here with the
+    /// server's own message (password removed).
+    pub fn open(url: &str, max_connections: u32) -> Result<Store, StorageError> {
+        let target = Target::parse(url)?;
+        target.prepare()?;
+        let memory = target.is_memory();
+        let manager = Manager {
+            target: target.clone(),
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            StorageError::Unavailable(
+                target.scrub(&format!("cannot connect to {}: {e}", target.display())),
+            )
+        };
+
+        let mut probe = manager.connect().map_err(|e| unavailable(&e))?;
+        SqlitePragmas
+            .on_acquire(&mut probe)
+            .map_err(|e| unavailable(&e))?;
+        drop(probe);
+
+        let max = if memory { 1 } else { max_connections.max(1) };
+        let mut builder = Pool::builder()
+            .max_size(max)
+            .min_idle(Some(1))
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .connection_customizer(Box::new(SqlitePragmas));
+        if memory {
+            // The database lives and dies with its only connection.
+            builder = builder.idle_timeout(None).max_lifetime(None);
+        }
+        let pool = builder.build_unchecked(manager);
+        Ok(Store {
+            pool,
+            target: std::sync::Arc::new(target),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.target.backend()
+    }
+
+    /// Applies the embedded migrations of this backend (idempotent). On PostgreSQL, instances
+    /// starting together serialise on an advisory lock.
+    pub fn migrate(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        let migration = |e: &dyn std::fmt::Display| StorageError::Migration(e.to_string());
+        match &mut *conn {
+            AnyConnection::Pg(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))?;
+                let result = c
+                    .run_pending_migrations(PG_MIGRATIONS)
+                    .map(drop)
+                    .map_err(|e| migration(&e));
+                let unlock =
+                    c.batch_execute(&format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"));
+                result?;
+                unlock?;
+            }
+            AnyConnection::Sqlite(c) => {
+                c.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(drop)
+                    .map_err(|e| migration(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `SELECT 1` on a pooled connection (for `/readyz`).
+    pub fn ping(&self) -> Result<(), StorageError> {
+        self.conn()?.batch_execute("SELECT 1")?;
+        Ok(())
+    }
+
+    fn conn(&self) -> Result<PooledConnection<Manager>, StorageError> {
+        self.pool.get().map_err(|e| {
+            StorageError::Unavailable(
+                self.target
+                    .scrub(&format!("no connection to {}: {e}", self.target.display())),
+            )
+        })
+    }
+}

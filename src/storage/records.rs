@@ -1,0 +1,111 @@
+//! Sealed records, addressed by `(namespace, blind_index, name)`.
+
+use diesel::dsl::count_star;
+use diesel::prelude::*;
+
+use super::schema::records;
+use super::{RecordMeta, RecordRow, StorageError, Store};
+
+impl Store {
+    pub fn record(
+        &self,
+        namespace: &str,
+        blind_index: &[u8],
+        name: &str,
+    ) -> Result<Option<RecordRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(records::table
+            .filter(records::namespace.eq(namespace))
+            .filter(records::blind_index.eq(blind_index))
+            .filter(records::name.eq(name))
+            .select(RecordRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// `Conflict` if `(namespace, blind_index, name)` (or the id) exists.
+    pub fn insert_record(&self, row: &RecordRow) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        diesel::insert_into(records::table)
+            .values(row)
+            .execute(&mut *conn)?;
+        Ok(())
+    }
+
+    /// Optimistic replace: overwrites every column but `id` where `id = row.id AND revision =
+    /// expected_revision`; `Ok(false)` if nothing matched. The caller carries `created_at`
+    /// forward and bumps `revision`. Changing `blind_index`/`name` onto an existing record's
+    /// key is a `Conflict`.
+    pub fn replace_record(
+        &self,
+        row: &RecordRow,
+        expected_revision: i64,
+    ) -> Result<bool, StorageError> {
+        let mut conn = self.conn()?;
+        let n = diesel::update(
+            records::table
+                .filter(records::id.eq(&row.id))
+                .filter(records::revision.eq(expected_revision)),
+        )
+        .set(row)
+        .execute(&mut *conn)?;
+        Ok(n > 0)
+    }
+
+    /// `Ok(false)` if there was no such record.
+    pub fn delete_record(
+        &self,
+        namespace: &str,
+        blind_index: &[u8],
+        name: &str,
+    ) -> Result<bool, StorageError> {
+        let mut conn = self.conn()?;
+        let n = diesel::delete(
+            records::table
+                .filter(records::namespace.eq(namespace))
+                .filter(records::blind_index.eq(blind_index))
+                .filter(records::name.eq(name)),
+        )
+        .execute(&mut *conn)?;
+        Ok(n > 0)
+    }
+
+    /// The resident's records ordered by name (bytewise on both backends); no key or
+    /// ciphertext column is read.
+    pub fn list_records(
+        &self,
+        namespace: &str,
+        blind_index: &[u8],
+    ) -> Result<Vec<RecordMeta>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(records::table
+            .filter(records::namespace.eq(namespace))
+            .filter(records::blind_index.eq(blind_index))
+            .order(records::name.asc())
+            .select(RecordMeta::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// Deletes all of the resident's records in the namespace; returns how many.
+    pub fn erase_resident(&self, namespace: &str, blind_index: &[u8]) -> Result<u64, StorageError> {
+        let mut conn = self.conn()?;
+        let n = diesel::delete(
+            records::table
+                .filter(records::namespace.eq(namespace))
+                .filter(records::blind_index.eq(blind_index)),
+        )
+        .execute(&mut *conn)?;
+        Ok(n as u64)
+    }
+
+    /// `(namespace, master_version, records)` for every pair with at least one record,
+    /// ordered by namespace then version.
+    pub fn count_records_by_master(&self) -> Result<Vec<(String, i32, i64)>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(records::table
+            .group_by((records::namespace, records::master_version))
+            .select((records::namespace, records::master_version, count_star()))
+            .order((records::namespace.asc(), records::master_version.asc()))
+            .load(&mut *conn)?)
+    }
+}

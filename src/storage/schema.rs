@@ -1,0 +1,72 @@
+//! Diesel schema shared by both backends. Only types the `MultiConnection` backend carries are
+//! used: `Binary`, `Integer`, `BigInt`, `Text` (and their `Nullable`s). Written by hand to match
+//! `migrations/{postgres,sqlite}`; timestamps are unix milliseconds supplied by the application.
+
+diesel::table! {
+    keks (version) {
+        version -> Integer,
+        state -> Text,
+        created_at -> BigInt,
+        retired_at -> Nullable<BigInt>,
+        destroyed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    masters (namespace, version) {
+        namespace -> Text,
+        version -> Integer,
+        state -> Text,
+        compromised_at -> Nullable<BigInt>,
+        kek_version -> Integer,
+        wrapped -> Nullable<Binary>,
+        salt -> Binary,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    index_keys (namespace) {
+        namespace -> Text,
+        kek_version -> Integer,
+        wrapped -> Binary,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    records (id) {
+        id -> Binary,
+        namespace -> Text,
+        blind_index -> Binary,
+        name -> Text,
+        format -> Integer,
+        master_version -> Integer,
+        dek_nonce -> Binary,
+        wrapped_dek -> Binary,
+        body_nonce -> Binary,
+        body_ciphertext -> Binary,
+        content_type -> Text,
+        plaintext_len -> BigInt,
+        revision -> BigInt,
+        etag -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    credentials (id) {
+        id -> Text,
+        label -> Text,
+        roles -> Text,
+        namespaces -> Text,
+        secret_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(keks, masters, index_keys, records, credentials);
