@@ -40,6 +40,8 @@ pub struct Config {
     /// Argon2id runs at once at most (credential verification off the cache).
     pub argon2_concurrency: usize,
     pub workers: Option<usize>,
+    /// How often `serve` checks the key policy for due rotations, retirements and destructions.
+    pub scheduler_tick: Duration,
 }
 
 /// The file's shape; every field optional, environment variables override.
@@ -55,6 +57,7 @@ struct FileConfig {
     credential_cache_ttl_secs: Option<u64>,
     argon2_concurrency: Option<usize>,
     workers: Option<usize>,
+    scheduler_tick_secs: Option<u64>,
     keystore: Option<FileKeystore>,
 }
 
@@ -86,6 +89,7 @@ impl Config {
             credential_cache_ttl: Duration::from_secs(60),
             argon2_concurrency: 2,
             workers: None,
+            scheduler_tick: Duration::from_secs(60),
         }
     }
 
@@ -125,6 +129,12 @@ impl Config {
         }
         c.argon2_concurrency = doc.argon2_concurrency.unwrap_or(c.argon2_concurrency);
         c.workers = parse_env(&env, "ZKVAULT_WORKERS", "workers")?.or(doc.workers);
+        if let Some(s) = parse_env(&env, "ZKVAULT_SCHEDULER_TICK_SECS", "scheduler_tick_secs")?.or(doc.scheduler_tick_secs) {
+            if s == 0 {
+                return Err(ConfigError::Invalid("scheduler_tick_secs", "must be at least 1".into()));
+            }
+            c.scheduler_tick = Duration::from_secs(s);
+        }
 
         let ks = doc.keystore.unwrap_or_default();
         let kind = env("ZKVAULT_KEYSTORE").or(ks.kind).unwrap_or_else(|| "soft".into());

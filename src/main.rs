@@ -10,7 +10,10 @@ use zkvault::config::Config;
 use zkvault::http::{self, HttpSettings};
 use zkvault::policy;
 use zkvault::service::{self, EmbeddedLayout};
-use zkvault::vault::{Role, Vault};
+use zkvault::vault::{spawn_scheduler, Actor, Role, Vault};
+
+#[path = "cli/reencrypt.rs"]
+mod reencrypt;
 
 #[derive(Parser)]
 #[command(name = "zkvault", version, about = "Zero-knowledge identity vault")]
@@ -49,6 +52,81 @@ enum Command {
         #[command(subcommand)]
         command: KeystoreCommand,
     },
+    /// Key lifecycle: rotation, compromise response, destruction (works while the service runs).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Move residents' records to the active master, from a file of resident IDs (one per line,
+    /// `-` for stdin). Batched, resumable from a checkpoint, idempotent when rerun.
+    Reencrypt {
+        #[arg(long)]
+        ns: String,
+        #[arg(long)]
+        ids: PathBuf,
+        /// Progress file: lines already done. Default: `<ids>.checkpoint` (none for stdin).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+    },
+    /// Load-test seeding: N residents with deterministic Verhoeff-valid UINs, one sealed ~2 KiB
+    /// JSON record each (see loadtest/). Prints a JSON summary line.
+    Seed(SeedArgs),
+}
+
+#[derive(clap::Args)]
+struct SeedArgs {
+    #[arg(long, default_value = "resident-portal")]
+    ns: String,
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// First resident index (UIN of index i = zkvault::vault::seed_uin(i)).
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    #[arg(long, default_value = "demographics")]
+    name: String,
+    /// Rows per transaction.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Sealing threads (default: available cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// KEK versions, and per namespace each master's state and record count (JSON).
+    List,
+    /// New KEK version; every master and index key rewrapped; the old KEK retired.
+    RotateKek,
+    /// New active master for a namespace; the previous one becomes decrypt-only.
+    RotateMaster {
+        #[arg(long)]
+        ns: String,
+    },
+    /// Mark a master compromised (rotates first if active); its records are re-keyed first.
+    Compromise {
+        #[arg(long)]
+        ns: String,
+        #[arg(long)]
+        version: u32,
+    },
+    /// Suspected KEK/HSM exposure: rotate the KEK, mark every live master compromised and rotate.
+    CompromiseKek,
+    /// Destroy a master's material; refused while records remain unless --shred.
+    Destroy {
+        #[arg(long)]
+        ns: String,
+        #[arg(long)]
+        version: u32,
+        #[arg(long)]
+        shred: bool,
+    },
+    /// Destroy a retired KEK in the keystore once nothing is wrapped under it.
+    DestroyKek { version: u32 },
+    /// Run the policy's due rotations, retirements and destructions now.
+    RunDue,
 }
 
 #[derive(Subcommand)]
@@ -80,12 +158,26 @@ enum CredentialCommand {
 enum PolicyCommand {
     /// Validate a policy directory; prints every problem with file, field and reason.
     Check { dir: PathBuf },
+    /// The coming rotations, window ends, destructions and credential expiries, from the
+    /// current key state in the database, as a dated timeline.
+    Plan {
+        dir: PathBuf,
+        /// How far ahead: e.g. 90d, 18m, 3y.
+        #[arg(long, default_value = "1y")]
+        horizon: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum KeystoreCommand {
     /// Create the configured keystore (soft: a new sealed file) with its first KEK.
     Init,
+    /// Move every master to another keystore (its config file's [keystore] table); records are
+    /// untouched. Restart every instance with that keystore configuration afterwards.
+    Migrate {
+        #[arg(long)]
+        to: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -103,6 +195,19 @@ fn main() -> Result<()> {
         }
         Command::Credentials { command } => credentials(&cli, command),
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(dir),
+        Command::Policy { command: PolicyCommand::Plan { dir, horizon } } => policy_plan(&cli, dir, horizon),
+        Command::Keys { command } => keys(&cli, command),
+        Command::Reencrypt { ns, ids, checkpoint, batch } => reencrypt::run(&open_vault(&cli, &config(&cli)?)?.0, ns, ids, checkpoint.clone(), *batch),
+        Command::Keystore { command: KeystoreCommand::Migrate { to } } => {
+            let (vault, _) = open_vault(&cli, &config(&cli)?)?;
+            let target = Config::load(Some(to), &cli.data_dir)?;
+            let target = service::open_keystore(&target.keystore, true)?;
+            let report = vault.migrate_keystore(target.as_ref(), &cli_actor("keystore migration"))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!("now restart every instance with the keystore configuration of {}", to.display());
+            Ok(())
+        }
+        Command::Seed(args) => seed(&cli, args),
         Command::Keystore { command: KeystoreCommand::Init } => {
             let keystore = service::open_keystore(&config(&cli)?.keystore, true)?;
             let kek = match keystore.active_kek()? {
@@ -144,6 +249,7 @@ fn serve(cli: &Cli) -> Result<()> {
         argon2_concurrency: config.argon2_concurrency,
         workers: config.workers,
     };
+    spawn_scheduler(vault.clone(), config.scheduler_tick);
     let sys = actix_web::rt::System::new();
     sys.block_on(async move {
         let running = http::bind(vault, config.bind, &settings).with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -174,6 +280,79 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
             vault.credentials().revoke(id)?;
             println!("credential {id} revoked");
         }
+    }
+    Ok(())
+}
+
+fn seed(cli: &Cli, args: &SeedArgs) -> Result<()> {
+    let (vault, _) = open_vault(cli, &config(cli)?)?;
+    let opts = zkvault::vault::SeedOptions {
+        namespace: args.ns.clone(),
+        record_name: args.name.clone(),
+        start: args.start,
+        count: args.count,
+        batch: args.batch,
+        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+    };
+    let mut last = std::time::Instant::now();
+    let report = vault.seed(&opts, |done, total| {
+        if last.elapsed().as_secs() >= 5 {
+            last = std::time::Instant::now();
+            eprintln!("seed: {done}/{total}");
+        }
+    })?;
+    let rate = (report.inserted + report.skipped) as f64 / report.seconds.max(1e-9);
+    eprintln!("seeded {} residents into {} in {:.1} s ({rate:.0}/s, {} already present)", report.inserted, args.ns, report.seconds, report.skipped);
+    println!("{}", serde_json::json!({"namespace": args.ns, "start": args.start, "count": args.count, "report": report, "per_second": rate}));
+    Ok(())
+}
+
+fn cli_actor(why: &str) -> Actor {
+    Actor::new(format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())), why)
+}
+
+fn keys(cli: &Cli, command: &KeysCommand) -> Result<()> {
+    let (vault, _) = open_vault(cli, &config(cli)?)?;
+    let out = match command {
+        KeysCommand::List => serde_json::to_value(vault.key_overview()?)?,
+        KeysCommand::RotateKek => serde_json::to_value(vault.rotate_kek(&cli_actor("KEK rotation"))?)?,
+        KeysCommand::RotateMaster { ns } => serde_json::to_value(vault.rotate_master(ns, &cli_actor("master rotation"))?)?,
+        KeysCommand::Compromise { ns, version } => {
+            serde_json::to_value(vault.compromise_master(ns, *version, &cli_actor("suspected master compromise"))?)?
+        }
+        KeysCommand::CompromiseKek => serde_json::to_value(vault.compromise_kek(&cli_actor("suspected KEK/HSM compromise"))?)?,
+        KeysCommand::Destroy { ns, version, shred } => serde_json::to_value(vault.destroy_master(ns, *version, *shred, &cli_actor("destruction"))?)?,
+        KeysCommand::DestroyKek { version } => {
+            vault.destroy_kek(*version, &cli_actor("KEK destruction"))?;
+            serde_json::json!({"destroyed_kek": version})
+        }
+        KeysCommand::RunDue => serde_json::to_value(vault.run_due_lifecycle(zkvault::vault::now_ms())?)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `90d`, `18m`, `3y` → a duration (months of 30 days, years of 365).
+fn parse_horizon(s: &str) -> Result<std::time::Duration> {
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n.parse().with_context(|| format!("horizon {s:?}: expected e.g. 90d, 18m or 3y"))?;
+    let days = match unit {
+        "d" => n,
+        "m" => n * 30,
+        "y" => n * 365,
+        _ => bail!("horizon {s:?}: unit must be d, m or y"),
+    };
+    Ok(std::time::Duration::from_secs(days * 86_400))
+}
+
+fn policy_plan(cli: &Cli, dir: &Path, horizon: &str) -> Result<()> {
+    let horizon = parse_horizon(horizon)?;
+    let mut config = config(cli)?;
+    config.policy_dir = dir.to_path_buf();
+    let (vault, _) = open_vault(cli, &config)?;
+    for event in vault.plan(zkvault::vault::now_ms(), horizon)? {
+        let at = chrono::DateTime::from_timestamp_millis(event.at_ms).unwrap_or_default();
+        println!("{}  {}", at.format("%Y-%m-%d"), event.what);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Credential administration (role `admin`) and the key overview (role `operator`).
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
@@ -35,8 +36,13 @@ pub async fn create_credential(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<NewCredential>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin, None)?;
+    // The JSON extractor reads the first Content-Type; a proxy may read the last. Refuse both.
+    if req.headers().get_all(CONTENT_TYPE).nth(1).is_some() {
+        return Err(ApiError::bad_request("more than one Content-Type header"));
+    }
     let body = body.into_inner();
     let roles = body
         .roles

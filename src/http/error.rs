@@ -37,6 +37,11 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body exceeds the limit of {limit} bytes"))
     }
 
+    /// The request body stalled or trickled past the limits of `limits.rs`; the connection is closed.
+    pub fn body_timeout() -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "timeout", "request body not received in time")
+    }
+
     pub fn unauthenticated() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "missing, unknown, expired or revoked credential")
     }
@@ -61,6 +66,10 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still arrive: never read it as the next request.
+            resp.force_close();
         }
         resp.insert_header(("Cache-Control", "no-store"))
             .json(ErrorBody { error: self.code, message: &self.message })

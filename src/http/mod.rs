@@ -4,6 +4,8 @@
 mod admin;
 mod auth;
 mod error;
+mod keys;
+mod limits;
 mod ops;
 mod records;
 mod telemetry;
@@ -40,10 +42,12 @@ pub struct HttpSettings {
 fn routes(cfg: &mut web::ServiceConfig) {
     let json = web::JsonConfig::default()
         .limit(64 * 1024)
-        .error_handler(|e, _| ApiError::bad_request(format!("invalid JSON body: {e}")).into());
+        .error_handler(|e, _| json_error(e).into());
     let path = web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("invalid path: {e}")).into());
+    let query = web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(format!("invalid query: {e}")).into());
     cfg.app_data(json)
         .app_data(path)
+        .app_data(query)
         .route("/healthz", web::get().to(ops::healthz))
         .route("/readyz", web::get().to(ops::readyz))
         .route("/metrics", web::get().to(ops::metrics))
@@ -54,6 +58,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/credentials/{id}", web::delete().to(admin::revoke_credential))
         .route("/v1/ns/{ns}/records", web::get().to(records::list_records))
         .route("/v1/ns/{ns}/resident", web::delete().to(records::erase_resident))
+        .route("/v1/ns/{ns}/reencrypt", web::post().to(records::reencrypt))
+        .route("/v1/keys/kek/rotate", web::post().to(keys::rotate_kek))
+        .route("/v1/ns/{ns}/masters/rotate", web::post().to(keys::rotate_master))
+        .route("/v1/ns/{ns}/masters/{v}/compromise", web::post().to(keys::compromise_master))
+        .route("/v1/ns/{ns}/masters/{v}/destroy", web::post().to(keys::destroy_master))
         .service(
             web::resource("/v1/ns/{ns}/records/{name:.+}")
                 .route(web::put().to(records::put_record))
@@ -63,6 +72,16 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint"))
         }));
+}
+
+/// A JSON body error as the API answers it: 413 over the limit, 408 when the body stalls, else 400.
+fn json_error(e: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => ApiError::too_large(limit),
+        J::Payload(p) if limits::is_timeout(&p) => ApiError::body_timeout(),
+        e => ApiError::bad_request(format!("invalid JSON body: {e}")),
+    }
 }
 
 /// A server bound and running on its own threads.
@@ -86,6 +105,7 @@ pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(middleware::from_fn(limits::body_deadline))
             .wrap(middleware::from_fn(telemetry::observe))
             .configure(routes)
     })

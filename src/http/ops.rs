@@ -31,7 +31,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     info(title = "zkvault", description = "Zero-knowledge identity vault. Resident IDs travel only in the Resident-Id header."),
     paths(
         super::records::put_record, super::records::get_record, super::records::delete_record,
-        super::records::list_records, super::records::erase_resident,
+        super::records::list_records, super::records::erase_resident, super::records::reencrypt,
+        super::keys::rotate_kek, super::keys::rotate_master, super::keys::compromise_master, super::keys::destroy_master,
         super::admin::create_credential, super::admin::list_credentials, super::admin::revoke_credential,
         super::admin::keys, healthz, readyz, metrics, openapi
     ),

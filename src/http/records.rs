@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::vault::{Precondition, Role, VaultError};
+use crate::vault::{Precondition, ReencryptReport, Role, VaultError};
 
 pub const RESIDENT_ID: &str = "Resident-Id";
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -80,7 +80,13 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     }
     let mut body = Zeroizing::new(Vec::new());
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("request body could not be read: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            if super::limits::is_timeout(&e) {
+                ApiError::body_timeout()
+            } else {
+                ApiError::bad_request(format!("request body could not be read: {e}"))
+            }
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::too_large(limit));
         }
@@ -202,6 +208,7 @@ pub async fn list_records(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_encoded_path(&req)?;
     let ns = path.into_inner();
     caller.require(Role::Reader, Some(&ns))?;
     let id = resident_id(&req)?;
@@ -236,12 +243,43 @@ pub async fn erase_resident(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    refuse_encoded_path(&req)?;
     let ns = path.into_inner();
     caller.require(Role::Writer, Some(&ns))?;
     let id = resident_id(&req)?;
     let vault = state.vault.clone();
     let erased = blocking(move || vault.erase_resident(&ns, &id)).await?;
     Ok(HttpResponse::Ok().json(Erased { erased }))
+}
+
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReencryptRequest {
+    /// At most 1000 resident IDs.
+    resident_ids: Vec<String>,
+}
+
+impl Drop for ReencryptRequest {
+    fn drop(&mut self) {
+        self.resident_ids.iter_mut().for_each(zeroize::Zeroize::zeroize);
+    }
+}
+
+/// Move these residents' records to the active master (rewrap; re-key where compromised).
+#[utoipa::path(post, path = "/v1/ns/{ns}/reencrypt", tag = "records", params(("ns" = String, Path)),
+    request_body = ReencryptRequest,
+    responses((status = 200, body = ReencryptReport), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub async fn reencrypt(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<ReencryptRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ns = path.into_inner();
+    caller.require(Role::Reencrypt, Some(&ns))?;
+    let vault = state.vault.clone();
+    let request = body.into_inner();
+    Ok(HttpResponse::Ok().json(blocking(move || vault.reencrypt(&ns, &request.resident_ids)).await?))
 }
 
 pub fn rfc3339(ms: i64) -> String {

@@ -5,10 +5,12 @@
 //! Transactions that write always write first (no read-then-write), so SQLite's busy timeout
 //! applies instead of an immediate "database is locked" on lock upgrade.
 
+mod bulk;
 mod conn;
 mod credentials;
 mod error;
 mod keys;
+mod lifecycle;
 pub mod model;
 mod records;
 pub mod schema;
@@ -21,6 +23,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;
+pub use lifecycle::{LeaderGuard, RecordMove};
 pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordMeta, RecordRow};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

@@ -5,11 +5,16 @@
 
 mod credentials;
 mod error;
+mod kek;
 mod keyring;
+mod lifecycle;
 mod masters;
 mod overview;
 mod record_name;
 mod records;
+mod reencrypt;
+mod schedule;
+mod seed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,11 +23,16 @@ use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
 
 pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
 pub use error::VaultError;
+pub use kek::KekRotation;
 pub use keyring::{Keyring, MasterMeta};
+pub use lifecycle::{Actor, CompromiseReport, DestroyReport, MasterRotation};
 pub use masters::MasterState;
 pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
 pub use record_name::valid_record_name;
 pub use records::{Precondition, PutOutcome, Record};
+pub use reencrypt::{ReencryptReport, MAX_REENCRYPT_IDS};
+pub use schedule::{spawn_scheduler, LifecycleReport, PlannedEvent};
+pub use seed::{seed_body, seed_uin, SeedOptions, SeedReport, SEED_BODY_BYTES, SEED_MAX_RESIDENTS};
 
 use crate::keystore::{KekState, Keystore};
 use crate::policy::Policy;

@@ -35,22 +35,37 @@ pub struct Record {
 }
 
 /// A resident's keys within one namespace, derived for the length of one call.
-struct ResidentKeys {
-    blind_index: BlindIndex,
-    id: ResidentId,
+pub(super) struct ResidentKeys {
+    pub(super) blind_index: BlindIndex,
+    pub(super) id: ResidentId,
 }
 
 const MAX_WRITE_ATTEMPTS: usize = 5;
 
+/// A stored row as the crypto core sees it, with its record UUID. Takes the body ciphertext
+/// out of the row rather than copying it.
+pub(super) fn sealed_of(row: &mut RecordRow) -> Result<(SealedRecord, [u8; 16]), VaultError> {
+    let sealed = SealedRecord::from_stored(
+        u8::try_from(row.format).map_err(|_| VaultError::Integrity)?,
+        row.master_version as u32,
+        &row.dek_nonce,
+        &row.wrapped_dek,
+        &row.body_nonce,
+        std::mem::take(&mut row.body_ciphertext),
+    )?;
+    let record_id = row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+    Ok((sealed, record_id))
+}
+
 impl Vault {
-    fn resident(&self, ns: &str, raw_id: &str) -> Result<ResidentKeys, VaultError> {
+    pub(super) fn resident(&self, ns: &str, raw_id: &str) -> Result<ResidentKeys, VaultError> {
         let policy = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
         let id = ResidentId::parse_with(raw_id, policy.id_checksum).map_err(|e| VaultError::BadInput(e.to_string()))?;
         let blind_index = self.keyring().index_key(ns)?.blind_index(ns, &id);
         Ok(ResidentKeys { blind_index, id })
     }
 
-    fn resident_key(&self, ns: &str, keys: &ResidentKeys, version: u32) -> Result<ResidentKey, VaultError> {
+    pub(super) fn resident_key(&self, ns: &str, keys: &ResidentKeys, version: u32) -> Result<ResidentKey, VaultError> {
         Ok(self.keyring().master(ns, version)?.resident_key(ns, &keys.id))
     }
 
@@ -140,19 +155,12 @@ impl Vault {
     pub fn get_record(&self, ns: &str, raw_id: &str, name: &str) -> Result<Record, VaultError> {
         Self::check_name(name)?;
         let keys = self.resident(ns, raw_id)?;
-        let row = self.store().record(ns, keys.blind_index.as_bytes(), name)?.ok_or(VaultError::NotFound)?;
-        let sealed = SealedRecord::from_stored(
-            u8::try_from(row.format).map_err(|_| VaultError::Integrity)?,
-            row.master_version as u32,
-            &row.dek_nonce,
-            &row.wrapped_dek,
-            &row.body_nonce,
-            row.body_ciphertext,
-        )?;
-        let record_id: [u8; 16] = row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+        let mut row = self.store().record(ns, keys.blind_index.as_bytes(), name)?.ok_or(VaultError::NotFound)?;
+        let (sealed, record_id) = sealed_of(&mut row)?;
         let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
         let rk = self.resident_key(ns, &keys, sealed.dek.master_version)?;
         let body = open(&rk, &ctx, &sealed)?;
+        self.move_after_read(ns, &keys, &row, &sealed);
         Ok(Record { body, content_type: row.content_type, etag: row.etag, revision: row.revision })
     }
 

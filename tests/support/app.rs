@@ -45,6 +45,8 @@ pub struct Tokens {
     pub operator: String,
     /// Writer and reader, but only for namespace `uin`.
     pub uin_writer: String,
+    /// Bulk re-encryption of `rp`.
+    pub reencrypt: String,
 }
 
 pub struct TestApp {
@@ -79,6 +81,7 @@ impl TestApp {
                 reader: issue(&vault, &[Role::Reader], &["rp"]),
                 operator: issue(&vault, &[Role::Operator], &[]),
                 uin_writer: issue(&vault, &[Role::Writer, Role::Reader], &["uin"]),
+                reencrypt: issue(&vault, &[Role::Reencrypt], &["rp"]),
             }
         })
         .await
@@ -263,7 +266,10 @@ pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> Option<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.ok()?;
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buf)).await.ok()?.ok()?;
+    let n = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     let head = std::str::from_utf8(&buf[..n]).ok()?;
     head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }

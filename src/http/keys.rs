@@ -1,0 +1,69 @@
+//! Key plane (role `operator`): rotate, mark compromised, destroy. Never returns key material.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::auth::Caller;
+use super::error::{blocking, ApiError};
+use super::AppState;
+use crate::vault::{Actor, CompromiseReport, DestroyReport, KekRotation, MasterRotation, Role};
+
+fn actor(caller: &Caller, what: &str) -> Actor {
+    Actor::new(caller.0.id.clone(), format!("{what} requested through the API"))
+}
+
+/// New KEK version in the keystore; every master and index key rewrapped; the old KEK retired.
+#[utoipa::path(post, path = "/v1/keys/kek/rotate", tag = "keys",
+    responses((status = 200, body = KekRotation), (status = 401), (status = 403), (status = 503)))]
+pub async fn rotate_kek(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator, None)?;
+    let vault = state.vault.clone();
+    let actor = actor(&caller, "KEK rotation");
+    Ok(HttpResponse::Ok().json(blocking(move || vault.rotate_kek(&actor)).await?))
+}
+
+/// New active derivation master; the previous one becomes decrypt-only.
+#[utoipa::path(post, path = "/v1/ns/{ns}/masters/rotate", tag = "keys", params(("ns" = String, Path)),
+    responses((status = 200, body = MasterRotation), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn rotate_master(state: web::Data<AppState>, caller: Caller, ns: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Operator, Some(&ns))?;
+    let vault = state.vault.clone();
+    let actor = actor(&caller, "master rotation");
+    Ok(HttpResponse::Ok().json(blocking(move || vault.rotate_master(&ns, &actor)).await?))
+}
+
+/// Mark master v compromised: rotate if active, report records at risk, re-key them first.
+#[utoipa::path(post, path = "/v1/ns/{ns}/masters/{v}/compromise", tag = "keys", params(("ns" = String, Path), ("v" = u32, Path)),
+    responses((status = 200, body = CompromiseReport), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn compromise_master(state: web::Data<AppState>, caller: Caller, path: web::Path<(String, u32)>) -> Result<HttpResponse, ApiError> {
+    let (ns, version) = path.into_inner();
+    caller.require(Role::Operator, Some(&ns))?;
+    let vault = state.vault.clone();
+    let actor = actor(&caller, "compromise response");
+    Ok(HttpResponse::Ok().json(blocking(move || vault.compromise_master(&ns, version, &actor)).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestroyQuery {
+    #[serde(default)]
+    shred: bool,
+}
+
+/// Destroy master v's material: 409 while records remain unless `?shred=true`.
+#[utoipa::path(post, path = "/v1/ns/{ns}/masters/{v}/destroy", tag = "keys",
+    params(("ns" = String, Path), ("v" = u32, Path), ("shred" = Option<bool>, Query)),
+    responses((status = 200, body = DestroyReport), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn destroy_master(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, u32)>,
+    query: web::Query<DestroyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (ns, version) = path.into_inner();
+    caller.require(Role::Operator, Some(&ns))?;
+    let vault = state.vault.clone();
+    let actor = actor(&caller, if query.shred { "destruction with shredding" } else { "destruction" });
+    let shred = query.shred;
+    Ok(HttpResponse::Ok().json(blocking(move || vault.destroy_master(&ns, version, shred, &actor)).await?))
+}

@@ -1,0 +1,179 @@
+//! Derivation-master lifecycle: rotate, compromise, retire, destroy (DESIGN.md "Key states").
+//!
+//! `active` → `decrypt_only` → `retired` (no records left) → `destroyed`; `compromised` may be
+//! set on `active` (which rotates first) or `decrypt_only`. Anything else is a 409. Every
+//! transition is checked against the state it was decided on, so concurrent operators cannot
+//! both apply one.
+
+use serde::Serialize;
+use zkvault_core::{DerivationMaster, KeyKind, WrapContext};
+
+use super::{now_ms, MasterState, Vault, VaultError};
+use crate::storage::{MasterRow, StorageError};
+
+/// Who asked for a lifecycle change and why: logged now, and written to the audit trail.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// A credential id, `cli`, or `scheduler`.
+    pub who: String,
+    pub why: String,
+}
+
+impl Actor {
+    pub fn new(who: impl Into<String>, why: impl Into<String>) -> Self {
+        Actor { who: who.into(), why: why.into() }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MasterRotation {
+    pub namespace: String,
+    pub previous: Option<u32>,
+    pub active: u32,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompromiseReport {
+    pub namespace: String,
+    pub version: u32,
+    /// The new active master, when the compromised one was active.
+    pub rotated_to: Option<u32>,
+    /// Records still sealed under the compromised master: re-keyed first, on read and in bulk.
+    pub records_at_risk: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DestroyReport {
+    pub namespace: String,
+    pub version: u32,
+    /// Records left under the master, now unreadable for good (410).
+    pub shredded_records: i64,
+}
+
+fn conflict(msg: String) -> VaultError {
+    VaultError::Conflict(msg)
+}
+
+impl Vault {
+    fn master_row(&self, ns: &str, version: u32) -> Result<MasterRow, VaultError> {
+        self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
+        self.store()
+            .masters(ns)?
+            .into_iter()
+            .find(|m| m.version as u32 == version)
+            .ok_or(VaultError::NotFound)
+    }
+
+    /// Records sealed under `(ns, version)`.
+    pub fn records_under(&self, ns: &str, version: u32) -> Result<i64, VaultError> {
+        Ok(self
+            .store()
+            .count_records_by_master()?
+            .into_iter()
+            .find(|(n, v, _)| n == ns && *v as u32 == version)
+            .map_or(0, |c| c.2))
+    }
+
+    /// A new active master for `ns`, generated from the OS CSPRNG and stored wrapped under the
+    /// active KEK; the previous active one turns decrypt-only. New writes use it at once (on
+    /// other instances within the one-second state cache).
+    pub fn rotate_master(&self, ns: &str, actor: &Actor) -> Result<MasterRotation, VaultError> {
+        self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
+        let keystore = self.keyring().keystore().clone();
+        let kek = keystore.active_kek()?.ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
+        for _ in 0..3 {
+            let existing = self.store().masters(ns)?;
+            let previous = existing.iter().rev().find(|m| m.state == MasterState::Active.as_str()).map(|m| m.version as u32);
+            let version = existing.last().map_or(1, |m| m.version as u32 + 1);
+            let dm = DerivationMaster::generate()?;
+            let now = now_ms();
+            let row = MasterRow {
+                namespace: ns.to_owned(),
+                version: version as i32,
+                state: MasterState::Active.as_str().to_owned(),
+                compromised_at: None,
+                kek_version: kek as i32,
+                wrapped: Some(keystore.wrap(kek, &WrapContext::new(ns, KeyKind::DerivationMaster, version), dm.secret())?),
+                salt: dm.salt().to_vec(),
+                created_at: now,
+                updated_at: now,
+            };
+            match self.store().rotate_master(&row) {
+                Ok(()) => {
+                    self.keyring().forget(ns);
+                    tracing::info!(namespace = ns, previous, active = version, who = %actor.who, why = %actor.why, "derivation master rotated");
+                    return Ok(MasterRotation { namespace: ns.to_owned(), previous, active: version });
+                }
+                Err(StorageError::Conflict) => continue, // another instance rotated: go again from its state
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(conflict("namespace is being rotated concurrently; retry".into()))
+    }
+
+    /// Marks master `version` compromised (rotating first if it is active). From then on its
+    /// records are re-keyed — new DEK, body re-encrypted — whenever read or bulk re-encrypted,
+    /// since whoever holds the master may hold every DEK under it.
+    pub fn compromise_master(&self, ns: &str, version: u32, actor: &Actor) -> Result<CompromiseReport, VaultError> {
+        let row = self.master_row(ns, version)?;
+        let state = MasterState::parse(&row.state)?;
+        if !matches!(state, MasterState::Active | MasterState::DecryptOnly) {
+            return Err(conflict(format!("master v{version} is {}; only an active or decrypt-only master can be marked compromised", state.as_str())));
+        }
+        let rotated_to = if state == MasterState::Active { Some(self.rotate_master(ns, actor)?.active) } else { None };
+        let row = self.master_row(ns, version)?;
+        if row.compromised_at.is_none() {
+            let marked = MasterRow { compromised_at: Some(now_ms()), updated_at: now_ms(), ..row.clone() };
+            if !self.store().update_master_if(&marked, &row.state)? {
+                return Err(conflict(format!("master v{version} changed state concurrently; retry")));
+            }
+        }
+        self.keyring().forget(ns);
+        let records_at_risk = self.records_under(ns, version)?;
+        tracing::warn!(namespace = ns, version, records_at_risk, who = %actor.who, why = %actor.why, "derivation master marked compromised");
+        Ok(CompromiseReport { namespace: ns.to_owned(), version, rotated_to, records_at_risk })
+    }
+
+    /// Deletes master `version`'s wrapped material. Refused while records remain, unless
+    /// `shred`, which crypto-shreds them (reads answer 410). An active master is never destroyed.
+    pub fn destroy_master(&self, ns: &str, version: u32, shred: bool, actor: &Actor) -> Result<DestroyReport, VaultError> {
+        let row = self.master_row(ns, version)?;
+        let state = MasterState::parse(&row.state)?;
+        match state {
+            MasterState::Active => return Err(conflict(format!("master v{version} is active: rotate first"))),
+            MasterState::Destroyed => return Err(conflict(format!("master v{version} is already destroyed"))),
+            MasterState::DecryptOnly | MasterState::Retired => {}
+        }
+        let remaining = self.records_under(ns, version)?;
+        if remaining > 0 && !shred {
+            return Err(conflict(format!(
+                "master v{version} still protects {remaining} records: re-encrypt them first, or destroy with ?shred=true to crypto-shred them"
+            )));
+        }
+        let destroyed = MasterRow { state: MasterState::Destroyed.as_str().to_owned(), wrapped: None, updated_at: now_ms(), ..row.clone() };
+        if !self.store().update_master_if(&destroyed, &row.state)? {
+            return Err(conflict(format!("master v{version} changed state concurrently; retry")));
+        }
+        self.keyring().forget(ns);
+        tracing::warn!(namespace = ns, version, shredded_records = remaining, who = %actor.who, why = %actor.why, "derivation master destroyed");
+        Ok(DestroyReport { namespace: ns.to_owned(), version, shredded_records: remaining })
+    }
+
+    /// Decrypt-only masters that protect no record any more become `retired`. Returns them.
+    pub fn retire_empty_masters(&self, actor: &Actor) -> Result<Vec<(String, u32)>, VaultError> {
+        let counts = self.store().count_records_by_master()?;
+        let mut retired = Vec::new();
+        for row in self.store().all_masters()? {
+            let empty = !counts.iter().any(|(n, v, c)| *n == row.namespace && *v == row.version && *c > 0);
+            if row.state == MasterState::DecryptOnly.as_str() && empty {
+                let next = MasterRow { state: MasterState::Retired.as_str().to_owned(), updated_at: now_ms(), ..row.clone() };
+                if self.store().update_master_if(&next, &row.state)? {
+                    self.keyring().forget(&row.namespace);
+                    tracing::info!(namespace = %row.namespace, version = row.version, who = %actor.who, why = %actor.why, "derivation master retired");
+                    retired.push((row.namespace, row.version as u32));
+                }
+            }
+        }
+        Ok(retired)
+    }
+}

@@ -1,0 +1,141 @@
+//! Moving records to the active master: lazily after a read, and in bulk for resident IDs a
+//! caller supplies (the service cannot list residents: that is the zero-knowledge property).
+//!
+//! A record under a healthy old master is *rewrapped*: its 48-byte DEK envelope changes, the
+//! body bytes do not. A record under a compromised master is *re-keyed*: a fresh DEK and the
+//! body re-encrypted, because whoever holds that master may hold the old DEK.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use zkvault_core::{rekey, rewrap, RecordContext, SealedRecord};
+
+use super::records::{sealed_of, ResidentKeys};
+use super::{MasterState, Vault, VaultError};
+use crate::storage::{RecordMove, RecordRow};
+
+/// Most resident IDs one bulk call takes.
+pub const MAX_REENCRYPT_IDS: usize = 1000;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ReencryptReport {
+    /// Records rewrapped to the active master (body untouched).
+    pub moved: usize,
+    /// Records re-keyed away from a compromised master (new DEK, new body ciphertext).
+    pub rekeyed: usize,
+    /// Records already under the active master.
+    pub already_current: usize,
+    /// Resident IDs with no record in the namespace.
+    pub not_found: usize,
+}
+
+/// What should happen to a record under `version`, given the namespace's masters.
+enum Action {
+    Stay,
+    Rewrap,
+    Rekey,
+    /// Its master was destroyed: nothing left to move.
+    Lost,
+}
+
+impl Vault {
+    fn action_for(&self, ns: &str, version: u32, active: u32) -> Result<Action, VaultError> {
+        if version == active {
+            return Ok(Action::Stay);
+        }
+        let states = self.keyring().master_states(ns)?;
+        let meta = states.iter().find(|m| m.version == version).ok_or(VaultError::Integrity)?;
+        Ok(match (meta.state, meta.compromised) {
+            (MasterState::Destroyed, _) => Action::Lost,
+            (_, true) => Action::Rekey,
+            _ => Action::Rewrap,
+        })
+    }
+
+    /// The update that moves one record to master `active`.
+    fn plan_move(&self, ns: &str, keys: &ResidentKeys, row: &RecordRow, sealed: &SealedRecord, record_id: &[u8; 16], active: u32, rekeying: bool) -> Result<RecordMove, VaultError> {
+        let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: &row.name, record_id };
+        let from = self.resident_key(ns, keys, sealed.dek.master_version)?;
+        let to = self.resident_key(ns, keys, active)?;
+        let (dek, new_body) = if rekeying {
+            let fresh = rekey(&from, &to, active, &ctx, sealed)?;
+            (fresh.dek, Some((fresh.body_nonce.to_vec(), fresh.body_ciphertext)))
+        } else {
+            (rewrap(&from, &to, active, &ctx, sealed)?, None)
+        };
+        Ok(RecordMove {
+            id: row.id.clone(),
+            from_version: row.master_version,
+            to_version: active as i32,
+            dek_nonce: dek.nonce.to_vec(),
+            wrapped_dek: dek.wrapped.to_vec(),
+            new_body,
+        })
+    }
+
+    /// After a successful read: re-key a record of a compromised master, or (if the namespace's
+    /// policy says so) rewrap one of an old master. A failure here never fails the read; the
+    /// record stays readable where it is and moves on a later read or bulk pass.
+    pub(super) fn move_after_read(&self, ns: &str, keys: &ResidentKeys, row: &RecordRow, sealed: &SealedRecord) {
+        let result = (|| {
+            let active = self.keyring().active_version(ns)?;
+            let rekeying = match self.action_for(ns, row.master_version as u32, active)? {
+                Action::Rekey => true,
+                Action::Rewrap if self.policy().namespace(ns).is_some_and(|p| p.lazy_reencrypt) => false,
+                _ => return Ok(()),
+            };
+            let record_id = row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+            let mv = self.plan_move(ns, keys, row, sealed, &record_id, active, rekeying)?;
+            self.store().move_records(ns, &[mv])?;
+            Ok::<_, VaultError>(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(namespace = ns, error = %e, "lazy re-encryption skipped");
+        }
+    }
+
+    /// Moves every record of the given residents to the active master (≤ 1000 IDs a call).
+    /// Idempotent: a second call finds them `already_current`.
+    pub fn reencrypt(&self, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+        if raw_ids.len() > MAX_REENCRYPT_IDS {
+            return Err(VaultError::BadInput(format!("at most {MAX_REENCRYPT_IDS} resident IDs per call, got {}", raw_ids.len())));
+        }
+        let residents = raw_ids
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                self.resident(ns, raw.as_ref()).map_err(|e| match e {
+                    VaultError::BadInput(m) => VaultError::BadInput(format!("resident_ids[{i}]: {m}")),
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let by_index: HashMap<&[u8; 32], &ResidentKeys> = residents.iter().map(|k| (k.blind_index.as_bytes(), k)).collect();
+        let blind_indexes: Vec<Vec<u8>> = by_index.keys().map(|b| b.to_vec()).collect();
+        let rows = self.store().records_of(ns, &blind_indexes)?;
+        let active = self.keyring().active_version(ns)?;
+
+        let mut report = ReencryptReport::default();
+        let (mut rewraps, mut rekeys) = (Vec::new(), Vec::new());
+        let mut found = std::collections::HashSet::new();
+        for mut row in rows {
+            let bi: [u8; 32] = row.blind_index.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+            let keys = by_index.get(&bi).ok_or(VaultError::Integrity)?;
+            found.insert(bi);
+            match self.action_for(ns, row.master_version as u32, active)? {
+                Action::Stay => report.already_current += 1,
+                Action::Lost => {}
+                action => {
+                    let rekeying = matches!(action, Action::Rekey);
+                    let (sealed, record_id) = sealed_of(&mut row)?;
+                    let mv = self.plan_move(ns, keys, &row, &sealed, &record_id, active, rekeying)?;
+                    if rekeying { rekeys.push(mv) } else { rewraps.push(mv) }
+                }
+            }
+        }
+        report.not_found = by_index.len() - found.len();
+        report.moved = self.store().move_records(ns, &rewraps)?;
+        report.rekeyed = self.store().move_records(ns, &rekeys)?;
+        Ok(report)
+    }
+}

@@ -1,0 +1,144 @@
+//! Policy-driven lifecycle: what is due now (run by the scheduler inside `serve`, one instance
+//! at a time) and what will be due (`zkvault policy plan`).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{now_ms, Actor, MasterState, Vault, VaultError};
+
+/// Work the scheduler did in one pass.
+#[derive(Debug, Default, Serialize)]
+pub struct LifecycleReport {
+    pub kek_rotated: Option<u32>,
+    pub masters_rotated: Vec<(String, u32)>,
+    pub masters_retired: Vec<(String, u32)>,
+    pub masters_destroyed: Vec<(String, u32)>,
+    /// Decrypt-only masters past the policy's window: their remaining records need a bulk
+    /// re-encryption pass with resident IDs, which only the caller can supply.
+    pub overdue_decrypt_only: Vec<(String, u32)>,
+}
+
+/// One entry of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedEvent {
+    pub at_ms: i64,
+    pub what: String,
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+impl Vault {
+    /// Rotates, retires and destroys whatever the policy says is due at `now`.
+    pub fn run_due_lifecycle(&self, now: i64) -> Result<LifecycleReport, VaultError> {
+        let actor = Actor::new("scheduler", "due by key policy");
+        let mut report = LifecycleReport::default();
+        if let Some(kek) = self.store().keks()?.into_iter().find(|k| k.state == "active") {
+            if kek.created_at + ms(self.policy().kek_rotation) <= now {
+                report.kek_rotated = Some(self.rotate_kek(&actor)?.active);
+            }
+        }
+        for (ns, policy) in &self.policy().namespaces {
+            let masters = self.store().masters(ns)?;
+            if let Some(active) = masters.iter().find(|m| m.state == MasterState::Active.as_str()) {
+                if active.created_at + ms(policy.dm_rotation) <= now {
+                    report.masters_rotated.push((ns.clone(), self.rotate_master(ns, &actor)?.active));
+                }
+            }
+            for m in masters.iter().filter(|m| m.state == MasterState::DecryptOnly.as_str()) {
+                if m.updated_at + ms(policy.decrypt_only_max) <= now {
+                    tracing::warn!(namespace = %ns, version = m.version, "decrypt-only master past its window: run a bulk re-encryption");
+                    report.overdue_decrypt_only.push((ns.clone(), m.version as u32));
+                }
+            }
+        }
+        report.masters_retired = self.retire_empty_masters(&actor)?;
+        for m in self.store().all_masters()? {
+            let Some(policy) = self.policy().namespace(&m.namespace) else { continue };
+            if m.state == MasterState::Retired.as_str() && m.updated_at + ms(policy.destroy_after_retired) <= now {
+                self.destroy_master(&m.namespace, m.version as u32, false, &actor)?;
+                report.masters_destroyed.push((m.namespace.clone(), m.version as u32));
+            }
+        }
+        Ok(report)
+    }
+
+    /// The rotations, window ends and destructions the policy schedules from the current key
+    /// state up to `now + horizon`, in date order.
+    pub fn plan(&self, now: i64, horizon: Duration) -> Result<Vec<PlannedEvent>, VaultError> {
+        let end = now + ms(horizon);
+        let mut events = Vec::new();
+        // Adds `what(n)` at `first + n * period` for every such date within the horizon.
+        let every = |events: &mut Vec<PlannedEvent>, first: i64, period: i64, what: &dyn Fn(usize) -> String| {
+            let (mut at, mut n) = (first.max(now), 0);
+            while at <= end && period > 0 {
+                events.push(PlannedEvent { at_ms: at, what: what(n) });
+                at += period;
+                n += 1;
+            }
+        };
+        if let Some(kek) = self.store().keks()?.into_iter().find(|k| k.state == "active") {
+            let v = kek.version;
+            every(&mut events, kek.created_at + ms(self.policy().kek_rotation), ms(self.policy().kek_rotation), &|n| {
+                format!("rotate KEK (v{} → v{})", v + n as i32, v + n as i32 + 1)
+            });
+        }
+        for (ns, policy) in &self.policy().namespaces {
+            let masters = self.store().masters(ns)?;
+            if let Some(active) = masters.iter().find(|m| m.state == MasterState::Active.as_str()) {
+                let (v, rot, window) = (active.version, ms(policy.dm_rotation), ms(policy.decrypt_only_max));
+                every(&mut events, active.created_at + rot, rot, &|n| format!("{ns}: rotate DM v{} → v{}", v + n as i32, v + n as i32 + 1));
+                every(&mut events, active.created_at + rot + window, rot, &|n| {
+                    format!("{ns}: DM v{} decrypt-only window ends (bulk re-encryption due)", v + n as i32)
+                });
+            }
+            for m in &masters {
+                if m.state == MasterState::DecryptOnly.as_str() {
+                    events.push(PlannedEvent { at_ms: (m.updated_at + ms(policy.decrypt_only_max)).max(now), what: format!("{ns}: DM v{} decrypt-only window ends (bulk re-encryption due)", m.version) });
+                }
+                if m.state == MasterState::Retired.as_str() {
+                    events.push(PlannedEvent { at_ms: (m.updated_at + ms(policy.destroy_after_retired)).max(now), what: format!("{ns}: destroy retired DM v{}", m.version) });
+                }
+            }
+        }
+        for c in self.credentials().list()? {
+            if let (Some(exp), None) = (c.expires_at, c.revoked_at) {
+                if exp <= end {
+                    events.push(PlannedEvent { at_ms: exp.max(now), what: format!("credential {} ({}) expires", c.id, c.label) });
+                }
+            }
+        }
+        events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.what.cmp(&b.what)));
+        Ok(events)
+    }
+}
+
+/// Lock id of the lifecycle scheduler (one runner per PostgreSQL cluster).
+pub const SCHEDULER_LOCK: i64 = 0x7a6b_7661_756c_7402;
+
+/// Runs [`Vault::run_due_lifecycle`] every `tick` on a background thread, on one instance at a
+/// time (PostgreSQL advisory lock). Stops when the vault is dropped.
+pub fn spawn_scheduler(vault: std::sync::Arc<Vault>, tick: Duration) {
+    let weak = std::sync::Arc::downgrade(&vault);
+    drop(vault);
+    std::thread::Builder::new()
+        .name("lifecycle-scheduler".into())
+        .spawn(move || loop {
+            std::thread::sleep(tick);
+            let Some(vault) = weak.upgrade() else { return };
+            let result = vault.store().try_leader_lock(SCHEDULER_LOCK).map_err(VaultError::from).and_then(|lock| match lock {
+                Some(_guard) => vault.run_due_lifecycle(now_ms()).map(Some),
+                None => Ok(None),
+            });
+            match result {
+                Ok(Some(r)) if r.kek_rotated.is_some() || !r.masters_rotated.is_empty() || !r.masters_destroyed.is_empty() || !r.masters_retired.is_empty() => {
+                    tracing::info!(report = ?r, "scheduled lifecycle work done")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "scheduled lifecycle pass failed; retrying next tick"),
+            }
+        })
+        .expect("spawn lifecycle scheduler thread");
+}

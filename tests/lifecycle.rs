@@ -1,0 +1,429 @@
+//! Key lifecycle end to end, on SQLite and PostgreSQL: rotation without disruption, lazy and
+//! bulk re-encryption, compromise response, destruction, KEK rotation and keystore migration.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::app::{execute_sql, query_strings, TestApp};
+use support::db::TestDb;
+use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
+use zkvault::keystore::{KekInfo, Keystore, KeystoreError};
+use zkvault::vault::{Actor, CacheTtls, Vault};
+use zkvault_core::{Secret32, WrapContext};
+
+on_both_backends!(
+    records_survive_dm_rotation_lazily_moving_with_body_untouched,
+    bulk_reencrypt_moves_listed_residents_then_master_retires_and_is_destroyed,
+    compromised_master_records_are_rekeyed_then_destroyable,
+    shredding_answers_410,
+    invalid_transitions_are_refused,
+    kek_rotation_rewraps_masters_only_and_survives_a_crash,
+    keystore_migration_keeps_records_readable,
+    traffic_continues_through_rotations_and_revocation,
+);
+
+const IDS: [&str; 4] = ["4930098371", "4930098372", "4930098373", "4930098374"];
+
+fn actor() -> Actor {
+    Actor::new("test", "test")
+}
+
+async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
+    let r = app.req(Method::POST, path, token, None).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `name → (master_version, hex(wrapped_dek), hex(body_ciphertext))` for every record.
+async fn rows(app: &TestApp) -> Vec<(String, String, String, String)> {
+    let url = app.db.url().to_owned();
+    let hex = if app.db.is_postgres() { "encode({}, 'hex')" } else { "hex({})" };
+    let q = format!(
+        "SELECT name || '|' || master_version || '|' || {} || '|' || {} AS v FROM records ORDER BY name, blind_index",
+        hex.replace("{}", "wrapped_dek"),
+        hex.replace("{}", "body_ciphertext")
+    );
+    tokio::task::spawn_blocking(move || query_strings(&url, &q))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| {
+            let p: Vec<&str> = v.split('|').collect();
+            (p[0].to_owned(), p[1].to_owned(), p[2].to_owned(), p[3].to_owned())
+        })
+        .collect()
+}
+
+async fn put_all(app: &TestApp) {
+    for (i, id) in IDS.iter().enumerate() {
+        let r = app.put("rp", "demographics", id, format!("{{\"n\":{i}}}").as_bytes()).await;
+        assert!(r.status().is_success());
+    }
+}
+
+async fn read_all(app: &TestApp) {
+    for (i, id) in IDS.iter().enumerate() {
+        let r = app.get("rp", "demographics", id).await;
+        assert_eq!(r.status(), StatusCode::OK, "{id}");
+        assert_eq!(r.text().await.unwrap(), format!("{{\"n\":{i}}}"));
+    }
+}
+
+async fn records_survive_dm_rotation_lazily_moving_with_body_untouched(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    let before = rows(&app).await;
+    assert!(before.iter().all(|r| r.1 == "1"));
+
+    let (status, body) = post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"namespace": "rp", "previous": 1, "active": 2}));
+    // New writes go to v2 at once.
+    let r = app.put("rp", "new", IDS[0], b"x").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["master_version"], 2);
+
+    // Reading moves each record to v2 (policy lazy_reencrypt defaults to on): DEK rewrapped,
+    // body ciphertext byte-for-byte the same.
+    read_all(&app).await;
+    let after = rows(&app).await;
+    for (b, a) in before.iter().zip(after.iter().filter(|r| r.0 == "demographics")) {
+        assert_eq!(a.1, "2", "moved to the new master");
+        assert_ne!(a.2, b.2, "DEK envelope rewrapped");
+        assert_eq!(a.3, b.3, "body ciphertext untouched");
+    }
+    read_all(&app).await;
+
+    let keys: Value = app.req(Method::GET, "/v1/keys", &app.tokens.operator, None).send().await.unwrap().json().await.unwrap();
+    let rp = keys["namespaces"].as_array().unwrap().iter().find(|n| n["namespace"] == "rp").unwrap().clone();
+    assert_eq!(rp["masters"][0]["state"], "decrypt_only");
+    assert_eq!(rp["masters"][0]["records"], 0);
+    assert_eq!(rp["masters"][1]["state"], "active");
+    assert_eq!(rp["masters"][1]["records"], 5);
+    app.stop().await;
+}
+
+async fn bulk_reencrypt_moves_listed_residents_then_master_retires_and_is_destroyed(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    let before = rows(&app).await;
+    post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await;
+
+    let reencrypt = |ids: Vec<&str>| {
+        let token = app.tokens.reencrypt.clone();
+        app.req(Method::POST, "/v1/ns/rp/reencrypt", &token, None).json(&json!({ "resident_ids": ids })).send()
+    };
+    let r = reencrypt(vec![IDS[0], IDS[1], IDS[2], IDS[3], "nobody"]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 4, "rekeyed": 0, "already_current": 0, "not_found": 1}));
+    // Idempotent.
+    let r = reencrypt(IDS.to_vec()).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 0, "rekeyed": 0, "already_current": 4, "not_found": 0}));
+    let after = rows(&app).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((a.1.as_str(), &a.3), ("2", &b.3), "on v2, body untouched");
+    }
+    // Bad input: a malformed ID or too many IDs is a 400 and moves nothing; wrong role is 403.
+    let r = reencrypt(vec![IDS[0], "bad id"]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("resident_ids[1]"));
+    let r = reencrypt(vec!["1"; 1001]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = app.req(Method::POST, "/v1/ns/rp/reencrypt", &app.tokens.writer, None).json(&json!({"resident_ids": []})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // The scheduler's pass retires v1 (no records left); destroying it then needs no shredding.
+    let vault = app.vault.clone();
+    let report = tokio::task::spawn_blocking(move || vault.run_due_lifecycle(zkvault::vault::now_ms()).unwrap()).await.unwrap();
+    assert_eq!(report.masters_retired, vec![("rp".to_string(), 1)]);
+    let (status, body) = post(&app, "/v1/ns/rp/masters/1/destroy", &app.tokens.operator).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["shredded_records"], 0);
+    read_all(&app).await;
+    app.stop().await;
+}
+
+async fn compromised_master_records_are_rekeyed_then_destroyable(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    let before = rows(&app).await;
+    let (status, body) = post(&app, "/v1/ns/rp/masters/1/compromise", &app.tokens.operator).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"namespace": "rp", "version": 1, "rotated_to": 2, "records_at_risk": 4}));
+
+    // A read re-keys: new DEK and new body ciphertext, same plaintext, same ETag and revision.
+    let etag = app.get("rp", "demographics", IDS[0]).await.headers()["etag"].clone();
+    let r = app.get("rp", "demographics", IDS[0]).await;
+    assert_eq!(r.headers()["etag"], etag, "re-keying does not change the representation");
+    assert_eq!(r.headers()["record-revision"], "1");
+    let after = rows(&app).await;
+    let moved: Vec<_> = after.iter().filter(|a| a.1 == "2").collect();
+    assert_eq!(moved.len(), 1);
+    assert!(before.iter().all(|b| b.3 != moved[0].3), "body re-encrypted");
+
+    // The bulk job re-keys the rest.
+    let r = app
+        .req(Method::POST, "/v1/ns/rp/reencrypt", &app.tokens.reencrypt, None)
+        .json(&json!({ "resident_ids": IDS }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 0, "rekeyed": 3, "already_current": 1, "not_found": 0}));
+    let after = rows(&app).await;
+    for b in &before {
+        assert!(after.iter().all(|a| a.3 != b.3), "no body ciphertext of the compromised era remains");
+    }
+    read_all(&app).await;
+    // Nothing is left under v1: it can be destroyed without shredding anything.
+    let (status, body) = post(&app, "/v1/ns/rp/masters/1/destroy", &app.tokens.operator).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["shredded_records"], 0);
+    read_all(&app).await;
+    app.stop().await;
+}
+
+async fn shredding_answers_410(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await;
+    let (status, body) = post(&app, "/v1/ns/rp/masters/1/destroy", &app.tokens.operator).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body["message"].as_str().unwrap().contains("4 records"));
+    read_all(&app).await; // refused: nothing changed (and lazy reads moved them to v2)
+
+    // Records still on v1 (written before rotation, never read since) are shredded.
+    let r = app.put("rp", "late", IDS[0], b"on v2").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["master_version"], 2);
+    post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await; // v3 active; v2 decrypt-only
+    let (status, body) = post(&app, "/v1/ns/rp/masters/2/destroy?shred=true", &app.tokens.operator).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["shredded_records"], 5);
+    let r = app.get("rp", "demographics", IDS[0]).await;
+    assert_eq!(r.status(), StatusCode::GONE);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "shredded");
+    app.stop().await;
+}
+
+async fn invalid_transitions_are_refused(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    let op = app.tokens.operator.clone();
+    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy?shred=true", &op).await.0, StatusCode::CONFLICT, "active is never destroyed");
+    assert_eq!(post(&app, "/v1/ns/rp/masters/9/compromise", &op).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(post(&app, "/v1/ns/nope/masters/rotate", &op).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy?shred=maybe", &op).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.writer).await.0, StatusCode::FORBIDDEN);
+    post(&app, "/v1/ns/rp/masters/rotate", &op).await;
+    read_all(&app).await; // all on v2 now; v1 empty
+    let vault = app.vault.clone();
+    tokio::task::spawn_blocking(move || vault.retire_empty_masters(&actor()).unwrap()).await.unwrap();
+    assert_eq!(post(&app, "/v1/ns/rp/masters/1/compromise", &op).await.0, StatusCode::CONFLICT, "retired cannot be compromised");
+    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy", &op).await.0, StatusCode::OK);
+    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy", &op).await.0, StatusCode::CONFLICT, "already destroyed");
+    read_all(&app).await;
+    app.stop().await;
+}
+
+/// A keystore that fails every wrap once `fail` is set: a crash in the middle of a rotation.
+struct Failing {
+    inner: Arc<dyn Keystore>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl Keystore for Failing {
+    fn kind(&self) -> &'static str {
+        "failing"
+    }
+    fn create_kek(&self) -> Result<u32, KeystoreError> {
+        self.inner.create_kek()
+    }
+    fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
+        self.inner.list_keks()
+    }
+    fn wrap(&self, v: u32, ctx: &WrapContext, s: &Secret32) -> Result<Vec<u8>, KeystoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(KeystoreError::Unavailable("injected failure".into()));
+        }
+        self.inner.wrap(v, ctx, s)
+    }
+    fn unwrap(&self, v: u32, ctx: &WrapContext, w: &[u8]) -> Result<Secret32, KeystoreError> {
+        self.inner.unwrap(v, ctx, w)
+    }
+    fn retire_kek(&self, v: u32) -> Result<(), KeystoreError> {
+        self.inner.retire_kek(v)
+    }
+    fn destroy_kek(&self, v: u32) -> Result<(), KeystoreError> {
+        self.inner.destroy_kek(v)
+    }
+    fn check(&self) -> Result<(), KeystoreError> {
+        self.inner.check()
+    }
+}
+
+fn reopen(app: &TestApp, keystore: Arc<dyn Keystore>) -> Vault {
+    let store = zkvault::storage::Store::open(app.db.url(), 4).unwrap();
+    let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
+    Vault::open(store, keystore, policy, CacheTtls { masters: Duration::from_secs(60), credentials: Duration::from_secs(60) }).unwrap()
+}
+
+fn read_direct(vault: &Vault) {
+    for (i, id) in IDS.iter().enumerate() {
+        let r = vault.get_record("rp", id, "demographics").unwrap();
+        assert_eq!(*r.body, format!("{{\"n\":{i}}}").into_bytes());
+    }
+}
+
+async fn kek_rotation_rewraps_masters_only_and_survives_a_crash(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    // Bulk synthetic rows (undecryptable, but real rows): KEK rotation must not touch any row.
+    let url = app.db.url().to_owned();
+    let fill = if app.db.is_postgres() {
+        "INSERT INTO records SELECT decode(lpad(to_hex(i), 32, '0'), 'hex'), 'rp', decode(lpad(to_hex(i), 64, '0'), 'hex'), 'bulk', 1, 1, \
+         decode(repeat('00', 24), 'hex'), decode(repeat('00', 48), 'hex'), decode(repeat('00', 24), 'hex'), decode(repeat('00', 64), 'hex'), \
+         'application/json', 48, 1, 'e', 0, 0 FROM generate_series(1, 100000) AS i"
+            .to_string()
+    } else {
+        "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000) \
+         INSERT INTO records SELECT randomblob(16), 'rp', randomblob(32), 'bulk', 1, 1, zeroblob(24), zeroblob(48), zeroblob(24), zeroblob(64), \
+         'application/json', 48, 1, 'e', 0, 0 FROM s"
+            .to_string()
+    };
+    tokio::task::spawn_blocking(move || {
+        execute_sql(&url, &fill);
+        execute_sql(&url, "CREATE TABLE records_before AS SELECT * FROM records");
+    })
+    .await
+    .unwrap();
+
+    let inner = app.vault.keyring().keystore().clone();
+    let failing = Arc::new(Failing { inner: inner.clone(), fail: false.into() });
+    let vault = Arc::new(reopen(&app, failing.clone()));
+
+    // Crash between "new KEK created" and "rewrap committed": every record stays readable.
+    failing.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v = vault.clone();
+    let crashed = tokio::task::spawn_blocking(move || v.rotate_kek(&actor())).await.unwrap();
+    failing.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(crashed.is_err(), "injected failure surfaces");
+    let fresh = reopen(&app, inner.clone());
+    read_direct(&fresh);
+
+    // Rerun: completes, and only masters and index keys were rewritten.
+    let v = vault.clone();
+    let rotation = tokio::task::spawn_blocking(move || v.rotate_kek(&actor()).unwrap()).await.unwrap();
+    assert_eq!(rotation.active, 3);
+    assert_eq!(rotation.rewrapped_masters, 2);
+    assert_eq!(rotation.rewrapped_index_keys, 2);
+    println!("KEK rotation with 100,004 records: {:.1} ms", rotation.elapsed_ms);
+    let url = app.db.url().to_owned();
+    let unchanged = tokio::task::spawn_blocking(move || {
+        query_strings(
+            &url,
+            "SELECT CAST(COUNT(*) AS TEXT) AS v FROM records r JOIN records_before b ON r.id = b.id \
+             WHERE r.wrapped_dek = b.wrapped_dek AND r.dek_nonce = b.dek_nonce AND r.body_ciphertext = b.body_ciphertext \
+             AND r.master_version = b.master_version AND r.revision = b.revision AND r.updated_at = b.updated_at",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(unchanged, vec!["100004".to_string()], "no record row was written");
+    let masters = app.vault.store().all_masters().unwrap();
+    assert!(masters.iter().all(|m| m.kek_version == 3));
+    read_direct(&reopen(&app, inner.clone()));
+
+    // The old KEKs can now be destroyed; the active one cannot.
+    let v = vault.clone();
+    tokio::task::spawn_blocking(move || {
+        v.destroy_kek(1, &actor()).unwrap();
+        assert!(v.destroy_kek(3, &actor()).is_err());
+    })
+    .await
+    .unwrap();
+    read_direct(&reopen(&app, inner));
+    app.stop().await;
+}
+
+async fn keystore_migration_keeps_records_readable(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    let before = rows(&app).await;
+    // soft → another soft keystore (HSM A → HSM B is the same code path), then → PKCS#11.
+    let target_path = app.dir.path().join("target.zks");
+    let target: Arc<dyn Keystore> =
+        Arc::new(SoftKeystore::create(&target_path, &zeroize::Zeroizing::new("other".into()), SoftKeystoreOptions::for_tests()).unwrap());
+    let vault = app.vault.clone();
+    let t = target.clone();
+    let report = tokio::task::spawn_blocking(move || vault.migrate_keystore(t.as_ref(), &actor()).unwrap()).await.unwrap();
+    assert_eq!(report.rewrapped_masters, 2);
+    let migrated = reopen(&app, target.clone());
+    read_direct(&migrated);
+    assert_eq!(rows(&app).await, before, "records untouched");
+    // The old keystore no longer opens this database's masters: the service refuses to start with it.
+    let store = zkvault::storage::Store::open(app.db.url(), 2).unwrap();
+    let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
+    let ttl = CacheTtls { masters: Duration::from_secs(1), credentials: Duration::from_secs(1) };
+    assert!(Vault::open(store, app.vault.keyring().keystore().clone(), policy, ttl).is_err());
+
+    if let Some(cfg) = support::softhsm::new_token() {
+        let hsm: Arc<dyn Keystore> = Arc::new(zkvault::keystore::pkcs11::Pkcs11Keystore::open(&cfg).unwrap());
+        let h = hsm.clone();
+        tokio::task::spawn_blocking(move || migrated.migrate_keystore(h.as_ref(), &actor()).unwrap()).await.unwrap();
+        let on_hsm = reopen(&app, hsm);
+        read_direct(&on_hsm);
+        let v = Arc::new(on_hsm);
+        let v2 = v.clone();
+        tokio::task::spawn_blocking(move || v2.rotate_kek(&actor()).unwrap()).await.unwrap();
+        read_direct(&v);
+        assert_eq!(rows(&app).await, before, "records untouched through HSM migration and rotation");
+    }
+    app.stop().await;
+}
+
+async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
+    let app = Arc::new(TestApp::start(db).await);
+    put_all(&app).await;
+    let victim = tokio::task::spawn_blocking({
+        let v = app.vault.clone();
+        move || v.create_credential("victim", &[zkvault::vault::Role::Reader], &["rp".into()]).unwrap()
+    })
+    .await
+    .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (app, stop) = (app.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = IDS[(c + n as usize) % IDS.len()];
+                let r = if n % 4 == 0 { app.put("rp", &format!("load-{c}"), id, b"x").await } else { app.get("rp", "demographics", id).await };
+                assert!(r.status().is_success(), "client {c} request {n}: {}", r.status());
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, _) = post(&app, "/v1/keys/kek/rotate", &app.tokens.operator).await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, _) = post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await;
+    assert_eq!(s, StatusCode::OK);
+    // The victim works, is revoked, and is refused from the next request on.
+    assert_eq!(app.req(Method::GET, "/v1/ns/rp/records", &victim.token, Some(IDS[0])).send().await.unwrap().status(), StatusCode::OK);
+    let r = app.req(Method::DELETE, &format!("/v1/credentials/{}", victim.id), &app.tokens.admin, None).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.req(Method::GET, "/v1/ns/rp/records", &victim.token, Some(IDS[0])).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    assert!(total > 20, "clients made {total} requests");
+    read_all(&app).await;
+}
