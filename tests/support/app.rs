@@ -169,6 +169,38 @@ impl TestApp {
     pub async fn stop(self) {
         self.handle.stop(false).await;
     }
+
+    /// A second instance on the same database and keystore, as in a cluster.
+    pub async fn start_peer(&self) -> Peer {
+        let (url, dir) = (self.db.url().to_owned(), self.dir.path().to_path_buf());
+        let vault = tokio::task::spawn_blocking(move || {
+            let store = Store::open(&url, 8).unwrap();
+            let keystore = SoftKeystore::open(&dir.join("keystore.zks"), &Zeroizing::new("test passphrase".to_owned())).unwrap();
+            let policy = zkvault::policy::load_dir(&dir.join("policy")).unwrap();
+            let ttls = CacheTtls { masters: Duration::from_secs(60), credentials: Duration::from_secs(60) };
+            Arc::new(Vault::open(store, Arc::new(keystore), policy, ttls).unwrap())
+        })
+        .await
+        .unwrap();
+        let settings = HttpSettings { body_limit: 1024 * 1024, argon2_concurrency: 2, workers: Some(2) };
+        let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
+        let handle = running.handle.clone();
+        tokio::spawn(running.server);
+        Peer { addr: running.addr, vault, handle }
+    }
+}
+
+/// Another instance of the service sharing a [`TestApp`]'s database and keystore.
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub vault: Arc<Vault>,
+    pub handle: actix_web::dev::ServerHandle,
+}
+
+impl Peer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
 }
 
 fn open_vault(url: &str, dir: &Path) -> Arc<Vault> {

@@ -1,0 +1,181 @@
+//! The operator CLI against a real database and keystore: policy check and plan, a refused
+//! start on an invalid policy, offline credentials, and a resumable bulk re-encryption.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::app::POLICY;
+use support::db::TestDb;
+use zeroize::Zeroizing;
+use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
+use zkvault::vault::{Actor, CacheTtls, Vault};
+
+struct Deployment {
+    dir: tempfile::TempDir,
+    db: TestDb,
+}
+
+impl Deployment {
+    /// A config file, a policy directory and a (cheap-Argon2) soft keystore on `db`.
+    fn new(db: TestDb) -> Deployment {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy");
+        std::fs::create_dir(&policy).unwrap();
+        std::fs::write(policy.join("test.toml"), POLICY).unwrap();
+        std::fs::write(dir.path().join("passphrase"), "cli test passphrase\n").unwrap();
+        SoftKeystore::create(&dir.path().join("keys.zks"), &Zeroizing::new("cli test passphrase".into()), SoftKeystoreOptions::for_tests()).unwrap();
+        let config = format!(
+            "database_url = {:?}\npolicy_dir = {:?}\n[keystore]\nkind = \"soft\"\npath = {:?}\npassphrase_file = {:?}\n",
+            db.url(),
+            policy,
+            dir.path().join("keys.zks"),
+            dir.path().join("passphrase")
+        );
+        std::fs::write(dir.path().join("zkvault.toml"), config).unwrap();
+        Deployment { dir, db }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_zkvault"))
+            .arg("--config")
+            .arg(self.path("zkvault.toml"))
+            .args(args)
+            .env_remove("ZKVAULT_PASSPHRASE")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    fn vault(&self) -> Vault {
+        let store = zkvault::storage::Store::open(self.db.url(), 4).unwrap();
+        store.migrate().unwrap();
+        let keystore = SoftKeystore::open(&self.path("keys.zks"), &Zeroizing::new("cli test passphrase".into())).unwrap();
+        let policy = zkvault::policy::load_dir(&self.path("policy")).unwrap();
+        let ttl = Duration::from_secs(60);
+        Vault::open(store, Arc::new(keystore), policy, CacheTtls { masters: ttl, credentials: ttl }).unwrap()
+    }
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn policy_check_names_file_field_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_zkvault");
+    let ok = Command::new(bin).args(["policy", "check"]).arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-policy")).output().unwrap();
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("valid"));
+
+    let bad = POLICY.replace("dm_rotation_days = 90\ndecrypt_only_max_days = 365\ndestroy_after_retired_days = 30\n\n[namespaces.uin]", "dm_rotation_days = 0\ndecrypt_only_max_days = 365\ndestroy_after_retired_days = 30\nretention = 1\n\n[namespaces.uin]");
+    std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    let out = Command::new(bin).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("bad.toml: -: unknown field `retention`"), "{stdout}");
+
+    std::fs::write(dir.path().join("bad.toml"), POLICY.replacen("dm_rotation_days = 90", "dm_rotation_days = 0", 1)).unwrap();
+    let out = Command::new(bin).args(["policy", "check"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("bad.toml: namespaces.rp.dm_rotation_days: must be a positive number of days, got 0"), "{stdout}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_policy() {
+    let d = Deployment::new(TestDb::sqlite());
+    std::fs::write(d.path("policy/test.toml"), POLICY.replacen("decrypt_only_max_days = 365", "decrypt_only_max_days = 30", 1)).unwrap();
+    let out = d.run(&["serve"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("namespaces.rp.decrypt_only_max_days"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn credentials_offline_and_policy_plan() {
+    let d = Deployment::new(TestDb::sqlite());
+    let out = d.run(&["credentials", "create", "--label", "id-repo", "--role", "writer", "--ns", "rp"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("zkv_"));
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let list = text(&d.run(&["credentials", "list"]).stdout);
+    assert!(list.contains(&id) && !list.contains(token.rsplit('_').next().unwrap()), "list shows ids, never secrets");
+    assert!(d.run(&["credentials", "revoke", &id]).status.success());
+    assert!(!d.run(&["credentials", "revoke", &id]).status.success(), "already revoked");
+    assert!(!d.run(&["credentials", "create", "--label", "x", "--role", "root"]).status.success());
+
+    let out = d.run(&["policy", "plan", d.path("policy").to_str().unwrap(), "--horizon", "1y"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    // 90-day rotations: four within a year for each namespace; the credential expires at 90 days.
+    assert_eq!(plan.matches("rp: rotate DM").count(), 4, "{plan}");
+    assert_eq!(plan.matches("uin: rotate DM").count(), 4, "{plan}");
+    assert!(plan.contains("rp: rotate DM v1 → v2"));
+    assert!(plan.contains(&format!("credential {id} (id-repo) expires")) == false, "revoked credentials do not expire again");
+    let dates: Vec<&str> = plan.lines().map(|l| &l[..10]).collect();
+    let mut sorted = dates.clone();
+    sorted.sort();
+    assert_eq!(dates, sorted, "timeline in date order");
+}
+
+#[test]
+fn bulk_reencryption_resumes_from_its_checkpoint() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    let ids: Vec<String> = (0..50).map(|i| format!("R{i:05}")).collect();
+    for id in &ids {
+        vault.put_record("rp", id, "demographics", "application/json", b"{}", &zkvault::vault::Precondition::None).unwrap();
+    }
+    vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
+    std::fs::write(d.path("ids.txt"), ids.join("\n") + "\n").unwrap();
+    // An earlier run was interrupted after 25 lines, which it had moved.
+    vault.reencrypt("rp", &ids[..25]).unwrap();
+    std::fs::write(d.path("ids.txt.checkpoint"), "25\n").unwrap();
+
+    let out = d.run(&["reencrypt", "--ns", "rp", "--ids", d.path("ids.txt").to_str().unwrap(), "--batch", "10"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(report["moved"], 25, "only the lines after the checkpoint were processed");
+    assert_eq!(std::fs::read_to_string(d.path("ids.txt.checkpoint")).unwrap().trim(), "50");
+    let counts = vault.store().count_records_by_master().unwrap();
+    assert_eq!(counts, vec![("rp".to_string(), 2, 50)], "every listed record is on the new master");
+
+    // Rerunning from scratch is harmless.
+    std::fs::remove_file(d.path("ids.txt.checkpoint")).unwrap();
+    let out = d.run(&["reencrypt", "--ns", "rp", "--ids", d.path("ids.txt").to_str().unwrap()]);
+    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!((report["moved"].as_u64(), report["already_current"].as_u64()), (Some(0), Some(50)));
+}
+
+#[test]
+fn the_scheduler_applies_the_policy_when_due() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    vault.put_record("rp", "R1", "a", "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
+    let now = zkvault::vault::now_ms();
+    let day = 86_400_000i64;
+    assert_eq!(vault.run_due_lifecycle(now).unwrap().masters_rotated, vec![]);
+    // 91 days later: both namespaces' DMs are due (90 days); the KEK (365 days) is not.
+    let r = vault.run_due_lifecycle(now + 91 * day).unwrap();
+    assert_eq!(r.masters_rotated, vec![("rp".to_string(), 2), ("uin".to_string(), 2)]);
+    assert_eq!(r.kek_rotated, None);
+    assert_eq!(r.masters_retired, vec![("uin".to_string(), 1)], "uin v1 protects nothing");
+    // Retirement is stamped with the real clock, so at the simulated +91 days its 30-day
+    // destruction delay has passed as well.
+    assert_eq!(r.masters_destroyed, vec![("uin".to_string(), 1)]);
+    // The record of rp stays on decrypt-only v1 past its window: reported, never lost.
+    let r = vault.run_due_lifecycle(now + 500 * day).unwrap();
+    assert!(r.overdue_decrypt_only.contains(&("rp".to_string(), 1)));
+    assert_eq!(r.kek_rotated, Some(2));
+    assert_eq!(r.masters_retired, vec![("rp".to_string(), 2), ("uin".to_string(), 2)], "{r:?}");
+    assert_eq!(&*vault.get_record("rp", "R1", "a").unwrap().body, b"x");
+}
