@@ -52,6 +52,11 @@ enum Command {
         #[command(subcommand)]
         command: KeystoreCommand,
     },
+    /// The tamper-evident audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Key lifecycle: rotation, compromise response, destruction (works while the service runs).
     Keys {
         #[command(subcommand)]
@@ -92,6 +97,15 @@ struct SeedArgs {
     /// Sealing threads (default: available cores).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk every hash chain and check every keystore-MACed checkpoint; exits non-zero and names
+    /// the first entry that was edited, deleted, inserted or reordered.
+    Verify,
+    /// MAC the current chain heads now (the service also does it every scheduler tick).
+    Checkpoint,
 }
 
 #[derive(Subcommand)]
@@ -152,6 +166,14 @@ enum CredentialCommand {
     List,
     /// Revoke a credential by id.
     Revoke { id: String },
+    /// Issue a successor (same label, roles, namespaces; token printed once) and let the old
+    /// credential expire after the overlap, so clients switch without an outage.
+    Rotate {
+        id: String,
+        /// How long the old token keeps working: e.g. 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,7 +219,10 @@ fn main() -> Result<()> {
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(dir),
         Command::Policy { command: PolicyCommand::Plan { dir, horizon } } => policy_plan(&cli, dir, horizon),
         Command::Keys { command } => keys(&cli, command),
-        Command::Reencrypt { ns, ids, checkpoint, batch } => reencrypt::run(&open_vault(&cli, &config(&cli)?)?.0, ns, ids, checkpoint.clone(), *batch),
+        Command::Reencrypt { ns, ids, checkpoint, batch } => {
+            reencrypt::run(&open_vault(&cli, &config(&cli)?)?.0, &cli_actor("bulk re-encryption"), ns, ids, checkpoint.clone(), *batch)
+        }
+        Command::Audit { command } => audit(&cli, command),
         Command::Keystore { command: KeystoreCommand::Migrate { to } } => {
             let (vault, _) = open_vault(&cli, &config(&cli)?)?;
             let target = Config::load(Some(to), &cli.data_dir)?;
@@ -267,7 +292,7 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
                 .iter()
                 .map(|r| Role::parse(r).with_context(|| format!("unknown role {r:?}")))
                 .collect::<Result<Vec<_>>>()?;
-            let issued = vault.create_credential(label, &roles, namespaces)?;
+            let issued = vault.create_credential(&cli_actor("credential issued"), label, &roles, namespaces)?;
             eprintln!("credential {} created; the token below is shown once:", issued.id);
             println!("{}", issued.token.as_str());
         }
@@ -276,8 +301,14 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
                 println!("{}", serde_json::to_string(&c)?);
             }
         }
+        CredentialCommand::Rotate { id, overlap } => {
+            let overlap = parse_duration(overlap)?;
+            let issued = vault.rotate_credential(&cli_actor("credential rotated"), id, overlap)?;
+            eprintln!("credential {} issued as successor of {id}, which expires in {overlap:?}; the token below is shown once:", issued.id);
+            println!("{}", issued.token.as_str());
+        }
         CredentialCommand::Revoke { id } => {
-            vault.credentials().revoke(id)?;
+            vault.credentials().revoke(&cli_actor("credential revoked"), id)?;
             println!("credential {id} revoked");
         }
     }
@@ -332,21 +363,37 @@ fn keys(cli: &Cli, command: &KeysCommand) -> Result<()> {
     Ok(())
 }
 
-/// `90d`, `18m`, `3y` → a duration (months of 30 days, years of 365).
-fn parse_horizon(s: &str) -> Result<std::time::Duration> {
+/// `24h`, `90d`, `18m`, `3y` → a duration (months of 30 days, years of 365).
+fn parse_duration(s: &str) -> Result<std::time::Duration> {
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().with_context(|| format!("horizon {s:?}: expected e.g. 90d, 18m or 3y"))?;
-    let days = match unit {
-        "d" => n,
-        "m" => n * 30,
-        "y" => n * 365,
-        _ => bail!("horizon {s:?}: unit must be d, m or y"),
+    let n: u64 = n.parse().with_context(|| format!("duration {s:?}: expected e.g. 24h, 90d, 18m or 3y"))?;
+    let hours = match unit {
+        "h" => n,
+        "d" => n * 24,
+        "m" => n * 30 * 24,
+        "y" => n * 365 * 24,
+        _ => bail!("duration {s:?}: unit must be h, d, m or y"),
     };
-    Ok(std::time::Duration::from_secs(days * 86_400))
+    Ok(std::time::Duration::from_secs(hours * 3_600))
+}
+
+fn audit(cli: &Cli, command: &AuditCommand) -> Result<()> {
+    let (vault, _) = open_vault(cli, &config(cli)?)?;
+    match command {
+        AuditCommand::Checkpoint => println!("{} checkpoint(s) written", vault.checkpoint_audit()?),
+        AuditCommand::Verify => {
+            let report = vault.verify_audit()?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(b) = report.first_break {
+                bail!("audit trail broken at chain {} entry {}: {}", b.chain, b.seq, b.reason);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn policy_plan(cli: &Cli, dir: &Path, horizon: &str) -> Result<()> {
-    let horizon = parse_horizon(horizon)?;
+    let horizon = parse_duration(horizon)?;
     let mut config = config(cli)?;
     config.policy_dir = dir.to_path_buf();
     let (vault, _) = open_vault(cli, &config)?;

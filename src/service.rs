@@ -16,7 +16,7 @@ use crate::keystore::soft::{passphrase_from_env_or_file, SoftKeystore, SoftKeyst
 use crate::keystore::{Keystore, KeystoreError};
 use crate::policy::{self, PolicyErrors};
 use crate::storage::{StorageError, Store};
-use crate::vault::{CacheTtls, Role, Vault, VaultError};
+use crate::vault::{Actor, CacheTtls, Role, Vault, VaultError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -109,8 +109,9 @@ impl EmbeddedLayout {
         if !vault.credentials().list()?.is_empty() {
             return Ok(None);
         }
-        let admin = vault.create_credential("embedded admin", &[Role::Admin, Role::Operator, Role::Auditor], &[])?;
-        let writer = vault.create_credential("embedded writer", &[Role::Writer, Role::Reader, Role::Reencrypt], &[])?;
+        let actor = Actor::new("system", "embedded first run");
+        let admin = vault.create_credential(&actor, "embedded admin", &[Role::Admin, Role::Operator, Role::Auditor], &[])?;
+        let writer = vault.create_credential(&actor, "embedded writer", &[Role::Writer, Role::Reader, Role::Reencrypt], &[])?;
         for (path, token) in [(self.admin_token(), &admin.token), (self.writer_token(), &writer.token)] {
             write_private(&path, token.as_bytes()).map_err(|e| StartupError::Io(path.clone(), e))?;
         }

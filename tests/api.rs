@@ -201,7 +201,7 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "operator has no data role");
     let all_ns_writer = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential("all", &[zkvault::vault::Role::Writer], &[]).unwrap().token.to_string()
+        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "all", &[zkvault::vault::Role::Writer], &[]).unwrap().token.to_string()
     })
     .await
     .unwrap();
@@ -372,7 +372,7 @@ async fn database_holds_no_resident_id_or_plaintext(db: TestDb) {
         bytes
     } else {
         // Every row of every table as text, binary columns included (escape-decoded).
-        let tables = ["records", "masters", "index_keys", "credentials", "keks"];
+        let tables = ["records", "masters", "index_keys", "credentials", "keks", "audit", "audit_heads", "audit_checkpoints"];
         let mut text = String::new();
         for t in tables {
             let q = format!("SELECT convert_from(convert_to(row_to_json({t}.*)::text, 'UTF8'), 'UTF8') AS v FROM {t}");

@@ -128,17 +128,37 @@ fn credentials_offline_and_policy_plan() {
 }
 
 #[test]
+fn audit_verify_exits_non_zero_and_names_the_tampered_entry() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    for i in 0..5 {
+        vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", &format!("r{i}"), "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
+    }
+    assert!(d.run(&["audit", "checkpoint"]).status.success());
+    let ok = d.run(&["audit", "verify"]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("\"first_break\": null"));
+    let url = d.db.url().strip_prefix("sqlite://").unwrap().to_owned();
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    diesel::SqliteConnection::establish(&url).unwrap().batch_execute("UPDATE audit SET target = 'r9' WHERE target = 'r3'").unwrap();
+    let bad = d.run(&["audit", "verify"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("does not match its hash: edited"), "{}", text(&bad.stderr));
+}
+
+#[test]
 fn bulk_reencryption_resumes_from_its_checkpoint() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault();
     let ids: Vec<String> = (0..50).map(|i| format!("R{i:05}")).collect();
     for id in &ids {
-        vault.put_record("rp", id, "demographics", "application/json", b"{}", &zkvault::vault::Precondition::None).unwrap();
+        vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", id, "demographics", "application/json", b"{}", &zkvault::vault::Precondition::None).unwrap();
     }
     vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
     std::fs::write(d.path("ids.txt"), ids.join("\n") + "\n").unwrap();
     // An earlier run was interrupted after 25 lines, which it had moved.
-    vault.reencrypt("rp", &ids[..25]).unwrap();
+    vault.reencrypt(&zkvault::vault::Actor::new("test", "test"), "rp", &ids[..25]).unwrap();
     std::fs::write(d.path("ids.txt.checkpoint"), "25\n").unwrap();
 
     let out = d.run(&["reencrypt", "--ns", "rp", "--ids", d.path("ids.txt").to_str().unwrap(), "--batch", "10"]);
@@ -160,7 +180,7 @@ fn bulk_reencryption_resumes_from_its_checkpoint() {
 fn the_scheduler_applies_the_policy_when_due() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault();
-    vault.put_record("rp", "R1", "a", "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
+    vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", "a", "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
     let now = zkvault::vault::now_ms();
     let day = 86_400_000i64;
     assert_eq!(vault.run_due_lifecycle(now).unwrap().masters_rotated, vec![]);
@@ -177,5 +197,5 @@ fn the_scheduler_applies_the_policy_when_due() {
     assert!(r.overdue_decrypt_only.contains(&("rp".to_string(), 1)));
     assert_eq!(r.kek_rotated, Some(2));
     assert_eq!(r.masters_retired, vec![("rp".to_string(), 2), ("uin".to_string(), 2)], "{r:?}");
-    assert_eq!(&*vault.get_record("rp", "R1", "a").unwrap().body, b"x");
+    assert_eq!(&*vault.get_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", "a").unwrap().body, b"x");
 }

@@ -271,7 +271,7 @@ fn reopen(app: &TestApp, keystore: Arc<dyn Keystore>) -> Vault {
 
 fn read_direct(vault: &Vault) {
     for (i, id) in IDS.iter().enumerate() {
-        let r = vault.get_record("rp", id, "demographics").unwrap();
+        let r = vault.get_record(&zkvault::vault::Actor::new("test", "test"), "rp", id, "demographics").unwrap();
         assert_eq!(*r.body, format!("{{\"n\":{i}}}").into_bytes());
     }
 }
@@ -388,7 +388,7 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
     put_all(&app).await;
     let victim = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential("victim", &[zkvault::vault::Role::Reader], &["rp".into()]).unwrap()
+        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "victim", &[zkvault::vault::Role::Reader], &["rp".into()]).unwrap()
     })
     .await
     .unwrap();

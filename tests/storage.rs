@@ -12,6 +12,11 @@ use zkvault::storage::{
     Backend, CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordRow, StorageError, Store,
 };
 
+/// Every write carries an audit entry; these tests only need one to exist.
+fn audit() -> zkvault::storage::AuditEntry {
+    zkvault::storage::AuditEntry { actor: "storage-test".into(), operation: "test".into(), outcome: "ok".into(), ..Default::default() }
+}
+
 fn store(db: &TestDb, max: u32) -> Store {
     let s = Store::open(db.url(), max).expect("open");
     s.migrate().expect("migrate");
@@ -110,35 +115,35 @@ fn kek_upsert(db: &TestDb) {
         retired_at: None,
         destroyed_at: None,
     };
-    s.upsert_kek(&k1).unwrap();
+    s.upsert_kek(&k1, &audit()).unwrap();
     s.upsert_kek(&KekRow {
         version: 2,
         state: "active".into(),
         created_at: 20,
         retired_at: None,
         destroyed_at: None,
-    })
+    }, &audit())
     .unwrap();
     k1.state = "retired".into();
     k1.retired_at = Some(30);
-    s.upsert_kek(&k1).unwrap();
+    s.upsert_kek(&k1, &audit()).unwrap();
     let keks = s.keks().unwrap();
     assert_eq!(keks.len(), 2);
     assert_eq!(keks[0], k1);
     assert_eq!(keks[1].version, 2);
     // None is written as NULL on update.
     k1.retired_at = None;
-    s.upsert_kek(&k1).unwrap();
+    s.upsert_kek(&k1, &audit()).unwrap();
     assert_eq!(s.keks().unwrap()[0].retired_at, None);
 }
 
 fn masters_and_index_keys(db: &TestDb) {
     let s = store(db, 2);
-    s.insert_master(&master("uin", 2, "active")).unwrap();
-    s.insert_master(&master("uin", 1, "decrypt_only")).unwrap();
-    s.insert_master(&master("aid", 1, "active")).unwrap();
+    s.insert_master(&master("uin", 2, "active"), &audit()).unwrap();
+    s.insert_master(&master("uin", 1, "decrypt_only"), &audit()).unwrap();
+    s.insert_master(&master("aid", 1, "active"), &audit()).unwrap();
     assert!(matches!(
-        s.insert_master(&master("uin", 1, "active")),
+        s.insert_master(&master("uin", 1, "active"), &audit()),
         Err(StorageError::Conflict)
     ));
 
@@ -160,21 +165,21 @@ fn masters_and_index_keys(db: &TestDb) {
     m.wrapped = None;
     m.compromised_at = Some(5);
     m.updated_at += 1;
-    s.update_master(&m).unwrap();
+    s.update_master(&m, &audit()).unwrap();
     assert_eq!(s.masters("uin").unwrap()[0], m);
     assert!(matches!(
-        s.update_master(&master("uin", 9, "active")),
+        s.update_master(&master("uin", 9, "active"), &audit()),
         Err(StorageError::NotFound)
     ));
 
-    s.insert_index_key(&index_key("uin")).unwrap();
+    s.insert_index_key(&index_key("uin"), &audit()).unwrap();
     assert!(matches!(
-        s.insert_index_key(&index_key("uin")),
+        s.insert_index_key(&index_key("uin"), &audit()),
         Err(StorageError::Conflict)
     ));
     assert_eq!(s.index_key("uin").unwrap(), Some(index_key("uin")));
     assert_eq!(s.index_key("aid").unwrap(), None);
-    s.insert_index_key(&index_key("aid")).unwrap();
+    s.insert_index_key(&index_key("aid"), &audit()).unwrap();
     assert_eq!(
         s.all_index_keys()
             .unwrap()
@@ -188,17 +193,17 @@ fn masters_and_index_keys(db: &TestDb) {
 fn init_namespace_once(db: &TestDb) {
     let s = store(db, 2);
     assert!(s
-        .init_namespace(&master("uin", 1, "active"), &index_key("uin"))
+        .init_namespace(&master("uin", 1, "active"), &index_key("uin"), &audit())
         .unwrap());
     let mut other = master("uin", 1, "active");
     other.salt = vec![9; 32];
-    assert!(!s.init_namespace(&other, &index_key("uin")).unwrap());
+    assert!(!s.init_namespace(&other, &index_key("uin"), &audit()).unwrap());
     assert_eq!(s.masters("uin").unwrap(), vec![master("uin", 1, "active")]);
 
     // An IK without DM (should not happen) still makes init refuse, atomically: no DM written.
-    s.insert_index_key(&index_key("half")).unwrap();
+    s.insert_index_key(&index_key("half"), &audit()).unwrap();
     assert!(!s
-        .init_namespace(&master("half", 1, "active"), &index_key("half"))
+        .init_namespace(&master("half", 1, "active"), &index_key("half"), &audit())
         .unwrap());
     assert!(s.masters("half").unwrap().is_empty());
 }
@@ -213,7 +218,7 @@ fn init_namespace_race(db: &TestDb) {
                 let mut dm = master("race", 1, "active");
                 dm.salt = vec![i as u8; 32];
                 barrier.wait();
-                s.init_namespace(&dm, &index_key("race")).unwrap()
+                s.init_namespace(&dm, &index_key("race"), &audit()).unwrap()
             })
         })
         .collect();
@@ -227,7 +232,7 @@ fn record_insert_get_replace(db: &TestDb) {
     let s = store(db, 2);
     let r = record("uin", &BI_A, "profile", 1);
     assert_eq!(s.record("uin", &BI_A, "profile").unwrap(), None);
-    s.insert_record(&r).unwrap();
+    s.insert_record(&r, &audit()).unwrap();
     assert_eq!(s.record("uin", &BI_A, "profile").unwrap(), Some(r.clone()));
     assert_eq!(s.record("uin", &BI_B, "profile").unwrap(), None);
     assert_eq!(s.record("aid", &BI_A, "profile").unwrap(), None);
@@ -239,54 +244,54 @@ fn record_insert_get_replace(db: &TestDb) {
     r2.body_ciphertext = vec![5; 100];
     r2.plaintext_len = 84;
     r2.updated_at += 1000;
-    assert!(s.replace_record(&r2, 1).unwrap());
+    assert!(s.replace_record(&r2, 1, &audit()).unwrap());
     assert_eq!(s.record("uin", &BI_A, "profile").unwrap(), Some(r2.clone()));
 
     // Stale revision: nothing changes.
     let mut r3 = r2.clone();
     r3.revision = 3;
-    assert!(!s.replace_record(&r3, 1).unwrap());
+    assert!(!s.replace_record(&r3, 1, &audit()).unwrap());
     assert_eq!(s.record("uin", &BI_A, "profile").unwrap(), Some(r2.clone()));
     // Unknown id.
     let mut ghost = r3.clone();
     ghost.id = vec![0; 16];
-    assert!(!s.replace_record(&ghost, 2).unwrap());
-    assert!(s.replace_record(&r3, 2).unwrap());
+    assert!(!s.replace_record(&ghost, 2, &audit()).unwrap());
+    assert!(s.replace_record(&r3, 2, &audit()).unwrap());
 }
 
 fn record_unique_conflict(db: &TestDb) {
     let s = store(db, 2);
-    s.insert_record(&record("uin", &BI_A, "profile", 1))
+    s.insert_record(&record("uin", &BI_A, "profile", 1), &audit())
         .unwrap();
     // Same (ns, bi, name), new id.
     assert!(matches!(
-        s.insert_record(&record("uin", &BI_A, "profile", 1)),
+        s.insert_record(&record("uin", &BI_A, "profile", 1), &audit()),
         Err(StorageError::Conflict)
     ));
     // Any one part different is fine.
-    s.insert_record(&record("uin", &BI_B, "profile", 1))
+    s.insert_record(&record("uin", &BI_B, "profile", 1), &audit())
         .unwrap();
-    s.insert_record(&record("aid", &BI_A, "profile", 1))
+    s.insert_record(&record("aid", &BI_A, "profile", 1), &audit())
         .unwrap();
-    s.insert_record(&record("uin", &BI_A, "photo", 1)).unwrap();
+    s.insert_record(&record("uin", &BI_A, "photo", 1), &audit()).unwrap();
     // Same id.
     let r = record("uin", &BI_A, "x", 1);
-    s.insert_record(&r).unwrap();
+    s.insert_record(&r, &audit()).unwrap();
     let mut dup = r.clone();
     dup.name = "y".into();
-    assert!(matches!(s.insert_record(&dup), Err(StorageError::Conflict)));
+    assert!(matches!(s.insert_record(&dup, &audit()), Err(StorageError::Conflict)));
     // Replacing onto another record's key is a conflict too.
     let mut onto = r.clone();
     onto.name = "photo".into();
     assert!(matches!(
-        s.replace_record(&onto, 1),
+        s.replace_record(&onto, 1, &audit()),
         Err(StorageError::Conflict)
     ));
     // A malformed id (not 16 bytes) is refused by the schema.
     let mut short = record("uin", &BI_A, "short", 1);
     short.id = vec![1; 8];
     assert!(matches!(
-        s.insert_record(&short),
+        s.insert_record(&short, &audit()),
         Err(StorageError::Corrupt(_))
     ));
 }
@@ -297,10 +302,10 @@ fn list_ordering_without_ciphertext(db: &TestDb) {
         "photo", "a/b", "a-b", "ab", "a.b", "a0", "profile", "z", "0",
     ];
     for n in names {
-        s.insert_record(&record("uin", &BI_A, n, 1)).unwrap();
+        s.insert_record(&record("uin", &BI_A, n, 1), &audit()).unwrap();
     }
-    s.insert_record(&record("uin", &BI_B, "other", 1)).unwrap();
-    s.insert_record(&record("aid", &BI_A, "elsewhere", 1))
+    s.insert_record(&record("uin", &BI_B, "other", 1), &audit()).unwrap();
+    s.insert_record(&record("aid", &BI_A, "elsewhere", 1), &audit())
         .unwrap();
 
     let list = s.list_records("uin", &BI_A).unwrap();
@@ -322,17 +327,17 @@ fn list_ordering_without_ciphertext(db: &TestDb) {
 fn delete_and_erase(db: &TestDb) {
     let s = store(db, 2);
     for n in ["a", "b", "c"] {
-        s.insert_record(&record("uin", &BI_A, n, 1)).unwrap();
+        s.insert_record(&record("uin", &BI_A, n, 1), &audit()).unwrap();
     }
-    s.insert_record(&record("uin", &BI_B, "a", 1)).unwrap();
-    s.insert_record(&record("aid", &BI_A, "a", 1)).unwrap();
+    s.insert_record(&record("uin", &BI_B, "a", 1), &audit()).unwrap();
+    s.insert_record(&record("aid", &BI_A, "a", 1), &audit()).unwrap();
 
-    assert!(s.delete_record("uin", &BI_A, "b").unwrap());
-    assert!(!s.delete_record("uin", &BI_A, "b").unwrap());
+    assert!(s.delete_record("uin", &BI_A, "b", &audit()).unwrap());
+    assert!(!s.delete_record("uin", &BI_A, "b", &audit()).unwrap());
     assert_eq!(s.record("uin", &BI_A, "b").unwrap(), None);
 
-    assert_eq!(s.erase_resident("uin", &BI_A).unwrap(), 2);
-    assert_eq!(s.erase_resident("uin", &BI_A).unwrap(), 0);
+    assert_eq!(s.erase_resident("uin", &BI_A, &audit()).unwrap(), 2);
+    assert_eq!(s.erase_resident("uin", &BI_A, &audit()).unwrap(), 0);
     assert!(s.list_records("uin", &BI_A).unwrap().is_empty());
     // Other residents and namespaces untouched.
     assert!(s.record("uin", &BI_B, "a").unwrap().is_some());
@@ -343,10 +348,10 @@ fn counts_by_master(db: &TestDb) {
     let s = store(db, 2);
     assert!(s.count_records_by_master().unwrap().is_empty());
     for (i, dm) in [1, 1, 1, 2, 2].into_iter().enumerate() {
-        s.insert_record(&record("uin", &BI_A, &format!("r{i}"), dm))
+        s.insert_record(&record("uin", &BI_A, &format!("r{i}"), dm), &audit())
             .unwrap();
     }
-    s.insert_record(&record("aid", &BI_B, "r", 3)).unwrap();
+    s.insert_record(&record("aid", &BI_B, "r", 3), &audit()).unwrap();
     assert_eq!(
         s.count_records_by_master().unwrap(),
         vec![
@@ -359,12 +364,12 @@ fn counts_by_master(db: &TestDb) {
 
 fn credentials_insert_revoke(db: &TestDb) {
     let s = store(db, 2);
-    s.insert_credential(&credential("00000000000000b2", 200))
+    s.insert_credential(&credential("00000000000000b2", 200), &audit())
         .unwrap();
-    s.insert_credential(&credential("00000000000000a1", 100))
+    s.insert_credential(&credential("00000000000000a1", 100), &audit())
         .unwrap();
     assert!(matches!(
-        s.insert_credential(&credential("00000000000000a1", 300)),
+        s.insert_credential(&credential("00000000000000a1", 300), &audit()),
         Err(StorageError::Conflict)
     ));
     assert_eq!(
@@ -381,13 +386,13 @@ fn credentials_insert_revoke(db: &TestDb) {
         ["00000000000000a1", "00000000000000b2"]
     );
 
-    assert!(s.revoke_credential("00000000000000a1", 5_000).unwrap());
+    assert!(s.revoke_credential("00000000000000a1", 5_000, &audit()).unwrap());
     assert!(
-        !s.revoke_credential("00000000000000a1", 6_000).unwrap(),
+        !s.revoke_credential("00000000000000a1", 6_000, &audit()).unwrap(),
         "second revoke"
     );
     assert!(
-        !s.revoke_credential("ffffffffffffffff", 6_000).unwrap(),
+        !s.revoke_credential("ffffffffffffffff", 6_000, &audit()).unwrap(),
         "unknown id"
     );
     assert_eq!(
@@ -417,15 +422,15 @@ fn parallel_writers(db: &TestDb) {
                 let bi = [t; 32];
                 for i in 0..50 {
                     let name = format!("r{i:03}");
-                    s.insert_record(&record("uin", &bi, &name, 1)).unwrap();
+                    s.insert_record(&record("uin", &bi, &name, 1), &audit()).unwrap();
                     let mut r = s.record("uin", &bi, &name).unwrap().unwrap();
                     r.revision = 2;
-                    assert!(s.replace_record(&r, 1).unwrap());
+                    assert!(s.replace_record(&r, 1, &audit()).unwrap());
                     if i % 10 == 0 {
-                        assert!(s.delete_record("uin", &bi, &name).unwrap());
+                        assert!(s.delete_record("uin", &bi, &name, &audit()).unwrap());
                     }
                 }
-                s.init_namespace(&master("ns-par", 1, "active"), &index_key("ns-par"))
+                s.init_namespace(&master("ns-par", 1, "active"), &index_key("ns-par"), &audit())
                     .unwrap()
             })
         })
@@ -446,7 +451,7 @@ fn insert_1000_timing(db: &TestDb) {
     let s = store(db, 2);
     let start = Instant::now();
     for i in 0..1000 {
-        s.insert_record(&record("uin", &BI_A, &format!("r{i:04}"), 1))
+        s.insert_record(&record("uin", &BI_A, &format!("r{i:04}"), 1), &audit())
             .unwrap();
     }
     let elapsed = start.elapsed();
@@ -544,7 +549,7 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
     let s = Store::open(path.to_str().unwrap(), 2).unwrap();
     assert_eq!(s.backend(), Backend::Sqlite);
     s.migrate().unwrap();
-    s.insert_record(&record("uin", &BI_A, "x", 1)).unwrap();
+    s.insert_record(&record("uin", &BI_A, "x", 1), &audit()).unwrap();
     assert!(path.exists());
     assert!(
         dir.path().join("a/b/c/zkv.db-wal").exists(),
@@ -556,7 +561,7 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
 fn sqlite_memory_keeps_one_database() {
     let s = Store::open(":memory:", 8).unwrap();
     s.migrate().unwrap();
-    s.insert_record(&record("uin", &BI_A, "x", 1)).unwrap();
+    s.insert_record(&record("uin", &BI_A, "x", 1), &audit()).unwrap();
     assert!(s.record("uin", &BI_A, "x").unwrap().is_some());
 }
 

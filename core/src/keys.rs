@@ -16,6 +16,7 @@ use crate::{random, CryptoError, ResidentId};
 pub const SALT_LEN: usize = 32;
 const RK_INFO: &str = "zkvault:v1:resident-key";
 const BI_LABEL: &str = "zkvault:v1:blind-index";
+const TAG_LABEL: &str = "zkvault:v1:audit-tag";
 
 /// 32 secret bytes, zeroized on drop. The unit keystores wrap and unwrap.
 pub struct Secret32(Box<Zeroizing<[u8; 32]>>);
@@ -142,6 +143,19 @@ impl IndexKey {
             .expect("HMAC accepts any key length");
         mac.update(&msg);
         BlindIndex(mac.finalize().into_bytes().into())
+    }
+}
+
+impl IndexKey {
+    /// A short keyed tag of a resident for the audit trail: an auditor can see that two
+    /// accesses concern the same resident, without the ID or the (longer) blind index.
+    /// `HMAC-SHA256(IK, "zkvault:v1:audit-tag" || lp(BI))`, first 8 bytes.
+    pub fn audit_tag(&self, bi: &BlindIndex) -> [u8; 8] {
+        let msg = labelled(TAG_LABEL, &[bi.as_bytes()]);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC accepts any key length");
+        mac.update(&msg);
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        full[..8].try_into().expect("8 of 32 bytes")
     }
 }
 

@@ -6,6 +6,7 @@
 //! Secret types ([`DerivationMaster`], [`IndexKey`], [`ResidentKey`], [`Dek`], [`Secret32`],
 //! [`ResidentId`]) zeroize on drop and implement neither `Debug`, `Clone` nor `Serialize`.
 
+pub mod audit;
 mod encoding;
 mod error;
 mod keys;

@@ -7,6 +7,8 @@ use crate::encoding::labelled;
 pub enum KeyKind {
     DerivationMaster,
     IndexKey,
+    /// A chain head of the audit trail, "wrapped" as a MAC at a checkpoint.
+    AuditCheckpoint,
 }
 
 impl KeyKind {
@@ -14,6 +16,7 @@ impl KeyKind {
         match self {
             KeyKind::DerivationMaster => "dm",
             KeyKind::IndexKey => "ik",
+            KeyKind::AuditCheckpoint => "audit",
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroize::Zeroizing;
-use zkvault::vault::{ReencryptReport, Vault, MAX_REENCRYPT_IDS};
+use zkvault::vault::{Actor, ReencryptReport, Vault, MAX_REENCRYPT_IDS};
 
 fn read_checkpoint(path: &Path) -> Result<u64> {
     match std::fs::read_to_string(path) {
@@ -30,7 +30,7 @@ fn write_checkpoint(path: &Path, lines_done: u64) -> Result<()> {
     Ok(())
 }
 
-pub fn run(vault: &Vault, ns: &str, ids: &Path, checkpoint: Option<PathBuf>, batch: usize) -> Result<()> {
+pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Option<PathBuf>, batch: usize) -> Result<()> {
     let batch = batch.clamp(1, MAX_REENCRYPT_IDS);
     let stdin = ids == Path::new("-");
     let checkpoint = checkpoint.or_else(|| (!stdin).then(|| PathBuf::from(format!("{}.checkpoint", ids.display()))));
@@ -76,7 +76,7 @@ pub fn run(vault: &Vault, ns: &str, ids: &Path, checkpoint: Option<PathBuf>, bat
         }
         if !pending.is_empty() {
             let ids: Vec<&str> = pending.iter().map(|s| s.as_str()).collect();
-            let r = vault.reencrypt(ns, &ids).with_context(|| format!("batch ending at line {lines_done}"))?;
+            let r = vault.reencrypt(actor, ns, &ids).with_context(|| format!("batch ending at line {lines_done}"))?;
             total_report.moved += r.moved;
             total_report.rekeyed += r.rekeyed;
             total_report.already_current += r.already_current;

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
 use super::AppState;
+use super::records::rfc3339;
+use crate::storage::AuditFilter;
 use crate::vault::{CredentialInfo, KeyOverview, Role};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -50,7 +52,8 @@ pub async fn create_credential(
         .map(|r| Role::parse(r).ok_or_else(|| ApiError::bad_request(format!("unknown role {r:?}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let vault = state.vault.clone();
-    let issued = blocking(move || vault.create_credential(&body.label, &roles, &body.namespaces)).await?;
+    let actor = caller.actor();
+    let issued = blocking(move || vault.create_credential(&actor, &body.label, &roles, &body.namespaces)).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
         .json(IssuedResponse { id: issued.id.clone(), token: issued.token.to_string(), expires_at: issued.expires_at }))
@@ -76,7 +79,8 @@ pub async fn list_credentials(state: web::Data<AppState>, caller: Caller) -> Res
 pub async fn revoke_credential(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin, None)?;
     let vault = state.vault.clone();
-    blocking(move || vault.credentials().revoke(&id)).await?;
+    let actor = caller.actor();
+    blocking(move || vault.credentials().revoke(&actor, &id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -86,4 +90,81 @@ pub async fn keys(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     caller.require(Role::Operator, None)?;
     let vault = state.vault.clone();
     Ok(HttpResponse::Ok().json(blocking(move || vault.key_overview()).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries at or after this time (unix milliseconds).
+    since: Option<i64>,
+    /// Entries before this time (unix milliseconds).
+    until: Option<i64>,
+    /// Only this operation, e.g. `record.get`, `master.rotate`.
+    operation: Option<String>,
+    /// Only entries of this credential id (or `cli:<user>`, `scheduler`, `system`).
+    credential: Option<String>,
+    /// The `next` value of the previous page.
+    after: Option<i64>,
+    /// Page size, 1-1000 (default 100).
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditEntryView {
+    id: i64,
+    at: String,
+    actor: String,
+    request_id: String,
+    operation: String,
+    namespace: String,
+    target: String,
+    /// 8-byte keyed tag of the resident: equal tags, same resident; never the ID.
+    resident_tag: String,
+    outcome: String,
+    detail: String,
+    chain: String,
+    seq: i64,
+    hash: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    entries: Vec<AuditEntryView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    next: Option<i64>,
+}
+
+/// Page through the audit trail, oldest first.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = AuditPage), (status = 400), (status = 401), (status = 403)))]
+pub async fn audit(state: web::Data<AppState>, caller: Caller, query: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+    caller.require(Role::Auditor, None)?;
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1-1000"));
+    }
+    let filter = AuditFilter { since: q.since, until: q.until, operation: q.operation, actor: q.credential, after_id: q.after.unwrap_or(0), limit };
+    let vault = state.vault.clone();
+    let rows = blocking(move || vault.audit_page(&filter)).await?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    let entries = rows
+        .into_iter()
+        .map(|r| AuditEntryView {
+            id: r.id,
+            at: rfc3339(r.at),
+            actor: r.actor,
+            request_id: r.request_id,
+            operation: r.operation,
+            namespace: r.namespace,
+            target: r.target,
+            resident_tag: r.resident_tag,
+            outcome: r.outcome,
+            detail: r.detail,
+            chain: r.chain,
+            seq: r.seq,
+            hash: hex::encode(r.hash),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(AuditPage { entries, next }))
 }

@@ -9,7 +9,7 @@ use super::AppState;
 use crate::vault::{Actor, CompromiseReport, DestroyReport, KekRotation, MasterRotation, Role};
 
 fn actor(caller: &Caller, what: &str) -> Actor {
-    Actor::new(caller.0.id.clone(), format!("{what} requested through the API"))
+    Actor { why: format!("{what} requested through the API"), ..caller.actor() }
 }
 
 /// New KEK version in the keystore; every master and index key rewrapped; the old KEK retired.

@@ -53,6 +53,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(ops::metrics))
         .route("/openapi.json", web::get().to(ops::openapi))
         .route("/v1/keys", web::get().to(admin::keys))
+        .route("/v1/audit", web::get().to(admin::audit))
         .route("/v1/credentials", web::post().to(admin::create_credential))
         .route("/v1/credentials", web::get().to(admin::list_credentials))
         .route("/v1/credentials/{id}", web::delete().to(admin::revoke_credential))

@@ -34,7 +34,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         super::records::list_records, super::records::erase_resident, super::records::reencrypt,
         super::keys::rotate_kek, super::keys::rotate_master, super::keys::compromise_master, super::keys::destroy_master,
         super::admin::create_credential, super::admin::list_credentials, super::admin::revoke_credential,
-        super::admin::keys, healthz, readyz, metrics, openapi
+        super::admin::keys, super::admin::audit, healthz, readyz, metrics, openapi
     ),
     components(schemas(super::error::ErrorBody))
 )]

@@ -131,7 +131,8 @@ pub async fn put_record(
     let body = read_body(&req, payload, body_limit(&state, &ns)?).await?;
     let vault = state.vault.clone();
     let name2 = name.clone();
-    let out = blocking(move || vault.put_record(&ns, &id, &name2, &content_type, &body, &precondition)).await?;
+    let actor = caller.actor();
+    let out = blocking(move || vault.put_record(&actor, &ns, &id, &name2, &content_type, &body, &precondition)).await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(HttpResponse::build(status)
         .insert_header((ETAG, format!("\"{}\"", out.etag)))
@@ -154,7 +155,8 @@ pub async fn get_record(
     caller.require(Role::Reader, Some(&ns))?;
     let id = resident_id(&req)?;
     let vault = state.vault.clone();
-    let mut record = blocking(move || vault.get_record(&ns, &id, &name)).await?;
+    let actor = caller.actor();
+    let mut record = blocking(move || vault.get_record(&actor, &ns, &id, &name)).await?;
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, record.content_type))
         .insert_header((ETAG, format!("\"{}\"", record.etag)))
@@ -178,7 +180,8 @@ pub async fn delete_record(
     caller.require(Role::Writer, Some(&ns))?;
     let id = resident_id(&req)?;
     let vault = state.vault.clone();
-    blocking(move || vault.delete_record(&ns, &id, &name)).await?;
+    let actor = caller.actor();
+    blocking(move || vault.delete_record(&actor, &ns, &id, &name)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -213,7 +216,8 @@ pub async fn list_records(
     caller.require(Role::Reader, Some(&ns))?;
     let id = resident_id(&req)?;
     let vault = state.vault.clone();
-    let metas = blocking(move || vault.list_records(&ns, &id)).await?;
+    let actor = caller.actor();
+    let metas = blocking(move || vault.list_records(&actor, &ns, &id)).await?;
     let records = metas
         .into_iter()
         .map(|m| RecordEntry {
@@ -248,7 +252,8 @@ pub async fn erase_resident(
     caller.require(Role::Writer, Some(&ns))?;
     let id = resident_id(&req)?;
     let vault = state.vault.clone();
-    let erased = blocking(move || vault.erase_resident(&ns, &id)).await?;
+    let actor = caller.actor();
+    let erased = blocking(move || vault.erase_resident(&actor, &ns, &id)).await?;
     Ok(HttpResponse::Ok().json(Erased { erased }))
 }
 
@@ -279,7 +284,8 @@ pub async fn reencrypt(
     caller.require(Role::Reencrypt, Some(&ns))?;
     let vault = state.vault.clone();
     let request = body.into_inner();
-    Ok(HttpResponse::Ok().json(blocking(move || vault.reencrypt(&ns, &request.resident_ids)).await?))
+    let actor = caller.actor();
+    Ok(HttpResponse::Ok().json(blocking(move || vault.reencrypt(&actor, &ns, &request.resident_ids)).await?))
 }
 
 pub fn rfc3339(ms: i64) -> String {

@@ -7,7 +7,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{web, Error};
+use actix_web::{web, Error, HttpMessage};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use super::AppState;
@@ -55,6 +55,7 @@ pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Resul
     let method = req.method().as_str().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let request_id = hex::encode(zkvault_core::random::array::<8>().unwrap_or_default());
+    req.extensions_mut().insert(super::auth::RequestId(request_id.clone()));
     let mut res = next.call(req).await?;
     let status = res.status();
     let elapsed = started.elapsed().as_secs_f64();

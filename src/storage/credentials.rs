@@ -3,16 +3,15 @@
 use diesel::prelude::*;
 
 use super::schema::credentials;
-use super::{CredentialRow, StorageError, Store};
+use super::{AuditEntry, CredentialRow, StorageError, Store};
 
 impl Store {
     /// `Conflict` if the id exists.
-    pub fn insert_credential(&self, row: &CredentialRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(credentials::table)
-            .values(row)
-            .execute(&mut *conn)?;
-        Ok(())
+    pub fn insert_credential(&self, row: &CredentialRow, audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |c| {
+            diesel::insert_into(credentials::table).values(row).execute(c)?;
+            Ok(())
+        })
     }
 
     pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StorageError> {
@@ -34,15 +33,41 @@ impl Store {
     }
 
     /// Sets `revoked_at`; `Ok(false)` if the id is unknown or already revoked.
-    pub fn revoke_credential(&self, id: &str, at_ms: i64) -> Result<bool, StorageError> {
-        let mut conn = self.conn()?;
-        let n = diesel::update(
-            credentials::table
-                .filter(credentials::id.eq(id))
-                .filter(credentials::revoked_at.is_null()),
-        )
-        .set(credentials::revoked_at.eq(Some(at_ms)))
-        .execute(&mut *conn)?;
-        Ok(n > 0)
+    /// Moves a live credential's expiry (credential rotation's overlap window); `Ok(false)` if
+    /// it is unknown or revoked.
+    pub fn set_credential_expiry(&self, id: &str, expires_at: i64, audit: &AuditEntry) -> Result<bool, StorageError> {
+        self.write(audit, |c| {
+            let n = diesel::update(credentials::table.filter(credentials::id.eq(id)).filter(credentials::revoked_at.is_null()))
+                .set(credentials::expires_at.eq(Some(expires_at)))
+                .execute(c)?;
+            if n == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(true)
+        })
+        .or_else(|e| match e {
+            StorageError::NotFound => Ok(false),
+            e => Err(e),
+        })
+    }
+
+    pub fn revoke_credential(&self, id: &str, at_ms: i64, audit: &AuditEntry) -> Result<bool, StorageError> {
+        self.write(audit, |c| {
+            let n = diesel::update(
+                credentials::table
+                    .filter(credentials::id.eq(id))
+                    .filter(credentials::revoked_at.is_null()),
+            )
+            .set(credentials::revoked_at.eq(Some(at_ms)))
+            .execute(c)?;
+            if n == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(true)
+        })
+        .or_else(|e| match e {
+            StorageError::NotFound => Ok(false),
+            e => Err(e),
+        })
     }
 }

@@ -4,19 +4,20 @@ use diesel::prelude::*;
 
 use super::conn::on_backend;
 use super::schema::{index_keys, keks, masters};
-use super::{IndexKeyRow, KekRow, MasterRow, StorageError, Store};
+use super::{AuditEntry, IndexKeyRow, KekRow, MasterRow, StorageError, Store};
 
 impl Store {
     /// Inserts the KEK version or overwrites its metadata.
-    pub fn upsert_kek(&self, row: &KekRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        on_backend!(&mut *conn, |c| diesel::insert_into(keks::table)
-            .values(row)
-            .on_conflict(keks::version)
-            .do_update()
-            .set(row)
-            .execute(c))?;
-        Ok(())
+    pub fn upsert_kek(&self, row: &KekRow, audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |conn| {
+            on_backend!(conn, |c| diesel::insert_into(keks::table)
+                .values(row)
+                .on_conflict(keks::version)
+                .do_update()
+                .set(row)
+                .execute(c))?;
+            Ok(())
+        })
     }
 
     /// All KEK versions, ascending.
@@ -29,12 +30,11 @@ impl Store {
     }
 
     /// `Conflict` if `(namespace, version)` exists.
-    pub fn insert_master(&self, row: &MasterRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(masters::table)
-            .values(row)
-            .execute(&mut *conn)?;
-        Ok(())
+    pub fn insert_master(&self, row: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |c| {
+            diesel::insert_into(masters::table).values(row).execute(c)?;
+            Ok(())
+        })
     }
 
     /// The namespace's masters, ascending version.
@@ -58,24 +58,24 @@ impl Store {
 
     /// Overwrites every column of the master `(row.namespace, row.version)` (a `None` writes
     /// NULL, so destroying clears `wrapped`). `NotFound` if it does not exist.
-    pub fn update_master(&self, row: &MasterRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)))
-            .set(row)
-            .execute(&mut *conn)?;
-        if n == 0 {
-            return Err(StorageError::NotFound);
-        }
-        Ok(())
+    pub fn update_master(&self, row: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |c| {
+            let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)))
+                .set(row)
+                .execute(c)?;
+            if n == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(())
+        })
     }
 
     /// `Conflict` if the namespace already has an index key.
-    pub fn insert_index_key(&self, row: &IndexKeyRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(index_keys::table)
-            .values(row)
-            .execute(&mut *conn)?;
-        Ok(())
+    pub fn insert_index_key(&self, row: &IndexKeyRow, audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |c| {
+            diesel::insert_into(index_keys::table).values(row).execute(c)?;
+            Ok(())
+        })
     }
 
     pub fn index_key(&self, namespace: &str) -> Result<Option<IndexKeyRow>, StorageError> {
@@ -99,9 +99,8 @@ impl Store {
     /// Bootstraps a namespace atomically: inserts DM v1 and the IK in one transaction.
     /// `Ok(false)` if either already existed (another instance won the race); nothing is
     /// written then.
-    pub fn init_namespace(&self, dm: &MasterRow, ik: &IndexKeyRow) -> Result<bool, StorageError> {
-        let mut conn = self.conn()?;
-        let result = conn.transaction::<_, StorageError, _>(|c| {
+    pub fn init_namespace(&self, dm: &MasterRow, ik: &IndexKeyRow, audit: &AuditEntry) -> Result<bool, StorageError> {
+        let result = self.write(audit, |c| {
             diesel::insert_into(masters::table).values(dm).execute(c)?;
             diesel::insert_into(index_keys::table)
                 .values(ik)

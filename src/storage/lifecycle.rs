@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
 use super::schema::{index_keys, masters, records};
-use super::{IndexKeyRow, MasterRow, RecordRow, StorageError, Store};
+use super::{AuditEntry, IndexKeyRow, MasterRow, RecordRow, StorageError, Store};
 
 /// Blind indexes per `IN (...)` query.
 const LOOKUP_CHUNK: usize = 500;
@@ -51,9 +51,8 @@ impl Store {
     /// Makes `new` the namespace's active master: in one transaction, the current active one
     /// turns `decrypt_only` and `new` is inserted. `Conflict` if that version already exists
     /// (another instance rotated first).
-    pub fn rotate_master(&self, new: &MasterRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        conn.transaction::<_, StorageError, _>(|c| {
+    pub fn rotate_master(&self, new: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |c| {
             diesel::update(masters::table.filter(masters::namespace.eq(&new.namespace)).filter(masters::state.eq("active")))
                 .set((masters::state.eq("decrypt_only"), masters::updated_at.eq(new.created_at)))
                 .execute(c)?;
@@ -64,9 +63,8 @@ impl Store {
 
     /// Overwrites the given masters and index keys (their new `kek_version` and `wrapped`) in
     /// one transaction: the commit point of a KEK rotation or keystore migration.
-    pub fn rewrap_keys(&self, masters_rows: &[MasterRow], index_key_rows: &[IndexKeyRow]) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        conn.transaction::<_, StorageError, _>(|c| {
+    pub fn rewrap_keys(&self, masters_rows: &[MasterRow], index_key_rows: &[IndexKeyRow], audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |c| {
             for row in masters_rows {
                 let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)))
                     .set((masters::kek_version.eq(row.kek_version), masters::wrapped.eq(&row.wrapped), masters::updated_at.eq(row.updated_at)))
@@ -105,12 +103,11 @@ impl Store {
 
     /// Applies record moves in one transaction; returns how many applied (a record written or
     /// moved concurrently since it was read is skipped, and stays readable where it is).
-    pub fn move_records(&self, namespace: &str, moves: &[RecordMove]) -> Result<usize, StorageError> {
+    pub fn move_records(&self, namespace: &str, moves: &[RecordMove], audit: &AuditEntry) -> Result<usize, StorageError> {
         if moves.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn()?;
-        conn.transaction::<_, StorageError, _>(|c| {
+        self.write(audit, |c| {
             let mut applied = 0;
             for m in moves {
                 let target = records::table
@@ -146,11 +143,20 @@ impl Store {
 impl Store {
     /// Overwrites master `(row.namespace, row.version)` only if it is still in `expected_state`:
     /// two operators racing on one transition cannot both win. `Ok(false)` if the state moved.
-    pub fn update_master_if(&self, row: &MasterRow, expected_state: &str) -> Result<bool, StorageError> {
-        let mut conn = self.conn()?;
-        let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)).filter(masters::state.eq(expected_state)))
-            .set(row)
-            .execute(&mut *conn)?;
-        Ok(n > 0)
+    pub fn update_master_if(&self, row: &MasterRow, expected_state: &str, audit: &AuditEntry) -> Result<bool, StorageError> {
+        self.write(audit, |c| {
+            let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)).filter(masters::state.eq(expected_state)))
+                .set(row)
+                .execute(c)?;
+            // Nothing changed: roll back, so no entry claims a transition that did not happen.
+            if n == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(true)
+        })
+        .or_else(|e| match e {
+            StorageError::NotFound => Ok(false),
+            e => Err(e),
+        })
     }
 }

@@ -5,6 +5,7 @@
 //! Transactions that write always write first (no read-then-write), so SQLite's busy timeout
 //! applies instead of an immediate "database is locked" on lock upgrade.
 
+mod audit;
 mod bulk;
 mod conn;
 mod credentials;
@@ -22,6 +23,7 @@ use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
+pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
 pub use error::StorageError;
 pub use lifecycle::{LeaderGuard, RecordMove};
 pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordMeta, RecordRow};
@@ -55,6 +57,7 @@ impl Backend {
 pub struct Store {
     pool: Pool<Manager>,
     target: std::sync::Arc<Target>,
+    chains: std::sync::Arc<audit::ChainPool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -105,6 +108,7 @@ impl Store {
         Ok(Store {
             pool,
             target: std::sync::Arc::new(target),
+            chains: Default::default(),
         })
     }
 

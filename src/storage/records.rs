@@ -4,7 +4,7 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 
 use super::schema::records;
-use super::{RecordMeta, RecordRow, StorageError, Store};
+use super::{AuditEntry, RecordMeta, RecordRow, StorageError, Store};
 
 impl Store {
     pub fn record(
@@ -24,12 +24,11 @@ impl Store {
     }
 
     /// `Conflict` if `(namespace, blind_index, name)` (or the id) exists.
-    pub fn insert_record(&self, row: &RecordRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(records::table)
-            .values(row)
-            .execute(&mut *conn)?;
-        Ok(())
+    pub fn insert_record(&self, row: &RecordRow, audit: &AuditEntry) -> Result<(), StorageError> {
+        self.write(audit, |c| {
+            diesel::insert_into(records::table).values(row).execute(c)?;
+            Ok(())
+        })
     }
 
     /// Optimistic replace: overwrites every column but `id` where `id = row.id AND revision =
@@ -40,16 +39,26 @@ impl Store {
         &self,
         row: &RecordRow,
         expected_revision: i64,
+        audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
-        let mut conn = self.conn()?;
-        let n = diesel::update(
-            records::table
-                .filter(records::id.eq(&row.id))
-                .filter(records::revision.eq(expected_revision)),
-        )
-        .set(row)
-        .execute(&mut *conn)?;
-        Ok(n > 0)
+        self.write(audit, |c| {
+            let n = diesel::update(
+                records::table
+                    .filter(records::id.eq(&row.id))
+                    .filter(records::revision.eq(expected_revision)),
+            )
+            .set(row)
+            .execute(c)?;
+            // Nothing replaced: roll back, so no entry claims a write that did not happen.
+            if n == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(true)
+        })
+        .or_else(|e| match e {
+            StorageError::NotFound => Ok(false),
+            e => Err(e),
+        })
     }
 
     /// `Ok(false)` if there was no such record.
@@ -58,16 +67,26 @@ impl Store {
         namespace: &str,
         blind_index: &[u8],
         name: &str,
+        audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
-        let mut conn = self.conn()?;
-        let n = diesel::delete(
-            records::table
-                .filter(records::namespace.eq(namespace))
-                .filter(records::blind_index.eq(blind_index))
-                .filter(records::name.eq(name)),
-        )
-        .execute(&mut *conn)?;
-        Ok(n > 0)
+        self.write(audit, |c| {
+            let n = diesel::delete(
+                records::table
+                    .filter(records::namespace.eq(namespace))
+                    .filter(records::blind_index.eq(blind_index))
+                    .filter(records::name.eq(name)),
+            )
+            .execute(c)?;
+            // Nothing deleted: roll back, so no entry claims a deletion that did not happen.
+            if n == 0 {
+                return Err(StorageError::NotFound);
+            }
+            Ok(true)
+        })
+        .or_else(|e| match e {
+            StorageError::NotFound => Ok(false),
+            e => Err(e),
+        })
     }
 
     /// The resident's records ordered by name (bytewise on both backends); no key or
@@ -87,15 +106,16 @@ impl Store {
     }
 
     /// Deletes all of the resident's records in the namespace; returns how many.
-    pub fn erase_resident(&self, namespace: &str, blind_index: &[u8]) -> Result<u64, StorageError> {
-        let mut conn = self.conn()?;
-        let n = diesel::delete(
-            records::table
-                .filter(records::namespace.eq(namespace))
-                .filter(records::blind_index.eq(blind_index)),
-        )
-        .execute(&mut *conn)?;
-        Ok(n as u64)
+    pub fn erase_resident(&self, namespace: &str, blind_index: &[u8], audit: &AuditEntry) -> Result<u64, StorageError> {
+        self.write(audit, |c| {
+            let n = diesel::delete(
+                records::table
+                    .filter(records::namespace.eq(namespace))
+                    .filter(records::blind_index.eq(blind_index)),
+            )
+            .execute(c)?;
+            Ok(n as u64)
+        })
     }
 
     /// `(namespace, master_version, records)` for every pair with at least one record,

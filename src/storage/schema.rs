@@ -69,4 +69,42 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(keks, masters, index_keys, records, credentials);
+diesel::table! {
+    audit (id) {
+        id -> BigInt,
+        chain -> Text,
+        seq -> BigInt,
+        at -> BigInt,
+        actor -> Text,
+        request_id -> Text,
+        operation -> Text,
+        namespace -> Text,
+        target -> Text,
+        resident_tag -> Text,
+        outcome -> Text,
+        detail -> Text,
+        prev_hash -> Binary,
+        hash -> Binary,
+    }
+}
+
+diesel::table! {
+    audit_heads (chain) {
+        chain -> Text,
+        seq -> BigInt,
+        hash -> Binary,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (id) {
+        id -> BigInt,
+        chain -> Text,
+        seq -> BigInt,
+        at -> BigInt,
+        kek_version -> Integer,
+        mac -> Binary,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(keks, masters, index_keys, records, credentials, audit, audit_heads, audit_checkpoints);

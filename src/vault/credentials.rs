@@ -15,7 +15,7 @@ use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{now_ms, Vault, VaultError};
+use super::{now_ms, Actor, EntryExt, Vault, VaultError};
 use crate::storage::{CredentialRow, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -122,11 +122,16 @@ fn cache_key(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A public credential id: 16 hex digits.
+fn valid_credential_id(id: &str) -> bool {
+    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Splits `zkv_<id>_<secret>`; anything else is simply an unknown token.
 fn parse_token(token: &str) -> Option<(&str, &str)> {
     let rest = token.strip_prefix("zkv_")?;
     let (id, secret) = rest.split_once('_')?;
-    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() == 43).then_some((id, secret))
+    (valid_credential_id(id) && secret.len() == 43).then_some((id, secret))
 }
 
 impl Credentials {
@@ -164,7 +169,7 @@ impl Credentials {
         Ok(principal)
     }
 
-    fn issue(&self, label: &str, roles: &[Role], namespaces: &[String], expires_at: Option<i64>) -> Result<IssuedCredential, VaultError> {
+    fn issue(&self, actor: &Actor, label: &str, roles: &[Role], namespaces: &[String], expires_at: Option<i64>) -> Result<IssuedCredential, VaultError> {
         if roles.is_empty() {
             return Err(VaultError::BadInput("a credential needs at least one role".into()));
         }
@@ -189,7 +194,8 @@ impl Credentials {
             expires_at,
             revoked_at: None,
         };
-        self.store.insert_credential(&row)?;
+        let entry = actor.entry("credential.create", "", id.clone()).with_detail(format!("roles={} namespaces={}", row.roles, row.namespaces));
+        self.store.insert_credential(&row, &entry)?;
         Ok(IssuedCredential { token: Zeroizing::new(format!("zkv_{id}_{}", secret.as_str())), id, expires_at })
     }
 
@@ -211,8 +217,11 @@ impl Credentials {
     }
 
     /// Revokes a credential and evicts it from this instance's cache at once.
-    pub fn revoke(&self, id: &str) -> Result<(), VaultError> {
-        let revoked = self.store.revoke_credential(id, now_ms())?;
+    pub fn revoke(&self, actor: &Actor, id: &str) -> Result<(), VaultError> {
+        if !valid_credential_id(id) {
+            return Err(VaultError::NotFound);
+        }
+        let revoked = self.store.revoke_credential(id, now_ms(), &actor.entry("credential.revoke", "", id))?;
         self.evict(id);
         if revoked {
             Ok(())
@@ -241,14 +250,33 @@ impl Credentials {
 
 impl Vault {
     /// Issues a credential expiring after the policy's credential maximum age.
-    pub fn create_credential(&self, label: &str, roles: &[Role], namespaces: &[String]) -> Result<IssuedCredential, VaultError> {
+    pub fn create_credential(&self, actor: &Actor, label: &str, roles: &[Role], namespaces: &[String]) -> Result<IssuedCredential, VaultError> {
         for ns in namespaces {
             if self.policy().namespace(ns).is_none() {
                 return Err(VaultError::BadInput(format!("unknown namespace {ns:?}")));
             }
         }
         let max_age = self.policy().credential_max_age.as_millis() as i64;
-        self.credentials().issue(label, roles, namespaces, Some(now_ms() + max_age))
+        self.credentials().issue(actor, label, roles, namespaces, Some(now_ms() + max_age))
+    }
+
+    /// Issues a successor of credential `id` (same label, roles and namespaces) and makes the
+    /// old one expire after `overlap`, so clients can switch tokens without an outage.
+    pub fn rotate_credential(&self, actor: &Actor, id: &str, overlap: std::time::Duration) -> Result<IssuedCredential, VaultError> {
+        if !valid_credential_id(id) {
+            return Err(VaultError::NotFound);
+        }
+        let old = self.store().credential(id)?.filter(|c| c.revoked_at.is_none()).ok_or(VaultError::NotFound)?;
+        let roles: Vec<Role> = old.roles.split(',').filter_map(Role::parse).collect();
+        let namespaces: Vec<String> = if old.namespaces == "*" { Vec::new() } else { old.namespaces.split(',').map(str::to_owned).collect() };
+        let successor = self.create_credential(actor, &old.label, &roles, &namespaces)?;
+        let until = now_ms() + overlap.as_millis() as i64;
+        let until = old.expires_at.map_or(until, |t| t.min(until));
+        let entry = actor.entry("credential.rotate", "", id).with_detail(format!("successor={} old expires_at={until}", successor.id));
+        if !self.store().set_credential_expiry(id, until, &entry)? {
+            return Err(VaultError::Conflict("credential was revoked while rotating".into()));
+        }
+        Ok(successor)
     }
 }
 

@@ -35,6 +35,26 @@ pub enum VaultError {
     Internal(String),
 }
 
+impl VaultError {
+    /// The stable code clients see in `{"error": ...}` and the audit trail records as outcome.
+    pub fn code(&self) -> &'static str {
+        match self {
+            VaultError::BadInput(_) => "bad_request",
+            VaultError::Unauthenticated => "unauthenticated",
+            VaultError::Forbidden(_) => "forbidden",
+            VaultError::NotFound => "not_found",
+            VaultError::UnknownNamespace => "unknown_namespace",
+            VaultError::Conflict(_) => "conflict",
+            VaultError::PreconditionFailed => "precondition_failed",
+            VaultError::TooLarge { .. } => "payload_too_large",
+            VaultError::Shredded => "shredded",
+            VaultError::Integrity => "integrity",
+            VaultError::StorageUnavailable(_) | VaultError::KeystoreUnavailable(_) => "unavailable",
+            VaultError::Internal(_) => "internal",
+        }
+    }
+}
+
 impl From<StorageError> for VaultError {
     fn from(e: StorageError) -> Self {
         match e {

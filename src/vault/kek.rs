@@ -55,8 +55,8 @@ impl Vault {
         let previous = keystore.active_kek()?;
         let active = keystore.create_kek()?;
         let (masters, index_keys) = rewrap_all(self.store(), keystore.as_ref(), keystore.as_ref(), active)?;
-        self.store().rewrap_keys(&masters, &index_keys)?;
-        mirror_keks(self.store(), keystore.as_ref())?;
+        self.store().rewrap_keys(&masters, &index_keys, &actor.entry("kek.rotate", "", format!("v{active}")))?;
+        mirror_keks(self.store(), keystore.as_ref(), actor)?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(previous, active, masters = masters.len(), elapsed_ms, who = %actor.who, why = %actor.why, "KEK rotated");
         Ok(KekRotation { previous, active, rewrapped_masters: masters.len(), rewrapped_index_keys: index_keys.len(), elapsed_ms })
@@ -78,7 +78,8 @@ impl Vault {
             }
             Some(_) => keystore.destroy_kek(version)?,
         }
-        mirror_keks(self.store(), keystore.as_ref())?;
+        self.store().append_audit(&actor.entry("kek.destroy", "", format!("v{version}")))?;
+        mirror_keks(self.store(), keystore.as_ref(), actor)?;
         tracing::warn!(version, who = %actor.who, why = %actor.why, "KEK destroyed");
         Ok(())
     }
@@ -113,8 +114,9 @@ impl Vault {
             None => target.create_kek()?,
         };
         let (masters, index_keys) = rewrap_all(self.store(), self.keyring().keystore().as_ref(), target, active)?;
-        self.store().rewrap_keys(&masters, &index_keys)?;
-        mirror_keks(self.store(), target)?;
+        let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.kind()));
+        self.store().rewrap_keys(&masters, &index_keys, &entry)?;
+        mirror_keks(self.store(), target, actor)?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::warn!(from = self.keyring().keystore().kind(), to = target.kind(), active, who = %actor.who, why = %actor.why, "keystore migrated");
         Ok(KekRotation { previous, active, rewrapped_masters: masters.len(), rewrapped_index_keys: index_keys.len(), elapsed_ms })

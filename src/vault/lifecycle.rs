@@ -8,22 +8,8 @@
 use serde::Serialize;
 use zkvault_core::{DerivationMaster, KeyKind, WrapContext};
 
-use super::{now_ms, MasterState, Vault, VaultError};
+use super::{now_ms, Actor, EntryExt, MasterState, Vault, VaultError};
 use crate::storage::{MasterRow, StorageError};
-
-/// Who asked for a lifecycle change and why: logged now, and written to the audit trail.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// A credential id, `cli`, or `scheduler`.
-    pub who: String,
-    pub why: String,
-}
-
-impl Actor {
-    pub fn new(who: impl Into<String>, why: impl Into<String>) -> Self {
-        Actor { who: who.into(), why: why.into() }
-    }
-}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MasterRotation {
@@ -98,7 +84,7 @@ impl Vault {
                 created_at: now,
                 updated_at: now,
             };
-            match self.store().rotate_master(&row) {
+            match self.store().rotate_master(&row, &actor.entry("master.rotate", ns, format!("v{version}"))) {
                 Ok(()) => {
                     self.keyring().forget(ns);
                     tracing::info!(namespace = ns, previous, active = version, who = %actor.who, why = %actor.why, "derivation master rotated");
@@ -124,7 +110,7 @@ impl Vault {
         let row = self.master_row(ns, version)?;
         if row.compromised_at.is_none() {
             let marked = MasterRow { compromised_at: Some(now_ms()), updated_at: now_ms(), ..row.clone() };
-            if !self.store().update_master_if(&marked, &row.state)? {
+            if !self.store().update_master_if(&marked, &row.state, &actor.entry("master.compromise", ns, format!("v{version}")))? {
                 return Err(conflict(format!("master v{version} changed state concurrently; retry")));
             }
         }
@@ -151,7 +137,8 @@ impl Vault {
             )));
         }
         let destroyed = MasterRow { state: MasterState::Destroyed.as_str().to_owned(), wrapped: None, updated_at: now_ms(), ..row.clone() };
-        if !self.store().update_master_if(&destroyed, &row.state)? {
+        let entry = actor.entry("master.destroy", ns, format!("v{version}")).with_detail(format!("{} shred={shred} shredded_records={remaining}", actor.why));
+        if !self.store().update_master_if(&destroyed, &row.state, &entry)? {
             return Err(conflict(format!("master v{version} changed state concurrently; retry")));
         }
         self.keyring().forget(ns);
@@ -167,7 +154,8 @@ impl Vault {
             let empty = !counts.iter().any(|(n, v, c)| *n == row.namespace && *v == row.version && *c > 0);
             if row.state == MasterState::DecryptOnly.as_str() && empty {
                 let next = MasterRow { state: MasterState::Retired.as_str().to_owned(), updated_at: now_ms(), ..row.clone() };
-                if self.store().update_master_if(&next, &row.state)? {
+                let entry = actor.entry("master.retire", &row.namespace, format!("v{}", row.version));
+                if self.store().update_master_if(&next, &row.state, &entry)? {
                     self.keyring().forget(&row.namespace);
                     tracing::info!(namespace = %row.namespace, version = row.version, who = %actor.who, why = %actor.why, "derivation master retired");
                     retired.push((row.namespace, row.version as u32));

@@ -3,6 +3,7 @@
 //! Blocking by design (storage, keystore, Argon2): callers on an async executor run these
 //! through `spawn_blocking`/`web::block`. Nothing here knows about HTTP.
 
+mod audit;
 mod credentials;
 mod error;
 mod kek;
@@ -21,11 +22,12 @@ use std::time::Duration;
 
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
 
+pub use audit::{Actor, AuditBreak, AuditVerification, EntryExt};
 pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
 pub use error::VaultError;
 pub use kek::KekRotation;
 pub use keyring::{Keyring, MasterMeta};
-pub use lifecycle::{Actor, CompromiseReport, DestroyReport, MasterRotation};
+pub use lifecycle::{CompromiseReport, DestroyReport, MasterRotation};
 pub use masters::MasterState;
 pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
 pub use record_name::valid_record_name;
@@ -66,13 +68,16 @@ impl Vault {
             Some(v) => v,
             None => keystore.create_kek()?,
         };
-        mirror_keks(&store, keystore.as_ref())?;
+        let system = Actor::new("system", "service start");
+        mirror_keks(&store, keystore.as_ref(), &system)?;
         check_unwrappable(&store, keystore.as_ref())?;
         for ns in policy.namespaces.keys() {
             if store.index_key(ns)?.is_none() {
-                init_namespace(&store, keystore.as_ref(), kek, ns)?;
+                init_namespace(&store, keystore.as_ref(), kek, ns, &system)?;
             }
         }
+        let namespaces: Vec<&str> = policy.namespaces.keys().map(String::as_str).collect();
+        store.append_audit(&system.entry("policy.load", "", "").with_detail(format!("namespaces: {}", namespaces.join(","))))?;
         Ok(Vault {
             credentials: Credentials::new(store.clone(), ttls.credentials),
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
@@ -124,7 +129,7 @@ fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), Vault
 }
 
 /// Writes the keystore's KEK versions and states into the `keks` table (for `/v1/keys`).
-fn mirror_keks(store: &Store, keystore: &dyn Keystore) -> Result<(), VaultError> {
+fn mirror_keks(store: &Store, keystore: &dyn Keystore, actor: &Actor) -> Result<(), VaultError> {
     let known = store.keks()?;
     for kek in keystore.list_keks()? {
         let previous = known.iter().find(|k| k.version as u32 == kek.version);
@@ -137,7 +142,7 @@ fn mirror_keks(store: &Store, keystore: &dyn Keystore) -> Result<(), VaultError>
             destroyed_at: previous.and_then(|p| p.destroyed_at).or((kek.state == KekState::Destroyed).then_some(now)),
         };
         if previous != Some(&row) {
-            store.upsert_kek(&row)?;
+            store.upsert_kek(&row, &actor.entry("kek.state", "", format!("v{} {}", row.version, row.state)))?;
         }
     }
     Ok(())
@@ -145,7 +150,7 @@ fn mirror_keks(store: &Store, keystore: &dyn Keystore) -> Result<(), VaultError>
 
 /// Generates a namespace's DM v1 and index key from the OS CSPRNG and stores them wrapped. If
 /// another instance got there first, its keys win and ours are dropped (zeroized).
-fn init_namespace(store: &Store, keystore: &dyn Keystore, kek: u32, ns: &str) -> Result<(), VaultError> {
+fn init_namespace(store: &Store, keystore: &dyn Keystore, kek: u32, ns: &str, actor: &Actor) -> Result<(), VaultError> {
     let dm = DerivationMaster::generate()?;
     let ik = IndexKey::generate()?;
     let now = now_ms();
@@ -166,6 +171,6 @@ fn init_namespace(store: &Store, keystore: &dyn Keystore, kek: u32, ns: &str) ->
         wrapped: keystore.wrap(kek, &WrapContext::new(ns, KeyKind::IndexKey, 1), ik.secret())?,
         created_at: now,
     };
-    store.init_namespace(&dm_row, &ik_row)?;
+    store.init_namespace(&dm_row, &ik_row, &actor.entry("namespace.init", ns, "dm v1, index key"))?;
     Ok(())
 }

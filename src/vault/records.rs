@@ -7,8 +7,8 @@
 use zeroize::Zeroizing;
 use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKey, SealedRecord};
 
-use super::{now_ms, record_name::valid_record_name, Vault, VaultError};
-use crate::storage::{RecordMeta, RecordRow, StorageError};
+use super::{now_ms, record_name::valid_record_name, Actor, Vault, VaultError};
+use crate::storage::{AuditEntry, RecordMeta, RecordRow, StorageError};
 
 /// `If-Match` / `If-None-Match: *` on a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub struct Record {
 pub(super) struct ResidentKeys {
     pub(super) blind_index: BlindIndex,
     pub(super) id: ResidentId,
+    /// The resident's audit tag (hex), see [`zkvault_core::IndexKey::audit_tag`].
+    pub(super) tag: String,
 }
 
 const MAX_WRITE_ATTEMPTS: usize = 5;
@@ -61,15 +63,17 @@ impl Vault {
     pub(super) fn resident(&self, ns: &str, raw_id: &str) -> Result<ResidentKeys, VaultError> {
         let policy = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
         let id = ResidentId::parse_with(raw_id, policy.id_checksum).map_err(|e| VaultError::BadInput(e.to_string()))?;
-        let blind_index = self.keyring().index_key(ns)?.blind_index(ns, &id);
-        Ok(ResidentKeys { blind_index, id })
+        let ik = self.keyring().index_key(ns)?;
+        let blind_index = ik.blind_index(ns, &id);
+        let tag = hex::encode(ik.audit_tag(&blind_index));
+        Ok(ResidentKeys { blind_index, id, tag })
     }
 
     pub(super) fn resident_key(&self, ns: &str, keys: &ResidentKeys, version: u32) -> Result<ResidentKey, VaultError> {
         Ok(self.keyring().master(ns, version)?.resident_key(ns, &keys.id))
     }
 
-    fn check_name(name: &str) -> Result<(), VaultError> {
+    fn check_name(&self, name: &str) -> Result<(), VaultError> {
         if valid_record_name(name) {
             Ok(())
         } else {
@@ -82,6 +86,7 @@ impl Vault {
     /// revision check, so no update is lost.
     pub fn put_record(
         &self,
+        actor: &Actor,
         ns: &str,
         raw_id: &str,
         name: &str,
@@ -89,12 +94,31 @@ impl Vault {
         body: &[u8],
         precondition: &Precondition,
     ) -> Result<PutOutcome, VaultError> {
-        Self::check_name(name)?;
-        let limit = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
-        if body.len() > limit {
-            return Err(VaultError::TooLarge { size: body.len(), limit });
+        let mut entry = actor.entry("record.put", ns, name);
+        let resident = self.check_name(name).and_then(|()| {
+            let limit = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
+            if body.len() > limit {
+                return Err(VaultError::TooLarge { size: body.len(), limit });
+            }
+            self.resident(ns, raw_id)
+        });
+        if let Ok(keys) = &resident {
+            entry.resident_tag = keys.tag.clone();
         }
-        let keys = self.resident(ns, raw_id)?;
+        self.audited(entry, |entry| self.put_sealed(entry, &resident?, ns, name, content_type, body, precondition))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put_sealed(
+        &self,
+        entry: &AuditEntry,
+        keys: &ResidentKeys,
+        ns: &str,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        precondition: &Precondition,
+    ) -> Result<PutOutcome, VaultError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let existing = self.store().record(ns, keys.blind_index.as_bytes(), name)?;
             match (precondition, &existing) {
@@ -133,12 +157,12 @@ impl Vault {
                 updated_at: now,
             };
             let written = match &existing {
-                None => match self.store().insert_record(&row) {
+                None => match self.store().insert_record(&row, entry) {
                     Ok(()) => true,
                     Err(StorageError::Conflict) => false, // a concurrent create won; go round again
                     Err(e) => return Err(e.into()),
                 },
-                Some(old) => self.store().replace_record(&row, old.revision)?,
+                Some(old) => self.store().replace_record(&row, old.revision, entry)?,
             };
             if written {
                 return Ok(PutOutcome { created: existing.is_none(), revision, etag, master_version: version });
@@ -152,37 +176,52 @@ impl Vault {
     }
 
     /// Reads and opens a record. A wrong resident ID looks exactly like an absent record.
-    pub fn get_record(&self, ns: &str, raw_id: &str, name: &str) -> Result<Record, VaultError> {
-        Self::check_name(name)?;
-        let keys = self.resident(ns, raw_id)?;
-        let mut row = self.store().record(ns, keys.blind_index.as_bytes(), name)?.ok_or(VaultError::NotFound)?;
-        let (sealed, record_id) = sealed_of(&mut row)?;
-        let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
-        let rk = self.resident_key(ns, &keys, sealed.dek.master_version)?;
-        let body = open(&rk, &ctx, &sealed)?;
-        self.move_after_read(ns, &keys, &row, &sealed);
-        Ok(Record { body, content_type: row.content_type, etag: row.etag, revision: row.revision })
+    pub fn get_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<Record, VaultError> {
+        self.audited_read(actor.entry("record.get", ns, name), |entry| {
+            self.check_name(name)?;
+            let keys = self.resident(ns, raw_id)?;
+            entry.resident_tag = keys.tag.clone();
+            let mut row = self.store().record(ns, keys.blind_index.as_bytes(), name)?.ok_or(VaultError::NotFound)?;
+            let (sealed, record_id) = sealed_of(&mut row)?;
+            let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
+            let rk = self.resident_key(ns, &keys, sealed.dek.master_version)?;
+            let body = open(&rk, &ctx, &sealed)?;
+            self.move_after_read(actor, ns, &keys, &row, &sealed);
+            Ok(Record { body, content_type: row.content_type, etag: row.etag, revision: row.revision })
+        })
     }
 
-    pub fn delete_record(&self, ns: &str, raw_id: &str, name: &str) -> Result<(), VaultError> {
-        Self::check_name(name)?;
-        let keys = self.resident(ns, raw_id)?;
-        if self.store().delete_record(ns, keys.blind_index.as_bytes(), name)? {
-            Ok(())
-        } else {
-            Err(VaultError::NotFound)
+    pub fn delete_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<(), VaultError> {
+        let mut entry = actor.entry("record.delete", ns, name);
+        let resident = self.check_name(name).and_then(|()| self.resident(ns, raw_id));
+        if let Ok(keys) = &resident {
+            entry.resident_tag = keys.tag.clone();
         }
+        self.audited(entry, |entry| {
+            if self.store().delete_record(ns, resident?.blind_index.as_bytes(), name, entry)? {
+                Ok(())
+            } else {
+                Err(VaultError::NotFound)
+            }
+        })
     }
 
     /// The resident's records (metadata only), ordered by name; empty for an unknown resident.
-    pub fn list_records(&self, ns: &str, raw_id: &str) -> Result<Vec<RecordMeta>, VaultError> {
-        let keys = self.resident(ns, raw_id)?;
-        Ok(self.store().list_records(ns, keys.blind_index.as_bytes())?)
+    pub fn list_records(&self, actor: &Actor, ns: &str, raw_id: &str) -> Result<Vec<RecordMeta>, VaultError> {
+        self.audited_read(actor.entry("record.list", ns, ""), |entry| {
+            let keys = self.resident(ns, raw_id)?;
+            entry.resident_tag = keys.tag.clone();
+            Ok(self.store().list_records(ns, keys.blind_index.as_bytes())?)
+        })
     }
 
     /// Right to erasure: deletes every record of the resident in `ns`.
-    pub fn erase_resident(&self, ns: &str, raw_id: &str) -> Result<u64, VaultError> {
-        let keys = self.resident(ns, raw_id)?;
-        Ok(self.store().erase_resident(ns, keys.blind_index.as_bytes())?)
+    pub fn erase_resident(&self, actor: &Actor, ns: &str, raw_id: &str) -> Result<u64, VaultError> {
+        let mut entry = actor.entry("resident.erase", ns, "");
+        let resident = self.resident(ns, raw_id);
+        if let Ok(keys) = &resident {
+            entry.resident_tag = keys.tag.clone();
+        }
+        self.audited(entry, |entry| Ok(self.store().erase_resident(ns, resident?.blind_index.as_bytes(), entry)?))
     }
 }

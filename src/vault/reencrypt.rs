@@ -11,7 +11,7 @@ use serde::Serialize;
 use zkvault_core::{rekey, rewrap, RecordContext, SealedRecord};
 
 use super::records::{sealed_of, ResidentKeys};
-use super::{MasterState, Vault, VaultError};
+use super::{Actor, MasterState, Vault, VaultError};
 use crate::storage::{RecordMove, RecordRow};
 
 /// Most resident IDs one bulk call takes.
@@ -76,7 +76,7 @@ impl Vault {
     /// After a successful read: re-key a record of a compromised master, or (if the namespace's
     /// policy says so) rewrap one of an old master. A failure here never fails the read; the
     /// record stays readable where it is and moves on a later read or bulk pass.
-    pub(super) fn move_after_read(&self, ns: &str, keys: &ResidentKeys, row: &RecordRow, sealed: &SealedRecord) {
+    pub(super) fn move_after_read(&self, actor: &Actor, ns: &str, keys: &ResidentKeys, row: &RecordRow, sealed: &SealedRecord) {
         let result = (|| {
             let active = self.keyring().active_version(ns)?;
             let rekeying = match self.action_for(ns, row.master_version as u32, active)? {
@@ -86,7 +86,10 @@ impl Vault {
             };
             let record_id = row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
             let mv = self.plan_move(ns, keys, row, sealed, &record_id, active, rekeying)?;
-            self.store().move_records(ns, &[mv])?;
+            let operation = if rekeying { "record.rekey" } else { "record.rewrap" };
+            let mut entry = actor.entry(operation, ns, row.name.clone());
+            entry.resident_tag = keys.tag.clone();
+            self.store().move_records(ns, &[mv], &entry)?;
             Ok::<_, VaultError>(())
         })();
         if let Err(e) = result {
@@ -96,7 +99,15 @@ impl Vault {
 
     /// Moves every record of the given residents to the active master (≤ 1000 IDs a call).
     /// Idempotent: a second call finds them `already_current`.
-    pub fn reencrypt(&self, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+    pub fn reencrypt(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+        self.audited_read(actor.entry("records.reencrypt", ns, format!("{} resident ids", raw_ids.len())), |entry| {
+            let report = self.reencrypt_batch(actor, ns, raw_ids)?;
+            entry.detail = format!("moved={} rekeyed={} already_current={} not_found={}", report.moved, report.rekeyed, report.already_current, report.not_found);
+            Ok(report)
+        })
+    }
+
+    fn reencrypt_batch(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
         if raw_ids.len() > MAX_REENCRYPT_IDS {
             return Err(VaultError::BadInput(format!("at most {MAX_REENCRYPT_IDS} resident IDs per call, got {}", raw_ids.len())));
         }
@@ -134,8 +145,9 @@ impl Vault {
             }
         }
         report.not_found = by_index.len() - found.len();
-        report.moved = self.store().move_records(ns, &rewraps)?;
-        report.rekeyed = self.store().move_records(ns, &rekeys)?;
+        let entry = |op: &str, n: usize| actor.entry(op, ns, format!("{n} records"));
+        report.moved = self.store().move_records(ns, &rewraps, &entry("record.rewrap", rewraps.len()))?;
+        report.rekeyed = self.store().move_records(ns, &rekeys, &entry("record.rekey", rekeys.len()))?;
         Ok(report)
     }
 }

@@ -129,7 +129,11 @@ pub fn spawn_scheduler(vault: std::sync::Arc<Vault>, tick: Duration) {
             std::thread::sleep(tick);
             let Some(vault) = weak.upgrade() else { return };
             let result = vault.store().try_leader_lock(SCHEDULER_LOCK).map_err(VaultError::from).and_then(|lock| match lock {
-                Some(_guard) => vault.run_due_lifecycle(now_ms()).map(Some),
+                Some(_guard) => {
+                    let report = vault.run_due_lifecycle(now_ms())?;
+                    vault.checkpoint_audit()?;
+                    Ok(Some(report))
+                }
                 None => Ok(None),
             });
             match result {

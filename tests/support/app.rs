@@ -224,7 +224,7 @@ fn open_vault(url: &str, dir: &Path) -> Arc<Vault> {
 fn issue(vault: &Vault, roles: &[Role], namespaces: &[&str]) -> String {
     let ns: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
     vault
-        .create_credential("test", roles, &ns)
+        .create_credential(&zkvault::vault::Actor::new("test", "test"), "test", roles, &ns)
         .unwrap()
         .token
         .to_string()

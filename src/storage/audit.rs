@@ -1,0 +1,258 @@
+//! The audit trail's storage: every write of the store goes through [`Store::write`], which
+//! appends its audit entry in the same transaction as the change.
+//!
+//! Entries form hash chains. A chain is used by one transaction at a time: the store keeps a
+//! free list of its chains and opens a new one when all are busy, so concurrent writers never
+//! wait on each other's audit appends (and a PostgreSQL cluster has no global audit lock). The
+//! chain's head row is updated first in the transaction, so on SQLite the write lock is taken
+//! before anything is read.
+
+use diesel::prelude::*;
+use zkvault_core::audit::{entry_hash, AuditFields};
+
+use super::conn::AnyConnection;
+use super::schema::{audit, audit_checkpoints, audit_heads};
+use super::{StorageError, Store};
+
+/// What happened, by whom, to what. Never holds a resident ID or a blind index.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: i64,
+    /// Credential id, `cli:<user>`, `scheduler` or `system`.
+    pub actor: String,
+    pub request_id: String,
+    /// e.g. `record.put`, `master.rotate`, `credential.revoke`.
+    pub operation: String,
+    pub namespace: String,
+    /// Record name, master version, credential id...
+    pub target: String,
+    /// Short keyed tag of the resident concerned (empty if none).
+    pub resident_tag: String,
+    /// `ok`, or the error code the caller saw.
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// A stored entry.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = audit)]
+pub struct AuditRow {
+    pub id: i64,
+    pub chain: String,
+    pub seq: i64,
+    pub at: i64,
+    pub actor: String,
+    pub request_id: String,
+    pub operation: String,
+    pub namespace: String,
+    pub target: String,
+    pub resident_tag: String,
+    pub outcome: String,
+    pub detail: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl AuditRow {
+    /// The hash this row's content and position call for.
+    pub fn expected_hash(&self) -> Option<[u8; 32]> {
+        let prev: [u8; 32] = self.prev_hash.as_slice().try_into().ok()?;
+        Some(entry_hash(&prev, &self.chain, self.seq as u64, &self.fields()))
+    }
+
+    fn fields(&self) -> AuditFields<'_> {
+        AuditFields {
+            at_ms: self.at,
+            actor: &self.actor,
+            request_id: &self.request_id,
+            operation: &self.operation,
+            namespace: &self.namespace,
+            target: &self.target,
+            resident_tag: &self.resident_tag,
+            outcome: &self.outcome,
+            detail: &self.detail,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = audit)]
+struct NewAuditRow<'a> {
+    chain: &'a str,
+    seq: i64,
+    at: i64,
+    actor: &'a str,
+    request_id: &'a str,
+    operation: &'a str,
+    namespace: &'a str,
+    target: &'a str,
+    resident_tag: &'a str,
+    outcome: &'a str,
+    detail: &'a str,
+    prev_hash: &'a [u8],
+    hash: &'a [u8],
+}
+
+/// A checkpoint: a chain head MACed by the keystore.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_checkpoints)]
+pub struct CheckpointRow {
+    #[diesel(skip_insertion)]
+    pub id: i64,
+    pub chain: String,
+    pub seq: i64,
+    pub at: i64,
+    pub kek_version: i32,
+    pub mac: Vec<u8>,
+}
+
+/// Which entries `GET /v1/audit` wants.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub operation: Option<String>,
+    pub actor: Option<String>,
+    /// Entries with `id` greater than this (the previous page's last id).
+    pub after_id: i64,
+    pub limit: i64,
+}
+
+/// Appends `entry` to `chain` inside the caller's transaction. The head row is written first.
+fn append(c: &mut AnyConnection, chain: &str, entry: &AuditEntry) -> Result<(), StorageError> {
+    let bumped = diesel::update(audit_heads::table.find(chain)).set(audit_heads::seq.eq(audit_heads::seq + 1)).execute(c)?;
+    if bumped == 0 {
+        diesel::insert_into(audit_heads::table)
+            .values((audit_heads::chain.eq(chain), audit_heads::seq.eq(1i64), audit_heads::hash.eq(vec![0u8; 32])))
+            .execute(c)?;
+    }
+    let (seq, prev): (i64, Vec<u8>) = audit_heads::table.find(chain).select((audit_heads::seq, audit_heads::hash)).first(c)?;
+    let prev: [u8; 32] = prev.try_into().map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
+    let fields = AuditFields {
+        at_ms: entry.at,
+        actor: &entry.actor,
+        request_id: &entry.request_id,
+        operation: &entry.operation,
+        namespace: &entry.namespace,
+        target: &entry.target,
+        resident_tag: &entry.resident_tag,
+        outcome: &entry.outcome,
+        detail: &entry.detail,
+    };
+    let hash = entry_hash(&prev, chain, seq as u64, &fields);
+    diesel::insert_into(audit::table)
+        .values(NewAuditRow {
+            chain,
+            seq,
+            at: entry.at,
+            actor: &entry.actor,
+            request_id: &entry.request_id,
+            operation: &entry.operation,
+            namespace: &entry.namespace,
+            target: &entry.target,
+            resident_tag: &entry.resident_tag,
+            outcome: &entry.outcome,
+            detail: &entry.detail,
+            prev_hash: &prev,
+            hash: &hash,
+        })
+        .execute(c)?;
+    diesel::update(audit_heads::table.find(chain)).set(audit_heads::hash.eq(hash.to_vec())).execute(c)?;
+    Ok(())
+}
+
+impl Store {
+    /// Runs `change` and appends `entry` in one transaction: the change and its audit entry
+    /// commit together or not at all.
+    pub(super) fn write<T>(&self, entry: &AuditEntry, change: impl FnOnce(&mut AnyConnection) -> Result<T, StorageError>) -> Result<T, StorageError> {
+        let chain = self.chains.take();
+        let mut conn = self.conn()?;
+        let result = conn.transaction::<_, StorageError, _>(|c| {
+            append(c, &chain, entry)?;
+            change(c)
+        });
+        self.chains.give_back(chain);
+        result
+    }
+
+    /// Appends an entry on its own (an access that changed nothing, a refused request).
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StorageError> {
+        self.write(entry, |_| Ok(()))
+    }
+
+    /// A page of entries in append order.
+    pub fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StorageError> {
+        let mut conn = self.conn()?;
+        let mut q = audit::table.filter(audit::id.gt(filter.after_id)).into_boxed();
+        if let Some(t) = filter.since {
+            q = q.filter(audit::at.ge(t));
+        }
+        if let Some(t) = filter.until {
+            q = q.filter(audit::at.lt(t));
+        }
+        if let Some(op) = &filter.operation {
+            q = q.filter(audit::operation.eq(op.clone()));
+        }
+        if let Some(actor) = &filter.actor {
+            q = q.filter(audit::actor.eq(actor.clone()));
+        }
+        Ok(q.order(audit::id.asc()).limit(filter.limit).select(AuditRow::as_select()).load(&mut *conn)?)
+    }
+
+    /// Every chain's name.
+    pub fn audit_chains(&self) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.conn()?;
+        let mut chains: Vec<String> = audit::table.select(audit::chain).distinct().load(&mut *conn)?;
+        chains.extend(audit_heads::table.select(audit_heads::chain).load::<String>(&mut *conn)?);
+        chains.sort();
+        chains.dedup();
+        Ok(chains)
+    }
+
+    /// Up to `limit` entries of `chain` with `seq > after`, in chain order.
+    pub fn audit_chain_page(&self, chain: &str, after: i64, limit: i64) -> Result<Vec<AuditRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(audit::table
+            .filter(audit::chain.eq(chain))
+            .filter(audit::seq.gt(after))
+            .order(audit::seq.asc())
+            .limit(limit)
+            .select(AuditRow::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// Every chain's head `(chain, seq, hash)`.
+    pub fn audit_heads(&self) -> Result<Vec<(String, i64, Vec<u8>)>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(audit_heads::table.order(audit_heads::chain.asc()).load(&mut *conn)?)
+    }
+
+    pub fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<(), StorageError> {
+        let mut conn = self.conn()?;
+        diesel::insert_into(audit_checkpoints::table).values(row).execute(&mut *conn)?;
+        Ok(())
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(audit_checkpoints::table.order(audit_checkpoints::id.asc()).select(CheckpointRow::as_select()).load(&mut *conn)?)
+    }
+}
+
+/// The store's audit chains not in use by a transaction right now.
+#[derive(Default)]
+pub(super) struct ChainPool {
+    free: std::sync::Mutex<Vec<String>>,
+}
+
+impl ChainPool {
+    /// A free chain, or a new one (random name) if every chain is busy.
+    fn take(&self) -> String {
+        let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        free.unwrap_or_else(|| hex::encode(zkvault_core::random::array::<8>().expect("OS random number generator")))
+    }
+
+    fn give_back(&self, chain: String) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(chain);
+    }
+}

@@ -1,0 +1,223 @@
+//! The audit trail as the vault writes and checks it.
+//!
+//! Every change is recorded in the same transaction as the change (the store's write methods
+//! take the entry); reads and refused requests are appended on their own. Entries name the
+//! actor, the operation, the namespace, the target (record name, key version, credential id)
+//! and the outcome — never a resident ID or blind index, only an 8-byte keyed tag that lets an
+//! auditor see which accesses concern the same resident.
+
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use zkvault_core::{KeyKind, WrapContext};
+
+use super::{now_ms, Vault, VaultError};
+use crate::storage::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
+
+/// Who asked, in which request, and why: the header of every audit entry.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    /// A credential id, `cli:<user>`, `scheduler` or `system`.
+    pub who: String,
+    pub request_id: String,
+    pub why: String,
+}
+
+impl Actor {
+    /// An operator tool or background job.
+    pub fn new(who: impl Into<String>, why: impl Into<String>) -> Self {
+        Actor { who: who.into(), request_id: String::new(), why: why.into() }
+    }
+
+    /// An API request.
+    pub fn request(who: impl Into<String>, request_id: impl Into<String>) -> Self {
+        Actor { who: who.into(), request_id: request_id.into(), why: String::new() }
+    }
+
+    /// An entry for `operation` on `target` in `namespace`, outcome `ok` until told otherwise.
+    pub fn entry(&self, operation: &str, namespace: &str, target: impl Into<String>) -> AuditEntry {
+        AuditEntry {
+            at: now_ms(),
+            actor: self.who.clone(),
+            request_id: self.request_id.clone(),
+            operation: operation.to_owned(),
+            namespace: namespace.to_owned(),
+            target: target.into(),
+            resident_tag: String::new(),
+            outcome: "ok".into(),
+            detail: self.why.clone(),
+        }
+    }
+}
+
+/// Builder-style setters used while an operation learns more about itself.
+pub trait EntryExt {
+    fn with_detail(self, detail: String) -> Self;
+}
+
+impl EntryExt for AuditEntry {
+    fn with_detail(mut self, detail: String) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+/// The first place `zkvault audit verify` found the trail broken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditBreak {
+    pub chain: String,
+    pub seq: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditVerification {
+    pub chains: usize,
+    pub entries: u64,
+    pub checkpoints: usize,
+    /// `None` when every chain and checkpoint holds.
+    pub first_break: Option<AuditBreak>,
+}
+
+const VERIFY_PAGE: i64 = 5_000;
+
+impl Vault {
+    /// Runs `f` (a change that records `entry` in its own transaction); if it fails, the failure
+    /// is recorded instead, with the error code the caller sees.
+    pub(super) fn audited<T>(&self, entry: AuditEntry, f: impl FnOnce(&AuditEntry) -> Result<T, VaultError>) -> Result<T, VaultError> {
+        let result = f(&entry);
+        if let Err(e) = &result {
+            self.record_failure(entry, e);
+        }
+        result
+    }
+
+    /// Runs `f` (a read: nothing to commit) and records its outcome. A read whose audit entry
+    /// cannot be written fails: an unrecorded access is not allowed.
+    pub(super) fn audited_read<T>(&self, entry: AuditEntry, f: impl FnOnce(&mut AuditEntry) -> Result<T, VaultError>) -> Result<T, VaultError> {
+        let mut entry = entry;
+        match f(&mut entry) {
+            Ok(v) => {
+                self.store().append_audit(&entry)?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.record_failure(entry, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn record_failure(&self, mut entry: AuditEntry, e: &VaultError) {
+        entry.outcome = e.code().to_owned();
+        if let Err(audit_error) = self.store().append_audit(&entry) {
+            tracing::error!(error = %audit_error, operation = %entry.operation, "could not record a failed operation in the audit trail");
+        }
+    }
+
+    /// A request refused before reaching a use case (wrong role or namespace).
+    pub fn record_denied(&self, actor: &Actor, operation: &str, namespace: &str) {
+        self.record_failure(actor.entry(operation, namespace, ""), &VaultError::Forbidden(""));
+    }
+
+    /// A page of the trail for `GET /v1/audit`.
+    pub fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, VaultError> {
+        Ok(self.store().audit_page(filter)?)
+    }
+
+    /// MACs every chain head with the active KEK and stores it as a checkpoint, so a rewrite of
+    /// the chain up to there (hashes recomputed) is detected. Returns how many were written.
+    pub fn checkpoint_audit(&self) -> Result<usize, VaultError> {
+        let keystore = self.keyring().keystore();
+        let kek = keystore.active_kek()?.ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
+        let done: Vec<(String, i64)> = self.store().checkpoints()?.into_iter().map(|c| (c.chain, c.seq)).collect();
+        let mut written = 0;
+        for (chain, seq, hash) in self.store().audit_heads()? {
+            if done.contains(&(chain.clone(), seq)) {
+                continue;
+            }
+            let secret = zkvault_core::Secret32::from_slice(&hash).ok_or(VaultError::Integrity)?;
+            let mac = keystore.wrap(kek, &checkpoint_context(&chain, seq), &secret)?;
+            self.store().insert_checkpoint(&CheckpointRow { id: 0, chain, seq, at: now_ms(), kek_version: kek as i32, mac })?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Walks every chain and checks every checkpoint; names the first entry that was edited,
+    /// deleted, inserted or moved.
+    pub fn verify_audit(&self) -> Result<AuditVerification, VaultError> {
+        let chains = self.store().audit_chains()?;
+        let heads = self.store().audit_heads()?;
+        let mut entries = 0u64;
+        let mut first_break = None;
+        let mut hashes_at_checkpoints = Vec::new();
+        let checkpoints = self.store().checkpoints()?;
+        'chains: for chain in &chains {
+            let (mut expected_seq, mut prev) = (1i64, [0u8; 32]);
+            loop {
+                let page = self.store().audit_chain_page(chain, expected_seq - 1, VERIFY_PAGE)?;
+                if page.is_empty() {
+                    break;
+                }
+                for row in &page {
+                    entries += 1;
+                    let broken = |reason: String| Some(AuditBreak { chain: chain.clone(), seq: row.seq, reason });
+                    if row.seq != expected_seq {
+                        first_break = broken(format!("entry {expected_seq} is missing: deleted (the chain jumps to {})", row.seq));
+                    } else if row.expected_hash().is_none_or(|h| !bool::from(h.ct_eq(&row.hash[..]))) {
+                        first_break = broken(format!("entry {} does not match its hash: edited, or moved from another position", row.seq));
+                    } else if row.prev_hash != prev {
+                        first_break = broken(format!("entry {} does not follow entry {}: inserted or reordered", row.seq, row.seq - 1));
+                    }
+                    if first_break.is_some() {
+                        break 'chains;
+                    }
+                    prev.copy_from_slice(&row.hash);
+                    if checkpoints.iter().any(|c| c.chain == *chain && c.seq == row.seq) {
+                        hashes_at_checkpoints.push((chain.clone(), row.seq, prev));
+                    }
+                    expected_seq += 1;
+                }
+            }
+            // The head counts every entry appended: fewer entries means some were deleted from
+            // the end, more means some were inserted past it.
+            if let Some((_, head_seq, _)) = heads.iter().find(|(c, _, _)| c == chain) {
+                if *head_seq < expected_seq - 1 {
+                    first_break = Some(AuditBreak { chain: chain.clone(), seq: head_seq + 1, reason: format!("entries after {head_seq} were appended outside the service: inserted") });
+                    break;
+                }
+                if *head_seq >= expected_seq {
+                    first_break = Some(AuditBreak { chain: chain.clone(), seq: expected_seq, reason: format!("entries {expected_seq}..={head_seq} are missing: deleted from the end") });
+                    break;
+                }
+            }
+        }
+        if first_break.is_none() {
+            first_break = self.check_checkpoints(&checkpoints, &hashes_at_checkpoints)?;
+        }
+        Ok(AuditVerification { chains: chains.len(), entries, checkpoints: checkpoints.len(), first_break })
+    }
+
+    fn check_checkpoints(&self, checkpoints: &[CheckpointRow], seen: &[(String, i64, [u8; 32])]) -> Result<Option<AuditBreak>, VaultError> {
+        let keystore = self.keyring().keystore();
+        for c in checkpoints {
+            let broken = |reason: &str| Ok(Some(AuditBreak { chain: c.chain.clone(), seq: c.seq, reason: reason.to_owned() }));
+            let Some((_, _, hash)) = seen.iter().find(|(chain, seq, _)| *chain == c.chain && *seq == c.seq) else {
+                return broken("a checkpointed entry is missing: the chain was truncated or deleted");
+            };
+            match keystore.unwrap(c.kek_version as u32, &checkpoint_context(&c.chain, c.seq), &c.mac) {
+                Ok(mac) if bool::from(mac.expose().ct_eq(hash)) => {}
+                Ok(_) => return broken("the chain up to this checkpoint was rewritten (its hash differs from the MACed one)"),
+                Err(crate::keystore::KeystoreError::Unwrap) => return broken("the checkpoint's MAC is not authentic"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn checkpoint_context(chain: &str, seq: i64) -> WrapContext {
+    // Sequence numbers beyond u32 are folded: the chain name and position are also in the MACed
+    // hash itself, so the context only has to keep checkpoints of different positions apart.
+    WrapContext::new(chain, KeyKind::AuditCheckpoint, seq as u32)
+}
