@@ -42,6 +42,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// How often `serve` checks the key policy for due rotations, retirements and destructions.
     pub scheduler_tick: Duration,
+    /// Record successful reads in the audit trail (changes and failures always are).
+    pub audit_reads: bool,
 }
 
 /// The file's shape; every field optional, environment variables override.
@@ -58,6 +60,7 @@ struct FileConfig {
     argon2_concurrency: Option<usize>,
     workers: Option<usize>,
     scheduler_tick_secs: Option<u64>,
+    audit_reads: Option<bool>,
     keystore: Option<FileKeystore>,
 }
 
@@ -90,6 +93,7 @@ impl Config {
             argon2_concurrency: 2,
             workers: None,
             scheduler_tick: Duration::from_secs(60),
+            audit_reads: true,
         }
     }
 
@@ -136,6 +140,7 @@ impl Config {
             c.scheduler_tick = Duration::from_secs(s);
         }
 
+        c.audit_reads = parse_env(&env, "ZKVAULT_AUDIT_READS", "audit_reads")?.or(doc.audit_reads).unwrap_or(c.audit_reads);
         let ks = doc.keystore.unwrap_or_default();
         let kind = env("ZKVAULT_KEYSTORE").or(ks.kind).unwrap_or_else(|| "soft".into());
         c.keystore = match kind.as_str() {

@@ -66,7 +66,7 @@ pub fn open_vault(config: &Config, create_keystore: bool) -> Result<Arc<Vault>, 
     let store = open_store(config)?;
     let keystore = open_keystore(&config.keystore, create_keystore)?;
     let ttls = CacheTtls { masters: config.master_cache_ttl, credentials: config.credential_cache_ttl };
-    Ok(Arc::new(Vault::open(store, keystore, policy, ttls)?))
+    Ok(Arc::new(Vault::open(store, keystore, policy, ttls)?.with_audit_reads(config.audit_reads)))
 }
 
 /// Files the embedded default keeps in its data directory.

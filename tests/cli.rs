@@ -148,6 +148,21 @@ fn audit_verify_exits_non_zero_and_names_the_tampered_entry() {
 }
 
 #[test]
+fn with_read_auditing_off_only_successful_reads_go_unrecorded() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault().with_audit_reads(false);
+    let actor = zkvault::vault::Actor::new("test", "test");
+    vault.put_record(&actor, "rp", "R1", "a", "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
+    vault.get_record(&actor, "rp", "R1", "a").unwrap();
+    assert!(vault.get_record(&actor, "rp", "R1", "absent").is_err());
+    let filter = zkvault::storage::AuditFilter { limit: 1000, ..Default::default() };
+    let ops: Vec<(String, String)> = vault.audit_page(&filter).unwrap().into_iter().map(|e| (e.operation, e.outcome)).collect();
+    assert!(ops.contains(&("record.put".into(), "ok".into())));
+    assert!(ops.contains(&("record.get".into(), "not_found".into())));
+    assert!(!ops.contains(&("record.get".into(), "ok".into())));
+}
+
+#[test]
 fn bulk_reencryption_resumes_from_its_checkpoint() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault();

@@ -97,7 +97,9 @@ impl Vault {
         let mut entry = entry;
         match f(&mut entry) {
             Ok(v) => {
-                self.store().append_audit(&entry)?;
+                if self.audit_reads {
+                    self.store().append_audit(&entry)?;
+                }
                 Ok(v)
             }
             Err(e) => {

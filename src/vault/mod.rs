@@ -50,6 +50,8 @@ pub struct Vault {
     policy: Policy,
     keyring: Keyring,
     credentials: Credentials,
+    /// Record successful reads in the audit trail (changes and failures are always recorded).
+    audit_reads: bool,
 }
 
 /// Cache lifetimes, from the service configuration.
@@ -83,7 +85,15 @@ impl Vault {
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
             store,
             policy,
+            audit_reads: true,
         })
+    }
+
+    /// Whether successful reads are audited (default on). Off trades that record for
+    /// throughput; every change and every failure is still recorded.
+    pub fn with_audit_reads(mut self, on: bool) -> Self {
+        self.audit_reads = on;
+        self
     }
 
     pub fn store(&self) -> &Store {
