@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod db;
+pub mod raw;
 // Not every test binary that includes `support` uses SoftHSM.
 #[allow(dead_code)]
 pub mod softhsm;

@@ -1,0 +1,753 @@
+//! Hostile input over real TCP, on SQLite and on PostgreSQL. Every header and body the API takes,
+//! sent missing, duplicated, oversized, non-UTF-8, with control characters, with path tricks,
+//! with lying framing, slowly, truncated, and 10k connections opened and dropped.
+//!
+//! Each case must answer a clear 4xx or close the connection; meanwhile the service keeps
+//! serving others, and the stored data is unchanged (row snapshot + a known record read back).
+//! Requests go through `support::raw` so that no client library fixes them up first.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::app::TestApp;
+use support::db::TestDb;
+use support::raw::{bearer, chunked, read_reply, request, send, Reply};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const ID: &str = "4930098371";
+const ORIGINAL: &[u8] = br#"{"name":"Asha","dob":"1990-01-01"}"#;
+const RECORD: &str = "/v1/ns/rp/records/demographics";
+
+on_both_backends!(
+    missing_headers_are_refused,
+    duplicated_headers_are_refused,
+    oversized_headers_are_refused,
+    bodies_over_the_namespace_limit_are_refused,
+    bodies_over_the_server_limit_are_refused,
+    non_utf8_and_control_characters_are_refused,
+    path_tricks_in_record_names_are_refused,
+    credential_json_is_strictly_checked,
+    wrong_content_types_are_refused,
+    malformed_framing_is_refused,
+    slow_and_stalled_requests_time_out,
+    truncated_bodies_change_nothing,
+    ten_thousand_connections_opened_and_dropped,
+);
+
+/// The test app with a client that opens a new connection per request: a pooled connection can
+/// meet the server's keep-alive close mid-reuse, which is the client's race, not the server's.
+async fn start(db: TestDb) -> TestApp {
+    start_with_limit(db, 1024 * 1024).await
+}
+
+async fn start_with_limit(db: TestDb, limit: usize) -> TestApp {
+    let mut app = TestApp::start_with_limit(db, limit).await;
+    app.client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    app
+}
+
+/// Stores the known record and returns the row snapshot to compare against at the end.
+async fn seed(app: &TestApp) -> Vec<String> {
+    assert_eq!(app.put("rp", "demographics", ID, ORIGINAL).await.status(), 201);
+    app.snapshot().await
+}
+
+/// Nothing stored changed, and the known record still reads back exactly.
+async fn assert_intact(app: &TestApp, before: &[String]) {
+    assert_eq!(app.snapshot().await, before, "stored rows changed");
+    assert_serving(app).await;
+}
+
+/// The service still answers a normal request — the known record, exactly — within 10 s:
+/// generous, because the two cores are shared with parallel tests, one of which opens 10k
+/// connections.
+async fn assert_serving(app: &TestApp) {
+    let r = tokio::time::timeout(Duration::from_secs(10), app.get("rp", "demographics", ID))
+        .await
+        .expect("a normal request was answered within 10 s");
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], ORIGINAL);
+}
+
+/// `reply` is a closed connection or one of `allowed` (all 4xx); API errors carry a JSON code.
+#[track_caller]
+fn refused(what: &str, reply: Option<Reply>, allowed: &[u16]) -> Option<Reply> {
+    assert!(allowed.iter().all(|s| (400..500).contains(s)));
+    let Some(r) = reply else { return None };
+    assert!(
+        allowed.contains(&r.status),
+        "{what}: got {} (allowed {allowed:?}, or a close)\n{}\n{}",
+        r.status,
+        r.head,
+        String::from_utf8_lossy(&r.body)
+    );
+    Some(r)
+}
+
+/// Like [`refused`], and the answer (if any) is a JSON error with `code`.
+#[track_caller]
+fn refused_with(what: &str, reply: Option<Reply>, allowed: &[u16], code: &str) {
+    if let Some(r) = refused(what, reply, allowed) {
+        assert_eq!(r.error_code().as_deref(), Some(code), "{what}: {}", String::from_utf8_lossy(&r.body));
+    }
+}
+
+/// Every data-plane endpoint that takes a Resident-Id, with a body where it takes one.
+fn data_endpoints() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("PUT", RECORD),
+        ("GET", RECORD),
+        ("DELETE", RECORD),
+        ("GET", "/v1/ns/rp/records"),
+        ("DELETE", "/v1/ns/rp/resident"),
+    ]
+}
+
+async fn credential_count(app: &TestApp) -> usize {
+    let v: Value = app
+        .req(reqwest::Method::GET, "/v1/credentials", &app.tokens.admin, None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["credentials"].as_array().unwrap().len()
+}
+
+async fn missing_headers_are_refused(db: TestDb) {
+    let app = start(db).await;
+    // Neither Content-Length nor Transfer-Encoding: an empty body, answered at once (no hang).
+    let w = bearer(&app.tokens.writer);
+    let r = send(app.addr, &request("PUT", b"/v1/ns/rp/records/no-length", &[("Authorization", &w), ("Resident-Id", ID.as_bytes())], b"")).await;
+    assert_eq!(r.expect("answered").status, 201);
+    assert!(app.get("rp", "no-length", ID).await.bytes().await.unwrap().is_empty());
+    let before = seed(&app).await;
+
+    let id = ID.as_bytes();
+    for (method, path) in data_endpoints() {
+        let what = format!("{method} {path}");
+        let cl: (&str, &[u8]) = ("Content-Length", b"1");
+        // No Resident-Id, or one that is empty or blank.
+        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), cl], b"x")).await;
+        refused_with(&format!("{what} without Resident-Id"), r, &[400], "bad_request");
+        for blank in [&b""[..], b"   ", b"\t"] {
+            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", blank), cl], b"x")).await;
+            refused_with(&format!("{what} with blank Resident-Id {blank:?}"), r, &[400], "bad_request");
+        }
+        // No credential, or no usable one: 401 with a Bearer challenge.
+        let r = send(app.addr, &request(method, path.as_bytes(), &[("Resident-Id", id), cl], b"x")).await;
+        let r = refused(&format!("{what} without Authorization"), r, &[401]).expect("401 is an answer");
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        let basic = b"Basic dXNlcjpwYXNz";
+        for auth in [&basic[..], b"", b"Bearer", b"Bearer ", b"Bearer   ", b"Token abc", b"Bearerabc"] {
+            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", auth), ("Resident-Id", id), cl], b"x")).await;
+            refused_with(&format!("{what} with Authorization {auth:?}"), r, &[401], "unauthenticated");
+        }
+    }
+    // The JSON endpoint without a body or without a Content-Type.
+    let a = bearer(&app.tokens.admin);
+    let count = credential_count(&app).await;
+    let json = br#"{"label":"x","roles":["reader"]}"#;
+    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json")], b"")).await;
+    refused_with("credentials without a body", r, &[400], "bad_request");
+    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Length", json.len().to_string().as_bytes())], json)).await;
+    refused_with("credentials without Content-Type", r, &[400], "bad_request");
+    assert_eq!(credential_count(&app).await, count);
+
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn duplicated_headers_are_refused(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let w = bearer(&app.tokens.writer);
+    let id = ID.as_bytes();
+    let cl: (&str, &[u8]) = ("Content-Length", b"1");
+    for (method, path) in data_endpoints() {
+        let what = format!("{method} {path}");
+        for second in [id, b"4930098372"] {
+            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", id), ("Resident-Id", second), cl], b"x")).await;
+            refused_with(&format!("{what}: two Resident-Id"), r, &[400], "bad_request");
+        }
+        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Authorization", &w), ("Resident-Id", id), cl], b"x")).await;
+        refused_with(&format!("{what}: two Authorization"), r, &[400], "bad_request");
+        // Two IDs folded into one header value are not an ID either.
+        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", b"4930098371, 4930098372"), cl], b"x")).await;
+        refused_with(&format!("{what}: comma-joined Resident-Id"), r, &[400], "bad_request");
+    }
+    let etag = {
+        let r = app.get("rp", "demographics", ID).await;
+        r.headers()["etag"].as_bytes().to_vec()
+    };
+    let put = |extra: Vec<(&'static str, Vec<u8>)>| {
+        let mut headers: Vec<(&str, Vec<u8>)> = vec![("Authorization", w.clone()), ("Resident-Id", id.to_vec()), ("Content-Length", b"1".to_vec())];
+        headers.extend(extra);
+        let refs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        request("PUT", RECORD.as_bytes(), &refs, b"x")
+    };
+    let cases: Vec<(&str, Vec<(&'static str, Vec<u8>)>)> = vec![
+        ("two Content-Type", vec![("Content-Type", b"text/plain".to_vec()), ("Content-Type", b"application/json".to_vec())]),
+        ("two If-Match", vec![("If-Match", etag.clone()), ("If-Match", etag.clone())]),
+        ("two If-None-Match", vec![("If-None-Match", b"*".to_vec()), ("If-None-Match", b"*".to_vec())]),
+        ("If-Match and If-None-Match", vec![("If-Match", etag.clone()), ("If-None-Match", b"*".to_vec())]),
+        ("If-Match list", vec![("If-Match", [&etag[..], b", ", &etag[..]].concat())]),
+    ];
+    for (what, extra) in cases {
+        refused_with(what, send(app.addr, &put(extra)).await, &[400], "bad_request");
+    }
+    // Framing headers twice: the parser refuses them before any handler runs (request smuggling).
+    let framing: Vec<(&str, Vec<(&str, &[u8])>, Vec<u8>)> = vec![
+        ("two different Content-Length", vec![("Content-Length", b"1"), ("Content-Length", b"2")], b"xy".to_vec()),
+        ("two equal Content-Length", vec![("Content-Length", b"1"), ("Content-Length", b"1")], b"x".to_vec()),
+        ("Content-Length list", vec![("Content-Length", b"1, 1")], b"x".to_vec()),
+        ("Content-Length and chunked", vec![("Content-Length", b"1"), ("Transfer-Encoding", b"chunked")], chunked(b"x", 1)),
+        ("chunked twice", vec![("Transfer-Encoding", b"chunked"), ("Transfer-Encoding", b"chunked")], chunked(b"x", 1)),
+    ];
+    for (what, extra, body) in framing {
+        let mut headers = vec![("Authorization", &w[..]), ("Resident-Id", id)];
+        headers.extend(extra);
+        let r = send(app.addr, &request("PUT", b"/v1/ns/rp/records/framing-probe", &headers, &body)).await;
+        refused(what, r, &[400]);
+    }
+    // The JSON endpoint: two Content-Types, two Authorizations.
+    let a = bearer(&app.tokens.admin);
+    let count = credential_count(&app).await;
+    let json = br#"{"label":"x","roles":["reader"]}"#;
+    let len = json.len().to_string();
+    for (what, extra) in [
+        ("credentials: two Content-Type", vec![("Content-Type", &b"application/json"[..]), ("Content-Type", b"application/json")]),
+        ("credentials: two Authorization", vec![("Content-Type", &b"application/json"[..]), ("Authorization", &a[..])]),
+    ] {
+        let mut headers = vec![("Authorization", &a[..]), ("Content-Length", len.as_bytes())];
+        headers.extend(extra);
+        refused_with(what, send(app.addr, &request("POST", b"/v1/credentials", &headers, json)).await, &[400], "bad_request");
+    }
+    assert_eq!(credential_count(&app).await, count);
+    assert_eq!(app.get("rp", "framing-probe", ID).await.status(), 404);
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn oversized_headers_are_refused(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let w = bearer(&app.tokens.writer);
+    let id = ID.as_bytes();
+    let base = |extra: &[(&str, &[u8])]| {
+        let mut headers = vec![("Authorization", &w[..]), ("Resident-Id", id), ("Content-Length", &b"1"[..])];
+        headers.extend_from_slice(extra);
+        request("PUT", RECORD.as_bytes(), &headers, b"x")
+    };
+    // Many headers: more than the parser's table (96) holds.
+    let names: Vec<String> = (0..200).map(|i| format!("X-Pad-{i}")).collect();
+    let many: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"y"[..])).collect();
+    refused("200 headers", send(app.addr, &base(&many)).await, &[400, 431]);
+    // Huge headers: one of 200 KiB, and 40 of 4 KiB (the head buffer holds 128 KiB).
+    let huge = vec![b'a'; 200 * 1024];
+    refused("a 200 KiB header", send(app.addr, &base(&[("X-Huge", &huge)])).await, &[400, 431]);
+    let four_k = vec![b'a'; 4096];
+    let twenty: Vec<(&str, &[u8])> = names.iter().take(20).map(|n| (n.as_str(), &four_k[..])).collect();
+    let mut headers = vec![("Authorization", &w[..]), ("Resident-Id", id)];
+    headers.extend_from_slice(&twenty);
+    let r = send(app.addr, &request("GET", RECORD.as_bytes(), &headers, b"")).await;
+    assert_eq!(r.expect("an 80 KiB head within 96 headers is still a head").status, 200, "unknown headers are ignored");
+    let forty: Vec<(&str, &[u8])> = names.iter().take(40).map(|n| (n.as_str(), &huge[..4 * 1024 * 4])).collect();
+    refused("40 headers of 16 KiB", send(app.addr, &base(&forty)).await, &[400, 431]);
+    // Oversized values of the headers the API reads.
+    let long_id = vec![b'1'; 65];
+    let huge_id = vec![b'1'; 64 * 1024];
+    for (what, value) in [("65-char Resident-Id", &long_id), ("64 KiB Resident-Id", &huge_id)] {
+        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", &w), ("Resident-Id", value)], b"")).await;
+        refused_with(what, r, &[400], "bad_request");
+    }
+    let huge_token = format!("Bearer zkv_0123456789abcdef_{}", "A".repeat(64 * 1024));
+    let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", huge_token.as_bytes()), ("Resident-Id", id)], b"")).await;
+    refused_with("64 KiB token", r, &[401], "unauthenticated");
+    let long_ct = vec![b'a'; 256];
+    let huge_ct = vec![b'a'; 64 * 1024];
+    for (what, value) in [("256-char Content-Type", &long_ct), ("64 KiB Content-Type", &huge_ct)] {
+        refused_with(what, send(app.addr, &base(&[("Content-Type", value)])).await, &[400], "bad_request");
+    }
+    let huge_etag = [&b"\""[..], &vec![b'a'; 64 * 1024], b"\""].concat();
+    let r = send(app.addr, &base(&[("If-Match", &huge_etag)])).await;
+    refused("64 KiB If-Match", r, &[400, 412]);
+    let huge_inm = vec![b'*'; 64 * 1024];
+    refused_with("64 KiB If-None-Match", send(app.addr, &base(&[("If-None-Match", &huge_inm)])).await, &[400], "bad_request");
+    assert_serving(&app).await;
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+/// Bodies over `limit` bytes for PUT, with Content-Length, chunked, and lying about it.
+async fn assert_bodies_over_limit_refused(app: &TestApp, limit: usize) {
+    let w = bearer(&app.tokens.writer);
+    let id = ID.as_bytes();
+    let path = b"/v1/ns/rp/records/big";
+    let over = vec![b'x'; limit + 1];
+    let with_len = |len: &str, body: &[u8]| request("PUT", path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", len.as_bytes())], body);
+    // The limit itself is fine.
+    let at = vec![b'x'; limit];
+    assert_eq!(send(app.addr, &with_len(&limit.to_string(), &at)).await.expect("answered").status, 201);
+    let r = app.req(reqwest::Method::DELETE, "/v1/ns/rp/records/big", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+
+    refused_with("one byte over, with Content-Length", send(app.addr, &with_len(&over.len().to_string(), &over)).await, &[413], "payload_too_large");
+    let chunked_req = |body: &[u8]| request("PUT", path, &[("Authorization", &w), ("Resident-Id", id), ("Transfer-Encoding", b"chunked")], &chunked(body, 1000));
+    refused_with("one byte over, chunked", send(app.addr, &chunked_req(&over)).await, &[413], "payload_too_large");
+    // Much larger, chunked: refused once the limit is passed, not after reading it all.
+    let ten_mib = vec![b'x'; 10 * 1024 * 1024];
+    refused_with("10 MiB chunked", send(app.addr, &chunked_req(&ten_mib)).await, &[413], "payload_too_large");
+    // A huge announced length: 413 at once, without waiting for bytes that never come.
+    let started = Instant::now();
+    refused_with("a 1 TB Content-Length, no body", send(app.addr, &with_len("1000000000000", b"")).await, &[413], "payload_too_large");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered without waiting for the body");
+    // Expect: 100-continue over the limit: actix answers `100 Continue` before any handler runs,
+    // then the handler's 413 follows at once (the client need not send the body).
+    let r = send(app.addr, &request("PUT", path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", over.len().to_string().as_bytes()), ("Expect", b"100-continue")], b"")).await;
+    refused_with("Expect: 100-continue over the limit", r, &[413], "payload_too_large");
+    // Lengths that are not lengths.
+    for bad in ["18446744073709551616", "-1", "+5", "0x10", "1 1", "", "five"] {
+        refused(&format!("Content-Length {bad:?}"), send(app.addr, &with_len(bad, b"x")).await, &[400]);
+    }
+    // An announced length under the limit, then more bytes than announced: the extra bytes are
+    // never a second request.
+    let smuggle = [&b"x"[..], b"GET /v1/ns/rp/records/demographics HTTP/1.1\r\nHost: x\r\n\r\n"].concat();
+    let r = send(app.addr, &with_len("1", &smuggle)).await.expect("answered");
+    assert_eq!(r.status, 201, "the one-byte record");
+    let r = app.req(reqwest::Method::DELETE, "/v1/ns/rp/records/big", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(app.get("rp", "big", ID).await.status(), 404);
+}
+
+async fn bodies_over_the_namespace_limit_are_refused(db: TestDb) {
+    // Server limit 1 MiB, namespace `rp` 4 KiB: the namespace's limit applies.
+    let app = start(db).await;
+    let before = seed(&app).await;
+    assert_bodies_over_limit_refused(&app, 4096).await;
+    // The JSON endpoint has its own 64 KiB limit.
+    let a = bearer(&app.tokens.admin);
+    let count = credential_count(&app).await;
+    let big = format!(r#"{{"label":"{}","roles":["reader"]}}"#, "x".repeat(70 * 1024));
+    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json"), ("Content-Length", big.len().to_string().as_bytes())], big.as_bytes())).await;
+    refused_with("70 KiB of JSON", r, &[413], "payload_too_large");
+    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json"), ("Transfer-Encoding", b"chunked")], &chunked(big.as_bytes(), 4096))).await;
+    refused_with("70 KiB of chunked JSON", r, &[413], "payload_too_large");
+    assert_eq!(credential_count(&app).await, count);
+    assert_serving(&app).await;
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn bodies_over_the_server_limit_are_refused(db: TestDb) {
+    // Server limit 1 KiB, under the namespace's 4 KiB: the server's limit applies.
+    let app = start_with_limit(db, 1024).await;
+    let before = seed(&app).await;
+    assert_bodies_over_limit_refused(&app, 1024).await;
+    assert_serving(&app).await;
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn non_utf8_and_control_characters_are_refused(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let w = bearer(&app.tokens.writer);
+    let id = ID.as_bytes();
+    let bad_values: [(&str, &[u8]); 9] = [
+        ("invalid UTF-8", b"49300\xff\xfe98371"),
+        ("valid UTF-8, not ASCII", "4930098371\u{e9}".as_bytes()),
+        ("a lone continuation byte", b"\x80"),
+        ("NUL", b"49300\x0098371"),
+        ("SOH", b"49300\x0198371"),
+        ("ESC", b"\x1b[31m4930098371"),
+        ("DEL", b"4930098371\x7f"),
+        ("bare CR", b"4930098371\rX-Injected: 1"),
+        ("a tab inside", b"49300\t98371"),
+    ];
+    for (what, bad) in bad_values {
+        // In each header the API reads; the other headers are valid.
+        let quoted = [&b"\""[..], bad, b"\""].concat();
+        let token = [&b"Bearer "[..], &app.tokens.writer.as_bytes()[..10], bad, &app.tokens.writer.as_bytes()[10..]].concat();
+        let cases: Vec<(&str, Vec<(&str, &[u8])>, &[u16])> = vec![
+            ("Resident-Id", vec![("Authorization", &w[..]), ("Resident-Id", bad)], &[400]),
+            ("Authorization", vec![("Authorization", &token[..]), ("Resident-Id", id)], &[400, 401]),
+            ("Content-Type", vec![("Authorization", &w[..]), ("Resident-Id", id), ("Content-Type", bad)], &[400]),
+            ("If-Match", vec![("Authorization", &w[..]), ("Resident-Id", id), ("If-Match", &quoted[..])], &[400]),
+            ("If-None-Match", vec![("Authorization", &w[..]), ("Resident-Id", id), ("If-None-Match", bad)], &[400]),
+        ];
+        for (header, mut headers, allowed) in cases {
+            headers.push(("Content-Length", b"1"));
+            let r = send(app.addr, &request("PUT", RECORD.as_bytes(), &headers, b"x")).await;
+            if let Some(r) = refused(&format!("{what} in {header}"), r, allowed) {
+                let body = String::from_utf8_lossy(&r.body);
+                assert!(!body.contains("98371"), "{what} in {header}: the value must not be echoed: {body}");
+            }
+        }
+        // In the header name, the request line and the path.
+        let mut name = b"Resident-Id".to_vec();
+        name.extend_from_slice(bad);
+        let mut raw = request("GET", RECORD.as_bytes(), &[("Authorization", &w), ("Resident-Id", id)], b"");
+        let at = raw.windows(11).position(|x| x == b"Resident-Id").unwrap();
+        raw.splice(at..at + 11, name);
+        refused(&format!("{what} in a header name"), send(app.addr, &raw).await, &[400]);
+        let path = [&b"/v1/ns/rp/records/demo"[..], bad].concat();
+        for method in ["PUT", "GET", "DELETE"] {
+            let r = send(app.addr, &request(method, &path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", b"1")], b"x")).await;
+            refused(&format!("{what} in a {method} path"), r, &[400, 404]);
+        }
+    }
+    // Obsolete line folding would splice a continuation into the Resident-Id.
+    let folded = b"GET /v1/ns/rp/records/demographics HTTP/1.1\r\nHost: x\r\nResident-Id: 49300\r\n 98371\r\n";
+    let mut raw = folded.to_vec();
+    raw.extend_from_slice(format!("Authorization: Bearer {}\r\nConnection: close\r\n\r\n", app.tokens.writer).as_bytes());
+    refused("obs-fold", send(app.addr, &raw).await, &[400]);
+    assert_serving(&app).await;
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn path_tricks_in_record_names_are_refused(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let w = bearer(&app.tokens.writer);
+    let id = ID.as_bytes();
+    let long = |n: usize| "a".repeat(n).into_bytes();
+    let names: Vec<Vec<u8>> = vec![
+        b"..".to_vec(),
+        b".".to_vec(),
+        b"a/../demographics".to_vec(),
+        b"../demographics".to_vec(),
+        b"../../uin/records/demographics".to_vec(),
+        b"./demographics".to_vec(),
+        b"a/./b".to_vec(),
+        b"a//b".to_vec(),
+        b"/demographics".to_vec(),
+        b"demographics/".to_vec(),
+        b"demographics//".to_vec(),
+        b"a%2Fb".to_vec(),
+        b"a%2fb".to_vec(),
+        b"%2e%2e".to_vec(),
+        b"%2E%2E/demographics".to_vec(),
+        b"..%2Fdemographics".to_vec(),
+        b"%64emographics".to_vec(),
+        b"demographics%00".to_vec(),
+        b"demo%00graphics".to_vec(),
+        b"demographics%20".to_vec(),
+        b"demographics%".to_vec(),
+        b"demographics%zz".to_vec(),
+        b"demo\x00graphics".to_vec(),
+        b"a\\b".to_vec(),
+        b"..\\demographics".to_vec(),
+        b"demographics;v=1".to_vec(),
+        b"Demographics".to_vec(),
+        b"-x".to_vec(),
+        b"_x".to_vec(),
+        b"a b".to_vec(),
+        long(129),
+        long(8 * 1024),
+        long(100 * 1024),
+        long(200 * 1024),
+    ];
+    for name in &names {
+        let what = String::from_utf8_lossy(&name[..name.len().min(40)]).into_owned();
+        let path = [&b"/v1/ns/rp/records/"[..], name].concat();
+        for method in ["PUT", "GET", "DELETE"] {
+            let r = send(app.addr, &request(method, &path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", b"1")], b"x")).await;
+            // 404 only where the path matches no route at all; 431/414 for a path past the head buffer.
+            refused(&format!("{method} {what:?}"), r, &[400, 404, 414, 431]);
+        }
+    }
+    // A fragment is no part of a request target: the HTTP parser drops it, so `a#b` names `a`
+    // and can never become a stored name of its own.
+    let r = send(app.addr, &request("GET", b"/v1/ns/rp/records/demographics#x", &[("Authorization", &w), ("Resident-Id", id)], b"")).await;
+    assert_eq!(r.expect("answered").body, ORIGINAL);
+    // The same spelling rule for the namespace segment: one spelling per namespace.
+    let namespaces: [(&str, &[u8]); 6] = [
+        ("GET", b"/v1/ns/r%70/records"),
+        ("DELETE", b"/v1/ns/r%70/resident"),
+        ("GET", b"/v1/ns/r%70/records/demographics"),
+        ("GET", b"/v1/ns/rp/../uin/records/demographics"),
+        ("DELETE", b"/v1/ns/%2e%2e/resident"),
+        ("PUT", b"/v1/ns//records/demographics"),
+    ];
+    for (method, path) in namespaces {
+        let r = send(app.addr, &request(method, path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", b"1")], b"x")).await;
+        refused(&format!("{method} {}", String::from_utf8_lossy(path)), r, &[400, 403, 404]);
+    }
+    // Credential ids in the revocation path.
+    let a = bearer(&app.tokens.admin);
+    let count = credential_count(&app).await;
+    let ids: [&[u8]; 6] = [b"..", b"..%2F..", b"%00", b"%27%20OR%20%271%27%3D%271", b"*", &long(10 * 1024)];
+    for cid in ids {
+        let path = [&b"/v1/credentials/"[..], cid].concat();
+        refused(&format!("revoke {:?}", String::from_utf8_lossy(&cid[..cid.len().min(40)])), send(app.addr, &request("DELETE", &path, &[("Authorization", &a)], b"")).await, &[400, 404]);
+    }
+    assert_eq!(credential_count(&app).await, count);
+    assert_serving(&app).await;
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn credential_json_is_strictly_checked(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let count = credential_count(&app).await;
+    let a = bearer(&app.tokens.admin);
+    let deep = format!(r#"{{"label":"x","roles":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let long_label = format!(r#"{{"label":"{}","roles":["reader"]}}"#, "x".repeat(129));
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("unknown field", br#"{"label":"x","roles":["reader"],"admin":true}"#.to_vec()),
+        ("missing label", br#"{"roles":["reader"]}"#.to_vec()),
+        ("missing roles", br#"{"label":"x"}"#.to_vec()),
+        ("roles as a string", br#"{"label":"x","roles":"reader"}"#.to_vec()),
+        ("label as a number", br#"{"label":5,"roles":["reader"]}"#.to_vec()),
+        ("label null", br#"{"label":null,"roles":["reader"]}"#.to_vec()),
+        ("a role null", br#"{"label":"x","roles":[null]}"#.to_vec()),
+        ("a role a number", br#"{"label":"x","roles":["reader",1]}"#.to_vec()),
+        ("namespaces as an object", br#"{"label":"x","roles":["reader"],"namespaces":{"rp":true}}"#.to_vec()),
+        ("unknown role", br#"{"label":"x","roles":["superuser"]}"#.to_vec()),
+        ("role in capitals", br#"{"label":"x","roles":["Admin"]}"#.to_vec()),
+        ("no role", br#"{"label":"x","roles":[]}"#.to_vec()),
+        ("unknown namespace", br#"{"label":"x","roles":["reader"],"namespaces":["nope"]}"#.to_vec()),
+        ("namespace path trick", br#"{"label":"x","roles":["reader"],"namespaces":["../rp"]}"#.to_vec()),
+        ("label too long", long_label.into_bytes()),
+        ("control character in label", br#"{"label":"a\u0007b","roles":["reader"]}"#.to_vec()),
+        ("NUL in label", br#"{"label":"a\u0000b","roles":["reader"]}"#.to_vec()),
+        ("duplicate key", br#"{"label":"x","label":"y","roles":["reader"]}"#.to_vec()),
+        ("invalid UTF-8", b"{\"label\":\"\xff\xfe\",\"roles\":[\"reader\"]}".to_vec()),
+        ("lone surrogate", br#"{"label":"\ud800","roles":["reader"]}"#.to_vec()),
+        ("UTF-8 BOM", [&b"\xef\xbb\xbf"[..], br#"{"label":"x","roles":["reader"]}"#].concat()),
+        ("truncated", br#"{"label":"x","roles":["reader"]"#.to_vec()),
+        ("trailing garbage", br#"{"label":"x","roles":["reader"]} {}"#.to_vec()),
+        ("null", b"null".to_vec()),
+        ("array", br#"[{"label":"x","roles":["reader"]}]"#.to_vec()),
+        ("string", br#""x""#.to_vec()),
+        ("empty object", b"{}".to_vec()),
+        ("empty body", b"".to_vec()),
+        ("10k-deep nesting", deep.into_bytes()),
+    ];
+    for (what, body) in &bodies {
+        let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json"), ("Content-Length", body.len().to_string().as_bytes())], body)).await;
+        refused_with(what, r, &[400], "bad_request");
+    }
+    // A valid body from a caller who is not an admin.
+    let json = br#"{"label":"x","roles":["admin"]}"#;
+    let w = bearer(&app.tokens.writer);
+    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &w), ("Content-Type", b"application/json"), ("Content-Length", json.len().to_string().as_bytes())], json)).await;
+    refused_with("writer creating an admin", r, &[403], "forbidden");
+    assert_eq!(credential_count(&app).await, count, "no credential was created");
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn wrong_content_types_are_refused(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let count = credential_count(&app).await;
+    let a = bearer(&app.tokens.admin);
+    let json = br#"{"label":"x","roles":["reader"]}"#;
+    let len = json.len().to_string();
+    let wrong: [&[u8]; 8] = [
+        b"text/plain",
+        b"application/x-www-form-urlencoded",
+        b"multipart/form-data; boundary=x",
+        b"application/octet-stream",
+        b"application/jsonp",
+        b"json",
+        b"",
+        b";;;",
+    ];
+    for ct in wrong {
+        let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", ct), ("Content-Length", len.as_bytes())], json)).await;
+        refused_with(&format!("credentials as {:?}", String::from_utf8_lossy(ct)), r, &[400], "bad_request");
+    }
+    assert_eq!(credential_count(&app).await, count);
+    // Record bodies are opaque bytes with any well-formed Content-Type; malformed ones are refused.
+    let w = bearer(&app.tokens.writer);
+    let bad_ct: [&[u8]; 3] = [b"", &[b'a'; 256], b"text/plain\x7f"];
+    for ct in bad_ct {
+        let r = send(app.addr, &request("PUT", RECORD.as_bytes(), &[("Authorization", &w), ("Resident-Id", ID.as_bytes()), ("Content-Type", ct), ("Content-Length", b"1")], b"x")).await;
+        refused(&format!("record as {:?}", String::from_utf8_lossy(&ct[..ct.len().min(20)])), r, &[400]);
+    }
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn malformed_framing_is_refused(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
+    let put_head = |extra: &str| format!("PUT /v1/ns/rp/records/framing-probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}{extra}\r\n");
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        ("garbage", b"GARBAGE\r\n\r\n".to_vec(), &[400]),
+        ("binary noise", (0..=255u8).cycle().take(4096).collect(), &[400]),
+        ("HTTP/2 preface on HTTP/1", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), &[400, 404, 405]),
+        ("unknown version", b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(), &[400]),
+        ("no version", b"GET /healthz\r\n\r\n".to_vec(), &[400]),
+        ("LF-only line ends, bad request line", b"GET  /healthz  HTTP/1.1\n\n".to_vec(), &[400]),
+        ("bad chunk size", [put_head("Transfer-Encoding: chunked\r\n").as_bytes(), b"zz\r\nx\r\n0\r\n\r\n"].concat(), &[400]),
+        ("chunk size overflow", [put_head("Transfer-Encoding: chunked\r\n").as_bytes(), b"ffffffffffffffffffff\r\nx\r\n0\r\n\r\n"].concat(), &[400, 413]),
+        ("chunk longer than announced", [put_head("Transfer-Encoding: chunked\r\n").as_bytes(), b"1\r\nxyz\r\n0\r\n\r\n"].concat(), &[400]),
+        ("unsupported transfer coding", [put_head("Transfer-Encoding: gzip\r\n").as_bytes(), b"x"].concat(), &[400]),
+        ("chunked not last", [put_head("Transfer-Encoding: chunked, gzip\r\n").as_bytes(), b"1\r\nx\r\n0\r\n\r\n"].concat(), &[400]),
+        ("unknown method", format!("BREW {RECORD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").into_bytes(), &[404, 405]),
+        ("lower-case method", format!("put {RECORD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: 1\r\n\r\nx").into_bytes(), &[400, 404, 405]),
+        ("absolute-form elsewhere", format!("GET http://evil.example/v1/ns/rp/records/framing-probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").into_bytes(), &[400, 404]),
+    ];
+    for (what, raw, allowed) in cases {
+        refused(what, send(app.addr, &raw).await, allowed);
+    }
+    assert_serving(&app).await;
+    assert_eq!(app.get("rp", "framing-probe", ID).await.status(), 404);
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+/// Opens a connection, writes `bytes` and then neither writes nor closes.
+async fn stall(app: &TestApp, bytes: Vec<u8>) -> TcpStream {
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(&bytes).await.unwrap();
+    s
+}
+
+async fn slow_and_stalled_requests_time_out(db: TestDb) {
+    let app = Arc::new(start(db).await);
+    let before = seed(&app).await;
+    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
+    let admin = format!("Authorization: Bearer {}\r\n", app.tokens.admin);
+    let stalls: Vec<(&str, String)> = vec![
+        ("an unfinished head", "PUT /v1/ns/rp/records/slow HTTP/1.1\r\nHost: x\r\nResident-Id: 49".into()),
+        ("10 of 100 body bytes", format!("PUT /v1/ns/rp/records/slow HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100\r\n\r\n0123456789")),
+        ("one chunk, then nothing", format!("PUT /v1/ns/rp/records/slow HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")),
+        ("half a JSON body", format!("POST /v1/credentials HTTP/1.1\r\nHost: x\r\n{admin}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"label\":")),
+        ("a body over an existing record", format!("PUT {RECORD} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100\r\n\r\n{{\"name\":")),
+    ];
+    let started = Instant::now();
+    let mut waiting = Vec::new();
+    for (what, bytes) in stalls {
+        let mut s = stall(&app, bytes.into_bytes()).await;
+        waiting.push(tokio::spawn(async move {
+            // actix's head timeout and zkvault's body idle timeout are both 10 s.
+            let reply = read_reply(&mut s, Duration::from_secs(14)).await;
+            let reply = reply.unwrap_or_else(|| panic!("{what}: still open after 14 s"));
+            if let Some(r) = &reply {
+                assert_eq!(r.status, 408, "{what}: {}", r.head);
+                assert_eq!(r.header("connection"), Some("close"), "{what}: closes after a timeout");
+            }
+            (what, started.elapsed())
+        }));
+    }
+    // While they stall, others are served as usual, more than once.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_serving(&app).await;
+    }
+    for w in waiting {
+        let (what, took) = w.await.unwrap();
+        assert!(took >= Duration::from_secs(5), "{what}: answered after {took:?}, before any timeout");
+    }
+    assert_eq!(app.get("rp", "slow", ID).await.status(), 404);
+    assert_intact(&app, &before).await;
+}
+
+async fn truncated_bodies_change_nothing(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let count = credential_count(&app).await;
+    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
+    let admin = format!("Authorization: Bearer {}\r\n", app.tokens.admin);
+    let cases: Vec<(&str, String)> = vec![
+        ("Content-Length 100, 10 sent", format!("PUT /v1/ns/rp/records/partial HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100\r\n\r\n0123456789")),
+        ("replacing a record, cut short", format!("PUT {RECORD} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100\r\n\r\n{{\"name\":\"Mallory\"")),
+        ("chunked, no last chunk", format!("PUT /v1/ns/rp/records/partial HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")),
+        ("chunked, cut inside a chunk", format!("PUT /v1/ns/rp/records/partial HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\n\r\na\r\nhel")),
+        ("JSON cut short", format!("POST /v1/credentials HTTP/1.1\r\nHost: x\r\n{admin}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"label\":\"x\",\"roles\":[\"admin\"]}}")),
+    ];
+    for (what, bytes) in &cases {
+        // Half-close: the server sees the end of the body early and may still answer.
+        let mut s = stall(&app, bytes.clone().into_bytes()).await;
+        s.shutdown().await.unwrap();
+        let reply = read_reply(&mut s, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("{what}: no answer or close within 5 s of EOF"));
+        refused(what, reply, &[400]);
+        // Full close: nobody is left to answer.
+        drop(stall(&app, bytes.clone().into_bytes()).await);
+    }
+    // Give the server a moment to finish with the dropped ones, then check nothing was written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_serving(&app).await;
+    assert_eq!(app.get("rp", "partial", ID).await.status(), 404);
+    assert_eq!(credential_count(&app).await, count);
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+/// Open file descriptors of this process (the server runs in it).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+async fn ten_thousand_connections_opened_and_dropped(db: TestDb) {
+    const TOTAL: usize = 10_000;
+    const AT_ONCE: usize = 200;
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let fds_before = open_fds();
+    let addr = app.addr;
+    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
+    let kinds: Arc<Vec<Vec<u8>>> = Arc::new(vec![
+        Vec::new(),
+        b"GET /v1/ns/rp/records/demographics HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        format!("PUT /v1/ns/rp/records/storm HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100\r\n\r\n0123456789").into_bytes(),
+        format!("GET {RECORD} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").into_bytes(),
+    ]);
+    let permits = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for i in 0..TOTAL {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let kinds = kinds.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let bytes = &kinds[i % kinds.len()];
+            if !bytes.is_empty() {
+                s.write_all(bytes).await.unwrap();
+            }
+            // Half are reset (RST), half closed normally (FIN).
+            if i % 2 == 0 {
+                s.set_zero_linger().unwrap();
+            }
+        });
+        while let Some(done) = tasks.try_join_next() {
+            done.unwrap();
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(60), "{TOTAL} connections took {took:?}");
+
+    assert_serving(&app).await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Writes still work, and the server let go of the dropped connections.
+    assert_eq!(app.put("rp", "after-storm", ID, b"ok").await.status(), 201);
+    assert_eq!(&app.get("rp", "after-storm", ID).await.bytes().await.unwrap()[..], b"ok");
+    let r = app.req(reqwest::Method::DELETE, "/v1/ns/rp/records/after-storm", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds() > fds_before + 100 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(open_fds() <= fds_before + 100, "descriptors still open: {} before, {} after", fds_before, open_fds());
+    assert_eq!(app.get("rp", "storm", ID).await.status(), 404);
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
