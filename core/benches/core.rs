@@ -27,7 +27,7 @@ fn primitives(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("seal", size), &body, |b, body| b.iter(|| seal(&rk, 1, &ctx, body).unwrap()));
         group.bench_with_input(BenchmarkId::new("open", size), &sealed, |b, s| b.iter(|| open(&rk, &ctx, s).unwrap()));
-        group.bench_with_input(BenchmarkId::new("rewrap", size), &sealed, |b, s| b.iter(|| rewrap(&rk, &rk2, 2, &ctx, s).unwrap()));
+        group.bench_with_input(BenchmarkId::new("rewrap", size), &sealed, |b, s| b.iter(|| rewrap(&rk, &rk2, 2, &ctx, &s.dek).unwrap()));
         group.bench_with_input(BenchmarkId::new("rekey", size), &sealed, |b, s| b.iter(|| rekey(&rk, &rk2, 2, &ctx, s).unwrap()));
     }
     group.finish();

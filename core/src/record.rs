@@ -61,6 +61,17 @@ pub struct DekEnvelope {
     pub wrapped: [u8; WRAPPED_DEK_LEN],
 }
 
+impl DekEnvelope {
+    /// Rebuilds an envelope from its stored columns, refusing fields of the wrong length.
+    pub fn from_stored(master_version: u32, nonce: &[u8], wrapped: &[u8]) -> Result<Self, CryptoError> {
+        Ok(DekEnvelope {
+            master_version,
+            nonce: nonce.try_into().map_err(|_| CryptoError::Malformed("dek nonce length"))?,
+            wrapped: wrapped.try_into().map_err(|_| CryptoError::Malformed("wrapped dek length"))?,
+        })
+    }
+}
+
 /// A record as stored: format version, DEK envelope, body nonce and ciphertext.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedRecord {
@@ -83,17 +94,12 @@ impl SealedRecord {
         if format != FORMAT_V1 {
             return Err(CryptoError::UnsupportedFormat(format));
         }
-        let field = |bytes: &[u8], what| bytes.try_into().map_err(|_| CryptoError::Malformed(what));
         if body_ciphertext.len() < 16 {
             return Err(CryptoError::Malformed("body ciphertext shorter than its tag"));
         }
         Ok(SealedRecord {
-            dek: DekEnvelope {
-                master_version,
-                nonce: field(dek_nonce, "dek nonce length")?,
-                wrapped: wrapped_dek.try_into().map_err(|_| CryptoError::Malformed("wrapped dek length"))?,
-            },
-            body_nonce: field(body_nonce, "body nonce length")?,
+            dek: DekEnvelope::from_stored(master_version, dek_nonce, wrapped_dek)?,
+            body_nonce: body_nonce.try_into().map_err(|_| CryptoError::Malformed("body nonce length"))?,
             body_ciphertext,
         })
     }
@@ -175,15 +181,16 @@ pub fn open(rk: &ResidentKey, ctx: &RecordContext, sealed: &SealedRecord) -> Res
 }
 
 /// Moves a record's DEK from one master to another: unwraps it with `from`, wraps it with `to`
-/// under a fresh nonce. The body ciphertext is not touched (the caller keeps it as is).
+/// under a fresh nonce. Only the 48-byte envelope is involved: the body is neither needed nor
+/// touched.
 pub fn rewrap(
     from: &ResidentKey,
     to: &ResidentKey,
     to_version: u32,
     ctx: &RecordContext,
-    sealed: &SealedRecord,
+    dek: &DekEnvelope,
 ) -> Result<DekEnvelope, CryptoError> {
-    let dek = unwrap_dek(from, ctx, &sealed.dek)?;
+    let dek = unwrap_dek(from, ctx, dek)?;
     Ok(wrap_dek(to, to_version, ctx, &dek, random::array()?))
 }
 

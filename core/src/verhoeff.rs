@@ -35,9 +35,10 @@ pub fn validate(s: &str) -> bool {
         && ds.iter().rev().enumerate().fold(0u8, |c, (i, &d)| D[c as usize][P[i % 8][d as usize] as usize]) == 0
 }
 
-/// The check digit to append to the all-digit string `payload`, or `None` if it is not digits.
+/// The check digit to append to the all-digit string `payload`, or `None` if it is not digits
+/// or is empty (a lone check digit is no valid number: [`validate`] wants two digits or more).
 pub fn check_digit(payload: &str) -> Option<u8> {
-    let ds = digits(payload)?;
+    let ds = digits(payload).filter(|ds| !ds.is_empty())?;
     let c = ds
         .iter()
         .rev()
@@ -57,6 +58,9 @@ mod tests {
         assert!(validate("2363"));
         assert!(!validate("2364"));
         assert!(!validate("23a3"));
+        // Found by fuzz/resident_id: an empty payload had a "check digit" that never validates.
+        assert_eq!(check_digit(""), None);
+        assert!(!validate("0"));
     }
 
     #[test]

@@ -89,13 +89,13 @@ fn rewrap_keeps_the_body_bytes_and_binds_the_new_master() {
     let (rk1, rk2) = (f.dm.resident_key(NS, &rid), f.dm2.resident_key(NS, &rid));
     let sealed = seal(&rk1, 1, &ctx, b"payload").unwrap();
 
-    let moved = SealedRecord { dek: rewrap(&rk1, &rk2, 2, &ctx, &sealed).unwrap(), ..sealed.clone() };
+    let moved = SealedRecord { dek: rewrap(&rk1, &rk2, 2, &ctx, &sealed.dek).unwrap(), ..sealed.clone() };
     assert_eq!(moved.body_ciphertext, sealed.body_ciphertext);
     assert_eq!(moved.body_nonce, sealed.body_nonce);
     assert_eq!(moved.dek.master_version, 2);
     assert_eq!(*open(&rk2, &ctx, &moved).unwrap(), b"payload");
     assert!(open(&rk1, &ctx, &moved).is_err(), "old master no longer opens it");
-    assert!(rewrap(&rk2, &rk1, 1, &ctx, &sealed).is_err(), "rewrap needs the right source key");
+    assert!(rewrap(&rk2, &rk1, 1, &ctx, &sealed.dek).is_err(), "rewrap needs the right source key");
 }
 
 #[test]
@@ -159,7 +159,7 @@ proptest! {
         let ctx = RecordContext { namespace: NS, blind_index: &bi, record_name: "r", record_id: &RECORD_ID };
         let (rk1, rk2) = (f.dm.resident_key(NS, &rid), f.dm2.resident_key(NS, &rid));
         let sealed = seal(&rk1, v1, &ctx, &body).unwrap();
-        let moved = SealedRecord { dek: rewrap(&rk1, &rk2, v2, &ctx, &sealed).unwrap(), ..sealed.clone() };
+        let moved = SealedRecord { dek: rewrap(&rk1, &rk2, v2, &ctx, &sealed.dek).unwrap(), ..sealed.clone() };
         prop_assert_eq!(&moved.body_ciphertext, &sealed.body_ciphertext);
         prop_assert_eq!(&*open(&rk2, &ctx, &moved).unwrap(), &body);
     }

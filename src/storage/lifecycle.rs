@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
 use super::schema::{index_keys, masters, records};
-use super::{AuditEntry, IndexKeyRow, MasterRow, RecordRow, StorageError, Store};
+use super::{AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store};
 
 /// Blind indexes per `IN (...)` query.
 const LOOKUP_CHUNK: usize = 500;
@@ -85,8 +85,9 @@ impl Store {
         })
     }
 
-    /// Every record of the given residents (by blind index) in `namespace`.
-    pub fn records_of(&self, namespace: &str, blind_indexes: &[Vec<u8>]) -> Result<Vec<RecordRow>, StorageError> {
+    /// The position and DEK envelope of every record of the given residents (by blind index)
+    /// in `namespace`.
+    pub fn record_keys_of(&self, namespace: &str, blind_indexes: &[Vec<u8>]) -> Result<Vec<RecordKeys>, StorageError> {
         let mut conn = self.conn()?;
         let mut out = Vec::new();
         for chunk in blind_indexes.chunks(LOOKUP_CHUNK) {
@@ -94,11 +95,17 @@ impl Store {
                 records::table
                     .filter(records::namespace.eq(namespace))
                     .filter(records::blind_index.eq_any(chunk))
-                    .select(RecordRow::as_select())
+                    .select(RecordKeys::as_select())
                     .load(&mut *conn)?,
             );
         }
         Ok(out)
+    }
+
+    /// One whole record by its UUID.
+    pub fn record_by_id(&self, id: &[u8]) -> Result<Option<RecordRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(records::table.find(id).select(RecordRow::as_select()).first(&mut *conn).optional()?)
     }
 
     /// Applies record moves in one transaction; returns how many applied (a record written or

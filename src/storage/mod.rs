@@ -26,7 +26,7 @@ use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
 pub use error::StorageError;
 pub use lifecycle::{LeaderGuard, RecordMove};
-pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordMeta, RecordRow};
+pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, RecordMeta, RecordRow};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

@@ -130,6 +130,20 @@ impl fmt::Debug for RecordRow {
     }
 }
 
+/// What moving a record to another master needs: its position and DEK envelope, not its body
+/// (on SQLite a ~2 KiB body lives in overflow pages that this projection never reads).
+#[derive(Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = records)]
+pub struct RecordKeys {
+    pub id: Vec<u8>,
+    pub blind_index: Vec<u8>,
+    pub name: String,
+    pub format: i32,
+    pub master_version: i32,
+    pub dek_nonce: Vec<u8>,
+    pub wrapped_dek: Vec<u8>,
+}
+
 /// A record's listing entry: no key or ciphertext column is loaded.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = records)]

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use zkvault_core::{rekey, rewrap, RecordContext, SealedRecord};
+use zkvault_core::{rekey, rewrap, DekEnvelope, RecordContext, SealedRecord};
 
 use super::records::{sealed_of, ResidentKeys};
 use super::{Actor, MasterState, Vault, VaultError};
@@ -27,6 +27,12 @@ pub struct ReencryptReport {
     pub already_current: usize,
     /// Resident IDs with no record in the namespace.
     pub not_found: usize,
+}
+
+/// A record's move: rewrap its DEK envelope, or re-key the whole sealed record.
+enum How<'a> {
+    Rewrap(&'a DekEnvelope),
+    Rekey(&'a SealedRecord),
 }
 
 /// What should happen to a record under `version`, given the namespace's masters.
@@ -52,20 +58,26 @@ impl Vault {
         })
     }
 
-    /// The update that moves one record to master `active`.
-    fn plan_move(&self, ns: &str, keys: &ResidentKeys, row: &RecordRow, sealed: &SealedRecord, record_id: &[u8; 16], active: u32, rekeying: bool) -> Result<RecordMove, VaultError> {
-        let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: &row.name, record_id };
-        let from = self.resident_key(ns, keys, sealed.dek.master_version)?;
+    /// The update that moves one record (at `id`, named `name`) to master `active`.
+    fn plan_move(&self, ns: &str, keys: &ResidentKeys, id: &[u8], name: &str, active: u32, how: How) -> Result<RecordMove, VaultError> {
+        let record_id: [u8; 16] = id.try_into().map_err(|_| VaultError::Integrity)?;
+        let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
+        let from_version = match &how {
+            How::Rewrap(dek) => dek.master_version,
+            How::Rekey(sealed) => sealed.dek.master_version,
+        };
+        let from = self.resident_key(ns, keys, from_version)?;
         let to = self.resident_key(ns, keys, active)?;
-        let (dek, new_body) = if rekeying {
-            let fresh = rekey(&from, &to, active, &ctx, sealed)?;
-            (fresh.dek, Some((fresh.body_nonce.to_vec(), fresh.body_ciphertext)))
-        } else {
-            (rewrap(&from, &to, active, &ctx, sealed)?, None)
+        let (dek, new_body) = match how {
+            How::Rewrap(dek) => (rewrap(&from, &to, active, &ctx, dek)?, None),
+            How::Rekey(sealed) => {
+                let fresh = rekey(&from, &to, active, &ctx, sealed)?;
+                (fresh.dek, Some((fresh.body_nonce.to_vec(), fresh.body_ciphertext)))
+            }
         };
         Ok(RecordMove {
-            id: row.id.clone(),
-            from_version: row.master_version,
+            id: id.to_vec(),
+            from_version: from_version as i32,
             to_version: active as i32,
             dek_nonce: dek.nonce.to_vec(),
             wrapped_dek: dek.wrapped.to_vec(),
@@ -84,8 +96,8 @@ impl Vault {
                 Action::Rewrap if self.policy().namespace(ns).is_some_and(|p| p.lazy_reencrypt) => false,
                 _ => return Ok(()),
             };
-            let record_id = row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
-            let mv = self.plan_move(ns, keys, row, sealed, &record_id, active, rekeying)?;
+            let how = if rekeying { How::Rekey(sealed) } else { How::Rewrap(&sealed.dek) };
+            let mv = self.plan_move(ns, keys, &row.id, &row.name, active, how)?;
             let operation = if rekeying { "record.rekey" } else { "record.rewrap" };
             let mut entry = actor.entry(operation, ns, row.name.clone());
             entry.resident_tag = keys.tag.clone();
@@ -123,24 +135,28 @@ impl Vault {
             .collect::<Result<Vec<_>, _>>()?;
         let by_index: HashMap<&[u8; 32], &ResidentKeys> = residents.iter().map(|k| (k.blind_index.as_bytes(), k)).collect();
         let blind_indexes: Vec<Vec<u8>> = by_index.keys().map(|b| b.to_vec()).collect();
-        let rows = self.store().records_of(ns, &blind_indexes)?;
+        let rows = self.store().record_keys_of(ns, &blind_indexes)?;
         let active = self.keyring().active_version(ns)?;
 
         let mut report = ReencryptReport::default();
         let (mut rewraps, mut rekeys) = (Vec::new(), Vec::new());
         let mut found = std::collections::HashSet::new();
-        for mut row in rows {
+        for row in rows {
             let bi: [u8; 32] = row.blind_index.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
             let keys = by_index.get(&bi).ok_or(VaultError::Integrity)?;
             found.insert(bi);
             match self.action_for(ns, row.master_version as u32, active)? {
                 Action::Stay => report.already_current += 1,
                 Action::Lost => {}
-                action => {
-                    let rekeying = matches!(action, Action::Rekey);
-                    let (sealed, record_id) = sealed_of(&mut row)?;
-                    let mv = self.plan_move(ns, keys, &row, &sealed, &record_id, active, rekeying)?;
-                    if rekeying { rekeys.push(mv) } else { rewraps.push(mv) }
+                Action::Rewrap => {
+                    let dek = DekEnvelope::from_stored(row.master_version as u32, &row.dek_nonce, &row.wrapped_dek)?;
+                    rewraps.push(self.plan_move(ns, keys, &row.id, &row.name, active, How::Rewrap(&dek))?);
+                }
+                Action::Rekey => {
+                    // Re-keying needs the body: fetched for these records only.
+                    let Some(mut full) = self.store().record_by_id(&row.id)? else { continue };
+                    let (sealed, _) = sealed_of(&mut full)?;
+                    rekeys.push(self.plan_move(ns, keys, &row.id, &row.name, active, How::Rekey(&sealed))?);
                 }
             }
         }
