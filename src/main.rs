@@ -326,7 +326,7 @@ fn seed(cli: &Cli, args: &SeedArgs) -> Result<()> {
         threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     };
     let mut last = std::time::Instant::now();
-    let report = vault.seed(&opts, |done, total| {
+    let report = vault.seed(&cli_actor("load-test seeding"), &opts, |done, total| {
         if last.elapsed().as_secs() >= 5 {
             last = std::time::Instant::now();
             eprintln!("seed: {done}/{total}");

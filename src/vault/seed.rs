@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use zkvault_core::{seal, verhoeff, RecordContext, ResidentId};
 
-use super::{now_ms, record_name::valid_record_name, Vault, VaultError};
+use super::{now_ms, record_name::valid_record_name, Actor, Vault, VaultError};
 use crate::storage::RecordRow;
 
 /// Largest index [`seed_uin`] maps to a distinct UIN.
@@ -60,7 +60,7 @@ pub fn seed_body(index: u64, uin: &str) -> Vec<u8> {
     let gender = ["Male", "Female", "Others"][next(3) as usize];
     let phone = format!("+212 6{:08}", next(100_000_000));
     let postal = format!("{:05}", 10_000 + next(90_000));
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "IDSchemaVersion": 0.2,
         "UIN": uin,
         "fullName": [
@@ -89,17 +89,10 @@ pub fn seed_body(index: u64, uin: &str) -> Vec<u8> {
         "updatedBy": "id-repository-seed",
         "remarks": ""
     });
-    let mut body = serde_json::to_vec(&value).expect("JSON of strings and numbers");
-    // Pad `remarks` so every body has the same size.
-    let pad = SEED_BODY_BYTES.saturating_sub(body.len());
-    if pad > 0 {
-        let tail = b"\"remarks\":\"\"}";
-        debug_assert!(body.ends_with(tail));
-        body.truncate(body.len() - 2);
-        body.extend(std::iter::repeat_n(b'.', pad));
-        body.extend_from_slice(b"\"}");
-    }
-    body
+    let bare = serde_json::to_vec(&value).expect("JSON of strings and numbers").len();
+    // Pad `remarks` (dots need no escaping) so every body has the same size.
+    value["remarks"] = serde_json::Value::String(".".repeat(SEED_BODY_BYTES.saturating_sub(bare)));
+    serde_json::to_vec(&value).expect("JSON of strings and numbers")
 }
 
 /// What to seed.
@@ -130,8 +123,24 @@ pub struct SeedReport {
 
 impl Vault {
     /// Seeds `opts.count` residents (see the module doc). Idempotent: a resident that already
-    /// has the record is skipped. `progress(done, total)` is called after every batch.
-    pub fn seed(&self, opts: &SeedOptions, mut progress: impl FnMut(u64, u64)) -> Result<SeedReport, VaultError> {
+    /// has the record is skipped. `progress(done, total)` is called after every batch. The load
+    /// is one entry in the audit trail (`records.seed`, with the index range and counts).
+    pub fn seed(&self, actor: &Actor, opts: &SeedOptions, progress: impl FnMut(u64, u64)) -> Result<SeedReport, VaultError> {
+        let result = self.seed_rows(opts, progress);
+        let mut entry = actor.entry("records.seed", &opts.namespace, opts.record_name.clone());
+        let range = format!("indices {}..{}", opts.start, opts.start.saturating_add(opts.count));
+        match &result {
+            Ok(r) => entry.detail = format!("{}; {range}: {} inserted, {} already present", entry.detail, r.inserted, r.skipped),
+            Err(e) => {
+                entry.outcome = e.code().to_owned();
+                entry.detail = format!("{}; {range}", entry.detail);
+            }
+        }
+        self.store().append_audit(&entry)?;
+        result
+    }
+
+    fn seed_rows(&self, opts: &SeedOptions, mut progress: impl FnMut(u64, u64)) -> Result<SeedReport, VaultError> {
         let ns = opts.namespace.as_str();
         let policy = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
         if !valid_record_name(&opts.record_name) {
