@@ -260,6 +260,7 @@ fn open_vault(cli: &Cli, config: &Config) -> Result<(Arc<Vault>, Option<Embedded
 }
 
 fn serve(cli: &Cli) -> Result<()> {
+    zkvault::hardening::apply(zkvault::hardening::LockMemory::Auto);
     let config = config(cli)?;
     let (vault, embedded) = open_vault(cli, &config)?;
     if let Some(layout) = &embedded {
