@@ -120,7 +120,7 @@ fn credentials_offline_and_policy_plan() {
     assert_eq!(plan.matches("rp: rotate DM").count(), 4, "{plan}");
     assert_eq!(plan.matches("uin: rotate DM").count(), 4, "{plan}");
     assert!(plan.contains("rp: rotate DM v1 → v2"));
-    assert!(plan.contains(&format!("credential {id} (id-repo) expires")) == false, "revoked credentials do not expire again");
+    assert!(!plan.contains(&format!("credential {id} (id-repo) expires")), "revoked credentials do not expire again");
     let dates: Vec<&str> = plan.lines().map(|l| &l[..10]).collect();
     let mut sorted = dates.clone();
     sorted.sort();
@@ -132,7 +132,7 @@ fn audit_verify_exits_non_zero_and_names_the_tampered_entry() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault();
     for i in 0..5 {
-        vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", &format!("r{i}"), "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
+        vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", &zkvault::vault::RecordWrite { name: &format!("r{i}"), content_type: "text/plain", body: b"x", precondition: &zkvault::vault::Precondition::None }).unwrap();
     }
     assert!(d.run(&["audit", "checkpoint"]).status.success());
     let ok = d.run(&["audit", "verify"]);
@@ -152,7 +152,7 @@ fn with_read_auditing_off_only_successful_reads_go_unrecorded() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault().with_audit_reads(false);
     let actor = zkvault::vault::Actor::new("test", "test");
-    vault.put_record(&actor, "rp", "R1", "a", "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
+    vault.put_record(&actor, "rp", "R1", &zkvault::vault::RecordWrite { name: "a", content_type: "text/plain", body: b"x", precondition: &zkvault::vault::Precondition::None }).unwrap();
     vault.get_record(&actor, "rp", "R1", "a").unwrap();
     assert!(vault.get_record(&actor, "rp", "R1", "absent").is_err());
     let filter = zkvault::storage::AuditFilter { limit: 1000, ..Default::default() };
@@ -168,7 +168,7 @@ fn bulk_reencryption_resumes_from_its_checkpoint() {
     let vault = d.vault();
     let ids: Vec<String> = (0..50).map(|i| format!("R{i:05}")).collect();
     for id in &ids {
-        vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", id, "demographics", "application/json", b"{}", &zkvault::vault::Precondition::None).unwrap();
+        vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", id, &zkvault::vault::RecordWrite { name: "demographics", content_type: "application/json", body: b"{}", precondition: &zkvault::vault::Precondition::None }).unwrap();
     }
     vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
     std::fs::write(d.path("ids.txt"), ids.join("\n") + "\n").unwrap();
@@ -195,7 +195,7 @@ fn bulk_reencryption_resumes_from_its_checkpoint() {
 fn the_scheduler_applies_the_policy_when_due() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault();
-    vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", "a", "text/plain", b"x", &zkvault::vault::Precondition::None).unwrap();
+    vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", &zkvault::vault::RecordWrite { name: "a", content_type: "text/plain", body: b"x", precondition: &zkvault::vault::Precondition::None }).unwrap();
     let now = zkvault::vault::now_ms();
     let day = 86_400_000i64;
     assert_eq!(vault.run_due_lifecycle(now).unwrap().masters_rotated, vec![]);

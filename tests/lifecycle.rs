@@ -400,7 +400,7 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = IDS[(c + n as usize) % IDS.len()];
-                let r = if n % 4 == 0 { app.put("rp", &format!("load-{c}"), id, b"x").await } else { app.get("rp", "demographics", id).await };
+                let r = if n.is_multiple_of(4) { app.put("rp", &format!("load-{c}"), id, b"x").await } else { app.get("rp", "demographics", id).await };
                 assert!(r.status().is_success(), "client {c} request {n}: {}", r.status());
                 n += 1;
             }

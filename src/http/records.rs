@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::vault::{Precondition, ReencryptReport, Role, VaultError};
+use crate::vault::{Precondition, RecordWrite, ReencryptReport, Role, VaultError};
 
 pub const RESIDENT_ID: &str = "Resident-Id";
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
@@ -132,7 +132,11 @@ pub async fn put_record(
     let vault = state.vault.clone();
     let name2 = name.clone();
     let actor = caller.actor();
-    let out = blocking(move || vault.put_record(&actor, &ns, &id, &name2, &content_type, &body, &precondition)).await?;
+    let out = blocking(move || {
+        let write = RecordWrite { name: &name2, content_type: &content_type, body: &body, precondition: &precondition };
+        vault.put_record(&actor, &ns, &id, &write)
+    })
+    .await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(HttpResponse::build(status)
         .insert_header((ETAG, format!("\"{}\"", out.etag)))

@@ -31,7 +31,7 @@ pub use lifecycle::{CompromiseReport, DestroyReport, MasterRotation};
 pub use masters::MasterState;
 pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
 pub use record_name::valid_record_name;
-pub use records::{Precondition, PutOutcome, Record};
+pub use records::{Precondition, PutOutcome, Record, RecordWrite};
 pub use reencrypt::{ReencryptReport, MAX_REENCRYPT_IDS};
 pub use schedule::{spawn_scheduler, LifecycleReport, PlannedEvent};
 pub use seed::{seed_body, seed_uin, SeedOptions, SeedReport, SEED_BODY_BYTES, SEED_MAX_RESIDENTS};

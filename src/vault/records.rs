@@ -20,6 +20,15 @@ pub enum Precondition {
     IfNoneMatch,
 }
 
+/// One record write: what to store under which name, and on which condition.
+#[derive(Clone, Copy)]
+pub struct RecordWrite<'a> {
+    pub name: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+    pub precondition: &'a Precondition,
+}
+
 pub struct PutOutcome {
     pub created: bool,
     pub revision: i64,
@@ -84,16 +93,8 @@ impl Vault {
     /// Stores or replaces a record. The body is sealed under a fresh DEK with the active master;
     /// a replacement keeps the record's UUID. Concurrent writers are serialised by an optimistic
     /// revision check, so no update is lost.
-    pub fn put_record(
-        &self,
-        actor: &Actor,
-        ns: &str,
-        raw_id: &str,
-        name: &str,
-        content_type: &str,
-        body: &[u8],
-        precondition: &Precondition,
-    ) -> Result<PutOutcome, VaultError> {
+    pub fn put_record(&self, actor: &Actor, ns: &str, raw_id: &str, write: &RecordWrite) -> Result<PutOutcome, VaultError> {
+        let RecordWrite { name, body, .. } = *write;
         let mut entry = actor.entry("record.put", ns, name);
         let resident = self.check_name(name).and_then(|()| {
             let limit = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
@@ -105,20 +106,11 @@ impl Vault {
         if let Ok(keys) = &resident {
             entry.resident_tag = keys.tag.clone();
         }
-        self.audited(entry, |entry| self.put_sealed(entry, &resident?, ns, name, content_type, body, precondition))
+        self.audited(entry, |entry| self.put_sealed(entry, &resident?, ns, write))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn put_sealed(
-        &self,
-        entry: &AuditEntry,
-        keys: &ResidentKeys,
-        ns: &str,
-        name: &str,
-        content_type: &str,
-        body: &[u8],
-        precondition: &Precondition,
-    ) -> Result<PutOutcome, VaultError> {
+    fn put_sealed(&self, entry: &AuditEntry, keys: &ResidentKeys, ns: &str, write: &RecordWrite) -> Result<PutOutcome, VaultError> {
+        let RecordWrite { name, content_type, body, precondition } = *write;
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let existing = self.store().record(ns, keys.blind_index.as_bytes(), name)?;
             match (precondition, &existing) {
@@ -128,7 +120,7 @@ impl Vault {
                 _ => {}
             }
             let version = self.keyring().active_version(ns)?;
-            let rk = self.resident_key(ns, &keys, version)?;
+            let rk = self.resident_key(ns, keys, version)?;
             let record_id: [u8; 16] = match &existing {
                 Some(row) => row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?,
                 None => *uuid::Uuid::new_v4().as_bytes(),
