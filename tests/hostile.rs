@@ -31,6 +31,8 @@ on_both_backends!(
     non_utf8_and_control_characters_are_refused,
     path_tricks_in_record_names_are_refused,
     credential_json_is_strictly_checked,
+    reencrypt_json_is_strictly_checked_and_never_echoes_ids,
+    audit_query_strings_are_strictly_checked,
     wrong_content_types_are_refused,
     malformed_framing_is_refused,
     slow_and_stalled_requests_time_out,
@@ -542,6 +544,100 @@ async fn credential_json_is_strictly_checked(db: TestDb) {
     let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &w), ("Content-Type", b"application/json"), ("Content-Length", json.len().to_string().as_bytes())], json)).await;
     refused_with("writer creating an admin", r, &[403], "forbidden");
     assert_eq!(credential_count(&app).await, count, "no credential was created");
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn reencrypt_json_is_strictly_checked_and_never_echoes_ids(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let t = bearer(&app.tokens.reencrypt);
+    let too_many = format!(r#"{{"resident_ids":[{}]}}"#, vec!["\"4930098371\""; 1001].join(","));
+    let huge = format!(r#"{{"resident_ids":["{}"]}}"#, "4".repeat(70 * 1024));
+    // Each body carries the resident ID 4930098371 somewhere a parser might quote it back.
+    let bodies: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("ID as a number", br#"{"resident_ids":[4930098371]}"#.to_vec(), 400),
+        ("ID as an object key", br#"{"resident_ids":[],"4930098371":1}"#.to_vec(), 400),
+        ("IDs as a string", br#"{"resident_ids":"4930098371"}"#.to_vec(), 400),
+        ("IDs as an object", br#"{"resident_ids":{"4930098371":true}}"#.to_vec(), 400),
+        ("ID nested", br#"{"resident_ids":[["4930098371"]]}"#.to_vec(), 400),
+        ("ID that is no ID", br#"{"resident_ids":["4930098371 x"]}"#.to_vec(), 400),
+        ("ID with a control character", br#"{"resident_ids":["4930098371\u0000"]}"#.to_vec(), 400),
+        ("ID as an enum-like value", br#"{"resident_ids":[true,"4930098371"]}"#.to_vec(), 400),
+        ("unknown field", br#"{"resident_ids":["4930098371"],"force":true}"#.to_vec(), 400),
+        ("missing field", br#"{"ids":["4930098371"]}"#.to_vec(), 400),
+        ("broken JSON after the ID", br#"{"resident_ids":["4930098371"]"#.to_vec(), 400),
+        ("bad escape in the ID", br#"{"resident_ids":["4930098371\q"]}"#.to_vec(), 400),
+        ("1001 IDs", too_many.into_bytes(), 400),
+        ("70 KiB", huge.into_bytes(), 413),
+    ];
+    for (what, body, status) in &bodies {
+        let len = body.len().to_string();
+        let r = send(app.addr, &request("POST", b"/v1/ns/rp/reencrypt", &[("Authorization", &t), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())], body)).await;
+        let code = if *status == 413 { "payload_too_large" } else { "bad_request" };
+        let r = refused(what, r, &[*status]).expect("an answer");
+        assert_eq!(r.error_code().as_deref(), Some(code), "{what}");
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(!text.contains("4930098371"), "{what}: the resident ID is echoed: {text}");
+    }
+    // Wrong and duplicated content types; another namespace; another role.
+    let json = br#"{"resident_ids":["4930098371"]}"#;
+    let len = json.len().to_string();
+    for (what, headers, status) in [
+        ("text/plain", vec![("Authorization", &t[..]), ("Content-Type", &b"text/plain"[..])], 400),
+        ("no Content-Type", vec![("Authorization", &t[..])], 400),
+        ("two Content-Type", vec![("Authorization", &t[..]), ("Content-Type", &b"application/json"[..]), ("Content-Type", b"application/json")], 400),
+        ("a writer", vec![("Authorization", &bearer(&app.tokens.writer)[..]), ("Content-Type", &b"application/json"[..])], 403),
+    ] {
+        let mut headers = headers.clone();
+        headers.push(("Content-Length", len.as_bytes()));
+        let r = send(app.addr, &request("POST", b"/v1/ns/rp/reencrypt", &headers, json)).await;
+        refused(what, r, &[status]);
+    }
+    let r = send(app.addr, &request("POST", b"/v1/ns/uin/reencrypt", &[("Authorization", &t), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())], json)).await;
+    refused("another namespace", r, &[403]);
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn audit_query_strings_are_strictly_checked(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let auditor = tokio::task::spawn_blocking({
+        let v = app.vault.clone();
+        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "auditor", &[zkvault::vault::Role::Auditor], &[]).unwrap().token.to_string()
+    })
+    .await
+    .unwrap();
+    let a = bearer(&auditor);
+    let ok = send(app.addr, &request("GET", b"/v1/audit?limit=5", &[("Authorization", &a)], b"")).await;
+    assert_eq!(ok.expect("answered").status, 200);
+    let queries: [&[u8]; 12] = [
+        b"limit=0",
+        b"limit=1001",
+        b"limit=-1",
+        b"limit=abc",
+        b"limit=99999999999999999999999",
+        b"since=yesterday",
+        b"after=1e3",
+        b"limit=1&limit=2",
+        b"limit=%FF",
+        b"limit=%",
+        b"operation=%00",
+        b"since=1&until=%ZZ",
+    ];
+    for q in queries {
+        let path = [&b"/v1/audit?"[..], q].concat();
+        let r = send(app.addr, &request("GET", &path, &[("Authorization", &a)], b"")).await;
+        refused_with(&format!("audit ?{}", String::from_utf8_lossy(q)), r, &[400], "bad_request");
+    }
+    // Unknown parameters and a writer.
+    let r = send(app.addr, &request("GET", b"/v1/audit?resident=4930098371", &[("Authorization", &a)], b"")).await;
+    if let Some(r) = refused("unknown parameter", r, &[400]) {
+        assert!(!String::from_utf8_lossy(&r.body).contains("4930098371"));
+    }
+    let r = send(app.addr, &request("GET", b"/v1/audit", &[("Authorization", &bearer(&app.tokens.writer))], b"")).await;
+    refused_with("a writer reading the audit", r, &[403], "forbidden");
     assert_intact(&app, &before).await;
     app.stop().await;
 }

@@ -1,7 +1,6 @@
 //! Credential administration (role `admin`) and the key overview (role `operator`).
 
-use actix_web::http::header::CONTENT_TYPE;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
@@ -38,13 +37,8 @@ pub async fn create_credential(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<NewCredential>,
-    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin, None)?;
-    // The JSON extractor reads the first Content-Type; a proxy may read the last. Refuse both.
-    if req.headers().get_all(CONTENT_TYPE).nth(1).is_some() {
-        return Err(ApiError::bad_request("more than one Content-Type header"));
-    }
     let body = body.into_inner();
     let roles = body
         .roles
@@ -143,6 +137,13 @@ pub async fn audit(state: web::Data<AppState>, caller: Caller, query: web::Query
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be 1-1000"));
+    }
+    // Filters are compared with stored text: NUL and other control bytes cannot be stored
+    // (PostgreSQL refuses them), so they are bad input, not a backend error.
+    for (name, value) in [("operation", &q.operation), ("credential", &q.credential)] {
+        if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 128 || !v.bytes().all(|b| (0x20..0x7f).contains(&b))) {
+            return Err(ApiError::bad_request(format!("{name} must be 1-128 visible ASCII characters")));
+        }
     }
     let filter = AuditFilter { since: q.since, until: q.until, operation: q.operation, actor: q.credential, after_id: q.after.unwrap_or(0), limit };
     let vault = state.vault.clone();

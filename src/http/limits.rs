@@ -1,4 +1,4 @@
-//! Time limits on request bodies.
+//! Guards on request bodies: time limits, and one `Content-Type` at most.
 //!
 //! actix-web bounds the time to receive a request *head* (`client_request_timeout`), but once the
 //! head is in, nothing bounds the body: a client that sends part of a body and stalls (or drips a
@@ -17,11 +17,14 @@ use std::time::Duration;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{Error, HttpMessage};
 use futures_util::Stream;
 use tokio::time::{sleep, Instant, Sleep};
+
+use super::error::ApiError;
 
 /// Longest silence allowed between two pieces of a request body.
 pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,8 +98,13 @@ pub fn is_timeout(e: &PayloadError) -> bool {
     matches!(e, PayloadError::Io(io) if io.kind() == io::ErrorKind::TimedOut)
 }
 
-/// Middleware: every request body is read through [`Deadlined`].
-pub async fn body_deadline(mut req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+/// Middleware: every request body is read through [`Deadlined`]; a request with more than one
+/// `Content-Type` is refused before any handler runs (extractors read the first, a proxy may
+/// have acted on the last: the body's meaning would be ambiguous).
+pub async fn guard_body(mut req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    if req.headers().get_all(CONTENT_TYPE).nth(1).is_some() {
+        return Err(ApiError::bad_request("more than one Content-Type header").into());
+    }
     let payload = Box::pin(req.take_payload());
     let timed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
         Box::pin(Deadlined::new(payload, BODY_IDLE_TIMEOUT, BODY_DEADLINE));

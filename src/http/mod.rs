@@ -44,7 +44,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .limit(64 * 1024)
         .error_handler(|e, _| json_error(e).into());
     let path = web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("invalid path: {e}")).into());
-    let query = web::QueryConfig::default().error_handler(|e, _| ApiError::bad_request(format!("invalid query: {e}")).into());
+    // The parser's message may quote the offending key or value (an ID pasted into a URL): never echoed.
+    let query = web::QueryConfig::default()
+        .error_handler(|_, _| ApiError::bad_request("invalid query string; /openapi.json lists the parameters").into());
     cfg.app_data(json)
         .app_data(path)
         .app_data(query)
@@ -76,12 +78,31 @@ fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// A JSON body error as the API answers it: 413 over the limit, 408 when the body stalls, else 400.
+///
+/// serde's messages quote the offending value or key (`invalid type: integer `4930098371``), and a
+/// body may carry resident IDs (`POST .../reencrypt`): the answer names only the kind of error and
+/// where it is.
 fn json_error(e: actix_web::error::JsonPayloadError) -> ApiError {
     use actix_web::error::JsonPayloadError as J;
+    use serde_json::error::Category;
     match e {
         J::Overflow { limit } | J::OverflowKnownLength { limit, .. } => ApiError::too_large(limit),
         J::Payload(p) if limits::is_timeout(&p) => ApiError::body_timeout(),
-        e => ApiError::bad_request(format!("invalid JSON body: {e}")),
+        J::ContentType => ApiError::bad_request("Content-Type must be application/json"),
+        J::Deserialize(e) => {
+            let kind = match e.classify() {
+                Category::Syntax => "not valid JSON",
+                Category::Eof => "JSON cut short",
+                Category::Data => "a missing, unknown or mistyped field",
+                Category::Io => "unreadable",
+            };
+            ApiError::bad_request(format!(
+                "invalid JSON body: {kind} at line {} column {}; /openapi.json has the schema",
+                e.line(),
+                e.column()
+            ))
+        }
+        _ => ApiError::bad_request("invalid JSON body: the body could not be read"),
     }
 }
 
@@ -106,7 +127,7 @@ pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(middleware::from_fn(limits::body_deadline))
+            .wrap(middleware::from_fn(limits::guard_body))
             .wrap(middleware::from_fn(telemetry::observe))
             .configure(routes)
     })
