@@ -115,7 +115,7 @@ fn memlock_limit() -> Option<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
         return Some(0);
     }
-    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 /// Whether the effective capability set holds `CAP_IPC_LOCK` (bit 14), from /proc/self/status.

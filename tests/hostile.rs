@@ -52,6 +52,10 @@ async fn start_with_limit(db: TestDb, limit: usize) -> TestApp {
     app
 }
 
+/// Header lists: owned values, and borrowed ones.
+type Headers<'a> = Vec<(&'a str, Vec<u8>)>;
+type RawHeaders<'a> = Vec<(&'a str, &'a [u8])>;
+
 /// Stores the known record and returns the row snapshot to compare against at the end.
 async fn seed(app: &TestApp) -> Vec<String> {
     assert_eq!(app.put("rp", "demographics", ID, ORIGINAL).await.status(), 201);
@@ -79,7 +83,7 @@ async fn assert_serving(app: &TestApp) {
 #[track_caller]
 fn refused(what: &str, reply: Option<Reply>, allowed: &[u16]) -> Option<Reply> {
     assert!(allowed.iter().all(|s| (400..500).contains(s)));
-    let Some(r) = reply else { return None };
+    let r = reply?;
     assert!(
         allowed.contains(&r.status),
         "{what}: got {} (allowed {allowed:?}, or a close)\n{}\n{}",
@@ -187,13 +191,13 @@ async fn duplicated_headers_are_refused(db: TestDb) {
         let r = app.get("rp", "demographics", ID).await;
         r.headers()["etag"].as_bytes().to_vec()
     };
-    let put = |extra: Vec<(&'static str, Vec<u8>)>| {
+    let put = |extra: Headers<'static>| {
         let mut headers: Vec<(&str, Vec<u8>)> = vec![("Authorization", w.clone()), ("Resident-Id", id.to_vec()), ("Content-Length", b"1".to_vec())];
         headers.extend(extra);
         let refs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         request("PUT", RECORD.as_bytes(), &refs, b"x")
     };
-    let cases: Vec<(&str, Vec<(&'static str, Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Headers<'static>)> = vec![
         ("two Content-Type", vec![("Content-Type", b"text/plain".to_vec()), ("Content-Type", b"application/json".to_vec())]),
         ("two If-Match", vec![("If-Match", etag.clone()), ("If-Match", etag.clone())]),
         ("two If-None-Match", vec![("If-None-Match", b"*".to_vec()), ("If-None-Match", b"*".to_vec())]),
@@ -204,7 +208,7 @@ async fn duplicated_headers_are_refused(db: TestDb) {
         refused_with(what, send(app.addr, &put(extra)).await, &[400], "bad_request");
     }
     // Framing headers twice: the parser refuses them before any handler runs (request smuggling).
-    let framing: Vec<(&str, Vec<(&str, &[u8])>, Vec<u8>)> = vec![
+    let framing: Vec<(&str, RawHeaders, Vec<u8>)> = vec![
         ("two different Content-Length", vec![("Content-Length", b"1"), ("Content-Length", b"2")], b"xy".to_vec()),
         ("two equal Content-Length", vec![("Content-Length", b"1"), ("Content-Length", b"1")], b"x".to_vec()),
         ("Content-Length list", vec![("Content-Length", b"1, 1")], b"x".to_vec()),
@@ -376,7 +380,7 @@ async fn non_utf8_and_control_characters_are_refused(db: TestDb) {
         // In each header the API reads; the other headers are valid.
         let quoted = [&b"\""[..], bad, b"\""].concat();
         let token = [&b"Bearer "[..], &app.tokens.writer.as_bytes()[..10], bad, &app.tokens.writer.as_bytes()[10..]].concat();
-        let cases: Vec<(&str, Vec<(&str, &[u8])>, &[u16])> = vec![
+        let cases: Vec<(&str, RawHeaders, &[u16])> = vec![
             ("Resident-Id", vec![("Authorization", &w[..]), ("Resident-Id", bad)], &[400]),
             ("Authorization", vec![("Authorization", &token[..]), ("Resident-Id", id)], &[400, 401]),
             ("Content-Type", vec![("Authorization", &w[..]), ("Resident-Id", id), ("Content-Type", bad)], &[400]),
