@@ -175,6 +175,20 @@ impl Store {
         result
     }
 
+    /// Like [`Store::write`] for a change that affects rows: if it affects none, everything
+    /// rolls back, so no entry claims a change that did not happen, and the answer is `false`.
+    pub(super) fn write_if_any(&self, entry: &AuditEntry, change: impl FnOnce(&mut AnyConnection) -> Result<usize, StorageError>) -> Result<bool, StorageError> {
+        let result = self.write(entry, |c| match change(c)? {
+            0 => Err(StorageError::NotFound),
+            _ => Ok(()),
+        });
+        match result {
+            Ok(()) => Ok(true),
+            Err(StorageError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Appends an entry on its own (an access that changed nothing, a refused request).
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StorageError> {
         self.write(entry, |_| Ok(()))

@@ -36,38 +36,22 @@ impl Store {
     /// Moves a live credential's expiry (credential rotation's overlap window); `Ok(false)` if
     /// it is unknown or revoked.
     pub fn set_credential_expiry(&self, id: &str, expires_at: i64, audit: &AuditEntry) -> Result<bool, StorageError> {
-        self.write(audit, |c| {
-            let n = diesel::update(credentials::table.filter(credentials::id.eq(id)).filter(credentials::revoked_at.is_null()))
+        self.write_if_any(audit, |c| {
+            Ok(diesel::update(credentials::table.filter(credentials::id.eq(id)).filter(credentials::revoked_at.is_null()))
                 .set(credentials::expires_at.eq(Some(expires_at)))
-                .execute(c)?;
-            if n == 0 {
-                return Err(StorageError::NotFound);
-            }
-            Ok(true)
-        })
-        .or_else(|e| match e {
-            StorageError::NotFound => Ok(false),
-            e => Err(e),
+                .execute(c)?)
         })
     }
 
     pub fn revoke_credential(&self, id: &str, at_ms: i64, audit: &AuditEntry) -> Result<bool, StorageError> {
-        self.write(audit, |c| {
-            let n = diesel::update(
+        self.write_if_any(audit, |c| {
+            Ok(diesel::update(
                 credentials::table
                     .filter(credentials::id.eq(id))
                     .filter(credentials::revoked_at.is_null()),
             )
             .set(credentials::revoked_at.eq(Some(at_ms)))
-            .execute(c)?;
-            if n == 0 {
-                return Err(StorageError::NotFound);
-            }
-            Ok(true)
-        })
-        .or_else(|e| match e {
-            StorageError::NotFound => Ok(false),
-            e => Err(e),
+            .execute(c)?)
         })
     }
 }

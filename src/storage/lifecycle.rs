@@ -151,19 +151,10 @@ impl Store {
     /// Overwrites master `(row.namespace, row.version)` only if it is still in `expected_state`:
     /// two operators racing on one transition cannot both win. `Ok(false)` if the state moved.
     pub fn update_master_if(&self, row: &MasterRow, expected_state: &str, audit: &AuditEntry) -> Result<bool, StorageError> {
-        self.write(audit, |c| {
-            let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)).filter(masters::state.eq(expected_state)))
+        self.write_if_any(audit, |c| {
+            Ok(diesel::update(masters::table.find((row.namespace.as_str(), row.version)).filter(masters::state.eq(expected_state)))
                 .set(row)
-                .execute(c)?;
-            // Nothing changed: roll back, so no entry claims a transition that did not happen.
-            if n == 0 {
-                return Err(StorageError::NotFound);
-            }
-            Ok(true)
-        })
-        .or_else(|e| match e {
-            StorageError::NotFound => Ok(false),
-            e => Err(e),
+                .execute(c)?)
         })
     }
 }

@@ -41,23 +41,14 @@ impl Store {
         expected_revision: i64,
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
-        self.write(audit, |c| {
-            let n = diesel::update(
+        self.write_if_any(audit, |c| {
+            Ok(diesel::update(
                 records::table
                     .filter(records::id.eq(&row.id))
                     .filter(records::revision.eq(expected_revision)),
             )
             .set(row)
-            .execute(c)?;
-            // Nothing replaced: roll back, so no entry claims a write that did not happen.
-            if n == 0 {
-                return Err(StorageError::NotFound);
-            }
-            Ok(true)
-        })
-        .or_else(|e| match e {
-            StorageError::NotFound => Ok(false),
-            e => Err(e),
+            .execute(c)?)
         })
     }
 
@@ -69,23 +60,14 @@ impl Store {
         name: &str,
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
-        self.write(audit, |c| {
-            let n = diesel::delete(
+        self.write_if_any(audit, |c| {
+            Ok(diesel::delete(
                 records::table
                     .filter(records::namespace.eq(namespace))
                     .filter(records::blind_index.eq(blind_index))
                     .filter(records::name.eq(name)),
             )
-            .execute(c)?;
-            // Nothing deleted: roll back, so no entry claims a deletion that did not happen.
-            if n == 0 {
-                return Err(StorageError::NotFound);
-            }
-            Ok(true)
-        })
-        .or_else(|e| match e {
-            StorageError::NotFound => Ok(false),
-            e => Err(e),
+            .execute(c)?)
         })
     }
 
