@@ -53,6 +53,29 @@ pub(super) struct ResidentKeys {
 
 const MAX_WRITE_ATTEMPTS: usize = 5;
 
+/// The row storing `sealed` at `ctx`: revision 1, a fresh random ETag, created now.
+pub(super) fn sealed_row(ctx: &RecordContext, sealed: SealedRecord, content_type: &str, plaintext_len: usize) -> Result<RecordRow, VaultError> {
+    let now = now_ms();
+    Ok(RecordRow {
+        id: ctx.record_id.to_vec(),
+        namespace: ctx.namespace.to_owned(),
+        blind_index: ctx.blind_index.as_bytes().to_vec(),
+        name: ctx.record_name.to_owned(),
+        format: sealed.format().into(),
+        master_version: sealed.dek.master_version as i32,
+        dek_nonce: sealed.dek.nonce.to_vec(),
+        wrapped_dek: sealed.dek.wrapped.to_vec(),
+        body_nonce: sealed.body_nonce.to_vec(),
+        body_ciphertext: sealed.body_ciphertext,
+        content_type: content_type.to_owned(),
+        plaintext_len: plaintext_len as i64,
+        revision: 1,
+        etag: hex::encode(zkvault_core::random::array::<8>()?),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
 /// A stored row as the crypto core sees it, with its record UUID. Takes the body ciphertext
 /// out of the row rather than copying it.
 pub(super) fn sealed_of(row: &mut RecordRow) -> Result<(SealedRecord, [u8; 16]), VaultError> {
@@ -127,27 +150,9 @@ impl Vault {
             };
             let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
             let sealed = seal(&rk, version, &ctx, body)?;
-            let now = now_ms();
-            let etag = hex::encode(zkvault_core::random::array::<8>()?);
-            let revision = existing.as_ref().map_or(1, |r| r.revision + 1);
-            let row = RecordRow {
-                id: record_id.to_vec(),
-                namespace: ns.to_owned(),
-                blind_index: keys.blind_index.as_bytes().to_vec(),
-                name: name.to_owned(),
-                format: sealed.format().into(),
-                master_version: version as i32,
-                dek_nonce: sealed.dek.nonce.to_vec(),
-                wrapped_dek: sealed.dek.wrapped.to_vec(),
-                body_nonce: sealed.body_nonce.to_vec(),
-                body_ciphertext: sealed.body_ciphertext,
-                content_type: content_type.to_owned(),
-                plaintext_len: body.len() as i64,
-                revision,
-                etag: etag.clone(),
-                created_at: existing.as_ref().map_or(now, |r| r.created_at),
-                updated_at: now,
-            };
+            let fresh = sealed_row(&ctx, sealed, content_type, body.len())?;
+            let (revision, etag) = (existing.as_ref().map_or(1, |r| r.revision + 1), fresh.etag.clone());
+            let row = RecordRow { revision, created_at: existing.as_ref().map_or(fresh.created_at, |r| r.created_at), ..fresh };
             let written = match &existing {
                 None => match self.store().insert_record(&row, entry) {
                     Ok(()) => true,

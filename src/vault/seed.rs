@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use zkvault_core::{seal, verhoeff, RecordContext, ResidentId};
 
-use super::{now_ms, record_name::valid_record_name, Actor, Vault, VaultError};
+use super::records::sealed_row;
+use super::{record_name::valid_record_name, Actor, Vault, VaultError};
 use crate::storage::RecordRow;
 
 /// Largest index [`seed_uin`] maps to a distinct UIN.
@@ -173,25 +174,7 @@ impl Vault {
                 let record_id = *uuid::Uuid::new_v4().as_bytes();
                 let ctx = RecordContext { namespace: ns, blind_index: &blind_index, record_name: &opts.record_name, record_id: &record_id };
                 let sealed = seal(&rk, version, &ctx, &body)?;
-                let now = now_ms();
-                rows.push(RecordRow {
-                    id: record_id.to_vec(),
-                    namespace: ns.to_owned(),
-                    blind_index: blind_index.as_bytes().to_vec(),
-                    name: opts.record_name.clone(),
-                    format: sealed.format().into(),
-                    master_version: version as i32,
-                    dek_nonce: sealed.dek.nonce.to_vec(),
-                    wrapped_dek: sealed.dek.wrapped.to_vec(),
-                    body_nonce: sealed.body_nonce.to_vec(),
-                    body_ciphertext: sealed.body_ciphertext,
-                    content_type: "application/json".to_owned(),
-                    plaintext_len: body.len() as i64,
-                    revision: 1,
-                    etag: hex::encode(zkvault_core::random::array::<8>()?),
-                    created_at: now,
-                    updated_at: now,
-                });
+                rows.push(sealed_row(&ctx, sealed, "application/json", body.len())?);
             }
             Ok(rows)
         };
