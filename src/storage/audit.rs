@@ -126,7 +126,8 @@ fn append(c: &mut AnyConnection, chain: &str, entry: &AuditEntry) -> Result<(), 
             .values((audit_heads::chain.eq(chain), audit_heads::seq.eq(1i64), audit_heads::hash.eq(vec![0u8; 32])))
             .execute(c)?;
     }
-    let (seq, prev): (i64, Vec<u8>) = audit_heads::table.find(chain).select((audit_heads::seq, audit_heads::hash)).first(c)?;
+    // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
+    let (seq, prev): (i64, Vec<u8>) = audit_heads::table.find(chain).select((audit_heads::seq, audit_heads::hash)).get_result(c)?;
     let prev: [u8; 32] = prev.try_into().map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
     let fields = AuditFields {
         at_ms: entry.at,
