@@ -499,6 +499,22 @@ impl Header {
     }
 }
 
+/// The file's two parsers, exposed for the fuzz targets in `fuzz/` (no keys, no I/O). Not API.
+#[doc(hidden)]
+pub mod untrusted {
+    use super::{parse_table, Argon2Params, Header, KekState, KeystoreError};
+
+    /// Parses a file's header; on success, the Argon2 parameters it carries.
+    pub fn header(bytes: &[u8]) -> Result<Argon2Params, KeystoreError> {
+        Header::parse(bytes).map(|h| h.params)
+    }
+
+    /// Parses a decrypted KEK table; on success, each row's version, state and whether it holds a key.
+    pub fn table(bytes: &[u8]) -> Result<Vec<(u32, KekState, bool)>, KeystoreError> {
+        Ok(parse_table(bytes)?.into_iter().map(|(v, k)| (v, k.state, k.key.is_some())).collect())
+    }
+}
+
 /// Argon2id → 64 bytes: the file key, then the passphrase verifier.
 fn derive(
     passphrase: &str,
