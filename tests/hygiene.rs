@@ -1,5 +1,6 @@
 //! Secrets hygiene: a known resident ID and a known body go through every data endpoint with
-//! trace-level logging captured; neither may appear in a log line, an error body or metrics.
+//! trace-level logging captured; neither they nor the unwrapped keys (index key, derivation
+//! master, resident key) may appear in a log line, a response, metrics or the database files.
 
 mod support;
 
@@ -67,6 +68,21 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
     let r = app.req(Method::GET, &format!("{ns}/records/x"), &app.tokens.writer, Some("bad id HYGIENE")).send().await.unwrap();
     bodies.push_str(&r.text().await.unwrap());
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    // Key material the service holds unwrapped: index key, derivation master, a resident key.
+    let vault = app.vault.clone();
+    let secrets: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || {
+        let ik = vault.keyring().index_key("rp").unwrap();
+        let dm = vault.keyring().master("rp", 1).unwrap();
+        let rk = dm.resident_key("rp", &zkvault_core::ResidentId::parse(ID).unwrap());
+        vec![ik.secret().expose().to_vec(), dm.secret().expose().to_vec(), rk.secret().expose().to_vec()]
+    })
+    .await
+    .unwrap();
+    let db_path = app.db.url().strip_prefix("sqlite://").unwrap().to_owned();
+    let mut db_bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        db_bytes.extend(std::fs::read(format!("{db_path}{suffix}")).unwrap_or_default());
+    }
     app.stop().await;
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
@@ -77,4 +93,13 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
         assert!(!text.contains("HYGIENE"), "invalid resident ID leaked into {what}");
         assert!(!text.contains(BODY), "record body leaked into {what}");
     }
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    assert!(db_bytes.len() > 4096, "the database files were read");
+    for key in &secrets {
+        for (what, hay) in [("logs", logs.as_bytes()), ("responses", bodies.as_bytes()), ("metrics", metrics.as_bytes()), ("database files", &db_bytes[..])] {
+            assert!(!contains(hay, key), "key bytes leaked into {what}");
+            assert!(!contains(hay, hex::encode(key).as_bytes()), "hex key leaked into {what}");
+        }
+    }
+    assert!(!contains(&db_bytes, ID.as_bytes()) && !contains(&db_bytes, BODY.as_bytes()), "ID or body in the database files");
 }
