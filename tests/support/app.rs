@@ -230,13 +230,18 @@ fn issue(vault: &Vault, roles: &[Role], namespaces: &[&str]) -> String {
         .to_string()
 }
 
+/// A direct SQLite connection that waits for the service's writers instead of failing with
+/// "database is locked" (background audit appends may be committing).
+fn sqlite(path: &str) -> diesel::SqliteConnection {
+    let mut c = diesel::SqliteConnection::establish(path).unwrap();
+    c.batch_execute("PRAGMA busy_timeout = 10000").unwrap();
+    c
+}
+
 /// Runs raw SQL against the test database (to tamper with rows as an attacker with database access would).
 pub fn execute_sql(url: &str, sql: &str) {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        diesel::SqliteConnection::establish(path)
-            .unwrap()
-            .batch_execute(sql)
-            .unwrap();
+        sqlite(path).batch_execute(sql).unwrap();
     } else {
         diesel::PgConnection::establish(url)
             .unwrap()
@@ -255,9 +260,7 @@ struct Text {
 pub fn query_strings(url: &str, sql: &str) -> Vec<String> {
     use diesel::RunQueryDsl;
     let rows: Vec<Text> = if let Some(path) = url.strip_prefix("sqlite://") {
-        diesel::sql_query(sql)
-            .load(&mut diesel::SqliteConnection::establish(path).unwrap())
-            .unwrap()
+        diesel::sql_query(sql).load(&mut sqlite(path)).unwrap()
     } else {
         diesel::sql_query(sql)
             .load(&mut diesel::PgConnection::establish(url).unwrap())
