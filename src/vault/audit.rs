@@ -181,15 +181,19 @@ impl Vault {
                     expected_seq += 1;
                 }
             }
-            // The head counts every entry appended: fewer entries means some were deleted from
-            // the end, more means some were inserted past it.
-            if let Some((_, head_seq, _)) = heads.iter().find(|(c, _, _)| c == chain) {
-                if *head_seq < expected_seq - 1 {
-                    first_break = Some(AuditBreak { chain: chain.clone(), seq: head_seq + 1, reason: format!("entries after {head_seq} were appended outside the service: inserted") });
-                    break;
-                }
-                if *head_seq >= expected_seq {
-                    first_break = Some(AuditBreak { chain: chain.clone(), seq: expected_seq, reason: format!("entries {expected_seq}..={head_seq} are missing: deleted from the end") });
+            // The head counts every entry appended (the insert and the head move commit
+            // together). Fewer entries than the head read before the walk: deleted from the end.
+            // More: appended since (the head has moved on too) or inserted (it has not).
+            let last = expected_seq - 1;
+            let head_before = heads.iter().find(|(c, _, _)| c == chain).map_or(0, |h| h.1);
+            if last < head_before {
+                first_break = Some(AuditBreak { chain: chain.clone(), seq: expected_seq, reason: format!("entries {expected_seq}..={head_before} are missing: deleted from the end") });
+                break;
+            }
+            if last > head_before {
+                let head_now = self.store().audit_heads()?.into_iter().find(|(c, _, _)| c == chain).map_or(0, |h| h.1);
+                if last > head_now {
+                    first_break = Some(AuditBreak { chain: chain.clone(), seq: head_now + 1, reason: format!("entries after {head_now} were appended outside the service: inserted") });
                     break;
                 }
             }
