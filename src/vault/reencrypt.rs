@@ -164,6 +164,9 @@ impl Vault {
         let entry = |op: &str, n: usize| actor.entry(op, ns, format!("{n} records"));
         report.moved = self.store().move_records(ns, &rewraps, &entry("record.rewrap", rewraps.len()))?;
         report.rekeyed = self.store().move_records(ns, &rekeys, &entry("record.rekey", rekeys.len()))?;
+        // A move that found its record changed lost a race with a read (lazy move) or a write,
+        // both of which leave the record under the active master.
+        report.already_current += (rewraps.len() - report.moved) + (rekeys.len() - report.rekeyed);
         Ok(report)
     }
 }
