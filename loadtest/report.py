@@ -119,9 +119,20 @@ def markdown(doc):
         f"{', '.join(f'{x:.2f}' for x in m['loadavg_at_start'])} (shared with other builds when above ~0.5). "
         + ("" if doc["scenario"] == "seed" else f"k6 runs on the same machine. Shape: {doc['vus']} VUs, {doc['duration']}."),
         "",
+        ("Server settings: " + ", ".join(f"{k}={v}" for k, v in doc["settings"].items()) + " (defaults unless set).") if doc.get("settings") else "",
+        "",
     ]
     runs = [r for r in doc["runs"] if r.get("ops") is not None]
     if runs:
+        lines += ["| backend | target | round | requests | req/s | p50 ms | p95 ms | p99 ms | failed requests | failed checks | thresholds |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in runs:
+            lines.append("| " + " | ".join([
+                r["backend"], r["target"], fmt(r.get("round")), fmt(r.get("requests")), fmt(r.get("req_per_s"), 0),
+                fmt(r.get("p50_ms"), 2), fmt(r.get("p95_ms"), 2), fmt(r.get("p99_ms"), 2), fmt(r.get("errors")),
+                fmt(r.get("checks_failed")), "pass" if r["k6_exit"] == 0 else f"**crossed** (k6 exit {r['k6_exit']})"]) + " |")
+        lines.append("")
+    if any(r.get("ops") for r in runs):
         lines += ["| backend | target | round | op | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | checks failed | server CPU µs/req | peak RSS MiB | k6 |",
                   "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in runs:
@@ -182,16 +193,24 @@ def markdown(doc):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", required=True)
-    ap.add_argument("--machine", required=True)
-    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--runs")
+    ap.add_argument("--machine")
+    ap.add_argument("--scenario")
     ap.add_argument("--duration", default="")
     ap.add_argument("--vus", default="")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--from-json", help="re-render the Markdown of an existing results JSON")
     a = ap.parse_args()
+    if a.from_json:
+        doc = json.load(open(a.from_json))
+        doc.setdefault("settings", {})
+        with open(a.out + ".md", "w") as f:
+            f.write(markdown(doc) + "\n")
+        return
     runs = [load_run(json.loads(line)) for line in open(a.runs) if line.strip()]
     doc = dict(scenario=a.scenario, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               machine=json.loads(a.machine), duration=a.duration, vus=a.vus, runs=runs, ratios=ratios(runs))
+               machine=json.loads(a.machine), duration=a.duration, vus=a.vus, runs=runs, ratios=ratios(runs),
+               settings={k: os.environ.get(k, d) for k, d in (("ZKVAULT_AUDIT_READS", "true"), ("RUST_LOG", "info"), ("ZKVAULT_DB_MAX_CONNECTIONS", "8"))})
     with open(a.out + ".json", "w") as f:
         json.dump(doc, f, indent=1)
     with open(a.out + ".md", "w") as f:

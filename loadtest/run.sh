@@ -149,7 +149,7 @@ run_k6() {
   cpu0="$(proc_cpu_ticks "$pid")"
   ( while kill -0 "$pid" 2>/dev/null; do
       rss="$(proc_kb "$pid" VmRSS)"; [ "${rss:-0}" -gt "$rss_peak" ] && rss_peak="$rss"
-      echo "$rss_peak" >"$dir/rss_peak.$round"; sleep 0.5
+      echo "$rss_peak" >"$dir/rss_peak.$round.tmp" && mv "$dir/rss_peak.$round.tmp" "$dir/rss_peak.$round"; sleep 0.5
     done ) &
   local sampler=$!
   PIDS+=("$sampler")
@@ -160,16 +160,17 @@ run_k6() {
       ZKV_VUS="$VUS" ZKV_DURATION="$DURATION" \
       "$K6" run --quiet --no-color --summary-export "$dir/summary.$round.json" "loadtest/$scenario.js" \
       >"$dir/k6.$round.log" 2>&1 || rc=$?
-  local cpu1 hwm ticks
+  local cpu1 hwm ticks peak
   cpu1="$(proc_cpu_ticks "$pid")"; hwm="$(proc_kb "$pid" VmHWM)"; ticks="$(getconf CLK_TCK)"
   rss="$(proc_kb "$pid" VmRSS)"
   kill "$sampler" 2>/dev/null || true
+  peak="$(cat "$dir/rss_peak.$round" 2>/dev/null || true)"; peak="${peak:-0}"; [ "${rss:-0}" -gt "$peak" ] && peak="$rss"
   grep -E "✗|level=error" "$dir/k6.$round.log" >&2 || true
   log "$target/$backend: k6 exit $rc"
   printf '{"scenario":"%s","backend":"%s","target":"%s","round":%s,"seeded":%s,"seed":%s,"summary":"%s","k6_exit":%s,"server_cpu_s":%s,"rss_kb":%s,"rss_peak_kb":%s,"rss_hwm_kb":%s}\n' \
     "$scenario" "$backend" "$target" "$round" "$seed" "$seed_json" "$dir/summary.$round.json" "$rc" \
     "$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" 'BEGIN{printf "%.2f", (b-a)/t}')" \
-    "${rss:-0}" "$(cat "$dir/rss_peak.$round" 2>/dev/null || echo 0)" "${hwm:-0}" >>"$WORK/runs.jsonl"
+    "${rss:-0}" "$peak" "${hwm:-0}" >>"$WORK/runs.jsonl"
   [ "$rc" -eq 0 ]
 }
 
