@@ -39,6 +39,21 @@ async fn traffic(app: &TestApp) {
     app.get("rp", "demographics", ID).await;
     app.get("rp", "demographics", "AUDITother1").await;
     app.req(Method::PUT, "/v1/ns/rp/records/demographics", &app.tokens.reader, Some(ID)).body("x").send().await.unwrap();
+    // The refused request's entry is appended in the background: let it land before anyone
+    // tampers with or checkpoints the trail.
+    let v = app.vault.clone();
+    tokio::task::spawn_blocking(move || {
+        let filter = zkvault::storage::AuditFilter { operation: Some("access.writer".into()), limit: 1, ..Default::default() };
+        for _ in 0..200 {
+            if !v.audit_page(&filter).unwrap().is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("the refused request was never recorded");
+    })
+    .await
+    .unwrap();
 }
 
 async fn verify(app: &TestApp) -> zkvault::vault::AuditVerification {
@@ -228,11 +243,18 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
     let app = TestApp::start(db).await;
     traffic(&app).await;
     let v = app.vault.clone();
-    let written = tokio::task::spawn_blocking(move || v.checkpoint_audit().unwrap()).await.unwrap();
-    assert!(written >= 1);
+    let (chain, mut rows) = tokio::task::spawn_blocking(move || {
+        assert!(v.checkpoint_audit().unwrap() >= 1);
+        // A chain whose checkpoint covers entry 2.
+        let checkpoint = v.store().checkpoints().unwrap().into_iter().max_by_key(|c| c.seq).unwrap();
+        assert!(checkpoint.seq >= 2);
+        let rows = v.store().audit_chain_page(&checkpoint.chain, 0, checkpoint.seq).unwrap();
+        (checkpoint.chain, rows)
+    })
+    .await
+    .unwrap();
     // The attacker edits entry 2 and recomputes every later hash and the head: the chain itself
     // is consistent again, only the keystore-MACed checkpoint can tell.
-    let (chain, mut rows) = longest_chain(&app).await;
     rows[1].outcome = "forbidden".into();
     let mut prev = rows[0].hash.clone();
     for row in rows.iter_mut().skip(1) {
