@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use zkvault_core::{KeyKind, WrapContext};
 
-use super::{mirror_keks, now_ms, Actor, Vault, VaultError};
+use super::{mirror_keks, now_ms, Actor, MasterState, Vault, VaultError};
 use crate::keystore::{KekState, Keystore};
 use crate::storage::{IndexKeyRow, MasterRow, Store};
 
@@ -93,7 +93,7 @@ impl Vault {
                 .store()
                 .masters(ns)?
                 .iter()
-                .filter(|m| m.state == "active" || m.state == "decrypt_only")
+                .filter(|m| m.state == MasterState::Active.as_str() || m.state == MasterState::DecryptOnly.as_str())
                 .map(|m| m.version as u32)
                 .collect();
             for version in live {

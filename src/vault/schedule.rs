@@ -6,6 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{now_ms, Actor, MasterState, Vault, VaultError};
+use crate::keystore::KekState;
+use crate::storage::KekRow;
 
 /// Work the scheduler did in one pass.
 #[derive(Debug, Default, Serialize)]
@@ -31,11 +33,16 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Vault {
+    /// The active KEK's metadata (its creation date schedules the next rotation).
+    fn active_kek_row(&self) -> Result<Option<KekRow>, VaultError> {
+        Ok(self.store().keks()?.into_iter().find(|k| k.state == KekState::Active.as_str()))
+    }
+
     /// Rotates, retires and destroys whatever the policy says is due at `now`.
     pub fn run_due_lifecycle(&self, now: i64) -> Result<LifecycleReport, VaultError> {
         let actor = Actor::new("scheduler", "due by key policy");
         let mut report = LifecycleReport::default();
-        if let Some(kek) = self.store().keks()?.into_iter().find(|k| k.state == "active") {
+        if let Some(kek) = self.active_kek_row()? {
             if kek.created_at + ms(self.policy().kek_rotation) <= now {
                 report.kek_rotated = Some(self.rotate_kek(&actor)?.active);
             }
@@ -79,7 +86,7 @@ impl Vault {
                 n += 1;
             }
         };
-        if let Some(kek) = self.store().keks()?.into_iter().find(|k| k.state == "active") {
+        if let Some(kek) = self.active_kek_row()? {
             let v = kek.version;
             every(&mut events, kek.created_at + ms(self.policy().kek_rotation), ms(self.policy().kek_rotation), &|n| {
                 format!("rotate KEK (v{} → v{})", v + n as i32, v + n as i32 + 1)
