@@ -7,6 +7,7 @@ pub mod config;
 pub mod hardening;
 pub mod http;
 pub mod keystore;
+pub mod lockfile;
 pub mod policy;
 pub mod service;
 pub mod storage;

@@ -310,6 +310,52 @@ mod cases {
                 == secret(7)
         );
     }
+
+    /// Two handles on one store, as the service and the CLI (or two instances) hold: each sees
+    /// the other's changes at once, and a change made from a stale view loses nothing.
+    pub fn two_handles_share_changes(b: &impl Backend) {
+        let a = b.create();
+        let c = b.reopen();
+        assert_eq!(a.id(), c.id(), "one store, one identity");
+        assert_eq!(a.create_kek().unwrap(), 1);
+        assert_eq!(c.create_kek().unwrap(), 2, "c sees a's KEK before numbering its own");
+        assert_eq!(a.create_kek().unwrap(), 3, "a sees c's KEK");
+        let expected = vec![info(1, KekState::Retired), info(2, KekState::Retired), info(3, KekState::Active)];
+        assert_eq!(a.list_keks().unwrap(), expected);
+        assert_eq!(c.list_keks().unwrap(), expected);
+        assert_state(c.wrap(2, &dm(1), &secret(1)), 2, KekState::Retired);
+        assert!(c.unwrap(3, &dm(1), &a.wrap(3, &dm(1), &secret(4)).unwrap()).unwrap() == secret(4));
+        c.destroy_kek(1).unwrap();
+        assert_state(a.unwrap(1, &dm(1), &[0; 60]), 1, KekState::Destroyed);
+        // Numbers continue above a floor the caller knows of (versions used in other keystores).
+        assert_eq!(a.create_kek_after(10).unwrap(), 11);
+        assert_eq!(c.create_kek_after(2).unwrap(), 12);
+        assert_eq!(b.reopen().list_keks().unwrap().last(), Some(&info(12, KekState::Active)));
+    }
+
+    /// Two handles creating KEKs at the same time never make two keys under one version.
+    pub fn concurrent_creators_lose_no_kek(b: &impl Backend) {
+        let (a, c) = (Arc::new(b.create()), Arc::new(b.reopen()));
+        let made: Vec<u32> = [a.clone(), c.clone()]
+            .into_iter()
+            .map(|ks| std::thread::spawn(move || (0..4).map(|_| ks.create_kek().unwrap()).collect::<Vec<_>>()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let mut sorted = made.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 8, "duplicate versions handed out: {made:?}");
+        let listed = b.reopen().list_keks().unwrap();
+        assert_eq!(listed.len(), 8, "{listed:?}");
+        assert_eq!(listed.iter().filter(|k| k.state == KekState::Active).count(), 1);
+        for v in made {
+            if listed.iter().any(|k| k.version == v && k.state == KekState::Active) {
+                assert!(a.unwrap(v, &dm(1), &c.wrap(v, &dm(1), &secret(9)).unwrap()).unwrap() == secret(9));
+            }
+        }
+    }
 }
 
 macro_rules! conformance {
@@ -319,7 +365,8 @@ macro_rules! conformance {
 
             conformance!(@cases $backend;
                 create_and_list, round_trip, aad_mismatch, altered_bytes, retired_unwraps_only,
-                destroyed_cannot_unwrap, invalid_transitions, concurrent_use, reopen_sees_same_keys);
+                destroyed_cannot_unwrap, invalid_transitions, concurrent_use, reopen_sees_same_keys,
+                two_handles_share_changes, concurrent_creators_lose_no_kek);
         }
     };
     (@cases $backend:expr; $($case:ident),*) => {
@@ -413,13 +460,18 @@ mod soft_file {
     #[test]
     fn file_is_private_and_writes_leave_no_temp_files() {
         let (b, _) = populated();
-        let mode = std::fs::metadata(b.path()).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let names: Vec<_> = std::fs::read_dir(b.dir.path())
+        let mut names: Vec<_> = std::fs::read_dir(b.dir.path())
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("keystore.zkv")]);
+        names.sort();
+        // The keystore, and the (empty) file whose lock serialises writers across processes.
+        assert_eq!(names, vec!["keystore.zkv", "keystore.zkv.lock"]);
+        for name in names {
+            let mode = std::fs::metadata(b.dir.path().join(&name)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+        assert_eq!(std::fs::metadata(b.dir.path().join("keystore.zkv.lock")).unwrap().len(), 0);
     }
 
     #[test]

@@ -237,8 +237,11 @@ impl Keystore for Failing {
     fn kind(&self) -> &'static str {
         "failing"
     }
-    fn create_kek(&self) -> Result<u32, KeystoreError> {
-        self.inner.create_kek()
+    fn id(&self) -> String {
+        self.inner.id()
+    }
+    fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError> {
+        self.inner.create_kek_after(floor)
     }
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
         self.inner.list_keks()

@@ -48,7 +48,8 @@ pub enum KeystoreError {
     Unavailable(String),
     #[error("KEK version {0} does not exist")]
     UnknownVersion(u32),
-    /// The operation is not allowed in the KEK's current state (e.g. wrapping with a retired KEK).
+    /// The operation is not allowed in the KEK's current state (e.g. wrapping with a retired KEK,
+    /// perhaps retired by another process since this one looked).
     #[error("KEK version {version} is {state:?}; operation not allowed")]
     State { version: u32, state: KekState },
     /// A wrapped key failed authentication: wrong KEK, wrong context, or altered bytes.
@@ -69,9 +70,19 @@ pub trait Keystore: Send + Sync {
     /// Short name for logs and `/v1/keys` ("soft", "pkcs11").
     fn kind(&self) -> &'static str;
 
-    /// Creates KEK version `max + 1` as the active one; the previous active version becomes
-    /// retired. Returns the new version.
-    fn create_kek(&self) -> Result<u32, KeystoreError>;
+    /// Which keystore this is, stable across restarts and paths: `pkcs11:<token label>:<serial>`
+    /// or `soft:<file id>`. Recorded beside every KEK version in the database.
+    fn id(&self) -> String;
+
+    /// Creates a new active KEK numbered above both this keystore's versions and `floor` (the
+    /// highest version the deployment ever used, in any keystore, so numbers are never reused);
+    /// the previous active version becomes retired. Returns the new version.
+    fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError>;
+
+    /// [`Keystore::create_kek_after`] with no floor: the next of this keystore's own versions.
+    fn create_kek(&self) -> Result<u32, KeystoreError> {
+        self.create_kek_after(0)
+    }
 
     /// Every KEK version the keystore knows, in ascending order, destroyed ones included.
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError>;

@@ -101,6 +101,7 @@ pub fn module_context(module: &Path) -> Result<Pkcs11, KeystoreError> {
 pub struct Pkcs11Keystore {
     ctx: Pkcs11,
     slot: Slot,
+    token_label: String,
     /// Kept to log in again after the token dropped our sessions (HSM restart, failover).
     pin: AuthPin,
     /// Holds the login: while it is open, every pooled session is logged in.
@@ -122,6 +123,7 @@ impl Pkcs11Keystore {
         let store = Pkcs11Keystore {
             ctx,
             slot,
+            token_label: config.token_label.clone(),
             pin: AuthPin::from(config.pin.as_str()),
             login: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
@@ -341,14 +343,22 @@ impl Keystore for Pkcs11Keystore {
         "pkcs11"
     }
 
-    fn create_kek(&self) -> Result<u32, KeystoreError> {
+    fn id(&self) -> String {
+        let serial = self
+            .ctx
+            .get_token_info(self.slot)
+            .map(|t| t.serial_number().trim().to_owned())
+            .unwrap_or_default();
+        format!("pkcs11:{}:{serial}", self.token_label)
+    }
+
+    fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError> {
         let _gate = write(&self.gate);
         let keks = self.list()?;
-        let version = keks.last().map_or(Ok(1), |k| {
-            k.version
-                .checked_add(1)
-                .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
-        })?;
+        let highest = keks.last().map_or(0, |k| k.version).max(floor);
+        let version = highest
+            .checked_add(1)
+            .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))?;
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),

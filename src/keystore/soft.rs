@@ -19,14 +19,20 @@
 //!
 //! Writes go to a temporary file in the same directory (mode 0600), are fsynced, renamed over
 //! the old file, and the directory is fsynced, so a crash leaves the old file or the new one.
-//! One process owns the file: two processes writing the same keystore are not coordinated.
+//!
+//! Several processes may share the file (the service and the CLI, two instances on one host).
+//! A change takes an exclusive lock on `<file>.lock`, reloads the file if another process
+//! rewrote it, applies the change and writes it back, so no writer works from a stale table.
+//! Every other operation reloads first when the file changed (a `stat` compares inode, size and
+//! mtime), so a KEK created or retired elsewhere is seen at once.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::time::Duration;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -36,6 +42,10 @@ use zeroize::Zeroizing;
 use zkvault_core::{random, Secret32, WrapContext};
 
 use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
+use crate::lockfile::FileLock;
+
+/// How long a change waits for another process's change to the same file.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 const MAGIC: &[u8; 6] = b"ZKVKS1";
 const FORMAT: u8 = 1;
@@ -143,8 +153,78 @@ struct Sealer {
     file_key: Secret32,
 }
 
+impl Sealer {
+    /// Seals `rows` (version, state, key) under the file key with a fresh nonce.
+    fn seal(&self, rows: &[Row<'_>]) -> Result<Vec<u8>, KeystoreError> {
+        let s = self;
+        let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + 4 + rows.len() * 37 + TAG_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT);
+        for v in [s.params.m_cost_kib, s.params.t_cost, s.params.p_cost] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&s.salt);
+        out.extend_from_slice(&s.verifier);
+        out.extend_from_slice(&nonce);
+        let table = serialize_table(rows);
+        let ciphertext = XChaCha20Poly1305::new(s.file_key.expose().into())
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &table,
+                    aad: &out,
+                },
+            )
+            .map_err(|_| KeystoreError::Corrupt("table too large to seal".into()))?;
+        out.extend_from_slice(&ciphertext);
+        Ok(out)
+    }
+
+    /// Opens the sealed table of a file whose header is `header`.
+    fn unseal(&self, bytes: &[u8], header: &Header) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
+        let plain = Zeroizing::new(
+            XChaCha20Poly1305::new(self.file_key.expose().into())
+                .decrypt(
+                    &XNonce::from(header.nonce),
+                    Payload {
+                        msg: &bytes[HEADER_LEN..],
+                        aad: &bytes[..HEADER_LEN],
+                    },
+                )
+                .map_err(|_| KeystoreError::Corrupt("sealed table failed authentication".into()))?,
+        );
+        parse_table(&plain)
+    }
+
+    /// A stable public name for the file: derived from its random salt, so it survives a move
+    /// or a restart and tells two keystores apart.
+    fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new().chain_update(b"zkvault:soft-keystore-id").chain_update(self.salt).finalize();
+        format!("soft:{}", hex::encode(&digest[..8]))
+    }
+}
+
 struct State {
     keks: BTreeMap<u32, Kek>,
+    /// The file as it was when `keks` was read or written: a different one means another
+    /// process changed it.
+    loaded: Option<FileSig>,
+}
+
+/// What tells one version of the file from another: every write renames a new inode in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileSig {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i64,
+}
+
+fn file_sig(path: &Path) -> Result<FileSig, KeystoreError> {
+    let m = fs::metadata(path).map_err(|e| io_error("stat", path, e))?;
+    Ok(FileSig { dev: m.dev(), ino: m.ino(), len: m.len(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
 }
 
 /// The soft keystore. Holds the unlocked KEKs and the derived file key in zeroizing memory.
@@ -178,44 +258,73 @@ impl SoftKeystore {
             },
             state: RwLock::new(State {
                 keks: BTreeMap::new(),
+                loaded: None,
             }),
         };
         let sealed = store.seal(&[])?;
         write_atomic(path, &sealed, true)?;
+        store.write().loaded = Some(file_sig(path)?);
         Ok(store)
     }
 
     /// Opens an existing keystore file. Never writes: a wrong passphrase or a damaged file
     /// leaves it as it was.
     pub fn open(path: &Path, passphrase: &Zeroizing<String>) -> Result<Self, KeystoreError> {
+        let sig = file_sig(path)?;
         let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
         let header = Header::parse(&bytes)?;
         let (file_key, verifier) = derive(passphrase, &header.salt, header.params)?;
         if !bool::from(verifier.ct_eq(&header.verifier)) {
             return Err(KeystoreError::BadPassphrase);
         }
-        let plain = Zeroizing::new(
-            XChaCha20Poly1305::new(file_key.expose().into())
-                .decrypt(
-                    &XNonce::from(header.nonce),
-                    Payload {
-                        msg: &bytes[HEADER_LEN..],
-                        aad: &bytes[..HEADER_LEN],
-                    },
-                )
-                .map_err(|_| KeystoreError::Corrupt("sealed table failed authentication".into()))?,
-        );
-        let keks = parse_table(&plain)?;
+        let sealer = Sealer {
+            params: header.params,
+            salt: header.salt,
+            verifier,
+            file_key,
+        };
+        let keks = sealer.unseal(&bytes, &header)?;
         Ok(SoftKeystore {
             path: path.to_owned(),
-            sealer: Sealer {
-                params: header.params,
-                salt: header.salt,
-                verifier,
-                file_key,
-            },
-            state: RwLock::new(State { keks }),
+            sealer,
+            state: RwLock::new(State { keks, loaded: Some(sig) }),
         })
+    }
+
+    /// Reloads the table if another process rewrote the file since this one last read or
+    /// wrote it. The file key is kept: a file sealed under another salt or parameters is
+    /// another keystore, and is refused rather than trusted.
+    fn refresh(&self) -> Result<(), KeystoreError> {
+        let sig = file_sig(&self.path)?;
+        if self.read().loaded == Some(sig) {
+            return Ok(());
+        }
+        let mut state = self.write();
+        if state.loaded == Some(sig) {
+            return Ok(()); // another thread reloaded meanwhile
+        }
+        let bytes = fs::read(&self.path).map_err(|e| io_error("read", &self.path, e))?;
+        let header = Header::parse(&bytes)?;
+        let s = &self.sealer;
+        if header.params != s.params || header.salt != s.salt || !bool::from(header.verifier.ct_eq(&s.verifier)) {
+            return Err(KeystoreError::Corrupt("the keystore file was replaced by a different keystore".into()));
+        }
+        state.keks = s.unseal(&bytes, &header)?;
+        // The signature from before the read: if the file changed again meanwhile, the next
+        // call reloads once more.
+        state.loaded = Some(sig);
+        Ok(())
+    }
+
+    /// Runs a change of the table under the cross-process lock, on the file's latest content.
+    fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T, KeystoreError>) -> Result<T, KeystoreError> {
+        let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
+        let _lock = FileLock::acquire(&lock_path, LOCK_WAIT).map_err(|e| KeystoreError::Unavailable(e.to_string()))?;
+        self.refresh()?;
+        let mut state = self.write();
+        let out = f(&mut state)?;
+        state.loaded = Some(file_sig(&self.path)?);
+        Ok(out)
     }
 
     /// The file this keystore lives in.
@@ -230,29 +339,7 @@ impl SoftKeystore {
 
     /// Seals `rows` (version, state, key) under the file key with a fresh nonce.
     fn seal(&self, rows: &[Row<'_>]) -> Result<Vec<u8>, KeystoreError> {
-        let s = &self.sealer;
-        let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + 4 + rows.len() * 37 + TAG_LEN);
-        out.extend_from_slice(MAGIC);
-        out.push(FORMAT);
-        for v in [s.params.m_cost_kib, s.params.t_cost, s.params.p_cost] {
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-        out.extend_from_slice(&s.salt);
-        out.extend_from_slice(&s.verifier);
-        out.extend_from_slice(&nonce);
-        let table = serialize_table(rows);
-        let ciphertext = XChaCha20Poly1305::new(s.file_key.expose().into())
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: &table,
-                    aad: &out,
-                },
-            )
-            .map_err(|_| KeystoreError::Corrupt("table too large to seal".into()))?;
-        out.extend_from_slice(&ciphertext);
-        Ok(out)
+        self.sealer.seal(rows)
     }
 
     /// Persists the table as `edit` changes it, then returns; the caller applies the same
@@ -288,37 +375,43 @@ impl Keystore for SoftKeystore {
         "soft"
     }
 
-    fn create_kek(&self) -> Result<u32, KeystoreError> {
-        let mut state = self.write();
-        let version = state.keks.keys().next_back().map_or(Ok(1), |v| {
-            v.checked_add(1)
-                .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
-        })?;
-        let key = Secret32::random().map_err(rng_error)?;
-        self.persist(&state, |rows| {
-            for row in rows.iter_mut().filter(|r| r.1 == KekState::Active) {
-                row.1 = KekState::Retired;
+    fn id(&self) -> String {
+        self.sealer.id()
+    }
+
+    fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError> {
+        self.change(|state| {
+            let highest = state.keks.keys().next_back().copied().unwrap_or(0).max(floor);
+            let version = highest
+                .checked_add(1)
+                .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))?;
+            let key = Secret32::random().map_err(rng_error)?;
+            self.persist(state, |rows| {
+                for row in rows.iter_mut().filter(|r| r.1 == KekState::Active) {
+                    row.1 = KekState::Retired;
+                }
+                rows.push((version, KekState::Active, Some(&key)));
+            })?;
+            for kek in state
+                .keks
+                .values_mut()
+                .filter(|k| k.state == KekState::Active)
+            {
+                kek.state = KekState::Retired;
             }
-            rows.push((version, KekState::Active, Some(&key)));
-        })?;
-        for kek in state
-            .keks
-            .values_mut()
-            .filter(|k| k.state == KekState::Active)
-        {
-            kek.state = KekState::Retired;
-        }
-        state.keks.insert(
-            version,
-            Kek {
-                state: KekState::Active,
-                key: Some(key),
-            },
-        );
-        Ok(version)
+            state.keks.insert(
+                version,
+                Kek {
+                    state: KekState::Active,
+                    key: Some(key),
+                },
+            );
+            Ok(version)
+        })
     }
 
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
+        self.refresh()?;
         Ok(self
             .read()
             .keks
@@ -336,6 +429,7 @@ impl Keystore for SoftKeystore {
         ctx: &WrapContext,
         secret: &Secret32,
     ) -> Result<Vec<u8>, KeystoreError> {
+        self.refresh()?;
         let state = self.read();
         let key = usable_key(&state, kek_version, false)?;
         let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
@@ -361,6 +455,7 @@ impl Keystore for SoftKeystore {
         ctx: &WrapContext,
         wrapped: &[u8],
     ) -> Result<Secret32, KeystoreError> {
+        self.refresh()?;
         let state = self.read();
         let key = usable_key(&state, kek_version, true)?;
         if wrapped.len() != WRAPPED_LEN {
@@ -384,35 +479,31 @@ impl Keystore for SoftKeystore {
     }
 
     fn retire_kek(&self, version: u32) -> Result<(), KeystoreError> {
-        let mut state = self.write();
-        require_state(&state, version, KekState::Active)?;
-        self.persist(&state, |rows| {
-            set_row(rows, version, KekState::Retired, false)
-        })?;
-        if let Some(k) = state.keks.get_mut(&version) {
-            k.state = KekState::Retired;
-        }
-        Ok(())
+        self.change(|state| {
+            require_state(state, version, KekState::Active)?;
+            self.persist(state, |rows| set_row(rows, version, KekState::Retired, false))?;
+            if let Some(k) = state.keks.get_mut(&version) {
+                k.state = KekState::Retired;
+            }
+            Ok(())
+        })
     }
 
     fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError> {
-        let mut state = self.write();
-        require_state(&state, version, KekState::Retired)?;
-        self.persist(&state, |rows| {
-            set_row(rows, version, KekState::Destroyed, true)
-        })?;
-        if let Some(k) = state.keks.get_mut(&version) {
-            k.state = KekState::Destroyed;
-            k.key = None; // Secret32 zeroizes on drop
-        }
-        Ok(())
+        self.change(|state| {
+            require_state(state, version, KekState::Retired)?;
+            self.persist(state, |rows| set_row(rows, version, KekState::Destroyed, true))?;
+            if let Some(k) = state.keks.get_mut(&version) {
+                k.state = KekState::Destroyed;
+                k.key = None; // Secret32 zeroizes on drop
+            }
+            Ok(())
+        })
     }
 
     fn check(&self) -> Result<(), KeystoreError> {
-        // The KEKs are in memory; the file must still be there for the next write.
-        fs::metadata(&self.path)
-            .map(|_| ())
-            .map_err(|e| io_error("stat", &self.path, e))
+        // The file must still be there, and still be this keystore.
+        self.refresh()
     }
 }
 
