@@ -114,6 +114,7 @@ fn kek_upsert(db: &TestDb) {
         created_at: 10,
         retired_at: None,
         destroyed_at: None,
+        keystore: "soft:test".into(),
     };
     s.upsert_kek(&k1, &audit()).unwrap();
     s.upsert_kek(&KekRow {
@@ -122,6 +123,7 @@ fn kek_upsert(db: &TestDb) {
         created_at: 20,
         retired_at: None,
         destroyed_at: None,
+        keystore: "soft:test".into(),
     }, &audit())
     .unwrap();
     k1.state = "retired".into();

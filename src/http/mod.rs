@@ -21,7 +21,7 @@ pub use ops::ApiDoc;
 pub use records::RESIDENT_ID;
 use telemetry::Metrics;
 
-use crate::vault::Vault;
+use crate::vault::{Vault, SYNC_INTERVAL};
 
 /// Shared by every worker.
 pub struct AppState {
@@ -138,22 +138,31 @@ pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std
     }
     let server = server.listen(listener)?.run();
     let handle = server.handle();
-    spawn_revocation_sync(vault);
+    spawn_cache_sync(vault);
     Ok(RunningServer { addr, handle, server })
 }
 
-/// Every 500 ms, evicts credentials revoked or expired anywhere (any instance, the CLI).
-fn spawn_revocation_sync(vault: Arc<Vault>) {
+/// Keeps this instance's caches no staler than a second behind changes made anywhere (another
+/// instance, the CLI): key rows every 250 ms (cached masters and index keys are dropped when
+/// they changed), revoked or expired credentials every 500 ms.
+fn spawn_cache_sync(vault: Arc<Vault>) {
     let weak = Arc::downgrade(&vault);
     drop(vault);
     std::thread::Builder::new()
-        .name("revocation-sync".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let Some(vault) = weak.upgrade() else { return };
-            if let Err(e) = vault.credentials().sync_revocations() {
-                tracing::warn!(error = %e, "revocation sync failed; retrying");
+        .name("cache-sync".into())
+        .spawn(move || {
+            for tick in 0u64.. {
+                std::thread::sleep(SYNC_INTERVAL);
+                let Some(vault) = weak.upgrade() else { return };
+                if let Err(e) = vault.keyring().sync() {
+                    tracing::warn!(error = %e, "key cache sync failed; retrying");
+                }
+                if tick % 2 == 1 {
+                    if let Err(e) = vault.credentials().sync_revocations() {
+                        tracing::warn!(error = %e, "revocation sync failed; retrying");
+                    }
+                }
             }
         })
-        .expect("spawn revocation sync thread");
+        .expect("spawn cache sync thread");
 }

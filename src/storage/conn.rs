@@ -87,6 +87,13 @@ impl Target {
         }
     }
 
+    pub(crate) fn sqlite_path(&self) -> Option<&str> {
+        match self {
+            Target::Sqlite { path } => Some(path),
+            Target::Postgres { .. } => None,
+        }
+    }
+
     pub(crate) fn is_memory(&self) -> bool {
         matches!(self, Target::Sqlite { path } if path == ":memory:")
     }

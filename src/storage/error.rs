@@ -11,6 +11,10 @@ pub enum StorageError {
     /// A unique constraint rejected the write (the row already exists).
     #[error("conflict: the row already exists")]
     Conflict,
+    /// A record write or move found its master no longer in a state that allows it (rotated,
+    /// compromised or destroyed since the caller looked). Nothing was written; plan again.
+    #[error("the master this change was planned on has changed state")]
+    MasterChanged,
     /// The row to update does not exist.
     #[error("not found")]
     NotFound,

@@ -1,12 +1,16 @@
 //! Writes of the key lifecycle: master rotation, KEK rewrap, record moves, leader election.
 //! Each is one transaction, so a crash leaves either the old state or the new, never a mix.
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::PooledConnection;
 use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
+use crate::lockfile::{FileLock, LockError};
 use super::schema::{index_keys, masters, records};
 use super::{AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store};
 
@@ -14,9 +18,11 @@ use super::{AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageEr
 const LOOKUP_CHUNK: usize = 500;
 
 /// One record moved to another master: its DEK rewrapped, and for a re-key also a new body.
-/// Applied only if the record is still under `from_version` (a concurrent write wins).
+/// Applied only if the record is still at `revision` under `from_version`: a write or another
+/// move since it was planned wins, and the planned bytes are dropped.
 pub struct RecordMove {
     pub id: Vec<u8>,
+    pub revision: i64,
     pub from_version: i32,
     pub to_version: i32,
     pub dek_nonce: Vec<u8>,
@@ -62,23 +68,32 @@ impl Store {
     }
 
     /// Overwrites the given masters and index keys (their new `kek_version` and `wrapped`) in
-    /// one transaction: the commit point of a KEK rotation or keystore migration.
-    pub fn rewrap_keys(&self, masters_rows: &[MasterRow], index_key_rows: &[IndexKeyRow], audit: &AuditEntry) -> Result<(), StorageError> {
+    /// one transaction: the commit point of a KEK rotation or keystore migration. Each pair
+    /// carries the KEK version the row was read under; a row whose state, KEK or material
+    /// changed since (destroyed meanwhile, rewrapped by another rotation) fails the whole
+    /// transaction with `Conflict`, so a destroyed master's material is never written back.
+    pub fn rewrap_keys(&self, masters_rows: &[(MasterRow, i32)], index_key_rows: &[(IndexKeyRow, i32)], audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |c| {
-            for row in masters_rows {
-                let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)))
-                    .set((masters::kek_version.eq(row.kek_version), masters::wrapped.eq(&row.wrapped), masters::updated_at.eq(row.updated_at)))
-                    .execute(c)?;
+            for (row, read_under) in masters_rows {
+                let n = diesel::update(
+                    masters::table
+                        .find((row.namespace.as_str(), row.version))
+                        .filter(masters::state.eq(&row.state))
+                        .filter(masters::kek_version.eq(read_under))
+                        .filter(masters::wrapped.is_not_null()),
+                )
+                .set((masters::kek_version.eq(row.kek_version), masters::wrapped.eq(&row.wrapped), masters::updated_at.eq(row.updated_at)))
+                .execute(c)?;
                 if n == 0 {
-                    return Err(StorageError::NotFound);
+                    return Err(StorageError::Conflict);
                 }
             }
-            for row in index_key_rows {
-                let n = diesel::update(index_keys::table.find(row.namespace.as_str()))
+            for (row, read_under) in index_key_rows {
+                let n = diesel::update(index_keys::table.find(row.namespace.as_str()).filter(index_keys::kek_version.eq(read_under)))
                     .set((index_keys::kek_version.eq(row.kek_version), index_keys::wrapped.eq(&row.wrapped)))
                     .execute(c)?;
                 if n == 0 {
-                    return Err(StorageError::NotFound);
+                    return Err(StorageError::Conflict);
                 }
             }
             Ok(())
@@ -109,18 +124,29 @@ impl Store {
     }
 
     /// Applies record moves in one transaction; returns how many applied (a record written or
-    /// moved concurrently since it was read is skipped, and stays readable where it is).
+    /// moved concurrently since it was planned is skipped, and stays readable where it is).
+    /// `MasterChanged`, with nothing applied, if a move's target is no longer the active master
+    /// or its source no longer live (for a rewrap: also no longer uncompromised).
     pub fn move_records(&self, namespace: &str, moves: &[RecordMove], audit: &AuditEntry) -> Result<usize, StorageError> {
         if moves.is_empty() {
             return Ok(0);
         }
         self.write(audit, |c| {
+            let mut checked = std::collections::BTreeSet::new();
+            for m in moves {
+                if checked.insert((m.from_version, m.to_version, m.new_body.is_some())) {
+                    let from = if m.new_body.is_some() { MasterUse::RekeyFrom } else { MasterUse::RewrapFrom };
+                    require_master(c, namespace, m.from_version, from)?;
+                    require_master(c, namespace, m.to_version, MasterUse::WriteTo)?;
+                }
+            }
             let mut applied = 0;
             for m in moves {
                 let target = records::table
                     .filter(records::id.eq(&m.id))
                     .filter(records::namespace.eq(namespace))
-                    .filter(records::master_version.eq(m.from_version));
+                    .filter(records::master_version.eq(m.from_version))
+                    .filter(records::revision.eq(m.revision));
                 let keys = (records::master_version.eq(m.to_version), records::dek_nonce.eq(&m.dek_nonce), records::wrapped_dek.eq(&m.wrapped_dek));
                 applied += match &m.new_body {
                     None => diesel::update(target).set(keys).execute(c)?,
@@ -148,13 +174,100 @@ impl Store {
 }
 
 impl Store {
-    /// Overwrites master `(row.namespace, row.version)` only if it is still in `expected_state`:
-    /// two operators racing on one transition cannot both win. `Ok(false)` if the state moved.
-    pub fn update_master_if(&self, row: &MasterRow, expected_state: &str, audit: &AuditEntry) -> Result<bool, StorageError> {
+    /// Overwrites master `(row.namespace, row.version)` only if it is still in `expected_state`
+    /// with the compromise mark it was read with: two operators racing on one transition cannot
+    /// both win. `Ok(false)` if the state moved.
+    ///
+    /// On PostgreSQL the transaction first waits for every in-flight record write (`SHARE` on
+    /// `records` conflicts with their row locks), so a write or move that checked this master
+    /// before the change has committed, and one that checks after sees it. SQLite serialises
+    /// write transactions, which gives the same order.
+    pub fn update_master_if(&self, row: &MasterRow, expected_state: &str, expected_compromised: Option<i64>, audit: &AuditEntry) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
-            Ok(diesel::update(masters::table.find((row.namespace.as_str(), row.version)).filter(masters::state.eq(expected_state)))
-                .set(row)
-                .execute(c)?)
+            if let AnyConnection::Pg(pg) = c {
+                pg.batch_execute("LOCK TABLE records IN SHARE MODE")?;
+            }
+            let target = masters::table.find((row.namespace.as_str(), row.version)).filter(masters::state.eq(expected_state));
+            Ok(match expected_compromised {
+                Some(at) => diesel::update(target.filter(masters::compromised_at.eq(at))).set(row).execute(c)?,
+                None => diesel::update(target.filter(masters::compromised_at.is_null())).set(row).execute(c)?,
+            })
         })
+    }
+
+    /// Serialises key changes (KEK rotation, master rotation, keystore migration, KEK
+    /// destruction) across every instance and the CLI until the guard drops: PostgreSQL holds
+    /// an advisory lock, SQLite a lock file beside the database. `Conflict` after `wait`.
+    pub fn key_lock(&self, wait: Duration) -> Result<KeyLock, StorageError> {
+        if let Some(path) = self.target.sqlite_path() {
+            if path == ":memory:" {
+                return Ok(KeyLock::holding(MEMORY_KEY_LOCK.lock().unwrap_or_else(|e| e.into_inner())));
+            }
+            return match FileLock::acquire(Path::new(&format!("{path}.keylock")), wait) {
+                Ok(lock) => Ok(KeyLock::holding(lock)),
+                Err(LockError::Timeout(..)) => Err(StorageError::Conflict),
+                Err(e) => Err(StorageError::Unavailable(e.to_string())),
+            };
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(guard) = self.try_leader_lock(PG_KEY_LOCK)? {
+                return Ok(KeyLock::holding(guard));
+            }
+            if started.elapsed() >= wait {
+                return Err(StorageError::Conflict);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Advisory-lock key of [`Store::key_lock`] on PostgreSQL.
+const PG_KEY_LOCK: i64 = 0x7a6b_7661_756c_7402;
+
+/// An in-memory SQLite database lives in one process: a mutex is its lock.
+static MEMORY_KEY_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held while a key change runs; see [`Store::key_lock`]. Dropping it releases the lock.
+pub struct KeyLock {
+    _held: Box<dyn std::any::Any>,
+}
+
+impl KeyLock {
+    fn holding(guard: impl std::any::Any) -> KeyLock {
+        KeyLock { _held: Box::new(guard) }
+    }
+}
+
+/// What a record write or move needs of a master, checked inside its transaction.
+#[derive(Clone, Copy)]
+pub(super) enum MasterUse {
+    /// New ciphertext goes under it: it must be the active master.
+    WriteTo,
+    /// A DEK is rewrapped away from it: live and not compromised (a compromised master's DEKs
+    /// may be known, so its records must be re-keyed instead).
+    RewrapFrom,
+    /// A record is re-keyed away from it: live.
+    RekeyFrom,
+}
+
+/// `MasterChanged` unless master `(namespace, version)` allows `use_` right now.
+pub(super) fn require_master(c: &mut AnyConnection, namespace: &str, version: i32, use_: MasterUse) -> Result<(), StorageError> {
+    let row: Option<(String, Option<i64>)> = masters::table
+        .find((namespace, version))
+        .select((masters::state, masters::compromised_at))
+        .get_result(c)
+        .optional()?;
+    let live = |s: &str| s == "active" || s == "decrypt_only";
+    let ok = match (&row, use_) {
+        (Some((state, _)), MasterUse::WriteTo) => state == "active",
+        (Some((state, compromised)), MasterUse::RewrapFrom) => live(state) && compromised.is_none(),
+        (Some((state, _)), MasterUse::RekeyFrom) => live(state),
+        (None, _) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::MasterChanged)
     }
 }

@@ -25,7 +25,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
 pub use error::StorageError;
-pub use lifecycle::{LeaderGuard, RecordMove};
+pub use lifecycle::{KeyLock, LeaderGuard, RecordMove};
 pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, RecordMeta, RecordRow};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

@@ -29,6 +29,8 @@ pub struct KekRow {
     pub created_at: i64,
     pub retired_at: Option<i64>,
     pub destroyed_at: Option<i64>,
+    /// The keystore holding this version ([`crate::keystore::Keystore::id`]).
+    pub keystore: String,
 }
 
 /// A derivation master, stored only wrapped under a KEK.
@@ -140,6 +142,8 @@ pub struct RecordKeys {
     pub name: String,
     pub format: i32,
     pub master_version: i32,
+    /// The revision a move is planned from: the move applies only while it is still current.
+    pub revision: i64,
     pub dek_nonce: Vec<u8>,
     pub wrapped_dek: Vec<u8>,
 }

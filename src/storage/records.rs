@@ -3,6 +3,7 @@
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 
+use super::lifecycle::{require_master, MasterUse};
 use super::schema::records;
 use super::{AuditEntry, RecordMeta, RecordRow, StorageError, Store};
 
@@ -26,18 +27,20 @@ impl Store {
             .optional()?)
     }
 
-    /// `Conflict` if `(namespace, blind_index, name)` (or the id) exists.
+    /// `Conflict` if `(namespace, blind_index, name)` (or the id) exists; `MasterChanged` if
+    /// the row's master is no longer the active one (a caller with a stale view of the masters
+    /// must not write under one that is being destroyed).
     pub fn insert_record(&self, row: &RecordRow, audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |c| {
             diesel::insert_into(records::table).values(row).execute(c)?;
-            Ok(())
+            require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)
         })
     }
 
     /// Optimistic replace: overwrites every column but `id` where `id = row.id AND revision =
     /// expected_revision`; `Ok(false)` if nothing matched. The caller carries `created_at`
     /// forward and bumps `revision`. Changing `blind_index`/`name` onto an existing record's
-    /// key is a `Conflict`.
+    /// key is a `Conflict`; `MasterChanged` as for [`Store::insert_record`].
     pub fn replace_record(
         &self,
         row: &RecordRow,
@@ -45,13 +48,17 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
-            Ok(diesel::update(
+            let n = diesel::update(
                 records::table
                     .filter(records::id.eq(&row.id))
                     .filter(records::revision.eq(expected_revision)),
             )
             .set(row)
-            .execute(c)?)
+            .execute(c)?;
+            if n > 0 {
+                require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)?;
+            }
+            Ok(n)
         })
     }
 

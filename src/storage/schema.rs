@@ -9,6 +9,7 @@ diesel::table! {
         created_at -> BigInt,
         retired_at -> Nullable<BigInt>,
         destroyed_at -> Nullable<BigInt>,
+        keystore -> Text,
     }
 }
 

@@ -61,6 +61,7 @@ impl From<StorageError> for VaultError {
             StorageError::Unavailable(m) => VaultError::StorageUnavailable(m),
             StorageError::NotFound => VaultError::NotFound,
             StorageError::Conflict => VaultError::Conflict("concurrent change".into()),
+            StorageError::MasterChanged => VaultError::Conflict("the namespace's masters changed concurrently; retry".into()),
             other => VaultError::Internal(other.to_string()),
         }
     }
@@ -71,6 +72,11 @@ impl From<KeystoreError> for VaultError {
         match e {
             KeystoreError::Unwrap => VaultError::Integrity,
             KeystoreError::Unavailable(m) => VaultError::KeystoreUnavailable(m),
+            // The stored keys name a KEK this keystore does not hold: an instance left on the
+            // old keystore after a migration. Unavailable until it is restarted on the new one.
+            e @ KeystoreError::UnknownVersion(_) => VaultError::KeystoreUnavailable(e.to_string()),
+            // Lost a race with another process's KEK change: retrying sees the new state.
+            e @ KeystoreError::State { .. } => VaultError::Conflict(e.to_string()),
             other => VaultError::Internal(other.to_string()),
         }
     }

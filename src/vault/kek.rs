@@ -4,6 +4,12 @@
 //! is one transaction and the commit point: before it, every master is still wrapped under a
 //! KEK the keystore keeps (a retired KEK still unwraps), so a crash at any step leaves every
 //! record readable, and running the rotation again finishes the job.
+//!
+//! Every key change runs under the store's key lock, so rotations on several instances and
+//! the CLI queue instead of racing (a lost wait is a 409 that created nothing). Each rewrap is
+//! unwrapped once under the new KEK before commit — a faulty token cannot replace a good blob
+//! with one it cannot open — and the commit applies only to rows still as they were read, so a
+//! master destroyed meanwhile stays destroyed.
 
 use std::time::Instant;
 
@@ -12,7 +18,10 @@ use zkvault_core::{KeyKind, WrapContext};
 
 use super::{mirror_keks, now_ms, Actor, MasterState, Vault, VaultError};
 use crate::keystore::{KekState, Keystore};
-use crate::storage::{IndexKeyRow, MasterRow, Store};
+use crate::storage::{IndexKeyRow, MasterRow, StorageError, Store};
+
+/// How often a rotation re-reads and retries after a concurrent change to a master row.
+const REWRAP_ATTEMPTS: usize = 5;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KekRotation {
@@ -24,47 +33,85 @@ pub struct KekRotation {
     pub elapsed_ms: f64,
 }
 
-/// Unwraps every live master and index key with `from` and wraps it under `to`'s KEK `to_kek`.
-/// Nothing is written: the caller commits the rows in one transaction.
-fn rewrap_all(store: &Store, from: &dyn Keystore, to: &dyn Keystore, to_kek: u32) -> Result<(Vec<MasterRow>, Vec<IndexKeyRow>), VaultError> {
+/// Rows rewrapped under a new KEK, each with the KEK version it was read under.
+type Rewrapped = (Vec<(MasterRow, i32)>, Vec<(IndexKeyRow, i32)>);
+
+/// Unwraps `wrapped` with `from`, wraps it under `to`'s KEK `to_kek`, and checks the new blob
+/// opens to the same secret before anything is committed.
+fn rewrap_one(from: &dyn Keystore, to: &dyn Keystore, to_kek: u32, read_under: i32, ctx: &WrapContext, wrapped: &[u8]) -> Result<Vec<u8>, VaultError> {
+    let secret = from.unwrap(read_under as u32, ctx, wrapped)?;
+    let rewrapped = to.wrap(to_kek, ctx, &secret)?;
+    let back = to.unwrap(to_kek, ctx, &rewrapped)?;
+    if back != secret {
+        return Err(VaultError::KeystoreUnavailable("the keystore returned a wrap that does not open to the same key; nothing was committed".into()));
+    }
+    Ok(rewrapped)
+}
+
+/// Every live master and index key rewrapped under `to`'s KEK `to_kek`. Nothing is written:
+/// the caller commits the rows in one transaction.
+fn rewrap_all(store: &Store, from: &dyn Keystore, to: &dyn Keystore, to_kek: u32) -> Result<Rewrapped, VaultError> {
     let now = now_ms();
     let mut masters = Vec::new();
     for row in store.all_masters()? {
-        let Some(wrapped) = &row.wrapped else { continue }; // destroyed: nothing to carry over
+        // Destroyed: nothing to carry over (and material left beside that state is never used).
+        let Some(wrapped) = row.wrapped.as_deref().filter(|_| row.state != MasterState::Destroyed.as_str()) else { continue };
         let ctx = WrapContext::new(&row.namespace, KeyKind::DerivationMaster, row.version as u32);
-        let secret = from.unwrap(row.kek_version as u32, &ctx, wrapped)?;
-        let wrapped = to.wrap(to_kek, &ctx, &secret)?;
-        masters.push(MasterRow { kek_version: to_kek as i32, wrapped: Some(wrapped), updated_at: now, ..row });
+        let wrapped = rewrap_one(from, to, to_kek, row.kek_version, &ctx, wrapped)?;
+        let read_under = row.kek_version;
+        masters.push((MasterRow { kek_version: to_kek as i32, wrapped: Some(wrapped), updated_at: now, ..row }, read_under));
     }
     let mut index_keys = Vec::new();
     for row in store.all_index_keys()? {
         let ctx = WrapContext::new(&row.namespace, KeyKind::IndexKey, 1);
-        let secret = from.unwrap(row.kek_version as u32, &ctx, &row.wrapped)?;
-        let wrapped = to.wrap(to_kek, &ctx, &secret)?;
-        index_keys.push(IndexKeyRow { kek_version: to_kek as i32, wrapped, ..row });
+        let wrapped = rewrap_one(from, to, to_kek, row.kek_version, &ctx, &row.wrapped)?;
+        let read_under = row.kek_version;
+        index_keys.push((IndexKeyRow { kek_version: to_kek as i32, wrapped, ..row }, read_under));
     }
     Ok((masters, index_keys))
 }
 
 impl Vault {
+    /// The highest KEK version the deployment ever recorded, in any keystore.
+    pub(super) fn highest_kek_version(&self) -> Result<u32, VaultError> {
+        Ok(self.store().keks()?.iter().map(|k| k.version as u32).max().unwrap_or(0))
+    }
+
+    /// Rewraps every master and index key under `to`'s KEK `to_kek` and commits, re-reading
+    /// when a row changed meanwhile (a destruction, a compromise mark). Returns the counts.
+    fn rewrap_and_commit(&self, to: &dyn Keystore, to_kek: u32, entry: &crate::storage::AuditEntry) -> Result<(usize, usize), VaultError> {
+        let from = self.keyring().keystore().clone();
+        for _ in 0..REWRAP_ATTEMPTS {
+            let (masters, index_keys) = rewrap_all(self.store(), from.as_ref(), to, to_kek)?;
+            match self.store().rewrap_keys(&masters, &index_keys, entry) {
+                Ok(()) => return Ok((masters.len(), index_keys.len())),
+                Err(StorageError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(VaultError::Conflict("masters kept changing during the rewrap; the new KEK is active, run the rotation again".into()))
+    }
+
     /// A new KEK version in the keystore (the previous one retires: it still unwraps, never
     /// wraps), then every master and index key rewrapped under it in one transaction.
     pub fn rotate_kek(&self, actor: &Actor) -> Result<KekRotation, VaultError> {
         let started = Instant::now();
+        let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore().clone();
         let previous = keystore.active_kek()?;
-        let active = keystore.create_kek()?;
-        let (masters, index_keys) = rewrap_all(self.store(), keystore.as_ref(), keystore.as_ref(), active)?;
-        self.store().rewrap_keys(&masters, &index_keys, &actor.entry("kek.rotate", "", format!("v{active}")))?;
+        let active = keystore.create_kek_after(self.highest_kek_version()?)?;
+        let (masters, index_keys) = self.rewrap_and_commit(keystore.as_ref(), active, &actor.entry("kek.rotate", "", format!("v{active}")))?;
         mirror_keks(self.store(), keystore.as_ref(), actor)?;
+        self.keyring().forget_all();
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(previous, active, masters = masters.len(), elapsed_ms, who = %actor.who, why = %actor.why, "KEK rotated");
-        Ok(KekRotation { previous, active, rewrapped_masters: masters.len(), rewrapped_index_keys: index_keys.len(), elapsed_ms })
+        tracing::info!(previous, active, masters, elapsed_ms, who = %actor.who, why = %actor.why, "KEK rotated");
+        Ok(KekRotation { previous, active, rewrapped_masters: masters, rewrapped_index_keys: index_keys, elapsed_ms })
     }
 
     /// Destroys a retired KEK in the keystore, refused while any master or index key is still
     /// wrapped under it.
     pub fn destroy_kek(&self, version: u32, actor: &Actor) -> Result<(), VaultError> {
+        let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore();
         let in_use = self.store().all_masters()?.iter().any(|m| m.wrapped.is_some() && m.kek_version as u32 == version)
             || self.store().all_index_keys()?.iter().any(|k| k.kek_version as u32 == version);
@@ -103,22 +150,31 @@ impl Vault {
         Ok(rotation)
     }
 
-    /// Moves the deployment to another keystore: a KEK there (created if it has none), every
-    /// master and index key rewrapped under it, committed in one transaction. Records are not
-    /// touched. Afterwards every instance must run with the target keystore's configuration.
+    /// Moves the deployment to another keystore: a new KEK there, numbered above every version
+    /// the deployment used so far, every master and index key rewrapped under it, committed in
+    /// one transaction. Records are not touched. The source's active KEK is then retired (it
+    /// still unwraps, for a roll-back), so an instance left on the old configuration fails to
+    /// wrap instead of diverging. Afterwards every instance must run with the target's
+    /// configuration.
     pub fn migrate_keystore(&self, target: &dyn Keystore, actor: &Actor) -> Result<KekRotation, VaultError> {
         let started = Instant::now();
-        let previous = self.keyring().keystore().active_kek()?;
-        let active = match target.active_kek()? {
-            Some(v) => v,
-            None => target.create_kek()?,
-        };
-        let (masters, index_keys) = rewrap_all(self.store(), self.keyring().keystore().as_ref(), target, active)?;
-        let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.kind()));
-        self.store().rewrap_keys(&masters, &index_keys, &entry)?;
+        let _lock = self.key_lock()?;
+        let source = self.keyring().keystore().clone();
+        if target.id() == source.id() {
+            return Err(VaultError::BadInput("the target keystore is the one in use".into()));
+        }
+        let previous = source.active_kek()?;
+        let floor = self.highest_kek_version()?.max(target.list_keks()?.last().map_or(0, |k| k.version));
+        let active = target.create_kek_after(floor)?;
+        let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.id()));
+        let (masters, index_keys) = self.rewrap_and_commit(target, active, &entry)?;
+        if let Some(v) = previous {
+            source.retire_kek(v)?;
+        }
+        mirror_keks(self.store(), source.as_ref(), actor)?;
         mirror_keks(self.store(), target, actor)?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::warn!(from = self.keyring().keystore().kind(), to = target.kind(), active, who = %actor.who, why = %actor.why, "keystore migrated");
-        Ok(KekRotation { previous, active, rewrapped_masters: masters.len(), rewrapped_index_keys: index_keys.len(), elapsed_ms })
+        tracing::warn!(from = %source.id(), to = %target.id(), active, who = %actor.who, why = %actor.why, "keystore migrated");
+        Ok(KekRotation { previous, active, rewrapped_masters: masters, rewrapped_index_keys: index_keys, elapsed_ms })
     }
 }

@@ -1,19 +1,30 @@
 //! Unwrapped namespace keys, cached so the hot path never calls the keystore.
 //!
 //! Masters and index keys are unwrapped once per cache TTL; an evicted or expired entry drops its
-//! `Arc`, and the last drop zeroizes the key. Master states are cached for one second only, so a
-//! rotation made by another instance is seen within that second.
+//! `Arc`, and the last drop zeroizes the key. Master states are cached for one second at most.
+//!
+//! Any change to a key row — made here, by another instance or by the CLI — empties every cache
+//! within [`SYNC_INTERVAL`]: [`Keyring::sync`] compares a digest of the key rows with the last one
+//! it saw. Entries are keyed by a generation that every emptying bumps, so a load that raced the
+//! emptying lands under a dead generation and is never served. A master whose row says
+//! `destroyed` is never unwrapped, whatever material the row still holds.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache;
+use sha2::{Digest, Sha256};
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, Secret32, WrapContext};
 
 use super::masters::MasterState;
 use super::VaultError;
 use crate::keystore::Keystore;
 use crate::storage::{MasterRow, Store};
+
+/// How often the service runs [`Keyring::sync`]: the bound on how long another instance's key
+/// change can go unseen here.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A master's public metadata, as the data plane needs it.
 #[derive(Debug, Clone)]
@@ -26,9 +37,12 @@ pub struct MasterMeta {
 pub struct Keyring {
     store: Store,
     keystore: Arc<dyn Keystore>,
-    masters: Cache<(String, u32), Arc<DerivationMaster>>,
-    index_keys: Cache<String, Arc<IndexKey>>,
-    states: Cache<String, Arc<Vec<MasterMeta>>>,
+    generation: AtomicU64,
+    masters: Cache<(u64, String, u32), Arc<DerivationMaster>>,
+    index_keys: Cache<(u64, String), Arc<IndexKey>>,
+    states: Cache<(u64, String), Arc<Vec<MasterMeta>>>,
+    /// Digest of the key rows at the last [`Keyring::sync`].
+    seen: Mutex<Option<[u8; 32]>>,
 }
 
 impl Keyring {
@@ -36,9 +50,11 @@ impl Keyring {
         Keyring {
             store,
             keystore,
-            masters: Cache::builder().max_capacity(10_000).time_to_live(ttl).support_invalidation_closures().build(),
+            generation: AtomicU64::new(0),
+            masters: Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
             index_keys: Cache::builder().max_capacity(1_000).time_to_live(ttl).build(),
             states: Cache::builder().max_capacity(1_000).time_to_live(Duration::from_secs(1)).build(),
+            seen: Mutex::new(None),
         }
     }
 
@@ -46,10 +62,14 @@ impl Keyring {
         &self.keystore
     }
 
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
     /// The namespace's masters, oldest first.
     pub fn master_states(&self, ns: &str) -> Result<Arc<Vec<MasterMeta>>, VaultError> {
         self.states
-            .try_get_with(ns.to_owned(), || {
+            .try_get_with((self.generation(), ns.to_owned()), || {
                 let rows = self.store.masters(ns)?;
                 rows.iter().map(meta_of).collect::<Result<Vec<_>, VaultError>>().map(Arc::new)
             })
@@ -68,7 +88,7 @@ impl Keyring {
 
     pub fn index_key(&self, ns: &str) -> Result<Arc<IndexKey>, VaultError> {
         self.index_keys
-            .try_get_with(ns.to_owned(), || {
+            .try_get_with((self.generation(), ns.to_owned()), || {
                 let row = self.store.index_key(ns)?.ok_or(VaultError::NotFound)?;
                 let ctx = WrapContext::new(ns, KeyKind::IndexKey, 1);
                 let secret = self.keystore.unwrap(row.kek_version as u32, &ctx, &row.wrapped)?;
@@ -80,7 +100,7 @@ impl Keyring {
     /// Master `version` of `ns`, unwrapped. A destroyed master answers [`VaultError::Shredded`].
     pub fn master(&self, ns: &str, version: u32) -> Result<Arc<DerivationMaster>, VaultError> {
         self.masters
-            .try_get_with((ns.to_owned(), version), || {
+            .try_get_with((self.generation(), ns.to_owned(), version), || {
                 let row = self
                     .store
                     .masters(ns)?
@@ -92,19 +112,46 @@ impl Keyring {
             .map_err(unshare)
     }
 
-    /// Drops every cached key and state of `ns` (after a rotation, compromise or destruction).
-    pub fn forget(&self, ns: &str) {
-        self.states.invalidate(ns);
-        self.index_keys.invalidate(ns);
-        let ns = ns.to_owned();
-        self.masters.invalidate_entries_if(move |(n, _), _| *n == ns).expect("closure invalidation is enabled");
-    }
-
-    /// Drops every cached key (after a KEK rotation or keystore switch).
+    /// Drops every cached key and state (after any key change here or elsewhere).
     pub fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.states.invalidate_all();
         self.index_keys.invalidate_all();
         self.masters.invalidate_all();
+    }
+
+    /// Empties the caches if any key row (KEK, master, index key) changed since the last call.
+    /// The service calls it every [`SYNC_INTERVAL`].
+    pub fn sync(&self) -> Result<(), VaultError> {
+        let digest = self.key_rows_digest()?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen != Some(digest) {
+            self.forget_all();
+            tracing::debug!("key rows changed: cached keys dropped");
+        }
+        *seen = Some(digest);
+        Ok(())
+    }
+
+    fn key_rows_digest(&self) -> Result<[u8; 32], VaultError> {
+        let mut h = Sha256::new();
+        let field = |h: &mut Sha256, bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        for k in self.store.keks()? {
+            field(&mut h, format!("kek {} {} {}", k.version, k.state, k.keystore).as_bytes());
+        }
+        for m in self.store.all_masters()? {
+            field(&mut h, format!("dm {} {} {} {:?} {} {}", m.namespace, m.version, m.state, m.compromised_at, m.kek_version, m.updated_at).as_bytes());
+            field(&mut h, m.wrapped.as_deref().unwrap_or_default());
+            field(&mut h, &m.salt);
+        }
+        for k in self.store.all_index_keys()? {
+            field(&mut h, format!("ik {} {}", k.namespace, k.kek_version).as_bytes());
+            field(&mut h, &k.wrapped);
+        }
+        Ok(h.finalize().into())
     }
 }
 
@@ -116,8 +163,12 @@ fn meta_of(row: &MasterRow) -> Result<MasterMeta, VaultError> {
     })
 }
 
-/// Unwraps a master row's key with the keystore; a row without material was destroyed.
+/// Unwraps a master row's key with the keystore. A destroyed master — no material, or a
+/// `destroyed` state whatever the row still holds — answers [`VaultError::Shredded`].
 pub fn unwrap_master(keystore: &dyn Keystore, row: &MasterRow) -> Result<Arc<DerivationMaster>, VaultError> {
+    if MasterState::parse(&row.state)? == MasterState::Destroyed {
+        return Err(VaultError::Shredded);
+    }
     let wrapped = row.wrapped.as_deref().ok_or(VaultError::Shredded)?;
     let ctx = WrapContext::new(&row.namespace, KeyKind::DerivationMaster, row.version as u32);
     let secret: Secret32 = keystore.unwrap(row.kek_version as u32, &ctx, wrapped)?;
@@ -133,6 +184,7 @@ fn unshare(e: Arc<VaultError>) -> VaultError {
         VaultError::Integrity => VaultError::Integrity,
         VaultError::StorageUnavailable(m) => VaultError::StorageUnavailable(m.clone()),
         VaultError::KeystoreUnavailable(m) => VaultError::KeystoreUnavailable(m.clone()),
+        VaultError::Conflict(m) => VaultError::Conflict(m.clone()),
         other => VaultError::Internal(other.to_string()),
     }
 }

@@ -65,6 +65,8 @@ impl Vault {
     /// other instances within the one-second state cache).
     pub fn rotate_master(&self, ns: &str, actor: &Actor) -> Result<MasterRotation, VaultError> {
         self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
+        // Under the key lock no KEK rotation can retire the KEK between reading and using it.
+        let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore().clone();
         let kek = keystore.active_kek()?.ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
         for _ in 0..3 {
@@ -86,7 +88,7 @@ impl Vault {
             };
             match self.store().rotate_master(&row, &actor.entry("master.rotate", ns, format!("v{version}"))) {
                 Ok(()) => {
-                    self.keyring().forget(ns);
+                    self.keyring().forget_all();
                     tracing::info!(namespace = ns, previous, active = version, who = %actor.who, why = %actor.why, "derivation master rotated");
                     return Ok(MasterRotation { namespace: ns.to_owned(), previous, active: version });
                 }
@@ -110,11 +112,11 @@ impl Vault {
         let row = self.master_row(ns, version)?;
         if row.compromised_at.is_none() {
             let marked = MasterRow { compromised_at: Some(now_ms()), updated_at: now_ms(), ..row.clone() };
-            if !self.store().update_master_if(&marked, &row.state, &actor.entry("master.compromise", ns, format!("v{version}")))? {
+            if !self.store().update_master_if(&marked, &row.state, None, &actor.entry("master.compromise", ns, format!("v{version}")))? {
                 return Err(conflict(format!("master v{version} changed state concurrently; retry")));
             }
         }
-        self.keyring().forget(ns);
+        self.keyring().forget_all();
         let records_at_risk = self.records_under(ns, version)?;
         tracing::warn!(namespace = ns, version, records_at_risk, who = %actor.who, why = %actor.why, "derivation master marked compromised");
         Ok(CompromiseReport { namespace: ns.to_owned(), version, rotated_to, records_at_risk })
@@ -138,10 +140,10 @@ impl Vault {
         }
         let destroyed = MasterRow { state: MasterState::Destroyed.as_str().to_owned(), wrapped: None, updated_at: now_ms(), ..row.clone() };
         let entry = actor.entry("master.destroy", ns, format!("v{version}")).with_detail(format!("{} shred={shred} shredded_records={remaining}", actor.why));
-        if !self.store().update_master_if(&destroyed, &row.state, &entry)? {
+        if !self.store().update_master_if(&destroyed, &row.state, row.compromised_at, &entry)? {
             return Err(conflict(format!("master v{version} changed state concurrently; retry")));
         }
-        self.keyring().forget(ns);
+        self.keyring().forget_all();
         tracing::warn!(namespace = ns, version, shredded_records = remaining, who = %actor.who, why = %actor.why, "derivation master destroyed");
         Ok(DestroyReport { namespace: ns.to_owned(), version, shredded_records: remaining })
     }
@@ -155,8 +157,8 @@ impl Vault {
             if row.state == MasterState::DecryptOnly.as_str() && empty {
                 let next = MasterRow { state: MasterState::Retired.as_str().to_owned(), updated_at: now_ms(), ..row.clone() };
                 let entry = actor.entry("master.retire", &row.namespace, format!("v{}", row.version));
-                if self.store().update_master_if(&next, &row.state, &entry)? {
-                    self.keyring().forget(&row.namespace);
+                if self.store().update_master_if(&next, &row.state, row.compromised_at, &entry)? {
+                    self.keyring().forget_all();
                     tracing::info!(namespace = %row.namespace, version = row.version, who = %actor.who, why = %actor.why, "derivation master retired");
                     retired.push((row.namespace, row.version as u32));
                 }

@@ -26,7 +26,7 @@ pub use audit::{Actor, AuditBreak, AuditVerification, EntryExt};
 pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
 pub use error::VaultError;
 pub use kek::KekRotation;
-pub use keyring::{Keyring, MasterMeta};
+pub use keyring::{Keyring, MasterMeta, SYNC_INTERVAL};
 pub use lifecycle::{CompromiseReport, DestroyReport, MasterRotation};
 pub use masters::MasterState;
 pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
@@ -66,16 +66,20 @@ impl Vault {
     /// list into the database, checks every stored key unwraps with this keystore, and
     /// gives each policy namespace its DM v1 and index key on first start.
     pub fn open(store: Store, keystore: Arc<dyn Keystore>, policy: Policy, ttls: CacheTtls) -> Result<Vault, VaultError> {
-        let kek = match keystore.active_kek()? {
-            Some(v) => v,
-            None => keystore.create_kek()?,
-        };
         let system = Actor::new("system", "service start");
-        mirror_keks(&store, keystore.as_ref(), &system)?;
-        check_unwrappable(&store, keystore.as_ref())?;
-        for ns in policy.namespaces.keys() {
-            if store.index_key(ns)?.is_none() {
-                init_namespace(&store, keystore.as_ref(), kek, ns, &system)?;
+        {
+            // Instances starting together must not each create a first KEK or namespace keys.
+            let _lock = key_lock(&store)?;
+            let kek = match keystore.active_kek()? {
+                Some(v) => v,
+                None => keystore.create_kek_after(store.keks()?.iter().map(|k| k.version as u32).max().unwrap_or(0))?,
+            };
+            mirror_keks(&store, keystore.as_ref(), &system)?;
+            check_unwrappable(&store, keystore.as_ref())?;
+            for ns in policy.namespaces.keys() {
+                if store.index_key(ns)?.is_none() {
+                    init_namespace(&store, keystore.as_ref(), kek, ns, &system)?;
+                }
             }
         }
         let namespaces: Vec<&str> = policy.namespaces.keys().map(String::as_str).collect();
@@ -112,12 +116,27 @@ impl Vault {
         &self.credentials
     }
 
+    /// Serialises a key change with every other instance and the CLI (see [`Store::key_lock`]).
+    pub(crate) fn key_lock(&self) -> Result<crate::storage::KeyLock, VaultError> {
+        key_lock(&self.store)
+    }
+
     /// Database and keystore both answer (for `/readyz`).
     pub fn check_ready(&self) -> Result<(), VaultError> {
         self.store.ping()?;
         self.keyring.keystore().check()?;
         Ok(())
     }
+}
+
+/// How long a key change waits for another one before answering 409.
+const KEY_LOCK_WAIT: Duration = Duration::from_secs(15);
+
+fn key_lock(store: &Store) -> Result<crate::storage::KeyLock, VaultError> {
+    store.key_lock(KEY_LOCK_WAIT).map_err(|e| match e {
+        crate::storage::StorageError::Conflict => VaultError::Conflict("another key operation is in progress; retry".into()),
+        other => other.into(),
+    })
 }
 
 /// Unwraps every stored master and index key once, so a wrong keystore (or a wrong passphrase
@@ -127,7 +146,7 @@ fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), Vault
         VaultError::Internal(format!("{what} cannot be unwrapped by this {} keystore: wrong keystore for this database?", keystore.kind()))
     };
     for row in store.all_masters()? {
-        if row.wrapped.is_some() {
+        if row.wrapped.is_some() && row.state != MasterState::Destroyed.as_str() {
             keyring::unwrap_master(keystore, &row).map_err(|_| wrong(format!("master {} v{}", row.namespace, row.version)))?;
         }
     }
@@ -138,21 +157,43 @@ fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), Vault
     Ok(())
 }
 
-/// Writes the keystore's KEK versions and states into the `keks` table (for `/v1/keys`).
+/// Writes the keystore's KEK versions and states into the `keks` table (for `/v1/keys`), each
+/// with the keystore that holds it. A version the database already records for another
+/// keystore is never overwritten: it is another key under the same number (e.g. the KEK
+/// `keystore init` made on a migration target, which the deployment never used), so it is
+/// left out with a warning — nothing stored is wrapped under it. While this keystore has an
+/// active KEK, another keystore's version still marked active (the source of a migration) is
+/// marked retired: the deployment has one active KEK.
 fn mirror_keks(store: &Store, keystore: &dyn Keystore, actor: &Actor) -> Result<(), VaultError> {
     let known = store.keks()?;
-    for kek in keystore.list_keks()? {
+    let id = keystore.id();
+    let keks = keystore.list_keks()?;
+    let now = now_ms();
+    for kek in &keks {
         let previous = known.iter().find(|k| k.version as u32 == kek.version);
-        let now = now_ms();
+        if let Some(p) = previous.filter(|p| !p.keystore.is_empty() && p.keystore != id) {
+            tracing::warn!(version = kek.version, keystore = %id, recorded = %p.keystore, "KEK version already used by another keystore of this deployment: not recorded");
+            continue;
+        }
         let row = KekRow {
             version: kek.version as i32,
             state: kek.state.as_str().to_owned(),
             created_at: previous.map_or(now, |p| p.created_at),
             retired_at: previous.and_then(|p| p.retired_at).or((kek.state != KekState::Active).then_some(now)),
             destroyed_at: previous.and_then(|p| p.destroyed_at).or((kek.state == KekState::Destroyed).then_some(now)),
+            keystore: id.clone(),
         };
         if previous != Some(&row) {
-            store.upsert_kek(&row, &actor.entry("kek.state", "", format!("v{} {}", row.version, row.state)))?;
+            store.upsert_kek(&row, &actor.entry("kek.state", "", format!("v{} {} in {id}", row.version, row.state)))?;
+        }
+    }
+    if keks.iter().any(|k| k.state == KekState::Active) {
+        for other in known.iter().filter(|k| k.keystore != id && k.state == KekState::Active.as_str()) {
+            if keks.iter().any(|k| k.version as i32 == other.version) {
+                continue; // a legacy row of this keystore, rewritten above
+            }
+            let row = KekRow { state: KekState::Retired.as_str().to_owned(), retired_at: Some(now), ..other.clone() };
+            store.upsert_kek(&row, &actor.entry("kek.state", "", format!("v{} retired in {}", row.version, row.keystore)))?;
         }
     }
     Ok(())

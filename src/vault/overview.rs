@@ -11,6 +11,8 @@ pub struct KekView {
     pub created_at: i64,
     pub retired_at: Option<i64>,
     pub destroyed_at: Option<i64>,
+    /// The keystore holding this version (`soft:<file id>`, `pkcs11:<token label>:<serial>`).
+    pub keystore: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -33,7 +35,8 @@ pub struct NamespaceView {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyOverview {
-    pub keystore: &'static str,
+    /// The keystore in use, as in [`KekView::keystore`].
+    pub keystore: String,
     pub keks: Vec<KekView>,
     pub namespaces: Vec<NamespaceView>,
 }
@@ -45,7 +48,7 @@ impl Vault {
             .store()
             .keks()?
             .into_iter()
-            .map(|k| KekView { version: k.version, state: k.state, created_at: k.created_at, retired_at: k.retired_at, destroyed_at: k.destroyed_at })
+            .map(|k| KekView { version: k.version, state: k.state, created_at: k.created_at, retired_at: k.retired_at, destroyed_at: k.destroyed_at, keystore: k.keystore })
             .collect();
         let namespaces = self
             .policy()
@@ -69,6 +72,6 @@ impl Vault {
                 Ok(NamespaceView { namespace: ns.clone(), masters })
             })
             .collect::<Result<_, VaultError>>()?;
-        Ok(KeyOverview { keystore: self.keyring().keystore().kind(), keks, namespaces })
+        Ok(KeyOverview { keystore: self.keyring().keystore().id(), keks, namespaces })
     }
 }

@@ -154,12 +154,19 @@ impl Vault {
             let (revision, etag) = (existing.as_ref().map_or(1, |r| r.revision + 1), fresh.etag.clone());
             let row = RecordRow { revision, created_at: existing.as_ref().map_or(fresh.created_at, |r| r.created_at), ..fresh };
             let written = match &existing {
-                None => match self.store().insert_record(&row, entry) {
-                    Ok(()) => true,
-                    Err(StorageError::Conflict) => false, // a concurrent create won; go round again
-                    Err(e) => return Err(e.into()),
-                },
-                Some(old) => self.store().replace_record(&row, old.revision, entry)?,
+                None => self.store().insert_record(&row, entry).map(|()| true),
+                Some(old) => self.store().replace_record(&row, old.revision, entry),
+            };
+            let written = match written {
+                Ok(w) => w,
+                Err(StorageError::Conflict) => false, // a concurrent create won; go round again
+                Err(StorageError::MasterChanged) => {
+                    // Sealed under a master that stopped being active (this instance's view was
+                    // stale): nothing was written; seal again under the current one.
+                    self.keyring().forget_all();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
             };
             if written {
                 return Ok(PutOutcome { created: existing.is_none(), revision, etag, master_version: version });

@@ -12,10 +12,13 @@ use zkvault_core::{rekey, rewrap, DekEnvelope, RecordContext, SealedRecord};
 
 use super::records::{sealed_of, ResidentKeys};
 use super::{Actor, MasterState, Vault, VaultError};
-use crate::storage::{RecordMove, RecordRow};
+use crate::storage::{RecordMove, RecordRow, StorageError};
 
 /// Most resident IDs one bulk call takes.
 pub const MAX_REENCRYPT_IDS: usize = 1000;
+
+/// How often a bulk batch is planned again after the masters changed under it.
+const PLAN_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReencryptReport {
@@ -58,8 +61,9 @@ impl Vault {
         })
     }
 
-    /// The update that moves one record (at `id`, named `name`) to master `active`.
-    fn plan_move(&self, ns: &str, keys: &ResidentKeys, id: &[u8], name: &str, active: u32, how: How) -> Result<RecordMove, VaultError> {
+    /// The update that moves one record (at `id`, named `name`, at `revision`) to master `active`.
+    fn plan_move(&self, ns: &str, keys: &ResidentKeys, at: (&[u8], &str, i64), active: u32, how: How) -> Result<RecordMove, VaultError> {
+        let (id, name, revision) = at;
         let record_id: [u8; 16] = id.try_into().map_err(|_| VaultError::Integrity)?;
         let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
         let from_version = match &how {
@@ -77,6 +81,7 @@ impl Vault {
         };
         Ok(RecordMove {
             id: id.to_vec(),
+            revision,
             from_version: from_version as i32,
             to_version: active as i32,
             dek_nonce: dek.nonce.to_vec(),
@@ -97,11 +102,15 @@ impl Vault {
                 _ => return Ok(()),
             };
             let how = if rekeying { How::Rekey(sealed) } else { How::Rewrap(&sealed.dek) };
-            let mv = self.plan_move(ns, keys, &row.id, &row.name, active, how)?;
+            let mv = self.plan_move(ns, keys, (&row.id, &row.name, row.revision), active, how)?;
             let operation = if rekeying { "record.rekey" } else { "record.rewrap" };
             let mut entry = actor.entry(operation, ns, row.name.clone());
             entry.resident_tag = keys.tag.clone();
-            self.store().move_records(ns, &[mv], &entry)?;
+            match self.store().move_records(ns, &[mv], &entry) {
+                // Planned on a stale view of the masters: nothing moved; a later read moves it.
+                Err(StorageError::MasterChanged) => self.keyring().forget_all(),
+                other => drop(other?),
+            }
             Ok::<_, VaultError>(())
         })();
         if let Err(e) = result {
@@ -119,7 +128,19 @@ impl Vault {
         })
     }
 
+    /// Plans and applies one batch; planned on a view of the masters that changed before it
+    /// committed (nothing applied), it is planned again from the new one.
     fn reencrypt_batch(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+        for _ in 0..PLAN_ATTEMPTS {
+            match self.reencrypt_planned(actor, ns, raw_ids) {
+                Err(VaultError::Conflict(_)) => self.keyring().forget_all(),
+                other => return other,
+            }
+        }
+        Err(VaultError::Conflict("the namespace's masters kept changing during re-encryption; retry".into()))
+    }
+
+    fn reencrypt_planned(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
         if raw_ids.len() > MAX_REENCRYPT_IDS {
             return Err(VaultError::BadInput(format!("at most {MAX_REENCRYPT_IDS} resident IDs per call, got {}", raw_ids.len())));
         }
@@ -150,13 +171,13 @@ impl Vault {
                 Action::Lost => {}
                 Action::Rewrap => {
                     let dek = DekEnvelope::from_stored(row.master_version as u32, &row.dek_nonce, &row.wrapped_dek)?;
-                    rewraps.push(self.plan_move(ns, keys, &row.id, &row.name, active, How::Rewrap(&dek))?);
+                    rewraps.push(self.plan_move(ns, keys, (&row.id, &row.name, row.revision), active, How::Rewrap(&dek))?);
                 }
                 Action::Rekey => {
                     // Re-keying needs the body: fetched for these records only.
                     let Some(mut full) = self.store().record_by_id(&row.id)? else { continue };
                     let (sealed, _) = sealed_of(&mut full)?;
-                    rekeys.push(self.plan_move(ns, keys, &row.id, &row.name, active, How::Rekey(&sealed))?);
+                    rekeys.push(self.plan_move(ns, keys, (&row.id, &row.name, full.revision), active, How::Rekey(&sealed))?);
                 }
             }
         }

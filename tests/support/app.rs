@@ -65,9 +65,14 @@ impl TestApp {
     }
 
     pub async fn start_with_limit(db: TestDb, body_limit: usize) -> TestApp {
+        Self::start_with(db, body_limit, POLICY).await
+    }
+
+    /// The service under another key policy than [`POLICY`].
+    pub async fn start_with(db: TestDb, body_limit: usize, policy: &str) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policy")).unwrap();
-        std::fs::write(dir.path().join("policy/test.toml"), POLICY).unwrap();
+        std::fs::write(dir.path().join("policy/test.toml"), policy).unwrap();
         let url = db.url().to_owned();
         let dir_path = dir.path().to_path_buf();
         let vault = tokio::task::spawn_blocking(move || open_vault(&url, &dir_path))

@@ -1,0 +1,1 @@
+ALTER TABLE keks DROP COLUMN keystore;

@@ -1,0 +1,224 @@
+//! Key changes racing each other and the data plane, on SQLite and PostgreSQL. Each test
+//! reproduces an attack that once lost, corrupted or un-shredded data (issue 9), and shows
+//! it now fails.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use support::app::{query_strings, TestApp};
+use support::db::TestDb;
+use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
+use zkvault::keystore::Keystore;
+use zkvault::vault::{Actor, CacheTtls, Vault, VaultError};
+use zeroize::Zeroizing;
+
+on_both_backends!(
+    kek_rotation_racing_destruction_never_resurrects_a_master,
+    concurrent_kek_and_master_rotations_never_fail_or_leak_keks,
+    moves_racing_writes_never_overwrite_them,
+    keystore_migration_never_reuses_a_kek_version,
+);
+
+const ID: &str = "4930098371";
+
+async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
+    let r = app.req(Method::POST, path, token, None).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn count(app: &TestApp, sql: &str) -> usize {
+    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || query_strings(&url, &sql)).await.unwrap()[0].parse().unwrap()
+}
+
+/// A fresh vault over the same database and keystore file: what a restart sees.
+fn reopen(app: &TestApp) -> Vault {
+    let store = zkvault::storage::Store::open(app.db.url(), 4).unwrap();
+    let keystore = SoftKeystore::open(&app.dir.path().join("keystore.zks"), &Zeroizing::new("test passphrase".to_owned())).unwrap();
+    let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
+    let ttl = Duration::from_secs(60);
+    Vault::open(store, Arc::new(keystore), policy, CacheTtls { masters: ttl, credentials: ttl }).unwrap()
+}
+
+/// `POST /v1/keys/kek/rotate` in a loop beside `destroy?shred=true` of many masters used to
+/// write the destroyed masters' material back (the rotation read them before the destruction
+/// and committed after): "shredded" records then read back in clear, even after a restart.
+async fn kek_rotation_racing_destruction_never_resurrects_a_master(db: TestDb) {
+    const MASTERS: usize = 20;
+    let app = Arc::new(TestApp::start(db).await);
+    // Master v(i+1) protects record r{i}; then one more rotation makes them all decrypt-only.
+    for i in 0..MASTERS {
+        assert!(app.put("rp", &format!("r{i}"), ID, b"{}").await.status().is_success());
+        assert_eq!(post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await.0, StatusCode::OK);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let rotations = tokio::spawn({
+        let (app, stop) = (app.clone(), stop.clone());
+        async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let (status, body) = post(&app, "/v1/keys/kek/rotate", &app.tokens.operator).await;
+                assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "{status} {body}");
+                n += 1;
+            }
+            n
+        }
+    });
+    for v in 1..=MASTERS {
+        let (status, body) = post(&app, &format!("/v1/ns/rp/masters/{v}/destroy?shred=true"), &app.tokens.operator).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["shredded_records"], 1);
+    }
+    stop.store(true, Ordering::SeqCst);
+    println!("{} KEK rotations ran beside the destructions", rotations.await.unwrap());
+
+    let resurrected = count(&app, "SELECT CAST(count(*) AS TEXT) AS v FROM masters WHERE state = 'destroyed' AND wrapped IS NOT NULL").await;
+    assert_eq!(resurrected, 0, "a destroyed master got its material back");
+    for i in 0..MASTERS {
+        assert_eq!(app.get("rp", &format!("r{i}"), ID).await.status(), StatusCode::GONE, "r{i} readable after its master was shredded");
+    }
+    let vault = tokio::task::spawn_blocking({
+        let app = app.clone();
+        move || reopen(&app)
+    })
+    .await
+    .unwrap();
+    for i in 0..MASTERS {
+        let got = vault.get_record(&Actor::new("test", "test"), "rp", ID, &format!("r{i}"));
+        assert!(matches!(got, Err(VaultError::Shredded)), "r{i} readable after a restart");
+    }
+}
+
+/// Two loops of KEK rotations beside two loops of master rotations used to answer hundreds of
+/// 500s ("KEK version N is Retired") and leave a new, unused KEK behind each failure.
+async fn concurrent_kek_and_master_rotations_never_fail_or_leak_keks(db: TestDb) {
+    const EACH: usize = 12;
+    let app = Arc::new(TestApp::start(db).await);
+    assert!(app.put("rp", "demographics", ID, b"{\"v\":1}").await.status().is_success());
+    let keks_before = app.vault.keyring().keystore().list_keks().unwrap().len();
+    let mut tasks = Vec::new();
+    for path in ["/v1/keys/kek/rotate", "/v1/keys/kek/rotate", "/v1/ns/rp/masters/rotate", "/v1/ns/rp/masters/rotate"] {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..EACH {
+                let (status, body) = post(&app, path, &app.tokens.operator).await;
+                assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "{path}: {status} {body}");
+                ok += usize::from(status == StatusCode::OK);
+            }
+            (path, ok)
+        }));
+    }
+    let mut kek_rotations = 0;
+    for t in tasks {
+        let (path, ok) = t.await.unwrap();
+        if path.contains("kek") {
+            kek_rotations += ok;
+        }
+    }
+    let keks = app.vault.keyring().keystore().list_keks().unwrap();
+    assert_eq!(keks.len(), keks_before + kek_rotations, "every KEK in the keystore came from a rotation that answered 200");
+    assert_eq!(keks.iter().filter(|k| k.state == zkvault::keystore::KekState::Active).count(), 1);
+    let stale = count(&app, &format!("SELECT CAST(count(*) AS TEXT) AS v FROM masters WHERE wrapped IS NOT NULL AND kek_version <> {}", keks.last().unwrap().version)).await;
+    assert_eq!(stale, 0, "every master is wrapped under the active KEK");
+    let r = app.get("rp", "demographics", ID).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"{\"v\":1}");
+}
+
+/// A move (lazy re-key on read, or bulk) planned from a record used to overwrite a write that
+/// replaced it meanwhile: a rewrap put the old DEK over the new body (500 `integrity` for ever),
+/// a re-key put the old body back under the new ETag. One writer replaces the record in a loop
+/// while readers and a bulk job re-key it from a compromised master; the last acknowledged
+/// write must be what reads back.
+async fn moves_racing_writes_never_overwrite_them(db: TestDb) {
+    let app = Arc::new(TestApp::start(db).await);
+    for round in 0..3 {
+        assert!(app.put("rp", "demographics", ID, b"{\"w\":-1}").await.status().is_success());
+        // Its master is compromised: every read and bulk pass re-keys it, and each write
+        // seals it under the new master.
+        let active: Value = app.req(Method::GET, "/v1/keys", &app.tokens.operator, None).send().await.unwrap().json().await.unwrap();
+        let v = active["namespaces"].as_array().unwrap().iter().find(|n| n["namespace"] == "rp").unwrap()["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["state"] == "active")
+            .unwrap()["version"]
+            .clone();
+        assert_eq!(post(&app, &format!("/v1/ns/rp/masters/{v}/compromise"), &app.tokens.operator).await.0, StatusCode::OK);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut movers = Vec::new();
+        for k in 0..3 {
+            let (app, stop) = (app.clone(), stop.clone());
+            movers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let status = if k == 0 {
+                        app.req(Method::POST, "/v1/ns/rp/reencrypt", &app.tokens.reencrypt, None)
+                            .json(&serde_json::json!({ "resident_ids": [ID] }))
+                            .send()
+                            .await
+                            .unwrap()
+                            .status()
+                    } else {
+                        app.get("rp", "demographics", ID).await.status()
+                    };
+                    assert!(status == StatusCode::OK || status == StatusCode::CONFLICT, "mover answered {status}");
+                }
+            }));
+        }
+        let mut last = Vec::new();
+        for w in 0..40 {
+            let body = format!("{{\"round\":{round},\"w\":{w}}}").into_bytes();
+            let r = app.put("rp", "demographics", ID, &body).await;
+            if r.status().is_success() {
+                last = body;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        for m in movers {
+            m.await.unwrap();
+        }
+        let r = app.get("rp", "demographics", ID).await;
+        assert_eq!(r.status(), StatusCode::OK, "round {round}: the record no longer opens");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), &last[..], "round {round}: a move overwrote the last acknowledged write");
+    }
+}
+
+/// `keystore migrate` used to number the target's KEK v1, overwriting the row of the source's
+/// long-destroyed v1, and left the source's active KEK `active` for ever.
+async fn keystore_migration_never_reuses_a_kek_version(db: TestDb) {
+    let app = TestApp::start(db).await;
+    assert!(app.put("rp", "demographics", ID, b"{}").await.status().is_success());
+    for _ in 0..3 {
+        assert_eq!(post(&app, "/v1/keys/kek/rotate", &app.tokens.operator).await.0, StatusCode::OK); // v2..v4
+    }
+    let vault = app.vault.clone();
+    let target_path = app.dir.path().join("target.zks");
+    let report = tokio::task::spawn_blocking(move || {
+        vault.destroy_kek(1, &Actor::new("test", "test")).unwrap();
+        // The operator ran `keystore init` on the target first: it has a KEK v1 of its own.
+        let target = SoftKeystore::create(&target_path, &Zeroizing::new("target".into()), SoftKeystoreOptions::for_tests()).unwrap();
+        assert_eq!(target.create_kek().unwrap(), 1);
+        vault.migrate_keystore(&target, &Actor::new("test", "test")).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.active, 5, "numbered above every version the deployment used");
+    let keks: Value = app.req(Method::GET, "/v1/keys", &app.tokens.operator, None).send().await.unwrap().json().await.unwrap();
+    let keks = keks["keks"].as_array().unwrap();
+    let state = |v: i64| keks.iter().find(|k| k["version"] == v).map(|k| (k["state"].as_str().unwrap().to_owned(), k["keystore"].as_str().unwrap().to_owned()));
+    let (s1, ks1) = state(1).unwrap();
+    let (s4, ks4) = state(4).unwrap();
+    let (s5, ks5) = state(5).unwrap();
+    assert_eq!((s1.as_str(), s4.as_str(), s5.as_str()), ("destroyed", "retired", "active"), "{keks:?}");
+    assert_eq!(ks1, ks4);
+    assert_ne!(ks4, ks5, "each version names its keystore");
+    assert!(ks5.starts_with("soft:"));
+    assert_eq!(keks.iter().filter(|k| k["state"] == "active").count(), 1, "one active KEK in the deployment: {keks:?}");
+}
