@@ -69,7 +69,8 @@ enum Command {
         ns: String,
         #[arg(long)]
         ids: PathBuf,
-        /// Progress file: lines already done. Default: `<ids>.checkpoint` (none for stdin).
+        /// Progress file of this job (namespace, target master, ID file); removed when the job
+        /// completes. Default: `<ids>.<ns>.checkpoint` (none for stdin).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         #[arg(long, default_value_t = 1000)]

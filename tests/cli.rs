@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use support::app::POLICY;
 use support::db::TestDb;
 use zeroize::Zeroizing;
@@ -162,33 +163,78 @@ fn with_read_auditing_off_only_successful_reads_go_unrecorded() {
     assert!(!ops.contains(&("record.get".into(), "ok".into())));
 }
 
+fn put_one(vault: &Vault, ns: &str, id: &str) {
+    let write = zkvault::vault::RecordWrite { name: "demographics", content_type: "application/json", body: b"{}", precondition: &zkvault::vault::Precondition::None };
+    vault.put_record(&Actor::new("test", "test"), ns, id, &write).unwrap();
+}
+
+fn reencrypt_report(d: &Deployment, ns: &str, extra: &[&str]) -> (serde_json::Value, String) {
+    let ids = d.path("ids.txt");
+    let out = d.run(&[&["reencrypt", "--ns", ns, "--ids", ids.to_str().unwrap()], extra].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (serde_json::from_str(text(&out.stdout).trim()).unwrap(), text(&out.stderr))
+}
+
 #[test]
 fn bulk_reencryption_resumes_from_its_checkpoint() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault();
     let ids: Vec<String> = (0..50).map(|i| format!("R{i:05}")).collect();
     for id in &ids {
-        vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", id, &zkvault::vault::RecordWrite { name: "demographics", content_type: "application/json", body: b"{}", precondition: &zkvault::vault::Precondition::None }).unwrap();
+        put_one(&vault, "rp", id);
     }
     vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
-    std::fs::write(d.path("ids.txt"), ids.join("\n") + "\n").unwrap();
-    // An earlier run was interrupted after 25 lines, which it had moved.
-    vault.reencrypt(&zkvault::vault::Actor::new("test", "test"), "rp", &ids[..25]).unwrap();
-    std::fs::write(d.path("ids.txt.checkpoint"), "25\n").unwrap();
+    let file = ids.join("\n") + "\n";
+    std::fs::write(d.path("ids.txt"), &file).unwrap();
+    // An earlier run of this very job (namespace rp, to master v2, this file) was interrupted
+    // after 25 lines, which it had moved.
+    vault.reencrypt(&Actor::new("test", "test"), "rp", &ids[..25]).unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(file.as_bytes()));
+    let checkpoint = d.path("ids.txt.rp.checkpoint");
+    std::fs::write(&checkpoint, format!(r#"{{"namespace":"rp","target_master":2,"ids_sha256":"{sha}","lines_done":25}}"#)).unwrap();
 
-    let out = d.run(&["reencrypt", "--ns", "rp", "--ids", d.path("ids.txt").to_str().unwrap(), "--batch", "10"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let (report, stderr) = reencrypt_report(&d, "rp", &["--batch", "10"]);
+    assert!(stderr.contains("resuming after line 25"), "{stderr}");
     assert_eq!(report["moved"], 25, "only the lines after the checkpoint were processed");
-    assert_eq!(std::fs::read_to_string(d.path("ids.txt.checkpoint")).unwrap().trim(), "50");
+    assert!(!checkpoint.exists(), "a finished job removes its checkpoint");
     let counts = vault.store().count_records_by_master().unwrap();
     assert_eq!(counts, vec![("rp".to_string(), 2, 50)], "every listed record is on the new master");
 
-    // Rerunning from scratch is harmless.
-    std::fs::remove_file(d.path("ids.txt.checkpoint")).unwrap();
-    let out = d.run(&["reencrypt", "--ns", "rp", "--ids", d.path("ids.txt").to_str().unwrap()]);
-    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    // Rerunning the finished job is harmless and says so: everything is already current.
+    let (report, _) = reencrypt_report(&d, "rp", &[]);
     assert_eq!((report["moved"].as_u64(), report["already_current"].as_u64()), (Some(0), Some(50)));
+}
+
+/// The KEK-compromise runbook runs one ID file through two namespaces. Before checkpoints were
+/// keyed by job, the second run resumed from the first one's checkpoint and moved nothing.
+#[test]
+fn a_checkpoint_never_applies_to_another_namespace_or_master() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    let ids: Vec<String> = (0..30).map(zkvault::vault::seed_uin).collect();
+    for id in &ids {
+        put_one(&vault, "rp", id);
+        put_one(&vault, "uin", id);
+    }
+    std::fs::write(d.path("ids.txt"), ids.join("\n") + "\n").unwrap();
+    vault.compromise_kek(&Actor::new("test", "test")).unwrap();
+    // An interrupted rp job leaves its checkpoint behind; the uin job must not use it.
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest((ids.join("\n") + "\n").as_bytes()));
+    std::fs::write(d.path("ids.txt.uin.checkpoint"), format!(r#"{{"namespace":"rp","target_master":2,"ids_sha256":"{sha}","lines_done":30}}"#)).unwrap();
+    let (rp, _) = reencrypt_report(&d, "rp", &[]);
+    let (uin, stderr) = reencrypt_report(&d, "uin", &[]);
+    assert_eq!(rp["rekeyed"], 30, "{rp}");
+    assert_eq!(uin["rekeyed"], 30, "every biometrics-like record re-keyed: {uin} {stderr}");
+    assert!(stderr.contains("belongs to another job"), "{stderr}");
+
+    // A checkpoint of the same namespace and file but an older target master (a rotation since)
+    // does not apply either: the records it covered must move again.
+    vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
+    std::fs::write(d.path("ids.txt.rp.checkpoint"), format!(r#"{{"namespace":"rp","target_master":2,"ids_sha256":"{sha}","lines_done":30}}"#)).unwrap();
+    let (rp, _) = reencrypt_report(&d, "rp", &[]);
+    assert_eq!(rp["moved"], 30, "{rp}");
+    let counts = vault.store().count_records_by_master().unwrap();
+    assert_eq!(counts, vec![("rp".to_string(), 3, 30), ("uin".to_string(), 2, 30)]);
 }
 
 #[test]
@@ -213,4 +259,102 @@ fn the_scheduler_applies_the_policy_when_due() {
     assert_eq!(r.kek_rotated, Some(2));
     assert_eq!(r.masters_retired, vec![("rp".to_string(), 2), ("uin".to_string(), 2)], "{r:?}");
     assert_eq!(&*vault.get_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", "a").unwrap().body, b"x");
+}
+
+/// `zkvault serve` of a [`Deployment`] as a child process on a free loopback port.
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Server {
+    fn start(d: &Deployment) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_zkvault"))
+            .arg("--config")
+            .arg(d.path("zkvault.toml"))
+            .arg("serve")
+            .env("ZKVAULT_BIND", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(d.path(&format!("serve-{port}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let mut server = Server { child, url: format!("http://127.0.0.1:{port}") };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("serve exited with {status}: {}", std::fs::read_to_string(d.path(&format!("serve-{port}.log"))).unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("serve did not listen");
+    }
+
+    /// kill -9: no shutdown code runs.
+    fn kill(self) {}
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a CLI command of the deployment, asserting success; its stdout.
+fn cli_ok(d: &Deployment, args: &[&str]) -> String {
+    let out = d.run(args);
+    assert!(out.status.success(), "zkvault {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// The runbooks' key commands run while the service runs. On the soft keystore both processes
+/// used to rewrite the keystore file from their own table with no lock: after `keys rotate-kek`
+/// from the CLI, the service's own KEK rotation answered 500 and a restart refused to start
+/// ("master cannot be unwrapped"): every record lost. And a `keys destroy --shred` from the CLI
+/// left the records readable on the running service for minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_commands_beside_a_running_service_lose_nothing_and_take_effect_within_a_second() {
+    let d = Deployment::new(TestDb::sqlite());
+    let token = cli_ok(&d, &["credentials", "create", "--label", "t", "--role", "writer", "--role", "reader", "--role", "operator"]).trim().to_owned();
+    let server = Server::start(&d);
+    let http = reqwest::Client::new();
+    let record = |name: &str| format!("{}/v1/ns/rp/records/{name}", server.url);
+    let put = |name: &str, body: &'static str| http.put(record(name)).bearer_auth(&token).header("Resident-Id", "R1").body(body).send();
+    assert!(put("old", "{\"a\":1}").await.unwrap().status().is_success());
+
+    cli_ok(&d, &["keys", "rotate-kek"]);
+    let r = http.post(format!("{}/v1/keys/kek/rotate", server.url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the service's KEK rotation after the CLI's: {}", r.text().await.unwrap());
+    cli_ok(&d, &["keys", "rotate-kek"]);
+
+    cli_ok(&d, &["keys", "rotate-master", "--ns", "rp"]);
+    assert!(put("new", "{\"b\":2}").await.unwrap().status().is_success());
+    cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred"]);
+    let shredded_at = std::time::Instant::now();
+    loop {
+        let status = http.get(record("old")).bearer_auth(&token).header("Resident-Id", "R1").send().await.unwrap().status();
+        if status == StatusCode::GONE {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(shredded_at.elapsed() < Duration::from_secs(1), "the service still served a record the CLI shredded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    server.kill();
+    let server = Server::start(&d);
+    let get = |name: &str| http.get(format!("{}/v1/ns/rp/records/{name}", server.url)).bearer_auth(&token).header("Resident-Id", "R1").send();
+    let r = get("new").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "{\"b\":2}");
+    assert_eq!(get("old").await.unwrap().status(), StatusCode::GONE);
+    let keys: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["keys", "list"])).unwrap();
+    let keks = keys["keks"].as_array().unwrap();
+    assert_eq!(keks.iter().map(|k| k["version"].as_i64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3, 4], "{keys}");
+    assert_eq!(keks.iter().filter(|k| k["state"] == "active").count(), 1);
+    server.kill();
 }

@@ -1,49 +1,97 @@
 //! `zkvault reencrypt`: feeds resident IDs from a file (or stdin) to the vault in batches.
 //!
-//! After each batch the number of lines done is written to a checkpoint file (atomically), so
-//! an interrupted run resumes where it stopped; rerunning a finished one is harmless, since
-//! records already under the active master are only counted.
+//! After each batch a checkpoint is written (atomically) naming the job — the namespace, the
+//! master records are being moved to, and a SHA-256 of the ID file — and how many lines are
+//! done, so an interrupted run resumes where it stopped. A checkpoint of another job (another
+//! namespace, a master rotated since, an edited file) never applies, and a finished job removes
+//! its checkpoint: a rerun starts over and counts what was moved as `already_current`.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 use zkvault::vault::{Actor, ReencryptReport, Vault, MAX_REENCRYPT_IDS};
 
-fn read_checkpoint(path: &Path) -> Result<u64> {
+/// Which job a checkpoint belongs to, and how far it got.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    namespace: String,
+    target_master: u32,
+    ids_sha256: String,
+    lines_done: u64,
+}
+
+impl Checkpoint {
+    fn same_job(&self, other: &Checkpoint) -> bool {
+        (&self.namespace, self.target_master, &self.ids_sha256) == (&other.namespace, other.target_master, &other.ids_sha256)
+    }
+}
+
+/// The checkpoint at `path`, if any. One that cannot be read as a checkpoint is reported, not
+/// trusted.
+fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
     match std::fs::read_to_string(path) {
-        Ok(text) => text.trim().parse().with_context(|| format!("checkpoint {} is not a line count", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(c) => Ok(Some(c)),
+            Err(_) => {
+                eprintln!("ignoring {}: not a checkpoint of this version", path.display());
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read checkpoint {}", path.display())),
     }
 }
 
-fn write_checkpoint(path: &Path, lines_done: u64) -> Result<()> {
+fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    writeln!(f, "{lines_done}")?;
+    writeln!(f, "{}", serde_json::to_string(checkpoint)?)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
 }
 
+/// Line count and SHA-256 of the ID file.
+fn fingerprint(ids: &Path) -> Result<(u64, String)> {
+    let mut file = BufReader::new(File::open(ids).with_context(|| format!("cannot open {}", ids.display()))?);
+    let (mut hash, mut lines) = (Sha256::new(), 0u64);
+    let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
+    loop {
+        let n = file.read(&mut buf).with_context(|| format!("reading {}", ids.display()))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    Ok((lines, hex::encode(hash.finalize())))
+}
+
 pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Option<PathBuf>, batch: usize) -> Result<()> {
     let batch = batch.clamp(1, MAX_REENCRYPT_IDS);
     let stdin = ids == Path::new("-");
-    let checkpoint = checkpoint.or_else(|| (!stdin).then(|| PathBuf::from(format!("{}.checkpoint", ids.display()))));
-    let skip = match &checkpoint {
-        Some(path) => read_checkpoint(path)?,
-        None => 0,
-    };
-    let (reader, total): (Box<dyn BufRead>, Option<u64>) = if stdin {
-        (Box::new(BufReader::new(std::io::stdin())), None)
+    let checkpoint = checkpoint.or_else(|| (!stdin).then(|| PathBuf::from(format!("{}.{ns}.checkpoint", ids.display()))));
+    let target_master = vault.keyring().active_version(ns)?;
+    let (total, ids_sha256) = if stdin { (None, String::new()) } else { fingerprint(ids).map(|(n, h)| (Some(n), h))? };
+    let mut progress = Checkpoint { namespace: ns.to_owned(), target_master, ids_sha256, lines_done: 0 };
+    if let Some(path) = &checkpoint {
+        match read_checkpoint(path)? {
+            Some(saved) if saved.same_job(&progress) => progress.lines_done = saved.lines_done,
+            Some(_) => eprintln!("ignoring {}: it belongs to another job (namespace, target master or ID file differ)", path.display()),
+            None => {}
+        }
+    }
+    let skip = progress.lines_done;
+    let reader: Box<dyn BufRead> = if stdin {
+        Box::new(BufReader::new(std::io::stdin()))
     } else {
-        let file = File::open(ids).with_context(|| format!("cannot open {}", ids.display()))?;
-        let total = BufReader::new(File::open(ids)?).lines().count() as u64;
-        (Box::new(BufReader::new(file)), Some(total))
+        Box::new(BufReader::new(File::open(ids).with_context(|| format!("cannot open {}", ids.display()))?))
     };
 
     let bar = match total {
@@ -83,15 +131,19 @@ pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Optio
             total_report.not_found += r.not_found;
             pending.clear();
         }
-        if let Some(path) = &checkpoint {
-            write_checkpoint(path, lines_done)?;
-        }
         bar.set_position(lines_done);
         if finished {
             break;
         }
+        if let Some(path) = &checkpoint {
+            progress.lines_done = lines_done;
+            write_checkpoint(path, &progress)?;
+        }
     }
     bar.finish();
+    if let Some(path) = checkpoint.as_deref().filter(|p| p.exists()) {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove finished checkpoint {}", path.display()))?;
+    }
     println!("{}", serde_json::to_string(&total_report)?);
     Ok(())
 }
