@@ -1,0 +1,64 @@
+//! Known-answer tests for the Verhoeff digit, from an independent implementation: a table copied
+//! between our own Rust and JavaScript agrees with itself, not with MOSIP.
+//!
+//! The file is `$ZKVAULT_VERHOEFF_VECTORS` (a relative path is taken from the repository root),
+//! or the in-repo `tests/vectors/verhoeff.json`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use zkvault_core::verhoeff::{check_digit, validate};
+
+#[derive(Deserialize)]
+struct Vectors {
+    valid: Vec<String>,
+    invalid: Vec<String>,
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn vectors_path() -> PathBuf {
+    match std::env::var_os("ZKVAULT_VERHOEFF_VECTORS") {
+        Some(p) => repo_root().join(p), // an absolute path replaces the root
+        None => repo_root().join("tests/vectors/verhoeff.json"),
+    }
+}
+
+fn vectors() -> Vectors {
+    let path = vectors_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let v: Vectors = serde_json::from_str(&text).expect("verhoeff vectors have {valid, invalid}");
+    assert!(!v.valid.is_empty() && !v.invalid.is_empty(), "{} has an empty section", path.display());
+    v
+}
+
+#[test]
+fn every_vector_validates_or_is_refused() {
+    let v = vectors();
+    // Collect every miss so a wrong table reports how wrong it is, not just the first case.
+    let refused: Vec<_> = v.valid.iter().filter(|s| !validate(s)).collect();
+    let wrong_digit: Vec<_> = v
+        .valid
+        .iter()
+        .filter(|s| {
+            let (payload, last) = s.split_at(s.len() - 1);
+            check_digit(payload).map(|d| d.to_string()) != Some(last.to_owned())
+        })
+        .collect();
+    let accepted: Vec<_> = v.invalid.iter().filter(|s| validate(s)).collect();
+    assert!(
+        refused.is_empty() && wrong_digit.is_empty() && accepted.is_empty(),
+        "valid refused {}/{}, wrong check digit {}/{}, invalid accepted {}/{}; first: {:?} {:?} {:?}",
+        refused.len(),
+        v.valid.len(),
+        wrong_digit.len(),
+        v.valid.len(),
+        accepted.len(),
+        v.invalid.len(),
+        refused.first(),
+        wrong_digit.first(),
+        accepted.first(),
+    );
+}
