@@ -2,9 +2,12 @@
 //! between our own Rust and JavaScript agrees with itself, not with MOSIP.
 //!
 //! The file is `$ZKVAULT_VERHOEFF_VECTORS` (a relative path is taken from the repository root),
-//! or the in-repo `tests/vectors/verhoeff.json`.
+//! or the in-repo `tests/vectors/verhoeff.json`. The JavaScript copy used by the load tests
+//! (`loadtest/lib/verhoeff.js`) is checked against the same file through `node`.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::Command;
 
 use serde::Deserialize;
 use zkvault_core::verhoeff::{check_digit, validate};
@@ -60,5 +63,28 @@ fn every_vector_validates_or_is_refused() {
         refused.first(),
         wrong_digit.first(),
         accepted.first(),
+    );
+}
+
+/// The load-test library must agree too. Without node this skips loudly, except under CI=true.
+#[test]
+fn javascript_copy_agrees_through_node() {
+    let script = repo_root().join("loadtest/lib/verhoeff.test.mjs");
+    let out = match Command::new("node").arg(&script).arg(vectors_path()).output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but node is not installed");
+            // Straight to stderr, not eprintln!: libtest would swallow that for a passing test.
+            let _ = writeln!(std::io::stderr(), "SKIPPED javascript_copy_agrees_through_node: node is not installed");
+            return;
+        }
+        Err(e) => panic!("cannot run node: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "node {} failed:\n{}{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
