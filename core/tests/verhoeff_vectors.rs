@@ -88,3 +88,14 @@ fn javascript_copy_agrees_through_node() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The README's example resident ID must pass the `biometrics` namespace's Verhoeff check too.
+#[test]
+fn readme_example_ids_are_verhoeff_valid() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let ids: Vec<_> = readme.split("Resident-Id: ").skip(1).map(|s| s.split('"').next().unwrap()).collect();
+    assert!(!ids.is_empty(), "README.md has no Resident-Id example");
+    for id in ids {
+        assert!(validate(id), "README example Resident-Id {id} fails Verhoeff");
+    }
+}
