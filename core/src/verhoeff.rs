@@ -12,16 +12,24 @@ const D: [[u8; 10]; 10] = [
     [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
     [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
 ];
-const P: [[u8; 10]; 8] = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-    [9, 4, 5, 3, 1, 2, 8, 7, 6, 0],
-    [4, 2, 8, 6, 5, 7, 0, 3, 9, 1],
-    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
-    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-];
+/// Row 1 of the permutation table. The other rows are generated, p(i+1)[j] = p(i)[p(1)[j]], not
+/// typed: a typed copy once had rows 4 and 5 wrong and agreed only with itself.
+const P1: [u8; 10] = [1, 5, 7, 6, 2, 8, 3, 0, 9, 4];
+const P: [[u8; 10]; 8] = permutations();
+
+const fn permutations() -> [[u8; 10]; 8] {
+    let mut p = [[0u8; 10]; 8];
+    let mut i = 0;
+    while i < 8 {
+        let mut j = 0;
+        while j < 10 {
+            p[i][j] = if i == 0 { j as u8 } else { p[i - 1][P1[j] as usize] };
+            j += 1;
+        }
+        i += 1;
+    }
+    p
+}
 const INV: [u8; 10] = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9];
 
 fn digits(s: &str) -> Option<Vec<u8>> {
@@ -61,6 +69,17 @@ mod tests {
         // Found by fuzz/resident_id: an empty payload had a "check digit" that never validates.
         assert_eq!(check_digit(""), None);
         assert!(!validate("0"));
+    }
+
+    #[test]
+    fn permutation_table_is_the_standard_one() {
+        // The standard rows 4 and 5, as published: the ones a typed copy once got wrong.
+        assert_eq!(P[4], [9, 4, 5, 3, 1, 2, 6, 8, 7, 0]);
+        assert_eq!(P[5], [4, 2, 8, 6, 5, 7, 3, 9, 0, 1]);
+        // p(1) has order 8, which is why positions index the table `% 8`.
+        assert_eq!(P[7].map(|d| P1[d as usize]), P[0]);
+        // INV[c] is c's inverse in D5.
+        assert!((0..10).all(|c| D[c][INV[c] as usize] == 0));
     }
 
     #[test]

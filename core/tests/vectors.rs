@@ -1,8 +1,10 @@
 //! Known-answer tests: every case of the vectors file reproduces, byte for byte.
 //!
-//! The file is `$ZKVAULT_VECTORS`, or `../shared/vectors/v1.json` beside the repository. A
-//! relative `ZKVAULT_VECTORS` is taken from the repository root, so another file of the same
-//! shape is checked the same way: nothing below is hard-coded.
+//! The file is `$ZKVAULT_VECTORS`, or the repository's own copy `tests/vectors/v1.json` (so a
+//! clone stands alone). A relative `ZKVAULT_VECTORS` is taken from the repository root, so
+//! another file of the same shape is checked the same way: nothing below is hard-coded.
+//! When the shared contract `../shared/vectors/` sits beside the repository, the in-repo copies
+//! must be byte-identical to it.
 
 use std::path::PathBuf;
 
@@ -60,11 +62,14 @@ struct Normalization {
     rejected: Vec<String>,
 }
 
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 fn vectors() -> Vectors {
-    let repo_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let path = match std::env::var_os("ZKVAULT_VECTORS") {
-        Some(p) => repo_root.join(p), // an absolute path replaces the root
-        None => repo_root.join("../shared/vectors/v1.json"),
+        Some(p) => repo_root().join(p), // an absolute path replaces the root
+        None => repo_root().join("tests/vectors/v1.json"),
     };
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read vectors file {}: {e}", path.display()));
@@ -161,5 +166,20 @@ fn normalisation_accepts_and_rejects() {
     }
     for raw in &n.rejected {
         assert!(ResidentId::parse(raw).is_err(), "should reject {raw:?}");
+    }
+}
+
+/// The in-repo copies must not drift from the shared contract. A user's clone has no
+/// `../shared`, so its absence is no failure.
+#[test]
+fn in_repo_vectors_match_shared_contract() {
+    let shared = repo_root().join("../shared/vectors");
+    if !shared.is_dir() {
+        return;
+    }
+    for name in ["v1.json", "verhoeff.json"] {
+        let ours = std::fs::read(repo_root().join("tests/vectors").join(name)).unwrap();
+        let theirs = std::fs::read(shared.join(name)).unwrap();
+        assert!(ours == theirs, "tests/vectors/{name} differs from {}; copy it again", shared.join(name).display());
     }
 }
