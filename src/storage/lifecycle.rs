@@ -132,14 +132,6 @@ impl Store {
             return Ok(0);
         }
         self.write(audit, |c| {
-            let mut checked = std::collections::BTreeSet::new();
-            for m in moves {
-                if checked.insert((m.from_version, m.to_version, m.new_body.is_some())) {
-                    let from = if m.new_body.is_some() { MasterUse::RekeyFrom } else { MasterUse::RewrapFrom };
-                    require_master(c, namespace, m.from_version, from)?;
-                    require_master(c, namespace, m.to_version, MasterUse::WriteTo)?;
-                }
-            }
             let mut applied = 0;
             for m in moves {
                 let target = records::table
@@ -154,6 +146,17 @@ impl Store {
                         .set((keys, records::body_nonce.eq(nonce), records::body_ciphertext.eq(body)))
                         .execute(c)?,
                 };
+            }
+            // Checked after the updates, as for writes: on PostgreSQL a master change waits for
+            // this transaction once it holds row locks on `records`, so a check made now is not
+            // overtaken by a destruction that commits before us.
+            let mut checked = std::collections::BTreeSet::new();
+            for m in moves {
+                if checked.insert((m.from_version, m.to_version, m.new_body.is_some())) {
+                    let from = if m.new_body.is_some() { MasterUse::RekeyFrom } else { MasterUse::RewrapFrom };
+                    require_master(c, namespace, m.from_version, from)?;
+                    require_master(c, namespace, m.to_version, MasterUse::WriteTo)?;
+                }
             }
             Ok(applied)
         })
