@@ -21,6 +21,7 @@ on_both_backends!(
     kek_rotation_racing_destruction_never_resurrects_a_master,
     concurrent_kek_and_master_rotations_never_fail_or_leak_keks,
     moves_racing_writes_never_overwrite_them,
+    a_move_planned_before_a_write_never_applies_over_it,
     keystore_migration_never_reuses_a_kek_version,
 );
 
@@ -133,12 +134,14 @@ async fn concurrent_kek_and_master_rotations_never_fail_or_leak_keks(db: TestDb)
 }
 
 /// A move (lazy re-key on read, or bulk) planned from a record used to overwrite a write that
-/// replaced it meanwhile: a rewrap put the old DEK over the new body (500 `integrity` for ever),
-/// a re-key put the old body back under the new ETag. One writer replaces the record in a loop
-/// while readers and a bulk job re-key it from a compromised master; the last acknowledged
-/// write must be what reads back.
+/// replaced it meanwhile under the same master: a rewrap put the old DEK over the new body (500
+/// `integrity` for ever), a re-key put the old body back under the new ETag. A second instance,
+/// whose view of the masters lags, replaces the record in a loop while readers and a bulk job on
+/// the first re-key it away from a master just marked compromised; the last acknowledged write
+/// must be what reads back.
 async fn moves_racing_writes_never_overwrite_them(db: TestDb) {
     let app = Arc::new(TestApp::start(db).await);
+    let peer = app.start_peer().await;
     for round in 0..3 {
         assert!(app.put("rp", "demographics", ID, b"{\"w\":-1}").await.status().is_success());
         // Its master is compromised: every read and bulk pass re-keys it, and each write
@@ -173,11 +176,16 @@ async fn moves_racing_writes_never_overwrite_them(db: TestDb) {
             }));
         }
         let mut last = Vec::new();
-        for w in 0..40 {
+        let started = std::time::Instant::now();
+        for w in 0.. {
             let body = format!("{{\"round\":{round},\"w\":{w}}}").into_bytes();
-            let r = app.put("rp", "demographics", ID, &body).await;
-            if r.status().is_success() {
-                last = body;
+            let r = app.client.put(peer.url("/v1/ns/rp/records/demographics")).bearer_auth(&app.tokens.writer).header("Resident-Id", ID).body(body.clone()).send().await.unwrap();
+            match r.status() {
+                s if s.is_success() => last = body,
+                s => assert_eq!(s, StatusCode::CONFLICT, "write answered {s}"),
+            }
+            if started.elapsed() > Duration::from_millis(1500) && w >= 20 {
+                break;
             }
         }
         stop.store(true, Ordering::SeqCst);
@@ -188,6 +196,7 @@ async fn moves_racing_writes_never_overwrite_them(db: TestDb) {
         assert_eq!(r.status(), StatusCode::OK, "round {round}: the record no longer opens");
         assert_eq!(r.bytes().await.unwrap().as_ref(), &last[..], "round {round}: a move overwrote the last acknowledged write");
     }
+    peer.handle.stop(false).await;
 }
 
 /// `keystore migrate` used to number the target's KEK v1, overwriting the row of the source's
@@ -221,4 +230,45 @@ async fn keystore_migration_never_reuses_a_kek_version(db: TestDb) {
     assert_ne!(ks4, ks5, "each version names its keystore");
     assert!(ks5.starts_with("soft:"));
     assert_eq!(keks.iter().filter(|k| k["state"] == "active").count(), 1, "one active KEK in the deployment: {keks:?}");
+}
+
+/// The same race, made deterministic at the storage boundary: a re-key is planned from the
+/// record at revision 1, a write replaces the record under the same master (as an instance
+/// with a lagging view could, before writes re-checked their master), then the planned move is
+/// applied. It must apply to nothing and leave the write's bytes in place.
+async fn a_move_planned_before_a_write_never_applies_over_it(db: TestDb) {
+    let app = TestApp::start(db).await;
+    assert!(app.put("rp", "demographics", ID, b"{}").await.status().is_success());
+    assert_eq!(post(&app, "/v1/ns/rp/masters/1/compromise", &app.tokens.operator).await.0, StatusCode::OK);
+    let hex = if app.db.is_postgres() { "encode(id, 'hex')" } else { "hex(id)" };
+    let (url, q) = (app.db.url().to_owned(), format!("SELECT {hex} AS v FROM records"));
+    let id = hex::decode(tokio::task::spawn_blocking(move || query_strings(&url, &q)).await.unwrap()[0].to_lowercase()).unwrap();
+    let store = app.vault.store().clone();
+    let (url, pg) = (app.db.url().to_owned(), app.db.is_postgres());
+    let (applied, body) = tokio::task::spawn_blocking(move || {
+        // Plan: the move as a reader would compute it from revision 1.
+        let row = store.record_by_id(&id).unwrap().unwrap();
+        assert_eq!((row.revision, row.master_version), (1, 1));
+        let planned = zkvault::storage::RecordMove {
+            id: id.clone(),
+            revision: row.revision,
+            from_version: 1,
+            to_version: 2,
+            dek_nonce: row.dek_nonce.clone(),
+            wrapped_dek: row.wrapped_dek.clone(),
+            new_body: Some((row.body_nonce.clone(), b"planned from revision 1".to_vec())),
+        };
+        // Replace: a write lands meanwhile, still under master 1 (written here as raw SQL: the
+        // service itself no longer seals under a master that is not active).
+        let newer = hex::encode(b"the newer write");
+        let blob = if pg { format!("decode('{newer}', 'hex')") } else { format!("X'{newer}'") };
+        support::app::execute_sql(&url, &format!("UPDATE records SET revision = 2, body_ciphertext = {blob}"));
+        // Apply.
+        let applied = store.move_records("rp", &[planned], &Actor::new("test", "test").entry("record.rekey", "rp", "demographics")).unwrap();
+        (applied, store.record_by_id(&id).unwrap().unwrap().body_ciphertext)
+    })
+    .await
+    .unwrap();
+    assert_eq!(applied, 0, "the move planned from revision 1 applied over revision 2");
+    assert_eq!(body, b"the newer write");
 }
