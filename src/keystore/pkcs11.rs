@@ -12,7 +12,8 @@
 //!
 //! Wrapping uses `CKM_AES_GCM` encrypt/decrypt (SoftHSM offers GCM only there) with
 //! AAD = `ctx.aad()`, a 96-bit IV from the OS CSPRNG and a 128-bit tag:
-//! `blob = iv (12) || ciphertext (32) || tag (16)`.
+//! `blob = iv (12) || ciphertext (32) || tag (16)`. The IV in the blob is read back from the
+//! mechanism parameters after `C_Encrypt`, since a token may generate its own and write it there.
 //!
 //! Sessions: login is per application and token, and closing the last session logs out, so one
 //! logged-in session is held for the keystore's lifetime and the rest are pooled. A call that
@@ -398,18 +399,19 @@ impl Keystore for Pkcs11Keystore {
             let Some(h) = self.key_handle(s, kek_version)? else {
                 return Ok(None);
             };
-            let mut iv = iv;
-            let params = GcmParams::new(&mut iv, &aad, Ulong::from(128))?;
-            s.encrypt(&Mechanism::AesGcm(params), h, secret.expose())
-                .map(Some)
+            gcm_seal(iv, &aad, |mechanism| {
+                s.encrypt(&*mechanism, h, secret.expose())
+            })
+            .map(Some)
         });
         match result {
-            Ok(Some(ct)) => {
-                let mut out = Vec::with_capacity(WRAPPED_LEN);
-                out.extend_from_slice(&iv);
-                out.extend_from_slice(&ct);
-                Ok(out)
-            }
+            Ok(Some(blob)) if blob.len() == WRAPPED_LEN => Ok(blob),
+            // Unwrap would refuse it: fail now rather than store a key nothing can open.
+            Ok(Some(blob)) => Err(KeystoreError::Unavailable(format!(
+                "PKCS#11 AES-GCM returned {} bytes instead of {}",
+                blob.len() - IV_LEN,
+                WRAPPED_LEN - IV_LEN
+            ))),
             Ok(None) => Err(self.missing(kek_version)),
             // CKA_ENCRYPT = false: the HSM refuses, whichever instance retired the key.
             Err(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) => {
@@ -491,6 +493,26 @@ impl Keystore for Pkcs11Keystore {
         self.with_session(|s| s.get_session_info().map(|_| ()))
             .map_err(unavailable)
     }
+}
+
+/// Runs one AES-GCM encryption through `encrypt` and returns `iv || ciphertext || tag`, with the
+/// IV as it is in the mechanism's IV buffer *after* the call: a token may generate the IV itself
+/// and write it there (PKCS#11 3.0, and some HSMs in FIPS mode), in which case `iv` is only the
+/// buffer's starting value and emitting it would make the blob unopenable.
+fn gcm_seal(
+    iv: [u8; IV_LEN],
+    aad: &[u8],
+    encrypt: impl FnOnce(&mut Mechanism<'_>) -> Result<Vec<u8>, CkError>,
+) -> Result<Vec<u8>, CkError> {
+    let mut iv = iv;
+    let ct = {
+        let mut mechanism = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, Ulong::from(128))?);
+        encrypt(&mut mechanism)?
+    };
+    let mut out = Vec::with_capacity(IV_LEN + ct.len());
+    out.extend_from_slice(&iv);
+    out.extend_from_slice(&ct);
+    Ok(out)
 }
 
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KeystoreError> {
@@ -617,6 +639,29 @@ mod tests {
         assert_eq!(version_from_id(&7u32.to_be_bytes()), Some(7));
         assert_eq!(version_from_id(&[0, 7]), None);
         assert_eq!(kek_label(12), "zkvault-kek-v12");
+    }
+
+    /// A token that generates the IV and writes it into the parameters, as some HSMs do:
+    /// the blob must carry that IV, not the one we put in.
+    #[test]
+    fn gcm_seal_emits_the_iv_the_token_used() {
+        let host_iv = [0x11; IV_LEN];
+        let token_iv = [0xEE; IV_LEN];
+        let blob = gcm_seal(host_iv, b"aad", |mechanism| {
+            let Mechanism::AesGcm(params) = mechanism else {
+                panic!("not AES-GCM");
+            };
+            assert_eq!(params.aad(), b"aad");
+            assert_eq!(u64::from(params.tag_bits()), 128);
+            // What C_Encrypt does through CK_GCM_PARAMS.pIv.
+            assert_eq!(params.iv(), host_iv);
+            params.iv().copy_from_slice(&token_iv);
+            Ok(vec![0xCC; 48])
+        })
+        .unwrap();
+        assert_eq!(blob.len(), WRAPPED_LEN);
+        assert_eq!(blob[..IV_LEN], token_iv);
+        assert_eq!(blob[IV_LEN..], [0xCC; 48]);
     }
 
     #[test]
