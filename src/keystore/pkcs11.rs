@@ -3,6 +3,13 @@
 //! On the token:
 //! - a KEK is `CKO_SECRET_KEY`/`CKK_AES`, 32 bytes, token, private, sensitive, not extractable,
 //!   label `zkvault-kek-v{n}`, `CKA_ID` = `u32be(n)`, generated with `CKM_AES_KEY_GEN`;
+//! - **creating**: other instances may share the token, so a new version is claimed, not
+//!   assumed: the key is generated as `zkvault-kek-pending-v{n}` (invisible to listing and
+//!   wrapping), then, if it is the only key object with its `CKA_ID`, relabelled
+//!   `zkvault-kek-v{n}`; otherwise it is destroyed and the next free version tried. Of two
+//!   objects for one version, whichever looks second sees the first, so at most one is
+//!   claimed. Afterwards every active version but the newest is retired. A crash while
+//!   pending leaves an unused pending object behind; its version is skipped, never reused;
 //! - **retired** = `CKA_ENCRYPT` set to false: the HSM itself then refuses to wrap with it, which
 //!   also holds for other service instances sharing the token, and it survives restarts;
 //! - **destroyed** = the key object is gone (`C_DestroyObject`) and a tombstone remains: a private
@@ -21,7 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -44,7 +51,10 @@ pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const PIN_ENV: &str = "ZKVAULT_PKCS11_PIN";
 
 const LABEL_PREFIX: &str = "zkvault-kek-v";
+const PENDING_PREFIX: &str = "zkvault-kek-pending-v";
 const TOMBSTONE_LABEL: &str = "zkvault-kek-destroyed";
+/// Versions `create_kek` tries before giving up when other instances keep taking them.
+const CREATE_ATTEMPTS: u32 = 8;
 const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const WRAPPED_LEN: usize = IV_LEN + 32 + TAG_LEN;
@@ -98,6 +108,17 @@ pub fn module_context(module: &Path) -> Result<Pkcs11, KeystoreError> {
     Ok(ctx)
 }
 
+/// The gate of one token in this process, shared by every keystore open on it (see
+/// [`Pkcs11Keystore::gate`]).
+fn token_gate(module: &Path, slot: Slot) -> Arc<RwLock<()>> {
+    static GATES: Mutex<BTreeMap<(PathBuf, u64), Arc<RwLock<()>>>> = Mutex::new(BTreeMap::new());
+    Arc::clone(
+        lock(&GATES)
+            .entry((module.to_owned(), slot.id()))
+            .or_default(),
+    )
+}
+
 /// The PKCS#11 keystore.
 pub struct Pkcs11Keystore {
     ctx: Pkcs11,
@@ -109,9 +130,13 @@ pub struct Pkcs11Keystore {
     pool: Mutex<Vec<Session>>,
     handles: RwLock<BTreeMap<u32, ObjectHandle>>,
     /// Key operations share it; lifecycle changes take it alone. SoftHSM's object store fails
-    /// (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT) when a token object is created or changed
-    /// while other sessions read, and lifecycle changes are rare enough to stop the world.
-    gate: RwLock<()>,
+    /// (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT, CKR_ATTRIBUTE_VALUE_INVALID) when a token
+    /// object is created or changed while other sessions of the process read, and lifecycle
+    /// changes are rare enough to stop the world. It belongs to the token, not the keystore:
+    /// every keystore open on the same token in this process shares it. It orders calls
+    /// within a process only; versions are kept apart by `create_kek`'s claim, which also
+    /// holds between processes.
+    gate: Arc<RwLock<()>>,
 }
 
 impl Pkcs11Keystore {
@@ -127,7 +152,7 @@ impl Pkcs11Keystore {
             login: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
             handles: RwLock::new(BTreeMap::new()),
-            gate: RwLock::new(()),
+            gate: token_gate(&config.module, slot),
         };
         store.ensure_login().map_err(unavailable)?;
         store.retire_stale_actives()?;
@@ -137,26 +162,71 @@ impl Pkcs11Keystore {
     /// Retires every active KEK but the newest (left by a crash inside `create_kek`).
     fn retire_stale_actives(&self) -> Result<(), KeystoreError> {
         let _gate = write(&self.gate);
-        let keks = self.list()?;
-        let mut actives = keks
-            .iter()
-            .filter(|k| k.state == KekState::Active)
-            .map(|k| k.version)
-            .rev();
-        if let Some(newest) = actives.next() {
-            let older: Vec<u32> = actives.collect();
-            if !older.is_empty() {
-                tracing::warn!(
-                    newest,
-                    ?older,
-                    "more than one active KEK on the token; retiring the older ones"
-                );
-            }
-            for v in older {
-                self.set_encrypt(v, false)?;
-            }
+        let older = self.retire_all_but_newest_active()?;
+        if !older.is_empty() {
+            tracing::warn!(
+                ?older,
+                "more than one active KEK on the token; retired all but the newest"
+            );
         }
         Ok(())
+    }
+
+    /// Retires every active version but the newest, as the token shows them now; returns the
+    /// versions retired (callers hold the gate). Never retires the newest active version, so
+    /// instances doing this concurrently agree on the one that stays.
+    fn retire_all_but_newest_active(&self) -> Result<Vec<u32>, KeystoreError> {
+        let mut actives: Vec<u32> = self
+            .list()?
+            .into_iter()
+            .filter(|k| k.state == KekState::Active)
+            .map(|k| k.version)
+            .collect();
+        actives.pop();
+        for &v in &actives {
+            self.set_encrypt(v, false)?;
+        }
+        Ok(actives)
+    }
+
+    /// The version to try next: one above every version any key object, pending or finished,
+    /// or tombstone holds.
+    fn next_version(&self) -> Result<u32, KeystoreError> {
+        let (objects, tombstones) = self
+            .with_session(|s| Ok((kek_objects(s)?, find_tombstones(s)?)))
+            .map_err(unavailable)?;
+        let max = objects
+            .iter()
+            .map(|o| o.version)
+            .chain(tombstones)
+            .max()
+            .unwrap_or(0);
+        max.checked_add(1)
+            .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
+    }
+
+    /// Makes the pending key `handle` KEK `version` if it is the only key object with that
+    /// `CKA_ID`; otherwise destroys it. Returns whether it was claimed.
+    fn claim(&self, version: u32, handle: ObjectHandle) -> Result<bool, KeystoreError> {
+        self.with_session(|s| {
+            require_login(s)?;
+            let same_id = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(true),
+                Attribute::Id(version.to_be_bytes().to_vec()),
+            ])?;
+            if same_id == [handle] {
+                s.update_attributes(handle, &[Attribute::Label(kek_label(version).into_bytes())])?;
+                return Ok(true);
+            }
+            match s.destroy_object(handle) {
+                // Already gone (a retry of this closure, or someone cleaning up): fine.
+                Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(unavailable)
     }
 
     /// Logs in once; the login lasts while the held session stays open.
@@ -272,47 +342,14 @@ impl Pkcs11Keystore {
 
     /// Every KEK on the token (callers hold the gate).
     fn list(&self) -> Result<Vec<KekInfo>, KeystoreError> {
-        let (keys, tombstones) = self
-            .with_session(|s| {
-                require_login(s)?;
-                let handles = s.find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Token(true),
-                ])?;
-                let mut keys = Vec::with_capacity(handles.len());
-                for h in handles {
-                    let attrs = s.get_attributes(
-                        h,
-                        &[
-                            AttributeType::Label,
-                            AttributeType::Id,
-                            AttributeType::Encrypt,
-                        ],
-                    )?;
-                    let (mut label, mut id, mut encrypt) = (None, None, false);
-                    for a in attrs {
-                        match a {
-                            Attribute::Label(l) => label = Some(l),
-                            Attribute::Id(i) => id = Some(i),
-                            Attribute::Encrypt(e) => encrypt = e,
-                            _ => {}
-                        }
-                    }
-                    if let Some(v) = id.as_deref().and_then(version_from_id) {
-                        if label.as_deref() == Some(kek_label(v).as_bytes()) {
-                            keys.push((v, encrypt));
-                        }
-                    }
-                }
-                Ok((keys, find_tombstones(s)?))
-            })
+        let (objects, tombstones) = self
+            .with_session(|s| Ok((kek_objects(s)?, find_tombstones(s)?)))
             .map_err(unavailable)?;
         let mut all = BTreeMap::new();
-        for (v, encrypt) in keys {
+        for o in objects.into_iter().filter(|o| !o.pending) {
             all.insert(
-                v,
-                if encrypt {
+                o.version,
+                if o.encrypt {
                     KekState::Active
                 } else {
                     KekState::Retired
@@ -342,42 +379,41 @@ impl Keystore for Pkcs11Keystore {
         "pkcs11"
     }
 
+    /// The gate is taken per step, not across them: the claim, not the gate, keeps versions
+    /// apart (the same holds for another process, which the gate does not reach).
     fn create_kek(&self) -> Result<u32, KeystoreError> {
-        let _gate = write(&self.gate);
-        let keks = self.list()?;
-        let version = keks.last().map_or(Ok(1), |k| {
-            k.version
-                .checked_add(1)
-                .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
-        })?;
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(Ulong::from(32)),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
-            Attribute::Derive(false),
-            Attribute::Label(kek_label(version).into_bytes()),
-            Attribute::Id(version.to_be_bytes().to_vec()),
-        ];
-        let handle = self
-            .with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
-            .map_err(unavailable)?;
-        write(&self.handles).insert(version, handle);
-        // The new key exists before the old one stops encrypting, so there is never a moment
-        // without an active KEK; `open` repairs a crash in between.
-        for old in keks.iter().filter(|k| k.state == KekState::Active) {
-            self.set_encrypt(old.version, false)?;
+        for attempt in 0..CREATE_ATTEMPTS {
+            let version = {
+                let _gate = read(&self.gate);
+                self.next_version()?
+            };
+            let handle = {
+                let _gate = write(&self.gate);
+                self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &kek_template(version)))
+                    .map_err(unavailable)?
+            };
+            let claimed = {
+                let _gate = write(&self.gate);
+                self.claim(version, handle)?
+            };
+            if claimed {
+                let _gate = write(&self.gate);
+                write(&self.handles).insert(version, handle);
+                // The new key is active before the old one stops encrypting, so there is never
+                // a moment without an active KEK; `open` repairs a crash in between.
+                self.retire_all_but_newest_active()?;
+                return Ok(version);
+            }
+            tracing::debug!(
+                version,
+                attempt,
+                "another instance created the same KEK version; trying the next"
+            );
+            backoff(attempt);
         }
-        Ok(version)
+        Err(KeystoreError::Unavailable(format!(
+            "no KEK version claimed in {CREATE_ATTEMPTS} attempts: other instances keep creating KEKs"
+        )))
     }
 
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
@@ -559,8 +595,96 @@ fn find_tombstones(s: &Session) -> Result<Vec<u32>, CkError> {
     Ok(versions)
 }
 
+/// A key object that is, or is becoming, a KEK.
+struct KekObject {
+    version: u32,
+    /// Still labelled pending: being created, or left by a crash while it was.
+    pending: bool,
+    encrypt: bool,
+}
+
+/// Every KEK key object on the token, pending ones included.
+fn kek_objects(s: &Session) -> Result<Vec<KekObject>, CkError> {
+    require_login(s)?;
+    let handles = s.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(true),
+    ])?;
+    let mut objects = Vec::with_capacity(handles.len());
+    for h in handles {
+        let attrs = s.get_attributes(
+            h,
+            &[
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::Encrypt,
+            ],
+        )?;
+        let (mut label, mut id, mut encrypt) = (None, None, false);
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => label = Some(l),
+                Attribute::Id(i) => id = Some(i),
+                Attribute::Encrypt(e) => encrypt = e,
+                _ => {}
+            }
+        }
+        let (Some(version), Some(label)) = (id.as_deref().and_then(version_from_id), label) else {
+            continue;
+        };
+        let pending = if label == kek_label(version).as_bytes() {
+            false
+        } else if label == pending_label(version).as_bytes() {
+            true
+        } else {
+            continue;
+        };
+        objects.push(KekObject {
+            version,
+            pending,
+            encrypt,
+        });
+    }
+    Ok(objects)
+}
+
+/// A new KEK's attributes, labelled pending until [`Pkcs11Keystore::claim`] relabels it.
+fn kek_template(version: u32) -> [Attribute; 16] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(Ulong::from(32)),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Label(pending_label(version).into_bytes()),
+        Attribute::Id(version.to_be_bytes().to_vec()),
+    ]
+}
+
+/// A random pause of up to 2^(attempt+1) ms (capped at 64), so that two instances that both
+/// gave a version up do not collide again on the next.
+fn backoff(attempt: u32) {
+    let r = random::array::<2>().map_or(0, u16::from_be_bytes);
+    let ms = 1 + u64::from(r) % (2u64 << attempt.min(5));
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
 fn kek_label(version: u32) -> String {
     format!("{LABEL_PREFIX}{version}")
+}
+
+fn pending_label(version: u32) -> String {
+    format!("{PENDING_PREFIX}{version}")
 }
 
 fn version_from_id(id: &[u8]) -> Option<u32> {
