@@ -21,6 +21,9 @@
 //! AAD = `ctx.aad()`, a 96-bit IV from the OS CSPRNG and a 128-bit tag:
 //! `blob = iv (12) || ciphertext (32) || tag (16)`. The IV in the blob is read back from the
 //! mechanism parameters after `C_Encrypt`, since a token may generate its own and write it there.
+//! A failed `C_Decrypt` is [`KeystoreError::Unwrap`] when its code names the data, or when it is
+//! `CKR_GENERAL_ERROR` (SoftHSM's tag mismatch) and a health probe shows the token still works;
+//! otherwise the token is failing: [`KeystoreError::Unavailable`].
 //!
 //! Sessions: login is per application and token, and closing the last session logs out, so one
 //! logged-in session is held for the keystore's lifetime and the rest are pooled. A call that
@@ -475,11 +478,9 @@ impl Keystore for Pkcs11Keystore {
             if wrapped.len() != WRAPPED_LEN {
                 return Ok(Some(None));
             }
-            let mut iv: [u8; IV_LEN] = wrapped[..IV_LEN].try_into().expect("IV_LEN bytes");
-            let params = GcmParams::new(&mut iv, &aad, Ulong::from(128))?;
-            match s.decrypt(&Mechanism::AesGcm(params), h, &wrapped[IV_LEN..]) {
-                Ok(plain) => Ok(Some(Some(Zeroizing::new(plain)))),
-                Err(e) if is_auth_failure(&e) => Ok(Some(None)),
+            match gcm_open(s, h, wrapped, &aad) {
+                Ok(plain) => Ok(Some(Some(plain))),
+                Err(e) if is_auth_failure(&e, || token_works(s)) => Ok(Some(None)),
                 Err(e) => Err(e),
             }
         });
@@ -549,6 +550,64 @@ fn gcm_seal(
     out.extend_from_slice(&iv);
     out.extend_from_slice(&ct);
     Ok(out)
+}
+
+/// Decrypts `iv || ciphertext || tag` with AES-GCM under `key`.
+fn gcm_open(
+    s: &Session,
+    key: ObjectHandle,
+    blob: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CkError> {
+    let (iv, ct) = blob.split_at(IV_LEN);
+    let mut iv: [u8; IV_LEN] = iv.try_into().expect("IV_LEN bytes");
+    let params = GcmParams::new(&mut iv, aad, Ulong::from(128))?;
+    s.decrypt(&Mechanism::AesGcm(params), key, ct)
+        .map(Zeroizing::new)
+}
+
+/// Health probe, run when `C_Decrypt` failed with a code that does not say why: a fresh
+/// session (non-token) AES-256 key, an AES-GCM round trip of 32 random bytes with random AAD,
+/// the key destroyed. True if the token did it all and gave the bytes back.
+fn token_works(s: &Session) -> bool {
+    match gcm_probe(s) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(%why, "PKCS#11 health probe failed after C_Decrypt failed");
+            false
+        }
+    }
+}
+
+fn gcm_probe(s: &Session) -> Result<(), String> {
+    let rng = |_| "OS random number generator failed".to_owned();
+    let data = Zeroizing::new(random::array::<32>().map_err(rng)?);
+    let aad = random::array::<16>().map_err(rng)?;
+    let iv = random::array::<IV_LEN>().map_err(rng)?;
+    let ck = |e: CkError| e.to_string();
+    let key = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(Ulong::from(32)),
+                Attribute::Token(false),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+            ],
+        )
+        .map_err(ck)?;
+    let round_trip = gcm_seal(iv, &aad, |m| s.encrypt(&*m, key, &data[..]))
+        .and_then(|sealed| gcm_open(s, key, &sealed, &aad));
+    let destroyed = s.destroy_object(key);
+    match round_trip.map_err(ck)? {
+        plain if plain[..] == data[..] => {}
+        _ => return Err("AES-GCM round trip returned other bytes".into()),
+    }
+    destroyed.map_err(ck)
 }
 
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KeystoreError> {
@@ -715,20 +774,25 @@ fn is_handle_error(e: &CkError) -> bool {
     )
 }
 
-/// GCM tag mismatch or malformed ciphertext, as returned by `C_Decrypt`. SoftHSM 2.6 reports a
-/// tag mismatch as `CKR_GENERAL_ERROR`, so that code counts here too (and only here).
-fn is_auth_failure(e: &CkError) -> bool {
-    matches!(
-        e,
+/// Whether a `C_Decrypt` failure means the blob failed authentication (GCM tag mismatch or
+/// malformed ciphertext: wrong key, context or bytes) rather than the token failing.
+///
+/// SoftHSM 2.6 reports a tag mismatch as `CKR_GENERAL_ERROR`, which is also what a failing
+/// token says; for that code only, `token_works` ([`token_works`] in production) decides: if
+/// the token still does an unrelated GCM round trip, the failure was the blob's; if not, the
+/// token is failing and the caller must hear "unavailable", not "integrity".
+fn is_auth_failure(e: &CkError, token_works: impl FnOnce() -> bool) -> bool {
+    match e {
         CkError::Pkcs11(
             RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::DataInvalid
-                | RvError::DataLenRange
-                | RvError::GeneralError,
-            _
-        )
-    )
+            | RvError::EncryptedDataLenRange
+            | RvError::DataInvalid
+            | RvError::DataLenRange,
+            _,
+        ) => true,
+        CkError::Pkcs11(RvError::GeneralError, _) => token_works(),
+        _ => false,
+    }
 }
 
 /// HSM errors carry the function and return code, never a PIN or key bytes.
@@ -786,6 +850,34 @@ mod tests {
         assert_eq!(blob.len(), WRAPPED_LEN);
         assert_eq!(blob[..IV_LEN], token_iv);
         assert_eq!(blob[IV_LEN..], [0xCC; 48]);
+    }
+
+    #[test]
+    fn general_error_is_the_blobs_fault_only_if_the_token_works() {
+        let general = CkError::Pkcs11(RvError::GeneralError, Function::Decrypt);
+        assert!(is_auth_failure(&general, || true));
+        assert!(!is_auth_failure(&general, || false));
+        // Codes that name the data are the blob's fault, and do not cost a probe.
+        for rv in [
+            RvError::EncryptedDataInvalid,
+            RvError::EncryptedDataLenRange,
+            RvError::DataInvalid,
+            RvError::DataLenRange,
+        ] {
+            let e = CkError::Pkcs11(rv, Function::Decrypt);
+            assert!(is_auth_failure(&e, || panic!("probed for {rv:?}")));
+        }
+        // Codes that name the token never count as a bad blob.
+        for rv in [
+            RvError::DeviceError,
+            RvError::DeviceMemory,
+            RvError::FunctionFailed,
+            RvError::SessionHandleInvalid,
+            RvError::KeyHandleInvalid,
+        ] {
+            let e = CkError::Pkcs11(rv, Function::Decrypt);
+            assert!(!is_auth_failure(&e, || panic!("probed for {rv:?}")));
+        }
     }
 
     #[test]
