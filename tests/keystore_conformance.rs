@@ -520,13 +520,9 @@ mod pkcs11_token {
     use cryptoki::types::AuthPin;
     use zkvault::keystore::pkcs11::module_context;
 
-    #[test]
-    fn keks_are_sensitive_token_keys_that_never_leave() {
-        let Some(config) = softhsm::new_token() else {
-            return;
-        };
-        let ks = Pkcs11Keystore::open(&config).unwrap();
-        ks.create_kek().unwrap();
+    /// A session of our own on the token, logged in (the keystore's login is shared by the
+    /// application's sessions, so logging in again may find it already done).
+    fn user_session(config: &Pkcs11Config) -> cryptoki::session::Session {
         let ctx = module_context(&config.module).unwrap();
         let slot = ctx
             .get_slots_with_initialized_token()
@@ -534,8 +530,7 @@ mod pkcs11_token {
             .into_iter()
             .find(|s| ctx.get_token_info(*s).unwrap().label() == config.token_label)
             .unwrap();
-        let session = ctx.open_ro_session(slot).unwrap();
-        // The keystore's login is shared by the application's sessions.
+        let session = ctx.open_rw_session(slot).unwrap();
         match session.login(UserType::User, Some(&AuthPin::from(config.pin.as_str()))) {
             Ok(())
             | Err(cryptoki::error::Error::Pkcs11(
@@ -544,6 +539,17 @@ mod pkcs11_token {
             )) => {}
             Err(e) => panic!("{e}"),
         }
+        session
+    }
+
+    #[test]
+    fn keks_are_sensitive_token_keys_that_never_leave() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        ks.create_kek().unwrap();
+        let session = user_session(&config);
         let keys = session
             .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
             .unwrap();
@@ -579,6 +585,131 @@ mod pkcs11_token {
             seen += 1;
         }
         assert_eq!(seen, 7);
+    }
+
+    /// Two service instances on one token (here two keystores, each with its own sessions)
+    /// rotating at the same moment: every call gets its own version, the token holds exactly one
+    /// key object per version, and one version ends active.
+    #[test]
+    fn two_instances_racing_create_kek_never_share_a_version() {
+        const N: usize = 12;
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let a = Pkcs11Keystore::open(&config).unwrap();
+        let b = Pkcs11Keystore::open(&config).unwrap();
+        let start = std::sync::Barrier::new(2);
+        // Errors are collected, not unwrapped: a racer that panicked would leave the other
+        // waiting at the barrier for ever.
+        let results: Vec<Result<u32, KeystoreError>> = std::thread::scope(|scope| {
+            let racers = [&a, &b].map(|ks| {
+                let start = &start;
+                scope.spawn(move || {
+                    (0..N)
+                        .map(|_| {
+                            start.wait();
+                            ks.create_kek()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            });
+            racers
+                .into_iter()
+                .flat_map(|r| r.join().unwrap())
+                .collect()
+        });
+        let returned: Vec<u32> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("create_kek: {e}")))
+            .collect();
+        let distinct: std::collections::BTreeSet<u32> = returned.iter().copied().collect();
+        assert_eq!(distinct.len(), 2 * N, "versions handed out: {returned:?}");
+
+        // One key object per version, all of them finished KEKs.
+        let session = user_session(&config);
+        let mut per_version = std::collections::BTreeMap::<Vec<u8>, usize>::new();
+        for h in session
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+            .unwrap()
+        {
+            let (mut id, mut label) = (Vec::new(), Vec::new());
+            for a in session
+                .get_attributes(h, &[AttributeType::Id, AttributeType::Label])
+                .unwrap()
+            {
+                match a {
+                    Attribute::Id(i) => id = i,
+                    Attribute::Label(l) => label = l,
+                    _ => {}
+                }
+            }
+            let v = u32::from_be_bytes(id.as_slice().try_into().unwrap());
+            assert_eq!(label, format!("zkvault-kek-v{v}").into_bytes());
+            *per_version.entry(id).or_default() += 1;
+        }
+        assert!(
+            per_version.values().all(|&n| n == 1),
+            "versions with more than one key object: {:?}",
+            per_version
+                .iter()
+                .filter(|(_, &n)| n > 1)
+                .map(|(id, n)| (u32::from_be_bytes(id.as_slice().try_into().unwrap()), n))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(per_version.len(), 2 * N);
+
+        for ks in [&a, &b] {
+            let keks = ks.list_keks().unwrap();
+            let listed: std::collections::BTreeSet<u32> = keks.iter().map(|k| k.version).collect();
+            assert_eq!(listed, distinct);
+            let active: Vec<u32> = keks
+                .iter()
+                .filter(|k| k.state == KekState::Active)
+                .map(|k| k.version)
+                .collect();
+            assert_eq!(active, vec![*distinct.last().unwrap()], "{keks:?}");
+        }
+        // And the keys work from either instance.
+        let v = *distinct.last().unwrap();
+        let w = a.wrap(v, &dm(1), &secret(8)).unwrap();
+        assert!(b.unwrap(v, &dm(1), &w).unwrap() == secret(8));
+    }
+
+    /// A crash between generating a KEK and claiming its version leaves a pending key object:
+    /// it is neither listed nor usable, and its version is skipped rather than fought over.
+    #[test]
+    fn a_pending_leftover_is_skipped() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        assert_eq!(ks.create_kek().unwrap(), 1);
+        user_session(&config)
+            .generate_key(
+                &cryptoki::mechanism::Mechanism::AesKeyGen,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(cryptoki::object::KeyType::AES),
+                    Attribute::ValueLen(32u64.into()),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Label(b"zkvault-kek-pending-v2".to_vec()),
+                    Attribute::Id(2u32.to_be_bytes().to_vec()),
+                ],
+            )
+            .unwrap();
+        assert_eq!(ks.list_keks().unwrap(), vec![info(1, KekState::Active)]);
+        assert!(matches!(
+            ks.wrap(2, &dm(1), &secret(1)),
+            Err(KeystoreError::UnknownVersion(2))
+        ));
+        assert_eq!(ks.create_kek().unwrap(), 3);
+        assert_eq!(
+            Pkcs11Keystore::open(&config).unwrap().list_keks().unwrap(),
+            vec![info(1, KekState::Retired), info(3, KekState::Active)]
+        );
     }
 
     #[test]

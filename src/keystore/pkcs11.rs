@@ -3,6 +3,13 @@
 //! On the token:
 //! - a KEK is `CKO_SECRET_KEY`/`CKK_AES`, 32 bytes, token, private, sensitive, not extractable,
 //!   label `zkvault-kek-v{n}`, `CKA_ID` = `u32be(n)`, generated with `CKM_AES_KEY_GEN`;
+//! - **creating**: other instances may share the token, so a new version is claimed, not
+//!   assumed: the key is generated as `zkvault-kek-pending-v{n}` (invisible to listing and
+//!   wrapping), then, if it is the only key object with its `CKA_ID`, relabelled
+//!   `zkvault-kek-v{n}`; otherwise it is destroyed and the next free version tried. Of two
+//!   objects for one version, whichever looks second sees the first, so at most one is
+//!   claimed. Afterwards every active version but the newest is retired. A crash while
+//!   pending leaves an unused pending object behind; its version is skipped, never reused;
 //! - **retired** = `CKA_ENCRYPT` set to false: the HSM itself then refuses to wrap with it, which
 //!   also holds for other service instances sharing the token, and it survives restarts;
 //! - **destroyed** = the key object is gone (`C_DestroyObject`) and a tombstone remains: a private
@@ -12,7 +19,11 @@
 //!
 //! Wrapping uses `CKM_AES_GCM` encrypt/decrypt (SoftHSM offers GCM only there) with
 //! AAD = `ctx.aad()`, a 96-bit IV from the OS CSPRNG and a 128-bit tag:
-//! `blob = iv (12) || ciphertext (32) || tag (16)`.
+//! `blob = iv (12) || ciphertext (32) || tag (16)`. The IV in the blob is read back from the
+//! mechanism parameters after `C_Encrypt`, since a token may generate its own and write it there.
+//! A failed `C_Decrypt` is [`KeystoreError::Unwrap`] when its code names the data, or when it is
+//! `CKR_GENERAL_ERROR` (SoftHSM's tag mismatch) and a health probe shows the token still works;
+//! otherwise the token is failing: [`KeystoreError::Unavailable`].
 //!
 //! Sessions: login is per application and token, and closing the last session logs out, so one
 //! logged-in session is held for the keystore's lifetime and the rest are pooled. A call that
@@ -20,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -43,7 +54,10 @@ pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const PIN_ENV: &str = "ZKVAULT_PKCS11_PIN";
 
 const LABEL_PREFIX: &str = "zkvault-kek-v";
+const PENDING_PREFIX: &str = "zkvault-kek-pending-v";
 const TOMBSTONE_LABEL: &str = "zkvault-kek-destroyed";
+/// Versions `create_kek` tries before giving up when other instances keep taking them.
+const CREATE_ATTEMPTS: u32 = 8;
 const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const WRAPPED_LEN: usize = IV_LEN + 32 + TAG_LEN;
@@ -97,6 +111,17 @@ pub fn module_context(module: &Path) -> Result<Pkcs11, KeystoreError> {
     Ok(ctx)
 }
 
+/// The gate of one token in this process, shared by every keystore open on it (see
+/// [`Pkcs11Keystore::gate`]).
+fn token_gate(module: &Path, slot: Slot) -> Arc<RwLock<()>> {
+    static GATES: Mutex<BTreeMap<(PathBuf, u64), Arc<RwLock<()>>>> = Mutex::new(BTreeMap::new());
+    Arc::clone(
+        lock(&GATES)
+            .entry((module.to_owned(), slot.id()))
+            .or_default(),
+    )
+}
+
 /// The PKCS#11 keystore.
 pub struct Pkcs11Keystore {
     ctx: Pkcs11,
@@ -109,9 +134,13 @@ pub struct Pkcs11Keystore {
     pool: Mutex<Vec<Session>>,
     handles: RwLock<BTreeMap<u32, ObjectHandle>>,
     /// Key operations share it; lifecycle changes take it alone. SoftHSM's object store fails
-    /// (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT) when a token object is created or changed
-    /// while other sessions read, and lifecycle changes are rare enough to stop the world.
-    gate: RwLock<()>,
+    /// (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT, CKR_ATTRIBUTE_VALUE_INVALID) when a token
+    /// object is created or changed while other sessions of the process read, and lifecycle
+    /// changes are rare enough to stop the world. It belongs to the token, not the keystore:
+    /// every keystore open on the same token in this process shares it. It orders calls
+    /// within a process only; versions are kept apart by `create_kek`'s claim, which also
+    /// holds between processes.
+    gate: Arc<RwLock<()>>,
 }
 
 impl Pkcs11Keystore {
@@ -128,7 +157,7 @@ impl Pkcs11Keystore {
             login: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
             handles: RwLock::new(BTreeMap::new()),
-            gate: RwLock::new(()),
+            gate: token_gate(&config.module, slot),
         };
         store.ensure_login().map_err(unavailable)?;
         store.retire_stale_actives()?;
@@ -138,26 +167,72 @@ impl Pkcs11Keystore {
     /// Retires every active KEK but the newest (left by a crash inside `create_kek`).
     fn retire_stale_actives(&self) -> Result<(), KeystoreError> {
         let _gate = write(&self.gate);
-        let keks = self.list()?;
-        let mut actives = keks
-            .iter()
-            .filter(|k| k.state == KekState::Active)
-            .map(|k| k.version)
-            .rev();
-        if let Some(newest) = actives.next() {
-            let older: Vec<u32> = actives.collect();
-            if !older.is_empty() {
-                tracing::warn!(
-                    newest,
-                    ?older,
-                    "more than one active KEK on the token; retiring the older ones"
-                );
-            }
-            for v in older {
-                self.set_encrypt(v, false)?;
-            }
+        let older = self.retire_all_but_newest_active()?;
+        if !older.is_empty() {
+            tracing::warn!(
+                ?older,
+                "more than one active KEK on the token; retired all but the newest"
+            );
         }
         Ok(())
+    }
+
+    /// Retires every active version but the newest, as the token shows them now; returns the
+    /// versions retired (callers hold the gate). Never retires the newest active version, so
+    /// instances doing this concurrently agree on the one that stays.
+    fn retire_all_but_newest_active(&self) -> Result<Vec<u32>, KeystoreError> {
+        let mut actives: Vec<u32> = self
+            .list()?
+            .into_iter()
+            .filter(|k| k.state == KekState::Active)
+            .map(|k| k.version)
+            .collect();
+        actives.pop();
+        for &v in &actives {
+            self.set_encrypt(v, false)?;
+        }
+        Ok(actives)
+    }
+
+    /// The version to try next: one above every version any key object, pending or finished,
+    /// or tombstone holds.
+    fn next_version(&self, floor: u32) -> Result<u32, KeystoreError> {
+        let (objects, tombstones) = self
+            .with_session(|s| Ok((kek_objects(s)?, find_tombstones(s)?)))
+            .map_err(unavailable)?;
+        let max = objects
+            .iter()
+            .map(|o| o.version)
+            .chain(tombstones)
+            .max()
+            .unwrap_or(0)
+            .max(floor);
+        max.checked_add(1)
+            .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
+    }
+
+    /// Makes the pending key `handle` KEK `version` if it is the only key object with that
+    /// `CKA_ID`; otherwise destroys it. Returns whether it was claimed.
+    fn claim(&self, version: u32, handle: ObjectHandle) -> Result<bool, KeystoreError> {
+        self.with_session(|s| {
+            require_login(s)?;
+            let same_id = s.find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Token(true),
+                Attribute::Id(version.to_be_bytes().to_vec()),
+            ])?;
+            if same_id == [handle] {
+                s.update_attributes(handle, &[Attribute::Label(kek_label(version).into_bytes())])?;
+                return Ok(true);
+            }
+            match s.destroy_object(handle) {
+                // Already gone (a retry of this closure, or someone cleaning up): fine.
+                Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .map_err(unavailable)
     }
 
     /// Logs in once; the login lasts while the held session stays open.
@@ -273,47 +348,14 @@ impl Pkcs11Keystore {
 
     /// Every KEK on the token (callers hold the gate).
     fn list(&self) -> Result<Vec<KekInfo>, KeystoreError> {
-        let (keys, tombstones) = self
-            .with_session(|s| {
-                require_login(s)?;
-                let handles = s.find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::AES),
-                    Attribute::Token(true),
-                ])?;
-                let mut keys = Vec::with_capacity(handles.len());
-                for h in handles {
-                    let attrs = s.get_attributes(
-                        h,
-                        &[
-                            AttributeType::Label,
-                            AttributeType::Id,
-                            AttributeType::Encrypt,
-                        ],
-                    )?;
-                    let (mut label, mut id, mut encrypt) = (None, None, false);
-                    for a in attrs {
-                        match a {
-                            Attribute::Label(l) => label = Some(l),
-                            Attribute::Id(i) => id = Some(i),
-                            Attribute::Encrypt(e) => encrypt = e,
-                            _ => {}
-                        }
-                    }
-                    if let Some(v) = id.as_deref().and_then(version_from_id) {
-                        if label.as_deref() == Some(kek_label(v).as_bytes()) {
-                            keys.push((v, encrypt));
-                        }
-                    }
-                }
-                Ok((keys, find_tombstones(s)?))
-            })
+        let (objects, tombstones) = self
+            .with_session(|s| Ok((kek_objects(s)?, find_tombstones(s)?)))
             .map_err(unavailable)?;
         let mut all = BTreeMap::new();
-        for (v, encrypt) in keys {
+        for o in objects.into_iter().filter(|o| !o.pending) {
             all.insert(
-                v,
-                if encrypt {
+                o.version,
+                if o.encrypt {
                     KekState::Active
                 } else {
                     KekState::Retired
@@ -352,41 +394,41 @@ impl Keystore for Pkcs11Keystore {
         format!("pkcs11:{}:{serial}", self.token_label)
     }
 
+    /// The gate is taken per step, not across them: the claim, not the gate, keeps versions
+    /// apart (the same holds for another process, which the gate does not reach).
     fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError> {
-        let _gate = write(&self.gate);
-        let keks = self.list()?;
-        let highest = keks.last().map_or(0, |k| k.version).max(floor);
-        let version = highest
-            .checked_add(1)
-            .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))?;
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(Ulong::from(32)),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
-            Attribute::Derive(false),
-            Attribute::Label(kek_label(version).into_bytes()),
-            Attribute::Id(version.to_be_bytes().to_vec()),
-        ];
-        let handle = self
-            .with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &template))
-            .map_err(unavailable)?;
-        write(&self.handles).insert(version, handle);
-        // The new key exists before the old one stops encrypting, so there is never a moment
-        // without an active KEK; `open` repairs a crash in between.
-        for old in keks.iter().filter(|k| k.state == KekState::Active) {
-            self.set_encrypt(old.version, false)?;
+        for attempt in 0..CREATE_ATTEMPTS {
+            let version = {
+                let _gate = read(&self.gate);
+                self.next_version(floor)?
+            };
+            let handle = {
+                let _gate = write(&self.gate);
+                self.with_session(|s| s.generate_key(&Mechanism::AesKeyGen, &kek_template(version)))
+                    .map_err(unavailable)?
+            };
+            let claimed = {
+                let _gate = write(&self.gate);
+                self.claim(version, handle)?
+            };
+            if claimed {
+                let _gate = write(&self.gate);
+                write(&self.handles).insert(version, handle);
+                // The new key is active before the old one stops encrypting, so there is never
+                // a moment without an active KEK; `open` repairs a crash in between.
+                self.retire_all_but_newest_active()?;
+                return Ok(version);
+            }
+            tracing::debug!(
+                version,
+                attempt,
+                "another instance created the same KEK version; trying the next"
+            );
+            backoff(attempt);
         }
-        Ok(version)
+        Err(KeystoreError::Unavailable(format!(
+            "no KEK version claimed in {CREATE_ATTEMPTS} attempts: other instances keep creating KEKs"
+        )))
     }
 
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
@@ -408,18 +450,19 @@ impl Keystore for Pkcs11Keystore {
             let Some(h) = self.key_handle(s, kek_version)? else {
                 return Ok(None);
             };
-            let mut iv = iv;
-            let params = GcmParams::new(&mut iv, &aad, Ulong::from(128))?;
-            s.encrypt(&Mechanism::AesGcm(params), h, secret.expose())
-                .map(Some)
+            gcm_seal(iv, &aad, |mechanism| {
+                s.encrypt(&*mechanism, h, secret.expose())
+            })
+            .map(Some)
         });
         match result {
-            Ok(Some(ct)) => {
-                let mut out = Vec::with_capacity(WRAPPED_LEN);
-                out.extend_from_slice(&iv);
-                out.extend_from_slice(&ct);
-                Ok(out)
-            }
+            Ok(Some(blob)) if blob.len() == WRAPPED_LEN => Ok(blob),
+            // Unwrap would refuse it: fail now rather than store a key nothing can open.
+            Ok(Some(blob)) => Err(KeystoreError::Unavailable(format!(
+                "PKCS#11 AES-GCM returned {} bytes instead of {}",
+                blob.len() - IV_LEN,
+                WRAPPED_LEN - IV_LEN
+            ))),
             Ok(None) => Err(self.missing(kek_version)),
             // CKA_ENCRYPT = false: the HSM refuses, whichever instance retired the key.
             Err(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) => {
@@ -447,11 +490,9 @@ impl Keystore for Pkcs11Keystore {
             if wrapped.len() != WRAPPED_LEN {
                 return Ok(Some(None));
             }
-            let mut iv: [u8; IV_LEN] = wrapped[..IV_LEN].try_into().expect("IV_LEN bytes");
-            let params = GcmParams::new(&mut iv, &aad, Ulong::from(128))?;
-            match s.decrypt(&Mechanism::AesGcm(params), h, &wrapped[IV_LEN..]) {
-                Ok(plain) => Ok(Some(Some(Zeroizing::new(plain)))),
-                Err(e) if is_auth_failure(&e) => Ok(Some(None)),
+            match gcm_open(s, h, wrapped, &aad) {
+                Ok(plain) => Ok(Some(Some(plain))),
+                Err(e) if is_auth_failure(&e, || token_works(s)) => Ok(Some(None)),
                 Err(e) => Err(e),
             }
         });
@@ -503,6 +544,84 @@ impl Keystore for Pkcs11Keystore {
     }
 }
 
+/// Runs one AES-GCM encryption through `encrypt` and returns `iv || ciphertext || tag`, with the
+/// IV as it is in the mechanism's IV buffer *after* the call: a token may generate the IV itself
+/// and write it there (PKCS#11 3.0, and some HSMs in FIPS mode), in which case `iv` is only the
+/// buffer's starting value and emitting it would make the blob unopenable.
+fn gcm_seal(
+    iv: [u8; IV_LEN],
+    aad: &[u8],
+    encrypt: impl FnOnce(&mut Mechanism<'_>) -> Result<Vec<u8>, CkError>,
+) -> Result<Vec<u8>, CkError> {
+    let mut iv = iv;
+    let ct = {
+        let mut mechanism = Mechanism::AesGcm(GcmParams::new(&mut iv, aad, Ulong::from(128))?);
+        encrypt(&mut mechanism)?
+    };
+    let mut out = Vec::with_capacity(IV_LEN + ct.len());
+    out.extend_from_slice(&iv);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Decrypts `iv || ciphertext || tag` with AES-GCM under `key`.
+fn gcm_open(
+    s: &Session,
+    key: ObjectHandle,
+    blob: &[u8],
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, CkError> {
+    let (iv, ct) = blob.split_at(IV_LEN);
+    let mut iv: [u8; IV_LEN] = iv.try_into().expect("IV_LEN bytes");
+    let params = GcmParams::new(&mut iv, aad, Ulong::from(128))?;
+    s.decrypt(&Mechanism::AesGcm(params), key, ct)
+        .map(Zeroizing::new)
+}
+
+/// Health probe, run when `C_Decrypt` failed with a code that does not say why: a fresh
+/// session (non-token) AES-256 key, an AES-GCM round trip of 32 random bytes with random AAD,
+/// the key destroyed. True if the token did it all and gave the bytes back.
+fn token_works(s: &Session) -> bool {
+    match gcm_probe(s) {
+        Ok(()) => true,
+        Err(why) => {
+            tracing::warn!(%why, "PKCS#11 health probe failed after C_Decrypt failed");
+            false
+        }
+    }
+}
+
+fn gcm_probe(s: &Session) -> Result<(), String> {
+    let rng = |_| "OS random number generator failed".to_owned();
+    let data = Zeroizing::new(random::array::<32>().map_err(rng)?);
+    let aad = random::array::<16>().map_err(rng)?;
+    let iv = random::array::<IV_LEN>().map_err(rng)?;
+    let ck = |e: CkError| e.to_string();
+    let key = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(Ulong::from(32)),
+                Attribute::Token(false),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+            ],
+        )
+        .map_err(ck)?;
+    let round_trip = gcm_seal(iv, &aad, |m| s.encrypt(&*m, key, &data[..]))
+        .and_then(|sealed| gcm_open(s, key, &sealed, &aad));
+    let destroyed = s.destroy_object(key);
+    match round_trip.map_err(ck)? {
+        plain if plain[..] == data[..] => {}
+        _ => return Err("AES-GCM round trip returned other bytes".into()),
+    }
+    destroyed.map_err(ck)
+}
+
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, KeystoreError> {
     for slot in ctx
         .get_slots_with_initialized_token()
@@ -547,8 +666,96 @@ fn find_tombstones(s: &Session) -> Result<Vec<u32>, CkError> {
     Ok(versions)
 }
 
+/// A key object that is, or is becoming, a KEK.
+struct KekObject {
+    version: u32,
+    /// Still labelled pending: being created, or left by a crash while it was.
+    pending: bool,
+    encrypt: bool,
+}
+
+/// Every KEK key object on the token, pending ones included.
+fn kek_objects(s: &Session) -> Result<Vec<KekObject>, CkError> {
+    require_login(s)?;
+    let handles = s.find_objects(&[
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::Token(true),
+    ])?;
+    let mut objects = Vec::with_capacity(handles.len());
+    for h in handles {
+        let attrs = s.get_attributes(
+            h,
+            &[
+                AttributeType::Label,
+                AttributeType::Id,
+                AttributeType::Encrypt,
+            ],
+        )?;
+        let (mut label, mut id, mut encrypt) = (None, None, false);
+        for a in attrs {
+            match a {
+                Attribute::Label(l) => label = Some(l),
+                Attribute::Id(i) => id = Some(i),
+                Attribute::Encrypt(e) => encrypt = e,
+                _ => {}
+            }
+        }
+        let (Some(version), Some(label)) = (id.as_deref().and_then(version_from_id), label) else {
+            continue;
+        };
+        let pending = if label == kek_label(version).as_bytes() {
+            false
+        } else if label == pending_label(version).as_bytes() {
+            true
+        } else {
+            continue;
+        };
+        objects.push(KekObject {
+            version,
+            pending,
+            encrypt,
+        });
+    }
+    Ok(objects)
+}
+
+/// A new KEK's attributes, labelled pending until [`Pkcs11Keystore::claim`] relabels it.
+fn kek_template(version: u32) -> [Attribute; 16] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(Ulong::from(32)),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
+        Attribute::Label(pending_label(version).into_bytes()),
+        Attribute::Id(version.to_be_bytes().to_vec()),
+    ]
+}
+
+/// A random pause of up to 2^(attempt+1) ms (capped at 64), so that two instances that both
+/// gave a version up do not collide again on the next.
+fn backoff(attempt: u32) {
+    let r = random::array::<2>().map_or(0, u16::from_be_bytes);
+    let ms = 1 + u64::from(r) % (2u64 << attempt.min(5));
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
 fn kek_label(version: u32) -> String {
     format!("{LABEL_PREFIX}{version}")
+}
+
+fn pending_label(version: u32) -> String {
+    format!("{PENDING_PREFIX}{version}")
 }
 
 fn version_from_id(id: &[u8]) -> Option<u32> {
@@ -579,20 +786,25 @@ fn is_handle_error(e: &CkError) -> bool {
     )
 }
 
-/// GCM tag mismatch or malformed ciphertext, as returned by `C_Decrypt`. SoftHSM 2.6 reports a
-/// tag mismatch as `CKR_GENERAL_ERROR`, so that code counts here too (and only here).
-fn is_auth_failure(e: &CkError) -> bool {
-    matches!(
-        e,
+/// Whether a `C_Decrypt` failure means the blob failed authentication (GCM tag mismatch or
+/// malformed ciphertext: wrong key, context or bytes) rather than the token failing.
+///
+/// SoftHSM 2.6 reports a tag mismatch as `CKR_GENERAL_ERROR`, which is also what a failing
+/// token says; for that code only, `token_works` ([`token_works`] in production) decides: if
+/// the token still does an unrelated GCM round trip, the failure was the blob's; if not, the
+/// token is failing and the caller must hear "unavailable", not "integrity".
+fn is_auth_failure(e: &CkError, token_works: impl FnOnce() -> bool) -> bool {
+    match e {
         CkError::Pkcs11(
             RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::DataInvalid
-                | RvError::DataLenRange
-                | RvError::GeneralError,
-            _
-        )
-    )
+            | RvError::EncryptedDataLenRange
+            | RvError::DataInvalid
+            | RvError::DataLenRange,
+            _,
+        ) => true,
+        CkError::Pkcs11(RvError::GeneralError, _) => token_works(),
+        _ => false,
+    }
 }
 
 /// HSM errors carry the function and return code, never a PIN or key bytes.
@@ -627,6 +839,57 @@ mod tests {
         assert_eq!(version_from_id(&7u32.to_be_bytes()), Some(7));
         assert_eq!(version_from_id(&[0, 7]), None);
         assert_eq!(kek_label(12), "zkvault-kek-v12");
+    }
+
+    /// A token that generates the IV and writes it into the parameters, as some HSMs do:
+    /// the blob must carry that IV, not the one we put in.
+    #[test]
+    fn gcm_seal_emits_the_iv_the_token_used() {
+        let host_iv = [0x11; IV_LEN];
+        let token_iv = [0xEE; IV_LEN];
+        let blob = gcm_seal(host_iv, b"aad", |mechanism| {
+            let Mechanism::AesGcm(params) = mechanism else {
+                panic!("not AES-GCM");
+            };
+            assert_eq!(params.aad(), b"aad");
+            assert_eq!(u64::from(params.tag_bits()), 128);
+            // What C_Encrypt does through CK_GCM_PARAMS.pIv.
+            assert_eq!(params.iv(), host_iv);
+            params.iv().copy_from_slice(&token_iv);
+            Ok(vec![0xCC; 48])
+        })
+        .unwrap();
+        assert_eq!(blob.len(), WRAPPED_LEN);
+        assert_eq!(blob[..IV_LEN], token_iv);
+        assert_eq!(blob[IV_LEN..], [0xCC; 48]);
+    }
+
+    #[test]
+    fn general_error_is_the_blobs_fault_only_if_the_token_works() {
+        let general = CkError::Pkcs11(RvError::GeneralError, Function::Decrypt);
+        assert!(is_auth_failure(&general, || true));
+        assert!(!is_auth_failure(&general, || false));
+        // Codes that name the data are the blob's fault, and do not cost a probe.
+        for rv in [
+            RvError::EncryptedDataInvalid,
+            RvError::EncryptedDataLenRange,
+            RvError::DataInvalid,
+            RvError::DataLenRange,
+        ] {
+            let e = CkError::Pkcs11(rv, Function::Decrypt);
+            assert!(is_auth_failure(&e, || panic!("probed for {rv:?}")));
+        }
+        // Codes that name the token never count as a bad blob.
+        for rv in [
+            RvError::DeviceError,
+            RvError::DeviceMemory,
+            RvError::FunctionFailed,
+            RvError::SessionHandleInvalid,
+            RvError::KeyHandleInvalid,
+        ] {
+            let e = CkError::Pkcs11(rv, Function::Decrypt);
+            assert!(!is_auth_failure(&e, || panic!("probed for {rv:?}")));
+        }
     }
 
     #[test]
