@@ -24,7 +24,26 @@ on_both_backends!(
     kek_rotation_rewraps_masters_only_and_survives_a_crash,
     keystore_migration_keeps_records_readable,
     traffic_continues_through_rotations_and_revocation,
+    a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open,
 );
+
+/// A keystore that returns a bad wrap (e.g. an HSM that generates the GCM IV and reports
+/// another) used to have every master overwritten with it: all records lost at the next
+/// restart. Each rewrap is now opened once before the commit.
+async fn a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open(db: TestDb) {
+    let app = TestApp::start(db).await;
+    put_all(&app).await;
+    let inner = app.vault.keyring().keystore().clone();
+    let faulty = Arc::new(Failing { inner: inner.clone(), fail: false.into(), corrupt: true.into() });
+    let before = app.vault.store().all_masters().unwrap();
+    let vault = reopen(&app, faulty); // opening only unwraps, which the faulty keystore does right
+    let err = tokio::task::spawn_blocking(move || vault.rotate_kek(&actor()).err()).await.unwrap();
+    assert!(matches!(err, Some(zkvault::vault::VaultError::KeystoreUnavailable(_))), "{err:?}");
+    let after = app.vault.store().all_masters().unwrap();
+    assert!(before.iter().zip(&after).all(|(b, a)| b.wrapped == a.wrapped && b.kek_version == a.kek_version), "a master was rewritten");
+    read_direct(&reopen(&app, inner));
+    app.stop().await;
+}
 
 const IDS: [&str; 4] = ["4930098371", "4930098372", "4930098373", "4930098374"];
 
@@ -227,10 +246,12 @@ async fn invalid_transitions_are_refused(db: TestDb) {
     app.stop().await;
 }
 
-/// A keystore that fails every wrap once `fail` is set: a crash in the middle of a rotation.
+/// A keystore that fails every wrap once `fail` is set: a crash in the middle of a rotation;
+/// or, once `corrupt` is set, returns wraps it cannot open again (a faulty HSM).
 struct Failing {
     inner: Arc<dyn Keystore>,
     fail: std::sync::atomic::AtomicBool,
+    corrupt: std::sync::atomic::AtomicBool,
 }
 
 impl Keystore for Failing {
@@ -250,7 +271,11 @@ impl Keystore for Failing {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(KeystoreError::Unavailable("injected failure".into()));
         }
-        self.inner.wrap(v, ctx, s)
+        let mut wrapped = self.inner.wrap(v, ctx, s)?;
+        if self.corrupt.load(std::sync::atomic::Ordering::SeqCst) {
+            *wrapped.last_mut().unwrap() ^= 1;
+        }
+        Ok(wrapped)
     }
     fn unwrap(&self, v: u32, ctx: &WrapContext, w: &[u8]) -> Result<Secret32, KeystoreError> {
         self.inner.unwrap(v, ctx, w)
@@ -303,7 +328,7 @@ async fn kek_rotation_rewraps_masters_only_and_survives_a_crash(db: TestDb) {
     .unwrap();
 
     let inner = app.vault.keyring().keystore().clone();
-    let failing = Arc::new(Failing { inner: inner.clone(), fail: false.into() });
+    let failing = Arc::new(Failing { inner: inner.clone(), fail: false.into(), corrupt: false.into() });
     let vault = Arc::new(reopen(&app, failing.clone()));
 
     // Crash between "new KEK created" and "rewrap committed": every record stays readable.

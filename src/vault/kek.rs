@@ -41,11 +41,13 @@ type Rewrapped = (Vec<(MasterRow, i32)>, Vec<(IndexKeyRow, i32)>);
 fn rewrap_one(from: &dyn Keystore, to: &dyn Keystore, to_kek: u32, read_under: i32, ctx: &WrapContext, wrapped: &[u8]) -> Result<Vec<u8>, VaultError> {
     let secret = from.unwrap(read_under as u32, ctx, wrapped)?;
     let rewrapped = to.wrap(to_kek, ctx, &secret)?;
-    let back = to.unwrap(to_kek, ctx, &rewrapped)?;
-    if back != secret {
-        return Err(VaultError::KeystoreUnavailable("the keystore returned a wrap that does not open to the same key; nothing was committed".into()));
+    // A faulty keystore, not stored data: 503, and nothing is committed.
+    let faulty = || VaultError::KeystoreUnavailable("the keystore returned a wrap it cannot open back to the same key; nothing was committed".into());
+    match to.unwrap(to_kek, ctx, &rewrapped) {
+        Ok(back) if back == secret => Ok(rewrapped),
+        Ok(_) | Err(crate::keystore::KeystoreError::Unwrap) => Err(faulty()),
+        Err(e) => Err(e.into()),
     }
-    Ok(rewrapped)
 }
 
 /// Every live master and index key rewrapped under `to`'s KEK `to_kek`. Nothing is written:
