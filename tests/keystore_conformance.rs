@@ -613,10 +613,7 @@ mod pkcs11_token {
                         .collect::<Vec<_>>()
                 })
             });
-            racers
-                .into_iter()
-                .flat_map(|r| r.join().unwrap())
-                .collect()
+            racers.into_iter().flat_map(|r| r.join().unwrap()).collect()
         });
         let returned: Vec<u32> = results
             .into_iter()

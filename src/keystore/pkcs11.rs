@@ -111,10 +111,12 @@ pub fn module_context(module: &Path) -> Result<Pkcs11, KeystoreError> {
     Ok(ctx)
 }
 
-/// The gate of one token in this process, shared by every keystore open on it (see
-/// [`Pkcs11Keystore::gate`]).
-fn token_gate(module: &Path, slot: Slot) -> Arc<RwLock<()>> {
-    static GATES: Mutex<BTreeMap<(PathBuf, u64), Arc<RwLock<()>>>> = Mutex::new(BTreeMap::new());
+/// A token's gate (see [`Pkcs11Keystore::gate`]).
+type Gate = Arc<RwLock<()>>;
+
+/// The gate of one token in this process, shared by every keystore open on it.
+fn token_gate(module: &Path, slot: Slot) -> Gate {
+    static GATES: Mutex<BTreeMap<(PathBuf, u64), Gate>> = Mutex::new(BTreeMap::new());
     Arc::clone(
         lock(&GATES)
             .entry((module.to_owned(), slot.id()))
@@ -140,7 +142,7 @@ pub struct Pkcs11Keystore {
     /// every keystore open on the same token in this process shares it. It orders calls
     /// within a process only; versions are kept apart by `create_kek`'s claim, which also
     /// holds between processes.
-    gate: Arc<RwLock<()>>,
+    gate: Gate,
 }
 
 impl Pkcs11Keystore {
