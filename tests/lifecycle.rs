@@ -390,11 +390,18 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     let migrated = reopen(&app, target.clone());
     read_direct(&migrated);
     assert_eq!(rows(&app).await, before, "records untouched");
-    // The old keystore no longer opens this database's masters: the service refuses to start with it.
+    // The old keystore no longer opens this database's masters: the service refuses to start with
+    // it, and changes nothing first. (It used to create a KEK in the old keystore — its KEK was
+    // retired by the migration — and record it as the deployment's active KEK, the target's
+    // marked retired, before refusing.)
     let store = zkvault::storage::Store::open(app.db.url(), 2).unwrap();
     let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
     let ttl = CacheTtls { masters: Duration::from_secs(1), credentials: Duration::from_secs(1) };
-    assert!(Vault::open(store, app.vault.keyring().keystore().clone(), policy, ttl).is_err());
+    let old = app.vault.keyring().keystore().clone();
+    let (keks_before, old_keks_before) = (store.keks().unwrap(), old.list_keks().unwrap());
+    assert!(Vault::open(store.clone(), old.clone(), policy, ttl).is_err());
+    assert_eq!(store.keks().unwrap(), keks_before, "the refused start changed the KEK table");
+    assert_eq!(old.list_keks().unwrap(), old_keks_before, "the refused start created a KEK in the old keystore");
 
     if let Some(cfg) = support::softhsm::new_token() {
         let hsm: Arc<dyn Keystore> = Arc::new(zkvault::keystore::pkcs11::Pkcs11Keystore::open(&cfg).unwrap());

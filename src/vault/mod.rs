@@ -62,20 +62,23 @@ pub struct CacheTtls {
 }
 
 impl Vault {
-    /// Opens the vault over a migrated store: makes sure an active KEK exists, mirrors the KEK
-    /// list into the database, checks every stored key unwraps with this keystore, and
+    /// Opens the vault over a migrated store: checks every stored key unwraps with this
+    /// keystore, makes sure an active KEK exists, mirrors the KEK list into the database, and
     /// gives each policy namespace its DM v1 and index key on first start.
+    ///
+    /// The check comes first, so a wrong keystore (say, the source of a migration, whose KEK the
+    /// migration retired) is refused before anything is written to it or to the database.
     pub fn open(store: Store, keystore: Arc<dyn Keystore>, policy: Policy, ttls: CacheTtls) -> Result<Vault, VaultError> {
         let system = Actor::new("system", "service start");
         {
             // Instances starting together must not each create a first KEK or namespace keys.
             let _lock = key_lock(&store)?;
+            check_unwrappable(&store, keystore.as_ref())?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
                 None => keystore.create_kek_after(store.keks()?.iter().map(|k| k.version as u32).max().unwrap_or(0))?,
             };
             mirror_keks(&store, keystore.as_ref(), &system)?;
-            check_unwrappable(&store, keystore.as_ref())?;
             for ns in policy.namespaces.keys() {
                 if store.index_key(ns)?.is_none() {
                     init_namespace(&store, keystore.as_ref(), kek, ns, &system)?;
