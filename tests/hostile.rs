@@ -38,6 +38,8 @@ on_both_backends!(
     slow_and_stalled_requests_time_out,
     truncated_bodies_change_nothing,
     ten_thousand_connections_opened_and_dropped,
+    refused_requests_cost_bounded_audit_space,
+    unauthenticated_requests_are_audited_in_aggregate,
 );
 
 /// The test app with a client that opens a new connection per request: a pooled connection can
@@ -849,5 +851,124 @@ async fn ten_thousand_connections_opened_and_dropped(db: TestDb) {
     assert!(open_fds() <= fds_before + 100, "descriptors still open: {} before, {} after", fds_before, open_fds());
     assert_eq!(app.get("rp", "storm", ID).await.status(), 404);
     assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+// ---- Issue 10: unauthenticated or low-privilege exhaustion, and contract defects ----
+
+/// `(rows, bytes)` of the audit entries of refusals (`access.*`): bytes of their text columns.
+async fn refusal_audit_size(app: &TestApp) -> (u64, u64) {
+    let url = app.db.url().to_owned();
+    let v = tokio::task::spawn_blocking(move || {
+        support::app::query_strings(
+            &url,
+            "SELECT CAST(COUNT(*) AS TEXT) || ' ' || CAST(COALESCE(SUM(LENGTH(actor) + LENGTH(request_id) + LENGTH(operation) + LENGTH(namespace) \
+             + LENGTH(target) + LENGTH(resident_tag) + LENGTH(outcome) + LENGTH(detail)), 0) AS TEXT) AS v FROM audit WHERE operation LIKE 'access.%'",
+        )
+    })
+    .await
+    .unwrap();
+    let (rows, bytes) = v[0].split_once(' ').unwrap();
+    (rows.parse().unwrap(), bytes.parse().unwrap())
+}
+
+/// Every audit row as `operation|outcome|namespace|target|detail`.
+async fn audit_rows(app: &TestApp) -> Vec<String> {
+    let url = app.db.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        support::app::query_strings(&url, "SELECT operation || '|' || outcome || '|' || namespace || '|' || target || '|' || detail AS v FROM audit ORDER BY id")
+    })
+    .await
+    .unwrap()
+}
+
+/// Refusals recorded with `outcome` on `access.*` operations: `(rows, refused requests)`. An
+/// aggregated entry's detail starts `count=N`; any other entry stands for one request.
+async fn refusals(app: &TestApp, outcomes: &[&str]) -> (usize, u64) {
+    let rows: Vec<String> = audit_rows(app).await.into_iter().filter(|r| {
+        let mut f = r.split('|');
+        f.next().is_some_and(|op| op.starts_with("access.")) && f.next().is_some_and(|o| outcomes.contains(&o))
+    }).collect();
+    let count = |r: &String| r.rsplit('|').next().and_then(|d| d.strip_prefix("count=")).and_then(|d| d.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(1u64);
+    (rows.len(), rows.iter().map(count).sum())
+}
+
+/// Waits (up to 20 s) until at least `expected` refusals with one of `outcomes` are recorded.
+async fn await_refusals(app: &TestApp, outcomes: &[&str], expected: u64) -> (usize, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = refusals(app, outcomes).await;
+        if got.1 >= expected || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn refused_requests_cost_bounded_audit_space(db: TestDb) {
+    const FLOOD: usize = 2_000;
+    let app = Arc::new(start(db).await);
+    seed(&app).await;
+    let (rows_before, bytes_before) = refusal_audit_size(&app).await;
+    let huge = format!("/v1/ns/{}/records", "N".repeat(60_000));
+    let r = bearer(&app.tokens.reader);
+    let flood = {
+        let (app, r, huge) = (app.clone(), r.clone(), huge.clone());
+        tokio::spawn(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(8));
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..FLOOD {
+                let permit = permits.clone().acquire_owned().await.unwrap();
+                let (addr, raw) = (app.addr, request("GET", huge.as_bytes(), &[("Authorization", &r), ("Resident-Id", ID.as_bytes())], b""));
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    send(addr, &raw).await.map(|r| r.status)
+                });
+            }
+            let mut statuses = Vec::new();
+            while let Some(s) = tasks.join_next().await {
+                statuses.push(s.unwrap());
+            }
+            statuses
+        })
+    };
+    // Valid traffic meanwhile: answered, and how long it took is reported (not asserted).
+    let mut latencies = Vec::new();
+    while !flood.is_finished() {
+        let started = Instant::now();
+        assert_serving(&app).await;
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let statuses = flood.await.unwrap();
+    assert!(statuses.iter().all(|s| matches!(s, Some(400 | 403 | 404))), "every flood request refused: {:?}", &statuses[..10]);
+    let (rows, refused) = await_refusals(&app, &["forbidden", "bad_request", "unknown_namespace"], FLOOD as u64).await;
+    let (rows_after, bytes_after) = refusal_audit_size(&app).await;
+    latencies.sort();
+    eprintln!(
+        "flood of {FLOOD}: refusal audit entries +{} rows, +{} bytes ({rows} entries for {refused} requests); valid GET latency over {} samples: median {:?}, max {:?}",
+        rows_after - rows_before,
+        bytes_after - bytes_before,
+        latencies.len(),
+        latencies.get(latencies.len() / 2),
+        latencies.last()
+    );
+    assert_eq!(refused, FLOOD as u64, "every refusal is counted");
+    // One entry per key per second at most, each a few hundred bytes: the flood lasts seconds.
+    assert!(rows_after - rows_before <= 100, "{} audit rows for {FLOOD} refusals", rows_after - rows_before);
+    assert!(bytes_after - bytes_before <= 64 * 1024, "{} audit bytes for {FLOOD} refusals", bytes_after - bytes_before);
+    assert!(!latencies.is_empty());
+}
+
+async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {
+    let app = start(db).await;
+    for i in 0..50 {
+        let auth: &[u8] = if i % 2 == 0 { b"Bearer zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" } else { b"Basic x" };
+        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", auth), ("Resident-Id", ID.as_bytes())], b"")).await;
+        refused_with("no credential", r, &[401], "unauthenticated");
+    }
+    let (rows, refused) = await_refusals(&app, &["unauthenticated"], 50).await;
+    assert_eq!(refused, 50, "every 401 is recorded");
+    assert!(rows <= 5, "{rows} rows for 50 refusals");
     app.stop().await;
 }

@@ -3,6 +3,9 @@
 //! A recently verified token is answered from memory; otherwise the token is verified against
 //! the database with Argon2id on the blocking pool, at most `argon2_concurrency` at a time so a
 //! flood of bad tokens cannot starve the CPU.
+//!
+//! Every refusal here or in [`Caller::require`] is counted for the audit trail under bounded
+//! values only (see `vault::refusals`): a refused request never writes a row of its own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,22 +17,69 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::vault::{Actor, Principal, Role, Vault};
+use crate::policy::valid_namespace_name;
+use crate::vault::{Actor, Principal, Refusal, Role, Vault, VaultError};
+
+/// Who refused requests are counted under when no credential was verified: the id inside an
+/// unverified token is the caller's invention and must not become a key.
+const ANONYMOUS: &str = "anonymous";
 
 /// The authenticated caller of a request, and the request's id (for the audit trail).
 pub struct Caller {
     pub principal: Arc<Principal>,
     request_id: String,
+    route: String,
     vault: Arc<Vault>,
 }
 
+/// What the request is, for counting its refusal: its id and route pattern.
+struct RequestFacts {
+    request_id: String,
+    route: String,
+    namespace: Option<String>,
+}
+
+impl RequestFacts {
+    fn of(req: &HttpRequest) -> Self {
+        RequestFacts {
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            route: req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+            namespace: req.match_info().get("ns").map(str::to_owned),
+        }
+    }
+}
+
+/// `ns` if it is a namespace of the policy, else nothing: only those may key a refusal.
+fn known(vault: &Vault, ns: Option<&str>) -> String {
+    ns.filter(|ns| vault.policy().namespace(ns).is_some()).unwrap_or_default().to_owned()
+}
+
 impl Caller {
-    /// Allows the call, or answers 403 and records the refusal in the audit trail.
+    /// Allows the call, or refuses it and counts the refusal. For a namespaced call the
+    /// namespace's shape is checked first: the policy's name pattern (which bounds the length);
+    /// then the role and the credential's namespace scope (403); then known to the policy (404).
     pub fn require(&self, role: Role, ns: Option<&str>) -> Result<(), ApiError> {
-        self.principal.require(role, ns).map_err(|e| {
-            let (vault, actor, ns) = (self.vault.clone(), self.actor(), ns.unwrap_or_default().to_owned());
-            let operation = format!("access.{}", role.as_str());
-            actix_web::rt::spawn(async move { web::block(move || vault.record_denied(&actor, &operation, &ns)).await });
+        let check = || {
+            if let Some(ns) = ns {
+                if !valid_namespace_name(ns) {
+                    return Err(VaultError::BadInput("namespace must match ^[a-z0-9][a-z0-9_-]{0,62}$".into()));
+                }
+            }
+            self.principal.require(role, ns)?;
+            match ns {
+                Some(ns) if self.vault.policy().namespace(ns).is_none() => Err(VaultError::UnknownNamespace),
+                _ => Ok(()),
+            }
+        };
+        check().map_err(|e| {
+            let key = Refusal {
+                actor: self.principal.id.clone(),
+                operation: format!("access.{}", role.as_str()),
+                route: self.route.clone(),
+                namespace: known(&self.vault, ns),
+                outcome: e.code(),
+            };
+            self.vault.record_refusal(key, &self.request_id);
             e.into()
         })
     }
@@ -63,20 +113,39 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+        let facts = RequestFacts::of(req);
         let token = bearer(req);
         Box::pin(async move {
-            let state = state.expect("AppState is registered");
-            let token = token?;
             let vault = state.vault.clone();
-            if let Some(principal) = vault.credentials().cached(&token) {
-                return Ok(Caller { principal, request_id, vault });
+            let verified = async {
+                let token = token?;
+                if let Some(principal) = vault.credentials().cached(&token) {
+                    return Ok(principal);
+                }
+                let _permit = state.argon2_permits.acquire().await.expect("semaphore is never closed");
+                let v = vault.clone();
+                blocking(move || v.credentials().verify(&token)).await
+            };
+            match verified.await {
+                Ok(principal) => Ok(Caller {
+                    principal,
+                    request_id: facts.request_id,
+                    route: facts.route,
+                    vault,
+                }),
+                Err(e) => {
+                    let key = Refusal {
+                        actor: ANONYMOUS.into(),
+                        operation: "access.authenticate".into(),
+                        route: facts.route,
+                        namespace: known(&vault, facts.namespace.as_deref()),
+                        outcome: e.code(),
+                    };
+                    vault.record_refusal(key, &facts.request_id);
+                    Err(e)
+                }
             }
-            let _permit = state.argon2_permits.acquire().await.expect("semaphore is never closed");
-            let v = vault.clone();
-            let principal = blocking(move || v.credentials().verify(&token)).await?;
-            Ok(Caller { principal, request_id, vault })
         })
     }
 }

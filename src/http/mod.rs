@@ -21,7 +21,7 @@ pub use ops::ApiDoc;
 pub use records::RESIDENT_ID;
 use telemetry::Metrics;
 
-use crate::vault::{Vault, SYNC_INTERVAL};
+use crate::vault::{Vault, REFUSAL_INTERVAL, SYNC_INTERVAL};
 
 /// Shared by every worker.
 pub struct AppState {
@@ -138,8 +138,23 @@ pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std
     }
     let server = server.listen(listener)?.run();
     let handle = server.handle();
+    spawn_refusal_flush(&vault);
     spawn_cache_sync(vault);
     Ok(RunningServer { addr, handle, server })
+}
+
+/// Appends the counted refusals every [`REFUSAL_INTERVAL`] (see `vault::refusals`); the last
+/// ones are appended when the vault is dropped.
+fn spawn_refusal_flush(vault: &Arc<Vault>) {
+    let weak = Arc::downgrade(vault);
+    std::thread::Builder::new()
+        .name("refusal-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(REFUSAL_INTERVAL);
+            let Some(vault) = weak.upgrade() else { return };
+            vault.flush_refusals();
+        })
+        .expect("spawn refusal flush thread");
 }
 
 /// Keeps this instance's caches no staler than a second behind changes made anywhere (another

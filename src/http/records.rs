@@ -179,7 +179,6 @@ pub async fn delete_record(
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    refuse_encoded_path(&req)?;
     let (ns, name) = path.into_inner();
     caller.require(Role::Writer, Some(&ns))?;
     let id = resident_id(&req)?;

@@ -116,11 +116,6 @@ impl Vault {
         }
     }
 
-    /// A request refused before reaching a use case (wrong role or namespace).
-    pub fn record_denied(&self, actor: &Actor, operation: &str, namespace: &str) {
-        self.record_failure(actor.entry(operation, namespace, ""), &VaultError::Forbidden(""));
-    }
-
     /// A page of the trail for `GET /v1/audit`.
     pub fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, VaultError> {
         Ok(self.store().audit_page(filter)?)

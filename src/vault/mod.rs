@@ -14,6 +14,7 @@ mod overview;
 mod record_name;
 mod records;
 mod reencrypt;
+mod refusals;
 mod schedule;
 mod seed;
 
@@ -33,6 +34,7 @@ pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
 pub use record_name::valid_record_name;
 pub use records::{Precondition, PutOutcome, Record, RecordWrite};
 pub use reencrypt::{ReencryptReport, MAX_REENCRYPT_IDS};
+pub use refusals::{Refusal, REFUSAL_INTERVAL};
 pub use schedule::{spawn_scheduler, LifecycleReport, PlannedEvent};
 pub use seed::{seed_body, seed_uin, SeedOptions, SeedReport, SEED_BODY_BYTES, SEED_MAX_RESIDENTS};
 
@@ -50,6 +52,7 @@ pub struct Vault {
     policy: Policy,
     keyring: Keyring,
     credentials: Credentials,
+    refusals: refusals::Refusals,
     /// Record successful reads in the audit trail (changes and failures are always recorded).
     audit_reads: bool,
 }
@@ -87,6 +90,7 @@ impl Vault {
         Ok(Vault {
             credentials: Credentials::new(store.clone(), ttls.credentials),
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
+            refusals: refusals::Refusals::new(store.clone()),
             store,
             policy,
             audit_reads: true,
