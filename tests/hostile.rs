@@ -39,6 +39,7 @@ on_both_backends!(
     truncated_bodies_change_nothing,
     ten_thousand_connections_opened_and_dropped,
     refused_requests_cost_bounded_audit_space,
+    invalid_record_names_are_never_audited_verbatim,
     unauthenticated_requests_are_audited_in_aggregate,
 );
 
@@ -958,6 +959,25 @@ async fn refused_requests_cost_bounded_audit_space(db: TestDb) {
     assert!(rows_after - rows_before <= 100, "{} audit rows for {FLOOD} refusals", rows_after - rows_before);
     assert!(bytes_after - bytes_before <= 64 * 1024, "{} audit bytes for {FLOOD} refusals", bytes_after - bytes_before);
     assert!(!latencies.is_empty());
+}
+
+async fn invalid_record_names_are_never_audited_verbatim(db: TestDb) {
+    let app = start(db).await;
+    let w = bearer(&app.tokens.writer);
+    let long = "a".repeat(5 * 1024);
+    for name in ["UIN-4930098371-SECRET", long.as_str()] {
+        let path = format!("/v1/ns/rp/records/{name}");
+        for method in ["PUT", "GET", "DELETE"] {
+            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", ID.as_bytes()), ("Content-Length", b"1")], b"x")).await;
+            refused_with(&format!("{method} {}", &name[..name.len().min(30)]), r, &[400], "bad_request");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rows = audit_rows(&app).await.join("\n");
+    assert!(!rows.contains("4930098371") && !rows.contains("SECRET"), "the name is audited verbatim:\n{rows}");
+    assert!(!rows.contains(&long[..200]), "the 5 KB name is audited verbatim");
+    assert!(rows.contains("<invalid name, 21 bytes>") && rows.contains("<invalid name, 5120 bytes>"), "a fixed marker stands for the name:\n{rows}");
+    app.stop().await;
 }
 
 async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {

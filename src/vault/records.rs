@@ -7,7 +7,8 @@
 use zeroize::Zeroizing;
 use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKey, SealedRecord};
 
-use super::{now_ms, record_name::valid_record_name, Actor, Vault, VaultError};
+use super::record_name::{audit_name, valid_record_name};
+use super::{now_ms, Actor, Vault, VaultError};
 use crate::storage::{AuditEntry, RecordMeta, RecordRow, StorageError};
 
 /// `If-Match` / `If-None-Match: *` on a write.
@@ -118,7 +119,7 @@ impl Vault {
     /// revision check, so no update is lost.
     pub fn put_record(&self, actor: &Actor, ns: &str, raw_id: &str, write: &RecordWrite) -> Result<PutOutcome, VaultError> {
         let RecordWrite { name, body, .. } = *write;
-        let mut entry = actor.entry("record.put", ns, name);
+        let mut entry = actor.entry("record.put", ns, audit_name(name));
         let resident = self.check_name(name).and_then(|()| {
             let limit = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
             if body.len() > limit {
@@ -181,7 +182,7 @@ impl Vault {
 
     /// Reads and opens a record. A wrong resident ID looks exactly like an absent record.
     pub fn get_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<Record, VaultError> {
-        self.audited_read(actor.entry("record.get", ns, name), |entry| {
+        self.audited_read(actor.entry("record.get", ns, audit_name(name)), |entry| {
             self.check_name(name)?;
             let keys = self.resident(ns, raw_id)?;
             entry.resident_tag = keys.tag.clone();
@@ -196,7 +197,7 @@ impl Vault {
     }
 
     pub fn delete_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<(), VaultError> {
-        let mut entry = actor.entry("record.delete", ns, name);
+        let mut entry = actor.entry("record.delete", ns, audit_name(name));
         let resident = self.check_name(name).and_then(|()| self.resident(ns, raw_id));
         if let Ok(keys) = &resident {
             entry.resident_tag = keys.tag.clone();
