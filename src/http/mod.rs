@@ -37,6 +37,8 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub argon2_concurrency: usize,
     pub workers: Option<usize>,
+    /// Open connections at most, all workers together; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
@@ -133,9 +135,9 @@ pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std
     })
     .client_request_timeout(Duration::from_secs(10))
     .shutdown_timeout(10);
-    if let Some(w) = settings.workers {
-        server = server.workers(w);
-    }
+    // actix counts connections per worker.
+    let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    server = server.workers(workers).max_connections(settings.max_connections.div_ceil(workers).max(1));
     let server = server.listen(listener)?.run();
     let handle = server.handle();
     spawn_refusal_flush(&vault);
