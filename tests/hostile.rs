@@ -41,6 +41,7 @@ on_both_backends!(
     refused_requests_cost_bounded_audit_space,
     invalid_record_names_are_never_audited_verbatim,
     early_answers_close_the_connection,
+    metrics_labels_are_bounded_and_wrong_methods_answer_405,
     unauthenticated_requests_are_audited_in_aggregate,
 );
 
@@ -1028,6 +1029,33 @@ async fn early_answers_close_the_connection(db: TestDb) {
     }
     eprintln!("after a chunked 413 the server took {} KiB more in {:?}", sent / 1024, started.elapsed());
     assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn metrics_labels_are_bounded_and_wrong_methods_answer_405(db: TestDb) {
+    let app = start(db).await;
+    for i in 0..300 {
+        let method = format!("INVENTED{i}");
+        let r = send(app.addr, &request(&method, b"/healthz", &[], b"")).await;
+        refused(&method, r, &[400, 404, 405]);
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("INVENTED"), "caller-chosen methods became labels ({} bytes of metrics)", metrics.len());
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    // A known path with a method it does not take.
+    for (method, path, allow) in [
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/v1/keys", "GET"),
+        ("PATCH", "/v1/ns/rp/records/demographics", "PUT, GET, DELETE"),
+        ("GET", "/v1/ns/rp/reencrypt", "POST"),
+        ("PUT", "/v1/credentials", "POST, GET"),
+        ("INVENTED", "/v1/audit", "GET"),
+    ] {
+        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &bearer(&app.tokens.admin))], b"")).await;
+        let r = refused(&format!("{method} {path}"), r, &[405]).expect("an answer");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(r.error_code().as_deref(), Some("method_not_allowed"));
+    }
     app.stop().await;
 }
 

@@ -14,6 +14,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// One header the answer needs (`Allow` on a 405).
+    header: Option<(&'static str, &'static str)>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -26,8 +28,15 @@ pub struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), header: None }
     }
+
+    /// A known path with a method it does not take.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let e = Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("this endpoint takes {allow}"));
+        ApiError { header: Some(("Allow", allow)), ..e }
+    }
+
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -66,6 +75,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Some(header) = self.header {
+            resp.insert_header(header);
         }
         if self.status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body may still arrive: never read it as the next request.

@@ -41,6 +41,11 @@ pub struct HttpSettings {
     pub max_connections: usize,
 }
 
+/// A resource whose other methods answer 405 with `Allow` (not the 404 of an unknown path).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move { Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(allow)) }))
+}
+
 fn routes(cfg: &mut web::ServiceConfig) {
     let json = web::JsonConfig::default()
         .limit(64 * 1024)
@@ -52,24 +57,27 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json)
         .app_data(path)
         .app_data(query)
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .route("/openapi.json", web::get().to(ops::openapi))
-        .route("/v1/keys", web::get().to(admin::keys))
-        .route("/v1/audit", web::get().to(admin::audit))
-        .route("/v1/credentials", web::post().to(admin::create_credential))
-        .route("/v1/credentials", web::get().to(admin::list_credentials))
-        .route("/v1/credentials/{id}", web::delete().to(admin::revoke_credential))
-        .route("/v1/ns/{ns}/records", web::get().to(records::list_records))
-        .route("/v1/ns/{ns}/resident", web::delete().to(records::erase_resident))
-        .route("/v1/ns/{ns}/reencrypt", web::post().to(records::reencrypt))
-        .route("/v1/keys/kek/rotate", web::post().to(keys::rotate_kek))
-        .route("/v1/ns/{ns}/masters/rotate", web::post().to(keys::rotate_master))
-        .route("/v1/ns/{ns}/masters/{v}/compromise", web::post().to(keys::compromise_master))
-        .route("/v1/ns/{ns}/masters/{v}/destroy", web::post().to(keys::destroy_master))
+        .service(resource("/healthz", "GET").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(ops::openapi)))
+        .service(resource("/v1/keys", "GET").route(web::get().to(admin::keys)))
+        .service(resource("/v1/audit", "GET").route(web::get().to(admin::audit)))
         .service(
-            web::resource("/v1/ns/{ns}/records/{name:.+}")
+            resource("/v1/credentials", "POST, GET")
+                .route(web::post().to(admin::create_credential))
+                .route(web::get().to(admin::list_credentials)),
+        )
+        .service(resource("/v1/credentials/{id}", "DELETE").route(web::delete().to(admin::revoke_credential)))
+        .service(resource("/v1/ns/{ns}/records", "GET").route(web::get().to(records::list_records)))
+        .service(resource("/v1/ns/{ns}/resident", "DELETE").route(web::delete().to(records::erase_resident)))
+        .service(resource("/v1/ns/{ns}/reencrypt", "POST").route(web::post().to(records::reencrypt)))
+        .service(resource("/v1/keys/kek/rotate", "POST").route(web::post().to(keys::rotate_kek)))
+        .service(resource("/v1/ns/{ns}/masters/rotate", "POST").route(web::post().to(keys::rotate_master)))
+        .service(resource("/v1/ns/{ns}/masters/{v}/compromise", "POST").route(web::post().to(keys::compromise_master)))
+        .service(resource("/v1/ns/{ns}/masters/{v}/destroy", "POST").route(web::post().to(keys::destroy_master)))
+        .service(
+            resource("/v1/ns/{ns}/records/{name:.+}", "PUT, GET, DELETE")
                 .route(web::put().to(records::put_record))
                 .route(web::get().to(records::get_record))
                 .route(web::delete().to(records::delete_record)),
