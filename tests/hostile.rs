@@ -42,6 +42,7 @@ on_both_backends!(
     invalid_record_names_are_never_audited_verbatim,
     early_answers_close_the_connection,
     metrics_labels_are_bounded_and_wrong_methods_answer_405,
+    argon2_waits_are_bounded_and_unknown_ids_cost_the_same,
     unauthenticated_requests_are_audited_in_aggregate,
 );
 
@@ -1057,6 +1058,42 @@ async fn metrics_labels_are_bounded_and_wrong_methods_answer_405(db: TestDb) {
         assert_eq!(r.error_code().as_deref(), Some("method_not_allowed"));
     }
     app.stop().await;
+}
+
+async fn argon2_waits_are_bounded_and_unknown_ids_cost_the_same(db: TestDb) {
+    let app = Arc::new(start(db).await);
+    let before = seed(&app).await;
+    let known_id = app.tokens.reader.split('_').nth(1).unwrap().to_owned();
+    let secret = "A".repeat(43);
+    // Well-shaped tokens: a known id with a wrong secret, and unknown ids. Both must queue for
+    // Argon2 (so the queue bound shows), and neither may wait without limit.
+    for (what, ids) in [
+        ("known id", vec![known_id.clone(); 200]),
+        ("unknown ids", (0..200).map(|i| format!("{i:016x}")).collect::<Vec<_>>()),
+    ] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in ids {
+            let token = bearer(&format!("zkv_{id}_{secret}"));
+            let addr = app.addr;
+            tasks.spawn(async move { send(addr, &request("GET", RECORD.as_bytes(), &[("Authorization", &token), ("Resident-Id", ID.as_bytes())], b"")).await });
+        }
+        let (mut unauthorized, mut busy) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            let r = r.unwrap().expect("answered");
+            match r.status {
+                401 => unauthorized += 1,
+                503 => {
+                    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+                    assert_eq!(r.error_code().as_deref(), Some("busy"));
+                    busy += 1;
+                }
+                other => panic!("{what}: {other}"),
+            }
+        }
+        eprintln!("{what}: {unauthorized} × 401, {busy} × 503");
+        assert!(busy > 0, "{what}: 200 concurrent verifications all waited for their turn ({unauthorized} × 401)");
+    }
+    assert_intact(&app, &before).await;
 }
 
 async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {

@@ -2,7 +2,8 @@
 //!
 //! A recently verified token is answered from memory; otherwise the token is verified against
 //! the database with Argon2id on the blocking pool, at most `argon2_concurrency` at a time so a
-//! flood of bad tokens cannot starve the CPU.
+//! flood of bad tokens cannot starve the CPU. A request waits at most [`ARGON2_QUEUE_WAIT`] for
+//! its turn, then answers 503 with `Retry-After`: a flood cannot build a queue without bound.
 //!
 //! Every refusal here or in [`Caller::require`] is counted for the audit trail under bounded
 //! values only (see `vault::refusals`): a refused request never writes a row of its own.
@@ -10,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
@@ -18,7 +20,10 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use super::error::{blocking, ApiError};
 use super::AppState;
 use crate::policy::valid_namespace_name;
-use crate::vault::{Actor, Principal, Refusal, Role, Vault, VaultError};
+use crate::vault::{Actor, Credentials, Principal, Refusal, Role, Vault, VaultError};
+
+/// Longest wait for an Argon2 verification slot before answering 503.
+pub const ARGON2_QUEUE_WAIT: Duration = Duration::from_millis(500);
 
 /// Who refused requests are counted under when no credential was verified: the id inside an
 /// unverified token is the caller's invention and must not become a key.
@@ -123,7 +128,14 @@ impl FromRequest for Caller {
                 if let Some(principal) = vault.credentials().cached(&token) {
                     return Ok(principal);
                 }
-                let _permit = state.argon2_permits.acquire().await.expect("semaphore is never closed");
+                // A token that cannot be a credential is refused without queueing for Argon2.
+                if !Credentials::well_formed(&token) {
+                    return Err(ApiError::unauthenticated());
+                }
+                let _permit = tokio::time::timeout(ARGON2_QUEUE_WAIT, state.argon2_permits.acquire())
+                    .await
+                    .map_err(|_| ApiError::busy())?
+                    .expect("semaphore is never closed");
                 let v = vault.clone();
                 blocking(move || v.credentials().verify(&token)).await
             };

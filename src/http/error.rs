@@ -14,7 +14,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    /// One header the answer needs (`Allow` on a 405).
+    /// One header the answer needs (`Allow` on a 405, `Retry-After` on a 503 busy).
     header: Option<(&'static str, &'static str)>,
 }
 
@@ -37,6 +37,11 @@ impl ApiError {
         ApiError { header: Some(("Allow", allow)), ..e }
     }
 
+    /// Too many credential verifications already waiting: try again shortly.
+    pub fn busy() -> Self {
+        let e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many credential verifications at once; retry");
+        ApiError { header: Some(("Retry-After", "1")), ..e }
+    }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)

@@ -88,7 +88,7 @@ impl Vault {
         let namespaces: Vec<&str> = policy.namespaces.keys().map(String::as_str).collect();
         store.append_audit(&system.entry("policy.load", "", "").with_detail(format!("namespaces: {}", namespaces.join(","))))?;
         Ok(Vault {
-            credentials: Credentials::new(store.clone(), ttls.credentials),
+            credentials: Credentials::new(store.clone(), ttls.credentials)?,
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
             refusals: refusals::Refusals::new(store.clone()),
             store,
