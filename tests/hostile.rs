@@ -43,6 +43,7 @@ on_both_backends!(
     early_answers_close_the_connection,
     metrics_labels_are_bounded_and_wrong_methods_answer_405,
     argon2_waits_are_bounded_and_unknown_ids_cost_the_same,
+    control_characters_in_paths_are_refused_before_audit,
     unauthenticated_requests_are_audited_in_aggregate,
 );
 
@@ -1094,6 +1095,46 @@ async fn argon2_waits_are_bounded_and_unknown_ids_cost_the_same(db: TestDb) {
         assert!(busy > 0, "{what}: 200 concurrent verifications all waited for their turn ({unauthorized} × 401)");
     }
     assert_intact(&app, &before).await;
+}
+
+async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
+    let app = start(db).await;
+    let op = bearer(&app.tokens.operator);
+    let all_ns = tokio::task::spawn_blocking({
+        let v = app.vault.clone();
+        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", &[zkvault::vault::Role::Reencrypt, zkvault::vault::Role::Writer, zkvault::vault::Role::Reader], &[]).unwrap().token.to_string()
+    })
+    .await
+    .unwrap();
+    let all_ns = bearer(&all_ns);
+    let json = br#"{"resident_ids":[]}"#;
+    let len = json.len().to_string();
+    let mut sent = 0;
+    for ns in ["%00", "rp%00", "a%0Ab", "r%0Dp", "%E2%80%AErp", "rp%E2%80%8B", "%1B%5B31m"] {
+        let cases: Vec<(&str, String, &Vec<u8>)> = vec![
+            ("POST", format!("/v1/ns/{ns}/masters/rotate"), &op),
+            ("POST", format!("/v1/ns/{ns}/masters/1/compromise"), &op),
+            ("POST", format!("/v1/ns/{ns}/masters/1/destroy"), &op),
+            ("POST", format!("/v1/ns/{ns}/reencrypt"), &all_ns),
+            ("GET", format!("/v1/ns/{ns}/records"), &all_ns),
+            ("GET", format!("/v1/ns/{ns}/records/demographics"), &all_ns),
+            ("DELETE", format!("/v1/ns/{ns}/resident"), &all_ns),
+        ];
+        for (method, path, token) in cases {
+            let headers: RawHeaders = vec![("Authorization", token), ("Resident-Id", ID.as_bytes()), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())];
+            let r = send(app.addr, &request(method, path.as_bytes(), &headers, json)).await;
+            refused_with(&format!("{method} {path}"), r, &[400], "bad_request");
+            sent += 1;
+        }
+    }
+    let (_, recorded) = await_refusals(&app, &["bad_request"], sent).await;
+    assert_eq!(recorded, sent, "every refusal is recorded (PostgreSQL refuses NUL in text)");
+    for row in audit_rows(&app).await {
+        assert!(!row.chars().any(|c| c.is_control() || ('\u{200b}'..='\u{206f}').contains(&c) || c == '\u{feff}'), "control or format character in the audit trail: {row:?}");
+    }
+    let v = app.vault.clone();
+    assert_eq!(tokio::task::spawn_blocking(move || v.verify_audit().unwrap()).await.unwrap().first_break, None);
+    app.stop().await;
 }
 
 async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {

@@ -34,13 +34,16 @@ pub struct Caller {
     pub principal: Arc<Principal>,
     request_id: String,
     route: String,
+    /// The raw path had a `%`: valid namespaces and record names never need one.
+    encoded_path: bool,
     vault: Arc<Vault>,
 }
 
-/// What the request is, for counting its refusal: its id and route pattern.
+/// What the request is, for counting its refusal: its id, route pattern and raw path shape.
 struct RequestFacts {
     request_id: String,
     route: String,
+    encoded_path: bool,
     namespace: Option<String>,
 }
 
@@ -49,6 +52,7 @@ impl RequestFacts {
         RequestFacts {
             request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
             route: req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+            encoded_path: req.uri().path().contains('%'),
             namespace: req.match_info().get("ns").map(str::to_owned),
         }
     }
@@ -61,11 +65,16 @@ fn known(vault: &Vault, ns: Option<&str>) -> String {
 
 impl Caller {
     /// Allows the call, or refuses it and counts the refusal. For a namespaced call the
-    /// namespace's shape is checked first: the policy's name pattern (which bounds the length);
-    /// then the role and the credential's namespace scope (403); then known to the policy (404).
+    /// namespace is checked first, the same way on every route: no percent-encoding (one
+    /// spelling per namespace; `%00` would decode to NUL), the policy's name pattern (which
+    /// also excludes control and format characters and bounds the length); then the role and
+    /// the credential's namespace scope (403); then known to the policy (404).
     pub fn require(&self, role: Role, ns: Option<&str>) -> Result<(), ApiError> {
         let check = || {
             if let Some(ns) = ns {
+                if self.encoded_path {
+                    return Err(VaultError::BadInput("percent-encoding is not allowed in namespace and record paths".into()));
+                }
                 if !valid_namespace_name(ns) {
                     return Err(VaultError::BadInput("namespace must match ^[a-z0-9][a-z0-9_-]{0,62}$".into()));
                 }
@@ -144,6 +153,7 @@ impl FromRequest for Caller {
                     principal,
                     request_id: facts.request_id,
                     route: facts.route,
+                    encoded_path: facts.encoded_path,
                     vault,
                 }),
                 Err(e) => {

@@ -61,15 +61,6 @@ fn content_type(req: &HttpRequest) -> Result<String, ApiError> {
     }
 }
 
-/// Valid namespaces and record names never need percent-encoding, and actix decodes `%2F` into
-/// a `/` before routing; refusing any `%` keeps one spelling per record.
-fn refuse_encoded_path(req: &HttpRequest) -> Result<(), ApiError> {
-    if req.uri().path().contains('%') {
-        return Err(ApiError::bad_request("percent-encoding is not allowed in record paths"));
-    }
-    Ok(())
-}
-
 /// Reads the body up to `limit` bytes; more is a 413 before the rest is read.
 async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     if let Some(len) = single_header(req.headers(), CONTENT_LENGTH.as_str())? {
@@ -122,7 +113,6 @@ pub async fn put_record(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    refuse_encoded_path(&req)?;
     let (ns, name) = path.into_inner();
     caller.require(Role::Writer, Some(&ns))?;
     let id = resident_id(&req)?;
@@ -154,7 +144,6 @@ pub async fn get_record(
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    refuse_encoded_path(&req)?;
     let (ns, name) = path.into_inner();
     caller.require(Role::Reader, Some(&ns))?;
     let id = resident_id(&req)?;
@@ -214,7 +203,6 @@ pub async fn list_records(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    refuse_encoded_path(&req)?;
     let ns = path.into_inner();
     caller.require(Role::Reader, Some(&ns))?;
     let id = resident_id(&req)?;
@@ -250,7 +238,6 @@ pub async fn erase_resident(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    refuse_encoded_path(&req)?;
     let ns = path.into_inner();
     caller.require(Role::Writer, Some(&ns))?;
     let id = resident_id(&req)?;

@@ -185,7 +185,7 @@ impl Credentials {
         if roles.is_empty() {
             return Err(VaultError::BadInput("a credential needs at least one role".into()));
         }
-        if label.len() > 128 || label.chars().any(char::is_control) {
+        if label.len() > 128 || label.chars().any(super::is_control_or_format) {
             return Err(VaultError::BadInput("label must be at most 128 printable characters".into()));
         }
         let id = hex::encode(zkvault_core::random::array::<8>()?);

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
 
-pub use audit::{Actor, AuditBreak, AuditVerification, EntryExt};
+pub use audit::{bounded, is_control_or_format, Actor, AuditBreak, AuditVerification, EntryExt};
 pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
 pub use error::VaultError;
 pub use kek::KekRotation;
