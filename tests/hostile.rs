@@ -44,7 +44,12 @@ on_both_backends!(
     metrics_labels_are_bounded_and_wrong_methods_answer_405,
     argon2_waits_are_bounded_and_unknown_ids_cost_the_same,
     control_characters_in_paths_are_refused_before_audit,
+    reencrypt_contract,
+    path_errors_never_echo_the_value,
     unauthenticated_requests_are_audited_in_aggregate,
+    unconditional_writes_under_contention_all_succeed,
+    if_match_star_means_any_current_representation,
+    the_auth_scheme_is_case_insensitive,
 );
 
 /// The test app with a client that opens a new connection per request: a pooled connection can
@@ -564,7 +569,7 @@ async fn reencrypt_json_is_strictly_checked_and_never_echoes_ids(db: TestDb) {
     let before = seed(&app).await;
     let t = bearer(&app.tokens.reencrypt);
     let too_many = format!(r#"{{"resident_ids":[{}]}}"#, vec!["\"4930098371\""; 1001].join(","));
-    let huge = format!(r#"{{"resident_ids":["{}"]}}"#, "4".repeat(70 * 1024));
+    let huge = format!(r#"{{"resident_ids":["{}"]}}"#, "4".repeat(200 * 1024));
     // Each body carries the resident ID 4930098371 somewhere a parser might quote it back.
     let bodies: Vec<(&str, Vec<u8>, u16)> = vec![
         ("ID as a number", br#"{"resident_ids":[4930098371]}"#.to_vec(), 400),
@@ -580,7 +585,7 @@ async fn reencrypt_json_is_strictly_checked_and_never_echoes_ids(db: TestDb) {
         ("broken JSON after the ID", br#"{"resident_ids":["4930098371"]"#.to_vec(), 400),
         ("bad escape in the ID", br#"{"resident_ids":["4930098371\q"]}"#.to_vec(), 400),
         ("1001 IDs", too_many.into_bytes(), 400),
-        ("70 KiB", huge.into_bytes(), 413),
+        ("200 KiB", huge.into_bytes(), 413),
     ];
     for (what, body, status) in &bodies {
         let len = body.len().to_string();
@@ -1137,6 +1142,41 @@ async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
     app.stop().await;
 }
 
+async fn an_unscoped_token(app: &TestApp, roles: &'static [zkvault::vault::Role]) -> String {
+    let v = app.vault.clone();
+    tokio::task::spawn_blocking(move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", roles, &[]).unwrap().token.to_string()).await.unwrap()
+}
+
+async fn reencrypt_contract(db: TestDb) {
+    let app = start(db).await;
+    let t = bearer(&an_unscoped_token(&app, &[zkvault::vault::Role::Reencrypt]).await);
+    let post = |ns: &str, body: &[u8]| {
+        let len = body.len().to_string();
+        request("POST", format!("/v1/ns/{ns}/reencrypt").as_bytes(), &[("Authorization", &t), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())], body)
+    };
+    let r = send(app.addr, &post("nope", br#"{"resident_ids": []}"#)).await.expect("answered");
+    assert_eq!((r.status, r.error_code().as_deref()), (404, Some("unknown_namespace")), "{}", String::from_utf8_lossy(&r.body));
+    // The largest valid batch: 1,000 IDs of 64 characters.
+    let ids: Vec<String> = (0..1000).map(|i| format!("\"{i:064}\"")).collect();
+    let body = format!(r#"{{"resident_ids":[{}]}}"#, ids.join(","));
+    let r = send(app.addr, &post("rp", body.as_bytes())).await.expect("answered");
+    assert_eq!(r.status, 200, "{} bytes: {}", body.len(), String::from_utf8_lossy(&r.body));
+    assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap()["not_found"], 1000);
+    app.stop().await;
+}
+
+async fn path_errors_never_echo_the_value(db: TestDb) {
+    let app = start(db).await;
+    let op = bearer(&app.tokens.operator);
+    for path in ["/v1/ns/rp/masters/4930098371/compromise", "/v1/ns/rp/masters/x4930098371/destroy", "/v1/ns/rp/masters/-4930098371/destroy"] {
+        let r = send(app.addr, &request("POST", path.as_bytes(), &[("Authorization", &op)], b"")).await.expect("answered");
+        assert_eq!(r.status, 400, "{path}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(!body.contains("4930098371"), "{path}: the value is echoed: {body}");
+    }
+    app.stop().await;
+}
+
 async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {
     let app = start(db).await;
     for i in 0..50 {
@@ -1147,5 +1187,47 @@ async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {
     let (rows, refused) = await_refusals(&app, &["unauthenticated"], 50).await;
     assert_eq!(refused, 50, "every 401 is recorded");
     assert!(rows <= 5, "{rows} rows for 50 refusals");
+    app.stop().await;
+}
+
+async fn unconditional_writes_under_contention_all_succeed(db: TestDb) {
+    let app = Arc::new(start(db).await);
+    app.put("rp", "contended", ID, b"0").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let app = app.clone();
+        tasks.spawn(async move { app.put("rp", "contended", ID, i.to_string().as_bytes()).await.status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "32 parallel PUTs without If-Match: {statuses:?}");
+    let r = app.get("rp", "contended", ID).await;
+    assert_eq!(r.headers()["record-revision"], "33");
+}
+
+async fn if_match_star_means_any_current_representation(db: TestDb) {
+    let app = start(db).await;
+    seed(&app).await;
+    let put = |name: &str| {
+        app.req(reqwest::Method::PUT, &format!("/v1/ns/rp/records/{name}"), &app.tokens.writer, Some(ID)).header("If-Match", "*").body("new").send()
+    };
+    assert_eq!(put("absent").await.unwrap().status(), 412, "no current representation");
+    assert_eq!(put("demographics").await.unwrap().status(), 200, "any current representation");
+    assert_eq!(&app.get("rp", "demographics", ID).await.bytes().await.unwrap()[..], b"new");
+    assert_eq!(app.get("rp", "absent", ID).await.status(), 404);
+    app.stop().await;
+}
+
+async fn the_auth_scheme_is_case_insensitive(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let auth = format!("{scheme} {}", app.tokens.reader);
+        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", auth.as_bytes()), ("Resident-Id", ID.as_bytes())], b"")).await;
+        assert_eq!(r.expect("answered").status, 200, "{scheme}");
+    }
+    assert_intact(&app, &before).await;
     app.stop().await;
 }

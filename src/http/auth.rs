@@ -108,6 +108,7 @@ impl Caller {
 #[derive(Clone)]
 pub struct RequestId(pub String);
 
+/// The token of `Authorization: <scheme> <token>`; the scheme is case-insensitive (RFC 9110).
 fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let mut values = req.headers().get_all(AUTHORIZATION);
     let value = values.next().ok_or_else(ApiError::unauthenticated)?;
@@ -115,8 +116,9 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
         return Err(ApiError::bad_request("more than one Authorization header"));
     }
     let value = value.to_str().map_err(|_| ApiError::unauthenticated())?;
-    let token = value.strip_prefix("Bearer ").ok_or_else(ApiError::unauthenticated)?.trim();
-    if token.is_empty() || token.len() > 256 {
+    let (scheme, token) = value.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 256 {
         return Err(ApiError::unauthenticated());
     }
     Ok(token.to_owned())

@@ -46,15 +46,19 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move || async move { Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(allow)) }))
 }
 
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default().limit(limit).error_handler(|e, _| json_error(e).into())
+}
+
+/// The largest JSON body but for `reencrypt`'s.
+const JSON_LIMIT: usize = 64 * 1024;
+
 fn routes(cfg: &mut web::ServiceConfig) {
-    let json = web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|e, _| json_error(e).into());
-    let path = web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("invalid path: {e}")).into());
-    // The parser's message may quote the offending key or value (an ID pasted into a URL): never echoed.
+    // The parser's message quotes the offending value (an ID pasted into a URL): never echoed.
+    let path = web::PathConfig::default().error_handler(|_, _| ApiError::bad_request("invalid path; /openapi.json lists the endpoints").into());
     let query = web::QueryConfig::default()
         .error_handler(|_, _| ApiError::bad_request("invalid query string; /openapi.json lists the parameters").into());
-    cfg.app_data(json)
+    cfg.app_data(json_config(JSON_LIMIT))
         .app_data(path)
         .app_data(query)
         .service(resource("/healthz", "GET").route(web::get().to(ops::healthz)))
@@ -71,7 +75,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/credentials/{id}", "DELETE").route(web::delete().to(admin::revoke_credential)))
         .service(resource("/v1/ns/{ns}/records", "GET").route(web::get().to(records::list_records)))
         .service(resource("/v1/ns/{ns}/resident", "DELETE").route(web::delete().to(records::erase_resident)))
-        .service(resource("/v1/ns/{ns}/reencrypt", "POST").route(web::post().to(records::reencrypt)))
+        .service(
+            resource("/v1/ns/{ns}/reencrypt", "POST")
+                .app_data(json_config(records::REENCRYPT_JSON_LIMIT))
+                .route(web::post().to(records::reencrypt)),
+        )
         .service(resource("/v1/keys/kek/rotate", "POST").route(web::post().to(keys::rotate_kek)))
         .service(resource("/v1/ns/{ns}/masters/rotate", "POST").route(web::post().to(keys::rotate_master)))
         .service(resource("/v1/ns/{ns}/masters/{v}/compromise", "POST").route(web::post().to(keys::compromise_master)))

@@ -14,6 +14,9 @@ use super::AppState;
 use crate::vault::{Precondition, RecordWrite, ReencryptReport, Role, VaultError};
 
 pub const RESIDENT_ID: &str = "Resident-Id";
+/// `reencrypt`'s JSON limit: 1,000 resident IDs of 64 characters, quoted and comma-separated,
+/// take ~67 KB; twice that leaves room for whitespace and still bounds the body.
+pub const REENCRYPT_JSON_LIMIT: usize = 128 * 1024;
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
 /// Exactly one header named `name`, as visible ASCII.
@@ -40,13 +43,14 @@ fn precondition(req: &HttpRequest) -> Result<Precondition, ApiError> {
         (Some(_), Some(_)) => Err(ApiError::bad_request("use either If-Match or If-None-Match, not both")),
         (None, Some("*")) => Ok(Precondition::IfNoneMatch),
         (None, Some(_)) => Err(ApiError::bad_request("If-None-Match supports only *")),
+        (Some("*"), None) => Ok(Precondition::IfExists),
         (Some(tag), None) => {
             let tag = tag.trim();
             let inner = tag
                 .strip_prefix('"')
                 .and_then(|t| t.strip_suffix('"'))
                 .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .ok_or_else(|| ApiError::bad_request("If-Match must be one quoted ETag as returned by the service"))?;
+                .ok_or_else(|| ApiError::bad_request("If-Match must be * or one quoted ETag as returned by the service"))?;
             Ok(Precondition::IfMatch(inner.to_owned()))
         }
         (None, None) => Ok(Precondition::None),

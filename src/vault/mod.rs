@@ -53,6 +53,7 @@ pub struct Vault {
     keyring: Keyring,
     credentials: Credentials,
     refusals: refusals::Refusals,
+    record_locks: [std::sync::Mutex<()>; records::RECORD_LOCK_STRIPES],
     /// Record successful reads in the audit trail (changes and failures are always recorded).
     audit_reads: bool,
 }
@@ -91,6 +92,7 @@ impl Vault {
             credentials: Credentials::new(store.clone(), ttls.credentials)?,
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
             refusals: refusals::Refusals::new(store.clone()),
+            record_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
             store,
             policy,
             audit_reads: true,
