@@ -235,6 +235,9 @@ fn main() -> Result<()> {
         }
         Command::Seed(args) => seed(&cli, args),
         Command::Keystore { command: KeystoreCommand::Init } => {
+            if cli.config.is_none() {
+                embedded_layout(&cli)?.prepare()?;
+            }
             let keystore = service::open_keystore(&config(&cli)?.keystore, true)?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
@@ -250,14 +253,40 @@ fn config(cli: &Cli) -> Result<Config> {
     Ok(Config::load(cli.config.as_deref(), &cli.data_dir)?)
 }
 
-/// Opens the vault; on the embedded default, creates its data directory and keystore first.
+/// Opens the vault. Without `--config`, on the embedded default: only `serve`, `keystore init`
+/// and `seed` may create its data directory (an operator tool run in the wrong directory must
+/// not quietly plan or change keys on a fresh, empty deployment), and a data directory created
+/// here is removed again if the vault does not open, so no half-made one is left behind.
 fn open_vault(cli: &Cli, config: &Config) -> Result<(Arc<Vault>, Option<EmbeddedLayout>)> {
     if cli.config.is_some() {
         return Ok((service::open_vault(config, false)?, None));
     }
+    let layout = embedded_layout(cli)?;
+    let fresh = !layout.dir.exists();
+    match layout.prepare().and_then(|()| service::open_vault(config, true)) {
+        Ok(vault) => Ok((vault, Some(layout))),
+        Err(e) => {
+            if fresh {
+                let _ = std::fs::remove_dir_all(&layout.dir);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// The embedded default's data directory; refused unless it already is one or the command
+/// creates deployments.
+fn embedded_layout(cli: &Cli) -> Result<EmbeddedLayout> {
     let layout = EmbeddedLayout { dir: cli.data_dir.clone() };
-    layout.prepare()?;
-    Ok((service::open_vault(config, true)?, Some(layout)))
+    let creates = matches!(cli.command, Command::Serve | Command::Seed(_) | Command::Keystore { command: KeystoreCommand::Init });
+    if !creates && !layout.is_data_dir() {
+        bail!(
+            "no --config given and {} is not a zkvault data directory: pass --config FILE (or --data-dir DIR), \
+             or run `zkvault serve` to create a development deployment there",
+            layout.dir.display()
+        );
+    }
+    Ok(layout)
 }
 
 fn serve(cli: &Cli) -> Result<()> {
@@ -397,7 +426,7 @@ fn audit(cli: &Cli, command: &AuditCommand) -> Result<()> {
 fn policy_plan(cli: &Cli, dir: &Path, horizon: &str) -> Result<()> {
     let horizon = parse_duration(horizon)?;
     let mut config = config(cli)?;
-    config.policy_dir = dir.to_path_buf();
+    config.policy_dir = Some(dir.to_path_buf());
     let (vault, _) = open_vault(cli, &config)?;
     for event in vault.plan(zkvault::vault::now_ms(), horizon)? {
         let at = chrono::DateTime::from_timestamp_millis(event.at_ms).unwrap_or_default();

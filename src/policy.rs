@@ -101,30 +101,67 @@ fn default_true() -> bool {
     true
 }
 
+/// The policy built into the binary (`keys-policy/example.toml`), so the embedded default
+/// starts from any directory with nothing installed beside it.
+pub const BUILT_IN: &str = include_str!("../keys-policy/example.toml");
+
+/// Where the policy comes from: a directory, or the one built into the binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    Dir(PathBuf),
+    BuiltIn,
+}
+
+impl fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicySource::Dir(d) => write!(f, "{}", d.display()),
+            PolicySource::BuiltIn => f.write_str("the built-in default policy"),
+        }
+    }
+}
+
+/// Loads the policy from `source`.
+pub fn load(source: &PolicySource) -> Result<Policy, PolicyErrors> {
+    match source {
+        PolicySource::Dir(dir) => load_dir(dir),
+        PolicySource::BuiltIn => load_files(Path::new("<built-in>"), vec![(PathBuf::from("<built-in>/example.toml"), Ok(BUILT_IN.to_owned()))]),
+    }
+}
+
 /// Reads and validates every `*.toml` in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => return Err(PolicyErrors(vec![PolicyIssue { file: dir.into(), field: "-".into(), reason: format!("cannot read directory: {e}") }])),
+    };
+    files.sort();
+    let files = files.into_iter().map(|f| {
+        let text = std::fs::read_to_string(&f).map_err(|e| e.to_string());
+        (f, text)
+    });
+    load_files(dir, files.collect())
+}
+
+/// Validates the policy files `(path, text or read error)` of `dir`, in order.
+fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Result<Policy, PolicyErrors> {
     let mut issues = Vec::new();
     let issue = |file: &Path, field: &str, reason: String| PolicyIssue {
         file: file.to_path_buf(),
         field: field.to_owned(),
         reason,
     };
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
-        Err(e) => return Err(PolicyErrors(vec![issue(dir, "-", format!("cannot read directory: {e}"))])),
-    };
-    files.sort();
     if files.is_empty() {
         return Err(PolicyErrors(vec![issue(dir, "-", "no *.toml policy files".into())]));
     }
 
     let mut global: Option<(PathBuf, GlobalDoc)> = None;
     let mut namespaces = BTreeMap::new();
-    for file in &files {
-        let doc: FileDoc = match std::fs::read_to_string(file).map_err(|e| e.to_string()).and_then(|t| {
+    for (file, text) in &files {
+        let doc: FileDoc = match text.clone().and_then(|t| {
             toml::from_str(&t).map_err(|e| e.message().to_owned() + &span_hint(&t, e.span()))
         }) {
             Ok(doc) => doc,
@@ -242,6 +279,7 @@ mod tests {
         let policy = load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/keys-policy"))).unwrap();
         assert!(policy.namespace("resident-portal").is_some());
         assert_eq!(policy.namespace("biometrics").unwrap().id_checksum, ChecksumScheme::Verhoeff);
+        assert_eq!(load(&PolicySource::BuiltIn).unwrap(), policy, "the built-in policy is the example");
     }
 
     #[test]

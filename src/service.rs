@@ -62,7 +62,7 @@ pub fn open_store(config: &Config) -> Result<Store, StartupError> {
 
 /// Everything `serve` needs: policy validated, database migrated, keystore open, vault ready.
 pub fn open_vault(config: &Config, create_keystore: bool) -> Result<Arc<Vault>, StartupError> {
-    let policy = policy::load_dir(&config.policy_dir)?;
+    let policy = policy::load(&config.policy_source())?;
     let store = open_store(config)?;
     let keystore = open_keystore(&config.keystore, create_keystore)?;
     let ttls = CacheTtls { masters: config.master_cache_ttl, credentials: config.credential_cache_ttl };
@@ -83,6 +83,11 @@ impl EmbeddedLayout {
     }
     pub fn writer_token(&self) -> PathBuf {
         self.dir.join("writer.token")
+    }
+
+    /// The directory holds an embedded deployment (its passphrase and sealed keystore).
+    pub fn is_data_dir(&self) -> bool {
+        self.passphrase().is_file() && self.dir.join("keystore.zks").is_file()
     }
 
     /// Creates the directory (0700) and a random keystore passphrase file (0600) if missing.

@@ -45,7 +45,7 @@ impl Deployment {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_zkvault"))
+        Command::new(bin())
             .arg("--config")
             .arg(self.path("zkvault.toml"))
             .args(args)
@@ -63,6 +63,28 @@ impl Deployment {
         let ttl = Duration::from_secs(60);
         Vault::open(store, Arc::new(keystore), policy, CacheTtls { masters: ttl, credentials: ttl }).unwrap()
     }
+}
+
+/// The binary under test; `ZKVAULT_TEST_BIN` runs these tests against another build (e.g. an
+/// older one, to see a test fail before its fix).
+fn bin() -> String {
+    std::env::var("ZKVAULT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_zkvault").to_owned())
+}
+
+/// `zkvault` run in `cwd` with no `ZKVAULT_*` setting inherited: what an operator gets.
+fn bare(cwd: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(cwd).env("RUST_LOG", "warn");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ZKVAULT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn text(out: &[u8]) -> String {
@@ -358,3 +380,55 @@ async fn key_commands_beside_a_running_service_lose_nothing_and_take_effect_with
     assert_eq!(keks.iter().filter(|k| k["state"] == "active").count(), 1);
     server.kill();
 }
+
+/// Outside the repository there is no `./keys-policy`: the embedded default used to refuse to
+/// start ("keys-policy: cannot read directory") and leave a half-made `zkvault-data/` behind.
+#[test]
+fn the_embedded_default_starts_from_any_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = bare(cwd.path())
+        .arg("serve")
+        .env("ZKVAULT_BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("serve exited with {status}: {err}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(cwd.path().join("zkvault-data/admin.token").is_file());
+}
+
+#[test]
+fn a_start_that_fails_leaves_no_half_made_data_dir() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = bare(cwd.path()).arg("serve").env("ZKVAULT_POLICY_DIR", "no-such-policy").output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no-such-policy"), "{}", text(&out.stderr));
+    assert!(!cwd.path().join("zkvault-data").exists(), "a failed start left zkvault-data/ behind");
+}
+
+/// `policy plan` in the wrong directory used to create a development deployment there and plan
+/// against its empty database, as if all were well.
+#[test]
+fn operator_tools_refuse_a_directory_that_is_not_a_data_dir() {
+    let cwd = tempfile::tempdir().unwrap();
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-policy");
+    for args in [&["policy", "plan", policy.to_str().unwrap()][..], &["keys", "list"], &["credentials", "list"]] {
+        let out = bare(cwd.path()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("not a zkvault data directory"), "{args:?}: {}", text(&out.stderr));
+        assert!(!cwd.path().join("zkvault-data").exists(), "{args:?} created a deployment");
+    }
+}
+
