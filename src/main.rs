@@ -12,6 +12,8 @@ use zkvault::policy;
 use zkvault::service::{self, EmbeddedLayout};
 use zkvault::vault::{spawn_scheduler, Actor, Role, Vault};
 
+#[path = "cli/exit.rs"]
+mod exit;
 #[path = "cli/reencrypt.rs"]
 mod reencrypt;
 
@@ -203,29 +205,50 @@ enum KeystoreCommand {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+fn main() {
+    let code = {
+        let cli = Cli::parse();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+            .with_writer(std::io::stderr)
+            .init();
+        match run(&cli) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("zkvault: error: {}", exit::message(&e));
+                exit::code_of(&e) as i32
+            }
+        }
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Leave without running exit handlers. r2d2 opens database connections on background
+    // threads that outlive the pool; returning from main ran libcrypto's OPENSSL_cleanup while
+    // one of them was inside a PostgreSQL TLS handshake, and the process died of SIGSEGV (about
+    // one run in fifty when a command failed fast, e.g. on a wrong PIN). Everything that must
+    // be closed (database connections, keystore sessions, files) was dropped above.
+    unsafe { libc::_exit(code) }
+}
+
+fn run(cli: &Cli) -> Result<()> {
+
     match &cli.command {
-        Command::Serve => serve(&cli),
+        Command::Serve => serve(cli),
         Command::Db { command: DbCommand::Migrate } => {
-            service::open_store(&config(&cli)?)?;
+            service::open_store(&config(cli)?)?;
             println!("database migrated");
             Ok(())
         }
-        Command::Credentials { command } => credentials(&cli, command),
+        Command::Credentials { command } => credentials(cli, command),
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(dir),
-        Command::Policy { command: PolicyCommand::Plan { dir, horizon } } => policy_plan(&cli, dir, horizon),
-        Command::Keys { command } => keys(&cli, command),
+        Command::Policy { command: PolicyCommand::Plan { dir, horizon } } => policy_plan(cli, dir, horizon),
+        Command::Keys { command } => keys(cli, command),
         Command::Reencrypt { ns, ids, checkpoint, batch } => {
-            reencrypt::run(&open_vault(&cli, &config(&cli)?)?.0, &cli_actor("bulk re-encryption"), ns, ids, checkpoint.clone(), *batch)
+            reencrypt::run(&open_vault(cli, &config(cli)?)?.0, &cli_actor("bulk re-encryption"), ns, ids, checkpoint.clone(), *batch)
         }
-        Command::Audit { command } => audit(&cli, command),
+        Command::Audit { command } => audit(cli, command),
         Command::Keystore { command: KeystoreCommand::Migrate { to } } => {
-            let (vault, _) = open_vault(&cli, &config(&cli)?)?;
+            let (vault, _) = open_vault(cli, &config(cli)?)?;
             let target = Config::load(Some(to), &cli.data_dir)?;
             let target = service::open_keystore(&target.keystore, true)?;
             let report = vault.migrate_keystore(target.as_ref(), &cli_actor("keystore migration"))?;
@@ -233,12 +256,12 @@ fn main() -> Result<()> {
             eprintln!("now restart every instance with the keystore configuration of {}", to.display());
             Ok(())
         }
-        Command::Seed(args) => seed(&cli, args),
+        Command::Seed(args) => seed(cli, args),
         Command::Keystore { command: KeystoreCommand::Init } => {
             if cli.config.is_none() {
-                embedded_layout(&cli)?.prepare()?;
+                embedded_layout(cli)?.prepare()?;
             }
-            let keystore = service::open_keystore(&config(&cli)?.keystore, true)?;
+            let keystore = service::open_keystore(&config(cli)?.keystore, true)?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
                 None => keystore.create_kek()?,
@@ -280,11 +303,14 @@ fn embedded_layout(cli: &Cli) -> Result<EmbeddedLayout> {
     let layout = EmbeddedLayout { dir: cli.data_dir.clone() };
     let creates = matches!(cli.command, Command::Serve | Command::Seed(_) | Command::Keystore { command: KeystoreCommand::Init });
     if !creates && !layout.is_data_dir() {
-        bail!(
-            "no --config given and {} is not a zkvault data directory: pass --config FILE (or --data-dir DIR), \
-             or run `zkvault serve` to create a development deployment there",
-            layout.dir.display()
-        );
+        return Err(exit::fail(
+            exit::Exit::Refused,
+            format!(
+                "no --config given and {} is not a zkvault data directory: pass --config FILE (or --data-dir DIR), \
+                 or run `zkvault serve` to create a development deployment there",
+                layout.dir.display()
+            ),
+        ));
     }
     Ok(layout)
 }

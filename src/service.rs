@@ -63,8 +63,10 @@ pub fn open_store(config: &Config) -> Result<Store, StartupError> {
 /// Everything `serve` needs: policy validated, database migrated, keystore open, vault ready.
 pub fn open_vault(config: &Config, create_keystore: bool) -> Result<Arc<Vault>, StartupError> {
     let policy = policy::load(&config.policy_source())?;
-    let store = open_store(config)?;
+    // The keystore first: a wrong PIN or passphrase then fails before the store's pool has
+    // started threads that connect to the database in the background.
     let keystore = open_keystore(&config.keystore, create_keystore)?;
+    let store = open_store(config)?;
     let ttls = CacheTtls { masters: config.master_cache_ttl, credentials: config.credential_cache_ttl };
     Ok(Arc::new(Vault::open(store, keystore, policy, ttls)?.with_audit_reads(config.audit_reads)))
 }

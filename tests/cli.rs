@@ -432,3 +432,54 @@ fn operator_tools_refuse_a_directory_that_is_not_a_data_dir() {
     }
 }
 
+/// When the keystore failed to open, about one run in fifty died of SIGSEGV: returning from
+/// main ran libcrypto's exit handler while an r2d2 thread was still inside a PostgreSQL TLS
+/// handshake. Now: a one-line message and exit code 3, every time. Two failures: a wrong PIN
+/// (before the database is touched) and a keystore that does not hold the database's keys (the
+/// situation after a migration, when the pool is already connecting).
+#[test]
+fn a_keystore_that_fails_to_open_is_a_clear_error_never_a_crash() {
+    let (Some(token), Some(db)) = (support::softhsm::new_token(), TestDb::postgres()) else { return };
+    let d = Deployment::new(db);
+    drop(d.vault()); // the database's masters, under the soft keystore
+    let config = format!(
+        "database_url = {:?}\npolicy_dir = {:?}\n[keystore]\nkind = \"pkcs11\"\nmodule = {:?}\ntoken_label = {:?}\n",
+        d.db.url(),
+        d.path("policy"),
+        token.module,
+        token.token_label
+    );
+    std::fs::write(d.path("hsm.toml"), config).unwrap();
+    let runs = |pin: &str| {
+        let statuses: Vec<(std::process::ExitStatus, String)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..12)
+                            .map(|_| {
+                                let out = bare(d.dir.path())
+                                    .env("RUST_LOG", "error")
+                                    .args(["--config", d.path("hsm.toml").to_str().unwrap(), "keys", "list"])
+                                    .env("SOFTHSM2_CONF", std::env::var("SOFTHSM2_CONF").unwrap())
+                                    .env("ZKVAULT_PKCS11_PIN", pin)
+                                    .output()
+                                    .unwrap();
+                                (out.status, text(&out.stderr))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        for (status, stderr) in &statuses {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), None, "killed by a signal: {stderr}");
+            assert_eq!(status.code(), Some(3), "{stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+        }
+        statuses.into_iter().next().unwrap().1
+    };
+    assert!(runs("not-the-pin").contains("PinIncorrect"));
+    assert!(runs(token.pin.as_str()).contains("wrong keystore for this database"));
+}
