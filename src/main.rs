@@ -173,9 +173,9 @@ enum CredentialCommand {
     /// credential expire after the overlap, so clients switch without an outage.
     Rotate {
         id: String,
-        /// How long the old token keeps working: e.g. 24h, 7d.
-        #[arg(long, default_value = "24h")]
-        overlap: String,
+        /// How long the old token keeps working (never past its own expiry): e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = zkvault::duration::parse)]
+        overlap: std::time::Duration,
     },
 }
 
@@ -187,9 +187,9 @@ enum PolicyCommand {
     /// current key state in the database, as a dated timeline.
     Plan {
         dir: PathBuf,
-        /// How far ahead: e.g. 90d, 18m, 3y.
-        #[arg(long, default_value = "1y")]
-        horizon: String,
+        /// How far ahead: e.g. 90d, 1y, 3y.
+        #[arg(long, default_value = "1y", value_parser = zkvault::duration::parse)]
+        horizon: std::time::Duration,
     },
 }
 
@@ -241,7 +241,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Credentials { command } => credentials(cli, command),
         Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(dir),
-        Command::Policy { command: PolicyCommand::Plan { dir, horizon } } => policy_plan(cli, dir, horizon),
+        Command::Policy { command: PolicyCommand::Plan { dir, horizon } } => policy_plan(cli, dir, *horizon),
         Command::Keys { command } => keys(cli, command),
         Command::Reencrypt { ns, ids, checkpoint, batch } => {
             reencrypt::run(&open_vault(cli, &config(cli)?)?.0, &cli_actor("bulk re-encryption"), ns, ids, checkpoint.clone(), *batch)
@@ -359,9 +359,16 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
             }
         }
         CredentialCommand::Rotate { id, overlap } => {
-            let overlap = parse_duration(overlap)?;
-            let issued = vault.rotate_credential(&cli_actor("credential rotated"), id, overlap)?;
-            eprintln!("credential {} issued as successor of {id}, which expires in {overlap:?}; the token below is shown once:", issued.id);
+            let issued = vault.rotate_credential(&cli_actor("credential rotated"), id, *overlap)?;
+            // Report the expiry the old credential really has now, not the requested overlap.
+            let expires = vault.store().credential(id)?.and_then(|c| c.expires_at).unwrap_or_default();
+            let left = std::time::Duration::from_millis((expires - zkvault::vault::now_ms()).max(0) as u64);
+            let at = chrono::DateTime::from_timestamp_millis(expires).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ");
+            eprintln!(
+                "credential {} issued as successor of {id}, which expires at {at} (in {}); the token below is shown once:",
+                issued.id,
+                zkvault::duration::format(left)
+            );
             println!("{}", issued.token.as_str());
         }
         CredentialCommand::Revoke { id } => {
@@ -420,20 +427,6 @@ fn keys(cli: &Cli, command: &KeysCommand) -> Result<()> {
     Ok(())
 }
 
-/// `24h`, `90d`, `18m`, `3y` → a duration (months of 30 days, years of 365).
-fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().with_context(|| format!("duration {s:?}: expected e.g. 24h, 90d, 18m or 3y"))?;
-    let hours = match unit {
-        "h" => n,
-        "d" => n * 24,
-        "m" => n * 30 * 24,
-        "y" => n * 365 * 24,
-        _ => bail!("duration {s:?}: unit must be h, d, m or y"),
-    };
-    Ok(std::time::Duration::from_secs(hours * 3_600))
-}
-
 fn audit(cli: &Cli, command: &AuditCommand) -> Result<()> {
     let (vault, _) = open_vault(cli, &config(cli)?)?;
     match command {
@@ -449,8 +442,7 @@ fn audit(cli: &Cli, command: &AuditCommand) -> Result<()> {
     Ok(())
 }
 
-fn policy_plan(cli: &Cli, dir: &Path, horizon: &str) -> Result<()> {
-    let horizon = parse_duration(horizon)?;
+fn policy_plan(cli: &Cli, dir: &Path, horizon: std::time::Duration) -> Result<()> {
     let mut config = config(cli)?;
     config.policy_dir = Some(dir.to_path_buf());
     let (vault, _) = open_vault(cli, &config)?;

@@ -483,3 +483,30 @@ fn a_keystore_that_fails_to_open_is_a_clear_error_never_a_crash() {
     assert!(runs("not-the-pin").contains("PinIncorrect"));
     assert!(runs(token.pin.as_str()).contains("wrong keystore for this database"));
 }
+
+/// `--overlap 30m` meant 30 months ("expires in 77760000s"), so the old credential kept its own
+/// expiry; `0h` printed "expires in 0ns"; and rotating again silently issued a second successor.
+#[test]
+fn credential_rotation_overlap_is_real_and_happens_once() {
+    let d = Deployment::new(TestDb::sqlite());
+    let token = cli_ok(&d, &["credentials", "create", "--label", "ops", "--role", "operator"]).trim().to_owned();
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let before = zkvault::vault::now_ms();
+    let out = d.run(&["credentials", "rotate", &id, "--overlap", "30m"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("(in 29m") || stderr.contains("(in 30m)"), "{stderr}");
+    let successor = text(&out.stdout).trim().split('_').nth(1).unwrap().to_owned();
+    let expires = d.vault().store().credential(&id).unwrap().unwrap().expires_at.unwrap();
+    assert!((before + 30 * 60_000..=zkvault::vault::now_ms() + 30 * 60_000).contains(&expires), "30 minutes, not months");
+
+    let again = d.run(&["credentials", "rotate", &id]);
+    assert_eq!(again.status.code(), Some(5), "conflict: {}", text(&again.stderr));
+    assert!(text(&again.stderr).contains(&format!("already rotated: its successor is {successor}")), "{}", text(&again.stderr));
+    assert_eq!(text(&d.run(&["credentials", "list"]).stdout).lines().count(), 2, "one successor, not two");
+
+    let out = d.run(&["credentials", "rotate", &successor, "--overlap", "0h"]);
+    assert!(text(&out.stderr).contains("(in 0s)"), "{}", text(&out.stderr));
+    let bad = d.run(&["credentials", "rotate", &id, "--overlap", "18mo"]);
+    assert_eq!(bad.status.code(), Some(2), "usage: {}", text(&bad.stderr));
+}
