@@ -104,7 +104,7 @@ fn policy_check_names_file_field_and_reason() {
     let out = Command::new(bin).args(["policy", "check"]).arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("bad.toml: -: unknown field `retention`"), "{stdout}");
+    assert!(stdout.contains("bad.toml: namespaces.rp: unknown field `retention`"), "{stdout}");
 
     std::fs::write(dir.path().join("bad.toml"), POLICY.replacen("dm_rotation_days = 90", "dm_rotation_days = 0", 1)).unwrap();
     let out = Command::new(bin).args(["policy", "check"]).arg(dir.path()).output().unwrap();
@@ -509,4 +509,37 @@ fn credential_rotation_overlap_is_real_and_happens_once() {
     assert!(text(&out.stderr).contains("(in 0s)"), "{}", text(&out.stderr));
     let bad = d.run(&["credentials", "rotate", &id, "--overlap", "18mo"]);
     assert_eq!(bad.status.code(), Some(2), "usage: {}", text(&bad.stderr));
+}
+
+/// `policy plan --horizon` bounded the rotations only: a decrypt-only window ending in a year and
+/// a destruction in 30 days were listed in a 7-day plan.
+#[test]
+fn policy_plan_keeps_to_its_horizon() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    put_one(&vault, "rp", "R1");
+    vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
+    vault.rotate_master("uin", &Actor::new("test", "test")).unwrap();
+    assert_eq!(vault.run_due_lifecycle(zkvault::vault::now_ms()).unwrap().masters_retired, vec![("uin".to_string(), 1)]);
+    let plan = |horizon: &str| cli_ok(&d, &["policy", "plan", d.path("policy").to_str().unwrap(), "--horizon", horizon]);
+    let year = plan("1y");
+    assert!(year.contains("rp: DM v1 decrypt-only window ends") && year.contains("uin: destroy retired DM v1"), "{year}");
+    let week = plan("7d");
+    assert_eq!(week.trim(), "", "nothing is due within a week: {week}");
+}
+
+/// `policy check` stopped at a file's first mistake, then claimed the file defined no [global]
+/// and no namespace, and named the line before the mistake.
+#[test]
+fn policy_check_reports_every_table_on_its_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = POLICY.replacen("destroy_after_retired_days = 30\n", "destroy_after_retired_days = 30\nretention = 1\n", 1).replace("max_record_bytes = 4096\nid_checksum", "max_record_bites = 4096\nid_checksum");
+    std::fs::write(dir.path().join("bad.toml"), &bad).unwrap();
+    let line = |needle: &str| bad.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    let out = bare(dir.path()).args(["policy", "check", "."]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains(&format!("namespaces.rp: unknown field `retention`")) && stdout.contains(&format!("(line {})", line("retention"))), "{stdout}");
+    assert!(stdout.contains("namespaces.uin: unknown field `max_record_bites`") && stdout.contains(&format!("(line {})", line("max_record_bites"))), "{stdout}");
+    assert!(!stdout.contains("no file defines") && !stdout.contains("no namespace"), "{stdout}");
 }
