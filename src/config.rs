@@ -49,6 +49,8 @@ pub struct Config {
     pub scheduler_tick: Duration,
     /// Record successful reads in the audit trail (changes and failures always are).
     pub audit_reads: bool,
+    /// Audit chain to append to first (the CLI's per-host chain); `None`: new random chains.
+    pub audit_chain: Option<String>,
 }
 
 /// The file's shape; every field optional, environment variables override.
@@ -101,6 +103,7 @@ impl Config {
             workers: None,
             scheduler_tick: Duration::from_secs(60),
             audit_reads: true,
+            audit_chain: None,
         }
     }
 

@@ -26,6 +26,9 @@ struct Cli {
     /// Data directory of the embedded default (SQLite file, soft keystore, passphrase).
     #[arg(long, global = true, default_value = "zkvault-data", env = "ZKVAULT_DATA_DIR")]
     data_dir: PathBuf,
+    /// Who runs the command, as the audit trail records it (`cli:NAME`). Default: the OS user.
+    #[arg(long, global = true, value_parser = parse_actor)]
+    actor: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -231,6 +234,7 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    ACTOR.get_or_init(|| cli.actor.clone().unwrap_or_else(os_user));
 
     match &cli.command {
         Command::Serve => serve(cli),
@@ -273,7 +277,24 @@ fn run(cli: &Cli) -> Result<()> {
 }
 
 fn config(cli: &Cli) -> Result<Config> {
-    Ok(Config::load(cli.config.as_deref(), &cli.data_dir)?)
+    let mut config = Config::load(cli.config.as_deref(), &cli.data_dir)?;
+    if !matches!(cli.command, Command::Serve) {
+        // One chain per host for every CLI run, not a new chain each run.
+        config.audit_chain = Some(format!("cli:{}", host_name()));
+    }
+    Ok(config)
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = String::from_utf8_lossy(buf.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
+    if ok && !name.is_empty() {
+        name
+    } else {
+        "localhost".into()
+    }
 }
 
 /// Opens the vault. Without `--config`, on the embedded default: only `serve`, `keystore init`
@@ -402,8 +423,28 @@ fn seed(cli: &Cli, args: &SeedArgs) -> Result<()> {
     Ok(())
 }
 
+static ACTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn cli_actor(why: &str) -> Actor {
-    Actor::new(format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into())), why)
+    Actor::new(format!("cli:{}", ACTOR.get().map_or("?", String::as_str)), why)
+}
+
+fn parse_actor(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    ok.then(|| s.to_owned()).ok_or_else(|| "1 to 64 characters of A-Z a-z 0-9 . _ @ -".into())
+}
+
+/// The OS user running the command: `$USER`/`$LOGNAME` if set, else the password database's
+/// name for the real uid, else `uid<N>`. Never "unknown": the audit trail must name someone.
+fn os_user() -> String {
+    let from_env = ["USER", "LOGNAME"].iter().filter_map(|v| std::env::var(v).ok()).find(|u| parse_actor(u).is_ok());
+    from_env.unwrap_or_else(|| {
+        // SAFETY: getuid cannot fail; getpwuid's result is read before any other passwd call.
+        let uid = unsafe { libc::getuid() };
+        let pw = unsafe { libc::getpwuid(uid) };
+        let name = (!pw.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }.to_string_lossy().into_owned());
+        name.filter(|n| parse_actor(n).is_ok()).unwrap_or(format!("uid{uid}"))
+    })
 }
 
 fn keys(cli: &Cli, command: &KeysCommand) -> Result<()> {

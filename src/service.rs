@@ -55,7 +55,10 @@ pub fn open_keystore(cfg: &KeystoreConfig, create: bool) -> Result<Arc<dyn Keyst
 
 /// Opens and migrates the database.
 pub fn open_store(config: &Config) -> Result<Store, StartupError> {
-    let store = Store::open(&config.database_url, config.db_max_connections)?;
+    let mut store = Store::open(&config.database_url, config.db_max_connections)?;
+    if let Some(chain) = &config.audit_chain {
+        store = store.with_audit_chain(chain);
+    }
     store.migrate()?;
     Ok(store)
 }

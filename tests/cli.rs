@@ -543,3 +543,53 @@ fn policy_check_reports_every_table_on_its_own_line() {
     assert!(stdout.contains("namespaces.uin: unknown field `max_record_bites`") && stdout.contains(&format!("(line {})", line("max_record_bites"))), "{stdout}");
     assert!(!stdout.contains("no file defines") && !stdout.contains("no namespace"), "{stdout}");
 }
+
+/// Every CLI run opened a new audit chain (114 after a day of runbooks), and without `$USER`
+/// the actor was `cli:unknown`.
+#[test]
+fn cli_runs_share_one_audit_chain_and_name_their_actor() {
+    let d = Deployment::new(TestDb::sqlite());
+    for _ in 0..3 {
+        let out = d.run(&["keys", "rotate-master", "--ns", "rp"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = Command::new(bin()).args(["--config", d.path("zkvault.toml").to_str().unwrap(), "--actor", "asha", "keys", "rotate-master", "--ns", "uin"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = Command::new(bin()).args(["--config", d.path("zkvault.toml").to_str().unwrap(), "keys", "rotate-master", "--ns", "uin"]).env_remove("USER").env_remove("LOGNAME").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let vault = d.vault();
+    let filter = zkvault::storage::AuditFilter { limit: 1000, operation: Some("master.rotate".into()), ..Default::default() };
+    let rows = vault.audit_page(&filter).unwrap();
+    assert!(rows.iter().all(|r| r.chain == rows[0].chain && r.chain.starts_with("cli:")), "one chain for every CLI run on this host");
+    let actors: Vec<String> = rows.into_iter().map(|e| e.actor).collect();
+    assert_eq!(actors.len(), 5, "{actors:?}");
+    assert!(actors.contains(&"cli:asha".to_string()), "{actors:?}");
+    assert!(actors.iter().all(|a| a.starts_with("cli:") && a != "cli:unknown"), "{actors:?}");
+    assert!(vault.verify_audit().unwrap().first_break.is_none());
+}
+
+/// Concurrent CLI runs on PostgreSQL append to the one per-host chain in turn: it never forks.
+#[test]
+fn concurrent_cli_runs_never_fork_their_chain() {
+    let Some(db) = TestDb::postgres() else { return };
+    let d = Deployment::new(db);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let d = &d;
+            s.spawn(move || {
+                for i in 0..3 {
+                    cli_ok(d, &["credentials", "create", "--label", &format!("c{t}-{i}"), "--role", "reader"]);
+                }
+            });
+        }
+    });
+    let vault = d.vault();
+    let report = vault.verify_audit().unwrap();
+    assert!(report.first_break.is_none(), "{:?}", report.first_break);
+    let chains = vault.store().audit_chains().unwrap();
+    assert_eq!(chains.iter().filter(|c| c.starts_with("cli:")).count(), 1, "{chains:?}");
+    let filter = zkvault::storage::AuditFilter { limit: 1000, operation: Some("credential.create".into()), ..Default::default() };
+    let rows = vault.audit_page(&filter).unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r.chain.starts_with("cli:")), "{rows:?}");
+}
