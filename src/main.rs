@@ -14,6 +14,8 @@ use zkvault::vault::{spawn_scheduler, Actor, Role, Vault};
 
 #[path = "cli/exit.rs"]
 mod exit;
+#[path = "cli/guard.rs"]
+mod guard;
 #[path = "cli/reencrypt.rs"]
 mod reencrypt;
 
@@ -133,18 +135,37 @@ enum KeysCommand {
         version: u32,
     },
     /// Suspected KEK/HSM exposure: rotate the KEK, mark every live master compromised and rotate.
-    CompromiseKek,
+    CompromiseKek {
+        /// Print what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Destroy a master's material; refused while records remain unless --shred.
     Destroy {
         #[arg(long)]
         ns: String,
         #[arg(long)]
         version: u32,
+        /// Destroy it even though records remain: they become unreadable forever (asks first).
         #[arg(long)]
         shred: bool,
+        /// Print what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask before --shred.
+        #[arg(long)]
+        yes: bool,
     },
-    /// Destroy a retired KEK in the keystore once nothing is wrapped under it.
-    DestroyKek { version: u32 },
+    /// Destroy a retired KEK in the keystore once nothing is wrapped under it (asks first).
+    DestroyKek {
+        version: u32,
+        /// Print what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run the policy's due rotations, retirements and destructions now.
     RunDue,
 }
@@ -205,6 +226,9 @@ enum KeystoreCommand {
     Migrate {
         #[arg(long)]
         to: PathBuf,
+        /// Print what would happen; change nothing (the target keystore is not touched).
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -251,8 +275,12 @@ fn run(cli: &Cli) -> Result<()> {
             reencrypt::run(&open_vault(cli, &config(cli)?)?.0, &cli_actor("bulk re-encryption"), ns, ids, checkpoint.clone(), *batch)
         }
         Command::Audit { command } => audit(cli, command),
-        Command::Keystore { command: KeystoreCommand::Migrate { to } } => {
+        Command::Keystore { command: KeystoreCommand::Migrate { to, dry_run } } => {
             let (vault, _) = open_vault(cli, &config(cli)?)?;
+            if *dry_run {
+                println!("{}", serde_json::to_string_pretty(&guard::migrate(&vault, to)?)?);
+                return Ok(());
+            }
             let target = Config::load(Some(to), &cli.data_dir)?;
             let target = service::open_keystore(&target.keystore, true)?;
             let report = vault.migrate_keystore(target.as_ref(), &cli_actor("keystore migration"))?;
@@ -456,9 +484,18 @@ fn keys(cli: &Cli, command: &KeysCommand) -> Result<()> {
         KeysCommand::Compromise { ns, version } => {
             serde_json::to_value(vault.compromise_master(ns, *version, &cli_actor("suspected master compromise"))?)?
         }
-        KeysCommand::CompromiseKek => serde_json::to_value(vault.compromise_kek(&cli_actor("suspected KEK/HSM compromise"))?)?,
-        KeysCommand::Destroy { ns, version, shred } => serde_json::to_value(vault.destroy_master(ns, *version, *shred, &cli_actor("destruction"))?)?,
-        KeysCommand::DestroyKek { version } => {
+        KeysCommand::CompromiseKek { dry_run: true } => guard::compromise_kek(&vault)?,
+        KeysCommand::CompromiseKek { dry_run: false } => serde_json::to_value(vault.compromise_kek(&cli_actor("suspected KEK/HSM compromise"))?)?,
+        KeysCommand::Destroy { ns, version, shred, dry_run: true, .. } => guard::destroy(&vault, ns, *version, *shred)?,
+        KeysCommand::Destroy { ns, version, shred, dry_run: false, yes } => {
+            if *shred {
+                guard::confirm(&format!("Shredding {ns} v{version} (its records become unreadable forever)"), *yes)?;
+            }
+            serde_json::to_value(vault.destroy_master(ns, *version, *shred, &cli_actor("destruction"))?)?
+        }
+        KeysCommand::DestroyKek { version, dry_run: true, .. } => guard::destroy_kek(&vault, *version)?,
+        KeysCommand::DestroyKek { version, dry_run: false, yes } => {
+            guard::confirm(&format!("Destroying KEK v{version}"), *yes)?;
             vault.destroy_kek(*version, &cli_actor("KEK destruction"))?;
             serde_json::json!({"destroyed_kek": version})
         }

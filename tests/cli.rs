@@ -355,7 +355,7 @@ async fn key_commands_beside_a_running_service_lose_nothing_and_take_effect_with
 
     cli_ok(&d, &["keys", "rotate-master", "--ns", "rp"]);
     assert!(put("new", "{\"b\":2}").await.unwrap().status().is_success());
-    cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred"]);
+    cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred", "--yes"]);
     let shredded_at = std::time::Instant::now();
     loop {
         let status = http.get(record("old")).bearer_auth(&token).header("Resident-Id", "R1").send().await.unwrap().status();
@@ -592,4 +592,37 @@ fn concurrent_cli_runs_never_fork_their_chain() {
     let rows = vault.audit_page(&filter).unwrap();
     assert_eq!(rows.len(), 12);
     assert!(rows.iter().all(|r| r.chain.starts_with("cli:")), "{rows:?}");
+}
+
+/// `--dry-run` on the sweeping and irreversible key commands changes nothing; `--shred` and
+/// `destroy-kek` without `--yes` and without a terminal to ask on are refused (exit 6).
+#[test]
+fn irreversible_key_commands_ask_first_and_dry_runs_change_nothing() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    put_one(&vault, "rp", "R1");
+    vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
+    vault.rotate_kek(&Actor::new("test", "test")).unwrap();
+    let keys = || cli_ok(&d, &["keys", "list"]);
+    let before = keys();
+
+    let plan: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred", "--dry-run"])).unwrap();
+    assert_eq!(plan["records"], 1, "{plan}");
+    assert!(plan["would"].as_str().unwrap().contains("1 record(s) become unreadable forever"), "{plan}");
+    let plan: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--dry-run"])).unwrap();
+    assert!(plan["would"].as_str().unwrap().starts_with("refused"), "{plan}");
+    cli_ok(&d, &["keys", "destroy-kek", "1", "--dry-run"]);
+    cli_ok(&d, &["keys", "compromise-kek", "--dry-run"]);
+    cli_ok(&d, &["keystore", "migrate", "--to", d.path("zkvault.toml").to_str().unwrap(), "--dry-run"]);
+
+    for args in [&["keys", "destroy", "--ns", "rp", "--version", "1", "--shred"][..], &["keys", "destroy-kek", "1"]] {
+        let out = d.run(args);
+        assert_eq!(out.status.code(), Some(6), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("pass --yes"), "{}", text(&out.stderr));
+    }
+    let after = keys();
+    let strip = |s: &str| s.lines().filter(|l| !l.contains("updated_at")).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&before), strip(&after), "nothing changed");
+    assert_eq!(&*vault.get_record(&Actor::new("test", "test"), "rp", "R1", "demographics").unwrap().body, b"{}");
+    cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred", "--yes"]);
 }
