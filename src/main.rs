@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
 use clap::{Parser, Subcommand};
 use zkvault::config::Config;
 use zkvault::http::{self, HttpSettings};
@@ -31,6 +32,9 @@ struct Cli {
     /// Who runs the command, as the audit trail records it (`cli:NAME`). Default: the OS user.
     #[arg(long, global = true, value_parser = parse_actor)]
     actor: Option<String>,
+    /// Print results as JSON (one document on stdout) and errors as JSON on stderr.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -242,8 +246,13 @@ fn main() {
         match run(&cli) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("zkvault: error: {}", exit::message(&e));
-                exit::code_of(&e) as i32
+                let code = exit::code_of(&e);
+                if JSON.get().copied().unwrap_or(false) {
+                    eprintln!("{}", serde_json::json!({"error": code.name(), "exit": code as i32, "message": exit::message(&e)}));
+                } else {
+                    eprintln!("zkvault: error: {}", exit::message(&e));
+                }
+                code as i32
             }
         }
     };
@@ -259,12 +268,13 @@ fn main() {
 
 fn run(cli: &Cli) -> Result<()> {
     ACTOR.get_or_init(|| cli.actor.clone().unwrap_or_else(os_user));
+    JSON.get_or_init(|| cli.json);
 
     match &cli.command {
         Command::Serve => serve(cli),
         Command::Db { command: DbCommand::Migrate } => {
             service::open_store(&config(cli)?)?;
-            println!("database migrated");
+            emit(json!({"migrated": true}), || "database migrated".into());
             Ok(())
         }
         Command::Credentials { command } => credentials(cli, command),
@@ -278,13 +288,13 @@ fn run(cli: &Cli) -> Result<()> {
         Command::Keystore { command: KeystoreCommand::Migrate { to, dry_run } } => {
             let (vault, _) = open_vault(cli, &config(cli)?)?;
             if *dry_run {
-                println!("{}", serde_json::to_string_pretty(&guard::migrate(&vault, to)?)?);
+                emit_pretty(&guard::migrate(&vault, to)?)?;
                 return Ok(());
             }
             let target = Config::load(Some(to), &cli.data_dir)?;
             let target = service::open_keystore(&target.keystore, true)?;
             let report = vault.migrate_keystore(target.as_ref(), &cli_actor("keystore migration"))?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            emit_pretty(&report)?;
             eprintln!("now restart every instance with the keystore configuration of {}", to.display());
             Ok(())
         }
@@ -298,7 +308,7 @@ fn run(cli: &Cli) -> Result<()> {
                 Some(v) => v,
                 None => keystore.create_kek()?,
             };
-            println!("{} keystore ready; active KEK v{kek}", keystore.kind());
+            emit(json!({"keystore": keystore.kind(), "active_kek": kek}), || format!("{} keystore ready; active KEK v{kek}", keystore.kind()));
             Ok(())
         }
     }
@@ -396,16 +406,17 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
         CredentialCommand::Create { label, roles, namespaces } => {
             let roles = roles
                 .iter()
-                .map(|r| Role::parse(r).with_context(|| format!("unknown role {r:?}")))
+                .map(|r| Role::parse(r).ok_or_else(|| exit::fail(exit::Exit::Usage, format!("unknown role {r:?}: expected admin, writer, reader, reencrypt, operator or auditor"))))
                 .collect::<Result<Vec<_>>>()?;
             let issued = vault.create_credential(&cli_actor("credential issued"), label, &roles, namespaces)?;
-            eprintln!("credential {} created; the token below is shown once:", issued.id);
-            println!("{}", issued.token.as_str());
+            if !json_output() {
+                eprintln!("credential {} created; the token below is shown once:", issued.id);
+            }
+            emit(json!({"id": issued.id, "token": issued.token.as_str()}), || issued.token.as_str().to_owned());
         }
         CredentialCommand::List => {
-            for c in vault.credentials().list()? {
-                println!("{}", serde_json::to_string(&c)?);
-            }
+            let list = vault.credentials().list()?;
+            emit(serde_json::to_value(&list)?, || list.iter().map(|c| serde_json::to_string(c).unwrap_or_default()).collect::<Vec<_>>().join("\n"));
         }
         CredentialCommand::Rotate { id, overlap } => {
             let issued = vault.rotate_credential(&cli_actor("credential rotated"), id, *overlap)?;
@@ -413,16 +424,18 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
             let expires = vault.store().credential(id)?.and_then(|c| c.expires_at).unwrap_or_default();
             let left = std::time::Duration::from_millis((expires - zkvault::vault::now_ms()).max(0) as u64);
             let at = chrono::DateTime::from_timestamp_millis(expires).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ");
-            eprintln!(
-                "credential {} issued as successor of {id}, which expires at {at} (in {}); the token below is shown once:",
-                issued.id,
-                zkvault::duration::format(left)
-            );
-            println!("{}", issued.token.as_str());
+            if !json_output() {
+                eprintln!(
+                    "credential {} issued as successor of {id}, which expires at {at} (in {}); the token below is shown once:",
+                    issued.id,
+                    zkvault::duration::format(left)
+                );
+            }
+            emit(json!({"id": issued.id, "token": issued.token.as_str(), "predecessor": id, "predecessor_expires_at": expires}), || issued.token.as_str().to_owned());
         }
         CredentialCommand::Revoke { id } => {
             vault.credentials().revoke(&cli_actor("credential revoked"), id)?;
-            println!("credential {id} revoked");
+            emit(json!({"revoked": id}), || format!("credential {id} revoked"));
         }
     }
     Ok(())
@@ -452,6 +465,31 @@ fn seed(cli: &Cli, args: &SeedArgs) -> Result<()> {
 }
 
 static ACTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static JSON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn json_output() -> bool {
+    JSON.get().copied().unwrap_or(false)
+}
+
+/// A command's result on stdout: `json` (one line) with --json, else `human`.
+fn emit(json: Value, human: impl FnOnce() -> String) {
+    if json_output() {
+        println!("{json}");
+    } else {
+        let text = human();
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+}
+
+/// A result that is JSON either way: one line with --json, indented for people otherwise.
+fn emit_pretty(value: &impl serde::Serialize) -> Result<()> {
+    let value = serde_json::to_value(value)?;
+    let pretty = serde_json::to_string_pretty(&value)?;
+    emit(value, || pretty);
+    Ok(())
+}
 
 fn cli_actor(why: &str) -> Actor {
     Actor::new(format!("cli:{}", ACTOR.get().map_or("?", String::as_str)), why)
@@ -501,19 +539,22 @@ fn keys(cli: &Cli, command: &KeysCommand) -> Result<()> {
         }
         KeysCommand::RunDue => serde_json::to_value(vault.run_due_lifecycle(zkvault::vault::now_ms())?)?,
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    emit_pretty(&out)?;
     Ok(())
 }
 
 fn audit(cli: &Cli, command: &AuditCommand) -> Result<()> {
     let (vault, _) = open_vault(cli, &config(cli)?)?;
     match command {
-        AuditCommand::Checkpoint => println!("{} checkpoint(s) written", vault.checkpoint_audit()?),
+        AuditCommand::Checkpoint => {
+            let n = vault.checkpoint_audit()?;
+            emit(json!({"checkpoints_written": n}), || format!("{n} checkpoint(s) written"));
+        }
         AuditCommand::Verify => {
             let report = vault.verify_audit()?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            emit_pretty(&report)?;
             if let Some(b) = report.first_break {
-                bail!("audit trail broken at chain {} entry {}: {}", b.chain, b.seq, b.reason);
+                return Err(exit::fail(exit::Exit::Integrity, format!("audit trail broken at chain {} entry {}: {}", b.chain, b.seq, b.reason)));
             }
         }
     }
@@ -524,24 +565,26 @@ fn policy_plan(cli: &Cli, dir: &Path, horizon: std::time::Duration) -> Result<()
     let mut config = config(cli)?;
     config.policy_dir = Some(dir.to_path_buf());
     let (vault, _) = open_vault(cli, &config)?;
-    for event in vault.plan(zkvault::vault::now_ms(), horizon)? {
-        let at = chrono::DateTime::from_timestamp_millis(event.at_ms).unwrap_or_default();
-        println!("{}  {}", at.format("%Y-%m-%d"), event.what);
-    }
+    let events = vault.plan(zkvault::vault::now_ms(), horizon)?;
+    let date = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%d").to_string();
+    let as_json = events.iter().map(|e| json!({"date": date(e.at_ms), "at_ms": e.at_ms, "what": e.what})).collect();
+    emit(Value::Array(as_json), || events.iter().map(|e| format!("{}  {}", date(e.at_ms), e.what)).collect::<Vec<_>>().join("\n"));
     Ok(())
 }
 
 fn policy_check(dir: &Path) -> Result<()> {
     match policy::load_dir(dir) {
         Ok(p) => {
-            println!("{}: valid ({} namespaces: {})", dir.display(), p.namespaces.len(), p.namespaces.keys().cloned().collect::<Vec<_>>().join(", "));
+            let names: Vec<&String> = p.namespaces.keys().collect();
+            emit(json!({"valid": true, "namespaces": names}), || {
+                format!("{}: valid ({} namespaces: {})", dir.display(), names.len(), names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "))
+            });
             Ok(())
         }
         Err(errors) => {
-            for issue in &errors.0 {
-                println!("{issue}");
-            }
-            bail!("{} problem(s) in {}", errors.0.len(), dir.display())
+            let issues: Vec<Value> = errors.0.iter().map(|i| json!({"file": i.file, "field": i.field, "reason": i.reason})).collect();
+            emit(json!({"valid": false, "issues": issues}), || errors.0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"));
+            Err(exit::fail(exit::Exit::Config, format!("{} problem(s) in {}", errors.0.len(), dir.display())))
         }
     }
 }

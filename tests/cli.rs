@@ -166,7 +166,7 @@ fn audit_verify_exits_non_zero_and_names_the_tampered_entry() {
     use diesel::Connection;
     diesel::SqliteConnection::establish(&url).unwrap().batch_execute("UPDATE audit SET target = 'r9' WHERE target = 'r3'").unwrap();
     let bad = d.run(&["audit", "verify"]);
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(8), "integrity");
     assert!(text(&bad.stderr).contains("does not match its hash: edited"), "{}", text(&bad.stderr));
 }
 
@@ -625,4 +625,35 @@ fn irreversible_key_commands_ask_first_and_dry_runs_change_nothing() {
     assert_eq!(strip(&before), strip(&after), "nothing changed");
     assert_eq!(&*vault.get_record(&Actor::new("test", "test"), "rp", "R1", "demographics").unwrap().body, b"{}");
     cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred", "--yes"]);
+}
+
+/// Every failure used to exit 1, and output was JSON for some commands and text for others.
+#[test]
+fn exit_codes_name_the_failure_and_json_is_everywhere() {
+    let d = Deployment::new(TestDb::sqlite());
+    let code = |args: &[&str]| d.run(args).status.code();
+    assert_eq!(code(&["credentials", "revoke", "0123456789abcdef"]), Some(4), "not found");
+    assert_eq!(code(&["keys", "rotate-master", "--ns", "nope"]), Some(4), "unknown namespace");
+    assert_eq!(code(&["credentials", "create", "--label", "x", "--role", "root"]), Some(2), "usage");
+    assert_eq!(code(&["keys", "frobnicate"]), Some(2), "usage (clap)");
+
+    let out = d.run(&["--json", "credentials", "revoke", "0123456789abcdef"]);
+    let err: serde_json::Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
+    assert_eq!((err["error"].as_str(), err["exit"].as_i64()), (Some("not_found"), Some(4)), "{err}");
+
+    let one_json = |args: &[&str]| -> serde_json::Value {
+        let stdout = cli_ok(&d, &[&["--json"], args].concat());
+        assert_eq!(stdout.trim().lines().count(), 1, "{args:?}: {stdout}");
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let created = one_json(&["credentials", "create", "--label", "a", "--role", "auditor"]);
+    assert!(created["token"].as_str().unwrap().starts_with("zkv_"));
+    assert_eq!(one_json(&["credentials", "list"]).as_array().unwrap().len(), 1);
+    assert!(one_json(&["keys", "list"])["keks"].is_array());
+    assert!(one_json(&["policy", "plan", d.path("policy").to_str().unwrap()]).as_array().unwrap().len() >= 8);
+    assert_eq!(one_json(&["policy", "check", d.path("policy").to_str().unwrap()])["valid"], true);
+    assert!(one_json(&["audit", "verify"])["first_break"].is_null());
+    assert_eq!(one_json(&["audit", "checkpoint"])["checkpoints_written"].as_u64().map(|n| n > 0), Some(true));
+    assert_eq!(one_json(&["db", "migrate"])["migrated"], true);
+    assert_eq!(one_json(&["credentials", "revoke", created["id"].as_str().unwrap()])["revoked"], created["id"]);
 }
