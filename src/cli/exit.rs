@@ -27,6 +27,8 @@ pub enum Exit {
     Unavailable = 7,
     /// Stored data or the audit trail failed verification (edited, deleted, wrong key).
     Integrity = 8,
+    /// Stopped by SIGINT after a whole batch (reencrypt), checkpoint kept: rerun to resume.
+    Interrupted = 130,
 }
 
 impl Exit {
@@ -41,6 +43,7 @@ impl Exit {
             Exit::Refused => "refused",
             Exit::Unavailable => "unavailable",
             Exit::Integrity => "integrity",
+            Exit::Interrupted => "interrupted",
         }
     }
 }
