@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::PolicySource;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {0}: {1}")]
@@ -30,7 +32,10 @@ pub struct Config {
     pub database_url: String,
     pub db_max_connections: u32,
     pub keystore: KeystoreConfig,
-    pub policy_dir: PathBuf,
+    /// Configured policy directory (`policy_dir`, `ZKVAULT_POLICY_DIR`); see [`Config::policy_source`].
+    pub policy_dir: Option<PathBuf>,
+    /// No config file: the embedded development default.
+    pub embedded: bool,
     /// Largest request body the server reads at all (a namespace may set a lower limit).
     pub body_limit: usize,
     /// How long unwrapped masters stay cached (zeroized on eviction).
@@ -46,6 +51,8 @@ pub struct Config {
     pub scheduler_tick: Duration,
     /// Record successful reads in the audit trail (changes and failures always are).
     pub audit_reads: bool,
+    /// Audit chain to append to first (the CLI's per-host chain); `None`: new random chains.
+    pub audit_chain: Option<String>,
 }
 
 /// The file's shape; every field optional, environment variables override.
@@ -79,7 +86,8 @@ struct FileKeystore {
 }
 
 impl Config {
-    /// The embedded default: everything under `data_dir`, policies from `./keys-policy`.
+    /// The embedded default: everything under `data_dir`, policies from `./keys-policy` if it
+    /// exists, else the built-in policy.
     pub fn embedded(data_dir: &Path) -> Config {
         Config {
             bind: "127.0.0.1:8080".parse().expect("literal address"),
@@ -89,7 +97,8 @@ impl Config {
                 path: data_dir.join("keystore.zks"),
                 passphrase_file: Some(data_dir.join("passphrase")),
             },
-            policy_dir: PathBuf::from("keys-policy"),
+            policy_dir: None,
+            embedded: true,
             body_limit: 1024 * 1024,
             master_cache_ttl: Duration::from_secs(300),
             credential_cache_ttl: Duration::from_secs(60),
@@ -98,6 +107,7 @@ impl Config {
             max_connections: 4096,
             scheduler_tick: Duration::from_secs(60),
             audit_reads: true,
+            audit_chain: None,
         }
     }
 
@@ -110,7 +120,21 @@ impl Config {
             }
             None => FileConfig::default(),
         };
-        Self::from_parts(doc, data_dir, |k| std::env::var(k).ok())
+        let mut c = Self::from_parts(doc, data_dir, |k| std::env::var(k).ok())?;
+        c.embedded = file.is_none();
+        Ok(c)
+    }
+
+    /// Where the policy comes from: the configured directory, else `./keys-policy`; the embedded
+    /// default falls back to the built-in policy, so it starts from any directory. A config file
+    /// never does: production must not run on an example policy by accident.
+    pub fn policy_source(&self) -> PolicySource {
+        let default = Path::new("keys-policy");
+        match &self.policy_dir {
+            Some(dir) => PolicySource::Dir(dir.clone()),
+            None if self.embedded && !default.exists() => PolicySource::BuiltIn,
+            None => PolicySource::Dir(default.to_path_buf()),
+        }
     }
 
     fn from_parts(doc: FileConfig, data_dir: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -126,7 +150,7 @@ impl Config {
             .or(doc.db_max_connections)
             .unwrap_or(c.db_max_connections);
         if let Some(p) = env("ZKVAULT_POLICY_DIR").map(PathBuf::from).or(doc.policy_dir) {
-            c.policy_dir = p;
+            c.policy_dir = Some(p);
         }
         c.body_limit = parse_env(&env, "ZKVAULT_BODY_LIMIT", "body_limit_bytes")?.or(doc.body_limit_bytes).unwrap_or(c.body_limit);
         if let Some(s) = doc.master_cache_ttl_secs {

@@ -4,6 +4,7 @@
 //! over `storage`) ← `http` (transport) and the `cli`. `policy` and `config` are plain data.
 
 pub mod config;
+pub mod duration;
 pub mod hardening;
 pub mod http;
 pub mod keystore;

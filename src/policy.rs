@@ -3,7 +3,7 @@
 //! Every error names the file, the field and the reason, so `zkvault policy check` output can be
 //! acted on without reading code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -68,9 +68,9 @@ pub struct PolicyErrors(pub Vec<PolicyIssue>);
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileDoc {
-    global: Option<GlobalDoc>,
+    global: Option<toml::Spanned<toml::Value>>,
     #[serde(default)]
-    namespaces: BTreeMap<String, NamespaceDoc>,
+    namespaces: BTreeMap<String, toml::Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -101,42 +101,90 @@ fn default_true() -> bool {
     true
 }
 
+/// The policy built into the binary (`keys-policy/example.toml`), so the embedded default
+/// starts from any directory with nothing installed beside it.
+pub const BUILT_IN: &str = include_str!("../keys-policy/example.toml");
+
+/// Where the policy comes from: a directory, or the one built into the binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    Dir(PathBuf),
+    BuiltIn,
+}
+
+impl fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicySource::Dir(d) => write!(f, "{}", d.display()),
+            PolicySource::BuiltIn => f.write_str("the built-in default policy"),
+        }
+    }
+}
+
+/// Loads the policy from `source`.
+pub fn load(source: &PolicySource) -> Result<Policy, PolicyErrors> {
+    match source {
+        PolicySource::Dir(dir) => load_dir(dir),
+        PolicySource::BuiltIn => load_files(Path::new("<built-in>"), vec![(PathBuf::from("<built-in>/example.toml"), Ok(BUILT_IN.to_owned()))]),
+    }
+}
+
 /// Reads and validates every `*.toml` in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) => return Err(PolicyErrors(vec![PolicyIssue { file: dir.into(), field: "-".into(), reason: format!("cannot read directory: {e}") }])),
+    };
+    files.sort();
+    let files = files.into_iter().map(|f| {
+        let text = std::fs::read_to_string(&f).map_err(|e| e.to_string());
+        (f, text)
+    });
+    load_files(dir, files.collect())
+}
+
+/// Validates the policy files `(path, text or read error)` of `dir`, in order.
+fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Result<Policy, PolicyErrors> {
     let mut issues = Vec::new();
     let issue = |file: &Path, field: &str, reason: String| PolicyIssue {
         file: file.to_path_buf(),
         field: field.to_owned(),
         reason,
     };
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect(),
-        Err(e) => return Err(PolicyErrors(vec![issue(dir, "-", format!("cannot read directory: {e}"))])),
-    };
-    files.sort();
     if files.is_empty() {
         return Err(PolicyErrors(vec![issue(dir, "-", "no *.toml policy files".into())]));
     }
 
     let mut global: Option<(PathBuf, GlobalDoc)> = None;
     let mut namespaces = BTreeMap::new();
-    for file in &files {
-        let doc: FileDoc = match std::fs::read_to_string(file).map_err(|e| e.to_string()).and_then(|t| {
-            toml::from_str(&t).map_err(|e| e.message().to_owned() + &span_hint(&t, e.span()))
-        }) {
-            Ok(doc) => doc,
+    // A file that could not be read at all, or a table that did not parse: "nothing defines
+    // [global]" or "no namespace" would then be a false follow-on claim.
+    let mut unreadable = false;
+    let (mut invalid_global, mut invalid_namespaces) = (false, BTreeSet::new());
+    for (file, text) in &files {
+        let parsed = text.clone().and_then(|t| match toml::from_str::<FileDoc>(&t) {
+            Ok(doc) => Ok((doc, t)),
+            Err(e) => Err(e.message().trim().to_owned() + &span_hint(&t, e.span())),
+        });
+        let (doc, text) = match parsed {
+            Ok(parsed) => parsed,
             Err(reason) => {
+                unreadable = true;
                 issues.push(issue(file, "-", reason));
                 continue;
             }
         };
         if let Some(g) = doc.global {
-            match &global {
-                Some((first, _)) => issues.push(issue(file, "global", format!("already defined in {}", first.display()))),
-                None => global = Some((file.clone(), g)),
+            match (&global, table::<GlobalDoc>(&text, g)) {
+                (Some((first, _)), _) => issues.push(issue(file, "global", format!("already defined in {}", first.display()))),
+                (None, Ok(g)) => global = Some((file.clone(), g)),
+                (None, Err(reason)) => {
+                    invalid_global = true;
+                    issues.push(issue(file, "global", reason));
+                }
             }
         }
         for (name, ns) in doc.namespaces {
@@ -144,10 +192,18 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
             if !valid_namespace_name(&name) {
                 issues.push(issue(file, &format!("namespaces.{name}"), "name must match ^[a-z0-9][a-z0-9_-]{0,62}$".into()));
             }
-            if namespaces.contains_key(&name) {
+            if namespaces.contains_key(&name) || invalid_namespaces.contains(&name) {
                 issues.push(issue(file, &format!("namespaces.{name}"), "namespace defined twice".into()));
                 continue;
             }
+            let ns: NamespaceDoc = match table(&text, ns) {
+                Ok(ns) => ns,
+                Err(reason) => {
+                    issues.push(issue(file, &format!("namespaces.{name}"), reason));
+                    invalid_namespaces.insert(name);
+                    continue;
+                }
+            };
             let mut days = |f: &str, v: i64| -> Duration {
                 if v <= 0 {
                     issues.push(issue(file, &field(f), format!("must be a positive number of days, got {v}")));
@@ -203,11 +259,13 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
             )
         }
         None => {
-            issues.push(issue(dir, "global", "no file defines [global]".into()));
+            if !unreadable && !invalid_global {
+                issues.push(issue(dir, "global", "no file defines [global]".into()));
+            }
             (Duration::ZERO, Duration::ZERO)
         }
     };
-    if namespaces.is_empty() {
+    if namespaces.is_empty() && !unreadable && invalid_namespaces.is_empty() {
         issues.push(issue(dir, "namespaces", "no namespace is defined".into()));
     }
     if issues.is_empty() {
@@ -218,8 +276,38 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
 }
 
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    span.map(|s| format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)))
-        .unwrap_or_default()
+    span.map(|s| format!(" (line {})", line_at(text, s.start))).unwrap_or_default()
+}
+
+/// 1-based line of byte `offset`.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// Deserializes one table of a file on its own, so that one table's mistake hides no other.
+/// The reason names a line: an unknown key's own, else the table's.
+fn table<T: serde::de::DeserializeOwned>(text: &str, value: toml::Spanned<toml::Value>) -> Result<T, String> {
+    let start = value.span().start;
+    value.into_inner().try_into().map_err(|e: toml::de::Error| {
+        let message = e.message().trim().to_owned();
+        let key = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next());
+        let at = key.and_then(|k| key_offset(text, start, k)).unwrap_or(start);
+        format!("{message} (line {})", line_at(text, at))
+    })
+}
+
+/// Offset of the first line at or after `from` that assigns `key`.
+fn key_offset(text: &str, from: usize, key: &str) -> Option<usize> {
+    let line_start = text[..from.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let mut offset = line_start;
+    for line in text[line_start..].split_inclusive('\n') {
+        let rest = line.trim_start().strip_prefix(key).map(str::trim_start);
+        if rest.is_some_and(|r| r.starts_with('=')) {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -242,6 +330,7 @@ mod tests {
         let policy = load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/keys-policy"))).unwrap();
         assert!(policy.namespace("resident-portal").is_some());
         assert_eq!(policy.namespace("biometrics").unwrap().id_checksum, ChecksumScheme::Verhoeff);
+        assert_eq!(load(&PolicySource::BuiltIn).unwrap(), policy, "the built-in policy is the example");
     }
 
     #[test]
@@ -287,5 +376,25 @@ mod tests {
 
         let issues = issues_of(&[("p.toml", NS)]);
         assert_eq!(issues[0].field, "global");
+    }
+
+    /// One file with two mistakes in different tables: both reported, each on its own line,
+    /// and no false "no file defines [global]" or "no namespace is defined" after them.
+    #[test]
+    fn every_table_is_checked_and_lines_are_right() {
+        let ns_b = NS.replace("[namespaces.a]", "[namespaces.b]").replace("max_record_bytes", "max_record_bites");
+        let text = format!("{GLOBAL}{NS}lazy_reencrpyt = true\n{ns_b}");
+        let issues = issues_of(&[("p.toml", &text)]);
+        let line = |needle: &str| text.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert_eq!(issues[0].field, "namespaces.a");
+        assert!(issues[0].reason.contains(&format!("lazy_reencrpyt` (line {})", line("lazy_reencrpyt"))) || issues[0].reason.ends_with(&format!("(line {})", line("lazy_reencrpyt"))), "{issues:?}");
+        assert_eq!(issues[1].field, "namespaces.b");
+        assert!(issues[1].reason.ends_with(&format!("(line {})", line("max_record_bites"))), "{issues:?}");
+
+        // A syntax error's line is its own line, not the one before.
+        let issues = issues_of(&[("p.toml", &format!("{GLOBAL}{NS}oops\n"))]);
+        assert!(issues[0].reason.ends_with(&format!("(line {})", GLOBAL.lines().count() + NS.lines().count() + 1)), "{issues:?}");
+        assert_eq!(issues.len(), 1, "no follow-on claims: {issues:?}");
     }
 }

@@ -55,16 +55,21 @@ pub fn open_keystore(cfg: &KeystoreConfig, create: bool) -> Result<Arc<dyn Keyst
 
 /// Opens and migrates the database.
 pub fn open_store(config: &Config) -> Result<Store, StartupError> {
-    let store = Store::open(&config.database_url, config.db_max_connections)?;
+    let mut store = Store::open(&config.database_url, config.db_max_connections)?;
+    if let Some(chain) = &config.audit_chain {
+        store = store.with_audit_chain(chain);
+    }
     store.migrate()?;
     Ok(store)
 }
 
 /// Everything `serve` needs: policy validated, database migrated, keystore open, vault ready.
 pub fn open_vault(config: &Config, create_keystore: bool) -> Result<Arc<Vault>, StartupError> {
-    let policy = policy::load_dir(&config.policy_dir)?;
-    let store = open_store(config)?;
+    let policy = policy::load(&config.policy_source())?;
+    // The keystore first: a wrong PIN or passphrase then fails before the store's pool has
+    // started threads that connect to the database in the background.
     let keystore = open_keystore(&config.keystore, create_keystore)?;
+    let store = open_store(config)?;
     let ttls = CacheTtls { masters: config.master_cache_ttl, credentials: config.credential_cache_ttl };
     Ok(Arc::new(Vault::open(store, keystore, policy, ttls)?.with_audit_reads(config.audit_reads)))
 }
@@ -83,6 +88,11 @@ impl EmbeddedLayout {
     }
     pub fn writer_token(&self) -> PathBuf {
         self.dir.join("writer.token")
+    }
+
+    /// The directory holds an embedded deployment (its passphrase and sealed keystore).
+    pub fn is_data_dir(&self) -> bool {
+        self.passphrase().is_file() && self.dir.join("keystore.zks").is_file()
     }
 
     /// Creates the directory (0700) and a random keystore passphrase file (0600) if missing.

@@ -45,7 +45,7 @@ impl Deployment {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_zkvault"))
+        Command::new(bin())
             .arg("--config")
             .arg(self.path("zkvault.toml"))
             .args(args)
@@ -65,6 +65,28 @@ impl Deployment {
     }
 }
 
+/// The binary under test; `ZKVAULT_TEST_BIN` runs these tests against another build (e.g. an
+/// older one, to see a test fail before its fix).
+fn bin() -> String {
+    std::env::var("ZKVAULT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_zkvault").to_owned())
+}
+
+/// `zkvault` run in `cwd` with no `ZKVAULT_*` setting inherited: what an operator gets.
+fn bare(cwd: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(cwd).env("RUST_LOG", "warn");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("ZKVAULT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
@@ -82,7 +104,7 @@ fn policy_check_names_file_field_and_reason() {
     let out = Command::new(bin).args(["policy", "check"]).arg(dir.path()).output().unwrap();
     assert!(!out.status.success());
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("bad.toml: -: unknown field `retention`"), "{stdout}");
+    assert!(stdout.contains("bad.toml: namespaces.rp: unknown field `retention`"), "{stdout}");
 
     std::fs::write(dir.path().join("bad.toml"), POLICY.replacen("dm_rotation_days = 90", "dm_rotation_days = 0", 1)).unwrap();
     let out = Command::new(bin).args(["policy", "check"]).arg(dir.path()).output().unwrap();
@@ -144,7 +166,7 @@ fn audit_verify_exits_non_zero_and_names_the_tampered_entry() {
     use diesel::Connection;
     diesel::SqliteConnection::establish(&url).unwrap().batch_execute("UPDATE audit SET target = 'r9' WHERE target = 'r3'").unwrap();
     let bad = d.run(&["audit", "verify"]);
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(8), "integrity");
     assert!(text(&bad.stderr).contains("does not match its hash: edited"), "{}", text(&bad.stderr));
 }
 
@@ -333,7 +355,7 @@ async fn key_commands_beside_a_running_service_lose_nothing_and_take_effect_with
 
     cli_ok(&d, &["keys", "rotate-master", "--ns", "rp"]);
     assert!(put("new", "{\"b\":2}").await.unwrap().status().is_success());
-    cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred"]);
+    cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred", "--yes"]);
     let shredded_at = std::time::Instant::now();
     loop {
         let status = http.get(record("old")).bearer_auth(&token).header("Resident-Id", "R1").send().await.unwrap().status();
@@ -357,4 +379,327 @@ async fn key_commands_beside_a_running_service_lose_nothing_and_take_effect_with
     assert_eq!(keks.iter().map(|k| k["version"].as_i64().unwrap()).collect::<Vec<_>>(), vec![1, 2, 3, 4], "{keys}");
     assert_eq!(keks.iter().filter(|k| k["state"] == "active").count(), 1);
     server.kill();
+}
+
+/// Outside the repository there is no `./keys-policy`: the embedded default used to refuse to
+/// start ("keys-policy: cannot read directory") and leave a half-made `zkvault-data/` behind.
+#[test]
+fn the_embedded_default_starts_from_any_directory() {
+    let cwd = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = bare(cwd.path())
+        .arg("serve")
+        .env("ZKVAULT_BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("serve exited with {status}: {err}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(cwd.path().join("zkvault-data/admin.token").is_file());
+}
+
+#[test]
+fn a_start_that_fails_leaves_no_half_made_data_dir() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = bare(cwd.path()).arg("serve").env("ZKVAULT_POLICY_DIR", "no-such-policy").output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no-such-policy"), "{}", text(&out.stderr));
+    assert!(!cwd.path().join("zkvault-data").exists(), "a failed start left zkvault-data/ behind");
+}
+
+/// `policy plan` in the wrong directory used to create a development deployment there and plan
+/// against its empty database, as if all were well.
+#[test]
+fn operator_tools_refuse_a_directory_that_is_not_a_data_dir() {
+    let cwd = tempfile::tempdir().unwrap();
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("keys-policy");
+    for args in [&["policy", "plan", policy.to_str().unwrap()][..], &["keys", "list"], &["credentials", "list"]] {
+        let out = bare(cwd.path()).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}: {}", text(&out.stdout));
+        assert!(text(&out.stderr).contains("not a zkvault data directory"), "{args:?}: {}", text(&out.stderr));
+        assert!(!cwd.path().join("zkvault-data").exists(), "{args:?} created a deployment");
+    }
+}
+
+/// When the keystore failed to open, about one run in fifty died of SIGSEGV: returning from
+/// main ran libcrypto's exit handler while an r2d2 thread was still inside a PostgreSQL TLS
+/// handshake. Now: a one-line message and exit code 3, every time. Two failures: a wrong PIN
+/// (before the database is touched) and a keystore that does not hold the database's keys (the
+/// situation after a migration, when the pool is already connecting).
+#[test]
+fn a_keystore_that_fails_to_open_is_a_clear_error_never_a_crash() {
+    let (Some(token), Some(db)) = (support::softhsm::new_token(), TestDb::postgres()) else { return };
+    let d = Deployment::new(db);
+    drop(d.vault()); // the database's masters, under the soft keystore
+    let config = format!(
+        "database_url = {:?}\npolicy_dir = {:?}\n[keystore]\nkind = \"pkcs11\"\nmodule = {:?}\ntoken_label = {:?}\n",
+        d.db.url(),
+        d.path("policy"),
+        token.module,
+        token.token_label
+    );
+    std::fs::write(d.path("hsm.toml"), config).unwrap();
+    let runs = |pin: &str| {
+        let statuses: Vec<(std::process::ExitStatus, String)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..12)
+                            .map(|_| {
+                                let out = bare(d.dir.path())
+                                    .env("RUST_LOG", "error")
+                                    .args(["--config", d.path("hsm.toml").to_str().unwrap(), "keys", "list"])
+                                    .env("SOFTHSM2_CONF", std::env::var("SOFTHSM2_CONF").unwrap())
+                                    .env("ZKVAULT_PKCS11_PIN", pin)
+                                    .output()
+                                    .unwrap();
+                                (out.status, text(&out.stderr))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        });
+        for (status, stderr) in &statuses {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), None, "killed by a signal: {stderr}");
+            assert_eq!(status.code(), Some(3), "{stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+        }
+        statuses.into_iter().next().unwrap().1
+    };
+    assert!(runs("not-the-pin").contains("PinIncorrect"));
+    assert!(runs(token.pin.as_str()).contains("wrong keystore for this database"));
+}
+
+/// `--overlap 30m` meant 30 months ("expires in 77760000s"), so the old credential kept its own
+/// expiry; `0h` printed "expires in 0ns"; and rotating again silently issued a second successor.
+#[test]
+fn credential_rotation_overlap_is_real_and_happens_once() {
+    let d = Deployment::new(TestDb::sqlite());
+    let token = cli_ok(&d, &["credentials", "create", "--label", "ops", "--role", "operator"]).trim().to_owned();
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    let before = zkvault::vault::now_ms();
+    let out = d.run(&["credentials", "rotate", &id, "--overlap", "30m"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("(in 29m") || stderr.contains("(in 30m)"), "{stderr}");
+    let successor = text(&out.stdout).trim().split('_').nth(1).unwrap().to_owned();
+    let expires = d.vault().store().credential(&id).unwrap().unwrap().expires_at.unwrap();
+    assert!((before + 30 * 60_000..=zkvault::vault::now_ms() + 30 * 60_000).contains(&expires), "30 minutes, not months");
+
+    let again = d.run(&["credentials", "rotate", &id]);
+    assert_eq!(again.status.code(), Some(5), "conflict: {}", text(&again.stderr));
+    assert!(text(&again.stderr).contains(&format!("already rotated: its successor is {successor}")), "{}", text(&again.stderr));
+    assert_eq!(text(&d.run(&["credentials", "list"]).stdout).lines().count(), 2, "one successor, not two");
+
+    let out = d.run(&["credentials", "rotate", &successor, "--overlap", "0h"]);
+    assert!(text(&out.stderr).contains("(in 0s)"), "{}", text(&out.stderr));
+    let bad = d.run(&["credentials", "rotate", &id, "--overlap", "18mo"]);
+    assert_eq!(bad.status.code(), Some(2), "usage: {}", text(&bad.stderr));
+}
+
+/// `policy plan --horizon` bounded the rotations only: a decrypt-only window ending in a year and
+/// a destruction in 30 days were listed in a 7-day plan.
+#[test]
+fn policy_plan_keeps_to_its_horizon() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    put_one(&vault, "rp", "R1");
+    vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
+    vault.rotate_master("uin", &Actor::new("test", "test")).unwrap();
+    assert_eq!(vault.run_due_lifecycle(zkvault::vault::now_ms()).unwrap().masters_retired, vec![("uin".to_string(), 1)]);
+    let plan = |horizon: &str| cli_ok(&d, &["policy", "plan", d.path("policy").to_str().unwrap(), "--horizon", horizon]);
+    let year = plan("1y");
+    assert!(year.contains("rp: DM v1 decrypt-only window ends") && year.contains("uin: destroy retired DM v1"), "{year}");
+    let week = plan("7d");
+    assert_eq!(week.trim(), "", "nothing is due within a week: {week}");
+}
+
+/// `policy check` stopped at a file's first mistake, then claimed the file defined no [global]
+/// and no namespace, and named the line before the mistake.
+#[test]
+fn policy_check_reports_every_table_on_its_own_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = POLICY.replacen("destroy_after_retired_days = 30\n", "destroy_after_retired_days = 30\nretention = 1\n", 1).replace("max_record_bytes = 4096\nid_checksum", "max_record_bites = 4096\nid_checksum");
+    std::fs::write(dir.path().join("bad.toml"), &bad).unwrap();
+    let line = |needle: &str| bad.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
+    let out = bare(dir.path()).args(["policy", "check", "."]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains(&format!("namespaces.rp: unknown field `retention`")) && stdout.contains(&format!("(line {})", line("retention"))), "{stdout}");
+    assert!(stdout.contains("namespaces.uin: unknown field `max_record_bites`") && stdout.contains(&format!("(line {})", line("max_record_bites"))), "{stdout}");
+    assert!(!stdout.contains("no file defines") && !stdout.contains("no namespace"), "{stdout}");
+}
+
+/// Every CLI run opened a new audit chain (114 after a day of runbooks), and without `$USER`
+/// the actor was `cli:unknown`.
+#[test]
+fn cli_runs_share_one_audit_chain_and_name_their_actor() {
+    let d = Deployment::new(TestDb::sqlite());
+    for _ in 0..3 {
+        let out = d.run(&["keys", "rotate-master", "--ns", "rp"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = Command::new(bin()).args(["--config", d.path("zkvault.toml").to_str().unwrap(), "--actor", "asha", "keys", "rotate-master", "--ns", "uin"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = Command::new(bin()).args(["--config", d.path("zkvault.toml").to_str().unwrap(), "keys", "rotate-master", "--ns", "uin"]).env_remove("USER").env_remove("LOGNAME").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let vault = d.vault();
+    let filter = zkvault::storage::AuditFilter { limit: 1000, operation: Some("master.rotate".into()), ..Default::default() };
+    let rows = vault.audit_page(&filter).unwrap();
+    assert!(rows.iter().all(|r| r.chain == rows[0].chain && r.chain.starts_with("cli:")), "one chain for every CLI run on this host");
+    let actors: Vec<String> = rows.into_iter().map(|e| e.actor).collect();
+    assert_eq!(actors.len(), 5, "{actors:?}");
+    assert!(actors.contains(&"cli:asha".to_string()), "{actors:?}");
+    assert!(actors.iter().all(|a| a.starts_with("cli:") && a != "cli:unknown"), "{actors:?}");
+    assert!(vault.verify_audit().unwrap().first_break.is_none());
+}
+
+/// Concurrent CLI runs on PostgreSQL append to the one per-host chain in turn: it never forks.
+#[test]
+fn concurrent_cli_runs_never_fork_their_chain() {
+    let Some(db) = TestDb::postgres() else { return };
+    let d = Deployment::new(db);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let d = &d;
+            s.spawn(move || {
+                for i in 0..3 {
+                    cli_ok(d, &["credentials", "create", "--label", &format!("c{t}-{i}"), "--role", "reader"]);
+                }
+            });
+        }
+    });
+    let vault = d.vault();
+    let report = vault.verify_audit().unwrap();
+    assert!(report.first_break.is_none(), "{:?}", report.first_break);
+    let chains = vault.store().audit_chains().unwrap();
+    assert_eq!(chains.iter().filter(|c| c.starts_with("cli:")).count(), 1, "{chains:?}");
+    let filter = zkvault::storage::AuditFilter { limit: 1000, operation: Some("credential.create".into()), ..Default::default() };
+    let rows = vault.audit_page(&filter).unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r.chain.starts_with("cli:")), "{rows:?}");
+}
+
+/// `--dry-run` on the sweeping and irreversible key commands changes nothing; `--shred` and
+/// `destroy-kek` without `--yes` and without a terminal to ask on are refused (exit 6).
+#[test]
+fn irreversible_key_commands_ask_first_and_dry_runs_change_nothing() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    put_one(&vault, "rp", "R1");
+    vault.rotate_master("rp", &Actor::new("test", "test")).unwrap();
+    vault.rotate_kek(&Actor::new("test", "test")).unwrap();
+    let keys = || cli_ok(&d, &["keys", "list"]);
+    let before = keys();
+
+    let plan: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred", "--dry-run"])).unwrap();
+    assert_eq!(plan["records"], 1, "{plan}");
+    assert!(plan["would"].as_str().unwrap().contains("1 record(s) become unreadable forever"), "{plan}");
+    let plan: serde_json::Value = serde_json::from_str(&cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--dry-run"])).unwrap();
+    assert!(plan["would"].as_str().unwrap().starts_with("refused"), "{plan}");
+    cli_ok(&d, &["keys", "destroy-kek", "1", "--dry-run"]);
+    cli_ok(&d, &["keys", "compromise-kek", "--dry-run"]);
+    cli_ok(&d, &["keystore", "migrate", "--to", d.path("zkvault.toml").to_str().unwrap(), "--dry-run"]);
+
+    for args in [&["keys", "destroy", "--ns", "rp", "--version", "1", "--shred"][..], &["keys", "destroy-kek", "1"]] {
+        let out = d.run(args);
+        assert_eq!(out.status.code(), Some(6), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("pass --yes"), "{}", text(&out.stderr));
+    }
+    let after = keys();
+    let strip = |s: &str| s.lines().filter(|l| !l.contains("updated_at")).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(&before), strip(&after), "nothing changed");
+    assert_eq!(&*vault.get_record(&Actor::new("test", "test"), "rp", "R1", "demographics").unwrap().body, b"{}");
+    cli_ok(&d, &["keys", "destroy", "--ns", "rp", "--version", "1", "--shred", "--yes"]);
+}
+
+/// Every failure used to exit 1, and output was JSON for some commands and text for others.
+#[test]
+fn exit_codes_name_the_failure_and_json_is_everywhere() {
+    let d = Deployment::new(TestDb::sqlite());
+    let code = |args: &[&str]| d.run(args).status.code();
+    assert_eq!(code(&["credentials", "revoke", "0123456789abcdef"]), Some(4), "not found");
+    assert_eq!(code(&["keys", "rotate-master", "--ns", "nope"]), Some(4), "unknown namespace");
+    assert_eq!(code(&["credentials", "create", "--label", "x", "--role", "root"]), Some(2), "usage");
+    assert_eq!(code(&["keys", "frobnicate"]), Some(2), "usage (clap)");
+
+    let out = d.run(&["--json", "credentials", "revoke", "0123456789abcdef"]);
+    let err: serde_json::Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();
+    assert_eq!((err["error"].as_str(), err["exit"].as_i64()), (Some("not_found"), Some(4)), "{err}");
+
+    let one_json = |args: &[&str]| -> serde_json::Value {
+        let stdout = cli_ok(&d, &[&["--json"], args].concat());
+        assert_eq!(stdout.trim().lines().count(), 1, "{args:?}: {stdout}");
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let created = one_json(&["credentials", "create", "--label", "a", "--role", "auditor"]);
+    assert!(created["token"].as_str().unwrap().starts_with("zkv_"));
+    assert_eq!(one_json(&["credentials", "list"]).as_array().unwrap().len(), 1);
+    assert!(one_json(&["keys", "list"])["keks"].is_array());
+    assert!(one_json(&["policy", "plan", d.path("policy").to_str().unwrap()]).as_array().unwrap().len() >= 8);
+    assert_eq!(one_json(&["policy", "check", d.path("policy").to_str().unwrap()])["valid"], true);
+    assert!(one_json(&["audit", "verify"])["first_break"].is_null());
+    assert_eq!(one_json(&["audit", "checkpoint"])["checkpoints_written"].as_u64().map(|n| n > 0), Some(true));
+    assert_eq!(one_json(&["db", "migrate"])["migrated"], true);
+    assert_eq!(one_json(&["credentials", "revoke", created["id"].as_str().unwrap()])["revoked"], created["id"]);
+}
+
+/// One invalid ID aborted the whole bulk job (and the error named the batch, not the line);
+/// shredded records were not reported; SIGINT killed the run without a summary.
+#[test]
+fn reencrypt_skips_invalid_ids_by_line_reports_shredded_and_stops_cleanly_on_sigint() {
+    let d = Deployment::new(TestDb::sqlite());
+    let vault = d.vault();
+    let actor = Actor::new("test", "test");
+    put_one(&vault, "rp", "GONE1");
+    vault.rotate_master("rp", &actor).unwrap();
+    vault.destroy_master("rp", 1, true, &actor).unwrap();
+    for id in ["R00001", "R00002"] {
+        put_one(&vault, "rp", id);
+    }
+    vault.rotate_master("rp", &actor).unwrap();
+    std::fs::write(d.path("ids.txt"), "R00001\nnot a resident id\nGONE1\n\nR00002\nsecret id 4930098371!\n").unwrap();
+    let (report, stderr) = reencrypt_report(&d, "rp", &["--batch", "10"]);
+    assert_eq!((report["moved"].as_u64(), report["shredded"].as_u64()), (Some(2), Some(1)), "{report}");
+    assert_eq!(report["invalid_lines"], serde_json::json!([2, 6]), "{report}");
+    assert!(stderr.contains("line(s) 2, 6"), "{stderr}");
+    assert!(!stderr.contains("not a resident id") && !stderr.contains("4930098371") && !report.to_string().contains("4930098371"), "IDs are never printed");
+
+    let ids: Vec<String> = (0..3000).map(|i| format!("N{i:05}")).collect();
+    std::fs::write(d.path("many.txt"), ids.join("\n") + "\n").unwrap();
+    let child = Command::new(bin())
+        .args(["--config", d.path("zkvault.toml").to_str().unwrap(), "reencrypt", "--ns", "rp", "--batch", "1", "--ids", d.path("many.txt").to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let checkpoint = d.path("many.txt.rp.checkpoint");
+    let started = std::time::Instant::now();
+    while !checkpoint.exists() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signals our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    let done = summary["not_found"].as_u64().unwrap();
+    assert!(done > 0 && done < 3000, "{summary}");
+    assert!(checkpoint.exists(), "the checkpoint is kept for a rerun");
 }

@@ -15,7 +15,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
-use zkvault::vault::{Actor, ReencryptReport, Vault, MAX_REENCRYPT_IDS};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use zkvault::vault::{Actor, ReencryptReport, Vault, VaultError, MAX_REENCRYPT_IDS};
+
+use crate::exit::{fail, Exit};
 
 /// Which job a checkpoint belongs to, and how far it got.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,9 +109,12 @@ pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Optio
         eprintln!("resuming after line {skip} (checkpoint)");
     }
 
+    let interrupted = on_sigint();
     let mut total_report = ReencryptReport::default();
+    // Line numbers of the IDs that are not valid resident IDs: reported, never the IDs.
+    let mut invalid_lines: Vec<u64> = Vec::new();
     let mut lines_done = skip;
-    let mut pending: Vec<Zeroizing<String>> = Vec::with_capacity(batch);
+    let mut pending: Vec<(u64, Zeroizing<String>)> = Vec::with_capacity(batch);
     let mut lines = reader.lines().skip(skip as usize);
     loop {
         let line = lines.next().transpose().context("reading resident IDs")?;
@@ -116,20 +123,30 @@ pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Optio
             let line = Zeroizing::new(line);
             lines_done += 1;
             if !line.trim().is_empty() {
-                pending.push(line);
+                pending.push((lines_done, line));
             }
             if pending.len() < batch {
                 continue;
             }
         }
-        if !pending.is_empty() {
-            let ids: Vec<&str> = pending.iter().map(|s| s.as_str()).collect();
-            let r = vault.reencrypt(actor, ns, &ids).with_context(|| format!("batch ending at line {lines_done}"))?;
-            total_report.moved += r.moved;
-            total_report.rekeyed += r.rekeyed;
-            total_report.already_current += r.already_current;
-            total_report.not_found += r.not_found;
-            pending.clear();
+        while !pending.is_empty() {
+            let ids: Vec<&str> = pending.iter().map(|(_, s)| s.as_str()).collect();
+            match vault.reencrypt(actor, ns, &ids) {
+                Ok(r) => {
+                    total_report.moved += r.moved;
+                    total_report.rekeyed += r.rekeyed;
+                    total_report.already_current += r.already_current;
+                    total_report.not_found += r.not_found;
+                    total_report.shredded += r.shredded;
+                    pending.clear();
+                }
+                // One invalid ID refuses its whole batch: set it aside by its line and rerun the rest.
+                Err(VaultError::BadInput(m)) if invalid_index(&m).is_some_and(|i| i < pending.len()) => {
+                    let (line, _) = pending.remove(invalid_index(&m).expect("checked"));
+                    invalid_lines.push(line);
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("batch ending at line {lines_done}"))),
+            }
         }
         bar.set_position(lines_done);
         if finished {
@@ -139,11 +156,46 @@ pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Optio
             progress.lines_done = lines_done;
             write_checkpoint(path, &progress)?;
         }
+        if interrupted.load(Ordering::Relaxed) {
+            // Stopped after a whole batch; its checkpoint is written, so a rerun resumes here.
+            bar.abandon();
+            eprintln!("interrupted after line {lines_done}; rerun the same command to resume");
+            summary(&total_report, &invalid_lines, true)?;
+            return Err(fail(Exit::Interrupted, "interrupted"));
+        }
     }
     bar.finish();
     if let Some(path) = checkpoint.as_deref().filter(|p| p.exists()) {
         std::fs::remove_file(path).with_context(|| format!("cannot remove finished checkpoint {}", path.display()))?;
     }
-    println!("{}", serde_json::to_string(&total_report)?);
+    summary(&total_report, &invalid_lines, false)
+}
+
+fn summary(report: &ReencryptReport, invalid_lines: &[u64], interrupted: bool) -> Result<()> {
+    if !invalid_lines.is_empty() {
+        eprintln!("skipped {} invalid resident ID(s) at line(s) {}", invalid_lines.len(), invalid_lines.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+    }
+    let mut out = serde_json::to_value(report)?;
+    out["invalid"] = invalid_lines.len().into();
+    out["invalid_lines"] = invalid_lines.into();
+    out["interrupted"] = interrupted.into();
+    println!("{out}");
     Ok(())
+}
+
+/// Position in the batch of the ID a `resident_ids[i]: ...` refusal names.
+fn invalid_index(message: &str) -> Option<usize> {
+    message.strip_prefix("resident_ids[")?.split(']').next()?.parse().ok()
+}
+
+/// A flag SIGINT raises instead of killing the process, so the run stops after its current
+/// batch and still prints its summary.
+fn on_sigint() -> &'static AtomicBool {
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    extern "C" fn raise(_: libc::c_int) {
+        INTERRUPTED.store(true, Ordering::Relaxed);
+    }
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, raise as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    &INTERRUPTED
 }

@@ -10,7 +10,7 @@
 use diesel::prelude::*;
 use zkvault_core::audit::{entry_hash, AuditFields};
 
-use super::conn::AnyConnection;
+use super::conn::{on_backend, AnyConnection};
 use super::schema::{audit, audit_checkpoints, audit_heads};
 use super::{StorageError, Store};
 
@@ -122,9 +122,13 @@ pub struct AuditFilter {
 fn append(c: &mut AnyConnection, chain: &str, entry: &AuditEntry) -> Result<(), StorageError> {
     let bumped = diesel::update(audit_heads::table.find(chain)).set(audit_heads::seq.eq(audit_heads::seq + 1)).execute(c)?;
     if bumped == 0 {
-        diesel::insert_into(audit_heads::table)
-            .values((audit_heads::chain.eq(chain), audit_heads::seq.eq(1i64), audit_heads::hash.eq(vec![0u8; 32])))
-            .execute(c)?;
+        // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
+        // chain): the loser of the insert waits for the winner's commit and then bumps its head.
+        let head = (audit_heads::chain.eq(chain), audit_heads::seq.eq(1i64), audit_heads::hash.eq(vec![0u8; 32]));
+        let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table).values(head).on_conflict_do_nothing().execute(c))?;
+        if inserted == 0 {
+            diesel::update(audit_heads::table.find(chain)).set(audit_heads::seq.eq(audit_heads::seq + 1)).execute(c)?;
+        }
     }
     // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
     let (seq, prev): (i64, Vec<u8>) = audit_heads::table.find(chain).select((audit_heads::seq, audit_heads::hash)).get_result(c)?;
@@ -261,6 +265,14 @@ pub(super) struct ChainPool {
 }
 
 impl ChainPool {
+    /// A pool whose first chain is `name`, shared by every process that uses that name: their
+    /// appends take turns on its head row (the row lock on PostgreSQL, the write lock on
+    /// SQLite), so the chain never forks. Concurrent writers within this process beyond the
+    /// first still get chains of their own.
+    pub(super) fn starting_with(name: String) -> ChainPool {
+        ChainPool { free: std::sync::Mutex::new(vec![name]) }
+    }
+
     /// A free chain, or a new one (random name) if every chain is busy.
     fn take(&self) -> String {
         let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();

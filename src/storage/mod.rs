@@ -112,6 +112,14 @@ impl Store {
         })
     }
 
+    /// Appends this store's audit entries to the chain `name` (while no other transaction of
+    /// this store uses it) instead of new random chains: a short-lived process (the CLI) then
+    /// does not open a new chain every run.
+    pub fn with_audit_chain(mut self, name: &str) -> Store {
+        self.chains = std::sync::Arc::new(audit::ChainPool::starting_with(name.to_owned()));
+        self
+    }
+
     pub fn backend(&self) -> Backend {
         self.target.backend()
     }

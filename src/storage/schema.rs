@@ -108,4 +108,11 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(keks, masters, index_keys, records, credentials, audit, audit_heads, audit_checkpoints);
+diesel::table! {
+    credential_successors (id) {
+        id -> Text,
+        successor -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(keks, masters, index_keys, records, credentials, credential_successors, audit, audit_heads, audit_checkpoints);

@@ -279,16 +279,24 @@ impl Vault {
             return Err(VaultError::NotFound);
         }
         let old = self.store().credential(id)?.filter(|c| c.revoked_at.is_none()).ok_or(VaultError::NotFound)?;
+        if let Some(successor) = self.store().credential_successor(id)? {
+            return Err(VaultError::Conflict(format!("credential {id} was already rotated: its successor is {successor}")));
+        }
         let roles: Vec<Role> = old.roles.split(',').filter_map(Role::parse).collect();
         let namespaces: Vec<String> = if old.namespaces == "*" { Vec::new() } else { old.namespaces.split(',').map(str::to_owned).collect() };
         let successor = self.create_credential(actor, &old.label, &roles, &namespaces)?;
         let until = now_ms() + overlap.as_millis() as i64;
         let until = old.expires_at.map_or(until, |t| t.min(until));
         let entry = actor.entry("credential.rotate", "", id).with_detail(format!("successor={} old expires_at={until}", successor.id));
-        if !self.store().set_credential_expiry(id, until, &entry)? {
-            return Err(VaultError::Conflict("credential was revoked while rotating".into()));
+        match self.store().set_credential_successor(id, &successor.id, until, &entry) {
+            Ok(true) => Ok(successor),
+            Ok(false) => Err(VaultError::Conflict("credential was revoked while rotating".into())),
+            Err(e) => {
+                // Rotated concurrently: this successor's token is never shown; do not leave it live.
+                self.credentials().revoke(actor, &successor.id)?;
+                Err(e.into())
+            }
         }
-        Ok(successor)
     }
 }
 

@@ -30,6 +30,9 @@ pub struct ReencryptReport {
     pub already_current: usize,
     /// Resident IDs with no record in the namespace.
     pub not_found: usize,
+    /// Records whose master was destroyed (crypto-shredded): nothing left to move.
+    #[serde(default)]
+    pub shredded: usize,
 }
 
 /// A record's move: rewrap its DEK envelope, or re-key the whole sealed record.
@@ -170,7 +173,7 @@ impl Vault {
             found.insert(bi);
             match self.action_for(ns, row.master_version as u32, active)? {
                 Action::Stay => report.already_current += 1,
-                Action::Lost => {}
+                Action::Lost => report.shredded += 1,
                 Action::Rewrap => {
                     let dek = DekEnvelope::from_stored(row.master_version as u32, &row.dek_nonce, &row.wrapped_dek)?;
                     rewraps.push(self.plan_move(ns, keys, (&row.id, &row.name, row.revision), active, How::Rewrap(&dek))?);
