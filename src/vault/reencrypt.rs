@@ -30,9 +30,14 @@ pub struct ReencryptReport {
     pub already_current: usize,
     /// Resident IDs with no record in the namespace.
     pub not_found: usize,
-    /// Records whose master was destroyed (crypto-shredded): nothing left to move.
-    #[serde(default)]
+    /// Records whose master was destroyed (crypto-shredded): nothing left to move. Left out
+    /// when zero, so the HTTP answer is unchanged for clients that compare it whole.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub shredded: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A record's move: rewrap its DEK envelope, or re-key the whole sealed record.
