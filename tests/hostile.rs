@@ -919,8 +919,6 @@ async fn refused_requests_cost_bounded_audit_space(db: TestDb) {
     const FLOOD: usize = 2_000;
     let app = Arc::new(start(db).await);
     seed(&app).await;
-    // The reader's token verified (and cached) before the flood: Argon2 is item 5's subject.
-    assert_serving(&app).await;
     let (rows_before, bytes_before) = refusal_audit_size(&app).await;
     let huge = format!("/v1/ns/{}/records", "N".repeat(60_000));
     let r = bearer(&app.tokens.reader);
