@@ -95,7 +95,6 @@ impl TestApp {
             body_limit,
             argon2_concurrency: 2,
             workers: Some(2),
-            max_connections: 4096,
         };
         let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
         let handle = running.handle.clone();
@@ -188,7 +187,7 @@ impl TestApp {
         })
         .await
         .unwrap();
-        let settings = HttpSettings { body_limit: 1024 * 1024, argon2_concurrency: 2, workers: Some(2), max_connections: 4096 };
+        let settings = HttpSettings { body_limit: 1024 * 1024, argon2_concurrency: 2, workers: Some(2) };
         let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
         let handle = running.handle.clone();
         tokio::spawn(running.server);
