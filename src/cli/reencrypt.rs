@@ -80,6 +80,10 @@ fn fingerprint(ids: &Path) -> Result<(u64, String)> {
 pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Option<PathBuf>, batch: usize) -> Result<()> {
     let batch = batch.clamp(1, MAX_REENCRYPT_IDS);
     let stdin = ids == Path::new("-");
+    if stdin && checkpoint.is_some() {
+        // Nothing identifies a stream's content, so its checkpoint could resume another list.
+        anyhow::bail!("--checkpoint needs an ID file: a job read from stdin cannot be resumed");
+    }
     let checkpoint = checkpoint.or_else(|| (!stdin).then(|| PathBuf::from(format!("{}.{ns}.checkpoint", ids.display()))));
     let target_master = vault.keyring().active_version(ns)?;
     let (total, ids_sha256) = if stdin { (None, String::new()) } else { fingerprint(ids).map(|(n, h)| (Some(n), h))? };

@@ -270,6 +270,9 @@ impl SoftKeystore {
     /// Opens an existing keystore file. Never writes: a wrong passphrase or a damaged file
     /// leaves it as it was.
     pub fn open(path: &Path, passphrase: &Zeroizing<String>) -> Result<Self, KeystoreError> {
+        // The real file, not a symlink to it (a mounted secret): every process then locks the
+        // same lock file, and a write replaces the file rather than the link.
+        let path = &fs::canonicalize(path).map_err(|e| io_error("resolve", path, e))?;
         let sig = file_sig(path)?;
         let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
         let header = Header::parse(&bytes)?;

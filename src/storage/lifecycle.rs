@@ -133,7 +133,11 @@ impl Store {
         }
         self.write(audit, |c| {
             let mut applied = 0;
-            for m in moves {
+            // In id order, so two bulk jobs over the same residents lock rows in the same order
+            // and never deadlock each other.
+            let mut ordered: Vec<&RecordMove> = moves.iter().collect();
+            ordered.sort_by(|a, b| a.id.cmp(&b.id));
+            for m in ordered {
                 let target = records::table
                     .filter(records::id.eq(&m.id))
                     .filter(records::namespace.eq(namespace))
@@ -190,7 +194,12 @@ impl Store {
             if let AnyConnection::Pg(pg) = c {
                 pg.batch_execute("LOCK TABLE records IN SHARE MODE")?;
             }
-            let target = masters::table.find((row.namespace.as_str(), row.version)).filter(masters::state.eq(expected_state));
+            // The whole row is written back, so it must still hold the material it was read with:
+            // a KEK rotation that rewrapped it meanwhile is never undone (the caller retries).
+            let target = masters::table
+                .find((row.namespace.as_str(), row.version))
+                .filter(masters::state.eq(expected_state))
+                .filter(masters::kek_version.eq(row.kek_version));
             Ok(match expected_compromised {
                 Some(at) => diesel::update(target.filter(masters::compromised_at.eq(at))).set(row).execute(c)?,
                 None => diesel::update(target.filter(masters::compromised_at.is_null())).set(row).execute(c)?,

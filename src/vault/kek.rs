@@ -115,7 +115,7 @@ impl Vault {
     pub fn destroy_kek(&self, version: u32, actor: &Actor) -> Result<(), VaultError> {
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore();
-        let in_use = self.store().all_masters()?.iter().any(|m| m.wrapped.is_some() && m.kek_version as u32 == version)
+        let in_use = self.store().all_masters()?.iter().any(|m| m.wrapped.is_some() && m.state != MasterState::Destroyed.as_str() && m.kek_version as u32 == version)
             || self.store().all_index_keys()?.iter().any(|k| k.kek_version as u32 == version);
         if in_use {
             return Err(VaultError::Conflict(format!("KEK v{version} still wraps masters: rotate the KEK first")));

@@ -109,6 +109,8 @@ impl Vault {
             return Err(conflict(format!("master v{version} is {}; only an active or decrypt-only master can be marked compromised", state.as_str())));
         }
         let rotated_to = if state == MasterState::Active { Some(self.rotate_master(ns, actor)?.active) } else { None };
+        // Under the key lock no KEK rotation rewraps the row between this read and the write.
+        let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
         if row.compromised_at.is_none() {
             let marked = MasterRow { compromised_at: Some(now_ms()), updated_at: now_ms(), ..row.clone() };
@@ -125,6 +127,7 @@ impl Vault {
     /// Deletes master `version`'s wrapped material. Refused while records remain, unless
     /// `shred`, which crypto-shreds them (reads answer 410). An active master is never destroyed.
     pub fn destroy_master(&self, ns: &str, version: u32, shred: bool, actor: &Actor) -> Result<DestroyReport, VaultError> {
+        let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
         let state = MasterState::parse(&row.state)?;
         match state {
@@ -150,6 +153,7 @@ impl Vault {
 
     /// Decrypt-only masters that protect no record any more become `retired`. Returns them.
     pub fn retire_empty_masters(&self, actor: &Actor) -> Result<Vec<(String, u32)>, VaultError> {
+        let _lock = self.key_lock()?;
         let counts = self.store().count_records_by_master()?;
         let mut retired = Vec::new();
         for row in self.store().all_masters()? {
