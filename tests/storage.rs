@@ -23,6 +23,16 @@ fn store(db: &TestDb, max: u32) -> Store {
     s
 }
 
+/// A store whose records can be written: the storage layer refuses a record under a master that
+/// is not active (the check that keeps a stale instance from writing under a destroyed key).
+fn record_store(db: &TestDb, max: u32) -> Store {
+    let s = store(db, max);
+    for (ns, v) in [("uin", 1), ("uin", 2), ("aid", 1), ("aid", 3)] {
+        s.insert_master(&master(ns, v, "active"), &audit()).unwrap();
+    }
+    s
+}
+
 fn master(ns: &str, version: i32, state: &str) -> MasterRow {
     MasterRow {
         namespace: ns.into(),
@@ -231,7 +241,7 @@ fn init_namespace_race(db: &TestDb) {
 }
 
 fn record_insert_get_replace(db: &TestDb) {
-    let s = store(db, 2);
+    let s = record_store(db, 2);
     let r = record("uin", &BI_A, "profile", 1);
     assert_eq!(s.record("uin", &BI_A, "profile").unwrap(), None);
     s.insert_record(&r, &audit()).unwrap();
@@ -262,7 +272,7 @@ fn record_insert_get_replace(db: &TestDb) {
 }
 
 fn record_unique_conflict(db: &TestDb) {
-    let s = store(db, 2);
+    let s = record_store(db, 2);
     s.insert_record(&record("uin", &BI_A, "profile", 1), &audit())
         .unwrap();
     // Same (ns, bi, name), new id.
@@ -299,7 +309,7 @@ fn record_unique_conflict(db: &TestDb) {
 }
 
 fn list_ordering_without_ciphertext(db: &TestDb) {
-    let s = store(db, 2);
+    let s = record_store(db, 2);
     let names = [
         "photo", "a/b", "a-b", "ab", "a.b", "a0", "profile", "z", "0",
     ];
@@ -327,7 +337,7 @@ fn list_ordering_without_ciphertext(db: &TestDb) {
 }
 
 fn delete_and_erase(db: &TestDb) {
-    let s = store(db, 2);
+    let s = record_store(db, 2);
     for n in ["a", "b", "c"] {
         s.insert_record(&record("uin", &BI_A, n, 1), &audit()).unwrap();
     }
@@ -347,7 +357,7 @@ fn delete_and_erase(db: &TestDb) {
 }
 
 fn counts_by_master(db: &TestDb) {
-    let s = store(db, 2);
+    let s = record_store(db, 2);
     assert!(s.count_records_by_master().unwrap().is_empty());
     for (i, dm) in [1, 1, 1, 2, 2].into_iter().enumerate() {
         s.insert_record(&record("uin", &BI_A, &format!("r{i}"), dm), &audit())
@@ -414,7 +424,7 @@ fn credentials_insert_revoke(db: &TestDb) {
 }
 
 fn parallel_writers(db: &TestDb) {
-    let s = store(db, 8);
+    let s = record_store(db, 8);
     let barrier = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8u8)
         .map(|t| {
@@ -450,7 +460,7 @@ fn parallel_writers(db: &TestDb) {
 }
 
 fn insert_1000_timing(db: &TestDb) {
-    let s = store(db, 2);
+    let s = record_store(db, 2);
     let start = Instant::now();
     for i in 0..1000 {
         s.insert_record(&record("uin", &BI_A, &format!("r{i:04}"), 1), &audit())
@@ -551,6 +561,7 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
     let s = Store::open(path.to_str().unwrap(), 2).unwrap();
     assert_eq!(s.backend(), Backend::Sqlite);
     s.migrate().unwrap();
+    s.insert_master(&master("uin", 1, "active"), &audit()).unwrap();
     s.insert_record(&record("uin", &BI_A, "x", 1), &audit()).unwrap();
     assert!(path.exists());
     assert!(
@@ -563,6 +574,7 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
 fn sqlite_memory_keeps_one_database() {
     let s = Store::open(":memory:", 8).unwrap();
     s.migrate().unwrap();
+    s.insert_master(&master("uin", 1, "active"), &audit()).unwrap();
     s.insert_record(&record("uin", &BI_A, "x", 1), &audit()).unwrap();
     assert!(s.record("uin", &BI_A, "x").unwrap().is_some());
 }
