@@ -45,6 +45,8 @@ pub struct Config {
     /// Argon2id runs at once at most (credential verification off the cache).
     pub argon2_concurrency: usize,
     pub workers: Option<usize>,
+    /// Open client connections at most (all workers together); more wait in the listen backlog.
+    pub max_connections: usize,
     /// How often `serve` checks the key policy for due rotations, retirements and destructions.
     pub scheduler_tick: Duration,
     /// Record successful reads in the audit trail (changes and failures always are).
@@ -66,6 +68,7 @@ struct FileConfig {
     credential_cache_ttl_secs: Option<u64>,
     argon2_concurrency: Option<usize>,
     workers: Option<usize>,
+    max_connections: Option<usize>,
     scheduler_tick_secs: Option<u64>,
     audit_reads: Option<bool>,
     keystore: Option<FileKeystore>,
@@ -101,6 +104,7 @@ impl Config {
             credential_cache_ttl: Duration::from_secs(60),
             argon2_concurrency: 2,
             workers: None,
+            max_connections: 4096,
             scheduler_tick: Duration::from_secs(60),
             audit_reads: true,
             audit_chain: None,
@@ -157,6 +161,7 @@ impl Config {
         }
         c.argon2_concurrency = doc.argon2_concurrency.unwrap_or(c.argon2_concurrency);
         c.workers = parse_env(&env, "ZKVAULT_WORKERS", "workers")?.or(doc.workers);
+        c.max_connections = parse_env(&env, "ZKVAULT_MAX_CONNECTIONS", "max_connections")?.or(doc.max_connections).unwrap_or(c.max_connections);
         if let Some(s) = parse_env(&env, "ZKVAULT_SCHEDULER_TICK_SECS", "scheduler_tick_secs")?.or(doc.scheduler_tick_secs) {
             if s == 0 {
                 return Err(ConfigError::Invalid("scheduler_tick_secs", "must be at least 1".into()));
@@ -196,6 +201,9 @@ impl Config {
         }
         if c.db_max_connections == 0 {
             return Err(ConfigError::Invalid("db_max_connections", "must be at least 1".into()));
+        }
+        if c.max_connections == 0 {
+            return Err(ConfigError::Invalid("max_connections", "must be at least 1".into()));
         }
         if c.argon2_concurrency == 0 {
             return Err(ConfigError::Invalid("argon2_concurrency", "must be at least 1".into()));
@@ -240,6 +248,10 @@ mod tests {
         let c = cfg("bind = \"0.0.0.0:9000\"\nbody_limit_bytes = 2048", &[("ZKVAULT_BIND", "127.0.0.1:1")]).unwrap();
         assert_eq!(c.bind.to_string(), "127.0.0.1:1");
         assert_eq!(c.body_limit, 2048);
+        assert_eq!(cfg("", &[]).unwrap().max_connections, 4096);
+        assert_eq!(cfg("max_connections = 100", &[]).unwrap().max_connections, 100);
+        assert_eq!(cfg("max_connections = 100", &[("ZKVAULT_MAX_CONNECTIONS", "7")]).unwrap().max_connections, 7);
+        assert!(matches!(cfg("max_connections = 0", &[]), Err(ConfigError::Invalid("max_connections", _))));
     }
 
     #[test]

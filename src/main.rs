@@ -389,6 +389,7 @@ fn serve(cli: &Cli) -> Result<()> {
         body_limit: config.body_limit,
         argon2_concurrency: config.argon2_concurrency,
         workers: config.workers,
+        max_connections: config.max_connections,
     };
     spawn_scheduler(vault.clone(), config.scheduler_tick);
     let sys = actix_web::rt::System::new();

@@ -38,6 +38,18 @@ on_both_backends!(
     slow_and_stalled_requests_time_out,
     truncated_bodies_change_nothing,
     ten_thousand_connections_opened_and_dropped,
+    refused_requests_cost_bounded_audit_space,
+    invalid_record_names_are_never_audited_verbatim,
+    early_answers_close_the_connection,
+    metrics_labels_are_bounded_and_wrong_methods_answer_405,
+    argon2_waits_are_bounded_and_unknown_ids_cost_the_same,
+    control_characters_in_paths_are_refused_before_audit,
+    reencrypt_contract,
+    path_errors_never_echo_the_value,
+    unauthenticated_requests_are_audited_in_aggregate,
+    unconditional_writes_under_contention_all_succeed,
+    if_match_star_means_any_current_representation,
+    the_auth_scheme_is_case_insensitive,
 );
 
 /// The test app with a client that opens a new connection per request: a pooled connection can
@@ -557,7 +569,7 @@ async fn reencrypt_json_is_strictly_checked_and_never_echoes_ids(db: TestDb) {
     let before = seed(&app).await;
     let t = bearer(&app.tokens.reencrypt);
     let too_many = format!(r#"{{"resident_ids":[{}]}}"#, vec!["\"4930098371\""; 1001].join(","));
-    let huge = format!(r#"{{"resident_ids":["{}"]}}"#, "4".repeat(70 * 1024));
+    let huge = format!(r#"{{"resident_ids":["{}"]}}"#, "4".repeat(200 * 1024));
     // Each body carries the resident ID 4930098371 somewhere a parser might quote it back.
     let bodies: Vec<(&str, Vec<u8>, u16)> = vec![
         ("ID as a number", br#"{"resident_ids":[4930098371]}"#.to_vec(), 400),
@@ -573,7 +585,7 @@ async fn reencrypt_json_is_strictly_checked_and_never_echoes_ids(db: TestDb) {
         ("broken JSON after the ID", br#"{"resident_ids":["4930098371"]"#.to_vec(), 400),
         ("bad escape in the ID", br#"{"resident_ids":["4930098371\q"]}"#.to_vec(), 400),
         ("1001 IDs", too_many.into_bytes(), 400),
-        ("70 KiB", huge.into_bytes(), 413),
+        ("200 KiB", huge.into_bytes(), 413),
     ];
     for (what, body, status) in &bodies {
         let len = body.len().to_string();
@@ -848,6 +860,376 @@ async fn ten_thousand_connections_opened_and_dropped(db: TestDb) {
     }
     assert!(open_fds() <= fds_before + 100, "descriptors still open: {} before, {} after", fds_before, open_fds());
     assert_eq!(app.get("rp", "storm", ID).await.status(), 404);
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+// ---- Issue 10: unauthenticated or low-privilege exhaustion, and contract defects ----
+
+/// `(rows, bytes)` of the audit entries of refusals (`access.*`): bytes of their text columns.
+async fn refusal_audit_size(app: &TestApp) -> (u64, u64) {
+    let url = app.db.url().to_owned();
+    let v = tokio::task::spawn_blocking(move || {
+        support::app::query_strings(
+            &url,
+            "SELECT CAST(COUNT(*) AS TEXT) || ' ' || CAST(COALESCE(SUM(LENGTH(actor) + LENGTH(request_id) + LENGTH(operation) + LENGTH(namespace) \
+             + LENGTH(target) + LENGTH(resident_tag) + LENGTH(outcome) + LENGTH(detail)), 0) AS TEXT) AS v FROM audit WHERE operation LIKE 'access.%'",
+        )
+    })
+    .await
+    .unwrap();
+    let (rows, bytes) = v[0].split_once(' ').unwrap();
+    (rows.parse().unwrap(), bytes.parse().unwrap())
+}
+
+/// Every audit row as `operation|outcome|namespace|target|detail`.
+async fn audit_rows(app: &TestApp) -> Vec<String> {
+    let url = app.db.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        support::app::query_strings(&url, "SELECT operation || '|' || outcome || '|' || namespace || '|' || target || '|' || detail AS v FROM audit ORDER BY id")
+    })
+    .await
+    .unwrap()
+}
+
+/// Refusals recorded with `outcome` on `access.*` operations: `(rows, refused requests)`. An
+/// aggregated entry's detail starts `count=N`; any other entry stands for one request.
+async fn refusals(app: &TestApp, outcomes: &[&str]) -> (usize, u64) {
+    let rows: Vec<String> = audit_rows(app).await.into_iter().filter(|r| {
+        let mut f = r.split('|');
+        f.next().is_some_and(|op| op.starts_with("access.")) && f.next().is_some_and(|o| outcomes.contains(&o))
+    }).collect();
+    let count = |r: &String| r.rsplit('|').next().and_then(|d| d.strip_prefix("count=")).and_then(|d| d.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(1u64);
+    (rows.len(), rows.iter().map(count).sum())
+}
+
+/// Waits (up to 20 s) until at least `expected` refusals with one of `outcomes` are recorded.
+async fn await_refusals(app: &TestApp, outcomes: &[&str], expected: u64) -> (usize, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = refusals(app, outcomes).await;
+        if got.1 >= expected || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn refused_requests_cost_bounded_audit_space(db: TestDb) {
+    const FLOOD: usize = 2_000;
+    let app = Arc::new(start(db).await);
+    seed(&app).await;
+    // The reader's token verified (and cached) before the flood: Argon2 is item 5's subject.
+    assert_serving(&app).await;
+    let (rows_before, bytes_before) = refusal_audit_size(&app).await;
+    let huge = format!("/v1/ns/{}/records", "N".repeat(60_000));
+    let r = bearer(&app.tokens.reader);
+    let flood = {
+        let (app, r, huge) = (app.clone(), r.clone(), huge.clone());
+        tokio::spawn(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(8));
+            let mut tasks = tokio::task::JoinSet::new();
+            for _ in 0..FLOOD {
+                let permit = permits.clone().acquire_owned().await.unwrap();
+                let (addr, raw) = (app.addr, request("GET", huge.as_bytes(), &[("Authorization", &r), ("Resident-Id", ID.as_bytes())], b""));
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    send(addr, &raw).await.map(|r| r.status)
+                });
+            }
+            let mut statuses = Vec::new();
+            while let Some(s) = tasks.join_next().await {
+                statuses.push(s.unwrap());
+            }
+            statuses
+        })
+    };
+    // Valid traffic meanwhile: answered, and how long it took is reported (not asserted).
+    let mut latencies = Vec::new();
+    while !flood.is_finished() {
+        let started = Instant::now();
+        assert_serving(&app).await;
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let statuses = flood.await.unwrap();
+    assert!(statuses.iter().all(|s| matches!(s, Some(400 | 403 | 404))), "every flood request refused: {:?}", &statuses[..10]);
+    let (rows, refused) = await_refusals(&app, &["forbidden", "bad_request", "unknown_namespace"], FLOOD as u64).await;
+    let (rows_after, bytes_after) = refusal_audit_size(&app).await;
+    latencies.sort();
+    eprintln!(
+        "flood of {FLOOD}: refusal audit entries +{} rows, +{} bytes ({rows} entries for {refused} requests); valid GET latency over {} samples: median {:?}, max {:?}",
+        rows_after - rows_before,
+        bytes_after - bytes_before,
+        latencies.len(),
+        latencies.get(latencies.len() / 2),
+        latencies.last()
+    );
+    assert_eq!(refused, FLOOD as u64, "every refusal is counted");
+    // One entry per key per second at most, each a few hundred bytes: the flood lasts seconds.
+    assert!(rows_after - rows_before <= 100, "{} audit rows for {FLOOD} refusals", rows_after - rows_before);
+    assert!(bytes_after - bytes_before <= 64 * 1024, "{} audit bytes for {FLOOD} refusals", bytes_after - bytes_before);
+    assert!(!latencies.is_empty());
+}
+
+async fn invalid_record_names_are_never_audited_verbatim(db: TestDb) {
+    let app = start(db).await;
+    let w = bearer(&app.tokens.writer);
+    let long = "a".repeat(5 * 1024);
+    for name in ["UIN-4930098371-SECRET", long.as_str()] {
+        let path = format!("/v1/ns/rp/records/{name}");
+        for method in ["PUT", "GET", "DELETE"] {
+            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", ID.as_bytes()), ("Content-Length", b"1")], b"x")).await;
+            refused_with(&format!("{method} {}", &name[..name.len().min(30)]), r, &[400], "bad_request");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rows = audit_rows(&app).await.join("\n");
+    assert!(!rows.contains("4930098371") && !rows.contains("SECRET"), "the name is audited verbatim:\n{rows}");
+    assert!(!rows.contains(&long[..200]), "the 5 KB name is audited verbatim");
+    assert!(rows.contains("<invalid name, 21 bytes>") && rows.contains("<invalid name, 5120 bytes>"), "a fixed marker stands for the name:\n{rows}");
+    app.stop().await;
+}
+
+/// True if the server closes `s` within `wait` while we drip a chunk every 200 ms.
+async fn closes_while_dripping(s: &mut TcpStream, wait: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if s.write_all(b"1\r\nx\r\n").await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+async fn early_answers_close_the_connection(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    let head = |auth: &str| format!("PUT /v1/ns/rp/records/x HTTP/1.1\r\nHost: x\r\n{auth}Resident-Id: {ID}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let writer = format!("Authorization: Bearer {}\r\n", app.tokens.writer);
+    // No token: 401 while the body is still coming; over the limit: 413 after 4 KiB of it.
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("401, chunked", [head("").as_bytes(), b"5\r\nhello\r\n"].concat(), 401),
+        ("403, chunked", [head(&format!("Authorization: Bearer {}\r\n", app.tokens.reader)).as_bytes(), b"5\r\nhello\r\n"].concat(), 403),
+        ("413, chunked", [head(&writer).as_bytes(), format!("1001\r\n{}\r\n", "x".repeat(4097)).as_bytes()].concat(), 413),
+    ];
+    for (what, bytes, status) in cases {
+        let mut s = stall(&app, bytes).await;
+        let reply = read_reply(&mut s, Duration::from_secs(10)).await.flatten().unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(reply.status, status, "{what}");
+        assert!(closes_while_dripping(&mut s, Duration::from_secs(10)).await, "{what}: connection still open 10 s after the answer, reading the body");
+    }
+    // A fast sender after the 413: how much the server still takes (reported, not asserted).
+    let mut s = stall(&app, [head(&writer).as_bytes(), format!("1001\r\n{}\r\n", "x".repeat(4097)).as_bytes()].concat()).await;
+    let _ = read_reply(&mut s, Duration::from_secs(10)).await;
+    let chunk = [format!("{:x}\r\n", 64 * 1024).as_bytes(), &vec![b'x'; 64 * 1024], b"\r\n"].concat();
+    let (mut sent, started) = (0usize, Instant::now());
+    while sent < 256 * 1024 * 1024 && started.elapsed() < Duration::from_secs(10) {
+        match tokio::time::timeout(Duration::from_secs(2), s.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            _ => break,
+        }
+    }
+    eprintln!("after a chunked 413 the server took {} KiB more in {:?}", sent / 1024, started.elapsed());
+    assert_intact(&app, &before).await;
+    app.stop().await;
+}
+
+async fn metrics_labels_are_bounded_and_wrong_methods_answer_405(db: TestDb) {
+    let app = start(db).await;
+    for i in 0..300 {
+        let method = format!("INVENTED{i}");
+        let r = send(app.addr, &request(&method, b"/healthz", &[], b"")).await;
+        refused(&method, r, &[400, 404, 405]);
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("INVENTED"), "caller-chosen methods became labels ({} bytes of metrics)", metrics.len());
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    // A known path with a method it does not take.
+    for (method, path, allow) in [
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/v1/keys", "GET"),
+        ("PATCH", "/v1/ns/rp/records/demographics", "PUT, GET, DELETE"),
+        ("GET", "/v1/ns/rp/reencrypt", "POST"),
+        ("PUT", "/v1/credentials", "POST, GET"),
+        ("INVENTED", "/v1/audit", "GET"),
+    ] {
+        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &bearer(&app.tokens.admin))], b"")).await;
+        let r = refused(&format!("{method} {path}"), r, &[405]).expect("an answer");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+        assert_eq!(r.error_code().as_deref(), Some("method_not_allowed"));
+    }
+    app.stop().await;
+}
+
+async fn argon2_waits_are_bounded_and_unknown_ids_cost_the_same(db: TestDb) {
+    let app = Arc::new(start(db).await);
+    let before = seed(&app).await;
+    let known_id = app.tokens.reader.split('_').nth(1).unwrap().to_owned();
+    let secret = "A".repeat(43);
+    // Well-shaped tokens: a known id with a wrong secret, and unknown ids. Both must queue for
+    // Argon2 (so the queue bound shows), and neither may wait without limit.
+    for (what, ids) in [
+        ("known id", vec![known_id.clone(); 200]),
+        ("unknown ids", (0..200).map(|i| format!("{i:016x}")).collect::<Vec<_>>()),
+    ] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in ids {
+            let token = bearer(&format!("zkv_{id}_{secret}"));
+            let addr = app.addr;
+            tasks.spawn(async move { send(addr, &request("GET", RECORD.as_bytes(), &[("Authorization", &token), ("Resident-Id", ID.as_bytes())], b"")).await });
+        }
+        let (mut unauthorized, mut busy) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            let r = r.unwrap().expect("answered");
+            match r.status {
+                401 => unauthorized += 1,
+                503 => {
+                    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+                    assert_eq!(r.error_code().as_deref(), Some("busy"));
+                    busy += 1;
+                }
+                other => panic!("{what}: {other}"),
+            }
+        }
+        eprintln!("{what}: {unauthorized} × 401, {busy} × 503");
+        assert!(busy > 0, "{what}: 200 concurrent verifications all waited for their turn ({unauthorized} × 401)");
+    }
+    assert_intact(&app, &before).await;
+}
+
+async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
+    let app = start(db).await;
+    let op = bearer(&app.tokens.operator);
+    let all_ns = tokio::task::spawn_blocking({
+        let v = app.vault.clone();
+        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", &[zkvault::vault::Role::Reencrypt, zkvault::vault::Role::Writer, zkvault::vault::Role::Reader], &[]).unwrap().token.to_string()
+    })
+    .await
+    .unwrap();
+    let all_ns = bearer(&all_ns);
+    let json = br#"{"resident_ids":[]}"#;
+    let len = json.len().to_string();
+    let mut sent = 0;
+    for ns in ["%00", "rp%00", "a%0Ab", "r%0Dp", "%E2%80%AErp", "rp%E2%80%8B", "%1B%5B31m"] {
+        let cases: Vec<(&str, String, &Vec<u8>)> = vec![
+            ("POST", format!("/v1/ns/{ns}/masters/rotate"), &op),
+            ("POST", format!("/v1/ns/{ns}/masters/1/compromise"), &op),
+            ("POST", format!("/v1/ns/{ns}/masters/1/destroy"), &op),
+            ("POST", format!("/v1/ns/{ns}/reencrypt"), &all_ns),
+            ("GET", format!("/v1/ns/{ns}/records"), &all_ns),
+            ("GET", format!("/v1/ns/{ns}/records/demographics"), &all_ns),
+            ("DELETE", format!("/v1/ns/{ns}/resident"), &all_ns),
+        ];
+        for (method, path, token) in cases {
+            let headers: RawHeaders = vec![("Authorization", token), ("Resident-Id", ID.as_bytes()), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())];
+            let r = send(app.addr, &request(method, path.as_bytes(), &headers, json)).await;
+            refused_with(&format!("{method} {path}"), r, &[400], "bad_request");
+            sent += 1;
+        }
+    }
+    let (_, recorded) = await_refusals(&app, &["bad_request"], sent).await;
+    assert_eq!(recorded, sent, "every refusal is recorded (PostgreSQL refuses NUL in text)");
+    for row in audit_rows(&app).await {
+        assert!(!row.chars().any(|c| c.is_control() || ('\u{200b}'..='\u{206f}').contains(&c) || c == '\u{feff}'), "control or format character in the audit trail: {row:?}");
+    }
+    let v = app.vault.clone();
+    assert_eq!(tokio::task::spawn_blocking(move || v.verify_audit().unwrap()).await.unwrap().first_break, None);
+    app.stop().await;
+}
+
+async fn an_unscoped_token(app: &TestApp, roles: &'static [zkvault::vault::Role]) -> String {
+    let v = app.vault.clone();
+    tokio::task::spawn_blocking(move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", roles, &[]).unwrap().token.to_string()).await.unwrap()
+}
+
+async fn reencrypt_contract(db: TestDb) {
+    let app = start(db).await;
+    let t = bearer(&an_unscoped_token(&app, &[zkvault::vault::Role::Reencrypt]).await);
+    let post = |ns: &str, body: &[u8]| {
+        let len = body.len().to_string();
+        request("POST", format!("/v1/ns/{ns}/reencrypt").as_bytes(), &[("Authorization", &t), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())], body)
+    };
+    let r = send(app.addr, &post("nope", br#"{"resident_ids": []}"#)).await.expect("answered");
+    assert_eq!((r.status, r.error_code().as_deref()), (404, Some("unknown_namespace")), "{}", String::from_utf8_lossy(&r.body));
+    // The largest valid batch: 1,000 IDs of 64 characters.
+    let ids: Vec<String> = (0..1000).map(|i| format!("\"{i:064}\"")).collect();
+    let body = format!(r#"{{"resident_ids":[{}]}}"#, ids.join(","));
+    let r = send(app.addr, &post("rp", body.as_bytes())).await.expect("answered");
+    assert_eq!(r.status, 200, "{} bytes: {}", body.len(), String::from_utf8_lossy(&r.body));
+    assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap()["not_found"], 1000);
+    app.stop().await;
+}
+
+async fn path_errors_never_echo_the_value(db: TestDb) {
+    let app = start(db).await;
+    let op = bearer(&app.tokens.operator);
+    for path in ["/v1/ns/rp/masters/4930098371/compromise", "/v1/ns/rp/masters/x4930098371/destroy", "/v1/ns/rp/masters/-4930098371/destroy"] {
+        let r = send(app.addr, &request("POST", path.as_bytes(), &[("Authorization", &op)], b"")).await.expect("answered");
+        assert_eq!(r.status, 400, "{path}");
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(!body.contains("4930098371"), "{path}: the value is echoed: {body}");
+    }
+    app.stop().await;
+}
+
+async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {
+    let app = start(db).await;
+    for i in 0..50 {
+        let auth: &[u8] = if i % 2 == 0 { b"Bearer zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" } else { b"Basic x" };
+        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", auth), ("Resident-Id", ID.as_bytes())], b"")).await;
+        refused_with("no credential", r, &[401], "unauthenticated");
+    }
+    let (rows, refused) = await_refusals(&app, &["unauthenticated"], 50).await;
+    assert_eq!(refused, 50, "every 401 is recorded");
+    assert!(rows <= 5, "{rows} rows for 50 refusals");
+    app.stop().await;
+}
+
+async fn unconditional_writes_under_contention_all_succeed(db: TestDb) {
+    let app = Arc::new(start(db).await);
+    app.put("rp", "contended", ID, b"0").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let app = app.clone();
+        tasks.spawn(async move { app.put("rp", "contended", ID, i.to_string().as_bytes()).await.status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "32 parallel PUTs without If-Match: {statuses:?}");
+    let r = app.get("rp", "contended", ID).await;
+    assert_eq!(r.headers()["record-revision"], "33");
+}
+
+async fn if_match_star_means_any_current_representation(db: TestDb) {
+    let app = start(db).await;
+    seed(&app).await;
+    let put = |name: &str| {
+        app.req(reqwest::Method::PUT, &format!("/v1/ns/rp/records/{name}"), &app.tokens.writer, Some(ID)).header("If-Match", "*").body("new").send()
+    };
+    assert_eq!(put("absent").await.unwrap().status(), 412, "no current representation");
+    assert_eq!(put("demographics").await.unwrap().status(), 200, "any current representation");
+    assert_eq!(&app.get("rp", "demographics", ID).await.bytes().await.unwrap()[..], b"new");
+    assert_eq!(app.get("rp", "absent", ID).await.status(), 404);
+    app.stop().await;
+}
+
+async fn the_auth_scheme_is_case_insensitive(db: TestDb) {
+    let app = start(db).await;
+    let before = seed(&app).await;
+    for scheme in ["bearer", "BEARER", "bEaReR"] {
+        let auth = format!("{scheme} {}", app.tokens.reader);
+        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", auth.as_bytes()), ("Resident-Id", ID.as_bytes())], b"")).await;
+        assert_eq!(r.expect("answered").status, 200, "{scheme}");
+    }
     assert_intact(&app, &before).await;
     app.stop().await;
 }

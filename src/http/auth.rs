@@ -2,11 +2,16 @@
 //!
 //! A recently verified token is answered from memory; otherwise the token is verified against
 //! the database with Argon2id on the blocking pool, at most `argon2_concurrency` at a time so a
-//! flood of bad tokens cannot starve the CPU.
+//! flood of bad tokens cannot starve the CPU. A request waits at most [`ARGON2_QUEUE_WAIT`] for
+//! its turn, then answers 503 with `Retry-After`: a flood cannot build a queue without bound.
+//!
+//! Every refusal here or in [`Caller::require`] is counted for the audit trail under bounded
+//! values only (see `vault::refusals`): a refused request never writes a row of its own.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
@@ -14,22 +19,83 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::vault::{Actor, Principal, Role, Vault};
+use crate::policy::valid_namespace_name;
+use crate::vault::{Actor, Credentials, Principal, Refusal, Role, Vault, VaultError};
+
+/// Longest wait for an Argon2 verification slot before answering 503. Long enough for a burst
+/// of first uses of fresh tokens on a loaded host (each run takes ~50-300 ms), short enough that
+/// a flood cannot build a queue of minutes.
+pub const ARGON2_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Who refused requests are counted under when no credential was verified: the id inside an
+/// unverified token is the caller's invention and must not become a key.
+const ANONYMOUS: &str = "anonymous";
 
 /// The authenticated caller of a request, and the request's id (for the audit trail).
 pub struct Caller {
     pub principal: Arc<Principal>,
     request_id: String,
+    route: String,
+    /// The raw path had a `%`: valid namespaces and record names never need one.
+    encoded_path: bool,
     vault: Arc<Vault>,
 }
 
+/// What the request is, for counting its refusal: its id, route pattern and raw path shape.
+struct RequestFacts {
+    request_id: String,
+    route: String,
+    encoded_path: bool,
+    namespace: Option<String>,
+}
+
+impl RequestFacts {
+    fn of(req: &HttpRequest) -> Self {
+        RequestFacts {
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            route: req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+            encoded_path: req.uri().path().contains('%'),
+            namespace: req.match_info().get("ns").map(str::to_owned),
+        }
+    }
+}
+
+/// `ns` if it is a namespace of the policy, else nothing: only those may key a refusal.
+fn known(vault: &Vault, ns: Option<&str>) -> String {
+    ns.filter(|ns| vault.policy().namespace(ns).is_some()).unwrap_or_default().to_owned()
+}
+
 impl Caller {
-    /// Allows the call, or answers 403 and records the refusal in the audit trail.
+    /// Allows the call, or refuses it and counts the refusal. For a namespaced call the
+    /// namespace is checked first, the same way on every route: no percent-encoding (one
+    /// spelling per namespace; `%00` would decode to NUL), the policy's name pattern (which
+    /// also excludes control and format characters and bounds the length); then the role and
+    /// the credential's namespace scope (403); then known to the policy (404).
     pub fn require(&self, role: Role, ns: Option<&str>) -> Result<(), ApiError> {
-        self.principal.require(role, ns).map_err(|e| {
-            let (vault, actor, ns) = (self.vault.clone(), self.actor(), ns.unwrap_or_default().to_owned());
-            let operation = format!("access.{}", role.as_str());
-            actix_web::rt::spawn(async move { web::block(move || vault.record_denied(&actor, &operation, &ns)).await });
+        let check = || {
+            if let Some(ns) = ns {
+                if self.encoded_path {
+                    return Err(VaultError::BadInput("percent-encoding is not allowed in namespace and record paths".into()));
+                }
+                if !valid_namespace_name(ns) {
+                    return Err(VaultError::BadInput("namespace must match ^[a-z0-9][a-z0-9_-]{0,62}$".into()));
+                }
+            }
+            self.principal.require(role, ns)?;
+            match ns {
+                Some(ns) if self.vault.policy().namespace(ns).is_none() => Err(VaultError::UnknownNamespace),
+                _ => Ok(()),
+            }
+        };
+        check().map_err(|e| {
+            let key = Refusal {
+                actor: self.principal.id.clone(),
+                operation: format!("access.{}", role.as_str()),
+                route: self.route.clone(),
+                namespace: known(&self.vault, ns),
+                outcome: e.code(),
+            };
+            self.vault.record_refusal(key, &self.request_id);
             e.into()
         })
     }
@@ -44,6 +110,7 @@ impl Caller {
 #[derive(Clone)]
 pub struct RequestId(pub String);
 
+/// The token of `Authorization: <scheme> <token>`; the scheme is case-insensitive (RFC 9110).
 fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     let mut values = req.headers().get_all(AUTHORIZATION);
     let value = values.next().ok_or_else(ApiError::unauthenticated)?;
@@ -51,8 +118,9 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
         return Err(ApiError::bad_request("more than one Authorization header"));
     }
     let value = value.to_str().map_err(|_| ApiError::unauthenticated())?;
-    let token = value.strip_prefix("Bearer ").ok_or_else(ApiError::unauthenticated)?.trim();
-    if token.is_empty() || token.len() > 256 {
+    let (scheme, token) = value.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 256 {
         return Err(ApiError::unauthenticated());
     }
     Ok(token.to_owned())
@@ -63,20 +131,51 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+        let facts = RequestFacts::of(req);
         let token = bearer(req);
         Box::pin(async move {
-            let state = state.expect("AppState is registered");
-            let token = token?;
             let vault = state.vault.clone();
-            if let Some(principal) = vault.credentials().cached(&token) {
-                return Ok(Caller { principal, request_id, vault });
+            let verified = async {
+                let token = token?;
+                if let Some(principal) = vault.credentials().cached(&token) {
+                    return Ok(principal);
+                }
+                // A token that cannot be a credential is refused without queueing for Argon2.
+                if !Credentials::well_formed(&token) {
+                    return Err(ApiError::unauthenticated());
+                }
+                let _permit = tokio::time::timeout(ARGON2_QUEUE_WAIT, state.argon2_permits.acquire())
+                    .await
+                    .map_err(|_| ApiError::busy())?
+                    .expect("semaphore is never closed");
+                // Concurrent first uses of one token: the one before us may have verified it.
+                if let Some(principal) = vault.credentials().cached(&token) {
+                    return Ok(principal);
+                }
+                let v = vault.clone();
+                blocking(move || v.credentials().verify(&token)).await
+            };
+            match verified.await {
+                Ok(principal) => Ok(Caller {
+                    principal,
+                    request_id: facts.request_id,
+                    route: facts.route,
+                    encoded_path: facts.encoded_path,
+                    vault,
+                }),
+                Err(e) => {
+                    let key = Refusal {
+                        actor: ANONYMOUS.into(),
+                        operation: "access.authenticate".into(),
+                        route: facts.route,
+                        namespace: known(&vault, facts.namespace.as_deref()),
+                        outcome: e.code(),
+                    };
+                    vault.record_refusal(key, &facts.request_id);
+                    Err(e)
+                }
             }
-            let _permit = state.argon2_permits.acquire().await.expect("semaphore is never closed");
-            let v = vault.clone();
-            let principal = blocking(move || v.credentials().verify(&token)).await?;
-            Ok(Caller { principal, request_id, vault })
         })
     }
 }

@@ -14,6 +14,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// One header the answer needs (`Allow` on a 405, `Retry-After` on a 503 busy).
+    header: Option<(&'static str, &'static str)>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -26,7 +28,19 @@ pub struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), header: None }
+    }
+
+    /// A known path with a method it does not take.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let e = Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("this endpoint takes {allow}"));
+        ApiError { header: Some(("Allow", allow)), ..e }
+    }
+
+    /// Too many credential verifications already waiting: try again shortly.
+    pub fn busy() -> Self {
+        let e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many credential verifications at once; retry");
+        ApiError { header: Some(("Retry-After", "1")), ..e }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -66,6 +80,9 @@ impl ResponseError for ApiError {
         let mut resp = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Some(header) = self.header {
+            resp.insert_header(header);
         }
         if self.status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body may still arrive: never read it as the next request.

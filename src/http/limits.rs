@@ -7,14 +7,23 @@
 //! [`std::io::ErrorKind::TimedOut`] when no bytes arrive for [`BODY_IDLE_TIMEOUT`] or the whole
 //! body is not in by [`BODY_DEADLINE`]. Handlers turn that error into `408` and the connection is
 //! closed (the rest of the body is never read).
+//!
+//! A request answered before its body was read (401, 403, 413...) must not keep the connection
+//! either: actix drains a dropped chunked body to reuse the connection, with no time limit, so a
+//! client without a token could drip chunks for ever or stream gigabytes into the void. The
+//! request's payload is therefore held by the response body until the response is written:
+//! actix then sees an unread body, answers with `Connection: close` and closes the connection
+//! (after lingering for its `client_disconnect_timeout`, so the client can read the answer).
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
 use actix_web::http::header::CONTENT_TYPE;
@@ -101,15 +110,47 @@ pub fn is_timeout(e: &PayloadError) -> bool {
 /// Middleware: every request body is read through [`Deadlined`]; a request with more than one
 /// `Content-Type` is refused before any handler runs (extractors read the first, a proxy may
 /// have acted on the last: the body's meaning would be ambiguous).
-pub async fn guard_body(mut req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn guard_body(mut req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<HoldsPayload>, Error> {
     if req.headers().get_all(CONTENT_TYPE).nth(1).is_some() {
         return Err(ApiError::bad_request("more than one Content-Type header").into());
     }
-    let payload = Box::pin(req.take_payload());
+    let payload = Shared(Rc::new(RefCell::new(req.take_payload())));
+    let kept = payload.0.clone();
     let timed: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
         Box::pin(Deadlined::new(payload, BODY_IDLE_TIMEOUT, BODY_DEADLINE));
     req.set_payload(Payload::from(timed));
-    next.call(req).await
+    let res = next.call(req).await?;
+    Ok(res.map_body(|_, body| HoldsPayload { body: body.boxed(), _payload: kept }))
+}
+
+/// The request payload, readable by the handler while the middleware holds on to it.
+struct Shared(Rc<RefCell<Payload>>);
+
+impl Stream for Shared {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_next(cx)
+    }
+}
+
+/// A response body that keeps the request payload alive until actix has written it and decided
+/// whether the connection can be reused.
+pub struct HoldsPayload {
+    body: BoxBody,
+    _payload: Rc<RefCell<Payload>>,
+}
+
+impl MessageBody for HoldsPayload {
+    type Error = <BoxBody as MessageBody>::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_next(cx)
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub use ops::ApiDoc;
 pub use records::RESIDENT_ID;
 use telemetry::Metrics;
 
-use crate::vault::{Vault, SYNC_INTERVAL};
+use crate::vault::{Vault, REFUSAL_INTERVAL, SYNC_INTERVAL};
 
 /// Shared by every worker.
 pub struct AppState {
@@ -37,37 +37,55 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub argon2_concurrency: usize,
     pub workers: Option<usize>,
+    /// Open connections at most, all workers together; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
+/// A resource whose other methods answer 405 with `Allow` (not the 404 of an unknown path).
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move { Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(allow)) }))
+}
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default().limit(limit).error_handler(|e, _| json_error(e).into())
+}
+
+/// The largest JSON body but for `reencrypt`'s.
+const JSON_LIMIT: usize = 64 * 1024;
+
 fn routes(cfg: &mut web::ServiceConfig) {
-    let json = web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|e, _| json_error(e).into());
-    let path = web::PathConfig::default().error_handler(|e, _| ApiError::bad_request(format!("invalid path: {e}")).into());
-    // The parser's message may quote the offending key or value (an ID pasted into a URL): never echoed.
+    // The parser's message quotes the offending value (an ID pasted into a URL): never echoed.
+    let path = web::PathConfig::default().error_handler(|_, _| ApiError::bad_request("invalid path; /openapi.json lists the endpoints").into());
     let query = web::QueryConfig::default()
         .error_handler(|_, _| ApiError::bad_request("invalid query string; /openapi.json lists the parameters").into());
-    cfg.app_data(json)
+    cfg.app_data(json_config(JSON_LIMIT))
         .app_data(path)
         .app_data(query)
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .route("/openapi.json", web::get().to(ops::openapi))
-        .route("/v1/keys", web::get().to(admin::keys))
-        .route("/v1/audit", web::get().to(admin::audit))
-        .route("/v1/credentials", web::post().to(admin::create_credential))
-        .route("/v1/credentials", web::get().to(admin::list_credentials))
-        .route("/v1/credentials/{id}", web::delete().to(admin::revoke_credential))
-        .route("/v1/ns/{ns}/records", web::get().to(records::list_records))
-        .route("/v1/ns/{ns}/resident", web::delete().to(records::erase_resident))
-        .route("/v1/ns/{ns}/reencrypt", web::post().to(records::reencrypt))
-        .route("/v1/keys/kek/rotate", web::post().to(keys::rotate_kek))
-        .route("/v1/ns/{ns}/masters/rotate", web::post().to(keys::rotate_master))
-        .route("/v1/ns/{ns}/masters/{v}/compromise", web::post().to(keys::compromise_master))
-        .route("/v1/ns/{ns}/masters/{v}/destroy", web::post().to(keys::destroy_master))
+        .service(resource("/healthz", "GET").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(ops::openapi)))
+        .service(resource("/v1/keys", "GET").route(web::get().to(admin::keys)))
+        .service(resource("/v1/audit", "GET").route(web::get().to(admin::audit)))
         .service(
-            web::resource("/v1/ns/{ns}/records/{name:.+}")
+            resource("/v1/credentials", "POST, GET")
+                .route(web::post().to(admin::create_credential))
+                .route(web::get().to(admin::list_credentials)),
+        )
+        .service(resource("/v1/credentials/{id}", "DELETE").route(web::delete().to(admin::revoke_credential)))
+        .service(resource("/v1/ns/{ns}/records", "GET").route(web::get().to(records::list_records)))
+        .service(resource("/v1/ns/{ns}/resident", "DELETE").route(web::delete().to(records::erase_resident)))
+        .service(
+            resource("/v1/ns/{ns}/reencrypt", "POST")
+                .app_data(json_config(records::REENCRYPT_JSON_LIMIT))
+                .route(web::post().to(records::reencrypt)),
+        )
+        .service(resource("/v1/keys/kek/rotate", "POST").route(web::post().to(keys::rotate_kek)))
+        .service(resource("/v1/ns/{ns}/masters/rotate", "POST").route(web::post().to(keys::rotate_master)))
+        .service(resource("/v1/ns/{ns}/masters/{v}/compromise", "POST").route(web::post().to(keys::compromise_master)))
+        .service(resource("/v1/ns/{ns}/masters/{v}/destroy", "POST").route(web::post().to(keys::destroy_master)))
+        .service(
+            resource("/v1/ns/{ns}/records/{name:.+}", "PUT, GET, DELETE")
                 .route(web::put().to(records::put_record))
                 .route(web::get().to(records::get_record))
                 .route(web::delete().to(records::delete_record)),
@@ -133,13 +151,28 @@ pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std
     })
     .client_request_timeout(Duration::from_secs(10))
     .shutdown_timeout(10);
-    if let Some(w) = settings.workers {
-        server = server.workers(w);
-    }
+    // actix counts connections per worker.
+    let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    server = server.workers(workers).max_connections(settings.max_connections.div_ceil(workers).max(1));
     let server = server.listen(listener)?.run();
     let handle = server.handle();
+    spawn_refusal_flush(&vault);
     spawn_cache_sync(vault);
     Ok(RunningServer { addr, handle, server })
+}
+
+/// Appends the counted refusals every [`REFUSAL_INTERVAL`] (see `vault::refusals`); the last
+/// ones are appended when the vault is dropped.
+fn spawn_refusal_flush(vault: &Arc<Vault>) {
+    let weak = Arc::downgrade(vault);
+    std::thread::Builder::new()
+        .name("refusal-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(REFUSAL_INTERVAL);
+            let Some(vault) = weak.upgrade() else { return };
+            vault.flush_refusals();
+        })
+        .expect("spawn refusal flush thread");
 }
 
 /// Keeps this instance's caches no staler than a second behind changes made anywhere (another

@@ -34,18 +34,40 @@ impl Actor {
     }
 
     /// An entry for `operation` on `target` in `namespace`, outcome `ok` until told otherwise.
+    /// A namespace or target that is not short printable text is replaced by a marker (callers
+    /// validate first; this is the last guard before an append-only row).
     pub fn entry(&self, operation: &str, namespace: &str, target: impl Into<String>) -> AuditEntry {
         AuditEntry {
             at: now_ms(),
             actor: self.who.clone(),
             request_id: self.request_id.clone(),
             operation: operation.to_owned(),
-            namespace: namespace.to_owned(),
-            target: target.into(),
+            namespace: bounded("namespace", namespace, MAX_NAMESPACE_BYTES),
+            target: bounded("target", &target.into(), MAX_TARGET_BYTES),
             resident_tag: String::new(),
             outcome: "ok".into(),
             detail: self.why.clone(),
         }
+    }
+}
+
+const MAX_NAMESPACE_BYTES: usize = 63;
+const MAX_TARGET_BYTES: usize = 256;
+
+/// Control characters and invisible format characters (bidi overrides, zero-width): they can
+/// hide or reorder what an auditor reads, and PostgreSQL cannot store NUL at all.
+pub fn is_control_or_format(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
+/// `value` if it is at most `max` bytes without control or format characters, else the fixed
+/// marker `<invalid KIND, N bytes>`: a caller-chosen value never reaches the trail unchecked.
+pub fn bounded(kind: &str, value: &str, max: usize) -> String {
+    if value.len() <= max && !value.chars().any(is_control_or_format) {
+        value.to_owned()
+    } else {
+        format!("<invalid {kind}, {} bytes>", value.len())
     }
 }
 
@@ -114,11 +136,6 @@ impl Vault {
         if let Err(audit_error) = self.store().append_audit(&entry) {
             tracing::error!(error = %audit_error, operation = %entry.operation, "could not record a failed operation in the audit trail");
         }
-    }
-
-    /// A request refused before reaching a use case (wrong role or namespace).
-    pub fn record_denied(&self, actor: &Actor, operation: &str, namespace: &str) {
-        self.record_failure(actor.entry(operation, namespace, ""), &VaultError::Forbidden(""));
     }
 
     /// A page of the trail for `GET /v1/audit`.

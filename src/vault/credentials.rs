@@ -110,6 +110,9 @@ pub struct Credentials {
     store: Store,
     verified: Cache<[u8; 32], Arc<Principal>>,
     argon2: Argon2<'static>,
+    /// The hash of a random secret nobody holds: an unknown, revoked or expired id is verified
+    /// against it, so it costs the same Argon2 run as a known one (no timing oracle for ids).
+    dummy_hash: String,
 }
 
 /// Argon2id at OWASP's recommended floor (m = 19 MiB, t = 2): tokens carry 256 random bits, so the
@@ -135,12 +138,21 @@ fn parse_token(token: &str) -> Option<(&str, &str)> {
 }
 
 impl Credentials {
-    pub fn new(store: Store, ttl: Duration) -> Self {
-        Credentials {
+    pub fn new(store: Store, ttl: Duration) -> Result<Self, VaultError> {
+        let argon2 = argon2();
+        let nobody = zkvault_core::random::array::<32>()?;
+        let dummy_hash = argon2.hash_password(&nobody[..]).map_err(|e| VaultError::Internal(format!("argon2: {e}")))?.to_string();
+        Ok(Credentials {
             store,
             verified: Cache::builder().max_capacity(100_000).time_to_live(ttl).support_invalidation_closures().build(),
-            argon2: argon2(),
-        }
+            argon2,
+            dummy_hash,
+        })
+    }
+
+    /// Whether `token` has the shape of a credential at all (else it is refused without Argon2).
+    pub fn well_formed(token: &str) -> bool {
+        parse_token(token).is_some()
     }
 
     /// The fast path: a token verified recently, unless revoked or expired since.
@@ -157,13 +169,13 @@ impl Credentials {
     /// The slow path (database + Argon2id); caches the result on success.
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, VaultError> {
         let (id, secret) = parse_token(token).ok_or(VaultError::Unauthenticated)?;
-        let row = self.store.credential(id)?.ok_or(VaultError::Unauthenticated)?;
-        if row.revoked_at.is_some() || row.expires_at.is_some_and(|t| t <= now_ms()) {
-            return Err(VaultError::Unauthenticated);
-        }
-        let hash = argon2::password_hash::phc::PasswordHash::new(&row.secret_hash)
+        let now = now_ms();
+        let row = self.store.credential(id)?.filter(|r| r.revoked_at.is_none() && !r.expires_at.is_some_and(|t| t <= now));
+        let stored = row.as_ref().map_or(self.dummy_hash.as_str(), |r| r.secret_hash.as_str());
+        let hash = argon2::password_hash::phc::PasswordHash::new(stored)
             .map_err(|_| VaultError::Internal("stored credential hash is malformed".into()))?;
-        self.argon2.verify_password(secret.as_bytes(), &hash).map_err(|_| VaultError::Unauthenticated)?;
+        let matches = self.argon2.verify_password(secret.as_bytes(), &hash).is_ok();
+        let row = row.filter(|_| matches).ok_or(VaultError::Unauthenticated)?;
         let principal = Arc::new(Principal::from_row(&row)?);
         self.verified.insert(cache_key(token), principal.clone());
         Ok(principal)
@@ -173,7 +185,7 @@ impl Credentials {
         if roles.is_empty() {
             return Err(VaultError::BadInput("a credential needs at least one role".into()));
         }
-        if label.len() > 128 || label.chars().any(char::is_control) {
+        if label.len() > 128 || label.chars().any(super::is_control_or_format) {
             return Err(VaultError::BadInput("label must be at most 128 printable characters".into()));
         }
         let id = hex::encode(zkvault_core::random::array::<8>()?);

@@ -14,6 +14,7 @@ mod overview;
 mod record_name;
 mod records;
 mod reencrypt;
+mod refusals;
 mod schedule;
 mod seed;
 
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
 
-pub use audit::{Actor, AuditBreak, AuditVerification, EntryExt};
+pub use audit::{bounded, is_control_or_format, Actor, AuditBreak, AuditVerification, EntryExt};
 pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
 pub use error::VaultError;
 pub use kek::KekRotation;
@@ -33,6 +34,7 @@ pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
 pub use record_name::valid_record_name;
 pub use records::{Precondition, PutOutcome, Record, RecordWrite};
 pub use reencrypt::{ReencryptReport, MAX_REENCRYPT_IDS};
+pub use refusals::{Refusal, REFUSAL_INTERVAL};
 pub use schedule::{spawn_scheduler, LifecycleReport, PlannedEvent};
 pub use seed::{seed_body, seed_uin, SeedOptions, SeedReport, SEED_BODY_BYTES, SEED_MAX_RESIDENTS};
 
@@ -50,6 +52,8 @@ pub struct Vault {
     policy: Policy,
     keyring: Keyring,
     credentials: Credentials,
+    refusals: refusals::Refusals,
+    record_locks: [std::sync::Mutex<()>; records::RECORD_LOCK_STRIPES],
     /// Record successful reads in the audit trail (changes and failures are always recorded).
     audit_reads: bool,
 }
@@ -88,8 +92,10 @@ impl Vault {
         let namespaces: Vec<&str> = policy.namespaces.keys().map(String::as_str).collect();
         store.append_audit(&system.entry("policy.load", "", "").with_detail(format!("namespaces: {}", namespaces.join(","))))?;
         Ok(Vault {
-            credentials: Credentials::new(store.clone(), ttls.credentials),
+            credentials: Credentials::new(store.clone(), ttls.credentials)?,
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
+            refusals: refusals::Refusals::new(store.clone()),
+            record_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
             store,
             policy,
             audit_reads: true,

@@ -12,6 +12,16 @@ pub fn valid_record_name(name: &str) -> bool {
     pattern && name.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
+/// A record name as the audit trail shows it: an invalid name (a resident ID pasted into a URL,
+/// a 5 KB string) is never stored, only its length.
+pub fn audit_name(name: &str) -> String {
+    if valid_record_name(name) {
+        name.to_owned()
+    } else {
+        format!("<invalid name, {} bytes>", name.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::valid_record_name;

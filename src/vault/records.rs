@@ -7,7 +7,8 @@
 use zeroize::Zeroizing;
 use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKey, SealedRecord};
 
-use super::{now_ms, record_name::valid_record_name, Actor, Vault, VaultError};
+use super::record_name::{audit_name, valid_record_name};
+use super::{now_ms, Actor, Vault, VaultError};
 use crate::storage::{AuditEntry, RecordMeta, RecordRow, StorageError};
 
 /// `If-Match` / `If-None-Match: *` on a write.
@@ -18,6 +19,8 @@ pub enum Precondition {
     IfMatch(String),
     /// Create only: fail if the record exists.
     IfNoneMatch,
+    /// `If-Match: *`: replace whatever is current; fail if the record does not exist.
+    IfExists,
 }
 
 /// One record write: what to store under which name, and on which condition.
@@ -51,7 +54,14 @@ pub(super) struct ResidentKeys {
     pub(super) tag: String,
 }
 
+/// Rounds a write goes when another writer commits between its read and its write. Writers of
+/// one record on this instance take turns ([`Vault::record_lock`]), so only writers on other
+/// instances can make it lose; after this many losses it answers 409.
 const MAX_WRITE_ATTEMPTS: usize = 5;
+
+/// Writers of one record on this instance take turns on one of these (chosen by a hash of
+/// namespace, blind index and name), so their optimistic revision checks do not keep failing.
+pub(super) const RECORD_LOCK_STRIPES: usize = 64;
 
 /// The row storing `sealed` at `ctx`: revision 1, a fresh random ETag, created now.
 pub(super) fn sealed_row(ctx: &RecordContext, sealed: SealedRecord, content_type: &str, plaintext_len: usize) -> Result<RecordRow, VaultError> {
@@ -105,6 +115,15 @@ impl Vault {
         Ok(self.keyring().master(ns, version)?.resident_key(ns, &keys.id))
     }
 
+    /// This instance's turn to write one record (see [`RECORD_LOCK_STRIPES`]).
+    fn record_lock(&self, ns: &str, keys: &ResidentKeys, name: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (ns, keys.blind_index.as_bytes(), name).hash(&mut h);
+        let stripe = &self.record_locks[h.finish() as usize % RECORD_LOCK_STRIPES];
+        stripe.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn check_name(&self, name: &str) -> Result<(), VaultError> {
         if valid_record_name(name) {
             Ok(())
@@ -118,7 +137,7 @@ impl Vault {
     /// revision check, so no update is lost.
     pub fn put_record(&self, actor: &Actor, ns: &str, raw_id: &str, write: &RecordWrite) -> Result<PutOutcome, VaultError> {
         let RecordWrite { name, body, .. } = *write;
-        let mut entry = actor.entry("record.put", ns, name);
+        let mut entry = actor.entry("record.put", ns, audit_name(name));
         let resident = self.check_name(name).and_then(|()| {
             let limit = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
             if body.len() > limit {
@@ -134,11 +153,12 @@ impl Vault {
 
     fn put_sealed(&self, entry: &AuditEntry, keys: &ResidentKeys, ns: &str, write: &RecordWrite) -> Result<PutOutcome, VaultError> {
         let RecordWrite { name, content_type, body, precondition } = *write;
+        let _turn = self.record_lock(ns, keys, name);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let existing = self.store().record(ns, keys.blind_index.as_bytes(), name)?;
             match (precondition, &existing) {
                 (Precondition::IfNoneMatch, Some(_)) => return Err(VaultError::PreconditionFailed),
-                (Precondition::IfMatch(_), None) => return Err(VaultError::PreconditionFailed),
+                (Precondition::IfMatch(_) | Precondition::IfExists, None) => return Err(VaultError::PreconditionFailed),
                 (Precondition::IfMatch(tag), Some(row)) if *tag != row.etag => return Err(VaultError::PreconditionFailed),
                 _ => {}
             }
@@ -171,17 +191,20 @@ impl Vault {
             if written {
                 return Ok(PutOutcome { created: existing.is_none(), revision, etag, master_version: version });
             }
-            if *precondition != Precondition::None {
+            if matches!(precondition, Precondition::IfMatch(_) | Precondition::IfNoneMatch) {
                 // The state the precondition was checked against is gone.
                 return Err(VaultError::PreconditionFailed);
             }
+            // Another instance won: back off a random 1-20 ms so the losers do not collide again.
+            let jitter = zkvault_core::random::array::<1>().map_or(0, |b| b[0] % 20);
+            std::thread::sleep(std::time::Duration::from_millis(1 + u64::from(jitter)));
         }
         Err(VaultError::Conflict("record is being written concurrently; retry".into()))
     }
 
     /// Reads and opens a record. A wrong resident ID looks exactly like an absent record.
     pub fn get_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<Record, VaultError> {
-        self.audited_read(actor.entry("record.get", ns, name), |entry| {
+        self.audited_read(actor.entry("record.get", ns, audit_name(name)), |entry| {
             self.check_name(name)?;
             let keys = self.resident(ns, raw_id)?;
             entry.resident_tag = keys.tag.clone();
@@ -196,7 +219,7 @@ impl Vault {
     }
 
     pub fn delete_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<(), VaultError> {
-        let mut entry = actor.entry("record.delete", ns, name);
+        let mut entry = actor.entry("record.delete", ns, audit_name(name));
         let resident = self.check_name(name).and_then(|()| self.resident(ns, raw_id));
         if let Ok(keys) = &resident {
             entry.resident_tag = keys.tag.clone();

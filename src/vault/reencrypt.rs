@@ -129,6 +129,8 @@ impl Vault {
     /// Moves every record of the given residents to the active master (≤ 1000 IDs a call).
     /// Idempotent: a second call finds them `already_current`.
     pub fn reencrypt(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+        // Checked first: an empty batch would otherwise reach the keyring and fail there.
+        self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
         self.audited_read(actor.entry("records.reencrypt", ns, format!("{} resident ids", raw_ids.len())), |entry| {
             let report = self.reencrypt_batch(actor, ns, raw_ids)?;
             entry.detail = format!("moved={} rekeyed={} already_current={} not_found={}", report.moved, report.rekeyed, report.already_current, report.not_found);

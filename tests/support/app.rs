@@ -95,6 +95,7 @@ impl TestApp {
             body_limit,
             argon2_concurrency: 2,
             workers: Some(2),
+            max_connections: 4096,
         };
         let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
         let handle = running.handle.clone();
@@ -187,7 +188,7 @@ impl TestApp {
         })
         .await
         .unwrap();
-        let settings = HttpSettings { body_limit: 1024 * 1024, argon2_concurrency: 2, workers: Some(2) };
+        let settings = HttpSettings { body_limit: 1024 * 1024, argon2_concurrency: 2, workers: Some(2), max_connections: 4096 };
         let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
         let handle = running.handle.clone();
         tokio::spawn(running.server);
