@@ -390,6 +390,9 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     let migrated = reopen(&app, target.clone());
     read_direct(&migrated);
     assert_eq!(rows(&app).await, before, "records untouched");
+    // The running instance still holds the old keystore: it answers, but can unwrap nothing
+    // stored, so it must not say it is ready (it used to answer 200).
+    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     // The old keystore no longer opens this database's masters: the service refuses to start with
     // it, and changes nothing first. (It used to create a KEK in the old keystore — its KEK was
     // retired by the migration — and record it as the deployment's active KEK, the target's

@@ -130,11 +130,17 @@ impl Vault {
         key_lock(&self.store)
     }
 
-    /// Database and keystore both answer (for `/readyz`).
+    /// Database and keystore both answer, and this keystore still unwraps every stored master
+    /// and index key (for `/readyz`): an instance left on the old keystore after another one
+    /// migrated the deployment answers but can serve nothing.
     pub fn check_ready(&self) -> Result<(), VaultError> {
         self.store.ping()?;
-        self.keyring.keystore().check()?;
-        Ok(())
+        let keystore = self.keyring.keystore();
+        keystore.check()?;
+        check_unwrappable(&self.store, keystore.as_ref()).map_err(|e| match e {
+            VaultError::Internal(why) => VaultError::KeystoreUnavailable(why),
+            other => other,
+        })
     }
 }
 
