@@ -1,4 +1,4 @@
-//! zkvault's crypto core: the v1 key hierarchy and byte formats of `shared/DESIGN.md`.
+//! zkvault's crypto core: the v1 key hierarchy and byte formats of `docs/design.md`.
 //!
 //! Pure computation: no I/O, no async runtime, no database. Everything above it (keystores,
 //! storage, HTTP) calls in here for every byte that is derived, sealed or opened.
