@@ -22,20 +22,24 @@ CUSTOM = [
 def ops_of(metrics):
     """Per-op request counts/rates and latency percentiles from tagged submetrics."""
     ops = {}
+    # `{op:get}`, or `{phase:flood,op:get}` (reported as op `get@flood`).
+    tag = r"\{(?:phase:([a-z_]+),)?op:([a-z_]+)\}"
+    name = lambda hit: hit.group(2) + (f"@{hit.group(1)}" if hit.group(1) else "")
     for key, m in metrics.items():
-        hit = re.fullmatch(r"http_reqs\{op:([a-z_]+)\}", key)
+        hit = re.fullmatch(r"http_reqs" + tag, key)
         if hit:
-            ops.setdefault(hit.group(1), {}).update(count=m.get("count", 0), rate=m.get("rate", 0.0))
-        hit = re.fullmatch(r"http_req_duration\{op:([a-z_]+)\}", key)
+            ops.setdefault(name(hit), {}).update(count=m.get("count", 0), rate=m.get("rate", 0.0))
+        hit = re.fullmatch(r"http_req_duration" + tag, key)
         if hit:
-            ops.setdefault(hit.group(1), {}).update(
+            ops.setdefault(name(hit), {}).update(
                 avg_ms=m.get("avg"), p50_ms=m.get("med"), p95_ms=m.get("p(95)"), p99_ms=m.get("p(99)"), max_ms=m.get("max"),
-                count=m.get("count", ops.get(hit.group(1), {}).get("count", 0)))
+                count=m.get("count", ops.get(name(hit), {}).get("count", 0)))
     return ops
 
 
 def load_run(run):
-    out = {k: run.get(k) for k in ("scenario", "backend", "target", "round", "seeded", "seed", "k6_exit", "server_cpu_s", "raw_update")}
+    out = {k: run.get(k) for k in ("scenario", "backend", "target", "round", "seeded", "seed", "k6_exit", "server_cpu_s", "raw_update",
+                                   "db_bytes_before", "db_bytes_after")}
     for k in ("rss_kb", "rss_peak_kb", "rss_hwm_kb"):
         out[k.replace("_kb", "_mib")] = round((run.get(k) or 0) / 1024, 1)
     path = run.get("summary")
@@ -184,6 +188,13 @@ def markdown(doc):
             if r.get("raw_update"):
                 u = r["raw_update"]
                 lines.append(f"| {r['backend']} | raw SQL UPDATE of the same rows (one statement) | {fmt(u['rows'])} rows in {u['seconds']:.2f} s = {fmt(u['rows_per_s'], 0)} rows/s |")
+        lines.append("")
+    sized = [r for r in doc["runs"] if r.get("db_bytes_after") is not None and r.get("db_bytes_before") is not None]
+    if sized:
+        lines += ["## Database size over the run", "", "| backend | target | round | before MiB | after MiB | grew by KiB |", "|---|---|---:|---:|---:|---:|"]
+        for r in sized:
+            b, a = r["db_bytes_before"], r["db_bytes_after"]
+            lines.append(f"| {r['backend']} | {r['target']} | {fmt(r.get('round'))} | {b / 2**20:,.1f} | {a / 2**20:,.1f} | {(a - b) / 1024:,.0f} |")
         lines.append("")
     crossed = [(r["backend"], r["target"], r["thresholds_crossed"]) for r in doc["runs"] if r.get("thresholds_crossed")]
     if crossed:
