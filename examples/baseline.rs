@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(None, &cli.data_dir)?;
     // The real vault is opened only for its credentials, policy and store; no key is used.
     let layout = EmbeddedLayout { dir: cli.data_dir.clone() };
-    layout.prepare()?;
+    layout.prepare(&config)?;
     let vault = service::open_vault(&config, true)?;
     match cli.command {
         Command::Serve => {

@@ -180,7 +180,11 @@ impl Config {
                 };
                 KeystoreConfig::Soft {
                     path: env("ZKVAULT_SOFT_KEYSTORE").map(PathBuf::from).or(ks.path).unwrap_or(default_path),
-                    passphrase_file: env("ZKVAULT_PASSPHRASE_FILE").map(PathBuf::from).or(ks.passphrase_file).or(default_pass),
+                    // A passphrase in ZKVAULT_PASSPHRASE replaces the default file, not one configured.
+                    passphrase_file: env("ZKVAULT_PASSPHRASE_FILE")
+                        .map(PathBuf::from)
+                        .or(ks.passphrase_file)
+                        .or(if env(crate::keystore::soft::PASSPHRASE_ENV).is_some() { None } else { default_pass }),
                 }
             }
             "pkcs11" => KeystoreConfig::Pkcs11 {
@@ -252,6 +256,19 @@ mod tests {
         assert_eq!(cfg("max_connections = 100", &[]).unwrap().max_connections, 100);
         assert_eq!(cfg("max_connections = 100", &[("ZKVAULT_MAX_CONNECTIONS", "7")]).unwrap().max_connections, 7);
         assert!(matches!(cfg("max_connections = 0", &[]), Err(ConfigError::Invalid("max_connections", _))));
+    }
+
+    #[test]
+    fn the_passphrase_comes_from_a_file_or_the_environment() {
+        let file = |c: Config| match c.keystore {
+            KeystoreConfig::Soft { passphrase_file, .. } => passphrase_file,
+            KeystoreConfig::Pkcs11 { .. } => unreachable!(),
+        };
+        assert_eq!(file(cfg("", &[]).unwrap()), Some(PathBuf::from("/d/passphrase")));
+        assert_eq!(file(cfg("", &[("ZKVAULT_PASSPHRASE", "p")]).unwrap()), None, "ZKVAULT_PASSPHRASE is read");
+        let configured = "[keystore]\nkind = \"soft\"\npassphrase_file = \"/run/p\"";
+        assert_eq!(file(cfg(configured, &[("ZKVAULT_PASSPHRASE", "p")]).unwrap()), Some(PathBuf::from("/run/p")));
+        assert_eq!(file(cfg(configured, &[("ZKVAULT_PASSPHRASE_FILE", "/e")]).unwrap()), Some(PathBuf::from("/e")));
     }
 
     #[test]

@@ -300,10 +300,11 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Seed(args) => seed(cli, args),
         Command::Keystore { command: KeystoreCommand::Init } => {
+            let config = config(cli)?;
             if cli.config.is_none() {
-                embedded_layout(cli)?.prepare()?;
+                embedded_layout(cli)?.prepare(&config)?;
             }
-            let keystore = service::open_keystore(&config(cli)?.keystore, true)?;
+            let keystore = service::open_keystore(&config.keystore, true)?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
                 None => keystore.create_kek()?,
@@ -345,7 +346,7 @@ fn open_vault(cli: &Cli, config: &Config) -> Result<(Arc<Vault>, Option<Embedded
     }
     let layout = embedded_layout(cli)?;
     let fresh = !layout.dir.exists();
-    match layout.prepare().and_then(|()| service::open_vault(config, true)) {
+    match layout.prepare(config).and_then(|()| service::open_vault(config, true)) {
         Ok(vault) => Ok((vault, Some(layout))),
         Err(e) => {
             if fresh {
@@ -379,7 +380,11 @@ fn serve(cli: &Cli) -> Result<()> {
     let config = config(cli)?;
     let (vault, embedded) = open_vault(cli, &config)?;
     if let Some(layout) = &embedded {
-        eprintln!("\n  !! DEVELOPMENT KEYSTORE: keys sealed under a passphrase stored next to them in {}.", layout.dir.display());
+        if layout.keeps_passphrase(&config) {
+            eprintln!("\n  !! DEVELOPMENT KEYSTORE: keys sealed under a passphrase stored next to them in {}.", layout.dir.display());
+        } else {
+            eprintln!("\n  !! DEVELOPMENT KEYSTORE: a soft keystore file in {}.", layout.dir.display());
+        }
         eprintln!("  !! Fine for trying zkvault; for production use --config with a PKCS#11 HSM (see README).\n");
         if let Some((admin, writer)) = layout.issue_first_credentials(&vault)? {
             eprintln!("  first run: admin token in {}, writer token in {}\n", admin.display(), writer.display());

@@ -90,13 +90,20 @@ impl EmbeddedLayout {
         self.dir.join("writer.token")
     }
 
-    /// The directory holds an embedded deployment (its passphrase and sealed keystore).
+    /// The directory holds an embedded deployment (its sealed keystore).
     pub fn is_data_dir(&self) -> bool {
-        self.passphrase().is_file() && self.dir.join("keystore.zks").is_file()
+        self.dir.join("keystore.zks").is_file()
     }
 
-    /// Creates the directory (0700) and a random keystore passphrase file (0600) if missing.
-    pub fn prepare(&self) -> Result<(), StartupError> {
+    /// True if `config` reads the keystore passphrase from this directory's file (not from
+    /// `ZKVAULT_PASSPHRASE` or a file of its own).
+    pub fn keeps_passphrase(&self, config: &Config) -> bool {
+        matches!(&config.keystore, KeystoreConfig::Soft { passphrase_file: Some(p), .. } if *p == self.passphrase())
+    }
+
+    /// Creates the directory (0700) and, if `config` reads the passphrase from it, a random
+    /// keystore passphrase file (0600) if missing.
+    pub fn prepare(&self, config: &Config) -> Result<(), StartupError> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| StartupError::Io(p, e)
@@ -105,7 +112,7 @@ impl EmbeddedLayout {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(&self.dir))?;
         }
         let pass = self.passphrase();
-        if !pass.exists() {
+        if self.keeps_passphrase(config) && !pass.exists() {
             let random = zkvault_core::random::array::<32>().map_err(VaultError::from)?;
             let text = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
             write_private(&pass, text.as_bytes()).map_err(io(&pass))?;

@@ -261,14 +261,24 @@ fn a_checkpoint_never_applies_to_another_namespace_or_master() {
 
 #[test]
 fn the_scheduler_applies_the_policy_when_due() {
-    let d = Deployment::new(TestDb::sqlite());
+    scheduler_applies_the_policy_when_due(TestDb::sqlite());
+    if let Some(db) = TestDb::postgres() {
+        // The scheduler's leader lock once shared the key-change lock's key on PostgreSQL: every
+        // key change of a scheduled pass waited 15 s on its own lock, then failed with a conflict.
+        scheduler_applies_the_policy_when_due(db);
+    }
+}
+
+fn scheduler_applies_the_policy_when_due(db: TestDb) {
+    let d = Deployment::new(db);
     let vault = d.vault();
+    let pass = |now: i64| vault.run_scheduled_pass(now).unwrap().expect("the only instance leads");
     vault.put_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", &zkvault::vault::RecordWrite { name: "a", content_type: "text/plain", body: b"x", precondition: &zkvault::vault::Precondition::None }).unwrap();
     let now = zkvault::vault::now_ms();
     let day = 86_400_000i64;
-    assert_eq!(vault.run_due_lifecycle(now).unwrap().masters_rotated, vec![]);
+    assert_eq!(pass(now).masters_rotated, vec![]);
     // 91 days later: both namespaces' DMs are due (90 days); the KEK (365 days) is not.
-    let r = vault.run_due_lifecycle(now + 91 * day).unwrap();
+    let r = pass(now + 91 * day);
     assert_eq!(r.masters_rotated, vec![("rp".to_string(), 2), ("uin".to_string(), 2)]);
     assert_eq!(r.kek_rotated, None);
     assert_eq!(r.masters_retired, vec![("uin".to_string(), 1)], "uin v1 protects nothing");
@@ -276,7 +286,7 @@ fn the_scheduler_applies_the_policy_when_due() {
     // destruction delay has passed as well.
     assert_eq!(r.masters_destroyed, vec![("uin".to_string(), 1)]);
     // The record of rp stays on decrypt-only v1 past its window: reported, never lost.
-    let r = vault.run_due_lifecycle(now + 500 * day).unwrap();
+    let r = pass(now + 500 * day);
     assert!(r.overdue_decrypt_only.contains(&("rp".to_string(), 1)));
     assert_eq!(r.kek_rotated, Some(2));
     assert_eq!(r.masters_retired, vec![("rp".to_string(), 2), ("uin".to_string(), 2)], "{r:?}");
@@ -407,6 +417,22 @@ fn the_embedded_default_starts_from_any_directory() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(cwd.path().join("zkvault-data/admin.token").is_file());
+}
+
+/// `ZKVAULT_PASSPHRASE` used to be ignored: the embedded default always read (and wrote) its
+/// passphrase file. Now the variable seals the keystore, no passphrase file is written, and a
+/// wrong passphrase is refused later (config error, exit 3).
+#[test]
+fn the_passphrase_may_come_from_the_environment() {
+    let cwd = tempfile::tempdir().unwrap();
+    let init = bare(cwd.path()).args(["keystore", "init"]).env("ZKVAULT_PASSPHRASE", "from the environment").output().unwrap();
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    assert!(cwd.path().join("zkvault-data/keystore.zks").is_file());
+    assert!(!cwd.path().join("zkvault-data/passphrase").exists(), "a passphrase file was written beside the keystore");
+    let list = bare(cwd.path()).args(["keys", "list"]).env("ZKVAULT_PASSPHRASE", "from the environment").output().unwrap();
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let wrong = bare(cwd.path()).args(["keys", "list"]).env("ZKVAULT_PASSPHRASE", "another one").output().unwrap();
+    assert_eq!(wrong.status.code(), Some(3), "{}", text(&wrong.stderr));
 }
 
 #[test]
@@ -640,6 +666,12 @@ fn exit_codes_name_the_failure_and_json_is_everywhere() {
     assert_eq!(code(&["keys", "rotate-master", "--ns", "nope"]), Some(4), "unknown namespace");
     assert_eq!(code(&["credentials", "create", "--label", "x", "--role", "root"]), Some(2), "usage");
     assert_eq!(code(&["keys", "frobnicate"]), Some(2), "usage (clap)");
+    {
+        // A key change in progress elsewhere: the CLI waits for it, then reports a conflict
+        // (it used to say "config", exit 3, as if the deployment were misconfigured).
+        let _held = d.vault().store().key_lock(Duration::from_secs(1)).unwrap();
+        assert_eq!(code(&["keys", "rotate-master", "--ns", "rp"]), Some(5), "conflict");
+    }
 
     let out = d.run(&["--json", "credentials", "revoke", "0123456789abcdef"]);
     let err: serde_json::Value = serde_json::from_str(text(&out.stderr).trim()).unwrap();

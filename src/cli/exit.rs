@@ -92,6 +92,8 @@ fn startup(e: &StartupError) -> Exit {
     match e {
         StartupError::Storage(StorageError::Unavailable(_)) => Exit::Unavailable,
         StartupError::Vault(VaultError::StorageUnavailable(_)) => Exit::Unavailable,
+        // Opening waits for a key change in progress elsewhere (the key lock), then gives up.
+        StartupError::Vault(VaultError::Conflict(_)) => Exit::Conflict,
         StartupError::Config(_) | StartupError::Policy(_) | StartupError::Keystore(_) | StartupError::Storage(_) | StartupError::Vault(_) | StartupError::Io(..) => Exit::Config,
     }
 }

@@ -12,7 +12,7 @@ use diesel::sql_types::{BigInt, Bool};
 use super::conn::{AnyConnection, Manager};
 use crate::lockfile::{FileLock, LockError};
 use super::schema::{index_keys, masters, records};
-use super::{AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store};
+use super::{Advisory, AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store};
 
 /// Blind indexes per `IN (...)` query.
 const LOOKUP_CHUNK: usize = 500;
@@ -166,9 +166,10 @@ impl Store {
         })
     }
 
-    /// Takes the cluster-wide lock `key` if free (PostgreSQL advisory lock), so only one of many
-    /// instances runs scheduled lifecycle work. SQLite has one writer process: always granted.
-    pub fn try_leader_lock(&self, key: i64) -> Result<Option<LeaderGuard>, StorageError> {
+    /// Takes the cluster-wide lock `lock` if free (PostgreSQL advisory lock), e.g. so only one of
+    /// many instances runs scheduled lifecycle work. SQLite has one writer process: always granted.
+    pub fn try_leader_lock(&self, lock: Advisory) -> Result<Option<LeaderGuard>, StorageError> {
+        let key = lock as i64;
         let mut conn = self.conn()?;
         match &mut *conn {
             AnyConnection::Sqlite(_) => Ok(Some(LeaderGuard { conn: None })),
@@ -223,7 +224,7 @@ impl Store {
         }
         let started = Instant::now();
         loop {
-            if let Some(guard) = self.try_leader_lock(PG_KEY_LOCK)? {
+            if let Some(guard) = self.try_leader_lock(Advisory::KeyChange)? {
                 return Ok(KeyLock::holding(guard));
             }
             if started.elapsed() >= wait {
@@ -233,9 +234,6 @@ impl Store {
         }
     }
 }
-
-/// Advisory-lock key of [`Store::key_lock`] on PostgreSQL.
-const PG_KEY_LOCK: i64 = 0x7a6b_7661_756c_7402;
 
 /// An in-memory SQLite database lives in one process: a mutex is its lock.
 static MEMORY_KEY_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -31,8 +31,20 @@ pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, Recor
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// Session-level advisory lock key serialising migrations across instances on PostgreSQL.
-const PG_MIGRATION_LOCK: i64 = 0x7a6b_7661_756c_7401;
+/// The PostgreSQL session advisory locks zkvault takes, each under its own key. They live in
+/// one enum so that no two can share a key (the compiler refuses duplicate discriminants): the
+/// scheduler once took the key-change lock's key as its leader lock, and then waited on itself
+/// for every key change it made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum Advisory {
+    /// Migrations, across instances starting together.
+    Migration = 0x7a6b_7661_756c_7401,
+    /// Key changes, across instances and the CLI ([`Store::key_lock`]).
+    KeyChange = 0x7a6b_7661_756c_7402,
+    /// The one instance that runs scheduled lifecycle work.
+    Scheduler = 0x7a6b_7661_756c_7403,
+}
 
 /// How long a caller waits for a pooled connection before `Unavailable`.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,13 +143,13 @@ impl Store {
         let migration = |e: &dyn std::fmt::Display| StorageError::Migration(e.to_string());
         match &mut *conn {
             AnyConnection::Pg(c) => {
-                c.batch_execute(&format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"))?;
+                c.batch_execute(&format!("SELECT pg_advisory_lock({})", Advisory::Migration as i64))?;
                 let result = c
                     .run_pending_migrations(PG_MIGRATIONS)
                     .map(drop)
                     .map_err(|e| migration(&e));
                 let unlock =
-                    c.batch_execute(&format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"));
+                    c.batch_execute(&format!("SELECT pg_advisory_unlock({})", Advisory::Migration as i64));
                 result?;
                 unlock?;
             }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{now_ms, Actor, MasterState, Vault, VaultError};
 use crate::keystore::KekState;
-use crate::storage::KekRow;
+use crate::storage::{Advisory, KekRow};
 
 /// Work the scheduler did in one pass.
 #[derive(Debug, Default, Serialize)]
@@ -124,11 +124,20 @@ impl Vault {
     }
 }
 
-/// Lock id of the lifecycle scheduler (one runner per PostgreSQL cluster).
-pub const SCHEDULER_LOCK: i64 = 0x7a6b_7661_756c_7402;
+impl Vault {
+    /// One pass of the scheduler: if this instance wins the scheduler lock (PostgreSQL advisory
+    /// lock; SQLite has one writer), runs due lifecycle work and checkpoints the audit trail.
+    /// `None` when another instance holds the lock.
+    pub fn run_scheduled_pass(&self, now: i64) -> Result<Option<LifecycleReport>, VaultError> {
+        let Some(_leader) = self.store().try_leader_lock(Advisory::Scheduler)? else { return Ok(None) };
+        let report = self.run_due_lifecycle(now)?;
+        self.checkpoint_audit()?;
+        Ok(Some(report))
+    }
+}
 
-/// Runs [`Vault::run_due_lifecycle`] every `tick` on a background thread, on one instance at a
-/// time (PostgreSQL advisory lock). Stops when the vault is dropped.
+/// Runs [`Vault::run_scheduled_pass`] every `tick` on a background thread. Stops when the vault
+/// is dropped.
 pub fn spawn_scheduler(vault: std::sync::Arc<Vault>, tick: Duration) {
     let weak = std::sync::Arc::downgrade(&vault);
     drop(vault);
@@ -137,15 +146,7 @@ pub fn spawn_scheduler(vault: std::sync::Arc<Vault>, tick: Duration) {
         .spawn(move || loop {
             std::thread::sleep(tick);
             let Some(vault) = weak.upgrade() else { return };
-            let result = vault.store().try_leader_lock(SCHEDULER_LOCK).map_err(VaultError::from).and_then(|lock| match lock {
-                Some(_guard) => {
-                    let report = vault.run_due_lifecycle(now_ms())?;
-                    vault.checkpoint_audit()?;
-                    Ok(Some(report))
-                }
-                None => Ok(None),
-            });
-            match result {
+            match vault.run_scheduled_pass(now_ms()) {
                 Ok(Some(r)) if r.kek_rotated.is_some() || !r.masters_rotated.is_empty() || !r.masters_destroyed.is_empty() || !r.masters_retired.is_empty() => {
                     tracing::info!(report = ?r, "scheduled lifecycle work done")
                 }
