@@ -25,6 +25,7 @@ on_both_backends!(
     keystore_migration_keeps_records_readable,
     traffic_continues_through_rotations_and_revocation,
     a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open,
+    bulk_rekeying_commits_large_records_in_bounded_chunks,
 );
 
 /// A keystore that returns a bad wrap (e.g. an HSM that generates the GCM IV and reports
@@ -201,6 +202,30 @@ async fn compromised_master_records_are_rekeyed_then_destroyable(db: TestDb) {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["shredded_records"], 0);
     read_all(&app).await;
+    app.stop().await;
+}
+
+/// The bulk re-key used to hold every body of a batch in memory and commit them in one
+/// transaction. Twelve 1 MB records under a compromised master now commit in two chunks (8 MiB
+/// of bodies at most, plus one record), each with its audit entry, and all read back.
+async fn bulk_rekeying_commits_large_records_in_bounded_chunks(db: TestDb) {
+    let policy = support::app::POLICY.replacen("max_record_bytes = 4096", "max_record_bytes = 1048576", 1);
+    let app = TestApp::start_with(db, 1024 * 1024, &policy).await;
+    let ids: Vec<String> = (0..12u64).map(|i| format!("R{i}")).collect();
+    let body = |i: usize| format!("\"{}\"", char::from(b'a' + i as u8).to_string().repeat(1_000_000 - 2)).into_bytes();
+    for (i, id) in ids.iter().enumerate() {
+        assert!(app.put("rp", "scan", id, &body(i)).await.status().is_success());
+    }
+    assert_eq!(post(&app, "/v1/ns/rp/masters/1/compromise", &app.tokens.operator).await.0, StatusCode::OK);
+    let r = app.req(Method::POST, "/v1/ns/rp/reencrypt", &app.tokens.reencrypt, None).json(&json!({ "resident_ids": ids })).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 0, "rekeyed": 12, "already_current": 0, "not_found": 0}));
+    let url = app.db.url().to_owned();
+    let chunks = tokio::task::spawn_blocking(move || query_strings(&url, "SELECT target AS v FROM audit WHERE operation = 'record.rekey' ORDER BY id")).await.unwrap();
+    assert_eq!(chunks, vec!["9 records", "3 records"], "re-keys committed in bounded chunks");
+    for (i, id) in ids.iter().enumerate() {
+        let r = app.get("rp", "scan", id).await;
+        assert_eq!(r.bytes().await.unwrap().as_ref(), body(i).as_slice());
+    }
     app.stop().await;
 }
 

@@ -139,10 +139,12 @@ impl Vault {
     }
 
     /// Plans and applies one batch; planned on a view of the masters that changed before it
-    /// committed (nothing applied), it is planned again from the new one.
+    /// committed (nothing of that step applied), it is planned again from the new one. Moves
+    /// committed before the change stay counted, and are not counted again as current.
     fn reencrypt_batch(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+        let mut done = Committed::default();
         for _ in 0..PLAN_ATTEMPTS {
-            match self.reencrypt_planned(actor, ns, raw_ids) {
+            match self.reencrypt_planned(actor, ns, raw_ids, &mut done) {
                 Err(VaultError::Conflict(_)) => self.keyring().forget_all(),
                 other => return other,
             }
@@ -150,7 +152,7 @@ impl Vault {
         Err(VaultError::Conflict("the namespace's masters kept changing during re-encryption; retry".into()))
     }
 
-    fn reencrypt_planned(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+    fn reencrypt_planned(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>], done: &mut Committed) -> Result<ReencryptReport, VaultError> {
         if raw_ids.len() > MAX_REENCRYPT_IDS {
             return Err(VaultError::BadInput(format!("at most {MAX_REENCRYPT_IDS} resident IDs per call, got {}", raw_ids.len())));
         }
@@ -169,35 +171,81 @@ impl Vault {
         let rows = self.store().record_keys_of(ns, &blind_indexes)?;
         let active = self.keyring().active_version(ns)?;
 
-        let mut report = ReencryptReport::default();
-        let (mut rewraps, mut rekeys) = (Vec::new(), Vec::new());
+        // Counts of this attempt's view; only moves are committed (and kept) as they happen.
+        let mut seen = ReencryptReport::default();
+        let mut rewraps = Vec::new();
+        let mut rekeys = RekeyChunk::default();
         let mut found = std::collections::HashSet::new();
         for row in rows {
             let bi: [u8; 32] = row.blind_index.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
             let keys = by_index.get(&bi).ok_or(VaultError::Integrity)?;
             found.insert(bi);
             match self.action_for(ns, row.master_version as u32, active)? {
-                Action::Stay => report.already_current += 1,
-                Action::Lost => report.shredded += 1,
+                Action::Stay if done.ids.contains(&row.id) => {}
+                Action::Stay => seen.already_current += 1,
+                Action::Lost => seen.shredded += 1,
                 Action::Rewrap => {
                     let dek = DekEnvelope::from_stored(row.master_version as u32, &row.dek_nonce, &row.wrapped_dek)?;
                     rewraps.push(self.plan_move(ns, keys, (&row.id, &row.name, row.revision), active, How::Rewrap(&dek))?);
                 }
                 Action::Rekey => {
-                    // Re-keying needs the body: fetched for these records only.
+                    // Re-keying needs the body: fetched for these records only, and committed
+                    // every REKEY_CHUNK_BYTES so a batch of large records is bounded in memory
+                    // and in transaction size.
                     let Some(mut full) = self.store().record_by_id(&row.id)? else { continue };
                     let (sealed, _) = sealed_of(&mut full)?;
-                    rekeys.push(self.plan_move(ns, keys, (&row.id, &row.name, full.revision), active, How::Rekey(&sealed))?);
+                    rekeys.bytes += sealed.body_ciphertext.len();
+                    rekeys.moves.push(self.plan_move(ns, keys, (&row.id, &row.name, full.revision), active, How::Rekey(&sealed))?);
+                    if rekeys.bytes >= REKEY_CHUNK_BYTES {
+                        self.commit_moves(actor, ns, "record.rekey", &std::mem::take(&mut rekeys).moves, done)?;
+                    }
                 }
             }
         }
-        report.not_found = by_index.len() - found.len();
-        let entry = |op: &str, n: usize| actor.entry(op, ns, format!("{n} records"));
-        report.moved = self.store().move_records(ns, &rewraps, &entry("record.rewrap", rewraps.len()))?;
-        report.rekeyed = self.store().move_records(ns, &rekeys, &entry("record.rekey", rekeys.len()))?;
+        self.commit_moves(actor, ns, "record.rewrap", &rewraps, done)?;
+        self.commit_moves(actor, ns, "record.rekey", &rekeys.moves, done)?;
+        seen.not_found = by_index.len() - found.len();
+        Ok(ReencryptReport {
+            moved: done.report.moved,
+            rekeyed: done.report.rekeyed,
+            already_current: done.report.already_current + seen.already_current,
+            not_found: seen.not_found,
+            shredded: seen.shredded,
+        })
+    }
+
+    /// Applies `moves` in one transaction with one audit entry, and counts them in `done`.
+    fn commit_moves(&self, actor: &Actor, ns: &str, operation: &str, moves: &[RecordMove], done: &mut Committed) -> Result<(), VaultError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let applied = self.store().move_records(ns, moves, &actor.entry(operation, ns, format!("{} records", moves.len())))?;
+        if operation == "record.rekey" {
+            done.report.rekeyed += applied;
+        } else {
+            done.report.moved += applied;
+        }
         // A move that found its record changed lost a race with a read (lazy move) or a write,
         // both of which leave the record under the active master.
-        report.already_current += (rewraps.len() - report.moved) + (rekeys.len() - report.rekeyed);
-        Ok(report)
+        done.report.already_current += moves.len() - applied;
+        done.ids.extend(moves.iter().map(|m| m.id.clone()));
+        Ok(())
     }
+}
+
+/// Body bytes of re-keyed records committed together at most (plus one record).
+const REKEY_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+/// Re-keys planned and not yet committed.
+#[derive(Default)]
+struct RekeyChunk {
+    moves: Vec<RecordMove>,
+    bytes: usize,
+}
+
+/// What a bulk batch has committed so far, across planning attempts.
+#[derive(Default)]
+struct Committed {
+    report: ReencryptReport,
+    ids: std::collections::HashSet<Vec<u8>>,
 }
