@@ -39,7 +39,7 @@ def ops_of(metrics):
 
 def load_run(run):
     out = {k: run.get(k) for k in ("scenario", "backend", "target", "round", "seeded", "seed", "k6_exit", "server_cpu_s", "raw_update",
-                                   "db_bytes_before", "db_bytes_after")}
+                                   "db_bytes_before", "db_bytes_after", "audit_rows_added", "refusal_rows_added")}
     for k in ("rss_kb", "rss_peak_kb", "rss_hwm_kb"):
         out[k.replace("_kb", "_mib")] = round((run.get(k) or 0) / 1024, 1)
     path = run.get("summary")
@@ -191,10 +191,14 @@ def markdown(doc):
         lines.append("")
     sized = [r for r in doc["runs"] if r.get("db_bytes_after") is not None and r.get("db_bytes_before") is not None]
     if sized:
-        lines += ["## Database size over the run", "", "| backend | target | round | before MiB | after MiB | grew by KiB |", "|---|---|---:|---:|---:|---:|"]
+        lines += ["## Database size over the run", "",
+                  "SQLite counts its files, WAL included; PostgreSQL `pg_database_size`. Audit entries: all appended during the run, "
+                  "and those recording refused requests (`access.*`, aggregated per key and second).", "",
+                  "| backend | target | round | before MiB | after MiB | grew by KiB | audit entries added | of which refusals |", "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in sized:
             b, a = r["db_bytes_before"], r["db_bytes_after"]
-            lines.append(f"| {r['backend']} | {r['target']} | {fmt(r.get('round'))} | {b / 2**20:,.1f} | {a / 2**20:,.1f} | {(a - b) / 1024:,.0f} |")
+            lines.append(f"| {r['backend']} | {r['target']} | {fmt(r.get('round'))} | {b / 2**20:,.1f} | {a / 2**20:,.1f} | {(a - b) / 1024:,.0f} | "
+                         f"{fmt(r.get('audit_rows_added'))} | {fmt(r.get('refusal_rows_added'))} |")
         lines.append("")
     crossed = [(r["backend"], r["target"], r["thresholds_crossed"]) for r in doc["runs"] if r.get("thresholds_crossed")]
     if crossed:

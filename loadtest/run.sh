@@ -100,6 +100,13 @@ db_bytes() {
   if [ -n "$url" ]; then psql -qtA "$url" -c "SELECT pg_database_size(current_database())"
   else cat "$1"/data/*.db* 2>/dev/null | wc -c; fi
 }
+# audit_rows <target dir>: "<all audit entries> <entries of refused requests>" now.
+audit_rows() {
+  local url sql="SELECT count(*) || ' ' || count(*) FILTER (WHERE operation LIKE 'access.%') FROM audit"
+  url="$(sed -n 's/^ZKVAULT_DATABASE_URL=//p' "$1/env")"
+  if [ -n "$url" ]; then psql -qtA "$url" -c "$sql"
+  else python3 -c 'import sqlite3,sys; print(*sqlite3.connect(sys.argv[1]).execute("SELECT count(*), sum(operation LIKE '"'access.%'"') FROM audit").fetchone())' "$1/data/zkvault.db"; fi
+}
 proc_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # --- one target (zkvault or baseline) on one backend --------------------------------------------
@@ -151,8 +158,8 @@ run_k6() {
   local dir pid port seed_json
   dir="DIR_$target"; dir="${!dir}"; pid="PID_$target"; pid="${!pid}"; port="PORT_$target"; port="${!port}"
   seed_json="SEEDJSON_$target"; seed_json="${!seed_json}"
-  local cpu0 rss_peak=0 rss db0 db1
-  cpu0="$(proc_cpu_ticks "$pid")"; db0="$(db_bytes "$dir")"
+  local cpu0 rss_peak=0 rss db0 db1 audit0 audit1
+  cpu0="$(proc_cpu_ticks "$pid")"; db0="$(db_bytes "$dir")"; audit0="$(audit_rows "$dir")"
   ( while kill -0 "$pid" 2>/dev/null; do
       rss="$(proc_kb "$pid" VmRSS)"; [ "${rss:-0}" -gt "$rss_peak" ] && rss_peak="$rss"
       echo "$rss_peak" >"$dir/rss_peak.$round.tmp" && mv "$dir/rss_peak.$round.tmp" "$dir/rss_peak.$round"; sleep 0.5
@@ -168,15 +175,16 @@ run_k6() {
       >"$dir/k6.$round.log" 2>&1 || rc=$?
   local cpu1 hwm ticks peak
   cpu1="$(proc_cpu_ticks "$pid")"; hwm="$(proc_kb "$pid" VmHWM)"; ticks="$(getconf CLK_TCK)"
-  rss="$(proc_kb "$pid" VmRSS)"; sleep 1.5; db1="$(db_bytes "$dir")" # counted refusals flush every second
+  rss="$(proc_kb "$pid" VmRSS)"; sleep 1.5; db1="$(db_bytes "$dir")"; audit1="$(audit_rows "$dir")" # counted refusals flush every second
   kill "$sampler" 2>/dev/null || true
   peak="$(cat "$dir/rss_peak.$round" 2>/dev/null || true)"; peak="${peak:-0}"; [ "${rss:-0}" -gt "$peak" ] && peak="$rss"
   grep -E "✗|level=error" "$dir/k6.$round.log" >&2 || true
   log "$target/$backend: k6 exit $rc"
-  printf '{"scenario":"%s","backend":"%s","target":"%s","round":%s,"seeded":%s,"seed":%s,"summary":"%s","k6_exit":%s,"server_cpu_s":%s,"rss_kb":%s,"rss_peak_kb":%s,"rss_hwm_kb":%s,"db_bytes_before":%s,"db_bytes_after":%s}\n' \
+  printf '{"scenario":"%s","backend":"%s","target":"%s","round":%s,"seeded":%s,"seed":%s,"summary":"%s","k6_exit":%s,"server_cpu_s":%s,"rss_kb":%s,"rss_peak_kb":%s,"rss_hwm_kb":%s,"db_bytes_before":%s,"db_bytes_after":%s,"audit_rows_added":%s,"refusal_rows_added":%s}\n' \
     "$scenario" "$backend" "$target" "$round" "$seed" "$seed_json" "$dir/summary.$round.json" "$rc" \
     "$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" 'BEGIN{printf "%.2f", (b-a)/t}')" \
-    "${rss:-0}" "$peak" "${hwm:-0}" "${db0:-null}" "${db1:-null}" >>"$WORK/runs.jsonl"
+    "${rss:-0}" "$peak" "${hwm:-0}" "${db0:-null}" "${db1:-null}" \
+    "$(awk -v a="${audit0% *}" -v b="${audit1% *}" 'BEGIN{print b-a}')" "$(awk -v a="${audit0#* }" -v b="${audit1#* }" 'BEGIN{print b-a}')" >>"$WORK/runs.jsonl"
   [ "$rc" -eq 0 ]
 }
 
