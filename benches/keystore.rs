@@ -32,8 +32,12 @@ fn keystores(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let pass = Zeroizing::new("bench passphrase".to_owned());
     // Argon2 runs only at open: its parameters do not affect wrap/unwrap.
-    let soft = SoftKeystore::create(&dir.path().join("ks"), &pass, SoftKeystoreOptions::for_tests())
-        .unwrap();
+    let soft = SoftKeystore::create(
+        &dir.path().join("ks"),
+        &pass,
+        SoftKeystoreOptions::for_tests(),
+    )
+    .unwrap();
     bench_store(c, "soft", &soft);
     if let Some(config) = softhsm::new_token() {
         let hsm = Pkcs11Keystore::open(&config).unwrap();

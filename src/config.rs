@@ -22,8 +22,15 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone)]
 pub enum KeystoreConfig {
-    Soft { path: PathBuf, passphrase_file: Option<PathBuf> },
-    Pkcs11 { module: PathBuf, token_label: String, pin_file: Option<PathBuf> },
+    Soft {
+        path: PathBuf,
+        passphrase_file: Option<PathBuf>,
+    },
+    Pkcs11 {
+        module: PathBuf,
+        token_label: String,
+        pin_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -115,8 +122,10 @@ impl Config {
     pub fn load(file: Option<&Path>, data_dir: &Path) -> Result<Config, ConfigError> {
         let doc: FileConfig = match file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.into(), e))?;
-                toml::from_str(&text).map_err(|e| ConfigError::Parse(p.into(), e.message().to_owned()))?
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.into(), e))?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse(p.into(), e.message().to_owned()))?
             }
             None => FileConfig::default(),
         };
@@ -137,11 +146,17 @@ impl Config {
         }
     }
 
-    fn from_parts(doc: FileConfig, data_dir: &Path, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    fn from_parts(
+        doc: FileConfig,
+        data_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut c = Config::embedded(data_dir);
         let bind = env("ZKVAULT_BIND").or(doc.bind);
         if let Some(b) = bind {
-            c.bind = b.parse().map_err(|e| ConfigError::Invalid("bind", format!("{b:?}: {e}")))?;
+            c.bind = b
+                .parse()
+                .map_err(|e| ConfigError::Invalid("bind", format!("{b:?}: {e}")))?;
         }
         if let Some(url) = env("ZKVAULT_DATABASE_URL").or(doc.database_url) {
             c.database_url = url;
@@ -149,10 +164,15 @@ impl Config {
         c.db_max_connections = parse_env(&env, "ZKVAULT_DB_MAX_CONNECTIONS", "db_max_connections")?
             .or(doc.db_max_connections)
             .unwrap_or(c.db_max_connections);
-        if let Some(p) = env("ZKVAULT_POLICY_DIR").map(PathBuf::from).or(doc.policy_dir) {
+        if let Some(p) = env("ZKVAULT_POLICY_DIR")
+            .map(PathBuf::from)
+            .or(doc.policy_dir)
+        {
             c.policy_dir = Some(p);
         }
-        c.body_limit = parse_env(&env, "ZKVAULT_BODY_LIMIT", "body_limit_bytes")?.or(doc.body_limit_bytes).unwrap_or(c.body_limit);
+        c.body_limit = parse_env(&env, "ZKVAULT_BODY_LIMIT", "body_limit_bytes")?
+            .or(doc.body_limit_bytes)
+            .unwrap_or(c.body_limit);
         if let Some(s) = doc.master_cache_ttl_secs {
             c.master_cache_ttl = Duration::from_secs(s);
         }
@@ -161,56 +181,102 @@ impl Config {
         }
         c.argon2_concurrency = doc.argon2_concurrency.unwrap_or(c.argon2_concurrency);
         c.workers = parse_env(&env, "ZKVAULT_WORKERS", "workers")?.or(doc.workers);
-        c.max_connections = parse_env(&env, "ZKVAULT_MAX_CONNECTIONS", "max_connections")?.or(doc.max_connections).unwrap_or(c.max_connections);
-        if let Some(s) = parse_env(&env, "ZKVAULT_SCHEDULER_TICK_SECS", "scheduler_tick_secs")?.or(doc.scheduler_tick_secs) {
+        c.max_connections = parse_env(&env, "ZKVAULT_MAX_CONNECTIONS", "max_connections")?
+            .or(doc.max_connections)
+            .unwrap_or(c.max_connections);
+        if let Some(s) = parse_env(&env, "ZKVAULT_SCHEDULER_TICK_SECS", "scheduler_tick_secs")?
+            .or(doc.scheduler_tick_secs)
+        {
             if s == 0 {
-                return Err(ConfigError::Invalid("scheduler_tick_secs", "must be at least 1".into()));
+                return Err(ConfigError::Invalid(
+                    "scheduler_tick_secs",
+                    "must be at least 1".into(),
+                ));
             }
             c.scheduler_tick = Duration::from_secs(s);
         }
 
-        c.audit_reads = parse_env(&env, "ZKVAULT_AUDIT_READS", "audit_reads")?.or(doc.audit_reads).unwrap_or(c.audit_reads);
+        c.audit_reads = parse_env(&env, "ZKVAULT_AUDIT_READS", "audit_reads")?
+            .or(doc.audit_reads)
+            .unwrap_or(c.audit_reads);
         let ks = doc.keystore.unwrap_or_default();
-        let kind = env("ZKVAULT_KEYSTORE").or(ks.kind).unwrap_or_else(|| "soft".into());
+        let kind = env("ZKVAULT_KEYSTORE")
+            .or(ks.kind)
+            .unwrap_or_else(|| "soft".into());
         c.keystore = match kind.as_str() {
             "soft" => {
                 let (default_path, default_pass) = match &c.keystore {
-                    KeystoreConfig::Soft { path, passphrase_file } => (path.clone(), passphrase_file.clone()),
+                    KeystoreConfig::Soft {
+                        path,
+                        passphrase_file,
+                    } => (path.clone(), passphrase_file.clone()),
                     KeystoreConfig::Pkcs11 { .. } => unreachable!("embedded default is soft"),
                 };
                 KeystoreConfig::Soft {
-                    path: env("ZKVAULT_SOFT_KEYSTORE").map(PathBuf::from).or(ks.path).unwrap_or(default_path),
+                    path: env("ZKVAULT_SOFT_KEYSTORE")
+                        .map(PathBuf::from)
+                        .or(ks.path)
+                        .unwrap_or(default_path),
                     // A passphrase in ZKVAULT_PASSPHRASE replaces the default file, not one configured.
                     passphrase_file: env("ZKVAULT_PASSPHRASE_FILE")
                         .map(PathBuf::from)
                         .or(ks.passphrase_file)
-                        .or(if env(crate::keystore::soft::PASSPHRASE_ENV).is_some() { None } else { default_pass }),
+                        .or(if env(crate::keystore::soft::PASSPHRASE_ENV).is_some() {
+                            None
+                        } else {
+                            default_pass
+                        }),
                 }
             }
             "pkcs11" => KeystoreConfig::Pkcs11 {
                 module: env("ZKVAULT_PKCS11_MODULE")
                     .map(PathBuf::from)
                     .or(ks.module)
-                    .ok_or(ConfigError::Invalid("keystore.module", "required for the pkcs11 keystore".into()))?,
-                token_label: env("ZKVAULT_PKCS11_TOKEN")
-                    .or(ks.token_label)
-                    .ok_or(ConfigError::Invalid("keystore.token_label", "required for the pkcs11 keystore".into()))?,
-                pin_file: env("ZKVAULT_PKCS11_PIN_FILE").map(PathBuf::from).or(ks.pin_file),
+                    .ok_or(ConfigError::Invalid(
+                        "keystore.module",
+                        "required for the pkcs11 keystore".into(),
+                    ))?,
+                token_label: env("ZKVAULT_PKCS11_TOKEN").or(ks.token_label).ok_or(
+                    ConfigError::Invalid(
+                        "keystore.token_label",
+                        "required for the pkcs11 keystore".into(),
+                    ),
+                )?,
+                pin_file: env("ZKVAULT_PKCS11_PIN_FILE")
+                    .map(PathBuf::from)
+                    .or(ks.pin_file),
             },
-            other => return Err(ConfigError::Invalid("keystore.kind", format!("{other:?}: expected \"soft\" or \"pkcs11\""))),
+            other => {
+                return Err(ConfigError::Invalid(
+                    "keystore.kind",
+                    format!("{other:?}: expected \"soft\" or \"pkcs11\""),
+                ))
+            }
         };
 
         if c.body_limit == 0 || c.body_limit > 64 * 1024 * 1024 {
-            return Err(ConfigError::Invalid("body_limit_bytes", format!("{} is outside 1..=67108864", c.body_limit)));
+            return Err(ConfigError::Invalid(
+                "body_limit_bytes",
+                format!("{} is outside 1..=67108864", c.body_limit),
+            ));
         }
         if c.db_max_connections == 0 {
-            return Err(ConfigError::Invalid("db_max_connections", "must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "db_max_connections",
+                "must be at least 1".into(),
+            ));
         }
         if c.max_connections == 0 {
-            return Err(ConfigError::Invalid("max_connections", "must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "max_connections",
+                "must be at least 1".into(),
+            ));
         }
         if c.argon2_concurrency == 0 {
-            return Err(ConfigError::Invalid("argon2_concurrency", "must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "argon2_concurrency",
+                "must be at least 1".into(),
+            ));
         }
         Ok(c)
     }
@@ -225,7 +291,10 @@ where
     T::Err: std::fmt::Display,
 {
     env(var)
-        .map(|v| v.parse().map_err(|e| ConfigError::Invalid(field, format!("{var}={v:?}: {e}"))))
+        .map(|v| {
+            v.parse()
+                .map_err(|e| ConfigError::Invalid(field, format!("{var}={v:?}: {e}")))
+        })
         .transpose()
 }
 
@@ -235,8 +304,13 @@ mod tests {
 
     fn cfg(file: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let doc: FileConfig = toml::from_str(file).unwrap();
-        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_parts(doc, Path::new("/d"), |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_parts(doc, Path::new("/d"), |k| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
     }
 
     #[test]
@@ -249,39 +323,85 @@ mod tests {
 
     #[test]
     fn environment_overrides_the_file() {
-        let c = cfg("bind = \"0.0.0.0:9000\"\nbody_limit_bytes = 2048", &[("ZKVAULT_BIND", "127.0.0.1:1")]).unwrap();
+        let c = cfg(
+            "bind = \"0.0.0.0:9000\"\nbody_limit_bytes = 2048",
+            &[("ZKVAULT_BIND", "127.0.0.1:1")],
+        )
+        .unwrap();
         assert_eq!(c.bind.to_string(), "127.0.0.1:1");
         assert_eq!(c.body_limit, 2048);
         assert_eq!(cfg("", &[]).unwrap().max_connections, 4096);
-        assert_eq!(cfg("max_connections = 100", &[]).unwrap().max_connections, 100);
-        assert_eq!(cfg("max_connections = 100", &[("ZKVAULT_MAX_CONNECTIONS", "7")]).unwrap().max_connections, 7);
-        assert!(matches!(cfg("max_connections = 0", &[]), Err(ConfigError::Invalid("max_connections", _))));
+        assert_eq!(
+            cfg("max_connections = 100", &[]).unwrap().max_connections,
+            100
+        );
+        assert_eq!(
+            cfg("max_connections = 100", &[("ZKVAULT_MAX_CONNECTIONS", "7")])
+                .unwrap()
+                .max_connections,
+            7
+        );
+        assert!(matches!(
+            cfg("max_connections = 0", &[]),
+            Err(ConfigError::Invalid("max_connections", _))
+        ));
     }
 
     #[test]
     fn the_passphrase_comes_from_a_file_or_the_environment() {
         let file = |c: Config| match c.keystore {
-            KeystoreConfig::Soft { passphrase_file, .. } => passphrase_file,
+            KeystoreConfig::Soft {
+                passphrase_file, ..
+            } => passphrase_file,
             KeystoreConfig::Pkcs11 { .. } => unreachable!(),
         };
-        assert_eq!(file(cfg("", &[]).unwrap()), Some(PathBuf::from("/d/passphrase")));
-        assert_eq!(file(cfg("", &[("ZKVAULT_PASSPHRASE", "p")]).unwrap()), None, "ZKVAULT_PASSPHRASE is read");
+        assert_eq!(
+            file(cfg("", &[]).unwrap()),
+            Some(PathBuf::from("/d/passphrase"))
+        );
+        assert_eq!(
+            file(cfg("", &[("ZKVAULT_PASSPHRASE", "p")]).unwrap()),
+            None,
+            "ZKVAULT_PASSPHRASE is read"
+        );
         let configured = "[keystore]\nkind = \"soft\"\npassphrase_file = \"/run/p\"";
-        assert_eq!(file(cfg(configured, &[("ZKVAULT_PASSPHRASE", "p")]).unwrap()), Some(PathBuf::from("/run/p")));
-        assert_eq!(file(cfg(configured, &[("ZKVAULT_PASSPHRASE_FILE", "/e")]).unwrap()), Some(PathBuf::from("/e")));
+        assert_eq!(
+            file(cfg(configured, &[("ZKVAULT_PASSPHRASE", "p")]).unwrap()),
+            Some(PathBuf::from("/run/p"))
+        );
+        assert_eq!(
+            file(cfg(configured, &[("ZKVAULT_PASSPHRASE_FILE", "/e")]).unwrap()),
+            Some(PathBuf::from("/e"))
+        );
     }
 
     #[test]
     fn pkcs11_needs_module_and_token() {
-        assert!(matches!(cfg("[keystore]\nkind = \"pkcs11\"", &[]), Err(ConfigError::Invalid("keystore.module", _))));
-        let c = cfg("[keystore]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"", &[]).unwrap();
+        assert!(matches!(
+            cfg("[keystore]\nkind = \"pkcs11\"", &[]),
+            Err(ConfigError::Invalid("keystore.module", _))
+        ));
+        let c = cfg(
+            "[keystore]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\ntoken_label = \"t\"",
+            &[],
+        )
+        .unwrap();
         assert!(matches!(c.keystore, KeystoreConfig::Pkcs11 { .. }));
     }
 
     #[test]
     fn bad_values_are_named() {
-        assert!(matches!(cfg("", &[("ZKVAULT_BODY_LIMIT", "lots")]), Err(ConfigError::Invalid("body_limit_bytes", _))));
-        assert!(matches!(cfg("bind = \"nope\"", &[]), Err(ConfigError::Invalid("bind", _))));
-        assert!(toml::from_str::<FileConfig>("passphrase = \"x\"").is_err(), "secrets have no config field");
+        assert!(matches!(
+            cfg("", &[("ZKVAULT_BODY_LIMIT", "lots")]),
+            Err(ConfigError::Invalid("body_limit_bytes", _))
+        ));
+        assert!(matches!(
+            cfg("bind = \"nope\"", &[]),
+            Err(ConfigError::Invalid("bind", _))
+        ));
+        assert!(
+            toml::from_str::<FileConfig>("passphrase = \"x\"").is_err(),
+            "secrets have no config field"
+        );
     }
 }

@@ -8,7 +8,13 @@ use std::time::Duration;
 #[error("duration {0:?}: expected a whole number and a unit s, m (minutes), h, d or y, e.g. 30m, 12h, 90d, 1y")]
 pub struct DurationError(String);
 
-const UNITS: [(&str, u64); 5] = [("y", 365 * 86_400), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+const UNITS: [(&str, u64); 5] = [
+    ("y", 365 * 86_400),
+    ("d", 86_400),
+    ("h", 3_600),
+    ("m", 60),
+    ("s", 1),
+];
 
 pub fn parse(s: &str) -> Result<Duration, DurationError> {
     let err = || DurationError(s.to_owned());
@@ -53,7 +59,21 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused() {
-        for bad in ["", "h", "30", "30M", "1mo", "-1h", "+1h", "1.5h", " 1h", "1h ", "1h30m", "99999999999999999999s", "60000000000000000y"] {
+        for bad in [
+            "",
+            "h",
+            "30",
+            "30M",
+            "1mo",
+            "-1h",
+            "+1h",
+            "1.5h",
+            " 1h",
+            "1h ",
+            "1h30m",
+            "99999999999999999999s",
+            "60000000000000000y",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -76,7 +76,11 @@ pub fn apply(lock: LockMemory) -> Hardening {
             Ok(()) => lock_all(),
         },
     };
-    let report = Hardening { core_dumps_disabled, non_dumpable, memory };
+    let report = Hardening {
+        core_dumps_disabled,
+        non_dumpable,
+        memory,
+    };
     if !report.core_dumps_disabled || !report.non_dumpable {
         tracing::warn!(?report, "could not fully disable core dumps");
     }
@@ -92,7 +96,10 @@ pub fn apply(lock: LockMemory) -> Hardening {
 }
 
 fn disable_core_dumps() -> bool {
-    let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: setrlimit reads a valid rlimit struct; no memory is retained.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) == 0 }
 }
@@ -100,7 +107,10 @@ fn disable_core_dumps() -> bool {
 #[cfg(target_os = "linux")]
 fn make_non_dumpable() -> bool {
     // SAFETY: prctl with integer arguments only.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 && libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 0 }
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -110,7 +120,10 @@ fn make_non_dumpable() -> bool {
 
 /// The soft `RLIMIT_MEMLOCK` in bytes; `None` for unlimited.
 fn memlock_limit() -> Option<u64> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into a valid rlimit struct.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
         return Some(0);
@@ -123,7 +136,10 @@ fn has_cap_ipc_lock() -> bool {
     const CAP_IPC_LOCK: u32 = 14;
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))
+        })
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
@@ -145,7 +161,10 @@ fn lock_all() -> MemoryLock {
     if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) } == 0 {
         MemoryLock::Locked
     } else {
-        MemoryLock::Unlocked(format!("mlockall refused: {}", std::io::Error::last_os_error()))
+        MemoryLock::Unlocked(format!(
+            "mlockall refused: {}",
+            std::io::Error::last_os_error()
+        ))
     }
 }
 
@@ -175,7 +194,11 @@ mod tests {
             .env(CHILD, "1")
             .output()
             .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "child failed:\n{text}");
         assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
         false
@@ -196,9 +219,15 @@ mod tests {
             return;
         }
         let report = apply(LockMemory::Off);
-        assert!(report.core_dumps_disabled && report.non_dumpable, "{report:?}");
+        assert!(
+            report.core_dumps_disabled && report.non_dumpable,
+            "{report:?}"
+        );
         assert_eq!(report.memory, MemoryLock::NotRequested);
-        let mut lim = libc::rlimit { rlim_cur: 1, rlim_max: 1 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: 1,
+        };
         // SAFETY: valid out-pointer; prctl with integer arguments.
         unsafe {
             assert_eq!(libc::getrlimit(libc::RLIMIT_CORE, &mut lim), 0);
@@ -223,10 +252,16 @@ mod tests {
             let before = vm_locked_kib();
             let buf = vec![1u8; 4 << 20];
             std::hint::black_box(&buf);
-            assert!(vm_locked_kib() >= before + 4096, "4 MiB touched after mlockall is locked");
+            assert!(
+                vm_locked_kib() >= before + 4096,
+                "4 MiB touched after mlockall is locked"
+            );
             eprintln!("memory locked (VmLck {} kB)", vm_locked_kib());
         } else {
-            assert!(matches!(&report.memory, MemoryLock::Unlocked(why) if why.contains("RLIMIT_MEMLOCK")), "{report:?}");
+            assert!(
+                matches!(&report.memory, MemoryLock::Unlocked(why) if why.contains("RLIMIT_MEMLOCK")),
+                "{report:?}"
+            );
             assert_eq!(vm_locked_kib(), 0);
             eprintln!("memory not locked here: {}", report.memory);
         }
@@ -235,7 +270,10 @@ mod tests {
     #[test]
     fn locking_is_attempted_only_when_it_cannot_break_allocation() {
         assert!(lock_allowed(None, false).is_ok(), "unlimited");
-        assert!(lock_allowed(Some(64 * 1024), true).is_ok(), "CAP_IPC_LOCK ignores the limit");
+        assert!(
+            lock_allowed(Some(64 * 1024), true).is_ok(),
+            "CAP_IPC_LOCK ignores the limit"
+        );
         let why = lock_allowed(Some(8 << 20), false).unwrap_err();
         assert!(why.contains("8192 KiB"), "{why}");
     }

@@ -64,7 +64,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
         let first = FileLock::acquire(&path, Duration::ZERO).unwrap();
-        assert!(matches!(FileLock::acquire(&path, Duration::from_millis(30)), Err(LockError::Timeout(..))));
+        assert!(matches!(
+            FileLock::acquire(&path, Duration::from_millis(30)),
+            Err(LockError::Timeout(..))
+        ));
         drop(first);
         FileLock::acquire(&path, Duration::ZERO).unwrap();
     }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
 use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
 use zkvault::config::Config;
 use zkvault::http::{self, HttpSettings};
 use zkvault::policy;
@@ -27,7 +27,12 @@ struct Cli {
     #[arg(long, global = true, env = "ZKVAULT_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory of the embedded default (SQLite file, soft keystore, passphrase).
-    #[arg(long, global = true, default_value = "zkvault-data", env = "ZKVAULT_DATA_DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "zkvault-data",
+        env = "ZKVAULT_DATA_DIR"
+    )]
     data_dir: PathBuf,
     /// Who runs the command, as the audit trail records it (`cli:NAME`). Default: the OS user.
     #[arg(long, global = true, value_parser = parse_actor)]
@@ -240,7 +245,10 @@ fn main() {
     let code = {
         let cli = Cli::parse();
         tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
             .with_writer(std::io::stderr)
             .init();
         match run(&cli) {
@@ -248,7 +256,10 @@ fn main() {
             Err(e) => {
                 let code = exit::code_of(&e);
                 if JSON.get().copied().unwrap_or(false) {
-                    eprintln!("{}", serde_json::json!({"error": code.name(), "exit": code as i32, "message": exit::message(&e)}));
+                    eprintln!(
+                        "{}",
+                        serde_json::json!({"error": code.name(), "exit": code as i32, "message": exit::message(&e)})
+                    );
                 } else {
                     eprintln!("zkvault: error: {}", exit::message(&e));
                 }
@@ -272,20 +283,38 @@ fn run(cli: &Cli) -> Result<()> {
 
     match &cli.command {
         Command::Serve => serve(cli),
-        Command::Db { command: DbCommand::Migrate } => {
+        Command::Db {
+            command: DbCommand::Migrate,
+        } => {
             service::open_store(&config(cli)?)?;
             emit(json!({"migrated": true}), || "database migrated".into());
             Ok(())
         }
         Command::Credentials { command } => credentials(cli, command),
-        Command::Policy { command: PolicyCommand::Check { dir } } => policy_check(dir),
-        Command::Policy { command: PolicyCommand::Plan { dir, horizon } } => policy_plan(cli, dir, *horizon),
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => policy_check(dir),
+        Command::Policy {
+            command: PolicyCommand::Plan { dir, horizon },
+        } => policy_plan(cli, dir, *horizon),
         Command::Keys { command } => keys(cli, command),
-        Command::Reencrypt { ns, ids, checkpoint, batch } => {
-            reencrypt::run(&open_vault(cli, &config(cli)?)?.0, &cli_actor("bulk re-encryption"), ns, ids, checkpoint.clone(), *batch)
-        }
+        Command::Reencrypt {
+            ns,
+            ids,
+            checkpoint,
+            batch,
+        } => reencrypt::run(
+            &open_vault(cli, &config(cli)?)?.0,
+            &cli_actor("bulk re-encryption"),
+            ns,
+            ids,
+            checkpoint.clone(),
+            *batch,
+        ),
         Command::Audit { command } => audit(cli, command),
-        Command::Keystore { command: KeystoreCommand::Migrate { to, dry_run } } => {
+        Command::Keystore {
+            command: KeystoreCommand::Migrate { to, dry_run },
+        } => {
             let (vault, _) = open_vault(cli, &config(cli)?)?;
             if *dry_run {
                 emit_pretty(&guard::migrate(&vault, to)?)?;
@@ -293,13 +322,19 @@ fn run(cli: &Cli) -> Result<()> {
             }
             let target = Config::load(Some(to), &cli.data_dir)?;
             let target = service::open_keystore(&target.keystore, true)?;
-            let report = vault.migrate_keystore(target.as_ref(), &cli_actor("keystore migration"))?;
+            let report =
+                vault.migrate_keystore(target.as_ref(), &cli_actor("keystore migration"))?;
             emit_pretty(&report)?;
-            eprintln!("now restart every instance with the keystore configuration of {}", to.display());
+            eprintln!(
+                "now restart every instance with the keystore configuration of {}",
+                to.display()
+            );
             Ok(())
         }
         Command::Seed(args) => seed(cli, args),
-        Command::Keystore { command: KeystoreCommand::Init } => {
+        Command::Keystore {
+            command: KeystoreCommand::Init,
+        } => {
             let config = config(cli)?;
             if cli.config.is_none() {
                 embedded_layout(cli)?.prepare(&config)?;
@@ -309,7 +344,10 @@ fn run(cli: &Cli) -> Result<()> {
                 Some(v) => v,
                 None => keystore.create_kek()?,
             };
-            emit(json!({"keystore": keystore.kind(), "active_kek": kek}), || format!("{} keystore ready; active KEK v{kek}", keystore.kind()));
+            emit(
+                json!({"keystore": keystore.kind(), "active_kek": kek}),
+                || format!("{} keystore ready; active KEK v{kek}", keystore.kind()),
+            );
             Ok(())
         }
     }
@@ -328,7 +366,8 @@ fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer it is given.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let name = String::from_utf8_lossy(buf.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
+    let name =
+        String::from_utf8_lossy(buf.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
     if ok && !name.is_empty() {
         name
     } else {
@@ -346,7 +385,10 @@ fn open_vault(cli: &Cli, config: &Config) -> Result<(Arc<Vault>, Option<Embedded
     }
     let layout = embedded_layout(cli)?;
     let fresh = !layout.dir.exists();
-    match layout.prepare(config).and_then(|()| service::open_vault(config, true)) {
+    match layout
+        .prepare(config)
+        .and_then(|()| service::open_vault(config, true))
+    {
         Ok(vault) => Ok((vault, Some(layout))),
         Err(e) => {
             if fresh {
@@ -360,8 +402,17 @@ fn open_vault(cli: &Cli, config: &Config) -> Result<(Arc<Vault>, Option<Embedded
 /// The embedded default's data directory; refused unless it already is one or the command
 /// creates deployments.
 fn embedded_layout(cli: &Cli) -> Result<EmbeddedLayout> {
-    let layout = EmbeddedLayout { dir: cli.data_dir.clone() };
-    let creates = matches!(cli.command, Command::Serve | Command::Seed(_) | Command::Keystore { command: KeystoreCommand::Init });
+    let layout = EmbeddedLayout {
+        dir: cli.data_dir.clone(),
+    };
+    let creates = matches!(
+        cli.command,
+        Command::Serve
+            | Command::Seed(_)
+            | Command::Keystore {
+                command: KeystoreCommand::Init
+            }
+    );
     if !creates && !layout.is_data_dir() {
         return Err(exit::fail(
             exit::Exit::Refused,
@@ -383,11 +434,18 @@ fn serve(cli: &Cli) -> Result<()> {
         if layout.keeps_passphrase(&config) {
             eprintln!("\n  !! DEVELOPMENT KEYSTORE: keys sealed under a passphrase stored next to them in {}.", layout.dir.display());
         } else {
-            eprintln!("\n  !! DEVELOPMENT KEYSTORE: a soft keystore file in {}.", layout.dir.display());
+            eprintln!(
+                "\n  !! DEVELOPMENT KEYSTORE: a soft keystore file in {}.",
+                layout.dir.display()
+            );
         }
         eprintln!("  !! Fine for trying zkvault; for production use --config with a PKCS#11 HSM (see README).\n");
         if let Some((admin, writer)) = layout.issue_first_credentials(&vault)? {
-            eprintln!("  first run: admin token in {}, writer token in {}\n", admin.display(), writer.display());
+            eprintln!(
+                "  first run: admin token in {}, writer token in {}\n",
+                admin.display(),
+                writer.display()
+            );
         }
     }
     let settings = HttpSettings {
@@ -399,7 +457,8 @@ fn serve(cli: &Cli) -> Result<()> {
     spawn_scheduler(vault.clone(), config.scheduler_tick);
     let sys = actix_web::rt::System::new();
     sys.block_on(async move {
-        let running = http::bind(vault, config.bind, &settings).with_context(|| format!("cannot listen on {}", config.bind))?;
+        let running = http::bind(vault, config.bind, &settings)
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
         tracing::info!(addr = %running.addr, "zkvault listening");
         running.server.await.context("server failed")
     })
@@ -409,27 +468,55 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
     let config = config(cli)?;
     let (vault, _) = open_vault(cli, &config)?;
     match command {
-        CredentialCommand::Create { label, roles, namespaces } => {
+        CredentialCommand::Create {
+            label,
+            roles,
+            namespaces,
+        } => {
             let roles = roles
                 .iter()
                 .map(|r| Role::parse(r).ok_or_else(|| exit::fail(exit::Exit::Usage, format!("unknown role {r:?}: expected admin, writer, reader, reencrypt, operator or auditor"))))
                 .collect::<Result<Vec<_>>>()?;
-            let issued = vault.create_credential(&cli_actor("credential issued"), label, &roles, namespaces)?;
+            let issued = vault.create_credential(
+                &cli_actor("credential issued"),
+                label,
+                &roles,
+                namespaces,
+            )?;
             if !json_output() {
-                eprintln!("credential {} created; the token below is shown once:", issued.id);
+                eprintln!(
+                    "credential {} created; the token below is shown once:",
+                    issued.id
+                );
             }
-            emit(json!({"id": issued.id, "token": issued.token.as_str()}), || issued.token.as_str().to_owned());
+            emit(
+                json!({"id": issued.id, "token": issued.token.as_str()}),
+                || issued.token.as_str().to_owned(),
+            );
         }
         CredentialCommand::List => {
             let list = vault.credentials().list()?;
-            emit(serde_json::to_value(&list)?, || list.iter().map(|c| serde_json::to_string(c).unwrap_or_default()).collect::<Vec<_>>().join("\n"));
+            emit(serde_json::to_value(&list)?, || {
+                list.iter()
+                    .map(|c| serde_json::to_string(c).unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
         CredentialCommand::Rotate { id, overlap } => {
             let issued = vault.rotate_credential(&cli_actor("credential rotated"), id, *overlap)?;
             // Report the expiry the old credential really has now, not the requested overlap.
-            let expires = vault.store().credential(id)?.and_then(|c| c.expires_at).unwrap_or_default();
-            let left = std::time::Duration::from_millis((expires - zkvault::vault::now_ms()).max(0) as u64);
-            let at = chrono::DateTime::from_timestamp_millis(expires).unwrap_or_default().format("%Y-%m-%dT%H:%M:%SZ");
+            let expires = vault
+                .store()
+                .credential(id)?
+                .and_then(|c| c.expires_at)
+                .unwrap_or_default();
+            let left = std::time::Duration::from_millis(
+                (expires - zkvault::vault::now_ms()).max(0) as u64,
+            );
+            let at = chrono::DateTime::from_timestamp_millis(expires)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%SZ");
             if !json_output() {
                 eprintln!(
                     "credential {} issued as successor of {id}, which expires at {at} (in {}); the token below is shown once:",
@@ -437,11 +524,18 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
                     zkvault::duration::format(left)
                 );
             }
-            emit(json!({"id": issued.id, "token": issued.token.as_str(), "predecessor": id, "predecessor_expires_at": expires}), || issued.token.as_str().to_owned());
+            emit(
+                json!({"id": issued.id, "token": issued.token.as_str(), "predecessor": id, "predecessor_expires_at": expires}),
+                || issued.token.as_str().to_owned(),
+            );
         }
         CredentialCommand::Revoke { id } => {
-            vault.credentials().revoke(&cli_actor("credential revoked"), id)?;
-            emit(json!({"revoked": id}), || format!("credential {id} revoked"));
+            vault
+                .credentials()
+                .revoke(&cli_actor("credential revoked"), id)?;
+            emit(json!({"revoked": id}), || {
+                format!("credential {id} revoked")
+            });
         }
     }
     Ok(())
@@ -455,7 +549,9 @@ fn seed(cli: &Cli, args: &SeedArgs) -> Result<()> {
         start: args.start,
         count: args.count,
         batch: args.batch,
-        threads: args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     };
     let mut last = std::time::Instant::now();
     let report = vault.seed(&cli_actor("load-test seeding"), &opts, |done, total| {
@@ -465,8 +561,14 @@ fn seed(cli: &Cli, args: &SeedArgs) -> Result<()> {
         }
     })?;
     let rate = (report.inserted + report.skipped) as f64 / report.seconds.max(1e-9);
-    eprintln!("seeded {} residents into {} in {:.1} s ({rate:.0}/s, {} already present)", report.inserted, args.ns, report.seconds, report.skipped);
-    println!("{}", serde_json::json!({"namespace": args.ns, "start": args.start, "count": args.count, "report": report, "per_second": rate}));
+    eprintln!(
+        "seeded {} residents into {} in {:.1} s ({rate:.0}/s, {} already present)",
+        report.inserted, args.ns, report.seconds, report.skipped
+    );
+    println!(
+        "{}",
+        serde_json::json!({"namespace": args.ns, "start": args.start, "count": args.count, "report": report, "per_second": rate})
+    );
     Ok(())
 }
 
@@ -498,24 +600,39 @@ fn emit_pretty(value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn cli_actor(why: &str) -> Actor {
-    Actor::new(format!("cli:{}", ACTOR.get().map_or("?", String::as_str)), why)
+    Actor::new(
+        format!("cli:{}", ACTOR.get().map_or("?", String::as_str)),
+        why,
+    )
 }
 
 fn parse_actor(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
-    ok.then(|| s.to_owned()).ok_or_else(|| "1 to 64 characters of A-Z a-z 0-9 . _ @ -".into())
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    ok.then(|| s.to_owned())
+        .ok_or_else(|| "1 to 64 characters of A-Z a-z 0-9 . _ @ -".into())
 }
 
 /// The OS user running the command: `$USER`/`$LOGNAME` if set, else the password database's
 /// name for the real uid, else `uid<N>`. Never "unknown": the audit trail must name someone.
 fn os_user() -> String {
-    let from_env = ["USER", "LOGNAME"].iter().filter_map(|v| std::env::var(v).ok()).find(|u| parse_actor(u).is_ok());
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .find(|u| parse_actor(u).is_ok());
     from_env.unwrap_or_else(|| {
         // SAFETY: getuid cannot fail; getpwuid's result is read before any other passwd call.
         let uid = unsafe { libc::getuid() };
         let pw = unsafe { libc::getpwuid(uid) };
-        let name = (!pw.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }.to_string_lossy().into_owned());
-        name.filter(|n| parse_actor(n).is_ok()).unwrap_or(format!("uid{uid}"))
+        let name = (!pw.is_null()).then(|| {
+            unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }
+                .to_string_lossy()
+                .into_owned()
+        });
+        name.filter(|n| parse_actor(n).is_ok())
+            .unwrap_or(format!("uid{uid}"))
     })
 }
 
@@ -523,27 +640,65 @@ fn keys(cli: &Cli, command: &KeysCommand) -> Result<()> {
     let (vault, _) = open_vault(cli, &config(cli)?)?;
     let out = match command {
         KeysCommand::List => serde_json::to_value(vault.key_overview()?)?,
-        KeysCommand::RotateKek => serde_json::to_value(vault.rotate_kek(&cli_actor("KEK rotation"))?)?,
-        KeysCommand::RotateMaster { ns } => serde_json::to_value(vault.rotate_master(ns, &cli_actor("master rotation"))?)?,
-        KeysCommand::Compromise { ns, version } => {
-            serde_json::to_value(vault.compromise_master(ns, *version, &cli_actor("suspected master compromise"))?)?
+        KeysCommand::RotateKek => {
+            serde_json::to_value(vault.rotate_kek(&cli_actor("KEK rotation"))?)?
         }
+        KeysCommand::RotateMaster { ns } => {
+            serde_json::to_value(vault.rotate_master(ns, &cli_actor("master rotation"))?)?
+        }
+        KeysCommand::Compromise { ns, version } => serde_json::to_value(vault.compromise_master(
+            ns,
+            *version,
+            &cli_actor("suspected master compromise"),
+        )?)?,
         KeysCommand::CompromiseKek { dry_run: true } => guard::compromise_kek(&vault)?,
-        KeysCommand::CompromiseKek { dry_run: false } => serde_json::to_value(vault.compromise_kek(&cli_actor("suspected KEK/HSM compromise"))?)?,
-        KeysCommand::Destroy { ns, version, shred, dry_run: true, .. } => guard::destroy(&vault, ns, *version, *shred)?,
-        KeysCommand::Destroy { ns, version, shred, dry_run: false, yes } => {
-            if *shred {
-                guard::confirm(&format!("Shredding {ns} v{version} (its records become unreadable forever)"), *yes)?;
-            }
-            serde_json::to_value(vault.destroy_master(ns, *version, *shred, &cli_actor("destruction"))?)?
+        KeysCommand::CompromiseKek { dry_run: false } => {
+            serde_json::to_value(vault.compromise_kek(&cli_actor("suspected KEK/HSM compromise"))?)?
         }
-        KeysCommand::DestroyKek { version, dry_run: true, .. } => guard::destroy_kek(&vault, *version)?,
-        KeysCommand::DestroyKek { version, dry_run: false, yes } => {
+        KeysCommand::Destroy {
+            ns,
+            version,
+            shred,
+            dry_run: true,
+            ..
+        } => guard::destroy(&vault, ns, *version, *shred)?,
+        KeysCommand::Destroy {
+            ns,
+            version,
+            shred,
+            dry_run: false,
+            yes,
+        } => {
+            if *shred {
+                guard::confirm(
+                    &format!("Shredding {ns} v{version} (its records become unreadable forever)"),
+                    *yes,
+                )?;
+            }
+            serde_json::to_value(vault.destroy_master(
+                ns,
+                *version,
+                *shred,
+                &cli_actor("destruction"),
+            )?)?
+        }
+        KeysCommand::DestroyKek {
+            version,
+            dry_run: true,
+            ..
+        } => guard::destroy_kek(&vault, *version)?,
+        KeysCommand::DestroyKek {
+            version,
+            dry_run: false,
+            yes,
+        } => {
             guard::confirm(&format!("Destroying KEK v{version}"), *yes)?;
             vault.destroy_kek(*version, &cli_actor("KEK destruction"))?;
             serde_json::json!({"destroyed_kek": version})
         }
-        KeysCommand::RunDue => serde_json::to_value(vault.run_due_lifecycle(zkvault::vault::now_ms())?)?,
+        KeysCommand::RunDue => {
+            serde_json::to_value(vault.run_due_lifecycle(zkvault::vault::now_ms())?)?
+        }
     };
     emit_pretty(&out)?;
     Ok(())
@@ -554,13 +709,21 @@ fn audit(cli: &Cli, command: &AuditCommand) -> Result<()> {
     match command {
         AuditCommand::Checkpoint => {
             let n = vault.checkpoint_audit()?;
-            emit(json!({"checkpoints_written": n}), || format!("{n} checkpoint(s) written"));
+            emit(json!({"checkpoints_written": n}), || {
+                format!("{n} checkpoint(s) written")
+            });
         }
         AuditCommand::Verify => {
             let report = vault.verify_audit()?;
             emit_pretty(&report)?;
             if let Some(b) = report.first_break {
-                return Err(exit::fail(exit::Exit::Integrity, format!("audit trail broken at chain {} entry {}: {}", b.chain, b.seq, b.reason)));
+                return Err(exit::fail(
+                    exit::Exit::Integrity,
+                    format!(
+                        "audit trail broken at chain {} entry {}: {}",
+                        b.chain, b.seq, b.reason
+                    ),
+                ));
             }
         }
     }
@@ -572,9 +735,23 @@ fn policy_plan(cli: &Cli, dir: &Path, horizon: std::time::Duration) -> Result<()
     config.policy_dir = Some(dir.to_path_buf());
     let (vault, _) = open_vault(cli, &config)?;
     let events = vault.plan(zkvault::vault::now_ms(), horizon)?;
-    let date = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().format("%Y-%m-%d").to_string();
-    let as_json = events.iter().map(|e| json!({"date": date(e.at_ms), "at_ms": e.at_ms, "what": e.what})).collect();
-    emit(Value::Array(as_json), || events.iter().map(|e| format!("{}  {}", date(e.at_ms), e.what)).collect::<Vec<_>>().join("\n"));
+    let date = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let as_json = events
+        .iter()
+        .map(|e| json!({"date": date(e.at_ms), "at_ms": e.at_ms, "what": e.what}))
+        .collect();
+    emit(Value::Array(as_json), || {
+        events
+            .iter()
+            .map(|e| format!("{}  {}", date(e.at_ms), e.what))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
     Ok(())
 }
 
@@ -583,14 +760,37 @@ fn policy_check(dir: &Path) -> Result<()> {
         Ok(p) => {
             let names: Vec<&String> = p.namespaces.keys().collect();
             emit(json!({"valid": true, "namespaces": names}), || {
-                format!("{}: valid ({} namespaces: {})", dir.display(), names.len(), names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "{}: valid ({} namespaces: {})",
+                    dir.display(),
+                    names.len(),
+                    names
+                        .iter()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             });
             Ok(())
         }
         Err(errors) => {
-            let issues: Vec<Value> = errors.0.iter().map(|i| json!({"file": i.file, "field": i.field, "reason": i.reason})).collect();
-            emit(json!({"valid": false, "issues": issues}), || errors.0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"));
-            Err(exit::fail(exit::Exit::Config, format!("{} problem(s) in {}", errors.0.len(), dir.display())))
+            let issues: Vec<Value> = errors
+                .0
+                .iter()
+                .map(|i| json!({"file": i.file, "field": i.field, "reason": i.reason}))
+                .collect();
+            emit(json!({"valid": false, "issues": issues}), || {
+                errors
+                    .0
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Err(exit::fail(
+                exit::Exit::Config,
+                format!("{} problem(s) in {}", errors.0.len(), dir.display()),
+            ))
         }
     }
 }

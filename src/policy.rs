@@ -19,7 +19,8 @@ pub fn valid_namespace_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +57,13 @@ pub struct PolicyIssue {
 
 impl fmt::Display for PolicyIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.field, self.reason)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.file.display(),
+            self.field,
+            self.reason
+        )
     }
 }
 
@@ -125,7 +132,13 @@ impl fmt::Display for PolicySource {
 pub fn load(source: &PolicySource) -> Result<Policy, PolicyErrors> {
     match source {
         PolicySource::Dir(dir) => load_dir(dir),
-        PolicySource::BuiltIn => load_files(Path::new("<built-in>"), vec![(PathBuf::from("<built-in>/example.toml"), Ok(BUILT_IN.to_owned()))]),
+        PolicySource::BuiltIn => load_files(
+            Path::new("<built-in>"),
+            vec![(
+                PathBuf::from("<built-in>/example.toml"),
+                Ok(BUILT_IN.to_owned()),
+            )],
+        ),
     }
 }
 
@@ -136,7 +149,13 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect(),
-        Err(e) => return Err(PolicyErrors(vec![PolicyIssue { file: dir.into(), field: "-".into(), reason: format!("cannot read directory: {e}") }])),
+        Err(e) => {
+            return Err(PolicyErrors(vec![PolicyIssue {
+                file: dir.into(),
+                field: "-".into(),
+                reason: format!("cannot read directory: {e}"),
+            }]))
+        }
     };
     files.sort();
     let files = files.into_iter().map(|f| {
@@ -147,7 +166,10 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
 }
 
 /// Validates the policy files `(path, text or read error)` of `dir`, in order.
-fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Result<Policy, PolicyErrors> {
+fn load_files(
+    dir: &Path,
+    files: Vec<(PathBuf, Result<String, String>)>,
+) -> Result<Policy, PolicyErrors> {
     let mut issues = Vec::new();
     let issue = |file: &Path, field: &str, reason: String| PolicyIssue {
         file: file.to_path_buf(),
@@ -155,7 +177,11 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
         reason,
     };
     if files.is_empty() {
-        return Err(PolicyErrors(vec![issue(dir, "-", "no *.toml policy files".into())]));
+        return Err(PolicyErrors(vec![issue(
+            dir,
+            "-",
+            "no *.toml policy files".into(),
+        )]));
     }
 
     let mut global: Option<(PathBuf, GlobalDoc)> = None;
@@ -165,10 +191,12 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
     let mut unreadable = false;
     let (mut invalid_global, mut invalid_namespaces) = (false, BTreeSet::new());
     for (file, text) in &files {
-        let parsed = text.clone().and_then(|t| match toml::from_str::<FileDoc>(&t) {
-            Ok(doc) => Ok((doc, t)),
-            Err(e) => Err(e.message().trim().to_owned() + &span_hint(&t, e.span())),
-        });
+        let parsed = text
+            .clone()
+            .and_then(|t| match toml::from_str::<FileDoc>(&t) {
+                Ok(doc) => Ok((doc, t)),
+                Err(e) => Err(e.message().trim().to_owned() + &span_hint(&t, e.span())),
+            });
         let (doc, text) = match parsed {
             Ok(parsed) => parsed,
             Err(reason) => {
@@ -179,7 +207,11 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
         };
         if let Some(g) = doc.global {
             match (&global, table::<GlobalDoc>(&text, g)) {
-                (Some((first, _)), _) => issues.push(issue(file, "global", format!("already defined in {}", first.display()))),
+                (Some((first, _)), _) => issues.push(issue(
+                    file,
+                    "global",
+                    format!("already defined in {}", first.display()),
+                )),
                 (None, Ok(g)) => global = Some((file.clone(), g)),
                 (None, Err(reason)) => {
                     invalid_global = true;
@@ -190,10 +222,18 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
         for (name, ns) in doc.namespaces {
             let field = |f: &str| format!("namespaces.{name}.{f}");
             if !valid_namespace_name(&name) {
-                issues.push(issue(file, &format!("namespaces.{name}"), "name must match ^[a-z0-9][a-z0-9_-]{0,62}$".into()));
+                issues.push(issue(
+                    file,
+                    &format!("namespaces.{name}"),
+                    "name must match ^[a-z0-9][a-z0-9_-]{0,62}$".into(),
+                ));
             }
             if namespaces.contains_key(&name) || invalid_namespaces.contains(&name) {
-                issues.push(issue(file, &format!("namespaces.{name}"), "namespace defined twice".into()));
+                issues.push(issue(
+                    file,
+                    &format!("namespaces.{name}"),
+                    "namespace defined twice".into(),
+                ));
                 continue;
             }
             let ns: NamespaceDoc = match table(&text, ns) {
@@ -206,13 +246,18 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
             };
             let mut days = |f: &str, v: i64| -> Duration {
                 if v <= 0 {
-                    issues.push(issue(file, &field(f), format!("must be a positive number of days, got {v}")));
+                    issues.push(issue(
+                        file,
+                        &field(f),
+                        format!("must be a positive number of days, got {v}"),
+                    ));
                 }
                 Duration::from_secs(v.max(0) as u64 * DAY)
             };
             let dm_rotation = days("dm_rotation_days", ns.dm_rotation_days);
             let decrypt_only_max = days("decrypt_only_max_days", ns.decrypt_only_max_days);
-            let destroy_after_retired = days("destroy_after_retired_days", ns.destroy_after_retired_days);
+            let destroy_after_retired =
+                days("destroy_after_retired_days", ns.destroy_after_retired_days);
             if ns.decrypt_only_max_days > 0 && ns.decrypt_only_max_days < ns.dm_rotation_days {
                 issues.push(issue(
                     file,
@@ -221,13 +266,21 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
                 ));
             }
             if ns.max_record_bytes <= 0 || ns.max_record_bytes > 64 * 1024 * 1024 {
-                issues.push(issue(file, &field("max_record_bytes"), format!("must be 1..=67108864, got {}", ns.max_record_bytes)));
+                issues.push(issue(
+                    file,
+                    &field("max_record_bytes"),
+                    format!("must be 1..=67108864, got {}", ns.max_record_bytes),
+                ));
             }
             let id_checksum = match ns.id_checksum.as_str() {
                 "none" => ChecksumScheme::None,
                 "verhoeff" => ChecksumScheme::Verhoeff,
                 other => {
-                    issues.push(issue(file, &field("id_checksum"), format!("unknown scheme {other:?}; expected \"none\" or \"verhoeff\"")));
+                    issues.push(issue(
+                        file,
+                        &field("id_checksum"),
+                        format!("unknown scheme {other:?}; expected \"none\" or \"verhoeff\""),
+                    ));
                     ChecksumScheme::None
                 }
             };
@@ -248,9 +301,16 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
 
     let (kek_rotation, credential_max_age) = match global {
         Some((file, g)) => {
-            for (f, v) in [("kek_rotation_days", g.kek_rotation_days), ("credential_max_age_days", g.credential_max_age_days)] {
+            for (f, v) in [
+                ("kek_rotation_days", g.kek_rotation_days),
+                ("credential_max_age_days", g.credential_max_age_days),
+            ] {
                 if v <= 0 {
-                    issues.push(issue(&file, &format!("global.{f}"), format!("must be a positive number of days, got {v}")));
+                    issues.push(issue(
+                        &file,
+                        &format!("global.{f}"),
+                        format!("must be a positive number of days, got {v}"),
+                    ));
                 }
             }
             (
@@ -269,36 +329,54 @@ fn load_files(dir: &Path, files: Vec<(PathBuf, Result<String, String>)>) -> Resu
         issues.push(issue(dir, "namespaces", "no namespace is defined".into()));
     }
     if issues.is_empty() {
-        Ok(Policy { kek_rotation, credential_max_age, namespaces })
+        Ok(Policy {
+            kek_rotation,
+            credential_max_age,
+            namespaces,
+        })
     } else {
         Err(PolicyErrors(issues))
     }
 }
 
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    span.map(|s| format!(" (line {})", line_at(text, s.start))).unwrap_or_default()
+    span.map(|s| format!(" (line {})", line_at(text, s.start)))
+        .unwrap_or_default()
 }
 
 /// 1-based line of byte `offset`.
 fn line_at(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Deserializes one table of a file on its own, so that one table's mistake hides no other.
 /// The reason names a line: an unknown key's own, else the table's.
-fn table<T: serde::de::DeserializeOwned>(text: &str, value: toml::Spanned<toml::Value>) -> Result<T, String> {
+fn table<T: serde::de::DeserializeOwned>(
+    text: &str,
+    value: toml::Spanned<toml::Value>,
+) -> Result<T, String> {
     let start = value.span().start;
     value.into_inner().try_into().map_err(|e: toml::de::Error| {
         let message = e.message().trim().to_owned();
-        let key = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next());
-        let at = key.and_then(|k| key_offset(text, start, k)).unwrap_or(start);
+        let key = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next());
+        let at = key
+            .and_then(|k| key_offset(text, start, k))
+            .unwrap_or(start);
         format!("{message} (line {})", line_at(text, at))
     })
 }
 
 /// Offset of the first line at or after `from` that assigns `key`.
 fn key_offset(text: &str, from: usize, key: &str) -> Option<usize> {
-    let line_start = text[..from.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_start = text[..from.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let mut offset = line_start;
     for line in text[line_start..].split_inclusive('\n') {
         let rest = line.trim_start().strip_prefix(key).map(str::trim_start);
@@ -327,10 +405,21 @@ mod tests {
 
     #[test]
     fn the_shipped_examples_are_valid() {
-        let policy = load_dir(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/keys-policy"))).unwrap();
+        let policy = load_dir(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/keys-policy"
+        )))
+        .unwrap();
         assert!(policy.namespace("resident-portal").is_some());
-        assert_eq!(policy.namespace("biometrics").unwrap().id_checksum, ChecksumScheme::Verhoeff);
-        assert_eq!(load(&PolicySource::BuiltIn).unwrap(), policy, "the built-in policy is the example");
+        assert_eq!(
+            policy.namespace("biometrics").unwrap().id_checksum,
+            ChecksumScheme::Verhoeff
+        );
+        assert_eq!(
+            load(&PolicySource::BuiltIn).unwrap(),
+            policy,
+            "the built-in policy is the example"
+        );
     }
 
     #[test]
@@ -350,8 +439,16 @@ mod tests {
         let bad = "[namespaces.b]\nmax_record_bytes = 0\nid_checksum = \"luhn\"\ndm_rotation_days = -1\ndecrypt_only_max_days = 10\ndestroy_after_retired_days = 0\n";
         let issues = issues_of(&[("g.toml", GLOBAL), ("b.toml", bad)]);
         let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
-        for f in ["max_record_bytes", "id_checksum", "dm_rotation_days", "destroy_after_retired_days"] {
-            assert!(fields.contains(&format!("namespaces.b.{f}").as_str()), "missing {f}: {fields:?}");
+        for f in [
+            "max_record_bytes",
+            "id_checksum",
+            "dm_rotation_days",
+            "destroy_after_retired_days",
+        ] {
+            assert!(
+                fields.contains(&format!("namespaces.b.{f}").as_str()),
+                "missing {f}: {fields:?}"
+            );
         }
         assert!(issues.iter().all(|i| i.file.ends_with("b.toml")));
     }
@@ -370,8 +467,13 @@ mod tests {
         let issues = issues_of(&[("p.toml", &typo)]);
         assert!(issues[0].reason.contains("lazy_reencrpyt"), "{issues:?}");
 
-        let issues = issues_of(&[("a.toml", &format!("{GLOBAL}{NS}")), ("b.toml", &format!("{GLOBAL}{NS}"))]);
-        assert!(issues.iter().any(|i| i.field == "global" && i.file.ends_with("b.toml")));
+        let issues = issues_of(&[
+            ("a.toml", &format!("{GLOBAL}{NS}")),
+            ("b.toml", &format!("{GLOBAL}{NS}")),
+        ]);
+        assert!(issues
+            .iter()
+            .any(|i| i.field == "global" && i.file.ends_with("b.toml")));
         assert!(issues.iter().any(|i| i.field == "namespaces.a"));
 
         let issues = issues_of(&[("p.toml", NS)]);
@@ -382,19 +484,40 @@ mod tests {
     /// and no false "no file defines [global]" or "no namespace is defined" after them.
     #[test]
     fn every_table_is_checked_and_lines_are_right() {
-        let ns_b = NS.replace("[namespaces.a]", "[namespaces.b]").replace("max_record_bytes", "max_record_bites");
+        let ns_b = NS
+            .replace("[namespaces.a]", "[namespaces.b]")
+            .replace("max_record_bytes", "max_record_bites");
         let text = format!("{GLOBAL}{NS}lazy_reencrpyt = true\n{ns_b}");
         let issues = issues_of(&[("p.toml", &text)]);
         let line = |needle: &str| text.lines().position(|l| l.starts_with(needle)).unwrap() + 1;
         assert_eq!(issues.len(), 2, "{issues:?}");
         assert_eq!(issues[0].field, "namespaces.a");
-        assert!(issues[0].reason.contains(&format!("lazy_reencrpyt` (line {})", line("lazy_reencrpyt"))) || issues[0].reason.ends_with(&format!("(line {})", line("lazy_reencrpyt"))), "{issues:?}");
+        assert!(
+            issues[0].reason.contains(&format!(
+                "lazy_reencrpyt` (line {})",
+                line("lazy_reencrpyt")
+            )) || issues[0]
+                .reason
+                .ends_with(&format!("(line {})", line("lazy_reencrpyt"))),
+            "{issues:?}"
+        );
         assert_eq!(issues[1].field, "namespaces.b");
-        assert!(issues[1].reason.ends_with(&format!("(line {})", line("max_record_bites"))), "{issues:?}");
+        assert!(
+            issues[1]
+                .reason
+                .ends_with(&format!("(line {})", line("max_record_bites"))),
+            "{issues:?}"
+        );
 
         // A syntax error's line is its own line, not the one before.
         let issues = issues_of(&[("p.toml", &format!("{GLOBAL}{NS}oops\n"))]);
-        assert!(issues[0].reason.ends_with(&format!("(line {})", GLOBAL.lines().count() + NS.lines().count() + 1)), "{issues:?}");
+        assert!(
+            issues[0].reason.ends_with(&format!(
+                "(line {})",
+                GLOBAL.lines().count() + NS.lines().count() + 1
+            )),
+            "{issues:?}"
+        );
         assert_eq!(issues.len(), 1, "no follow-on claims: {issues:?}");
     }
 }

@@ -35,17 +35,31 @@ pub enum StartupError {
 }
 
 /// Opens the configured keystore. The soft keystore file must exist unless `create` is set.
-pub fn open_keystore(cfg: &KeystoreConfig, create: bool) -> Result<Arc<dyn Keystore>, StartupError> {
+pub fn open_keystore(
+    cfg: &KeystoreConfig,
+    create: bool,
+) -> Result<Arc<dyn Keystore>, StartupError> {
     Ok(match cfg {
-        KeystoreConfig::Soft { path, passphrase_file } => {
+        KeystoreConfig::Soft {
+            path,
+            passphrase_file,
+        } => {
             let passphrase = passphrase_from_env_or_file(passphrase_file.as_deref())?;
             if create && !path.exists() {
-                Arc::new(SoftKeystore::create(path, &passphrase, SoftKeystoreOptions::default())?)
+                Arc::new(SoftKeystore::create(
+                    path,
+                    &passphrase,
+                    SoftKeystoreOptions::default(),
+                )?)
             } else {
                 Arc::new(SoftKeystore::open(path, &passphrase)?)
             }
         }
-        KeystoreConfig::Pkcs11 { module, token_label, pin_file } => Arc::new(Pkcs11Keystore::open(&Pkcs11Config {
+        KeystoreConfig::Pkcs11 {
+            module,
+            token_label,
+            pin_file,
+        } => Arc::new(Pkcs11Keystore::open(&Pkcs11Config {
             module: module.clone(),
             token_label: token_label.clone(),
             pin: Pkcs11Config::pin_from_env_or_file(pin_file.as_deref())?,
@@ -70,8 +84,13 @@ pub fn open_vault(config: &Config, create_keystore: bool) -> Result<Arc<Vault>, 
     // started threads that connect to the database in the background.
     let keystore = open_keystore(&config.keystore, create_keystore)?;
     let store = open_store(config)?;
-    let ttls = CacheTtls { masters: config.master_cache_ttl, credentials: config.credential_cache_ttl };
-    Ok(Arc::new(Vault::open(store, keystore, policy, ttls)?.with_audit_reads(config.audit_reads)))
+    let ttls = CacheTtls {
+        masters: config.master_cache_ttl,
+        credentials: config.credential_cache_ttl,
+    };
+    Ok(Arc::new(
+        Vault::open(store, keystore, policy, ttls)?.with_audit_reads(config.audit_reads),
+    ))
 }
 
 /// Files the embedded default keeps in its data directory.
@@ -109,12 +128,17 @@ impl EmbeddedLayout {
             move |e| StartupError::Io(p, e)
         };
         if !self.dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(io(&self.dir))?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(io(&self.dir))?;
         }
         let pass = self.passphrase();
         if self.keeps_passphrase(config) && !pass.exists() {
             let random = zkvault_core::random::array::<32>().map_err(VaultError::from)?;
-            let text = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
+            let text =
+                Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
             write_private(&pass, text.as_bytes()).map_err(io(&pass))?;
         }
         Ok(())
@@ -122,15 +146,32 @@ impl EmbeddedLayout {
 
     /// On a database with no credentials yet, issues an admin credential and a writer/reader
     /// credential for every namespace, and writes their tokens to 0600 files.
-    pub fn issue_first_credentials(&self, vault: &Vault) -> Result<Option<(PathBuf, PathBuf)>, StartupError> {
+    pub fn issue_first_credentials(
+        &self,
+        vault: &Vault,
+    ) -> Result<Option<(PathBuf, PathBuf)>, StartupError> {
         if !vault.credentials().list()?.is_empty() {
             return Ok(None);
         }
         let actor = Actor::new("system", "embedded first run");
-        let admin = vault.create_credential(&actor, "embedded admin", &[Role::Admin, Role::Operator, Role::Auditor], &[])?;
-        let writer = vault.create_credential(&actor, "embedded writer", &[Role::Writer, Role::Reader, Role::Reencrypt], &[])?;
-        for (path, token) in [(self.admin_token(), &admin.token), (self.writer_token(), &writer.token)] {
-            write_private(&path, token.as_bytes()).map_err(|e| StartupError::Io(path.clone(), e))?;
+        let admin = vault.create_credential(
+            &actor,
+            "embedded admin",
+            &[Role::Admin, Role::Operator, Role::Auditor],
+            &[],
+        )?;
+        let writer = vault.create_credential(
+            &actor,
+            "embedded writer",
+            &[Role::Writer, Role::Reader, Role::Reencrypt],
+            &[],
+        )?;
+        for (path, token) in [
+            (self.admin_token(), &admin.token),
+            (self.writer_token(), &writer.token),
+        ] {
+            write_private(&path, token.as_bytes())
+                .map_err(|e| StartupError::Io(path.clone(), e))?;
         }
         Ok(Some((self.admin_token(), self.writer_token())))
     }
@@ -138,7 +179,11 @@ impl EmbeddedLayout {
 
 /// Writes a new file readable by its owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }

@@ -34,11 +34,19 @@ async fn round_trip_keeps_bytes_and_content_type(db: TestDb) {
     assert_eq!(body["name"], "demographics");
     assert_eq!(body["revision"], 1);
     assert_eq!(body["master_version"], 1);
-    assert_eq!(etag_header, format!("\"{}\"", body["etag"].as_str().unwrap()));
+    assert_eq!(
+        etag_header,
+        format!("\"{}\"", body["etag"].as_str().unwrap())
+    );
 
     let binary: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
     let r = app
-        .req(Method::PUT, "/v1/ns/rp/records/bio/finger/left-thumb", &app.tokens.writer, Some(ID))
+        .req(
+            Method::PUT,
+            "/v1/ns/rp/records/bio/finger/left-thumb",
+            &app.tokens.writer,
+            Some(ID),
+        )
         .header("Content-Type", "application/octet-stream")
         .body(binary.clone())
         .send()
@@ -59,7 +67,16 @@ async fn round_trip_keeps_bytes_and_content_type(db: TestDb) {
     assert_eq!(r.bytes().await.unwrap().to_vec(), binary);
 
     // An empty body is a valid record too; a missing Content-Type is stored as octet-stream.
-    let r = app.req(Method::PUT, "/v1/ns/rp/records/empty", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    let r = app
+        .req(
+            Method::PUT,
+            "/v1/ns/rp/records/empty",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = app.get("rp", "empty", ID).await;
     assert_eq!(r.headers()["content-type"], "application/octet-stream");
@@ -71,30 +88,43 @@ async fn replace_and_preconditions(db: TestDb) {
     let app = TestApp::start(db).await;
     let path = "/v1/ns/rp/records/demographics";
     let put = |body: &'static [u8], header: Option<(&'static str, String)>| {
-        let mut r = app.req(Method::PUT, path, &app.tokens.writer, Some(ID)).body(body);
+        let mut r = app
+            .req(Method::PUT, path, &app.tokens.writer, Some(ID))
+            .body(body);
         if let Some((k, v)) = header {
             r = r.header(k, v);
         }
         r.send()
     };
-    let r = put(b"v1", Some(("If-None-Match", "*".into()))).await.unwrap();
+    let r = put(b"v1", Some(("If-None-Match", "*".into())))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let v1: Value = r.json().await.unwrap();
     let etag1 = v1["etag"].as_str().unwrap().to_owned();
 
     // Create-only on an existing record fails and changes nothing.
-    let r = put(b"nope", Some(("If-None-Match", "*".into()))).await.unwrap();
+    let r = put(b"nope", Some(("If-None-Match", "*".into())))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "precondition_failed");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "precondition_failed"
+    );
 
-    let r = put(b"v2", Some(("If-Match", format!("\"{etag1}\"")))).await.unwrap();
+    let r = put(b"v2", Some(("If-Match", format!("\"{etag1}\""))))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let v2: Value = r.json().await.unwrap();
     assert_eq!(v2["revision"], 2);
     assert_ne!(v2["etag"], v1["etag"]);
 
     // A stale ETag is refused and the current revision stays.
-    let r = put(b"stale", Some(("If-Match", format!("\"{etag1}\"")))).await.unwrap();
+    let r = put(b"stale", Some(("If-Match", format!("\"{etag1}\""))))
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     let r = app.get("rp", "demographics", ID).await;
     assert_eq!(r.headers()["record-revision"], "2");
@@ -102,15 +132,30 @@ async fn replace_and_preconditions(db: TestDb) {
 
     // If-Match on an absent record fails; malformed preconditions are 400.
     let r = app
-        .req(Method::PUT, "/v1/ns/rp/records/absent", &app.tokens.writer, Some(ID))
+        .req(
+            Method::PUT,
+            "/v1/ns/rp/records/absent",
+            &app.tokens.writer,
+            Some(ID),
+        )
         .header("If-Match", format!("\"{etag1}\""))
         .body("x")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
-    for (k, v) in [("If-Match", "no-quotes"), ("If-None-Match", "\"abc\""), ("If-Match", "**")] {
-        let r = app.req(Method::PUT, path, &app.tokens.writer, Some(ID)).header(k, v).body("x").send().await.unwrap();
+    for (k, v) in [
+        ("If-Match", "no-quotes"),
+        ("If-None-Match", "\"abc\""),
+        ("If-Match", "**"),
+    ] {
+        let r = app
+            .req(Method::PUT, path, &app.tokens.writer, Some(ID))
+            .header(k, v)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{k}: {v}");
     }
     // A plain PUT replaces unconditionally, keeping the record's identity (revision goes on).
@@ -124,12 +169,35 @@ async fn replace_and_preconditions(db: TestDb) {
 async fn delete_list_and_erase(db: TestDb) {
     let app = TestApp::start(db).await;
     for name in ["b", "a", "c/d"] {
-        assert_eq!(app.put("rp", name, ID, b"12345").await.status(), StatusCode::CREATED);
+        assert_eq!(
+            app.put("rp", name, ID, b"12345").await.status(),
+            StatusCode::CREATED
+        );
     }
-    assert_eq!(app.put("rp", "a", OTHER_ID, b"other").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.put("rp", "a", OTHER_ID, b"other").await.status(),
+        StatusCode::CREATED
+    );
 
-    let list: Value = app.req(Method::GET, "/v1/ns/rp/records", &app.tokens.reader, Some(ID)).send().await.unwrap().json().await.unwrap();
-    let names: Vec<&str> = list["records"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let list: Value = app
+        .req(
+            Method::GET,
+            "/v1/ns/rp/records",
+            &app.tokens.reader,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["a", "b", "c/d"]);
     let first = &list["records"][0];
     assert_eq!(first["bytes"], 5);
@@ -137,21 +205,63 @@ async fn delete_list_and_erase(db: TestDb) {
     assert_eq!(first["revision"], 1);
     assert!(first["updated_at"].as_str().unwrap().ends_with('Z'));
 
-    let unknown: Value = app.req(Method::GET, "/v1/ns/rp/records", &app.tokens.reader, Some("nobody")).send().await.unwrap().json().await.unwrap();
+    let unknown: Value = app
+        .req(
+            Method::GET,
+            "/v1/ns/rp/records",
+            &app.tokens.reader,
+            Some("nobody"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(unknown["records"].as_array().unwrap().len(), 0);
 
-    let r = app.req(Method::DELETE, "/v1/ns/rp/records/b", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    let r = app
+        .req(
+            Method::DELETE,
+            "/v1/ns/rp/records/b",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = app.req(Method::DELETE, "/v1/ns/rp/records/b", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    let r = app
+        .req(
+            Method::DELETE,
+            "/v1/ns/rp/records/b",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(app.get("rp", "b", ID).await.status(), StatusCode::NOT_FOUND);
 
-    let r = app.req(Method::DELETE, "/v1/ns/rp/resident", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    let r = app
+        .req(
+            Method::DELETE,
+            "/v1/ns/rp/resident",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["erased"], 2);
     assert_eq!(app.get("rp", "a", ID).await.status(), StatusCode::NOT_FOUND);
     // The other resident's record is untouched.
-    assert_eq!(&app.get("rp", "a", OTHER_ID).await.bytes().await.unwrap()[..], b"other");
+    assert_eq!(
+        &app.get("rp", "a", OTHER_ID).await.bytes().await.unwrap()[..],
+        b"other"
+    );
     app.stop().await;
 }
 
@@ -172,45 +282,152 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
     let before = app.snapshot().await;
 
     // (what, path, resident id, body, expected status, expected error code)
-    type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    type Case<'a> = (
+        &'a str,
+        String,
+        Option<&'a str>,
+        Vec<u8>,
+        StatusCode,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
-        ("bad id", "/v1/ns/rp/records/demographics".into(), Some("12 34"), b"x".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("no id", "/v1/ns/rp/records/demographics".into(), None, b"x".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("bad name", "/v1/ns/rp/records/Demographics".into(), Some(ID), b"x".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("encoded slash", "/v1/ns/rp/records/a%2Fb".into(), Some(ID), b"x".to_vec(), StatusCode::BAD_REQUEST, "bad_request"),
-        ("unknown namespace", "/v1/ns/nope/records/demographics".into(), Some(ID), b"x".to_vec(), StatusCode::FORBIDDEN, "forbidden"),
-        ("oversized", "/v1/ns/rp/records/demographics".into(), Some(ID), vec![b'x'; 4097], StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            "bad id",
+            "/v1/ns/rp/records/demographics".into(),
+            Some("12 34"),
+            b"x".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "no id",
+            "/v1/ns/rp/records/demographics".into(),
+            None,
+            b"x".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "bad name",
+            "/v1/ns/rp/records/Demographics".into(),
+            Some(ID),
+            b"x".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "encoded slash",
+            "/v1/ns/rp/records/a%2Fb".into(),
+            Some(ID),
+            b"x".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            "unknown namespace",
+            "/v1/ns/nope/records/demographics".into(),
+            Some(ID),
+            b"x".to_vec(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "oversized",
+            "/v1/ns/rp/records/demographics".into(),
+            Some(ID),
+            vec![b'x'; 4097],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
     ];
     for (what, path, id, body, status, code) in cases {
-        let r = app.req(Method::PUT, &path, &app.tokens.writer, id).body(body).send().await.unwrap();
+        let r = app
+            .req(Method::PUT, &path, &app.tokens.writer, id)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), status, "{what}");
         let err: Value = r.json().await.unwrap();
         assert_eq!(err["error"], code, "{what}");
-        assert!(!err["message"].as_str().unwrap().contains("12 34"), "{what}: the ID must not be echoed");
+        assert!(
+            !err["message"].as_str().unwrap().contains("12 34"),
+            "{what}: the ID must not be echoed"
+        );
     }
     // Path tricks, sent raw so no client normalises them first.
-    for path in ["/v1/ns/rp/records/a/../demographics", "/v1/ns/rp/records/a//b", "/v1/ns/rp/records/./demographics", "/v1/ns/rp/records/demographics/"] {
+    for path in [
+        "/v1/ns/rp/records/a/../demographics",
+        "/v1/ns/rp/records/a//b",
+        "/v1/ns/rp/records/./demographics",
+        "/v1/ns/rp/records/demographics/",
+    ] {
         let req = format!(
             "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nResident-Id: {ID}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
             app.tokens.writer
         );
-        assert_eq!(support::app::raw_request(app.addr, req.as_bytes()).await, Some(400), "{path}");
+        assert_eq!(
+            support::app::raw_request(app.addr, req.as_bytes()).await,
+            Some(400),
+            "{path}"
+        );
     }
     // A credential valid for every namespace meets an unknown namespace with 404.
-    let r = app.req(Method::GET, "/v1/ns/nope/records/x", &app.tokens.operator, Some(ID)).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "operator has no data role");
+    let r = app
+        .req(
+            Method::GET,
+            "/v1/ns/nope/records/x",
+            &app.tokens.operator,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "operator has no data role"
+    );
     let all_ns_writer = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "all", &[zkvault::vault::Role::Writer], &[]).unwrap().token.to_string()
+        move || {
+            v.create_credential(
+                &zkvault::vault::Actor::new("test", "test"),
+                "all",
+                &[zkvault::vault::Role::Writer],
+                &[],
+            )
+            .unwrap()
+            .token
+            .to_string()
+        }
     })
     .await
     .unwrap();
-    let r = app.req(Method::PUT, "/v1/ns/nope/records/x", &all_ns_writer, Some(ID)).body("x").send().await.unwrap();
+    let r = app
+        .req(
+            Method::PUT,
+            "/v1/ns/nope/records/x",
+            &all_ns_writer,
+            Some(ID),
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "unknown_namespace");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "unknown_namespace"
+    );
     // Duplicate Resident-Id headers are ambiguous: refused.
     let r = app
-        .req(Method::PUT, "/v1/ns/rp/records/demographics", &app.tokens.writer, Some(ID))
+        .req(
+            Method::PUT,
+            "/v1/ns/rp/records/demographics",
+            &app.tokens.writer,
+            Some(ID),
+        )
         .header("Resident-Id", OTHER_ID)
         .body("x")
         .send()
@@ -218,11 +435,24 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // Bad JSON on a JSON endpoint.
-    let r = app.req(Method::POST, "/v1/credentials", &app.tokens.admin, None).header("Content-Type", "application/json").body("{\"label\":").send().await.unwrap();
+    let r = app
+        .req(Method::POST, "/v1/credentials", &app.tokens.admin, None)
+        .header("Content-Type", "application/json")
+        .body("{\"label\":")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     assert_eq!(app.snapshot().await, before);
-    assert_eq!(&app.get("rp", "demographics", ID).await.bytes().await.unwrap()[..], b"original");
+    assert_eq!(
+        &app.get("rp", "demographics", ID)
+            .await
+            .bytes()
+            .await
+            .unwrap()[..],
+        b"original"
+    );
     app.stop().await;
 }
 
@@ -232,30 +462,96 @@ async fn auth_failures_are_refused_and_change_nothing(db: TestDb) {
     let before = app.snapshot().await;
     let path = "/v1/ns/rp/records/demographics";
 
-    let r = app.client.put(app.url(path)).header("Resident-Id", ID).body("x").send().await.unwrap();
+    let r = app
+        .client
+        .put(app.url(path))
+        .header("Resident-Id", ID)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "missing token");
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "unauthenticated");
     let forged = "zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     for token in ["garbage", forged] {
-        let r = app.req(Method::PUT, path, token, Some(ID)).body("x").send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "unknown token {token}");
+        let r = app
+            .req(Method::PUT, path, token, Some(ID))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "unknown token {token}"
+        );
     }
-    let r = app.req(Method::PUT, path, &app.tokens.reader, Some(ID)).body("x").send().await.unwrap();
+    let r = app
+        .req(Method::PUT, path, &app.tokens.reader, Some(ID))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "reader cannot write");
-    let r = app.req(Method::PUT, path.replace("/rp/", "/uin/").as_str(), &app.tokens.writer, Some(ID)).body("x").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::FORBIDDEN, "writer of rp cannot write uin");
-    let r = app.req(Method::GET, "/v1/keys", &app.tokens.writer, None).send().await.unwrap();
+    let r = app
+        .req(
+            Method::PUT,
+            path.replace("/rp/", "/uin/").as_str(),
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "writer of rp cannot write uin"
+    );
+    let r = app
+        .req(Method::GET, "/v1/keys", &app.tokens.writer, None)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "writer is no operator");
-    let r = app.req(Method::GET, "/v1/credentials", &app.tokens.operator, None).send().await.unwrap();
+    let r = app
+        .req(Method::GET, "/v1/credentials", &app.tokens.operator, None)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "operator is no admin");
 
     // Revocation: the writer worked a moment ago (and is cached); after revocation, 401 at once.
     let id = app.tokens.writer.split('_').nth(1).unwrap().to_owned();
-    let r = app.req(Method::DELETE, &format!("/v1/credentials/{id}"), &app.tokens.admin, None).send().await.unwrap();
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/credentials/{id}"),
+            &app.tokens.admin,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = app.req(Method::PUT, path, &app.tokens.writer, Some(ID)).body("x").send().await.unwrap();
+    let r = app
+        .req(Method::PUT, path, &app.tokens.writer, Some(ID))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "revoked token");
-    let r = app.req(Method::DELETE, &format!("/v1/credentials/{id}"), &app.tokens.admin, None).send().await.unwrap();
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/credentials/{id}"),
+            &app.tokens.admin,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "already revoked");
 
     assert_eq!(app.snapshot().await, before);
@@ -265,10 +561,23 @@ async fn auth_failures_are_refused_and_change_nothing(db: TestDb) {
 async fn checksum_namespace_requires_valid_uin(db: TestDb) {
     let app = TestApp::start(db).await;
     let payload = "49300983714919";
-    let uin = format!("{payload}{}", zkvault_core::verhoeff::check_digit(payload).unwrap());
-    let bad = format!("{payload}{}", (zkvault_core::verhoeff::check_digit(payload).unwrap() + 1) % 10);
+    let uin = format!(
+        "{payload}{}",
+        zkvault_core::verhoeff::check_digit(payload).unwrap()
+    );
+    let bad = format!(
+        "{payload}{}",
+        (zkvault_core::verhoeff::check_digit(payload).unwrap() + 1) % 10
+    );
     let put = |id: String| {
-        app.req(Method::PUT, "/v1/ns/uin/records/demographics", &app.tokens.uin_writer, Some(&id)).body("x").send()
+        app.req(
+            Method::PUT,
+            "/v1/ns/uin/records/demographics",
+            &app.tokens.uin_writer,
+            Some(&id),
+        )
+        .body("x")
+        .send()
     };
     assert_eq!(put(uin).await.unwrap().status(), StatusCode::CREATED);
     let r = put(bad).await.unwrap();
@@ -285,7 +594,9 @@ async fn tampered_row_answers_integrity(db: TestDb) {
     let url = app.db.url().to_owned();
     let swap = "UPDATE records SET name = CASE name WHEN 'a' THEN 'tmp' ELSE name END; \
                 UPDATE records SET name = 'a' WHERE name = 'b'; UPDATE records SET name = 'b' WHERE name = 'tmp';";
-    tokio::task::spawn_blocking(move || execute_sql(&url, swap)).await.unwrap();
+    tokio::task::spawn_blocking(move || execute_sql(&url, swap))
+        .await
+        .unwrap();
     for name in ["a", "b"] {
         let r = app.get("rp", name, ID).await;
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -298,8 +609,13 @@ async fn tampered_row_answers_integrity(db: TestDb) {
     } else {
         "UPDATE records SET body_ciphertext = X'00' || substr(body_ciphertext, 2)"
     };
-    tokio::task::spawn_blocking(move || execute_sql(&url, flip)).await.unwrap();
-    assert_eq!(app.get("rp", "a", ID).await.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    tokio::task::spawn_blocking(move || execute_sql(&url, flip))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get("rp", "a", ID).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     app.stop().await;
 }
 
@@ -317,7 +633,12 @@ async fn concurrent_if_match_writers_lose_no_update(db: TestDb) {
                 let etag = r.headers()["etag"].to_str().unwrap().to_owned();
                 let n: u64 = r.text().await.unwrap().parse().unwrap();
                 let r = app
-                    .req(Method::PUT, "/v1/ns/rp/records/counter", &app.tokens.writer, Some(ID))
+                    .req(
+                        Method::PUT,
+                        "/v1/ns/rp/records/counter",
+                        &app.tokens.writer,
+                        Some(ID),
+                    )
                     .header("If-Match", etag)
                     .body((n + 1).to_string())
                     .send()
@@ -346,7 +667,10 @@ async fn concurrent_if_match_writers_lose_no_update(db: TestDb) {
         t.await.unwrap();
     }
     let r = app.get("rp", "counter", ID).await;
-    assert_eq!(r.headers()["record-revision"], (1 + writers * increments).to_string().as_str());
+    assert_eq!(
+        r.headers()["record-revision"],
+        (1 + writers * increments).to_string().as_str()
+    );
     assert_eq!(r.text().await.unwrap(), (writers * increments).to_string());
 }
 
@@ -356,8 +680,19 @@ async fn database_holds_no_resident_id_or_plaintext(db: TestDb) {
     let secret_body = b"PLAINTEXTmarker-93f1";
     app.put("rp", "demographics", id, secret_body).await;
     app.put("rp", "other", id, secret_body).await;
-    app.req(Method::DELETE, "/v1/ns/rp/records/other", &app.tokens.writer, Some(id)).send().await.unwrap();
-    assert_eq!(app.get("rp", "demographics", id).await.status(), StatusCode::OK);
+    app.req(
+        Method::DELETE,
+        "/v1/ns/rp/records/other",
+        &app.tokens.writer,
+        Some(id),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        app.get("rp", "demographics", id).await.status(),
+        StatusCode::OK
+    );
 
     let url = app.db.url().to_owned();
     let dump: Vec<u8> = if let Some(path) = url.strip_prefix("sqlite://") {
@@ -372,47 +707,110 @@ async fn database_holds_no_resident_id_or_plaintext(db: TestDb) {
         bytes
     } else {
         // Every row of every table as text, binary columns included (escape-decoded).
-        let tables = ["records", "masters", "index_keys", "credentials", "keks", "audit", "audit_heads", "audit_checkpoints"];
+        let tables = [
+            "records",
+            "masters",
+            "index_keys",
+            "credentials",
+            "keks",
+            "audit",
+            "audit_heads",
+            "audit_checkpoints",
+        ];
         let mut text = String::new();
         for t in tables {
             let q = format!("SELECT convert_from(convert_to(row_to_json({t}.*)::text, 'UTF8'), 'UTF8') AS v FROM {t}");
-            text.extend(tokio::task::spawn_blocking({
-                let url = url.clone();
-                move || support::app::query_strings(&url, &q)
-            })
-            .await
-            .unwrap());
+            text.extend(
+                tokio::task::spawn_blocking({
+                    let url = url.clone();
+                    move || support::app::query_strings(&url, &q)
+                })
+                .await
+                .unwrap(),
+            );
             let q = format!("SELECT encode(convert_to(row_to_json({t}.*)::text, 'UTF8'), 'escape') AS v FROM {t}");
-            text.extend(tokio::task::spawn_blocking({
-                let url = url.clone();
-                move || support::app::query_strings(&url, &q)
-            })
-            .await
-            .unwrap());
+            text.extend(
+                tokio::task::spawn_blocking({
+                    let url = url.clone();
+                    move || support::app::query_strings(&url, &q)
+                })
+                .await
+                .unwrap(),
+            );
         }
-        assert!(text.contains("demographics"), "the dump really holds the rows");
+        assert!(
+            text.contains("demographics"),
+            "the dump really holds the rows"
+        );
         text.into_bytes()
     };
     let contains = |needle: &[u8]| dump.windows(needle.len()).any(|w| w == needle);
     assert!(contains(b"demographics"), "the scan reads real data");
-    assert!(!contains(id.as_bytes()), "resident ID found in the database");
+    assert!(
+        !contains(id.as_bytes()),
+        "resident ID found in the database"
+    );
     assert!(!contains(secret_body), "plaintext found in the database");
     app.stop().await;
 }
 
 async fn operations_endpoints(db: TestDb) {
     let app = TestApp::start(db).await;
-    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     app.put("rp", "demographics", ID, b"x").await;
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("zkvault_http_requests_total{method=\"PUT\",route=\"/v1/ns/{ns}/records/{name:.+}\",status=\"201\"} 1"), "{metrics}");
     assert!(!metrics.contains(ID) && !metrics.contains("demographics"));
-    let spec: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(spec["paths"]["/v1/ns/{ns}/records/{name}"]["put"].is_object());
-    let keys: Value = app.req(Method::GET, "/v1/keys", &app.tokens.operator, None).send().await.unwrap().json().await.unwrap();
+    let keys: Value = app
+        .req(Method::GET, "/v1/keys", &app.tokens.operator, None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(keys["keks"][0]["state"], "active");
-    let rp = keys["namespaces"].as_array().unwrap().iter().find(|n| n["namespace"] == "rp").unwrap();
+    let rp = keys["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["namespace"] == "rp")
+        .unwrap();
     assert_eq!(rp["masters"][0]["records"], 1);
     app.stop().await;
 }

@@ -26,11 +26,28 @@ const ID: &str = "AUDITid4711";
 async fn entries(app: &TestApp) -> Vec<Value> {
     let token = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "auditor", &[zkvault::vault::Role::Auditor], &[]).unwrap().token.to_string()
+        move || {
+            v.create_credential(
+                &zkvault::vault::Actor::new("test", "test"),
+                "auditor",
+                &[zkvault::vault::Role::Auditor],
+                &[],
+            )
+            .unwrap()
+            .token
+            .to_string()
+        }
     })
     .await
     .unwrap();
-    let page: Value = app.req(Method::GET, "/v1/audit?limit=1000", &token, None).send().await.unwrap().json().await.unwrap();
+    let page: Value = app
+        .req(Method::GET, "/v1/audit?limit=1000", &token, None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     page["entries"].as_array().unwrap().clone()
 }
 
@@ -38,12 +55,25 @@ async fn traffic(app: &TestApp) {
     app.put("rp", "demographics", ID, b"{}").await;
     app.get("rp", "demographics", ID).await;
     app.get("rp", "demographics", "AUDITother1").await;
-    app.req(Method::PUT, "/v1/ns/rp/records/demographics", &app.tokens.reader, Some(ID)).body("x").send().await.unwrap();
+    app.req(
+        Method::PUT,
+        "/v1/ns/rp/records/demographics",
+        &app.tokens.reader,
+        Some(ID),
+    )
+    .body("x")
+    .send()
+    .await
+    .unwrap();
     // The refused request's entry is appended in the background: let it land before anyone
     // tampers with or checkpoints the trail.
     let v = app.vault.clone();
     tokio::task::spawn_blocking(move || {
-        let filter = zkvault::storage::AuditFilter { operation: Some("access.writer".into()), limit: 1, ..Default::default() };
+        let filter = zkvault::storage::AuditFilter {
+            operation: Some("access.writer".into()),
+            limit: 1,
+            ..Default::default()
+        };
         for _ in 0..200 {
             if !v.audit_page(&filter).unwrap().is_empty() {
                 return;
@@ -58,12 +88,16 @@ async fn traffic(app: &TestApp) {
 
 async fn verify(app: &TestApp) -> zkvault::vault::AuditVerification {
     let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.verify_audit().unwrap()).await.unwrap()
+    tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
+        .await
+        .unwrap()
 }
 
 async fn sql(app: &TestApp, statement: String) {
     let url = app.db.url().to_owned();
-    tokio::task::spawn_blocking(move || execute_sql(&url, &statement)).await.unwrap();
+    tokio::task::spawn_blocking(move || execute_sql(&url, &statement))
+        .await
+        .unwrap();
 }
 
 /// The chain with the most entries, and its rows.
@@ -97,32 +131,78 @@ async fn every_access_and_change_is_recorded_without_resident_ids(db: TestDb) {
     let app = TestApp::start(db).await;
     traffic(&app).await;
     let all = entries(&app).await;
-    let ops: Vec<(&str, &str)> = all.iter().map(|e| (e["operation"].as_str().unwrap(), e["outcome"].as_str().unwrap())).collect();
-    for expected in [("policy.load", "ok"), ("namespace.init", "ok"), ("credential.create", "ok"), ("record.put", "ok"), ("record.get", "ok"), ("record.get", "not_found"), ("access.writer", "forbidden")] {
+    let ops: Vec<(&str, &str)> = all
+        .iter()
+        .map(|e| {
+            (
+                e["operation"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("policy.load", "ok"),
+        ("namespace.init", "ok"),
+        ("credential.create", "ok"),
+        ("record.put", "ok"),
+        ("record.get", "ok"),
+        ("record.get", "not_found"),
+        ("access.writer", "forbidden"),
+    ] {
         assert!(ops.contains(&expected), "missing {expected:?} in {ops:?}");
     }
     let put = all.iter().find(|e| e["operation"] == "record.put").unwrap();
-    let get = all.iter().find(|e| e["operation"] == "record.get" && e["outcome"] == "ok").unwrap();
-    let miss = all.iter().find(|e| e["operation"] == "record.get" && e["outcome"] == "not_found").unwrap();
+    let get = all
+        .iter()
+        .find(|e| e["operation"] == "record.get" && e["outcome"] == "ok")
+        .unwrap();
+    let miss = all
+        .iter()
+        .find(|e| e["operation"] == "record.get" && e["outcome"] == "not_found")
+        .unwrap();
     let writer_id = app.tokens.writer.split('_').nth(1).unwrap();
     assert_eq!(put["actor"], writer_id);
     assert_eq!(put["namespace"], "rp");
     assert_eq!(put["target"], "demographics");
     assert_eq!(put["request_id"].as_str().unwrap().len(), 16);
     assert_eq!(put["resident_tag"].as_str().unwrap().len(), 16);
-    assert_eq!(put["resident_tag"], get["resident_tag"], "same resident, same tag");
-    assert_ne!(put["resident_tag"], miss["resident_tag"], "another resident, another tag");
+    assert_eq!(
+        put["resident_tag"], get["resident_tag"],
+        "same resident, same tag"
+    );
+    assert_ne!(
+        put["resident_tag"], miss["resident_tag"],
+        "another resident, another tag"
+    );
     let dump = serde_json::to_string(&all).unwrap();
-    assert!(!dump.contains(ID) && !dump.contains("AUDITother1"), "no resident ID in the audit trail");
+    assert!(
+        !dump.contains(ID) && !dump.contains("AUDITother1"),
+        "no resident ID in the audit trail"
+    );
     let url = app.db.url().to_owned();
     let raw = tokio::task::spawn_blocking(move || query_strings(&url, "SELECT actor || operation || namespace || target || resident_tag || detail AS v FROM audit")).await.unwrap();
     assert!(!raw.concat().contains(ID));
 
     // A failed write records its failure and nothing else (the change and its entry commit together).
-    let r = app.req(Method::PUT, "/v1/ns/rp/records/demographics", &app.tokens.writer, Some(ID)).header("If-None-Match", "*").body("x").send().await.unwrap();
+    let r = app
+        .req(
+            Method::PUT,
+            "/v1/ns/rp/records/demographics",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .header("If-None-Match", "*")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
     let after = entries(&app).await;
-    let puts: Vec<&str> = after.iter().filter(|e| e["operation"] == "record.put").map(|e| e["outcome"].as_str().unwrap()).collect();
+    let puts: Vec<&str> = after
+        .iter()
+        .filter(|e| e["operation"] == "record.put")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(puts, ["ok", "precondition_failed"]);
     assert_eq!(verify(&app).await.first_break, None);
     app.stop().await;
@@ -134,15 +214,33 @@ async fn the_audit_api_pages_and_filters_for_auditors_only(db: TestDb) {
     let all = entries(&app).await;
     let auditor = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "auditor", &[zkvault::vault::Role::Auditor], &[]).unwrap().token.to_string()
+        move || {
+            v.create_credential(
+                &zkvault::vault::Actor::new("test", "test"),
+                "auditor",
+                &[zkvault::vault::Role::Auditor],
+                &[],
+            )
+            .unwrap()
+            .token
+            .to_string()
+        }
     })
     .await
     .unwrap();
-    let get = |q: String| app.req(Method::GET, &format!("/v1/audit?{q}"), &auditor, None).send();
+    let get = |q: String| {
+        app.req(Method::GET, &format!("/v1/audit?{q}"), &auditor, None)
+            .send()
+    };
     // Paging: pages of 3 concatenate to the whole.
     let (mut seen, mut after) = (Vec::new(), 0i64);
     loop {
-        let page: Value = get(format!("limit=3&after={after}")).await.unwrap().json().await.unwrap();
+        let page: Value = get(format!("limit=3&after={after}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         let entries = page["entries"].as_array().unwrap();
         seen.extend(entries.iter().map(|e| e["id"].as_i64().unwrap()));
         match page["next"].as_i64() {
@@ -154,23 +252,62 @@ async fn the_audit_api_pages_and_filters_for_auditors_only(db: TestDb) {
     let ids: Vec<i64> = all.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert_eq!(seen.len(), ids.len() + 1);
     assert_eq!(seen[..ids.len()], ids[..]);
-    let page: Value = get("operation=record.get".into()).await.unwrap().json().await.unwrap();
-    assert!(page["entries"].as_array().unwrap().iter().all(|e| e["operation"] == "record.get"));
+    let page: Value = get("operation=record.get".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["operation"] == "record.get"));
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     let writer_id = app.tokens.writer.split('_').nth(1).unwrap();
-    let page: Value = get(format!("credential={writer_id}")).await.unwrap().json().await.unwrap();
-    assert!(page["entries"].as_array().unwrap().iter().all(|e| e["actor"] == writer_id));
-    let page: Value = get("since=4102444800000".into()).await.unwrap().json().await.unwrap();
-    assert!(page["entries"].as_array().unwrap().is_empty(), "nothing after 2100");
-    assert_eq!(get("limit=0".into()).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    assert_eq!(get("bogus=1".into()).await.unwrap().status(), StatusCode::BAD_REQUEST);
-    let r = app.req(Method::GET, "/v1/audit", &app.tokens.operator, None).send().await.unwrap();
+    let page: Value = get(format!("credential={writer_id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == writer_id));
+    let page: Value = get("since=4102444800000".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["entries"].as_array().unwrap().is_empty(),
+        "nothing after 2100"
+    );
+    assert_eq!(
+        get("limit=0".into()).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get("bogus=1".into()).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let r = app
+        .req(Method::GET, "/v1/audit", &app.tokens.operator, None)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     app.stop().await;
 }
 
 async fn tampered(app: &TestApp) -> zkvault::vault::AuditBreak {
-    verify(app).await.first_break.expect("tampering was detected")
+    verify(app)
+        .await
+        .first_break
+        .expect("tampering was detected")
 }
 
 async fn verify_detects_an_edited_entry(db: TestDb) {
@@ -190,10 +327,18 @@ async fn verify_detects_a_deleted_entry(db: TestDb) {
     traffic(&app).await;
     let (chain, rows) = longest_chain(&app).await;
     let victim = rows[1].seq;
-    sql(&app, format!("DELETE FROM audit WHERE chain = '{chain}' AND seq = {victim}")).await;
+    sql(
+        &app,
+        format!("DELETE FROM audit WHERE chain = '{chain}' AND seq = {victim}"),
+    )
+    .await;
     let b = tampered(&app).await;
     assert_eq!((b.chain.as_str(), b.seq), (chain.as_str(), victim + 1));
-    assert!(b.reason.contains(&format!("entry {victim} is missing")), "{}", b.reason);
+    assert!(
+        b.reason.contains(&format!("entry {victim} is missing")),
+        "{}",
+        b.reason
+    );
 }
 
 async fn verify_detects_entries_deleted_from_the_end(db: TestDb) {
@@ -201,7 +346,14 @@ async fn verify_detects_entries_deleted_from_the_end(db: TestDb) {
     traffic(&app).await;
     let (chain, rows) = longest_chain(&app).await;
     let last = rows.last().unwrap().seq;
-    sql(&app, format!("DELETE FROM audit WHERE chain = '{chain}' AND seq >= {}", last - 1)).await;
+    sql(
+        &app,
+        format!(
+            "DELETE FROM audit WHERE chain = '{chain}' AND seq >= {}",
+            last - 1
+        ),
+    )
+    .await;
     let b = tampered(&app).await;
     assert_eq!((b.chain.as_str(), b.seq), (chain.as_str(), last - 1));
     assert!(b.reason.contains("deleted from the end"), "{}", b.reason);
@@ -213,8 +365,16 @@ async fn verify_detects_an_inserted_entry(db: TestDb) {
     let (chain, rows) = longest_chain(&app).await;
     // A forged entry slipped in after entry 2: later entries renumbered to make room.
     let at = rows[1].seq;
-    sql(&app, format!("UPDATE audit SET seq = -seq WHERE chain = '{chain}' AND seq > {at}")).await;
-    sql(&app, format!("UPDATE audit SET seq = 1 - seq WHERE chain = '{chain}' AND seq < 0")).await;
+    sql(
+        &app,
+        format!("UPDATE audit SET seq = -seq WHERE chain = '{chain}' AND seq > {at}"),
+    )
+    .await;
+    sql(
+        &app,
+        format!("UPDATE audit SET seq = 1 - seq WHERE chain = '{chain}' AND seq < 0"),
+    )
+    .await;
     let forged = bytes_literal(&app, &[7u8; 32]);
     let prev = bytes_literal(&app, &rows[1].hash);
     sql(&app, format!(
@@ -224,7 +384,12 @@ async fn verify_detects_an_inserted_entry(db: TestDb) {
     ))
     .await;
     let b = tampered(&app).await;
-    assert_eq!((b.chain.as_str(), b.seq), (chain.as_str(), at + 1), "{}", b.reason);
+    assert_eq!(
+        (b.chain.as_str(), b.seq),
+        (chain.as_str(), at + 1),
+        "{}",
+        b.reason
+    );
 }
 
 async fn verify_detects_swapped_entries(db: TestDb) {
@@ -232,11 +397,28 @@ async fn verify_detects_swapped_entries(db: TestDb) {
     traffic(&app).await;
     let (chain, rows) = longest_chain(&app).await;
     let (a, b) = (rows[1].seq, rows[2].seq);
-    sql(&app, format!("UPDATE audit SET seq = -1 WHERE chain = '{chain}' AND seq = {a}")).await;
-    sql(&app, format!("UPDATE audit SET seq = {a} WHERE chain = '{chain}' AND seq = {b}")).await;
-    sql(&app, format!("UPDATE audit SET seq = {b} WHERE chain = '{chain}' AND seq = -1")).await;
+    sql(
+        &app,
+        format!("UPDATE audit SET seq = -1 WHERE chain = '{chain}' AND seq = {a}"),
+    )
+    .await;
+    sql(
+        &app,
+        format!("UPDATE audit SET seq = {a} WHERE chain = '{chain}' AND seq = {b}"),
+    )
+    .await;
+    sql(
+        &app,
+        format!("UPDATE audit SET seq = {b} WHERE chain = '{chain}' AND seq = -1"),
+    )
+    .await;
     let br = tampered(&app).await;
-    assert_eq!((br.chain.as_str(), br.seq), (chain.as_str(), a), "{}", br.reason);
+    assert_eq!(
+        (br.chain.as_str(), br.seq),
+        (chain.as_str(), a),
+        "{}",
+        br.reason
+    );
 }
 
 async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
@@ -246,9 +428,18 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
     let (chain, mut rows) = tokio::task::spawn_blocking(move || {
         assert!(v.checkpoint_audit().unwrap() >= 1);
         // A chain whose checkpoint covers entry 2.
-        let checkpoint = v.store().checkpoints().unwrap().into_iter().max_by_key(|c| c.seq).unwrap();
+        let checkpoint = v
+            .store()
+            .checkpoints()
+            .unwrap()
+            .into_iter()
+            .max_by_key(|c| c.seq)
+            .unwrap();
         assert!(checkpoint.seq >= 2);
-        let rows = v.store().audit_chain_page(&checkpoint.chain, 0, checkpoint.seq).unwrap();
+        let rows = v
+            .store()
+            .audit_chain_page(&checkpoint.chain, 0, checkpoint.seq)
+            .unwrap();
         (checkpoint.chain, rows)
     })
     .await
@@ -272,7 +463,14 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
         ))
         .await;
     }
-    sql(&app, format!("UPDATE audit_heads SET hash = {} WHERE chain = '{chain}'", bytes_literal(&app, &prev))).await;
+    sql(
+        &app,
+        format!(
+            "UPDATE audit_heads SET hash = {} WHERE chain = '{chain}'",
+            bytes_literal(&app, &prev)
+        ),
+    )
+    .await;
     let b = tampered(&app).await;
     assert_eq!(b.chain, chain);
     assert!(b.reason.contains("rewritten"), "{}", b.reason);

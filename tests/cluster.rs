@@ -23,11 +23,26 @@ async fn revocation_on_one_instance_is_enforced_by_the_other_within_a_second() {
     a.put("rp", "demographics", ID, b"x").await;
 
     // B has verified (and cached) the reader's token.
-    let read_on_b = || a.client.get(b.url("/v1/ns/rp/records/demographics")).bearer_auth(&a.tokens.reader).header("Resident-Id", ID).send();
+    let read_on_b = || {
+        a.client
+            .get(b.url("/v1/ns/rp/records/demographics"))
+            .bearer_auth(&a.tokens.reader)
+            .header("Resident-Id", ID)
+            .send()
+    };
     assert_eq!(read_on_b().await.unwrap().status(), StatusCode::OK);
 
     let id = a.tokens.reader.split('_').nth(1).unwrap().to_owned();
-    let r = a.req(Method::DELETE, &format!("/v1/credentials/{id}"), &a.tokens.admin, None).send().await.unwrap();
+    let r = a
+        .req(
+            Method::DELETE,
+            &format!("/v1/credentials/{id}"),
+            &a.tokens.admin,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let revoked_at = Instant::now();
     loop {
@@ -36,10 +51,16 @@ async fn revocation_on_one_instance_is_enforced_by_the_other_within_a_second() {
             break;
         }
         assert_eq!(status, StatusCode::OK);
-        assert!(revoked_at.elapsed() < Duration::from_secs(1), "instance B still accepted the token after 1 s");
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "instance B still accepted the token after 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    println!("revocation reached instance B after {:?}", revoked_at.elapsed());
+    println!(
+        "revocation reached instance B after {:?}",
+        revoked_at.elapsed()
+    );
     b.handle.stop(false).await;
 }
 
@@ -49,11 +70,25 @@ async fn a_rotation_on_one_instance_directs_writes_on_the_other_within_a_second(
     let a = TestApp::start(db).await;
     let b = a.start_peer().await;
     let put_on_b = |name: &'static str| {
-        a.client.put(b.url(&format!("/v1/ns/rp/records/{name}"))).bearer_auth(&a.tokens.writer).header("Resident-Id", ID).body("x").send()
+        a.client
+            .put(b.url(&format!("/v1/ns/rp/records/{name}")))
+            .bearer_auth(&a.tokens.writer)
+            .header("Resident-Id", ID)
+            .body("x")
+            .send()
     };
     let first: serde_json::Value = put_on_b("one").await.unwrap().json().await.unwrap();
     assert_eq!(first["master_version"], 1);
-    let r = a.req(Method::POST, "/v1/ns/rp/masters/rotate", &a.tokens.operator, None).send().await.unwrap();
+    let r = a
+        .req(
+            Method::POST,
+            "/v1/ns/rp/masters/rotate",
+            &a.tokens.operator,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let later: serde_json::Value = put_on_b("two").await.unwrap().json().await.unwrap();
@@ -65,7 +100,10 @@ async fn a_rotation_on_one_instance_directs_writes_on_the_other_within_a_second(
 
 /// The test policy with lazy re-encryption on in `rp`: a read on an old master moves the record.
 fn lazy_policy() -> String {
-    support::app::POLICY.replace("[namespaces.rp]\n", "[namespaces.rp]\nlazy_reencrypt = true\n")
+    support::app::POLICY.replace(
+        "[namespaces.rp]\n",
+        "[namespaces.rp]\nlazy_reencrypt = true\n",
+    )
 }
 
 /// A shred on A used to be undone by B: B still had the destroyed master cached (up to the
@@ -81,13 +119,36 @@ async fn a_shred_on_one_instance_is_final_on_every_instance_within_a_second() {
     for n in &names {
         assert!(a.put("rp", n, ID, b"secret").await.status().is_success());
     }
-    let get_on_b = |name: String| a.client.get(b.url(&format!("/v1/ns/rp/records/{name}"))).bearer_auth(&a.tokens.reader).header("Resident-Id", ID).send();
+    let get_on_b = |name: String| {
+        a.client
+            .get(b.url(&format!("/v1/ns/rp/records/{name}")))
+            .bearer_auth(&a.tokens.reader)
+            .header("Resident-Id", ID)
+            .send()
+    };
     for n in &names {
-        assert_eq!(get_on_b(n.clone()).await.unwrap().status(), StatusCode::OK); // B caches master v1
+        assert_eq!(get_on_b(n.clone()).await.unwrap().status(), StatusCode::OK);
+        // B caches master v1
     }
     let op = &a.tokens.operator;
-    assert_eq!(a.req(Method::POST, "/v1/ns/rp/masters/rotate", op, None).send().await.unwrap().status(), StatusCode::OK);
-    let r = a.req(Method::POST, "/v1/ns/rp/masters/1/destroy?shred=true", op, None).send().await.unwrap();
+    assert_eq!(
+        a.req(Method::POST, "/v1/ns/rp/masters/rotate", op, None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = a
+        .req(
+            Method::POST,
+            "/v1/ns/rp/masters/1/destroy?shred=true",
+            op,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let destroyed_at = Instant::now();
     let mut gone = std::collections::BTreeSet::new();
@@ -98,17 +159,38 @@ async fn a_shred_on_one_instance_is_final_on_every_instance_within_a_second() {
                 gone.insert(n.clone());
             } else {
                 assert_eq!(status, StatusCode::OK);
-                assert!(!gone.contains(n), "{n}: B served it again after answering 410");
-                assert!(destroyed_at.elapsed() < Duration::from_secs(1), "{n}: B still served a shredded record after 1 s");
+                assert!(
+                    !gone.contains(n),
+                    "{n}: B served it again after answering 410"
+                );
+                assert!(
+                    destroyed_at.elapsed() < Duration::from_secs(1),
+                    "{n}: B still served a shredded record after 1 s"
+                );
             }
         }
     }
     for n in &names {
-        assert_eq!(a.get("rp", n, ID).await.status(), StatusCode::GONE, "{n} un-shredded on A");
+        assert_eq!(
+            a.get("rp", n, ID).await.status(),
+            StatusCode::GONE,
+            "{n} un-shredded on A"
+        );
     }
     let url = a.db.url().to_owned();
-    let moved = tokio::task::spawn_blocking(move || support::app::query_strings(&url, "SELECT count(*)::text AS v FROM records WHERE master_version <> 1")).await.unwrap();
-    assert_eq!(moved, vec!["0"], "a shredded record was moved onto a live master");
+    let moved = tokio::task::spawn_blocking(move || {
+        support::app::query_strings(
+            &url,
+            "SELECT count(*)::text AS v FROM records WHERE master_version <> 1",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        moved,
+        vec!["0"],
+        "a shredded record was moved onto a live master"
+    );
     b.handle.stop(false).await;
 }
 
@@ -119,20 +201,51 @@ async fn compromise_and_kek_rotation_on_one_instance_reach_the_other_within_a_se
     let Some(db) = pg() else { return };
     let a = TestApp::start_with(db, 1024 * 1024, &lazy_policy()).await;
     let b = a.start_peer().await;
-    assert!(a.put("rp", "demographics", ID, b"secret").await.status().is_success());
-    let get_on_b = || a.client.get(b.url("/v1/ns/rp/records/demographics")).bearer_auth(&a.tokens.reader).header("Resident-Id", ID).send();
+    assert!(a
+        .put("rp", "demographics", ID, b"secret")
+        .await
+        .status()
+        .is_success());
+    let get_on_b = || {
+        a.client
+            .get(b.url("/v1/ns/rp/records/demographics"))
+            .bearer_auth(&a.tokens.reader)
+            .header("Resident-Id", ID)
+            .send()
+    };
     assert_eq!(get_on_b().await.unwrap().status(), StatusCode::OK);
     let body_of = |url: String| async move {
         tokio::task::spawn_blocking(move || support::app::query_strings(&url, "SELECT master_version::text || ':' || encode(body_ciphertext, 'hex') AS v FROM records")).await.unwrap()
     };
     let before = body_of(a.db.url().to_owned()).await;
     let op = &a.tokens.operator;
-    assert_eq!(a.req(Method::POST, "/v1/keys/kek/rotate", op, None).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(a.req(Method::POST, "/v1/ns/rp/masters/1/compromise", op, None).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        a.req(Method::POST, "/v1/keys/kek/rotate", op, None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        a.req(Method::POST, "/v1/ns/rp/masters/1/compromise", op, None)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(get_on_b().await.unwrap().status(), StatusCode::OK);
     let after = body_of(a.db.url().to_owned()).await;
-    assert!(after[0].starts_with("2:"), "B moved the record to the new master: {after:?}");
-    assert_ne!(before[0].split(':').nth(1), after[0].split(':').nth(1), "B re-keyed (new body ciphertext), not just rewrapped");
+    assert!(
+        after[0].starts_with("2:"),
+        "B moved the record to the new master: {after:?}"
+    );
+    assert_ne!(
+        before[0].split(':').nth(1),
+        after[0].split(':').nth(1),
+        "B re-keyed (new body ciphertext), not just rewrapped"
+    );
     b.handle.stop(false).await;
 }

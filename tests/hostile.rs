@@ -60,7 +60,10 @@ async fn start(db: TestDb) -> TestApp {
 
 async fn start_with_limit(db: TestDb, limit: usize) -> TestApp {
     let mut app = TestApp::start_with_limit(db, limit).await;
-    app.client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    app.client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     app
 }
 
@@ -70,7 +73,10 @@ type RawHeaders<'a> = Vec<(&'a str, &'a [u8])>;
 
 /// Stores the known record and returns the row snapshot to compare against at the end.
 async fn seed(app: &TestApp) -> Vec<String> {
-    assert_eq!(app.put("rp", "demographics", ID, ORIGINAL).await.status(), 201);
+    assert_eq!(
+        app.put("rp", "demographics", ID, ORIGINAL).await.status(),
+        201
+    );
     app.snapshot().await
 }
 
@@ -110,7 +116,12 @@ fn refused(what: &str, reply: Option<Reply>, allowed: &[u16]) -> Option<Reply> {
 #[track_caller]
 fn refused_with(what: &str, reply: Option<Reply>, allowed: &[u16], code: &str) {
     if let Some(r) = refused(what, reply, allowed) {
-        assert_eq!(r.error_code().as_deref(), Some(code), "{what}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.error_code().as_deref(),
+            Some(code),
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
 }
 
@@ -127,7 +138,12 @@ fn data_endpoints() -> Vec<(&'static str, &'static str)> {
 
 async fn credential_count(app: &TestApp) -> usize {
     let v: Value = app
-        .req(reqwest::Method::GET, "/v1/credentials", &app.tokens.admin, None)
+        .req(
+            reqwest::Method::GET,
+            "/v1/credentials",
+            &app.tokens.admin,
+            None,
+        )
         .send()
         .await
         .unwrap()
@@ -141,9 +157,24 @@ async fn missing_headers_are_refused(db: TestDb) {
     let app = start(db).await;
     // Neither Content-Length nor Transfer-Encoding: an empty body, answered at once (no hang).
     let w = bearer(&app.tokens.writer);
-    let r = send(app.addr, &request("PUT", b"/v1/ns/rp/records/no-length", &[("Authorization", &w), ("Resident-Id", ID.as_bytes())], b"")).await;
+    let r = send(
+        app.addr,
+        &request(
+            "PUT",
+            b"/v1/ns/rp/records/no-length",
+            &[("Authorization", &w), ("Resident-Id", ID.as_bytes())],
+            b"",
+        ),
+    )
+    .await;
     assert_eq!(r.expect("answered").status, 201);
-    assert!(app.get("rp", "no-length", ID).await.bytes().await.unwrap().is_empty());
+    assert!(app
+        .get("rp", "no-length", ID)
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .is_empty());
     let before = seed(&app).await;
 
     let id = ID.as_bytes();
@@ -151,29 +182,100 @@ async fn missing_headers_are_refused(db: TestDb) {
         let what = format!("{method} {path}");
         let cl: (&str, &[u8]) = ("Content-Length", b"1");
         // No Resident-Id, or one that is empty or blank.
-        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), cl], b"x")).await;
-        refused_with(&format!("{what} without Resident-Id"), r, &[400], "bad_request");
+        let r = send(
+            app.addr,
+            &request(method, path.as_bytes(), &[("Authorization", &w), cl], b"x"),
+        )
+        .await;
+        refused_with(
+            &format!("{what} without Resident-Id"),
+            r,
+            &[400],
+            "bad_request",
+        );
         for blank in [&b""[..], b"   ", b"\t"] {
-            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", blank), cl], b"x")).await;
-            refused_with(&format!("{what} with blank Resident-Id {blank:?}"), r, &[400], "bad_request");
+            let r = send(
+                app.addr,
+                &request(
+                    method,
+                    path.as_bytes(),
+                    &[("Authorization", &w), ("Resident-Id", blank), cl],
+                    b"x",
+                ),
+            )
+            .await;
+            refused_with(
+                &format!("{what} with blank Resident-Id {blank:?}"),
+                r,
+                &[400],
+                "bad_request",
+            );
         }
         // No credential, or no usable one: 401 with a Bearer challenge.
-        let r = send(app.addr, &request(method, path.as_bytes(), &[("Resident-Id", id), cl], b"x")).await;
-        let r = refused(&format!("{what} without Authorization"), r, &[401]).expect("401 is an answer");
+        let r = send(
+            app.addr,
+            &request(method, path.as_bytes(), &[("Resident-Id", id), cl], b"x"),
+        )
+        .await;
+        let r =
+            refused(&format!("{what} without Authorization"), r, &[401]).expect("401 is an answer");
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
         let basic = b"Basic dXNlcjpwYXNz";
-        for auth in [&basic[..], b"", b"Bearer", b"Bearer ", b"Bearer   ", b"Token abc", b"Bearerabc"] {
-            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", auth), ("Resident-Id", id), cl], b"x")).await;
-            refused_with(&format!("{what} with Authorization {auth:?}"), r, &[401], "unauthenticated");
+        for auth in [
+            &basic[..],
+            b"",
+            b"Bearer",
+            b"Bearer ",
+            b"Bearer   ",
+            b"Token abc",
+            b"Bearerabc",
+        ] {
+            let r = send(
+                app.addr,
+                &request(
+                    method,
+                    path.as_bytes(),
+                    &[("Authorization", auth), ("Resident-Id", id), cl],
+                    b"x",
+                ),
+            )
+            .await;
+            refused_with(
+                &format!("{what} with Authorization {auth:?}"),
+                r,
+                &[401],
+                "unauthenticated",
+            );
         }
     }
     // The JSON endpoint without a body or without a Content-Type.
     let a = bearer(&app.tokens.admin);
     let count = credential_count(&app).await;
     let json = br#"{"label":"x","roles":["reader"]}"#;
-    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json")], b"")).await;
+    let r = send(
+        app.addr,
+        &request(
+            "POST",
+            b"/v1/credentials",
+            &[("Authorization", &a), ("Content-Type", b"application/json")],
+            b"",
+        ),
+    )
+    .await;
     refused_with("credentials without a body", r, &[400], "bad_request");
-    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Length", json.len().to_string().as_bytes())], json)).await;
+    let r = send(
+        app.addr,
+        &request(
+            "POST",
+            b"/v1/credentials",
+            &[
+                ("Authorization", &a),
+                ("Content-Length", json.len().to_string().as_bytes()),
+            ],
+            json,
+        ),
+    )
+    .await;
     refused_with("credentials without Content-Type", r, &[400], "bad_request");
     assert_eq!(credential_count(&app).await, count);
 
@@ -190,47 +292,160 @@ async fn duplicated_headers_are_refused(db: TestDb) {
     for (method, path) in data_endpoints() {
         let what = format!("{method} {path}");
         for second in [id, b"4930098372"] {
-            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", id), ("Resident-Id", second), cl], b"x")).await;
-            refused_with(&format!("{what}: two Resident-Id"), r, &[400], "bad_request");
+            let r = send(
+                app.addr,
+                &request(
+                    method,
+                    path.as_bytes(),
+                    &[
+                        ("Authorization", &w),
+                        ("Resident-Id", id),
+                        ("Resident-Id", second),
+                        cl,
+                    ],
+                    b"x",
+                ),
+            )
+            .await;
+            refused_with(
+                &format!("{what}: two Resident-Id"),
+                r,
+                &[400],
+                "bad_request",
+            );
         }
-        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Authorization", &w), ("Resident-Id", id), cl], b"x")).await;
-        refused_with(&format!("{what}: two Authorization"), r, &[400], "bad_request");
+        let r = send(
+            app.addr,
+            &request(
+                method,
+                path.as_bytes(),
+                &[
+                    ("Authorization", &w),
+                    ("Authorization", &w),
+                    ("Resident-Id", id),
+                    cl,
+                ],
+                b"x",
+            ),
+        )
+        .await;
+        refused_with(
+            &format!("{what}: two Authorization"),
+            r,
+            &[400],
+            "bad_request",
+        );
         // Two IDs folded into one header value are not an ID either.
-        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", b"4930098371, 4930098372"), cl], b"x")).await;
-        refused_with(&format!("{what}: comma-joined Resident-Id"), r, &[400], "bad_request");
+        let r = send(
+            app.addr,
+            &request(
+                method,
+                path.as_bytes(),
+                &[
+                    ("Authorization", &w),
+                    ("Resident-Id", b"4930098371, 4930098372"),
+                    cl,
+                ],
+                b"x",
+            ),
+        )
+        .await;
+        refused_with(
+            &format!("{what}: comma-joined Resident-Id"),
+            r,
+            &[400],
+            "bad_request",
+        );
     }
     let etag = {
         let r = app.get("rp", "demographics", ID).await;
         r.headers()["etag"].as_bytes().to_vec()
     };
     let put = |extra: Headers<'static>| {
-        let mut headers: Vec<(&str, Vec<u8>)> = vec![("Authorization", w.clone()), ("Resident-Id", id.to_vec()), ("Content-Length", b"1".to_vec())];
+        let mut headers: Vec<(&str, Vec<u8>)> = vec![
+            ("Authorization", w.clone()),
+            ("Resident-Id", id.to_vec()),
+            ("Content-Length", b"1".to_vec()),
+        ];
         headers.extend(extra);
         let refs: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
         request("PUT", RECORD.as_bytes(), &refs, b"x")
     };
     let cases: Vec<(&str, Headers<'static>)> = vec![
-        ("two Content-Type", vec![("Content-Type", b"text/plain".to_vec()), ("Content-Type", b"application/json".to_vec())]),
-        ("two If-Match", vec![("If-Match", etag.clone()), ("If-Match", etag.clone())]),
-        ("two If-None-Match", vec![("If-None-Match", b"*".to_vec()), ("If-None-Match", b"*".to_vec())]),
-        ("If-Match and If-None-Match", vec![("If-Match", etag.clone()), ("If-None-Match", b"*".to_vec())]),
-        ("If-Match list", vec![("If-Match", [&etag[..], b", ", &etag[..]].concat())]),
+        (
+            "two Content-Type",
+            vec![
+                ("Content-Type", b"text/plain".to_vec()),
+                ("Content-Type", b"application/json".to_vec()),
+            ],
+        ),
+        (
+            "two If-Match",
+            vec![("If-Match", etag.clone()), ("If-Match", etag.clone())],
+        ),
+        (
+            "two If-None-Match",
+            vec![
+                ("If-None-Match", b"*".to_vec()),
+                ("If-None-Match", b"*".to_vec()),
+            ],
+        ),
+        (
+            "If-Match and If-None-Match",
+            vec![("If-Match", etag.clone()), ("If-None-Match", b"*".to_vec())],
+        ),
+        (
+            "If-Match list",
+            vec![("If-Match", [&etag[..], b", ", &etag[..]].concat())],
+        ),
     ];
     for (what, extra) in cases {
-        refused_with(what, send(app.addr, &put(extra)).await, &[400], "bad_request");
+        refused_with(
+            what,
+            send(app.addr, &put(extra)).await,
+            &[400],
+            "bad_request",
+        );
     }
     // Framing headers twice: the parser refuses them before any handler runs (request smuggling).
     let framing: Vec<(&str, RawHeaders, Vec<u8>)> = vec![
-        ("two different Content-Length", vec![("Content-Length", b"1"), ("Content-Length", b"2")], b"xy".to_vec()),
-        ("two equal Content-Length", vec![("Content-Length", b"1"), ("Content-Length", b"1")], b"x".to_vec()),
-        ("Content-Length list", vec![("Content-Length", b"1, 1")], b"x".to_vec()),
-        ("Content-Length and chunked", vec![("Content-Length", b"1"), ("Transfer-Encoding", b"chunked")], chunked(b"x", 1)),
-        ("chunked twice", vec![("Transfer-Encoding", b"chunked"), ("Transfer-Encoding", b"chunked")], chunked(b"x", 1)),
+        (
+            "two different Content-Length",
+            vec![("Content-Length", b"1"), ("Content-Length", b"2")],
+            b"xy".to_vec(),
+        ),
+        (
+            "two equal Content-Length",
+            vec![("Content-Length", b"1"), ("Content-Length", b"1")],
+            b"x".to_vec(),
+        ),
+        (
+            "Content-Length list",
+            vec![("Content-Length", b"1, 1")],
+            b"x".to_vec(),
+        ),
+        (
+            "Content-Length and chunked",
+            vec![("Content-Length", b"1"), ("Transfer-Encoding", b"chunked")],
+            chunked(b"x", 1),
+        ),
+        (
+            "chunked twice",
+            vec![
+                ("Transfer-Encoding", b"chunked"),
+                ("Transfer-Encoding", b"chunked"),
+            ],
+            chunked(b"x", 1),
+        ),
     ];
     for (what, extra, body) in framing {
         let mut headers = vec![("Authorization", &w[..]), ("Resident-Id", id)];
         headers.extend(extra);
-        let r = send(app.addr, &request("PUT", b"/v1/ns/rp/records/framing-probe", &headers, &body)).await;
+        let r = send(
+            app.addr,
+            &request("PUT", b"/v1/ns/rp/records/framing-probe", &headers, &body),
+        )
+        .await;
         refused(what, r, &[400]);
     }
     // The JSON endpoint: two Content-Types, two Authorizations.
@@ -239,12 +454,36 @@ async fn duplicated_headers_are_refused(db: TestDb) {
     let json = br#"{"label":"x","roles":["reader"]}"#;
     let len = json.len().to_string();
     for (what, extra) in [
-        ("credentials: two Content-Type", vec![("Content-Type", &b"application/json"[..]), ("Content-Type", b"application/json")]),
-        ("credentials: two Authorization", vec![("Content-Type", &b"application/json"[..]), ("Authorization", &a[..])]),
+        (
+            "credentials: two Content-Type",
+            vec![
+                ("Content-Type", &b"application/json"[..]),
+                ("Content-Type", b"application/json"),
+            ],
+        ),
+        (
+            "credentials: two Authorization",
+            vec![
+                ("Content-Type", &b"application/json"[..]),
+                ("Authorization", &a[..]),
+            ],
+        ),
     ] {
-        let mut headers = vec![("Authorization", &a[..]), ("Content-Length", len.as_bytes())];
+        let mut headers = vec![
+            ("Authorization", &a[..]),
+            ("Content-Length", len.as_bytes()),
+        ];
         headers.extend(extra);
-        refused_with(what, send(app.addr, &request("POST", b"/v1/credentials", &headers, json)).await, &[400], "bad_request");
+        refused_with(
+            what,
+            send(
+                app.addr,
+                &request("POST", b"/v1/credentials", &headers, json),
+            )
+            .await,
+            &[400],
+            "bad_request",
+        );
     }
     assert_eq!(credential_count(&app).await, count);
     assert_eq!(app.get("rp", "framing-probe", ID).await.status(), 404);
@@ -258,45 +497,111 @@ async fn oversized_headers_are_refused(db: TestDb) {
     let w = bearer(&app.tokens.writer);
     let id = ID.as_bytes();
     let base = |extra: &[(&str, &[u8])]| {
-        let mut headers = vec![("Authorization", &w[..]), ("Resident-Id", id), ("Content-Length", &b"1"[..])];
+        let mut headers = vec![
+            ("Authorization", &w[..]),
+            ("Resident-Id", id),
+            ("Content-Length", &b"1"[..]),
+        ];
         headers.extend_from_slice(extra);
         request("PUT", RECORD.as_bytes(), &headers, b"x")
     };
     // Many headers: more than the parser's table (96) holds.
     let names: Vec<String> = (0..200).map(|i| format!("X-Pad-{i}")).collect();
     let many: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"y"[..])).collect();
-    refused("200 headers", send(app.addr, &base(&many)).await, &[400, 431]);
+    refused(
+        "200 headers",
+        send(app.addr, &base(&many)).await,
+        &[400, 431],
+    );
     // Huge headers: one of 200 KiB, and 40 of 4 KiB (the head buffer holds 128 KiB).
     let huge = vec![b'a'; 200 * 1024];
-    refused("a 200 KiB header", send(app.addr, &base(&[("X-Huge", &huge)])).await, &[400, 431]);
+    refused(
+        "a 200 KiB header",
+        send(app.addr, &base(&[("X-Huge", &huge)])).await,
+        &[400, 431],
+    );
     let four_k = vec![b'a'; 4096];
-    let twenty: Vec<(&str, &[u8])> = names.iter().take(20).map(|n| (n.as_str(), &four_k[..])).collect();
+    let twenty: Vec<(&str, &[u8])> = names
+        .iter()
+        .take(20)
+        .map(|n| (n.as_str(), &four_k[..]))
+        .collect();
     let mut headers = vec![("Authorization", &w[..]), ("Resident-Id", id)];
     headers.extend_from_slice(&twenty);
     let r = send(app.addr, &request("GET", RECORD.as_bytes(), &headers, b"")).await;
-    assert_eq!(r.expect("an 80 KiB head within 96 headers is still a head").status, 200, "unknown headers are ignored");
-    let forty: Vec<(&str, &[u8])> = names.iter().take(40).map(|n| (n.as_str(), &huge[..4 * 1024 * 4])).collect();
-    refused("40 headers of 16 KiB", send(app.addr, &base(&forty)).await, &[400, 431]);
+    assert_eq!(
+        r.expect("an 80 KiB head within 96 headers is still a head")
+            .status,
+        200,
+        "unknown headers are ignored"
+    );
+    let forty: Vec<(&str, &[u8])> = names
+        .iter()
+        .take(40)
+        .map(|n| (n.as_str(), &huge[..4 * 1024 * 4]))
+        .collect();
+    refused(
+        "40 headers of 16 KiB",
+        send(app.addr, &base(&forty)).await,
+        &[400, 431],
+    );
     // Oversized values of the headers the API reads.
     let long_id = vec![b'1'; 65];
     let huge_id = vec![b'1'; 64 * 1024];
-    for (what, value) in [("65-char Resident-Id", &long_id), ("64 KiB Resident-Id", &huge_id)] {
-        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", &w), ("Resident-Id", value)], b"")).await;
+    for (what, value) in [
+        ("65-char Resident-Id", &long_id),
+        ("64 KiB Resident-Id", &huge_id),
+    ] {
+        let r = send(
+            app.addr,
+            &request(
+                "GET",
+                RECORD.as_bytes(),
+                &[("Authorization", &w), ("Resident-Id", value)],
+                b"",
+            ),
+        )
+        .await;
         refused_with(what, r, &[400], "bad_request");
     }
     let huge_token = format!("Bearer zkv_0123456789abcdef_{}", "A".repeat(64 * 1024));
-    let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", huge_token.as_bytes()), ("Resident-Id", id)], b"")).await;
+    let r = send(
+        app.addr,
+        &request(
+            "GET",
+            RECORD.as_bytes(),
+            &[
+                ("Authorization", huge_token.as_bytes()),
+                ("Resident-Id", id),
+            ],
+            b"",
+        ),
+    )
+    .await;
     refused_with("64 KiB token", r, &[401], "unauthenticated");
     let long_ct = vec![b'a'; 256];
     let huge_ct = vec![b'a'; 64 * 1024];
-    for (what, value) in [("256-char Content-Type", &long_ct), ("64 KiB Content-Type", &huge_ct)] {
-        refused_with(what, send(app.addr, &base(&[("Content-Type", value)])).await, &[400], "bad_request");
+    for (what, value) in [
+        ("256-char Content-Type", &long_ct),
+        ("64 KiB Content-Type", &huge_ct),
+    ] {
+        refused_with(
+            what,
+            send(app.addr, &base(&[("Content-Type", value)])).await,
+            &[400],
+            "bad_request",
+        );
     }
     let huge_etag = [&b"\""[..], &vec![b'a'; 64 * 1024], b"\""].concat();
     let r = send(app.addr, &base(&[("If-Match", &huge_etag)])).await;
     refused("64 KiB If-Match", r, &[400, 412]);
     let huge_inm = vec![b'*'; 64 * 1024];
-    refused_with("64 KiB If-None-Match", send(app.addr, &base(&[("If-None-Match", &huge_inm)])).await, &[400], "bad_request");
+    refused_with(
+        "64 KiB If-None-Match",
+        send(app.addr, &base(&[("If-None-Match", &huge_inm)])).await,
+        &[400],
+        "bad_request",
+    );
     assert_serving(&app).await;
     assert_intact(&app, &before).await;
     app.stop().await;
@@ -308,37 +613,143 @@ async fn assert_bodies_over_limit_refused(app: &TestApp, limit: usize) {
     let id = ID.as_bytes();
     let path = b"/v1/ns/rp/records/big";
     let over = vec![b'x'; limit + 1];
-    let with_len = |len: &str, body: &[u8]| request("PUT", path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", len.as_bytes())], body);
+    let with_len = |len: &str, body: &[u8]| {
+        request(
+            "PUT",
+            path,
+            &[
+                ("Authorization", &w),
+                ("Resident-Id", id),
+                ("Content-Length", len.as_bytes()),
+            ],
+            body,
+        )
+    };
     // The limit itself is fine.
     let at = vec![b'x'; limit];
-    assert_eq!(send(app.addr, &with_len(&limit.to_string(), &at)).await.expect("answered").status, 201);
-    let r = app.req(reqwest::Method::DELETE, "/v1/ns/rp/records/big", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    assert_eq!(
+        send(app.addr, &with_len(&limit.to_string(), &at))
+            .await
+            .expect("answered")
+            .status,
+        201
+    );
+    let r = app
+        .req(
+            reqwest::Method::DELETE,
+            "/v1/ns/rp/records/big",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
 
-    refused_with("one byte over, with Content-Length", send(app.addr, &with_len(&over.len().to_string(), &over)).await, &[413], "payload_too_large");
-    let chunked_req = |body: &[u8]| request("PUT", path, &[("Authorization", &w), ("Resident-Id", id), ("Transfer-Encoding", b"chunked")], &chunked(body, 1000));
-    refused_with("one byte over, chunked", send(app.addr, &chunked_req(&over)).await, &[413], "payload_too_large");
+    refused_with(
+        "one byte over, with Content-Length",
+        send(app.addr, &with_len(&over.len().to_string(), &over)).await,
+        &[413],
+        "payload_too_large",
+    );
+    let chunked_req = |body: &[u8]| {
+        request(
+            "PUT",
+            path,
+            &[
+                ("Authorization", &w),
+                ("Resident-Id", id),
+                ("Transfer-Encoding", b"chunked"),
+            ],
+            &chunked(body, 1000),
+        )
+    };
+    refused_with(
+        "one byte over, chunked",
+        send(app.addr, &chunked_req(&over)).await,
+        &[413],
+        "payload_too_large",
+    );
     // Much larger, chunked: refused once the limit is passed, not after reading it all.
     let ten_mib = vec![b'x'; 10 * 1024 * 1024];
-    refused_with("10 MiB chunked", send(app.addr, &chunked_req(&ten_mib)).await, &[413], "payload_too_large");
+    refused_with(
+        "10 MiB chunked",
+        send(app.addr, &chunked_req(&ten_mib)).await,
+        &[413],
+        "payload_too_large",
+    );
     // A huge announced length: 413 at once, without waiting for bytes that never come.
     let started = Instant::now();
-    refused_with("a 1 TB Content-Length, no body", send(app.addr, &with_len("1000000000000", b"")).await, &[413], "payload_too_large");
-    assert!(started.elapsed() < Duration::from_secs(5), "answered without waiting for the body");
+    refused_with(
+        "a 1 TB Content-Length, no body",
+        send(app.addr, &with_len("1000000000000", b"")).await,
+        &[413],
+        "payload_too_large",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered without waiting for the body"
+    );
     // Expect: 100-continue over the limit: actix answers `100 Continue` before any handler runs,
     // then the handler's 413 follows at once (the client need not send the body).
-    let r = send(app.addr, &request("PUT", path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", over.len().to_string().as_bytes()), ("Expect", b"100-continue")], b"")).await;
-    refused_with("Expect: 100-continue over the limit", r, &[413], "payload_too_large");
+    let r = send(
+        app.addr,
+        &request(
+            "PUT",
+            path,
+            &[
+                ("Authorization", &w),
+                ("Resident-Id", id),
+                ("Content-Length", over.len().to_string().as_bytes()),
+                ("Expect", b"100-continue"),
+            ],
+            b"",
+        ),
+    )
+    .await;
+    refused_with(
+        "Expect: 100-continue over the limit",
+        r,
+        &[413],
+        "payload_too_large",
+    );
     // Lengths that are not lengths.
-    for bad in ["18446744073709551616", "-1", "+5", "0x10", "1 1", "", "five"] {
-        refused(&format!("Content-Length {bad:?}"), send(app.addr, &with_len(bad, b"x")).await, &[400]);
+    for bad in [
+        "18446744073709551616",
+        "-1",
+        "+5",
+        "0x10",
+        "1 1",
+        "",
+        "five",
+    ] {
+        refused(
+            &format!("Content-Length {bad:?}"),
+            send(app.addr, &with_len(bad, b"x")).await,
+            &[400],
+        );
     }
     // An announced length under the limit, then more bytes than announced: the extra bytes are
     // never a second request.
-    let smuggle = [&b"x"[..], b"GET /v1/ns/rp/records/demographics HTTP/1.1\r\nHost: x\r\n\r\n"].concat();
-    let r = send(app.addr, &with_len("1", &smuggle)).await.expect("answered");
+    let smuggle = [
+        &b"x"[..],
+        b"GET /v1/ns/rp/records/demographics HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    .concat();
+    let r = send(app.addr, &with_len("1", &smuggle))
+        .await
+        .expect("answered");
     assert_eq!(r.status, 201, "the one-byte record");
-    let r = app.req(reqwest::Method::DELETE, "/v1/ns/rp/records/big", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    let r = app
+        .req(
+            reqwest::Method::DELETE,
+            "/v1/ns/rp/records/big",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(app.get("rp", "big", ID).await.status(), 404);
 }
@@ -351,10 +762,39 @@ async fn bodies_over_the_namespace_limit_are_refused(db: TestDb) {
     // The JSON endpoint has its own 64 KiB limit.
     let a = bearer(&app.tokens.admin);
     let count = credential_count(&app).await;
-    let big = format!(r#"{{"label":"{}","roles":["reader"]}}"#, "x".repeat(70 * 1024));
-    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json"), ("Content-Length", big.len().to_string().as_bytes())], big.as_bytes())).await;
+    let big = format!(
+        r#"{{"label":"{}","roles":["reader"]}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let r = send(
+        app.addr,
+        &request(
+            "POST",
+            b"/v1/credentials",
+            &[
+                ("Authorization", &a),
+                ("Content-Type", b"application/json"),
+                ("Content-Length", big.len().to_string().as_bytes()),
+            ],
+            big.as_bytes(),
+        ),
+    )
+    .await;
     refused_with("70 KiB of JSON", r, &[413], "payload_too_large");
-    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json"), ("Transfer-Encoding", b"chunked")], &chunked(big.as_bytes(), 4096))).await;
+    let r = send(
+        app.addr,
+        &request(
+            "POST",
+            b"/v1/credentials",
+            &[
+                ("Authorization", &a),
+                ("Content-Type", b"application/json"),
+                ("Transfer-Encoding", b"chunked"),
+            ],
+            &chunked(big.as_bytes(), 4096),
+        ),
+    )
+    .await;
     refused_with("70 KiB of chunked JSON", r, &[413], "payload_too_large");
     assert_eq!(credential_count(&app).await, count);
     assert_serving(&app).await;
@@ -391,39 +831,108 @@ async fn non_utf8_and_control_characters_are_refused(db: TestDb) {
     for (what, bad) in bad_values {
         // In each header the API reads; the other headers are valid.
         let quoted = [&b"\""[..], bad, b"\""].concat();
-        let token = [&b"Bearer "[..], &app.tokens.writer.as_bytes()[..10], bad, &app.tokens.writer.as_bytes()[10..]].concat();
+        let token = [
+            &b"Bearer "[..],
+            &app.tokens.writer.as_bytes()[..10],
+            bad,
+            &app.tokens.writer.as_bytes()[10..],
+        ]
+        .concat();
         let cases: Vec<(&str, RawHeaders, &[u16])> = vec![
-            ("Resident-Id", vec![("Authorization", &w[..]), ("Resident-Id", bad)], &[400]),
-            ("Authorization", vec![("Authorization", &token[..]), ("Resident-Id", id)], &[400, 401]),
-            ("Content-Type", vec![("Authorization", &w[..]), ("Resident-Id", id), ("Content-Type", bad)], &[400]),
-            ("If-Match", vec![("Authorization", &w[..]), ("Resident-Id", id), ("If-Match", &quoted[..])], &[400]),
-            ("If-None-Match", vec![("Authorization", &w[..]), ("Resident-Id", id), ("If-None-Match", bad)], &[400]),
+            (
+                "Resident-Id",
+                vec![("Authorization", &w[..]), ("Resident-Id", bad)],
+                &[400],
+            ),
+            (
+                "Authorization",
+                vec![("Authorization", &token[..]), ("Resident-Id", id)],
+                &[400, 401],
+            ),
+            (
+                "Content-Type",
+                vec![
+                    ("Authorization", &w[..]),
+                    ("Resident-Id", id),
+                    ("Content-Type", bad),
+                ],
+                &[400],
+            ),
+            (
+                "If-Match",
+                vec![
+                    ("Authorization", &w[..]),
+                    ("Resident-Id", id),
+                    ("If-Match", &quoted[..]),
+                ],
+                &[400],
+            ),
+            (
+                "If-None-Match",
+                vec![
+                    ("Authorization", &w[..]),
+                    ("Resident-Id", id),
+                    ("If-None-Match", bad),
+                ],
+                &[400],
+            ),
         ];
         for (header, mut headers, allowed) in cases {
             headers.push(("Content-Length", b"1"));
             let r = send(app.addr, &request("PUT", RECORD.as_bytes(), &headers, b"x")).await;
             if let Some(r) = refused(&format!("{what} in {header}"), r, allowed) {
                 let body = String::from_utf8_lossy(&r.body);
-                assert!(!body.contains("98371"), "{what} in {header}: the value must not be echoed: {body}");
+                assert!(
+                    !body.contains("98371"),
+                    "{what} in {header}: the value must not be echoed: {body}"
+                );
             }
         }
         // In the header name, the request line and the path.
         let mut name = b"Resident-Id".to_vec();
         name.extend_from_slice(bad);
-        let mut raw = request("GET", RECORD.as_bytes(), &[("Authorization", &w), ("Resident-Id", id)], b"");
+        let mut raw = request(
+            "GET",
+            RECORD.as_bytes(),
+            &[("Authorization", &w), ("Resident-Id", id)],
+            b"",
+        );
         let at = raw.windows(11).position(|x| x == b"Resident-Id").unwrap();
         raw.splice(at..at + 11, name);
-        refused(&format!("{what} in a header name"), send(app.addr, &raw).await, &[400]);
+        refused(
+            &format!("{what} in a header name"),
+            send(app.addr, &raw).await,
+            &[400],
+        );
         let path = [&b"/v1/ns/rp/records/demo"[..], bad].concat();
         for method in ["PUT", "GET", "DELETE"] {
-            let r = send(app.addr, &request(method, &path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", b"1")], b"x")).await;
+            let r = send(
+                app.addr,
+                &request(
+                    method,
+                    &path,
+                    &[
+                        ("Authorization", &w),
+                        ("Resident-Id", id),
+                        ("Content-Length", b"1"),
+                    ],
+                    b"x",
+                ),
+            )
+            .await;
             refused(&format!("{what} in a {method} path"), r, &[400, 404]);
         }
     }
     // Obsolete line folding would splice a continuation into the Resident-Id.
     let folded = b"GET /v1/ns/rp/records/demographics HTTP/1.1\r\nHost: x\r\nResident-Id: 49300\r\n 98371\r\n";
     let mut raw = folded.to_vec();
-    raw.extend_from_slice(format!("Authorization: Bearer {}\r\nConnection: close\r\n\r\n", app.tokens.writer).as_bytes());
+    raw.extend_from_slice(
+        format!(
+            "Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            app.tokens.writer
+        )
+        .as_bytes(),
+    );
     refused("obs-fold", send(app.addr, &raw).await, &[400]);
     assert_serving(&app).await;
     assert_intact(&app, &before).await;
@@ -476,14 +985,36 @@ async fn path_tricks_in_record_names_are_refused(db: TestDb) {
         let what = String::from_utf8_lossy(&name[..name.len().min(40)]).into_owned();
         let path = [&b"/v1/ns/rp/records/"[..], name].concat();
         for method in ["PUT", "GET", "DELETE"] {
-            let r = send(app.addr, &request(method, &path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", b"1")], b"x")).await;
+            let r = send(
+                app.addr,
+                &request(
+                    method,
+                    &path,
+                    &[
+                        ("Authorization", &w),
+                        ("Resident-Id", id),
+                        ("Content-Length", b"1"),
+                    ],
+                    b"x",
+                ),
+            )
+            .await;
             // 404 only where the path matches no route at all; 431/414 for a path past the head buffer.
             refused(&format!("{method} {what:?}"), r, &[400, 404, 414, 431]);
         }
     }
     // A fragment is no part of a request target: the HTTP parser drops it, so `a#b` names `a`
     // and can never become a stored name of its own.
-    let r = send(app.addr, &request("GET", b"/v1/ns/rp/records/demographics#x", &[("Authorization", &w), ("Resident-Id", id)], b"")).await;
+    let r = send(
+        app.addr,
+        &request(
+            "GET",
+            b"/v1/ns/rp/records/demographics#x",
+            &[("Authorization", &w), ("Resident-Id", id)],
+            b"",
+        ),
+    )
+    .await;
     assert_eq!(r.expect("answered").body, ORIGINAL);
     // The same spelling rule for the namespace segment: one spelling per namespace.
     let namespaces: [(&str, &[u8]); 6] = [
@@ -495,16 +1026,51 @@ async fn path_tricks_in_record_names_are_refused(db: TestDb) {
         ("PUT", b"/v1/ns//records/demographics"),
     ];
     for (method, path) in namespaces {
-        let r = send(app.addr, &request(method, path, &[("Authorization", &w), ("Resident-Id", id), ("Content-Length", b"1")], b"x")).await;
-        refused(&format!("{method} {}", String::from_utf8_lossy(path)), r, &[400, 403, 404]);
+        let r = send(
+            app.addr,
+            &request(
+                method,
+                path,
+                &[
+                    ("Authorization", &w),
+                    ("Resident-Id", id),
+                    ("Content-Length", b"1"),
+                ],
+                b"x",
+            ),
+        )
+        .await;
+        refused(
+            &format!("{method} {}", String::from_utf8_lossy(path)),
+            r,
+            &[400, 403, 404],
+        );
     }
     // Credential ids in the revocation path.
     let a = bearer(&app.tokens.admin);
     let count = credential_count(&app).await;
-    let ids: [&[u8]; 6] = [b"..", b"..%2F..", b"%00", b"%27%20OR%20%271%27%3D%271", b"*", &long(10 * 1024)];
+    let ids: [&[u8]; 6] = [
+        b"..",
+        b"..%2F..",
+        b"%00",
+        b"%27%20OR%20%271%27%3D%271",
+        b"*",
+        &long(10 * 1024),
+    ];
     for cid in ids {
         let path = [&b"/v1/credentials/"[..], cid].concat();
-        refused(&format!("revoke {:?}", String::from_utf8_lossy(&cid[..cid.len().min(40)])), send(app.addr, &request("DELETE", &path, &[("Authorization", &a)], b"")).await, &[400, 404]);
+        refused(
+            &format!(
+                "revoke {:?}",
+                String::from_utf8_lossy(&cid[..cid.len().min(40)])
+            ),
+            send(
+                app.addr,
+                &request("DELETE", &path, &[("Authorization", &a)], b""),
+            )
+            .await,
+            &[400, 404],
+        );
     }
     assert_eq!(credential_count(&app).await, count);
     assert_serving(&app).await;
@@ -517,32 +1083,87 @@ async fn credential_json_is_strictly_checked(db: TestDb) {
     let before = seed(&app).await;
     let count = credential_count(&app).await;
     let a = bearer(&app.tokens.admin);
-    let deep = format!(r#"{{"label":"x","roles":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000));
+    let deep = format!(
+        r#"{{"label":"x","roles":{}{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
     let long_label = format!(r#"{{"label":"{}","roles":["reader"]}}"#, "x".repeat(129));
     let bodies: Vec<(&str, Vec<u8>)> = vec![
-        ("unknown field", br#"{"label":"x","roles":["reader"],"admin":true}"#.to_vec()),
+        (
+            "unknown field",
+            br#"{"label":"x","roles":["reader"],"admin":true}"#.to_vec(),
+        ),
         ("missing label", br#"{"roles":["reader"]}"#.to_vec()),
         ("missing roles", br#"{"label":"x"}"#.to_vec()),
-        ("roles as a string", br#"{"label":"x","roles":"reader"}"#.to_vec()),
-        ("label as a number", br#"{"label":5,"roles":["reader"]}"#.to_vec()),
-        ("label null", br#"{"label":null,"roles":["reader"]}"#.to_vec()),
+        (
+            "roles as a string",
+            br#"{"label":"x","roles":"reader"}"#.to_vec(),
+        ),
+        (
+            "label as a number",
+            br#"{"label":5,"roles":["reader"]}"#.to_vec(),
+        ),
+        (
+            "label null",
+            br#"{"label":null,"roles":["reader"]}"#.to_vec(),
+        ),
         ("a role null", br#"{"label":"x","roles":[null]}"#.to_vec()),
-        ("a role a number", br#"{"label":"x","roles":["reader",1]}"#.to_vec()),
-        ("namespaces as an object", br#"{"label":"x","roles":["reader"],"namespaces":{"rp":true}}"#.to_vec()),
-        ("unknown role", br#"{"label":"x","roles":["superuser"]}"#.to_vec()),
-        ("role in capitals", br#"{"label":"x","roles":["Admin"]}"#.to_vec()),
+        (
+            "a role a number",
+            br#"{"label":"x","roles":["reader",1]}"#.to_vec(),
+        ),
+        (
+            "namespaces as an object",
+            br#"{"label":"x","roles":["reader"],"namespaces":{"rp":true}}"#.to_vec(),
+        ),
+        (
+            "unknown role",
+            br#"{"label":"x","roles":["superuser"]}"#.to_vec(),
+        ),
+        (
+            "role in capitals",
+            br#"{"label":"x","roles":["Admin"]}"#.to_vec(),
+        ),
         ("no role", br#"{"label":"x","roles":[]}"#.to_vec()),
-        ("unknown namespace", br#"{"label":"x","roles":["reader"],"namespaces":["nope"]}"#.to_vec()),
-        ("namespace path trick", br#"{"label":"x","roles":["reader"],"namespaces":["../rp"]}"#.to_vec()),
+        (
+            "unknown namespace",
+            br#"{"label":"x","roles":["reader"],"namespaces":["nope"]}"#.to_vec(),
+        ),
+        (
+            "namespace path trick",
+            br#"{"label":"x","roles":["reader"],"namespaces":["../rp"]}"#.to_vec(),
+        ),
         ("label too long", long_label.into_bytes()),
-        ("control character in label", br#"{"label":"a\u0007b","roles":["reader"]}"#.to_vec()),
-        ("NUL in label", br#"{"label":"a\u0000b","roles":["reader"]}"#.to_vec()),
-        ("duplicate key", br#"{"label":"x","label":"y","roles":["reader"]}"#.to_vec()),
-        ("invalid UTF-8", b"{\"label\":\"\xff\xfe\",\"roles\":[\"reader\"]}".to_vec()),
-        ("lone surrogate", br#"{"label":"\ud800","roles":["reader"]}"#.to_vec()),
-        ("UTF-8 BOM", [&b"\xef\xbb\xbf"[..], br#"{"label":"x","roles":["reader"]}"#].concat()),
+        (
+            "control character in label",
+            br#"{"label":"a\u0007b","roles":["reader"]}"#.to_vec(),
+        ),
+        (
+            "NUL in label",
+            br#"{"label":"a\u0000b","roles":["reader"]}"#.to_vec(),
+        ),
+        (
+            "duplicate key",
+            br#"{"label":"x","label":"y","roles":["reader"]}"#.to_vec(),
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"label\":\"\xff\xfe\",\"roles\":[\"reader\"]}".to_vec(),
+        ),
+        (
+            "lone surrogate",
+            br#"{"label":"\ud800","roles":["reader"]}"#.to_vec(),
+        ),
+        (
+            "UTF-8 BOM",
+            [&b"\xef\xbb\xbf"[..], br#"{"label":"x","roles":["reader"]}"#].concat(),
+        ),
         ("truncated", br#"{"label":"x","roles":["reader"]"#.to_vec()),
-        ("trailing garbage", br#"{"label":"x","roles":["reader"]} {}"#.to_vec()),
+        (
+            "trailing garbage",
+            br#"{"label":"x","roles":["reader"]} {}"#.to_vec(),
+        ),
         ("null", b"null".to_vec()),
         ("array", br#"[{"label":"x","roles":["reader"]}]"#.to_vec()),
         ("string", br#""x""#.to_vec()),
@@ -551,15 +1172,45 @@ async fn credential_json_is_strictly_checked(db: TestDb) {
         ("10k-deep nesting", deep.into_bytes()),
     ];
     for (what, body) in &bodies {
-        let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", b"application/json"), ("Content-Length", body.len().to_string().as_bytes())], body)).await;
+        let r = send(
+            app.addr,
+            &request(
+                "POST",
+                b"/v1/credentials",
+                &[
+                    ("Authorization", &a),
+                    ("Content-Type", b"application/json"),
+                    ("Content-Length", body.len().to_string().as_bytes()),
+                ],
+                body,
+            ),
+        )
+        .await;
         refused_with(what, r, &[400], "bad_request");
     }
     // A valid body from a caller who is not an admin.
     let json = br#"{"label":"x","roles":["admin"]}"#;
     let w = bearer(&app.tokens.writer);
-    let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &w), ("Content-Type", b"application/json"), ("Content-Length", json.len().to_string().as_bytes())], json)).await;
+    let r = send(
+        app.addr,
+        &request(
+            "POST",
+            b"/v1/credentials",
+            &[
+                ("Authorization", &w),
+                ("Content-Type", b"application/json"),
+                ("Content-Length", json.len().to_string().as_bytes()),
+            ],
+            json,
+        ),
+    )
+    .await;
     refused_with("writer creating an admin", r, &[403], "forbidden");
-    assert_eq!(credential_count(&app).await, count, "no credential was created");
+    assert_eq!(
+        credential_count(&app).await,
+        count,
+        "no credential was created"
+    );
     assert_intact(&app, &before).await;
     app.stop().await;
 }
@@ -568,49 +1219,155 @@ async fn reencrypt_json_is_strictly_checked_and_never_echoes_ids(db: TestDb) {
     let app = start(db).await;
     let before = seed(&app).await;
     let t = bearer(&app.tokens.reencrypt);
-    let too_many = format!(r#"{{"resident_ids":[{}]}}"#, vec!["\"4930098371\""; 1001].join(","));
+    let too_many = format!(
+        r#"{{"resident_ids":[{}]}}"#,
+        vec!["\"4930098371\""; 1001].join(",")
+    );
     let huge = format!(r#"{{"resident_ids":["{}"]}}"#, "4".repeat(200 * 1024));
     // Each body carries the resident ID 4930098371 somewhere a parser might quote it back.
     let bodies: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("ID as a number", br#"{"resident_ids":[4930098371]}"#.to_vec(), 400),
-        ("ID as an object key", br#"{"resident_ids":[],"4930098371":1}"#.to_vec(), 400),
-        ("IDs as a string", br#"{"resident_ids":"4930098371"}"#.to_vec(), 400),
-        ("IDs as an object", br#"{"resident_ids":{"4930098371":true}}"#.to_vec(), 400),
-        ("ID nested", br#"{"resident_ids":[["4930098371"]]}"#.to_vec(), 400),
-        ("ID that is no ID", br#"{"resident_ids":["4930098371 x"]}"#.to_vec(), 400),
-        ("ID with a control character", br#"{"resident_ids":["4930098371\u0000"]}"#.to_vec(), 400),
-        ("ID as an enum-like value", br#"{"resident_ids":[true,"4930098371"]}"#.to_vec(), 400),
-        ("unknown field", br#"{"resident_ids":["4930098371"],"force":true}"#.to_vec(), 400),
+        (
+            "ID as a number",
+            br#"{"resident_ids":[4930098371]}"#.to_vec(),
+            400,
+        ),
+        (
+            "ID as an object key",
+            br#"{"resident_ids":[],"4930098371":1}"#.to_vec(),
+            400,
+        ),
+        (
+            "IDs as a string",
+            br#"{"resident_ids":"4930098371"}"#.to_vec(),
+            400,
+        ),
+        (
+            "IDs as an object",
+            br#"{"resident_ids":{"4930098371":true}}"#.to_vec(),
+            400,
+        ),
+        (
+            "ID nested",
+            br#"{"resident_ids":[["4930098371"]]}"#.to_vec(),
+            400,
+        ),
+        (
+            "ID that is no ID",
+            br#"{"resident_ids":["4930098371 x"]}"#.to_vec(),
+            400,
+        ),
+        (
+            "ID with a control character",
+            br#"{"resident_ids":["4930098371\u0000"]}"#.to_vec(),
+            400,
+        ),
+        (
+            "ID as an enum-like value",
+            br#"{"resident_ids":[true,"4930098371"]}"#.to_vec(),
+            400,
+        ),
+        (
+            "unknown field",
+            br#"{"resident_ids":["4930098371"],"force":true}"#.to_vec(),
+            400,
+        ),
         ("missing field", br#"{"ids":["4930098371"]}"#.to_vec(), 400),
-        ("broken JSON after the ID", br#"{"resident_ids":["4930098371"]"#.to_vec(), 400),
-        ("bad escape in the ID", br#"{"resident_ids":["4930098371\q"]}"#.to_vec(), 400),
+        (
+            "broken JSON after the ID",
+            br#"{"resident_ids":["4930098371"]"#.to_vec(),
+            400,
+        ),
+        (
+            "bad escape in the ID",
+            br#"{"resident_ids":["4930098371\q"]}"#.to_vec(),
+            400,
+        ),
         ("1001 IDs", too_many.into_bytes(), 400),
         ("200 KiB", huge.into_bytes(), 413),
     ];
     for (what, body, status) in &bodies {
         let len = body.len().to_string();
-        let r = send(app.addr, &request("POST", b"/v1/ns/rp/reencrypt", &[("Authorization", &t), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())], body)).await;
-        let code = if *status == 413 { "payload_too_large" } else { "bad_request" };
+        let r = send(
+            app.addr,
+            &request(
+                "POST",
+                b"/v1/ns/rp/reencrypt",
+                &[
+                    ("Authorization", &t),
+                    ("Content-Type", b"application/json"),
+                    ("Content-Length", len.as_bytes()),
+                ],
+                body,
+            ),
+        )
+        .await;
+        let code = if *status == 413 {
+            "payload_too_large"
+        } else {
+            "bad_request"
+        };
         let r = refused(what, r, &[*status]).expect("an answer");
         assert_eq!(r.error_code().as_deref(), Some(code), "{what}");
         let text = String::from_utf8_lossy(&r.body);
-        assert!(!text.contains("4930098371"), "{what}: the resident ID is echoed: {text}");
+        assert!(
+            !text.contains("4930098371"),
+            "{what}: the resident ID is echoed: {text}"
+        );
     }
     // Wrong and duplicated content types; another namespace; another role.
     let json = br#"{"resident_ids":["4930098371"]}"#;
     let len = json.len().to_string();
     for (what, headers, status) in [
-        ("text/plain", vec![("Authorization", &t[..]), ("Content-Type", &b"text/plain"[..])], 400),
+        (
+            "text/plain",
+            vec![
+                ("Authorization", &t[..]),
+                ("Content-Type", &b"text/plain"[..]),
+            ],
+            400,
+        ),
         ("no Content-Type", vec![("Authorization", &t[..])], 400),
-        ("two Content-Type", vec![("Authorization", &t[..]), ("Content-Type", &b"application/json"[..]), ("Content-Type", b"application/json")], 400),
-        ("a writer", vec![("Authorization", &bearer(&app.tokens.writer)[..]), ("Content-Type", &b"application/json"[..])], 403),
+        (
+            "two Content-Type",
+            vec![
+                ("Authorization", &t[..]),
+                ("Content-Type", &b"application/json"[..]),
+                ("Content-Type", b"application/json"),
+            ],
+            400,
+        ),
+        (
+            "a writer",
+            vec![
+                ("Authorization", &bearer(&app.tokens.writer)[..]),
+                ("Content-Type", &b"application/json"[..]),
+            ],
+            403,
+        ),
     ] {
         let mut headers = headers.clone();
         headers.push(("Content-Length", len.as_bytes()));
-        let r = send(app.addr, &request("POST", b"/v1/ns/rp/reencrypt", &headers, json)).await;
+        let r = send(
+            app.addr,
+            &request("POST", b"/v1/ns/rp/reencrypt", &headers, json),
+        )
+        .await;
         refused(what, r, &[status]);
     }
-    let r = send(app.addr, &request("POST", b"/v1/ns/uin/reencrypt", &[("Authorization", &t), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())], json)).await;
+    let r = send(
+        app.addr,
+        &request(
+            "POST",
+            b"/v1/ns/uin/reencrypt",
+            &[
+                ("Authorization", &t),
+                ("Content-Type", b"application/json"),
+                ("Content-Length", len.as_bytes()),
+            ],
+            json,
+        ),
+    )
+    .await;
     refused("another namespace", r, &[403]);
     assert_intact(&app, &before).await;
     app.stop().await;
@@ -621,12 +1378,26 @@ async fn audit_query_strings_are_strictly_checked(db: TestDb) {
     let before = seed(&app).await;
     let auditor = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "auditor", &[zkvault::vault::Role::Auditor], &[]).unwrap().token.to_string()
+        move || {
+            v.create_credential(
+                &zkvault::vault::Actor::new("test", "test"),
+                "auditor",
+                &[zkvault::vault::Role::Auditor],
+                &[],
+            )
+            .unwrap()
+            .token
+            .to_string()
+        }
     })
     .await
     .unwrap();
     let a = bearer(&auditor);
-    let ok = send(app.addr, &request("GET", b"/v1/audit?limit=5", &[("Authorization", &a)], b"")).await;
+    let ok = send(
+        app.addr,
+        &request("GET", b"/v1/audit?limit=5", &[("Authorization", &a)], b""),
+    )
+    .await;
     assert_eq!(ok.expect("answered").status, 200);
     let queries: [&[u8]; 12] = [
         b"limit=0",
@@ -644,15 +1415,42 @@ async fn audit_query_strings_are_strictly_checked(db: TestDb) {
     ];
     for q in queries {
         let path = [&b"/v1/audit?"[..], q].concat();
-        let r = send(app.addr, &request("GET", &path, &[("Authorization", &a)], b"")).await;
-        refused_with(&format!("audit ?{}", String::from_utf8_lossy(q)), r, &[400], "bad_request");
+        let r = send(
+            app.addr,
+            &request("GET", &path, &[("Authorization", &a)], b""),
+        )
+        .await;
+        refused_with(
+            &format!("audit ?{}", String::from_utf8_lossy(q)),
+            r,
+            &[400],
+            "bad_request",
+        );
     }
     // Unknown parameters and a writer.
-    let r = send(app.addr, &request("GET", b"/v1/audit?resident=4930098371", &[("Authorization", &a)], b"")).await;
+    let r = send(
+        app.addr,
+        &request(
+            "GET",
+            b"/v1/audit?resident=4930098371",
+            &[("Authorization", &a)],
+            b"",
+        ),
+    )
+    .await;
     if let Some(r) = refused("unknown parameter", r, &[400]) {
         assert!(!String::from_utf8_lossy(&r.body).contains("4930098371"));
     }
-    let r = send(app.addr, &request("GET", b"/v1/audit", &[("Authorization", &bearer(&app.tokens.writer))], b"")).await;
+    let r = send(
+        app.addr,
+        &request(
+            "GET",
+            b"/v1/audit",
+            &[("Authorization", &bearer(&app.tokens.writer))],
+            b"",
+        ),
+    )
+    .await;
     refused_with("a writer reading the audit", r, &[403], "forbidden");
     assert_intact(&app, &before).await;
     app.stop().await;
@@ -676,16 +1474,55 @@ async fn wrong_content_types_are_refused(db: TestDb) {
         b";;;",
     ];
     for ct in wrong {
-        let r = send(app.addr, &request("POST", b"/v1/credentials", &[("Authorization", &a), ("Content-Type", ct), ("Content-Length", len.as_bytes())], json)).await;
-        refused_with(&format!("credentials as {:?}", String::from_utf8_lossy(ct)), r, &[400], "bad_request");
+        let r = send(
+            app.addr,
+            &request(
+                "POST",
+                b"/v1/credentials",
+                &[
+                    ("Authorization", &a),
+                    ("Content-Type", ct),
+                    ("Content-Length", len.as_bytes()),
+                ],
+                json,
+            ),
+        )
+        .await;
+        refused_with(
+            &format!("credentials as {:?}", String::from_utf8_lossy(ct)),
+            r,
+            &[400],
+            "bad_request",
+        );
     }
     assert_eq!(credential_count(&app).await, count);
     // Record bodies are opaque bytes with any well-formed Content-Type; malformed ones are refused.
     let w = bearer(&app.tokens.writer);
     let bad_ct: [&[u8]; 3] = [b"", &[b'a'; 256], b"text/plain\x7f"];
     for ct in bad_ct {
-        let r = send(app.addr, &request("PUT", RECORD.as_bytes(), &[("Authorization", &w), ("Resident-Id", ID.as_bytes()), ("Content-Type", ct), ("Content-Length", b"1")], b"x")).await;
-        refused(&format!("record as {:?}", String::from_utf8_lossy(&ct[..ct.len().min(20)])), r, &[400]);
+        let r = send(
+            app.addr,
+            &request(
+                "PUT",
+                RECORD.as_bytes(),
+                &[
+                    ("Authorization", &w),
+                    ("Resident-Id", ID.as_bytes()),
+                    ("Content-Type", ct),
+                    ("Content-Length", b"1"),
+                ],
+                b"x",
+            ),
+        )
+        .await;
+        refused(
+            &format!(
+                "record as {:?}",
+                String::from_utf8_lossy(&ct[..ct.len().min(20)])
+            ),
+            r,
+            &[400],
+        );
     }
     assert_intact(&app, &before).await;
     app.stop().await;
@@ -694,8 +1531,13 @@ async fn wrong_content_types_are_refused(db: TestDb) {
 async fn malformed_framing_is_refused(db: TestDb) {
     let app = start(db).await;
     let before = seed(&app).await;
-    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
-    let put_head = |extra: &str| format!("PUT /v1/ns/rp/records/framing-probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}{extra}\r\n");
+    let auth = format!(
+        "Authorization: Bearer {}\r\nResident-Id: {ID}\r\n",
+        app.tokens.writer
+    );
+    let put_head = |extra: &str| {
+        format!("PUT /v1/ns/rp/records/framing-probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}{extra}\r\n")
+    };
     let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
         ("garbage", b"GARBAGE\r\n\r\n".to_vec(), &[400]),
         ("binary noise", (0..=255u8).cycle().take(4096).collect(), &[400]),
@@ -731,7 +1573,10 @@ async fn stall(app: &TestApp, bytes: Vec<u8>) -> TcpStream {
 async fn slow_and_stalled_requests_time_out(db: TestDb) {
     let app = Arc::new(start(db).await);
     let before = seed(&app).await;
-    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
+    let auth = format!(
+        "Authorization: Bearer {}\r\nResident-Id: {ID}\r\n",
+        app.tokens.writer
+    );
     let admin = format!("Authorization: Bearer {}\r\n", app.tokens.admin);
     let stalls: Vec<(&str, String)> = vec![
         ("an unfinished head", "PUT /v1/ns/rp/records/slow HTTP/1.1\r\nHost: x\r\nResident-Id: 49".into()),
@@ -750,7 +1595,11 @@ async fn slow_and_stalled_requests_time_out(db: TestDb) {
             let reply = reply.unwrap_or_else(|| panic!("{what}: still open after 14 s"));
             if let Some(r) = &reply {
                 assert_eq!(r.status, 408, "{what}: {}", r.head);
-                assert_eq!(r.header("connection"), Some("close"), "{what}: closes after a timeout");
+                assert_eq!(
+                    r.header("connection"),
+                    Some("close"),
+                    "{what}: closes after a timeout"
+                );
             }
             (what, started.elapsed())
         }));
@@ -762,7 +1611,10 @@ async fn slow_and_stalled_requests_time_out(db: TestDb) {
     }
     for w in waiting {
         let (what, took) = w.await.unwrap();
-        assert!(took >= Duration::from_secs(5), "{what}: answered after {took:?}, before any timeout");
+        assert!(
+            took >= Duration::from_secs(5),
+            "{what}: answered after {took:?}, before any timeout"
+        );
     }
     assert_eq!(app.get("rp", "slow", ID).await.status(), 404);
     assert_intact(&app, &before).await;
@@ -772,7 +1624,10 @@ async fn truncated_bodies_change_nothing(db: TestDb) {
     let app = start(db).await;
     let before = seed(&app).await;
     let count = credential_count(&app).await;
-    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
+    let auth = format!(
+        "Authorization: Bearer {}\r\nResident-Id: {ID}\r\n",
+        app.tokens.writer
+    );
     let admin = format!("Authorization: Bearer {}\r\n", app.tokens.admin);
     let cases: Vec<(&str, String)> = vec![
         ("Content-Length 100, 10 sent", format!("PUT /v1/ns/rp/records/partial HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100\r\n\r\n0123456789")),
@@ -785,7 +1640,9 @@ async fn truncated_bodies_change_nothing(db: TestDb) {
         // Half-close: the server sees the end of the body early and may still answer.
         let mut s = stall(&app, bytes.clone().into_bytes()).await;
         s.shutdown().await.unwrap();
-        let reply = read_reply(&mut s, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("{what}: no answer or close within 5 s of EOF"));
+        let reply = read_reply(&mut s, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer or close within 5 s of EOF"));
         refused(what, reply, &[400]);
         // Full close: nobody is left to answer.
         drop(stall(&app, bytes.clone().into_bytes()).await);
@@ -801,7 +1658,9 @@ async fn truncated_bodies_change_nothing(db: TestDb) {
 
 /// Open file descriptors of this process (the server runs in it).
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 async fn ten_thousand_connections_opened_and_dropped(db: TestDb) {
@@ -811,7 +1670,10 @@ async fn ten_thousand_connections_opened_and_dropped(db: TestDb) {
     let before = seed(&app).await;
     let fds_before = open_fds();
     let addr = app.addr;
-    let auth = format!("Authorization: Bearer {}\r\nResident-Id: {ID}\r\n", app.tokens.writer);
+    let auth = format!(
+        "Authorization: Bearer {}\r\nResident-Id: {ID}\r\n",
+        app.tokens.writer
+    );
     let kinds: Arc<Vec<Vec<u8>>> = Arc::new(vec![
         Vec::new(),
         b"GET /v1/ns/rp/records/demographics HTTP/1.1\r\nHost: x\r\n".to_vec(),
@@ -844,21 +1706,45 @@ async fn ten_thousand_connections_opened_and_dropped(db: TestDb) {
         done.unwrap();
     }
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(60), "{TOTAL} connections took {took:?}");
+    assert!(
+        took < Duration::from_secs(60),
+        "{TOTAL} connections took {took:?}"
+    );
 
     assert_serving(&app).await;
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     // Writes still work, and the server let go of the dropped connections.
     assert_eq!(app.put("rp", "after-storm", ID, b"ok").await.status(), 201);
-    assert_eq!(&app.get("rp", "after-storm", ID).await.bytes().await.unwrap()[..], b"ok");
-    let r = app.req(reqwest::Method::DELETE, "/v1/ns/rp/records/after-storm", &app.tokens.writer, Some(ID)).send().await.unwrap();
+    assert_eq!(
+        &app.get("rp", "after-storm", ID)
+            .await
+            .bytes()
+            .await
+            .unwrap()[..],
+        b"ok"
+    );
+    let r = app
+        .req(
+            reqwest::Method::DELETE,
+            "/v1/ns/rp/records/after-storm",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let deadline = Instant::now() + Duration::from_secs(10);
     while open_fds() > fds_before + 100 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(open_fds() <= fds_before + 100, "descriptors still open: {} before, {} after", fds_before, open_fds());
+    assert!(
+        open_fds() <= fds_before + 100,
+        "descriptors still open: {} before, {} after",
+        fds_before,
+        open_fds()
+    );
     assert_eq!(app.get("rp", "storm", ID).await.status(), 404);
     assert_intact(&app, &before).await;
     app.stop().await;
@@ -895,11 +1781,23 @@ async fn audit_rows(app: &TestApp) -> Vec<String> {
 /// Refusals recorded with `outcome` on `access.*` operations: `(rows, refused requests)`. An
 /// aggregated entry's detail starts `count=N`; any other entry stands for one request.
 async fn refusals(app: &TestApp, outcomes: &[&str]) -> (usize, u64) {
-    let rows: Vec<String> = audit_rows(app).await.into_iter().filter(|r| {
-        let mut f = r.split('|');
-        f.next().is_some_and(|op| op.starts_with("access.")) && f.next().is_some_and(|o| outcomes.contains(&o))
-    }).collect();
-    let count = |r: &String| r.rsplit('|').next().and_then(|d| d.strip_prefix("count=")).and_then(|d| d.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(1u64);
+    let rows: Vec<String> = audit_rows(app)
+        .await
+        .into_iter()
+        .filter(|r| {
+            let mut f = r.split('|');
+            f.next().is_some_and(|op| op.starts_with("access."))
+                && f.next().is_some_and(|o| outcomes.contains(&o))
+        })
+        .collect();
+    let count = |r: &String| {
+        r.rsplit('|')
+            .next()
+            .and_then(|d| d.strip_prefix("count="))
+            .and_then(|d| d.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1u64)
+    };
     (rows.len(), rows.iter().map(count).sum())
 }
 
@@ -931,7 +1829,15 @@ async fn refused_requests_cost_bounded_audit_space(db: TestDb) {
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..FLOOD {
                 let permit = permits.clone().acquire_owned().await.unwrap();
-                let (addr, raw) = (app.addr, request("GET", huge.as_bytes(), &[("Authorization", &r), ("Resident-Id", ID.as_bytes())], b""));
+                let (addr, raw) = (
+                    app.addr,
+                    request(
+                        "GET",
+                        huge.as_bytes(),
+                        &[("Authorization", &r), ("Resident-Id", ID.as_bytes())],
+                        b"",
+                    ),
+                );
                 tasks.spawn(async move {
                     let _permit = permit;
                     send(addr, &raw).await.map(|r| r.status)
@@ -953,8 +1859,17 @@ async fn refused_requests_cost_bounded_audit_space(db: TestDb) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let statuses = flood.await.unwrap();
-    assert!(statuses.iter().all(|s| matches!(s, Some(400 | 403 | 404))), "every flood request refused: {:?}", &statuses[..10]);
-    let (rows, refused) = await_refusals(&app, &["forbidden", "bad_request", "unknown_namespace"], FLOOD as u64).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Some(400 | 403 | 404))),
+        "every flood request refused: {:?}",
+        &statuses[..10]
+    );
+    let (rows, refused) = await_refusals(
+        &app,
+        &["forbidden", "bad_request", "unknown_namespace"],
+        FLOOD as u64,
+    )
+    .await;
     let (rows_after, bytes_after) = refusal_audit_size(&app).await;
     latencies.sort();
     eprintln!(
@@ -967,8 +1882,16 @@ async fn refused_requests_cost_bounded_audit_space(db: TestDb) {
     );
     assert_eq!(refused, FLOOD as u64, "every refusal is counted");
     // One entry per key per second at most, each a few hundred bytes: the flood lasts seconds.
-    assert!(rows_after - rows_before <= 100, "{} audit rows for {FLOOD} refusals", rows_after - rows_before);
-    assert!(bytes_after - bytes_before <= 64 * 1024, "{} audit bytes for {FLOOD} refusals", bytes_after - bytes_before);
+    assert!(
+        rows_after - rows_before <= 100,
+        "{} audit rows for {FLOOD} refusals",
+        rows_after - rows_before
+    );
+    assert!(
+        bytes_after - bytes_before <= 64 * 1024,
+        "{} audit bytes for {FLOOD} refusals",
+        bytes_after - bytes_before
+    );
     assert!(!latencies.is_empty());
 }
 
@@ -979,15 +1902,42 @@ async fn invalid_record_names_are_never_audited_verbatim(db: TestDb) {
     for name in ["UIN-4930098371-SECRET", long.as_str()] {
         let path = format!("/v1/ns/rp/records/{name}");
         for method in ["PUT", "GET", "DELETE"] {
-            let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &w), ("Resident-Id", ID.as_bytes()), ("Content-Length", b"1")], b"x")).await;
-            refused_with(&format!("{method} {}", &name[..name.len().min(30)]), r, &[400], "bad_request");
+            let r = send(
+                app.addr,
+                &request(
+                    method,
+                    path.as_bytes(),
+                    &[
+                        ("Authorization", &w),
+                        ("Resident-Id", ID.as_bytes()),
+                        ("Content-Length", b"1"),
+                    ],
+                    b"x",
+                ),
+            )
+            .await;
+            refused_with(
+                &format!("{method} {}", &name[..name.len().min(30)]),
+                r,
+                &[400],
+                "bad_request",
+            );
         }
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let rows = audit_rows(&app).await.join("\n");
-    assert!(!rows.contains("4930098371") && !rows.contains("SECRET"), "the name is audited verbatim:\n{rows}");
-    assert!(!rows.contains(&long[..200]), "the 5 KB name is audited verbatim");
-    assert!(rows.contains("<invalid name, 21 bytes>") && rows.contains("<invalid name, 5120 bytes>"), "a fixed marker stands for the name:\n{rows}");
+    assert!(
+        !rows.contains("4930098371") && !rows.contains("SECRET"),
+        "the name is audited verbatim:\n{rows}"
+    );
+    assert!(
+        !rows.contains(&long[..200]),
+        "the 5 KB name is audited verbatim"
+    );
+    assert!(
+        rows.contains("<invalid name, 21 bytes>") && rows.contains("<invalid name, 5120 bytes>"),
+        "a fixed marker stands for the name:\n{rows}"
+    );
     app.stop().await;
 }
 
@@ -1011,24 +1961,65 @@ async fn closes_while_dripping(s: &mut TcpStream, wait: Duration) -> bool {
 async fn early_answers_close_the_connection(db: TestDb) {
     let app = start(db).await;
     let before = seed(&app).await;
-    let head = |auth: &str| format!("PUT /v1/ns/rp/records/x HTTP/1.1\r\nHost: x\r\n{auth}Resident-Id: {ID}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let head = |auth: &str| {
+        format!("PUT /v1/ns/rp/records/x HTTP/1.1\r\nHost: x\r\n{auth}Resident-Id: {ID}\r\nTransfer-Encoding: chunked\r\n\r\n")
+    };
     let writer = format!("Authorization: Bearer {}\r\n", app.tokens.writer);
     // No token: 401 while the body is still coming; over the limit: 413 after 4 KiB of it.
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("401, chunked", [head("").as_bytes(), b"5\r\nhello\r\n"].concat(), 401),
-        ("403, chunked", [head(&format!("Authorization: Bearer {}\r\n", app.tokens.reader)).as_bytes(), b"5\r\nhello\r\n"].concat(), 403),
-        ("413, chunked", [head(&writer).as_bytes(), format!("1001\r\n{}\r\n", "x".repeat(4097)).as_bytes()].concat(), 413),
+        (
+            "401, chunked",
+            [head("").as_bytes(), b"5\r\nhello\r\n"].concat(),
+            401,
+        ),
+        (
+            "403, chunked",
+            [
+                head(&format!("Authorization: Bearer {}\r\n", app.tokens.reader)).as_bytes(),
+                b"5\r\nhello\r\n",
+            ]
+            .concat(),
+            403,
+        ),
+        (
+            "413, chunked",
+            [
+                head(&writer).as_bytes(),
+                format!("1001\r\n{}\r\n", "x".repeat(4097)).as_bytes(),
+            ]
+            .concat(),
+            413,
+        ),
     ];
     for (what, bytes, status) in cases {
         let mut s = stall(&app, bytes).await;
-        let reply = read_reply(&mut s, Duration::from_secs(10)).await.flatten().unwrap_or_else(|| panic!("{what}: no answer"));
+        let reply = read_reply(&mut s, Duration::from_secs(10))
+            .await
+            .flatten()
+            .unwrap_or_else(|| panic!("{what}: no answer"));
         assert_eq!(reply.status, status, "{what}");
-        assert!(closes_while_dripping(&mut s, Duration::from_secs(10)).await, "{what}: connection still open 10 s after the answer, reading the body");
+        assert!(
+            closes_while_dripping(&mut s, Duration::from_secs(10)).await,
+            "{what}: connection still open 10 s after the answer, reading the body"
+        );
     }
     // A fast sender after the 413: how much the server still takes (reported, not asserted).
-    let mut s = stall(&app, [head(&writer).as_bytes(), format!("1001\r\n{}\r\n", "x".repeat(4097)).as_bytes()].concat()).await;
+    let mut s = stall(
+        &app,
+        [
+            head(&writer).as_bytes(),
+            format!("1001\r\n{}\r\n", "x".repeat(4097)).as_bytes(),
+        ]
+        .concat(),
+    )
+    .await;
     let _ = read_reply(&mut s, Duration::from_secs(10)).await;
-    let chunk = [format!("{:x}\r\n", 64 * 1024).as_bytes(), &vec![b'x'; 64 * 1024], b"\r\n"].concat();
+    let chunk = [
+        format!("{:x}\r\n", 64 * 1024).as_bytes(),
+        &vec![b'x'; 64 * 1024],
+        b"\r\n",
+    ]
+    .concat();
     let (mut sent, started) = (0usize, Instant::now());
     while sent < 256 * 1024 * 1024 && started.elapsed() < Duration::from_secs(10) {
         match tokio::time::timeout(Duration::from_secs(2), s.write_all(&chunk)).await {
@@ -1036,7 +2027,11 @@ async fn early_answers_close_the_connection(db: TestDb) {
             _ => break,
         }
     }
-    eprintln!("after a chunked 413 the server took {} KiB more in {:?}", sent / 1024, started.elapsed());
+    eprintln!(
+        "after a chunked 413 the server took {} KiB more in {:?}",
+        sent / 1024,
+        started.elapsed()
+    );
     assert_intact(&app, &before).await;
     app.stop().await;
 }
@@ -1048,19 +2043,44 @@ async fn metrics_labels_are_bounded_and_wrong_methods_answer_405(db: TestDb) {
         let r = send(app.addr, &request(&method, b"/healthz", &[], b"")).await;
         refused(&method, r, &[400, 404, 405]);
     }
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(!metrics.contains("INVENTED"), "caller-chosen methods became labels ({} bytes of metrics)", metrics.len());
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("INVENTED"),
+        "caller-chosen methods became labels ({} bytes of metrics)",
+        metrics.len()
+    );
     assert!(metrics.contains("method=\"other\""), "{metrics}");
     // A known path with a method it does not take.
     for (method, path, allow) in [
         ("POST", "/healthz", "GET"),
         ("DELETE", "/v1/keys", "GET"),
-        ("PATCH", "/v1/ns/rp/records/demographics", "PUT, GET, DELETE"),
+        (
+            "PATCH",
+            "/v1/ns/rp/records/demographics",
+            "PUT, GET, DELETE",
+        ),
         ("GET", "/v1/ns/rp/reencrypt", "POST"),
         ("PUT", "/v1/credentials", "POST, GET"),
         ("INVENTED", "/v1/audit", "GET"),
     ] {
-        let r = send(app.addr, &request(method, path.as_bytes(), &[("Authorization", &bearer(&app.tokens.admin))], b"")).await;
+        let r = send(
+            app.addr,
+            &request(
+                method,
+                path.as_bytes(),
+                &[("Authorization", &bearer(&app.tokens.admin))],
+                b"",
+            ),
+        )
+        .await;
         let r = refused(&format!("{method} {path}"), r, &[405]).expect("an answer");
         assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
         assert_eq!(r.error_code().as_deref(), Some("method_not_allowed"));
@@ -1077,13 +2097,27 @@ async fn argon2_waits_are_bounded_and_unknown_ids_cost_the_same(db: TestDb) {
     // Argon2 (so the queue bound shows), and neither may wait without limit.
     for (what, ids) in [
         ("known id", vec![known_id.clone(); 200]),
-        ("unknown ids", (0..200).map(|i| format!("{i:016x}")).collect::<Vec<_>>()),
+        (
+            "unknown ids",
+            (0..200).map(|i| format!("{i:016x}")).collect::<Vec<_>>(),
+        ),
     ] {
         let mut tasks = tokio::task::JoinSet::new();
         for id in ids {
             let token = bearer(&format!("zkv_{id}_{secret}"));
             let addr = app.addr;
-            tasks.spawn(async move { send(addr, &request("GET", RECORD.as_bytes(), &[("Authorization", &token), ("Resident-Id", ID.as_bytes())], b"")).await });
+            tasks.spawn(async move {
+                send(
+                    addr,
+                    &request(
+                        "GET",
+                        RECORD.as_bytes(),
+                        &[("Authorization", &token), ("Resident-Id", ID.as_bytes())],
+                        b"",
+                    ),
+                )
+                .await
+            });
         }
         let (mut unauthorized, mut busy) = (0, 0);
         while let Some(r) = tasks.join_next().await {
@@ -1099,7 +2133,10 @@ async fn argon2_waits_are_bounded_and_unknown_ids_cost_the_same(db: TestDb) {
             }
         }
         eprintln!("{what}: {unauthorized} × 401, {busy} × 503");
-        assert!(busy > 0, "{what}: 200 concurrent verifications all waited for their turn ({unauthorized} × 401)");
+        assert!(
+            busy > 0,
+            "{what}: 200 concurrent verifications all waited for their turn ({unauthorized} × 401)"
+        );
     }
     assert_intact(&app, &before).await;
 }
@@ -1109,7 +2146,21 @@ async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
     let op = bearer(&app.tokens.operator);
     let all_ns = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", &[zkvault::vault::Role::Reencrypt, zkvault::vault::Role::Writer, zkvault::vault::Role::Reader], &[]).unwrap().token.to_string()
+        move || {
+            v.create_credential(
+                &zkvault::vault::Actor::new("test", "test"),
+                "t",
+                &[
+                    zkvault::vault::Role::Reencrypt,
+                    zkvault::vault::Role::Writer,
+                    zkvault::vault::Role::Reader,
+                ],
+                &[],
+            )
+            .unwrap()
+            .token
+            .to_string()
+        }
     })
     .await
     .unwrap();
@@ -1117,7 +2168,15 @@ async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
     let json = br#"{"resident_ids":[]}"#;
     let len = json.len().to_string();
     let mut sent = 0;
-    for ns in ["%00", "rp%00", "a%0Ab", "r%0Dp", "%E2%80%AErp", "rp%E2%80%8B", "%1B%5B31m"] {
+    for ns in [
+        "%00",
+        "rp%00",
+        "a%0Ab",
+        "r%0Dp",
+        "%E2%80%AErp",
+        "rp%E2%80%8B",
+        "%1B%5B31m",
+    ] {
         let cases: Vec<(&str, String, &Vec<u8>)> = vec![
             ("POST", format!("/v1/ns/{ns}/masters/rotate"), &op),
             ("POST", format!("/v1/ns/{ns}/masters/1/compromise"), &op),
@@ -1128,25 +2187,51 @@ async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
             ("DELETE", format!("/v1/ns/{ns}/resident"), &all_ns),
         ];
         for (method, path, token) in cases {
-            let headers: RawHeaders = vec![("Authorization", token), ("Resident-Id", ID.as_bytes()), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())];
+            let headers: RawHeaders = vec![
+                ("Authorization", token),
+                ("Resident-Id", ID.as_bytes()),
+                ("Content-Type", b"application/json"),
+                ("Content-Length", len.as_bytes()),
+            ];
             let r = send(app.addr, &request(method, path.as_bytes(), &headers, json)).await;
             refused_with(&format!("{method} {path}"), r, &[400], "bad_request");
             sent += 1;
         }
     }
     let (_, recorded) = await_refusals(&app, &["bad_request"], sent).await;
-    assert_eq!(recorded, sent, "every refusal is recorded (PostgreSQL refuses NUL in text)");
+    assert_eq!(
+        recorded, sent,
+        "every refusal is recorded (PostgreSQL refuses NUL in text)"
+    );
     for row in audit_rows(&app).await {
-        assert!(!row.chars().any(|c| c.is_control() || ('\u{200b}'..='\u{206f}').contains(&c) || c == '\u{feff}'), "control or format character in the audit trail: {row:?}");
+        assert!(
+            !row.chars().any(|c| c.is_control()
+                || ('\u{200b}'..='\u{206f}').contains(&c)
+                || c == '\u{feff}'),
+            "control or format character in the audit trail: {row:?}"
+        );
     }
     let v = app.vault.clone();
-    assert_eq!(tokio::task::spawn_blocking(move || v.verify_audit().unwrap()).await.unwrap().first_break, None);
+    assert_eq!(
+        tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
+            .await
+            .unwrap()
+            .first_break,
+        None
+    );
     app.stop().await;
 }
 
 async fn an_unscoped_token(app: &TestApp, roles: &'static [zkvault::vault::Role]) -> String {
     let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", roles, &[]).unwrap().token.to_string()).await.unwrap()
+    tokio::task::spawn_blocking(move || {
+        v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", roles, &[])
+            .unwrap()
+            .token
+            .to_string()
+    })
+    .await
+    .unwrap()
 }
 
 async fn reencrypt_contract(db: TestDb) {
@@ -1154,27 +2239,66 @@ async fn reencrypt_contract(db: TestDb) {
     let t = bearer(&an_unscoped_token(&app, &[zkvault::vault::Role::Reencrypt]).await);
     let post = |ns: &str, body: &[u8]| {
         let len = body.len().to_string();
-        request("POST", format!("/v1/ns/{ns}/reencrypt").as_bytes(), &[("Authorization", &t), ("Content-Type", b"application/json"), ("Content-Length", len.as_bytes())], body)
+        request(
+            "POST",
+            format!("/v1/ns/{ns}/reencrypt").as_bytes(),
+            &[
+                ("Authorization", &t),
+                ("Content-Type", b"application/json"),
+                ("Content-Length", len.as_bytes()),
+            ],
+            body,
+        )
     };
-    let r = send(app.addr, &post("nope", br#"{"resident_ids": []}"#)).await.expect("answered");
-    assert_eq!((r.status, r.error_code().as_deref()), (404, Some("unknown_namespace")), "{}", String::from_utf8_lossy(&r.body));
+    let r = send(app.addr, &post("nope", br#"{"resident_ids": []}"#))
+        .await
+        .expect("answered");
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (404, Some("unknown_namespace")),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     // The largest valid batch: 1,000 IDs of 64 characters.
     let ids: Vec<String> = (0..1000).map(|i| format!("\"{i:064}\"")).collect();
     let body = format!(r#"{{"resident_ids":[{}]}}"#, ids.join(","));
-    let r = send(app.addr, &post("rp", body.as_bytes())).await.expect("answered");
-    assert_eq!(r.status, 200, "{} bytes: {}", body.len(), String::from_utf8_lossy(&r.body));
-    assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap()["not_found"], 1000);
+    let r = send(app.addr, &post("rp", body.as_bytes()))
+        .await
+        .expect("answered");
+    assert_eq!(
+        r.status,
+        200,
+        "{} bytes: {}",
+        body.len(),
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.body).unwrap()["not_found"],
+        1000
+    );
     app.stop().await;
 }
 
 async fn path_errors_never_echo_the_value(db: TestDb) {
     let app = start(db).await;
     let op = bearer(&app.tokens.operator);
-    for path in ["/v1/ns/rp/masters/4930098371/compromise", "/v1/ns/rp/masters/x4930098371/destroy", "/v1/ns/rp/masters/-4930098371/destroy"] {
-        let r = send(app.addr, &request("POST", path.as_bytes(), &[("Authorization", &op)], b"")).await.expect("answered");
+    for path in [
+        "/v1/ns/rp/masters/4930098371/compromise",
+        "/v1/ns/rp/masters/x4930098371/destroy",
+        "/v1/ns/rp/masters/-4930098371/destroy",
+    ] {
+        let r = send(
+            app.addr,
+            &request("POST", path.as_bytes(), &[("Authorization", &op)], b""),
+        )
+        .await
+        .expect("answered");
         assert_eq!(r.status, 400, "{path}");
         let body = String::from_utf8_lossy(&r.body);
-        assert!(!body.contains("4930098371"), "{path}: the value is echoed: {body}");
+        assert!(
+            !body.contains("4930098371"),
+            "{path}: the value is echoed: {body}"
+        );
     }
     app.stop().await;
 }
@@ -1189,14 +2313,29 @@ async fn unauthenticated_requests_are_audited_in_aggregate(db: TestDb) {
             1..=5 => b"Basic x",
             _ => b"Bearer not-a-token",
         };
-        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", auth), ("Resident-Id", ID.as_bytes())], b"")).await;
+        let r = send(
+            app.addr,
+            &request(
+                "GET",
+                RECORD.as_bytes(),
+                &[("Authorization", auth), ("Resident-Id", ID.as_bytes())],
+                b"",
+            ),
+        )
+        .await;
         refused_with("no credential", r, &[401], "unauthenticated");
     }
     let (rows, refused) = await_refusals(&app, &["unauthenticated"], 50).await;
     assert_eq!(refused, 50, "every 401 is recorded");
     // They share one key: at most one row per flush interval they spanned, never one each.
-    let intervals = (started.elapsed().as_secs_f64() / zkvault::vault::REFUSAL_INTERVAL.as_secs_f64()).ceil() as usize + 1;
-    assert!(rows <= intervals.min(10), "{rows} rows for 50 refusals over {intervals} intervals");
+    let intervals = (started.elapsed().as_secs_f64()
+        / zkvault::vault::REFUSAL_INTERVAL.as_secs_f64())
+    .ceil() as usize
+        + 1;
+    assert!(
+        rows <= intervals.min(10),
+        "{rows} rows for 50 refusals over {intervals} intervals"
+    );
     app.stop().await;
 }
 
@@ -1206,13 +2345,21 @@ async fn unconditional_writes_under_contention_all_succeed(db: TestDb) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..32 {
         let app = app.clone();
-        tasks.spawn(async move { app.put("rp", "contended", ID, i.to_string().as_bytes()).await.status().as_u16() });
+        tasks.spawn(async move {
+            app.put("rp", "contended", ID, i.to_string().as_bytes())
+                .await
+                .status()
+                .as_u16()
+        });
     }
     let mut statuses = Vec::new();
     while let Some(s) = tasks.join_next().await {
         statuses.push(s.unwrap());
     }
-    assert!(statuses.iter().all(|s| *s == 200), "32 parallel PUTs without If-Match: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "32 parallel PUTs without If-Match: {statuses:?}"
+    );
     let r = app.get("rp", "contended", ID).await;
     assert_eq!(r.headers()["record-revision"], "33");
 }
@@ -1221,11 +2368,34 @@ async fn if_match_star_means_any_current_representation(db: TestDb) {
     let app = start(db).await;
     seed(&app).await;
     let put = |name: &str| {
-        app.req(reqwest::Method::PUT, &format!("/v1/ns/rp/records/{name}"), &app.tokens.writer, Some(ID)).header("If-Match", "*").body("new").send()
+        app.req(
+            reqwest::Method::PUT,
+            &format!("/v1/ns/rp/records/{name}"),
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .header("If-Match", "*")
+        .body("new")
+        .send()
     };
-    assert_eq!(put("absent").await.unwrap().status(), 412, "no current representation");
-    assert_eq!(put("demographics").await.unwrap().status(), 200, "any current representation");
-    assert_eq!(&app.get("rp", "demographics", ID).await.bytes().await.unwrap()[..], b"new");
+    assert_eq!(
+        put("absent").await.unwrap().status(),
+        412,
+        "no current representation"
+    );
+    assert_eq!(
+        put("demographics").await.unwrap().status(),
+        200,
+        "any current representation"
+    );
+    assert_eq!(
+        &app.get("rp", "demographics", ID)
+            .await
+            .bytes()
+            .await
+            .unwrap()[..],
+        b"new"
+    );
     assert_eq!(app.get("rp", "absent", ID).await.status(), 404);
     app.stop().await;
 }
@@ -1235,7 +2405,19 @@ async fn the_auth_scheme_is_case_insensitive(db: TestDb) {
     let before = seed(&app).await;
     for scheme in ["bearer", "BEARER", "bEaReR"] {
         let auth = format!("{scheme} {}", app.tokens.reader);
-        let r = send(app.addr, &request("GET", RECORD.as_bytes(), &[("Authorization", auth.as_bytes()), ("Resident-Id", ID.as_bytes())], b"")).await;
+        let r = send(
+            app.addr,
+            &request(
+                "GET",
+                RECORD.as_bytes(),
+                &[
+                    ("Authorization", auth.as_bytes()),
+                    ("Resident-Id", ID.as_bytes()),
+                ],
+                b"",
+            ),
+        )
+        .await;
         assert_eq!(r.expect("answered").status, 200, "{scheme}");
     }
     assert_intact(&app, &before).await;

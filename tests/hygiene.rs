@@ -52,29 +52,62 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
         (Method::DELETE, format!("{ns}/resident"), ""),
     ];
     for (method, path, body) in calls {
-        for token in [&app.tokens.writer, "zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-            let r = app.req(method.clone(), &path, token, Some(ID)).body(body.to_owned()).send().await.unwrap();
+        for token in [
+            &app.tokens.writer,
+            "zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let r = app
+                .req(method.clone(), &path, token, Some(ID))
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap();
             bodies.push_str(&format!("{:?}", r.headers()));
-            let ok_read = method == Method::GET && r.status().is_success() && !path.ends_with("/records");
+            let ok_read =
+                method == Method::GET && r.status().is_success() && !path.ends_with("/records");
             let text = r.text().await.unwrap();
             if ok_read {
-                assert_eq!(text, BODY, "the one place the body may appear: its own read");
+                assert_eq!(
+                    text, BODY,
+                    "the one place the body may appear: its own read"
+                );
             } else {
                 bodies.push_str(&text);
             }
         }
     }
     // An ID that fails validation must not be echoed either.
-    let r = app.req(Method::GET, &format!("{ns}/records/x"), &app.tokens.writer, Some("bad id HYGIENE")).send().await.unwrap();
+    let r = app
+        .req(
+            Method::GET,
+            &format!("{ns}/records/x"),
+            &app.tokens.writer,
+            Some("bad id HYGIENE"),
+        )
+        .send()
+        .await
+        .unwrap();
     bodies.push_str(&r.text().await.unwrap());
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     // Key material the service holds unwrapped: index key, derivation master, a resident key.
     let vault = app.vault.clone();
     let secrets: Vec<Vec<u8>> = tokio::task::spawn_blocking(move || {
         let ik = vault.keyring().index_key("rp").unwrap();
         let dm = vault.keyring().master("rp", 1).unwrap();
         let rk = dm.resident_key("rp", &zkvault_core::ResidentId::parse(ID).unwrap());
-        vec![ik.secret().expose().to_vec(), dm.secret().expose().to_vec(), rk.secret().expose().to_vec()]
+        vec![
+            ik.secret().expose().to_vec(),
+            dm.secret().expose().to_vec(),
+            rk.secret().expose().to_vec(),
+        ]
     })
     .await
     .unwrap();
@@ -86,20 +119,50 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
     app.stop().await;
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("route=\"/v1/ns/{ns}/records/{name:.+}\""), "access log lines were captured:\n{}", logs.lines().filter(|l| l.contains("zkvault")).take(5).collect::<Vec<_>>().join("\n"));
-    assert!(logs.lines().count() > 20, "trace logging produced output: {} lines", logs.lines().count());
-    for (what, text) in [("logs", &logs), ("responses", &bodies), ("metrics", &metrics)] {
+    assert!(
+        logs.contains("route=\"/v1/ns/{ns}/records/{name:.+}\""),
+        "access log lines were captured:\n{}",
+        logs.lines()
+            .filter(|l| l.contains("zkvault"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        logs.lines().count() > 20,
+        "trace logging produced output: {} lines",
+        logs.lines().count()
+    );
+    for (what, text) in [
+        ("logs", &logs),
+        ("responses", &bodies),
+        ("metrics", &metrics),
+    ] {
         assert!(!text.contains(ID), "resident ID leaked into {what}");
-        assert!(!text.contains("HYGIENE"), "invalid resident ID leaked into {what}");
+        assert!(
+            !text.contains("HYGIENE"),
+            "invalid resident ID leaked into {what}"
+        );
         assert!(!text.contains(BODY), "record body leaked into {what}");
     }
     let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     assert!(db_bytes.len() > 4096, "the database files were read");
     for key in &secrets {
-        for (what, hay) in [("logs", logs.as_bytes()), ("responses", bodies.as_bytes()), ("metrics", metrics.as_bytes()), ("database files", &db_bytes[..])] {
+        for (what, hay) in [
+            ("logs", logs.as_bytes()),
+            ("responses", bodies.as_bytes()),
+            ("metrics", metrics.as_bytes()),
+            ("database files", &db_bytes[..]),
+        ] {
             assert!(!contains(hay, key), "key bytes leaked into {what}");
-            assert!(!contains(hay, hex::encode(key).as_bytes()), "hex key leaked into {what}");
+            assert!(
+                !contains(hay, hex::encode(key).as_bytes()),
+                "hex key leaked into {what}"
+            );
         }
     }
-    assert!(!contains(&db_bytes, ID.as_bytes()) && !contains(&db_bytes, BODY.as_bytes()), "ID or body in the database files");
+    assert!(
+        !contains(&db_bytes, ID.as_bytes()) && !contains(&db_bytes, BODY.as_bytes()),
+        "ID or body in the database files"
+    );
 }

@@ -318,19 +318,34 @@ mod cases {
         let c = b.reopen();
         assert_eq!(a.id(), c.id(), "one store, one identity");
         assert_eq!(a.create_kek().unwrap(), 1);
-        assert_eq!(c.create_kek().unwrap(), 2, "c sees a's KEK before numbering its own");
+        assert_eq!(
+            c.create_kek().unwrap(),
+            2,
+            "c sees a's KEK before numbering its own"
+        );
         assert_eq!(a.create_kek().unwrap(), 3, "a sees c's KEK");
-        let expected = vec![info(1, KekState::Retired), info(2, KekState::Retired), info(3, KekState::Active)];
+        let expected = vec![
+            info(1, KekState::Retired),
+            info(2, KekState::Retired),
+            info(3, KekState::Active),
+        ];
         assert_eq!(a.list_keks().unwrap(), expected);
         assert_eq!(c.list_keks().unwrap(), expected);
         assert_state(c.wrap(2, &dm(1), &secret(1)), 2, KekState::Retired);
-        assert!(c.unwrap(3, &dm(1), &a.wrap(3, &dm(1), &secret(4)).unwrap()).unwrap() == secret(4));
+        assert!(
+            c.unwrap(3, &dm(1), &a.wrap(3, &dm(1), &secret(4)).unwrap())
+                .unwrap()
+                == secret(4)
+        );
         c.destroy_kek(1).unwrap();
         assert_state(a.unwrap(1, &dm(1), &[0; 60]), 1, KekState::Destroyed);
         // Numbers continue above a floor the caller knows of (versions used in other keystores).
         assert_eq!(a.create_kek_after(10).unwrap(), 11);
         assert_eq!(c.create_kek_after(2).unwrap(), 12);
-        assert_eq!(b.reopen().list_keks().unwrap().last(), Some(&info(12, KekState::Active)));
+        assert_eq!(
+            b.reopen().list_keks().unwrap().last(),
+            Some(&info(12, KekState::Active))
+        );
     }
 
     /// Two handles creating KEKs at the same time never make two keys under one version.
@@ -338,7 +353,11 @@ mod cases {
         let (a, c) = (Arc::new(b.create()), Arc::new(b.reopen()));
         let made: Vec<u32> = [a.clone(), c.clone()]
             .into_iter()
-            .map(|ks| std::thread::spawn(move || (0..4).map(|_| ks.create_kek().unwrap()).collect::<Vec<_>>()))
+            .map(|ks| {
+                std::thread::spawn(move || {
+                    (0..4).map(|_| ks.create_kek().unwrap()).collect::<Vec<_>>()
+                })
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .flat_map(|t| t.join().unwrap())
@@ -349,10 +368,23 @@ mod cases {
         assert_eq!(sorted.len(), 8, "duplicate versions handed out: {made:?}");
         let listed = b.reopen().list_keks().unwrap();
         assert_eq!(listed.len(), 8, "{listed:?}");
-        assert_eq!(listed.iter().filter(|k| k.state == KekState::Active).count(), 1);
+        assert_eq!(
+            listed
+                .iter()
+                .filter(|k| k.state == KekState::Active)
+                .count(),
+            1
+        );
         for v in made {
-            if listed.iter().any(|k| k.version == v && k.state == KekState::Active) {
-                assert!(a.unwrap(v, &dm(1), &c.wrap(v, &dm(1), &secret(9)).unwrap()).unwrap() == secret(9));
+            if listed
+                .iter()
+                .any(|k| k.version == v && k.state == KekState::Active)
+            {
+                assert!(
+                    a.unwrap(v, &dm(1), &c.wrap(v, &dm(1), &secret(9)).unwrap())
+                        .unwrap()
+                        == secret(9)
+                );
             }
         }
     }
@@ -468,10 +500,18 @@ mod soft_file {
         // The keystore, and the (empty) file whose lock serialises writers across processes.
         assert_eq!(names, vec!["keystore.zkv", "keystore.zkv.lock"]);
         for name in names {
-            let mode = std::fs::metadata(b.dir.path().join(&name)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(b.dir.path().join(&name))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
-        assert_eq!(std::fs::metadata(b.dir.path().join("keystore.zkv.lock")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(b.dir.path().join("keystore.zkv.lock"))
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[test]

@@ -35,13 +35,31 @@ async fn a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open(db: TestDb
     let app = TestApp::start(db).await;
     put_all(&app).await;
     let inner = app.vault.keyring().keystore().clone();
-    let faulty = Arc::new(Failing { inner: inner.clone(), fail: false.into(), corrupt: true.into() });
+    let faulty = Arc::new(Failing {
+        inner: inner.clone(),
+        fail: false.into(),
+        corrupt: true.into(),
+    });
     let before = app.vault.store().all_masters().unwrap();
     let vault = reopen(&app, faulty); // opening only unwraps, which the faulty keystore does right
-    let err = tokio::task::spawn_blocking(move || vault.rotate_kek(&actor()).err()).await.unwrap();
-    assert!(matches!(err, Some(zkvault::vault::VaultError::KeystoreUnavailable(_))), "{err:?}");
+    let err = tokio::task::spawn_blocking(move || vault.rotate_kek(&actor()).err())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Some(zkvault::vault::VaultError::KeystoreUnavailable(_))
+        ),
+        "{err:?}"
+    );
     let after = app.vault.store().all_masters().unwrap();
-    assert!(before.iter().zip(&after).all(|(b, a)| b.wrapped == a.wrapped && b.kek_version == a.kek_version), "a master was rewritten");
+    assert!(
+        before
+            .iter()
+            .zip(&after)
+            .all(|(b, a)| b.wrapped == a.wrapped && b.kek_version == a.kek_version),
+        "a master was rewritten"
+    );
     read_direct(&reopen(&app, inner));
     app.stop().await;
 }
@@ -53,7 +71,11 @@ fn actor() -> Actor {
 }
 
 async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    let r = app.req(Method::POST, path, token, None).send().await.unwrap();
+    let r = app
+        .req(Method::POST, path, token, None)
+        .send()
+        .await
+        .unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -61,7 +83,11 @@ async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
 /// `name → (master_version, hex(wrapped_dek), hex(body_ciphertext))` for every record.
 async fn rows(app: &TestApp) -> Vec<(String, String, String, String)> {
     let url = app.db.url().to_owned();
-    let hex = if app.db.is_postgres() { "encode({}, 'hex')" } else { "hex({})" };
+    let hex = if app.db.is_postgres() {
+        "encode({}, 'hex')"
+    } else {
+        "hex({})"
+    };
     let q = format!(
         "SELECT name || '|' || master_version || '|' || {} || '|' || {} AS v FROM records ORDER BY name, blind_index",
         hex.replace("{}", "wrapped_dek"),
@@ -73,14 +99,26 @@ async fn rows(app: &TestApp) -> Vec<(String, String, String, String)> {
         .into_iter()
         .map(|v| {
             let p: Vec<&str> = v.split('|').collect();
-            (p[0].to_owned(), p[1].to_owned(), p[2].to_owned(), p[3].to_owned())
+            (
+                p[0].to_owned(),
+                p[1].to_owned(),
+                p[2].to_owned(),
+                p[3].to_owned(),
+            )
         })
         .collect()
 }
 
 async fn put_all(app: &TestApp) {
     for (i, id) in IDS.iter().enumerate() {
-        let r = app.put("rp", "demographics", id, format!("{{\"n\":{i}}}").as_bytes()).await;
+        let r = app
+            .put(
+                "rp",
+                "demographics",
+                id,
+                format!("{{\"n\":{i}}}").as_bytes(),
+            )
+            .await;
         assert!(r.status().is_success());
     }
 }
@@ -110,15 +148,31 @@ async fn records_survive_dm_rotation_lazily_moving_with_body_untouched(db: TestD
     // body ciphertext byte-for-byte the same.
     read_all(&app).await;
     let after = rows(&app).await;
-    for (b, a) in before.iter().zip(after.iter().filter(|r| r.0 == "demographics")) {
+    for (b, a) in before
+        .iter()
+        .zip(after.iter().filter(|r| r.0 == "demographics"))
+    {
         assert_eq!(a.1, "2", "moved to the new master");
         assert_ne!(a.2, b.2, "DEK envelope rewrapped");
         assert_eq!(a.3, b.3, "body ciphertext untouched");
     }
     read_all(&app).await;
 
-    let keys: Value = app.req(Method::GET, "/v1/keys", &app.tokens.operator, None).send().await.unwrap().json().await.unwrap();
-    let rp = keys["namespaces"].as_array().unwrap().iter().find(|n| n["namespace"] == "rp").unwrap().clone();
+    let keys: Value = app
+        .req(Method::GET, "/v1/keys", &app.tokens.operator, None)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rp = keys["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["namespace"] == "rp")
+        .unwrap()
+        .clone();
     assert_eq!(rp["masters"][0]["state"], "decrypt_only");
     assert_eq!(rp["masters"][0]["records"], 0);
     assert_eq!(rp["masters"][1]["state"], "active");
@@ -134,14 +188,24 @@ async fn bulk_reencrypt_moves_listed_residents_then_master_retires_and_is_destro
 
     let reencrypt = |ids: Vec<&str>| {
         let token = app.tokens.reencrypt.clone();
-        app.req(Method::POST, "/v1/ns/rp/reencrypt", &token, None).json(&json!({ "resident_ids": ids })).send()
+        app.req(Method::POST, "/v1/ns/rp/reencrypt", &token, None)
+            .json(&json!({ "resident_ids": ids }))
+            .send()
     };
-    let r = reencrypt(vec![IDS[0], IDS[1], IDS[2], IDS[3], "nobody"]).await.unwrap();
+    let r = reencrypt(vec![IDS[0], IDS[1], IDS[2], IDS[3], "nobody"])
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 4, "rekeyed": 0, "already_current": 0, "not_found": 1}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"moved": 4, "rekeyed": 0, "already_current": 0, "not_found": 1})
+    );
     // Idempotent.
     let r = reencrypt(IDS.to_vec()).await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 0, "rekeyed": 0, "already_current": 4, "not_found": 0}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"moved": 0, "rekeyed": 0, "already_current": 4, "not_found": 0})
+    );
     let after = rows(&app).await;
     for (b, a) in before.iter().zip(&after) {
         assert_eq!((a.1.as_str(), &a.3), ("2", &b.3), "on v2, body untouched");
@@ -152,12 +216,26 @@ async fn bulk_reencrypt_moves_listed_residents_then_master_retires_and_is_destro
     assert!(r.text().await.unwrap().contains("resident_ids[1]"));
     let r = reencrypt(vec!["1"; 1001]).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = app.req(Method::POST, "/v1/ns/rp/reencrypt", &app.tokens.writer, None).json(&json!({"resident_ids": []})).send().await.unwrap();
+    let r = app
+        .req(
+            Method::POST,
+            "/v1/ns/rp/reencrypt",
+            &app.tokens.writer,
+            None,
+        )
+        .json(&json!({"resident_ids": []}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 
     // The scheduler's pass retires v1 (no records left); destroying it then needs no shredding.
     let vault = app.vault.clone();
-    let report = tokio::task::spawn_blocking(move || vault.run_due_lifecycle(zkvault::vault::now_ms()).unwrap()).await.unwrap();
+    let report = tokio::task::spawn_blocking(move || {
+        vault.run_due_lifecycle(zkvault::vault::now_ms()).unwrap()
+    })
+    .await
+    .unwrap();
     assert_eq!(report.masters_retired, vec![("rp".to_string(), 1)]);
     let (status, body) = post(&app, "/v1/ns/rp/masters/1/destroy", &app.tokens.operator).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -172,29 +250,50 @@ async fn compromised_master_records_are_rekeyed_then_destroyable(db: TestDb) {
     let before = rows(&app).await;
     let (status, body) = post(&app, "/v1/ns/rp/masters/1/compromise", &app.tokens.operator).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"namespace": "rp", "version": 1, "rotated_to": 2, "records_at_risk": 4}));
+    assert_eq!(
+        body,
+        json!({"namespace": "rp", "version": 1, "rotated_to": 2, "records_at_risk": 4})
+    );
 
     // A read re-keys: new DEK and new body ciphertext, same plaintext, same ETag and revision.
     let etag = app.get("rp", "demographics", IDS[0]).await.headers()["etag"].clone();
     let r = app.get("rp", "demographics", IDS[0]).await;
-    assert_eq!(r.headers()["etag"], etag, "re-keying does not change the representation");
+    assert_eq!(
+        r.headers()["etag"],
+        etag,
+        "re-keying does not change the representation"
+    );
     assert_eq!(r.headers()["record-revision"], "1");
     let after = rows(&app).await;
     let moved: Vec<_> = after.iter().filter(|a| a.1 == "2").collect();
     assert_eq!(moved.len(), 1);
-    assert!(before.iter().all(|b| b.3 != moved[0].3), "body re-encrypted");
+    assert!(
+        before.iter().all(|b| b.3 != moved[0].3),
+        "body re-encrypted"
+    );
 
     // The bulk job re-keys the rest.
     let r = app
-        .req(Method::POST, "/v1/ns/rp/reencrypt", &app.tokens.reencrypt, None)
+        .req(
+            Method::POST,
+            "/v1/ns/rp/reencrypt",
+            &app.tokens.reencrypt,
+            None,
+        )
         .json(&json!({ "resident_ids": IDS }))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 0, "rekeyed": 3, "already_current": 1, "not_found": 0}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"moved": 0, "rekeyed": 3, "already_current": 1, "not_found": 0})
+    );
     let after = rows(&app).await;
     for b in &before {
-        assert!(after.iter().all(|a| a.3 != b.3), "no body ciphertext of the compromised era remains");
+        assert!(
+            after.iter().all(|a| a.3 != b.3),
+            "no body ciphertext of the compromised era remains"
+        );
     }
     read_all(&app).await;
     // Nothing is left under v1: it can be destroyed without shredding anything.
@@ -209,19 +308,59 @@ async fn compromised_master_records_are_rekeyed_then_destroyable(db: TestDb) {
 /// transaction. Twelve 1 MB records under a compromised master now commit in two chunks (8 MiB
 /// of bodies at most, plus one record), each with its audit entry, and all read back.
 async fn bulk_rekeying_commits_large_records_in_bounded_chunks(db: TestDb) {
-    let policy = support::app::POLICY.replacen("max_record_bytes = 4096", "max_record_bytes = 1048576", 1);
+    let policy =
+        support::app::POLICY.replacen("max_record_bytes = 4096", "max_record_bytes = 1048576", 1);
     let app = TestApp::start_with(db, 1024 * 1024, &policy).await;
     let ids: Vec<String> = (0..12u64).map(|i| format!("R{i}")).collect();
-    let body = |i: usize| format!("\"{}\"", char::from(b'a' + i as u8).to_string().repeat(1_000_000 - 2)).into_bytes();
+    let body = |i: usize| {
+        format!(
+            "\"{}\"",
+            char::from(b'a' + i as u8).to_string().repeat(1_000_000 - 2)
+        )
+        .into_bytes()
+    };
     for (i, id) in ids.iter().enumerate() {
-        assert!(app.put("rp", "scan", id, &body(i)).await.status().is_success());
+        assert!(app
+            .put("rp", "scan", id, &body(i))
+            .await
+            .status()
+            .is_success());
     }
-    assert_eq!(post(&app, "/v1/ns/rp/masters/1/compromise", &app.tokens.operator).await.0, StatusCode::OK);
-    let r = app.req(Method::POST, "/v1/ns/rp/reencrypt", &app.tokens.reencrypt, None).json(&json!({ "resident_ids": ids })).send().await.unwrap();
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"moved": 0, "rekeyed": 12, "already_current": 0, "not_found": 0}));
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/1/compromise", &app.tokens.operator)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let r = app
+        .req(
+            Method::POST,
+            "/v1/ns/rp/reencrypt",
+            &app.tokens.reencrypt,
+            None,
+        )
+        .json(&json!({ "resident_ids": ids }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"moved": 0, "rekeyed": 12, "already_current": 0, "not_found": 0})
+    );
     let url = app.db.url().to_owned();
-    let chunks = tokio::task::spawn_blocking(move || query_strings(&url, "SELECT target AS v FROM audit WHERE operation = 'record.rekey' ORDER BY id")).await.unwrap();
-    assert_eq!(chunks, vec!["9 records", "3 records"], "re-keys committed in bounded chunks");
+    let chunks = tokio::task::spawn_blocking(move || {
+        query_strings(
+            &url,
+            "SELECT target AS v FROM audit WHERE operation = 'record.rekey' ORDER BY id",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        chunks,
+        vec!["9 records", "3 records"],
+        "re-keys committed in bounded chunks"
+    );
     for (i, id) in ids.iter().enumerate() {
         let r = app.get("rp", "scan", id).await;
         assert_eq!(r.bytes().await.unwrap().as_ref(), body(i).as_slice());
@@ -242,7 +381,12 @@ async fn shredding_answers_410(db: TestDb) {
     let r = app.put("rp", "late", IDS[0], b"on v2").await;
     assert_eq!(r.json::<Value>().await.unwrap()["master_version"], 2);
     post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await; // v3 active; v2 decrypt-only
-    let (status, body) = post(&app, "/v1/ns/rp/masters/2/destroy?shred=true", &app.tokens.operator).await;
+    let (status, body) = post(
+        &app,
+        "/v1/ns/rp/masters/2/destroy?shred=true",
+        &app.tokens.operator,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["shredded_records"], 5);
     let r = app.get("rp", "demographics", IDS[0]).await;
@@ -255,18 +399,53 @@ async fn invalid_transitions_are_refused(db: TestDb) {
     let app = TestApp::start(db).await;
     put_all(&app).await;
     let op = app.tokens.operator.clone();
-    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy?shred=true", &op).await.0, StatusCode::CONFLICT, "active is never destroyed");
-    assert_eq!(post(&app, "/v1/ns/rp/masters/9/compromise", &op).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(post(&app, "/v1/ns/nope/masters/rotate", &op).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy?shred=maybe", &op).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.writer).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/1/destroy?shred=true", &op)
+            .await
+            .0,
+        StatusCode::CONFLICT,
+        "active is never destroyed"
+    );
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/9/compromise", &op).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        post(&app, "/v1/ns/nope/masters/rotate", &op).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/1/destroy?shred=maybe", &op)
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.writer)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
     post(&app, "/v1/ns/rp/masters/rotate", &op).await;
     read_all(&app).await; // all on v2 now; v1 empty
     let vault = app.vault.clone();
-    tokio::task::spawn_blocking(move || vault.retire_empty_masters(&actor()).unwrap()).await.unwrap();
-    assert_eq!(post(&app, "/v1/ns/rp/masters/1/compromise", &op).await.0, StatusCode::CONFLICT, "retired cannot be compromised");
-    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy", &op).await.0, StatusCode::OK);
-    assert_eq!(post(&app, "/v1/ns/rp/masters/1/destroy", &op).await.0, StatusCode::CONFLICT, "already destroyed");
+    tokio::task::spawn_blocking(move || vault.retire_empty_masters(&actor()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/1/compromise", &op).await.0,
+        StatusCode::CONFLICT,
+        "retired cannot be compromised"
+    );
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/1/destroy", &op).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/1/destroy", &op).await.0,
+        StatusCode::CONFLICT,
+        "already destroyed"
+    );
     read_all(&app).await;
     app.stop().await;
 }
@@ -319,12 +498,28 @@ impl Keystore for Failing {
 fn reopen(app: &TestApp, keystore: Arc<dyn Keystore>) -> Vault {
     let store = zkvault::storage::Store::open(app.db.url(), 4).unwrap();
     let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
-    Vault::open(store, keystore, policy, CacheTtls { masters: Duration::from_secs(60), credentials: Duration::from_secs(60) }).unwrap()
+    Vault::open(
+        store,
+        keystore,
+        policy,
+        CacheTtls {
+            masters: Duration::from_secs(60),
+            credentials: Duration::from_secs(60),
+        },
+    )
+    .unwrap()
 }
 
 fn read_direct(vault: &Vault) {
     for (i, id) in IDS.iter().enumerate() {
-        let r = vault.get_record(&zkvault::vault::Actor::new("test", "test"), "rp", id, "demographics").unwrap();
+        let r = vault
+            .get_record(
+                &zkvault::vault::Actor::new("test", "test"),
+                "rp",
+                id,
+                "demographics",
+            )
+            .unwrap();
         assert_eq!(*r.body, format!("{{\"n\":{i}}}").into_bytes());
     }
 }
@@ -353,25 +548,40 @@ async fn kek_rotation_rewraps_masters_only_and_survives_a_crash(db: TestDb) {
     .unwrap();
 
     let inner = app.vault.keyring().keystore().clone();
-    let failing = Arc::new(Failing { inner: inner.clone(), fail: false.into(), corrupt: false.into() });
+    let failing = Arc::new(Failing {
+        inner: inner.clone(),
+        fail: false.into(),
+        corrupt: false.into(),
+    });
     let vault = Arc::new(reopen(&app, failing.clone()));
 
     // Crash between "new KEK created" and "rewrap committed": every record stays readable.
-    failing.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    failing
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let v = vault.clone();
-    let crashed = tokio::task::spawn_blocking(move || v.rotate_kek(&actor())).await.unwrap();
-    failing.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let crashed = tokio::task::spawn_blocking(move || v.rotate_kek(&actor()))
+        .await
+        .unwrap();
+    failing
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     assert!(crashed.is_err(), "injected failure surfaces");
     let fresh = reopen(&app, inner.clone());
     read_direct(&fresh);
 
     // Rerun: completes, and only masters and index keys were rewritten.
     let v = vault.clone();
-    let rotation = tokio::task::spawn_blocking(move || v.rotate_kek(&actor()).unwrap()).await.unwrap();
+    let rotation = tokio::task::spawn_blocking(move || v.rotate_kek(&actor()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(rotation.active, 3);
     assert_eq!(rotation.rewrapped_masters, 2);
     assert_eq!(rotation.rewrapped_index_keys, 2);
-    println!("KEK rotation with 100,004 records: {:.1} ms", rotation.elapsed_ms);
+    println!(
+        "KEK rotation with 100,004 records: {:.1} ms",
+        rotation.elapsed_ms
+    );
     let url = app.db.url().to_owned();
     let unchanged = tokio::task::spawn_blocking(move || {
         query_strings(
@@ -383,7 +593,11 @@ async fn kek_rotation_rewraps_masters_only_and_survives_a_crash(db: TestDb) {
     })
     .await
     .unwrap();
-    assert_eq!(unchanged, vec!["100004".to_string()], "no record row was written");
+    assert_eq!(
+        unchanged,
+        vec!["100004".to_string()],
+        "no record row was written"
+    );
     let masters = app.vault.store().all_masters().unwrap();
     assert!(masters.iter().all(|m| m.kek_version == 3));
     read_direct(&reopen(&app, inner.clone()));
@@ -406,42 +620,81 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     let before = rows(&app).await;
     // soft → another soft keystore (HSM A → HSM B is the same code path), then → PKCS#11.
     let target_path = app.dir.path().join("target.zks");
-    let target: Arc<dyn Keystore> =
-        Arc::new(SoftKeystore::create(&target_path, &zeroize::Zeroizing::new("other".into()), SoftKeystoreOptions::for_tests()).unwrap());
+    let target: Arc<dyn Keystore> = Arc::new(
+        SoftKeystore::create(
+            &target_path,
+            &zeroize::Zeroizing::new("other".into()),
+            SoftKeystoreOptions::for_tests(),
+        )
+        .unwrap(),
+    );
     let vault = app.vault.clone();
     let t = target.clone();
-    let report = tokio::task::spawn_blocking(move || vault.migrate_keystore(t.as_ref(), &actor()).unwrap()).await.unwrap();
+    let report =
+        tokio::task::spawn_blocking(move || vault.migrate_keystore(t.as_ref(), &actor()).unwrap())
+            .await
+            .unwrap();
     assert_eq!(report.rewrapped_masters, 2);
     let migrated = reopen(&app, target.clone());
     read_direct(&migrated);
     assert_eq!(rows(&app).await, before, "records untouched");
     // The running instance still holds the old keystore: it answers, but can unwrap nothing
     // stored, so it must not say it is ready (it used to answer 200).
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // The old keystore no longer opens this database's masters: the service refuses to start with
     // it, and changes nothing first. (It used to create a KEK in the old keystore — its KEK was
     // retired by the migration — and record it as the deployment's active KEK, the target's
     // marked retired, before refusing.)
     let store = zkvault::storage::Store::open(app.db.url(), 2).unwrap();
     let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
-    let ttl = CacheTtls { masters: Duration::from_secs(1), credentials: Duration::from_secs(1) };
+    let ttl = CacheTtls {
+        masters: Duration::from_secs(1),
+        credentials: Duration::from_secs(1),
+    };
     let old = app.vault.keyring().keystore().clone();
     let (keks_before, old_keks_before) = (store.keks().unwrap(), old.list_keks().unwrap());
     assert!(Vault::open(store.clone(), old.clone(), policy, ttl).is_err());
-    assert_eq!(store.keks().unwrap(), keks_before, "the refused start changed the KEK table");
-    assert_eq!(old.list_keks().unwrap(), old_keks_before, "the refused start created a KEK in the old keystore");
+    assert_eq!(
+        store.keks().unwrap(),
+        keks_before,
+        "the refused start changed the KEK table"
+    );
+    assert_eq!(
+        old.list_keks().unwrap(),
+        old_keks_before,
+        "the refused start created a KEK in the old keystore"
+    );
 
     if let Some(cfg) = support::softhsm::new_token() {
-        let hsm: Arc<dyn Keystore> = Arc::new(zkvault::keystore::pkcs11::Pkcs11Keystore::open(&cfg).unwrap());
+        let hsm: Arc<dyn Keystore> =
+            Arc::new(zkvault::keystore::pkcs11::Pkcs11Keystore::open(&cfg).unwrap());
         let h = hsm.clone();
-        tokio::task::spawn_blocking(move || migrated.migrate_keystore(h.as_ref(), &actor()).unwrap()).await.unwrap();
+        tokio::task::spawn_blocking(move || {
+            migrated.migrate_keystore(h.as_ref(), &actor()).unwrap()
+        })
+        .await
+        .unwrap();
         let on_hsm = reopen(&app, hsm);
         read_direct(&on_hsm);
         let v = Arc::new(on_hsm);
         let v2 = v.clone();
-        tokio::task::spawn_blocking(move || v2.rotate_kek(&actor()).unwrap()).await.unwrap();
+        tokio::task::spawn_blocking(move || v2.rotate_kek(&actor()).unwrap())
+            .await
+            .unwrap();
         read_direct(&v);
-        assert_eq!(rows(&app).await, before, "records untouched through HSM migration and rotation");
+        assert_eq!(
+            rows(&app).await,
+            before,
+            "records untouched through HSM migration and rotation"
+        );
     }
     app.stop().await;
 }
@@ -451,7 +704,15 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
     put_all(&app).await;
     let victim = tokio::task::spawn_blocking({
         let v = app.vault.clone();
-        move || v.create_credential(&zkvault::vault::Actor::new("test", "test"), "victim", &[zkvault::vault::Role::Reader], &["rp".into()]).unwrap()
+        move || {
+            v.create_credential(
+                &zkvault::vault::Actor::new("test", "test"),
+                "victim",
+                &[zkvault::vault::Role::Reader],
+                &["rp".into()],
+            )
+            .unwrap()
+        }
     })
     .await
     .unwrap();
@@ -463,8 +724,16 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = IDS[(c + n as usize) % IDS.len()];
-                let r = if n.is_multiple_of(4) { app.put("rp", &format!("load-{c}"), id, b"x").await } else { app.get("rp", "demographics", id).await };
-                assert!(r.status().is_success(), "client {c} request {n}: {}", r.status());
+                let r = if n.is_multiple_of(4) {
+                    app.put("rp", &format!("load-{c}"), id, b"x").await
+                } else {
+                    app.get("rp", "demographics", id).await
+                };
+                assert!(
+                    r.status().is_success(),
+                    "client {c} request {n}: {}",
+                    r.status()
+                );
                 n += 1;
             }
             n
@@ -477,10 +746,43 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
     let (s, _) = post(&app, "/v1/ns/rp/masters/rotate", &app.tokens.operator).await;
     assert_eq!(s, StatusCode::OK);
     // The victim works, is revoked, and is refused from the next request on.
-    assert_eq!(app.req(Method::GET, "/v1/ns/rp/records", &victim.token, Some(IDS[0])).send().await.unwrap().status(), StatusCode::OK);
-    let r = app.req(Method::DELETE, &format!("/v1/credentials/{}", victim.id), &app.tokens.admin, None).send().await.unwrap();
+    assert_eq!(
+        app.req(
+            Method::GET,
+            "/v1/ns/rp/records",
+            &victim.token,
+            Some(IDS[0])
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        StatusCode::OK
+    );
+    let r = app
+        .req(
+            Method::DELETE,
+            &format!("/v1/credentials/{}", victim.id),
+            &app.tokens.admin,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.req(Method::GET, "/v1/ns/rp/records", &victim.token, Some(IDS[0])).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.req(
+            Method::GET,
+            "/v1/ns/rp/records",
+            &victim.token,
+            Some(IDS[0])
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        StatusCode::UNAUTHORIZED
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;

@@ -82,12 +82,18 @@ fn sh_blocks(markdown: &str) -> Vec<String> {
 fn readme_variables() -> Vec<(String, String)> {
     let readme = fs::read_to_string(repo("docs/runbooks/README.md")).unwrap();
     let blocks = sh_blocks(&readme);
-    assert_eq!(blocks.len(), 1, "the README has one sh block, \"Before you start\"");
+    assert_eq!(
+        blocks.len(),
+        1,
+        "the README has one sh block, \"Before you start\""
+    );
     blocks[0]
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
         .map(|l| {
-            let (name, value) = l.split_once('=').unwrap_or_else(|| panic!("export without '=': {l}"));
+            let (name, value) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("export without '=': {l}"));
             (name.to_owned(), value.to_owned())
         })
         .collect()
@@ -96,7 +102,10 @@ fn readme_variables() -> Vec<(String, String)> {
 /// A resident ID valid in both namespaces (biometrics checks Verhoeff).
 fn uin(i: u64) -> String {
     let payload = (493_000_000 + i * 7_919).to_string();
-    format!("{payload}{}", zkvault_core::verhoeff::check_digit(&payload).unwrap())
+    format!(
+        "{payload}{}",
+        zkvault_core::verhoeff::check_digit(&payload).unwrap()
+    )
 }
 
 /// Deterministic bytes of every value 0..=255 (xorshift), for binary records.
@@ -123,12 +132,44 @@ struct Record {
 
 fn records_of(i: u64) -> Vec<Record> {
     let id = uin(i);
-    let rec = |ns, name, content_type, body| Record { ns, uin: id.clone(), name, content_type, body };
+    let rec = |ns, name, content_type, body| Record {
+        ns,
+        uin: id.clone(),
+        name,
+        content_type,
+        body,
+    };
     vec![
-        rec("resident-portal", "demographics", "application/json", format!(r#"{{"name":"Resident {i}","dob":"19{:02}-0{}-1{}"}}"#, i % 100, 1 + i % 9, i % 10).into_bytes()),
-        rec("resident-portal", "contact", "text/plain; charset=utf-8", format!("+256 700 {i:06}\nÉcole {i}, Kampala\n").into_bytes()),
-        rec("biometrics", "face", "image/jpeg", bytes(i, 3000 + i as usize)),
-        rec("biometrics", "fingerprint-left", "application/octet-stream", bytes(1000 + i, 1024)),
+        rec(
+            "resident-portal",
+            "demographics",
+            "application/json",
+            format!(
+                r#"{{"name":"Resident {i}","dob":"19{:02}-0{}-1{}"}}"#,
+                i % 100,
+                1 + i % 9,
+                i % 10
+            )
+            .into_bytes(),
+        ),
+        rec(
+            "resident-portal",
+            "contact",
+            "text/plain; charset=utf-8",
+            format!("+256 700 {i:06}\nÉcole {i}, Kampala\n").into_bytes(),
+        ),
+        rec(
+            "biometrics",
+            "face",
+            "image/jpeg",
+            bytes(i, 3000 + i as usize),
+        ),
+        rec(
+            "biometrics",
+            "fingerprint-left",
+            "application/octet-stream",
+            bytes(1000 + i, 1024),
+        ),
     ]
 }
 
@@ -161,7 +202,11 @@ struct Instance {
 
 impl Instance {
     fn start(dir: &Path, config: &Path) -> Instance {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = dir.join(format!("serve-{port}.log"));
         let pid_file = dir.join(format!("run/{port}.pid"));
         let stop = Arc::new(AtomicBool::new(false));
@@ -176,7 +221,11 @@ impl Instance {
             .stdout(Stdio::null());
         let (stopping, log_path) = (stop.clone(), log.clone());
         let supervisor = std::thread::spawn(move || loop {
-            let err = fs::OpenOptions::new().create(true).append(true).open(&log_path).unwrap();
+            let err = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .unwrap();
             let mut child = serve.stderr(err).spawn().expect("spawn zkvault serve");
             let tmp = pid_file.with_extension("tmp");
             fs::write(&tmp, child.id().to_string()).unwrap();
@@ -194,13 +243,23 @@ impl Instance {
             }
             std::thread::sleep(Duration::from_millis(100));
         });
-        Instance { url: format!("http://127.0.0.1:{port}"), log, stop, supervisor: Some(supervisor) }
+        Instance {
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            stop,
+            supervisor: Some(supervisor),
+        }
     }
 
     fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("--- {} ({}), last lines:\n{}", self.url, self.log.display(), lines[lines.len().saturating_sub(30)..].join("\n"))
+        format!(
+            "--- {} ({}), last lines:\n{}",
+            self.url,
+            self.log.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
     }
 }
 
@@ -261,12 +320,19 @@ impl Deployment {
         let started = Instant::now();
         let db = TestDb::postgres()?;
         let (source, target) = (softhsm::new_token()?, softhsm::new_token()?);
-        let dir = tempfile::Builder::new().prefix("zkv-runbook-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("zkv-runbook-")
+            .tempdir()
+            .unwrap();
         let root = dir.path();
         fs::create_dir(root.join("keys-policy")).unwrap();
         for entry in fs::read_dir(repo("keys-policy")).unwrap() {
             let path = entry.unwrap().path();
-            fs::copy(&path, root.join("keys-policy").join(path.file_name().unwrap())).unwrap();
+            fs::copy(
+                &path,
+                root.join("keys-policy").join(path.file_name().unwrap()),
+            )
+            .unwrap();
         }
         fs::write(root.join("zkvault.pin"), source.pin.as_str()).unwrap();
         fs::write(root.join("zkvault-b.pin"), target.pin.as_str()).unwrap();
@@ -287,18 +353,35 @@ impl Deployment {
         std::os::unix::fs::symlink(BIN, root.join("bin/zkvault")).unwrap();
         fs::create_dir(root.join("run")).unwrap();
         let restart = root.join("bin/restart-instances");
-        fs::write(&restart, RESTART_SCRIPT.replace("@RUN@", root.join("run").to_str().unwrap())).unwrap();
+        fs::write(
+            &restart,
+            RESTART_SCRIPT.replace("@RUN@", root.join("run").to_str().unwrap()),
+        )
+        .unwrap();
         fs::set_permissions(&restart, fs::Permissions::from_mode(0o755)).unwrap();
         let residents: Vec<u64> = (0..RESIDENTS).collect();
-        fs::write(root.join("all-uins.txt"), residents.iter().map(|&i| uin(i) + "\n").collect::<String>()).unwrap();
+        fs::write(
+            root.join("all-uins.txt"),
+            residents.iter().map(|&i| uin(i) + "\n").collect::<String>(),
+        )
+        .unwrap();
 
         let vars = BTreeMap::from([
             ("ZKVAULT_CONFIG".to_owned(), config.display().to_string()),
-            ("IDS".to_owned(), root.join("all-uins.txt").display().to_string()),
+            (
+                "IDS".to_owned(),
+                root.join("all-uins.txt").display().to_string(),
+            ),
             ("UIN".to_owned(), uin(0)),
-            ("TARGET_MODULE".to_owned(), target.module.display().to_string()),
+            (
+                "TARGET_MODULE".to_owned(),
+                target.module.display().to_string(),
+            ),
             ("TARGET_TOKEN".to_owned(), target.token_label.clone()),
-            ("TARGET_PIN_FILE".to_owned(), root.join("zkvault-b.pin").display().to_string()),
+            (
+                "TARGET_PIN_FILE".to_owned(),
+                root.join("zkvault-b.pin").display().to_string(),
+            ),
             ("RESTART".to_owned(), restart.display().to_string()),
         ]);
         let mut d = Deployment {
@@ -306,9 +389,15 @@ impl Deployment {
             records: residents.iter().flat_map(|&i| records_of(i)).collect(),
             vars,
             checker: String::new(),
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
             // No pooled connections: a page runs longer than the server keeps an idle one open.
-            http: reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             db,
             dir,
             _one_at_a_time: serial,
@@ -319,15 +408,42 @@ impl Deployment {
         // The credentials, by the README's own commands.
         for (name, value) in readme_variables() {
             if value.starts_with("$(zkvault credentials create ") {
-                let command = value.strip_prefix("$(").unwrap().strip_suffix(')').unwrap_or_else(|| panic!("README: {value}"));
-                let out = d.command("bash").args(["-euo", "pipefail", "-c", command]).output().unwrap();
-                assert!(out.status.success(), "README: {command}: {}", String::from_utf8_lossy(&out.stderr));
-                d.vars.insert(name, String::from_utf8(out.stdout).unwrap().trim().to_owned());
+                let command = value
+                    .strip_prefix("$(")
+                    .unwrap()
+                    .strip_suffix(')')
+                    .unwrap_or_else(|| panic!("README: {value}"));
+                let out = d
+                    .command("bash")
+                    .args(["-euo", "pipefail", "-c", command])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "README: {command}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                d.vars.insert(
+                    name,
+                    String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+                );
             }
         }
-        d.checker = d.cli(&["credentials", "create", "--label", "runbook test checks", "--role", "reader"]).trim().to_owned();
+        d.checker = d
+            .cli(&[
+                "credentials",
+                "create",
+                "--label",
+                "runbook test checks",
+                "--role",
+                "reader",
+            ])
+            .trim()
+            .to_owned();
 
-        d.instances = (0..2).map(|_| Instance::start(d.dir.path(), &config)).collect();
+        d.instances = (0..2)
+            .map(|_| Instance::start(d.dir.path(), &config))
+            .collect();
         for i in 0..d.instances.len() {
             d.wait_ready(i);
         }
@@ -336,15 +452,38 @@ impl Deployment {
         d.vars.insert("INSTANCES".into(), urls.join(" "));
         let documented: BTreeSet<String> = readme_variables().into_iter().map(|(n, _)| n).collect();
         let given: BTreeSet<String> = d.vars.keys().cloned().collect();
-        assert_eq!(documented, given, "the README's variables and the test's differ");
+        assert_eq!(
+            documented, given,
+            "the README's variables and the test's differ"
+        );
 
         for (k, r) in d.records.iter().enumerate() {
-            let url = format!("{}/v1/ns/{}/records/{}", d.instances[k % 2].url, r.ns, r.name);
-            let request = d.http.put(url).bearer_auth(&d.vars["WRITER"]).header("Resident-Id", &r.uin).header("Content-Type", r.content_type).body(r.body.clone());
+            let url = format!(
+                "{}/v1/ns/{}/records/{}",
+                d.instances[k % 2].url,
+                r.ns,
+                r.name
+            );
+            let request = d
+                .http
+                .put(url)
+                .bearer_auth(&d.vars["WRITER"])
+                .header("Resident-Id", &r.uin)
+                .header("Content-Type", r.content_type)
+                .body(r.body.clone());
             let reply = d.send(request);
-            assert_eq!(reply.status, 201, "storing {r:?}: {}", String::from_utf8_lossy(&reply.body));
+            assert_eq!(
+                reply.status,
+                201,
+                "storing {r:?}: {}",
+                String::from_utf8_lossy(&reply.body)
+            );
         }
-        println!("deployment ready in {:.1} s: 2 instances, {} records of {RESIDENTS} residents", started.elapsed().as_secs_f64(), d.records.len());
+        println!(
+            "deployment ready in {:.1} s: 2 instances, {} records of {RESIDENTS} residents",
+            started.elapsed().as_secs_f64(),
+            d.records.len()
+        );
         Some(d)
     }
 
@@ -356,15 +495,27 @@ impl Deployment {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         without_zkvault_env(&mut cmd);
-        let path = format!("{}:{}", self.path("bin").display(), std::env::var("PATH").unwrap_or_default());
-        cmd.current_dir(self.dir.path()).envs(&self.vars).env("PATH", path).env("NO_COLOR", "1").stdin(Stdio::null());
+        let path = format!(
+            "{}:{}",
+            self.path("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.current_dir(self.dir.path())
+            .envs(&self.vars)
+            .env("PATH", path)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
         cmd
     }
 
     /// `zkvault ARGS` (on `$ZKVAULT_CONFIG`); its stdout, after asserting success.
     fn cli(&self, args: &[&str]) -> String {
         let out = self.command(BIN).args(args).output().unwrap();
-        assert!(out.status.success(), "zkvault {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "zkvault {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -375,7 +526,13 @@ impl Deployment {
     /// The masters of `ns` as `keys list` shows them.
     fn masters(&self, ns: &str) -> Vec<Value> {
         let keys = self.keys();
-        let ns = keys["namespaces"].as_array().unwrap().iter().find(|n| n["namespace"] == ns).unwrap().clone();
+        let ns = keys["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["namespace"] == ns)
+            .unwrap()
+            .clone();
         ns["masters"].as_array().unwrap().clone()
     }
 
@@ -383,33 +540,61 @@ impl Deployment {
         self.rt.block_on(async {
             let r = request.send().await.unwrap();
             let status = r.status().as_u16();
-            let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-            Reply { status, content_type, body: r.bytes().await.unwrap().to_vec() }
+            let content_type = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_owned());
+            Reply {
+                status,
+                content_type,
+                body: r.bytes().await.unwrap().to_vec(),
+            }
         })
     }
 
     fn wait_ready(&self, i: usize) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
-            if let Ok(Ok(r)) = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), self.http.get(format!("{}/readyz", self.instances[i].url)).send()).await }) {
+            if let Ok(Ok(r)) = self.rt.block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(5),
+                    self.http
+                        .get(format!("{}/readyz", self.instances[i].url))
+                        .send(),
+                )
+                .await
+            }) {
                 if r.status().is_success() {
                     return;
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("instance not ready after 60 s\n{}", self.instances[i].log_tail());
+        panic!(
+            "instance not ready after 60 s\n{}",
+            self.instances[i].log_tail()
+        );
     }
 
     fn get(&self, instance: usize, token: &str, r: &Record) -> Reply {
-        let url = format!("{}/v1/ns/{}/records/{}", self.instances[instance].url, r.ns, r.name);
-        self.send(self.http.get(url).bearer_auth(token).header("Resident-Id", &r.uin))
+        let url = format!(
+            "{}/v1/ns/{}/records/{}",
+            self.instances[instance].url, r.ns, r.name
+        );
+        self.send(
+            self.http
+                .get(url)
+                .bearer_auth(token)
+                .header("Resident-Id", &r.uin),
+        )
     }
 
     /// Runs the page's ```sh blocks in one bash, as the module comment says.
     fn run_page(&self, page: &str) {
         let markdown = fs::read_to_string(repo(&format!("docs/runbooks/{page}"))).unwrap();
-        let script = sh_blocks(&markdown).join("\n").replace("/etc/zkvault", self.dir.path().to_str().unwrap());
+        let script = sh_blocks(&markdown)
+            .join("\n")
+            .replace("/etc/zkvault", self.dir.path().to_str().unwrap());
         let script_path = self.path(&format!("{page}.sh"));
         fs::write(&script_path, &script).unwrap();
         let transcript_path = self.path(&format!("{page}.log"));
@@ -424,10 +609,16 @@ impl Deployment {
             .status()
             .unwrap();
         let transcript = fs::read_to_string(&transcript_path).unwrap();
-        println!("===== {page}: {status} after {:.1} s =====\n{transcript}", started.elapsed().as_secs_f64());
+        println!(
+            "===== {page}: {status} after {:.1} s =====\n{transcript}",
+            started.elapsed().as_secs_f64()
+        );
         if !status.success() {
             let logs: Vec<String> = self.instances.iter().map(Instance::log_tail).collect();
-            panic!("{page} failed ({status}):\n{transcript}\n{}", logs.join("\n"));
+            panic!(
+                "{page} failed ({status}):\n{transcript}\n{}",
+                logs.join("\n")
+            );
         }
     }
 
@@ -442,18 +633,43 @@ impl Deployment {
                 let want = expect(r);
                 let reply = self.get(i, &self.checker, r);
                 let ok = match want {
-                    Expect::Reads => reply.status == 200 && reply.body == r.body && reply.content_type.as_deref() == Some(r.content_type),
+                    Expect::Reads => {
+                        reply.status == 200
+                            && reply.body == r.body
+                            && reply.content_type.as_deref() == Some(r.content_type)
+                    }
                     Expect::Absent => reply.status == 404,
-                    Expect::Shredded => reply.status == 410 && String::from_utf8_lossy(&reply.body).contains("\"shredded\""),
+                    Expect::Shredded => {
+                        reply.status == 410
+                            && String::from_utf8_lossy(&reply.body).contains("\"shredded\"")
+                    }
                 };
                 *seen.entry(want).or_default() += 1;
                 if !ok {
-                    wrong.push(format!("{} {} {}/{}: want {want:?}, got {} ({} bytes)", self.instances[i].url, r.uin, r.ns, r.name, reply.status, reply.body.len()));
+                    wrong.push(format!(
+                        "{} {} {}/{}: want {want:?}, got {} ({} bytes)",
+                        self.instances[i].url,
+                        r.uin,
+                        r.ns,
+                        r.name,
+                        reply.status,
+                        reply.body.len()
+                    ));
                 }
             }
         }
-        assert!(wrong.is_empty(), "{} of {} reads wrong:\n{}", wrong.len(), self.records.len() * self.instances.len(), wrong.join("\n"));
-        println!("checked on {} instances in {:.1} s: {seen:?}", self.instances.len(), started.elapsed().as_secs_f64());
+        assert!(
+            wrong.is_empty(),
+            "{} of {} reads wrong:\n{}",
+            wrong.len(),
+            self.records.len() * self.instances.len(),
+            wrong.join("\n")
+        );
+        println!(
+            "checked on {} instances in {:.1} s: {seen:?}",
+            self.instances.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
 
     /// Per record id: "namespace master_version sha256(DEK envelope) sha256(sealed body)".
@@ -479,16 +695,34 @@ fn body_hash(stored: &str) -> &str {
 }
 
 fn assert_master(m: &Value, state: &str, compromised: bool, records: i64) {
-    assert_eq!((m["state"].as_str(), m["compromised"].as_bool(), m["records"].as_i64()), (Some(state), Some(compromised), Some(records)), "{m}");
+    assert_eq!(
+        (
+            m["state"].as_str(),
+            m["compromised"].as_bool(),
+            m["records"].as_i64()
+        ),
+        (Some(state), Some(compromised), Some(records)),
+        "{m}"
+    );
 }
 
 /// Every live master's `kek_version` is the one active KEK; returns it.
 fn masters_under_active_kek(keys: &Value) -> i64 {
-    let active: Vec<&Value> = keys["keks"].as_array().unwrap().iter().filter(|k| k["state"] == "active").collect();
+    let active: Vec<&Value> = keys["keks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["state"] == "active")
+        .collect();
     assert_eq!(active.len(), 1, "{keys}");
     let kek = active[0]["version"].as_i64().unwrap();
     for ns in keys["namespaces"].as_array().unwrap() {
-        for m in ns["masters"].as_array().unwrap().iter().filter(|m| m["state"] != "destroyed") {
+        for m in ns["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["state"] != "destroyed")
+        {
             assert_eq!(m["kek_version"].as_i64(), Some(kek), "{keys}");
         }
     }
@@ -496,7 +730,15 @@ fn masters_under_active_kek(keys: &Value) -> i64 {
 }
 
 fn kek_state(keys: &Value, version: i64) -> String {
-    keys["keks"].as_array().unwrap().iter().find(|k| k["version"] == version).unwrap()["state"].as_str().unwrap().to_owned()
+    keys["keks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["version"] == version)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]
@@ -525,7 +767,11 @@ fn dm_compromise() {
     let after = d.stored();
     for (id, was) in &before {
         let now = &after[id];
-        assert_eq!(body_hash(was) != body_hash(now), was.starts_with("resident-portal"), "{id}: {was} → {now}");
+        assert_eq!(
+            body_hash(was) != body_hash(now),
+            was.starts_with("resident-portal"),
+            "{id}: {was} → {now}"
+        );
     }
 }
 
@@ -544,7 +790,12 @@ fn kek_compromise() {
     assert_eq!(masters_under_active_kek(&keys), 2);
     assert_eq!(kek_state(&keys, 1), "destroyed");
     let after = d.stored();
-    assert!(before.iter().all(|(id, was)| body_hash(was) != body_hash(&after[id])), "every record re-keyed");
+    assert!(
+        before
+            .iter()
+            .all(|(id, was)| body_hash(was) != body_hash(&after[id])),
+        "every record re-keyed"
+    );
 }
 
 #[test]
@@ -554,14 +805,34 @@ fn credential_compromise() {
     d.run_page("credential-compromise.md");
     d.check_records(|_| Expect::Reads);
     for i in 0..d.instances.len() {
-        assert_eq!(d.get(i, &exposed, &d.records[0]).status, 401, "{} still accepts the revoked token", d.instances[i].url);
+        assert_eq!(
+            d.get(i, &exposed, &d.records[0]).status,
+            401,
+            "{} still accepts the revoked token",
+            d.instances[i].url
+        );
     }
-    let listed: Vec<Value> = d.cli(&["credentials", "list"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let listed: Vec<Value> = d
+        .cli(&["credentials", "list"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let id = exposed.split('_').nth(1).unwrap();
-    let mine: Vec<&Value> = listed.iter().filter(|c| c["label"] == "id-repository prod").collect();
+    let mine: Vec<&Value> = listed
+        .iter()
+        .filter(|c| c["label"] == "id-repository prod")
+        .collect();
     assert_eq!(mine.len(), 2, "{listed:?}");
-    assert!(mine.iter().any(|c| c["id"] == id && !c["revoked_at"].is_null()), "{listed:?}");
-    assert!(mine.iter().any(|c| c["id"] != id && c["revoked_at"].is_null()), "a successor was issued: {listed:?}");
+    assert!(
+        mine.iter()
+            .any(|c| c["id"] == id && !c["revoked_at"].is_null()),
+        "{listed:?}"
+    );
+    assert!(
+        mine.iter()
+            .any(|c| c["id"] != id && c["revoked_at"].is_null()),
+        "a successor was issued: {listed:?}"
+    );
 }
 
 #[test]
@@ -573,9 +844,17 @@ fn hsm_migration() {
     d.check_records(|_| Expect::Reads);
     let keys = d.keys();
     let target = format!("pkcs11:{}:", d.vars["TARGET_TOKEN"]);
-    assert!(keys["keystore"].as_str().unwrap().starts_with(&target), "{keys}");
+    assert!(
+        keys["keystore"].as_str().unwrap().starts_with(&target),
+        "{keys}"
+    );
     let kek = masters_under_active_kek(&keys);
-    let active = keys["keks"].as_array().unwrap().iter().find(|k| k["version"] == kek).unwrap();
+    let active = keys["keks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["version"] == kek)
+        .unwrap();
     assert_eq!(active["keystore"], keys["keystore"], "{keys}");
 }
 
@@ -583,9 +862,18 @@ fn hsm_migration() {
 fn erasure() {
     let Some(d) = Deployment::start() else { return };
     let erased = d.vars["UIN"].clone();
-    execute_sql(d.db.url(), "CREATE TABLE backup_records AS SELECT * FROM records");
+    execute_sql(
+        d.db.url(),
+        "CREATE TABLE backup_records AS SELECT * FROM records",
+    );
     d.run_page("erasure.md");
-    d.check_records(|r| if r.uin == erased { Expect::Absent } else { Expect::Reads });
+    d.check_records(|r| {
+        if r.uin == erased {
+            Expect::Absent
+        } else {
+            Expect::Reads
+        }
+    });
     for ns in ["resident-portal", "biometrics"] {
         let masters = d.masters(ns);
         assert_master(&masters[0], "destroyed", false, 0);
@@ -593,7 +881,20 @@ fn erasure() {
     }
     // A backup taken before the erasure, restored: the erased resident's copies are shredded.
     execute_sql(d.db.url(), "INSERT INTO records SELECT * FROM backup_records b WHERE NOT EXISTS (SELECT 1 FROM records r WHERE r.id = b.id)");
-    let restored = query_strings(d.db.url(), "SELECT count(*)::text AS v FROM records WHERE master_version = 1");
-    assert_eq!(restored, vec!["4"], "the erased resident's four records came back from the backup");
-    d.check_records(|r| if r.uin == erased { Expect::Shredded } else { Expect::Reads });
+    let restored = query_strings(
+        d.db.url(),
+        "SELECT count(*)::text AS v FROM records WHERE master_version = 1",
+    );
+    assert_eq!(
+        restored,
+        vec!["4"],
+        "the erased resident's four records came back from the backup"
+    );
+    d.check_records(|r| {
+        if r.uin == erased {
+            Expect::Shredded
+        } else {
+            Expect::Reads
+        }
+    });
 }

@@ -14,7 +14,12 @@ use zkvault::storage::{
 
 /// Every write carries an audit entry; these tests only need one to exist.
 fn audit() -> zkvault::storage::AuditEntry {
-    zkvault::storage::AuditEntry { actor: "storage-test".into(), operation: "test".into(), outcome: "ok".into(), ..Default::default() }
+    zkvault::storage::AuditEntry {
+        actor: "storage-test".into(),
+        operation: "test".into(),
+        outcome: "ok".into(),
+        ..Default::default()
+    }
 }
 
 fn store(db: &TestDb, max: u32) -> Store {
@@ -127,14 +132,17 @@ fn kek_upsert(db: &TestDb) {
         keystore: "soft:test".into(),
     };
     s.upsert_kek(&k1, &audit()).unwrap();
-    s.upsert_kek(&KekRow {
-        version: 2,
-        state: "active".into(),
-        created_at: 20,
-        retired_at: None,
-        destroyed_at: None,
-        keystore: "soft:test".into(),
-    }, &audit())
+    s.upsert_kek(
+        &KekRow {
+            version: 2,
+            state: "active".into(),
+            created_at: 20,
+            retired_at: None,
+            destroyed_at: None,
+            keystore: "soft:test".into(),
+        },
+        &audit(),
+    )
     .unwrap();
     k1.state = "retired".into();
     k1.retired_at = Some(30);
@@ -151,9 +159,12 @@ fn kek_upsert(db: &TestDb) {
 
 fn masters_and_index_keys(db: &TestDb) {
     let s = store(db, 2);
-    s.insert_master(&master("uin", 2, "active"), &audit()).unwrap();
-    s.insert_master(&master("uin", 1, "decrypt_only"), &audit()).unwrap();
-    s.insert_master(&master("aid", 1, "active"), &audit()).unwrap();
+    s.insert_master(&master("uin", 2, "active"), &audit())
+        .unwrap();
+    s.insert_master(&master("uin", 1, "decrypt_only"), &audit())
+        .unwrap();
+    s.insert_master(&master("aid", 1, "active"), &audit())
+        .unwrap();
     assert!(matches!(
         s.insert_master(&master("uin", 1, "active"), &audit()),
         Err(StorageError::Conflict)
@@ -209,7 +220,9 @@ fn init_namespace_once(db: &TestDb) {
         .unwrap());
     let mut other = master("uin", 1, "active");
     other.salt = vec![9; 32];
-    assert!(!s.init_namespace(&other, &index_key("uin"), &audit()).unwrap());
+    assert!(!s
+        .init_namespace(&other, &index_key("uin"), &audit())
+        .unwrap());
     assert_eq!(s.masters("uin").unwrap(), vec![master("uin", 1, "active")]);
 
     // An IK without DM (should not happen) still makes init refuse, atomically: no DM written.
@@ -285,13 +298,17 @@ fn record_unique_conflict(db: &TestDb) {
         .unwrap();
     s.insert_record(&record("aid", &BI_A, "profile", 1), &audit())
         .unwrap();
-    s.insert_record(&record("uin", &BI_A, "photo", 1), &audit()).unwrap();
+    s.insert_record(&record("uin", &BI_A, "photo", 1), &audit())
+        .unwrap();
     // Same id.
     let r = record("uin", &BI_A, "x", 1);
     s.insert_record(&r, &audit()).unwrap();
     let mut dup = r.clone();
     dup.name = "y".into();
-    assert!(matches!(s.insert_record(&dup, &audit()), Err(StorageError::Conflict)));
+    assert!(matches!(
+        s.insert_record(&dup, &audit()),
+        Err(StorageError::Conflict)
+    ));
     // Replacing onto another record's key is a conflict too.
     let mut onto = r.clone();
     onto.name = "photo".into();
@@ -314,9 +331,11 @@ fn list_ordering_without_ciphertext(db: &TestDb) {
         "photo", "a/b", "a-b", "ab", "a.b", "a0", "profile", "z", "0",
     ];
     for n in names {
-        s.insert_record(&record("uin", &BI_A, n, 1), &audit()).unwrap();
+        s.insert_record(&record("uin", &BI_A, n, 1), &audit())
+            .unwrap();
     }
-    s.insert_record(&record("uin", &BI_B, "other", 1), &audit()).unwrap();
+    s.insert_record(&record("uin", &BI_B, "other", 1), &audit())
+        .unwrap();
     s.insert_record(&record("aid", &BI_A, "elsewhere", 1), &audit())
         .unwrap();
 
@@ -339,10 +358,13 @@ fn list_ordering_without_ciphertext(db: &TestDb) {
 fn delete_and_erase(db: &TestDb) {
     let s = record_store(db, 2);
     for n in ["a", "b", "c"] {
-        s.insert_record(&record("uin", &BI_A, n, 1), &audit()).unwrap();
+        s.insert_record(&record("uin", &BI_A, n, 1), &audit())
+            .unwrap();
     }
-    s.insert_record(&record("uin", &BI_B, "a", 1), &audit()).unwrap();
-    s.insert_record(&record("aid", &BI_A, "a", 1), &audit()).unwrap();
+    s.insert_record(&record("uin", &BI_B, "a", 1), &audit())
+        .unwrap();
+    s.insert_record(&record("aid", &BI_A, "a", 1), &audit())
+        .unwrap();
 
     assert!(s.delete_record("uin", &BI_A, "b", &audit()).unwrap());
     assert!(!s.delete_record("uin", &BI_A, "b", &audit()).unwrap());
@@ -363,7 +385,8 @@ fn counts_by_master(db: &TestDb) {
         s.insert_record(&record("uin", &BI_A, &format!("r{i}"), dm), &audit())
             .unwrap();
     }
-    s.insert_record(&record("aid", &BI_B, "r", 3), &audit()).unwrap();
+    s.insert_record(&record("aid", &BI_B, "r", 3), &audit())
+        .unwrap();
     assert_eq!(
         s.count_records_by_master().unwrap(),
         vec![
@@ -398,13 +421,17 @@ fn credentials_insert_revoke(db: &TestDb) {
         ["00000000000000a1", "00000000000000b2"]
     );
 
-    assert!(s.revoke_credential("00000000000000a1", 5_000, &audit()).unwrap());
+    assert!(s
+        .revoke_credential("00000000000000a1", 5_000, &audit())
+        .unwrap());
     assert!(
-        !s.revoke_credential("00000000000000a1", 6_000, &audit()).unwrap(),
+        !s.revoke_credential("00000000000000a1", 6_000, &audit())
+            .unwrap(),
         "second revoke"
     );
     assert!(
-        !s.revoke_credential("ffffffffffffffff", 6_000, &audit()).unwrap(),
+        !s.revoke_credential("ffffffffffffffff", 6_000, &audit())
+            .unwrap(),
         "unknown id"
     );
     assert_eq!(
@@ -434,7 +461,8 @@ fn parallel_writers(db: &TestDb) {
                 let bi = [t; 32];
                 for i in 0..50 {
                     let name = format!("r{i:03}");
-                    s.insert_record(&record("uin", &bi, &name, 1), &audit()).unwrap();
+                    s.insert_record(&record("uin", &bi, &name, 1), &audit())
+                        .unwrap();
                     let mut r = s.record("uin", &bi, &name).unwrap().unwrap();
                     r.revision = 2;
                     assert!(s.replace_record(&r, 1, &audit()).unwrap());
@@ -442,8 +470,12 @@ fn parallel_writers(db: &TestDb) {
                         assert!(s.delete_record("uin", &bi, &name, &audit()).unwrap());
                     }
                 }
-                s.init_namespace(&master("ns-par", 1, "active"), &index_key("ns-par"), &audit())
-                    .unwrap()
+                s.init_namespace(
+                    &master("ns-par", 1, "active"),
+                    &index_key("ns-par"),
+                    &audit(),
+                )
+                .unwrap()
             })
         })
         .collect();
@@ -561,8 +593,10 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
     let s = Store::open(path.to_str().unwrap(), 2).unwrap();
     assert_eq!(s.backend(), Backend::Sqlite);
     s.migrate().unwrap();
-    s.insert_master(&master("uin", 1, "active"), &audit()).unwrap();
-    s.insert_record(&record("uin", &BI_A, "x", 1), &audit()).unwrap();
+    s.insert_master(&master("uin", 1, "active"), &audit())
+        .unwrap();
+    s.insert_record(&record("uin", &BI_A, "x", 1), &audit())
+        .unwrap();
     assert!(path.exists());
     assert!(
         dir.path().join("a/b/c/zkv.db-wal").exists(),
@@ -574,8 +608,10 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
 fn sqlite_memory_keeps_one_database() {
     let s = Store::open(":memory:", 8).unwrap();
     s.migrate().unwrap();
-    s.insert_master(&master("uin", 1, "active"), &audit()).unwrap();
-    s.insert_record(&record("uin", &BI_A, "x", 1), &audit()).unwrap();
+    s.insert_master(&master("uin", 1, "active"), &audit())
+        .unwrap();
+    s.insert_record(&record("uin", &BI_A, "x", 1), &audit())
+        .unwrap();
     assert!(s.record("uin", &BI_A, "x").unwrap().is_some());
 }
 

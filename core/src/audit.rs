@@ -51,7 +51,17 @@ mod tests {
     use super::*;
 
     fn fields<'a>(outcome: &'a str) -> AuditFields<'a> {
-        AuditFields { at_ms: 1, actor: "a", request_id: "r", operation: "record.get", namespace: "ns", target: "x", resident_tag: "t", outcome, detail: "" }
+        AuditFields {
+            at_ms: 1,
+            actor: "a",
+            request_id: "r",
+            operation: "record.get",
+            namespace: "ns",
+            target: "x",
+            resident_tag: "t",
+            outcome,
+            detail: "",
+        }
     }
 
     #[test]
@@ -62,8 +72,19 @@ mod tests {
         assert_ne!(base, entry_hash(&[0; 32], "c", 2, &fields("ok")));
         assert_ne!(base, entry_hash(&[0; 32], "c", 1, &fields("denied")));
         // Field boundaries are length-prefixed: moving a byte between fields changes the hash.
-        let a = AuditFields { actor: "ab", request_id: "", ..fields("ok") };
-        let b = AuditFields { actor: "a", request_id: "b", ..fields("ok") };
-        assert_ne!(entry_hash(&[0; 32], "c", 1, &a), entry_hash(&[0; 32], "c", 1, &b));
+        let a = AuditFields {
+            actor: "ab",
+            request_id: "",
+            ..fields("ok")
+        };
+        let b = AuditFields {
+            actor: "a",
+            request_id: "b",
+            ..fields("ok")
+        };
+        assert_ne!(
+            entry_hash(&[0; 32], "c", 1, &a),
+            entry_hash(&[0; 32], "c", 1, &b)
+        );
     }
 }

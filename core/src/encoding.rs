@@ -12,7 +12,8 @@ pub(crate) fn push_lp(out: &mut Vec<u8>, x: &[u8]) {
 
 /// Builds `label || lp(f1) || lp(f2) ...`.
 pub(crate) fn labelled(label: &str, fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(label.len() + fields.iter().map(|f| f.len() + 2).sum::<usize>() + 4);
+    let mut out =
+        Vec::with_capacity(label.len() + fields.iter().map(|f| f.len() + 2).sum::<usize>() + 4);
     out.extend_from_slice(label.as_bytes());
     for field in fields {
         push_lp(&mut out, field);

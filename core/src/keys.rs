@@ -72,7 +72,10 @@ impl DerivationMaster {
 
     /// A fresh master from the OS CSPRNG.
     pub fn generate() -> Result<Self, CryptoError> {
-        Ok(DerivationMaster { key: Secret32::random()?, salt: random::array()? })
+        Ok(DerivationMaster {
+            key: Secret32::random()?,
+            salt: random::array()?,
+        })
     }
 
     pub fn salt(&self) -> &[u8; SALT_LEN] {
@@ -88,7 +91,8 @@ impl DerivationMaster {
         let info = Zeroizing::new(labelled(RK_INFO, &[namespace.as_bytes(), id.as_bytes()]));
         let hk = Hkdf::<Sha256>::new(Some(&self.salt), self.key.expose());
         let mut okm = Box::new(Zeroizing::new([0u8; 32]));
-        hk.expand(&info, okm.as_mut_slice()).expect("32 bytes is a valid HKDF-SHA256 length");
+        hk.expand(&info, okm.as_mut_slice())
+            .expect("32 bytes is a valid HKDF-SHA256 length");
         ResidentKey(Secret32(okm))
     }
 }
@@ -152,7 +156,8 @@ impl IndexKey {
     /// `HMAC-SHA256(IK, "zkvault:v1:audit-tag" || lp(BI))`, first 8 bytes.
     pub fn audit_tag(&self, bi: &BlindIndex) -> [u8; 8] {
         let msg = labelled(TAG_LABEL, &[bi.as_bytes()]);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose()).expect("HMAC accepts any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose())
+            .expect("HMAC accepts any key length");
         mac.update(&msg);
         let full: [u8; 32] = mac.finalize().into_bytes().into();
         full[..8].try_into().expect("8 of 32 bytes")

@@ -34,7 +34,11 @@ impl RecordContext<'_> {
     fn body_aad(&self) -> Vec<u8> {
         labelled(
             "zkvault:v1:record-body",
-            &[self.namespace.as_bytes(), self.record_name.as_bytes(), self.record_id],
+            &[
+                self.namespace.as_bytes(),
+                self.record_name.as_bytes(),
+                self.record_id,
+            ],
         )
     }
 
@@ -63,11 +67,19 @@ pub struct DekEnvelope {
 
 impl DekEnvelope {
     /// Rebuilds an envelope from its stored columns, refusing fields of the wrong length.
-    pub fn from_stored(master_version: u32, nonce: &[u8], wrapped: &[u8]) -> Result<Self, CryptoError> {
+    pub fn from_stored(
+        master_version: u32,
+        nonce: &[u8],
+        wrapped: &[u8],
+    ) -> Result<Self, CryptoError> {
         Ok(DekEnvelope {
             master_version,
-            nonce: nonce.try_into().map_err(|_| CryptoError::Malformed("dek nonce length"))?,
-            wrapped: wrapped.try_into().map_err(|_| CryptoError::Malformed("wrapped dek length"))?,
+            nonce: nonce
+                .try_into()
+                .map_err(|_| CryptoError::Malformed("dek nonce length"))?,
+            wrapped: wrapped
+                .try_into()
+                .map_err(|_| CryptoError::Malformed("wrapped dek length"))?,
         })
     }
 }
@@ -95,11 +107,15 @@ impl SealedRecord {
             return Err(CryptoError::UnsupportedFormat(format));
         }
         if body_ciphertext.len() < 16 {
-            return Err(CryptoError::Malformed("body ciphertext shorter than its tag"));
+            return Err(CryptoError::Malformed(
+                "body ciphertext shorter than its tag",
+            ));
         }
         Ok(SealedRecord {
             dek: DekEnvelope::from_stored(master_version, dek_nonce, wrapped_dek)?,
-            body_nonce: body_nonce.try_into().map_err(|_| CryptoError::Malformed("body nonce length"))?,
+            body_nonce: body_nonce
+                .try_into()
+                .map_err(|_| CryptoError::Malformed("body nonce length"))?,
             body_ciphertext,
         })
     }
@@ -122,7 +138,13 @@ fn wrap_dek(
 ) -> DekEnvelope {
     let aad = ctx.dek_aad(master_version);
     let wrapped = cipher(rk.secret())
-        .encrypt(&XNonce::from(nonce), Payload { msg: dek.0.expose(), aad: &aad })
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: dek.0.expose(),
+                aad: &aad,
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption of 32 bytes cannot fail");
     DekEnvelope {
         master_version,
@@ -131,11 +153,21 @@ fn wrap_dek(
     }
 }
 
-fn unwrap_dek(rk: &ResidentKey, ctx: &RecordContext, env: &DekEnvelope) -> Result<Dek, IntegrityError> {
+fn unwrap_dek(
+    rk: &ResidentKey,
+    ctx: &RecordContext,
+    env: &DekEnvelope,
+) -> Result<Dek, IntegrityError> {
     let aad = ctx.dek_aad(env.master_version);
     let plain = Zeroizing::new(
         cipher(rk.secret())
-            .decrypt(&XNonce::from(env.nonce), Payload { msg: &env.wrapped, aad: &aad })
+            .decrypt(
+                &XNonce::from(env.nonce),
+                Payload {
+                    msg: &env.wrapped,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| IntegrityError)?,
     );
     Ok(Dek(Secret32::from_slice(&plain).ok_or(IntegrityError)?))
@@ -148,7 +180,15 @@ pub fn seal(
     ctx: &RecordContext,
     body: &[u8],
 ) -> Result<SealedRecord, CryptoError> {
-    Ok(seal_with(rk, master_version, ctx, &Dek::generate()?, random::array()?, random::array()?, body))
+    Ok(seal_with(
+        rk,
+        master_version,
+        ctx,
+        &Dek::generate()?,
+        random::array()?,
+        random::array()?,
+        body,
+    ))
 }
 
 /// Seals with a given DEK and nonces. Deterministic: callers outside known-answer tests use
@@ -164,18 +204,38 @@ pub fn seal_with(
 ) -> SealedRecord {
     let aad = ctx.body_aad();
     let body_ciphertext = cipher(&dek.0)
-        .encrypt(&XNonce::from(body_nonce), Payload { msg: body, aad: &aad })
+        .encrypt(
+            &XNonce::from(body_nonce),
+            Payload {
+                msg: body,
+                aad: &aad,
+            },
+        )
         .expect("XChaCha20-Poly1305 encryption cannot fail below 256 GiB");
-    SealedRecord { dek: wrap_dek(rk, master_version, ctx, dek, dek_nonce), body_nonce, body_ciphertext }
+    SealedRecord {
+        dek: wrap_dek(rk, master_version, ctx, dek, dek_nonce),
+        body_nonce,
+        body_ciphertext,
+    }
 }
 
 /// Opens a record. Any mismatch (key, context, master version, a flipped byte) is the one
 /// opaque [`IntegrityError`].
-pub fn open(rk: &ResidentKey, ctx: &RecordContext, sealed: &SealedRecord) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
+pub fn open(
+    rk: &ResidentKey,
+    ctx: &RecordContext,
+    sealed: &SealedRecord,
+) -> Result<Zeroizing<Vec<u8>>, IntegrityError> {
     let dek = unwrap_dek(rk, ctx, &sealed.dek)?;
     let aad = ctx.body_aad();
     cipher(&dek.0)
-        .decrypt(&XNonce::from(sealed.body_nonce), Payload { msg: &sealed.body_ciphertext, aad: &aad })
+        .decrypt(
+            &XNonce::from(sealed.body_nonce),
+            Payload {
+                msg: &sealed.body_ciphertext,
+                aad: &aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| IntegrityError)
 }

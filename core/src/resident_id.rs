@@ -10,7 +10,9 @@ const MAX_LEN: usize = 64;
 /// Why a resident ID was refused. Carries no part of the ID, so it is safe to log or return.
 #[derive(Debug, Error, PartialEq, Eq, Clone, Copy)]
 pub enum ResidentIdError {
-    #[error("resident id must be 1-64 characters of [0-9A-Za-z._-], starting with a letter or digit")]
+    #[error(
+        "resident id must be 1-64 characters of [0-9A-Za-z._-], starting with a letter or digit"
+    )]
     Malformed,
     #[error("resident id fails the namespace's checksum")]
     Checksum,
@@ -39,7 +41,9 @@ impl ResidentId {
         let valid = !bytes.is_empty()
             && bytes.len() <= MAX_LEN
             && bytes[0].is_ascii_alphanumeric()
-            && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            && bytes
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !valid {
             return Err(ResidentIdError::Malformed);
         }

@@ -23,7 +23,11 @@ const fn permutations() -> [[u8; 10]; 8] {
     while i < 8 {
         let mut j = 0;
         while j < 10 {
-            p[i][j] = if i == 0 { j as u8 } else { p[i - 1][P1[j] as usize] };
+            p[i][j] = if i == 0 {
+                j as u8
+            } else {
+                p[i - 1][P1[j] as usize]
+            };
             j += 1;
         }
         i += 1;
@@ -33,25 +37,27 @@ const fn permutations() -> [[u8; 10]; 8] {
 const INV: [u8; 10] = [0, 4, 3, 2, 1, 5, 6, 7, 8, 9];
 
 fn digits(s: &str) -> Option<Vec<u8>> {
-    s.bytes().map(|b| b.is_ascii_digit().then(|| b - b'0')).collect()
+    s.bytes()
+        .map(|b| b.is_ascii_digit().then(|| b - b'0'))
+        .collect()
 }
 
 /// True when `s` is all digits (at least two) and its last digit checks the rest.
 pub fn validate(s: &str) -> bool {
     let Some(ds) = digits(s) else { return false };
     ds.len() >= 2
-        && ds.iter().rev().enumerate().fold(0u8, |c, (i, &d)| D[c as usize][P[i % 8][d as usize] as usize]) == 0
+        && ds.iter().rev().enumerate().fold(0u8, |c, (i, &d)| {
+            D[c as usize][P[i % 8][d as usize] as usize]
+        }) == 0
 }
 
 /// The check digit to append to the all-digit string `payload`, or `None` if it is not digits
 /// or is empty (a lone check digit is no valid number: [`validate`] wants two digits or more).
 pub fn check_digit(payload: &str) -> Option<u8> {
     let ds = digits(payload).filter(|ds| !ds.is_empty())?;
-    let c = ds
-        .iter()
-        .rev()
-        .enumerate()
-        .fold(0u8, |c, (i, &d)| D[c as usize][P[(i + 1) % 8][d as usize] as usize]);
+    let c = ds.iter().rev().enumerate().fold(0u8, |c, (i, &d)| {
+        D[c as usize][P[(i + 1) % 8][d as usize] as usize]
+    });
     Some(INV[c as usize])
 }
 

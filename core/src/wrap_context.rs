@@ -32,7 +32,11 @@ pub struct WrapContext {
 
 impl WrapContext {
     pub fn new(namespace: &str, kind: KeyKind, version: u32) -> Self {
-        WrapContext { namespace: namespace.to_owned(), kind, version }
+        WrapContext {
+            namespace: namespace.to_owned(),
+            kind,
+            version,
+        }
     }
 
     /// `"zkvault:v1:key-wrap" || lp(ns) || lp(kind) || u32be(version)`
@@ -53,8 +57,14 @@ mod tests {
     #[test]
     fn aad_differs_by_every_field() {
         let base = WrapContext::new("ns", KeyKind::DerivationMaster, 1).aad();
-        assert_ne!(base, WrapContext::new("ns2", KeyKind::DerivationMaster, 1).aad());
+        assert_ne!(
+            base,
+            WrapContext::new("ns2", KeyKind::DerivationMaster, 1).aad()
+        );
         assert_ne!(base, WrapContext::new("ns", KeyKind::IndexKey, 1).aad());
-        assert_ne!(base, WrapContext::new("ns", KeyKind::DerivationMaster, 2).aad());
+        assert_ne!(
+            base,
+            WrapContext::new("ns", KeyKind::DerivationMaster, 2).aad()
+        );
     }
 }

@@ -24,15 +24,32 @@ const RECORD_ID: [u8; 16] = [7; 16];
 fn seal_one(f: &Fixture, id: &str, body: &[u8]) -> SealedRecord {
     let rid = ResidentId::parse(id).unwrap();
     let bi = f.ik.blind_index(NS, &rid);
-    let ctx = RecordContext { namespace: NS, blind_index: &bi, record_name: "demographics", record_id: &RECORD_ID };
+    let ctx = RecordContext {
+        namespace: NS,
+        blind_index: &bi,
+        record_name: "demographics",
+        record_id: &RECORD_ID,
+    };
     seal(&f.dm.resident_key(NS, &rid), 1, &ctx, body).unwrap()
 }
 
 /// Opens `sealed` as resident `id` in namespace `ns` under record `name`/`record_id`.
-fn open_as(f: &Fixture, ns: &str, id: &str, name: &str, record_id: &[u8; 16], sealed: &SealedRecord) -> Result<Vec<u8>, IntegrityError> {
+fn open_as(
+    f: &Fixture,
+    ns: &str,
+    id: &str,
+    name: &str,
+    record_id: &[u8; 16],
+    sealed: &SealedRecord,
+) -> Result<Vec<u8>, IntegrityError> {
     let rid = ResidentId::parse(id).unwrap();
     let bi = f.ik.blind_index(ns, &rid);
-    let ctx = RecordContext { namespace: ns, blind_index: &bi, record_name: name, record_id };
+    let ctx = RecordContext {
+        namespace: ns,
+        blind_index: &bi,
+        record_name: name,
+        record_id,
+    };
     open(&f.dm.resident_key(ns, &rid), &ctx, sealed).map(|b| b.to_vec())
 }
 
@@ -41,27 +58,42 @@ fn every_flipped_byte_is_an_integrity_error() {
     let f = fixture();
     let body = b"{\"name\":\"Asha\",\"dob\":\"1990-01-01\"}";
     let sealed = seal_one(&f, "4930098371", body);
-    assert_eq!(open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &sealed).unwrap(), body);
+    assert_eq!(
+        open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &sealed).unwrap(),
+        body
+    );
 
     for i in 0..sealed.dek.nonce.len() {
         let mut s = sealed.clone();
         s.dek.nonce[i] ^= 1;
-        assert_eq!(open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s), Err(IntegrityError));
+        assert_eq!(
+            open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s),
+            Err(IntegrityError)
+        );
     }
     for i in 0..sealed.dek.wrapped.len() {
         let mut s = sealed.clone();
         s.dek.wrapped[i] ^= 0x80;
-        assert_eq!(open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s), Err(IntegrityError));
+        assert_eq!(
+            open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s),
+            Err(IntegrityError)
+        );
     }
     for i in 0..sealed.body_nonce.len() {
         let mut s = sealed.clone();
         s.body_nonce[i] ^= 1;
-        assert_eq!(open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s), Err(IntegrityError));
+        assert_eq!(
+            open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s),
+            Err(IntegrityError)
+        );
     }
     for i in 0..sealed.body_ciphertext.len() {
         let mut s = sealed.clone();
         s.body_ciphertext[i] ^= 1;
-        assert_eq!(open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s), Err(IntegrityError));
+        assert_eq!(
+            open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s),
+            Err(IntegrityError)
+        );
     }
 }
 
@@ -70,14 +102,41 @@ fn a_moved_record_fails_to_open() {
     let f = fixture();
     let sealed = seal_one(&f, "4930098371", b"body");
     let other_id = [8u8; 16];
-    assert_eq!(open_as(&f, NS, "4930098372", "demographics", &RECORD_ID, &sealed), Err(IntegrityError), "other resident");
-    assert_eq!(open_as(&f, NS, "4930098371", "photo", &RECORD_ID, &sealed), Err(IntegrityError), "other name");
-    assert_eq!(open_as(&f, "biometrics", "4930098371", "demographics", &RECORD_ID, &sealed), Err(IntegrityError), "other namespace");
-    assert_eq!(open_as(&f, NS, "4930098371", "demographics", &other_id, &sealed), Err(IntegrityError), "other record id");
+    assert_eq!(
+        open_as(&f, NS, "4930098372", "demographics", &RECORD_ID, &sealed),
+        Err(IntegrityError),
+        "other resident"
+    );
+    assert_eq!(
+        open_as(&f, NS, "4930098371", "photo", &RECORD_ID, &sealed),
+        Err(IntegrityError),
+        "other name"
+    );
+    assert_eq!(
+        open_as(
+            &f,
+            "biometrics",
+            "4930098371",
+            "demographics",
+            &RECORD_ID,
+            &sealed
+        ),
+        Err(IntegrityError),
+        "other namespace"
+    );
+    assert_eq!(
+        open_as(&f, NS, "4930098371", "demographics", &other_id, &sealed),
+        Err(IntegrityError),
+        "other record id"
+    );
 
     let mut s = sealed.clone();
     s.dek.master_version = 2;
-    assert_eq!(open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s), Err(IntegrityError), "other master version");
+    assert_eq!(
+        open_as(&f, NS, "4930098371", "demographics", &RECORD_ID, &s),
+        Err(IntegrityError),
+        "other master version"
+    );
 }
 
 #[test]
@@ -85,17 +144,31 @@ fn rewrap_keeps_the_body_bytes_and_binds_the_new_master() {
     let f = fixture();
     let rid = ResidentId::parse("4930098371").unwrap();
     let bi = f.ik.blind_index(NS, &rid);
-    let ctx = RecordContext { namespace: NS, blind_index: &bi, record_name: "demographics", record_id: &RECORD_ID };
+    let ctx = RecordContext {
+        namespace: NS,
+        blind_index: &bi,
+        record_name: "demographics",
+        record_id: &RECORD_ID,
+    };
     let (rk1, rk2) = (f.dm.resident_key(NS, &rid), f.dm2.resident_key(NS, &rid));
     let sealed = seal(&rk1, 1, &ctx, b"payload").unwrap();
 
-    let moved = SealedRecord { dek: rewrap(&rk1, &rk2, 2, &ctx, &sealed.dek).unwrap(), ..sealed.clone() };
+    let moved = SealedRecord {
+        dek: rewrap(&rk1, &rk2, 2, &ctx, &sealed.dek).unwrap(),
+        ..sealed.clone()
+    };
     assert_eq!(moved.body_ciphertext, sealed.body_ciphertext);
     assert_eq!(moved.body_nonce, sealed.body_nonce);
     assert_eq!(moved.dek.master_version, 2);
     assert_eq!(*open(&rk2, &ctx, &moved).unwrap(), b"payload");
-    assert!(open(&rk1, &ctx, &moved).is_err(), "old master no longer opens it");
-    assert!(rewrap(&rk2, &rk1, 1, &ctx, &sealed.dek).is_err(), "rewrap needs the right source key");
+    assert!(
+        open(&rk1, &ctx, &moved).is_err(),
+        "old master no longer opens it"
+    );
+    assert!(
+        rewrap(&rk2, &rk1, 1, &ctx, &sealed.dek).is_err(),
+        "rewrap needs the right source key"
+    );
 }
 
 #[test]
@@ -103,7 +176,12 @@ fn rekey_draws_a_fresh_dek_and_body() {
     let f = fixture();
     let rid = ResidentId::parse("4930098371").unwrap();
     let bi = f.ik.blind_index(NS, &rid);
-    let ctx = RecordContext { namespace: NS, blind_index: &bi, record_name: "demographics", record_id: &RECORD_ID };
+    let ctx = RecordContext {
+        namespace: NS,
+        blind_index: &bi,
+        record_name: "demographics",
+        record_id: &RECORD_ID,
+    };
     let (rk1, rk2) = (f.dm.resident_key(NS, &rid), f.dm2.resident_key(NS, &rid));
     let sealed = seal(&rk1, 1, &ctx, b"payload").unwrap();
     let rekeyed = rekey(&rk1, &rk2, 2, &ctx, &sealed).unwrap();
@@ -111,7 +189,10 @@ fn rekey_draws_a_fresh_dek_and_body() {
     assert_ne!(rekeyed.body_nonce, sealed.body_nonce);
     assert_eq!(*open(&rk2, &ctx, &rekeyed).unwrap(), b"payload");
     // The old DEK no longer opens the new body: prove it by grafting the old DEK envelope on.
-    let graft = SealedRecord { dek: sealed.dek.clone(), ..rekeyed };
+    let graft = SealedRecord {
+        dek: sealed.dek.clone(),
+        ..rekeyed
+    };
     assert!(open(&rk1, &ctx, &graft).is_err());
 }
 
@@ -119,15 +200,54 @@ fn rekey_draws_a_fresh_dek_and_body() {
 fn stored_form_rejects_unknown_versions_and_bad_lengths() {
     let f = fixture();
     let s = seal_one(&f, "4930098371", b"x");
-    let ok = SealedRecord::from_stored(FORMAT_V1, 1, &s.dek.nonce, &s.dek.wrapped, &s.body_nonce, s.body_ciphertext.clone());
+    let ok = SealedRecord::from_stored(
+        FORMAT_V1,
+        1,
+        &s.dek.nonce,
+        &s.dek.wrapped,
+        &s.body_nonce,
+        s.body_ciphertext.clone(),
+    );
     assert!(ok.unwrap() == s);
     assert_eq!(
-        SealedRecord::from_stored(2, 1, &s.dek.nonce, &s.dek.wrapped, &s.body_nonce, s.body_ciphertext.clone()).err(),
+        SealedRecord::from_stored(
+            2,
+            1,
+            &s.dek.nonce,
+            &s.dek.wrapped,
+            &s.body_nonce,
+            s.body_ciphertext.clone()
+        )
+        .err(),
         Some(CryptoError::UnsupportedFormat(2))
     );
-    assert!(SealedRecord::from_stored(FORMAT_V1, 1, &s.dek.nonce[1..], &s.dek.wrapped, &s.body_nonce, s.body_ciphertext.clone()).is_err());
-    assert!(SealedRecord::from_stored(FORMAT_V1, 1, &s.dek.nonce, &s.dek.wrapped[..47], &s.body_nonce, s.body_ciphertext.clone()).is_err());
-    assert!(SealedRecord::from_stored(FORMAT_V1, 1, &s.dek.nonce, &s.dek.wrapped, &s.body_nonce, vec![0; 15]).is_err());
+    assert!(SealedRecord::from_stored(
+        FORMAT_V1,
+        1,
+        &s.dek.nonce[1..],
+        &s.dek.wrapped,
+        &s.body_nonce,
+        s.body_ciphertext.clone()
+    )
+    .is_err());
+    assert!(SealedRecord::from_stored(
+        FORMAT_V1,
+        1,
+        &s.dek.nonce,
+        &s.dek.wrapped[..47],
+        &s.body_nonce,
+        s.body_ciphertext.clone()
+    )
+    .is_err());
+    assert!(SealedRecord::from_stored(
+        FORMAT_V1,
+        1,
+        &s.dek.nonce,
+        &s.dek.wrapped,
+        &s.body_nonce,
+        vec![0; 15]
+    )
+    .is_err());
 }
 
 fn resident_id_strategy() -> impl Strategy<Value = String> {

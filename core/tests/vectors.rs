@@ -99,7 +99,11 @@ fn resident_keys_reproduce() {
     for (i, c) in vectors().resident_key.iter().enumerate() {
         let dm = DerivationMaster::new(secret(&c.dm), bytes(&c.dm_salt));
         let rk = dm.resident_key(&c.namespace, &id(&c.resident_id));
-        assert_eq!(hex::encode(rk.secret().expose()), c.resident_key, "resident_key case {i}");
+        assert_eq!(
+            hex::encode(rk.secret().expose()),
+            c.resident_key,
+            "resident_key case {i}"
+        );
     }
 }
 
@@ -108,7 +112,11 @@ fn blind_indexes_reproduce() {
     for (i, c) in vectors().blind_index.iter().enumerate() {
         let ik = IndexKey::new(secret(&c.index_key));
         let bi = ik.blind_index(&c.namespace, &id(&c.resident_id));
-        assert_eq!(hex::encode(bi.as_bytes()), c.blind_index, "blind_index case {i}");
+        assert_eq!(
+            hex::encode(bi.as_bytes()),
+            c.blind_index,
+            "blind_index case {i}"
+        );
     }
 }
 
@@ -118,9 +126,17 @@ fn records_seal_and_open_exactly() {
         let rid = id(&c.resident_id);
         let dm = DerivationMaster::new(secret(&c.dm), bytes(&c.dm_salt));
         let rk = dm.resident_key(&c.namespace, &rid);
-        assert_eq!(hex::encode(rk.secret().expose()), c.resident_key, "record case {i}: RK");
+        assert_eq!(
+            hex::encode(rk.secret().expose()),
+            c.resident_key,
+            "record case {i}: RK"
+        );
         let bi = IndexKey::new(secret(&c.index_key)).blind_index(&c.namespace, &rid);
-        assert_eq!(hex::encode(bi.as_bytes()), c.blind_index, "record case {i}: BI");
+        assert_eq!(
+            hex::encode(bi.as_bytes()),
+            c.blind_index,
+            "record case {i}: BI"
+        );
 
         let record_id: [u8; 16] = bytes(&c.record_id);
         let ctx = RecordContext {
@@ -139,8 +155,16 @@ fn records_seal_and_open_exactly() {
             bytes(&c.body_nonce),
             &plaintext,
         );
-        assert_eq!(hex::encode(sealed.dek.wrapped), c.wrapped_dek, "record case {i}: wrapped_dek");
-        assert_eq!(hex::encode(&sealed.body_ciphertext), c.body_ciphertext, "record case {i}: body");
+        assert_eq!(
+            hex::encode(sealed.dek.wrapped),
+            c.wrapped_dek,
+            "record case {i}: wrapped_dek"
+        );
+        assert_eq!(
+            hex::encode(&sealed.body_ciphertext),
+            c.body_ciphertext,
+            "record case {i}: body"
+        );
 
         // Open the vector's own bytes, as another implementation would have stored them.
         let stored = SealedRecord::from_stored(
@@ -152,7 +176,11 @@ fn records_seal_and_open_exactly() {
             hex::decode(&c.body_ciphertext).unwrap(),
         )
         .unwrap();
-        assert_eq!(*open(&rk, &ctx, &stored).unwrap(), plaintext, "record case {i}: open");
+        assert_eq!(
+            *open(&rk, &ctx, &stored).unwrap(),
+            plaintext,
+            "record case {i}: open"
+        );
     }
 }
 
@@ -180,6 +208,10 @@ fn in_repo_vectors_match_shared_contract() {
     for name in ["v1.json", "verhoeff.json"] {
         let ours = std::fs::read(repo_root().join("tests/vectors").join(name)).unwrap();
         let theirs = std::fs::read(shared.join(name)).unwrap();
-        assert!(ours == theirs, "tests/vectors/{name} differs from {}; copy it again", shared.join(name).display());
+        assert!(
+            ours == theirs,
+            "tests/vectors/{name} differs from {}; copy it again",
+            shared.join(name).display()
+        );
     }
 }

@@ -31,9 +31,14 @@ fn vectors_path() -> PathBuf {
 
 fn vectors() -> Vectors {
     let path = vectors_path();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let v: Vectors = serde_json::from_str(&text).expect("verhoeff vectors have {valid, invalid}");
-    assert!(!v.valid.is_empty() && !v.invalid.is_empty(), "{} has an empty section", path.display());
+    assert!(
+        !v.valid.is_empty() && !v.invalid.is_empty(),
+        "{} has an empty section",
+        path.display()
+    );
     v
 }
 
@@ -70,12 +75,22 @@ fn every_vector_validates_or_is_refused() {
 #[test]
 fn javascript_copy_agrees_through_node() {
     let script = repo_root().join("loadtest/lib/verhoeff.test.mjs");
-    let out = match Command::new("node").arg(&script).arg(vectors_path()).output() {
+    let out = match Command::new("node")
+        .arg(&script)
+        .arg(vectors_path())
+        .output()
+    {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but node is not installed");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but node is not installed"
+            );
             // Straight to stderr, not eprintln!: libtest would swallow that for a passing test.
-            let _ = writeln!(std::io::stderr(), "SKIPPED javascript_copy_agrees_through_node: node is not installed");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED javascript_copy_agrees_through_node: node is not installed"
+            );
             return;
         }
         Err(e) => panic!("cannot run node: {e}"),
@@ -93,9 +108,16 @@ fn javascript_copy_agrees_through_node() {
 #[test]
 fn readme_example_ids_are_verhoeff_valid() {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
-    let ids: Vec<_> = readme.split("Resident-Id: ").skip(1).map(|s| s.split('"').next().unwrap()).collect();
+    let ids: Vec<_> = readme
+        .split("Resident-Id: ")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+        .collect();
     assert!(!ids.is_empty(), "README.md has no Resident-Id example");
     for id in ids {
-        assert!(validate(id), "README example Resident-Id {id} fails Verhoeff");
+        assert!(
+            validate(id),
+            "README example Resident-Id {id} fails Verhoeff"
+        );
     }
 }

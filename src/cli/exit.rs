@@ -57,7 +57,11 @@ pub struct CliError {
 }
 
 pub fn fail(exit: Exit, message: impl Into<String>) -> anyhow::Error {
-    CliError { exit, message: message.into() }.into()
+    CliError {
+        exit,
+        message: message.into(),
+    }
+    .into()
 }
 
 /// The exit code of `e`: the first typed error in its chain decides.
@@ -94,14 +98,21 @@ fn startup(e: &StartupError) -> Exit {
         StartupError::Vault(VaultError::StorageUnavailable(_)) => Exit::Unavailable,
         // Opening waits for a key change in progress elsewhere (the key lock), then gives up.
         StartupError::Vault(VaultError::Conflict(_)) => Exit::Conflict,
-        StartupError::Config(_) | StartupError::Policy(_) | StartupError::Keystore(_) | StartupError::Storage(_) | StartupError::Vault(_) | StartupError::Io(..) => Exit::Config,
+        StartupError::Config(_)
+        | StartupError::Policy(_)
+        | StartupError::Keystore(_)
+        | StartupError::Storage(_)
+        | StartupError::Vault(_)
+        | StartupError::Io(..) => Exit::Config,
     }
 }
 
 fn vault(e: &VaultError) -> Exit {
     match e {
         VaultError::BadInput(_) | VaultError::TooLarge { .. } => Exit::Usage,
-        VaultError::NotFound | VaultError::UnknownNamespace | VaultError::Shredded => Exit::NotFound,
+        VaultError::NotFound | VaultError::UnknownNamespace | VaultError::Shredded => {
+            Exit::NotFound
+        }
         VaultError::Conflict(_) | VaultError::PreconditionFailed => Exit::Conflict,
         VaultError::Unauthenticated | VaultError::Forbidden(_) => Exit::Refused,
         VaultError::StorageUnavailable(_) | VaultError::KeystoreUnavailable(_) => Exit::Unavailable,

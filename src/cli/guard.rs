@@ -23,16 +23,26 @@ pub fn destroy(vault: &Vault, ns: &str, version: u32, shred: bool) -> Result<Val
         ("destroyed", ..) => "nothing: already destroyed".to_owned(),
         ("active", ..) => "refused: the active master cannot be destroyed; rotate first".to_owned(),
         (_, 0, _) => "the master's material is destroyed".to_owned(),
-        (_, n, false) => format!("refused: {n} record(s) remain (--shred would make them unreadable forever)"),
-        (_, n, true) => format!("the master's material is destroyed and {n} record(s) become unreadable forever"),
+        (_, n, false) => {
+            format!("refused: {n} record(s) remain (--shred would make them unreadable forever)")
+        }
+        (_, n, true) => format!(
+            "the master's material is destroyed and {n} record(s) become unreadable forever"
+        ),
     };
-    Ok(json!({"dry_run": true, "command": "keys destroy", "namespace": ns, "version": version, "state": m.state, "records": m.records, "shred": shred, "would": outcome}))
+    Ok(
+        json!({"dry_run": true, "command": "keys destroy", "namespace": ns, "version": version, "state": m.state, "records": m.records, "shred": shred, "would": outcome}),
+    )
 }
 
 /// What `keys destroy-kek` would do.
 pub fn destroy_kek(vault: &Vault, version: u32) -> Result<Value> {
     let keys = vault.key_overview()?;
-    let kek = keys.keks.iter().find(|k| k.version as u32 == version).ok_or_else(|| fail(Exit::NotFound, format!("no KEK v{version}")))?;
+    let kek = keys
+        .keks
+        .iter()
+        .find(|k| k.version as u32 == version)
+        .ok_or_else(|| fail(Exit::NotFound, format!("no KEK v{version}")))?;
     let wrapped = wrapped_under(&keys, version);
     let outcome = match (kek.state.as_str(), wrapped) {
         ("destroyed", _) => "nothing: already destroyed".to_owned(),
@@ -40,32 +50,51 @@ pub fn destroy_kek(vault: &Vault, version: u32) -> Result<Value> {
         (_, 0) => "the KEK is destroyed in the keystore".to_owned(),
         (_, n) => format!("refused: {n} master(s) are still wrapped under it"),
     };
-    Ok(json!({"dry_run": true, "command": "keys destroy-kek", "version": version, "state": kek.state, "masters_wrapped": wrapped, "would": outcome}))
+    Ok(
+        json!({"dry_run": true, "command": "keys destroy-kek", "version": version, "state": kek.state, "masters_wrapped": wrapped, "would": outcome}),
+    )
 }
 
 /// What `keys compromise-kek` would do.
 pub fn compromise_kek(vault: &Vault) -> Result<Value> {
     let keys = vault.key_overview()?;
-    let active = keys.keks.iter().find(|k| k.state == "active").map(|k| k.version);
+    let active = keys
+        .keks
+        .iter()
+        .find(|k| k.state == "active")
+        .map(|k| k.version);
     let live: Vec<Value> = keys
         .namespaces
         .iter()
         .flat_map(|n| n.masters.iter().filter(|m| m.state == "active" || m.state == "decrypt_only").map(move |m| json!({"namespace": n.namespace, "version": m.version, "records": m.records})))
         .collect();
-    Ok(json!({"dry_run": true, "command": "keys compromise-kek", "active_kek": active,
-        "would": "rotate the KEK, mark every live master below compromised and rotate each namespace; their records are re-keyed by reencrypt", "live_masters": live}))
+    Ok(
+        json!({"dry_run": true, "command": "keys compromise-kek", "active_kek": active,
+        "would": "rotate the KEK, mark every live master below compromised and rotate each namespace; their records are re-keyed by reencrypt", "live_masters": live}),
+    )
 }
 
 /// What `keystore migrate` would do.
 pub fn migrate(vault: &Vault, to: &std::path::Path) -> Result<Value> {
     let keys = vault.key_overview()?;
-    let masters = keys.namespaces.iter().flat_map(|n| &n.masters).filter(|m| m.state != "destroyed").count();
-    Ok(json!({"dry_run": true, "command": "keystore migrate", "from": keys.keystore, "to": to.display().to_string(), "masters": masters,
-        "would": "rewrap every master and index key under a new KEK of the target keystore, in one transaction; records are untouched"}))
+    let masters = keys
+        .namespaces
+        .iter()
+        .flat_map(|n| &n.masters)
+        .filter(|m| m.state != "destroyed")
+        .count();
+    Ok(
+        json!({"dry_run": true, "command": "keystore migrate", "from": keys.keystore, "to": to.display().to_string(), "masters": masters,
+        "would": "rewrap every master and index key under a new KEK of the target keystore, in one transaction; records are untouched"}),
+    )
 }
 
 fn wrapped_under(keys: &KeyOverview, kek: u32) -> usize {
-    keys.namespaces.iter().flat_map(|n| &n.masters).filter(|m| m.kek_version as u32 == kek && m.state != "destroyed").count()
+    keys.namespaces
+        .iter()
+        .flat_map(|n| &n.masters)
+        .filter(|m| m.kek_version as u32 == kek && m.state != "destroyed")
+        .count()
 }
 
 /// Asks before an irreversible `what`, unless `yes`. Without a terminal on stdin, refuses.

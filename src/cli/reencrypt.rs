@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 use std::sync::atomic::{AtomicBool, Ordering};
+use zeroize::Zeroizing;
 
 use zkvault::vault::{Actor, ReencryptReport, Vault, VaultError, MAX_REENCRYPT_IDS};
 
@@ -32,7 +32,8 @@ struct Checkpoint {
 
 impl Checkpoint {
     fn same_job(&self, other: &Checkpoint) -> bool {
-        (&self.namespace, self.target_master, &self.ids_sha256) == (&other.namespace, other.target_master, &other.ids_sha256)
+        (&self.namespace, self.target_master, &self.ids_sha256)
+            == (&other.namespace, other.target_master, &other.ids_sha256)
     }
 }
 
@@ -43,7 +44,10 @@ fn read_checkpoint(path: &Path) -> Result<Option<Checkpoint>> {
         Ok(text) => match serde_json::from_str(&text) {
             Ok(c) => Ok(Some(c)),
             Err(_) => {
-                eprintln!("ignoring {}: not a checkpoint of this version", path.display());
+                eprintln!(
+                    "ignoring {}: not a checkpoint of this version",
+                    path.display()
+                );
                 Ok(None)
             }
         },
@@ -63,11 +67,14 @@ fn write_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<()> {
 
 /// Line count and SHA-256 of the ID file.
 fn fingerprint(ids: &Path) -> Result<(u64, String)> {
-    let mut file = BufReader::new(File::open(ids).with_context(|| format!("cannot open {}", ids.display()))?);
+    let mut file =
+        BufReader::new(File::open(ids).with_context(|| format!("cannot open {}", ids.display()))?);
     let (mut hash, mut lines) = (Sha256::new(), 0u64);
     let mut buf = Zeroizing::new(vec![0u8; 64 * 1024]);
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", ids.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", ids.display()))?;
         if n == 0 {
             break;
         }
@@ -77,17 +84,34 @@ fn fingerprint(ids: &Path) -> Result<(u64, String)> {
     Ok((lines, hex::encode(hash.finalize())))
 }
 
-pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Option<PathBuf>, batch: usize) -> Result<()> {
+pub fn run(
+    vault: &Vault,
+    actor: &Actor,
+    ns: &str,
+    ids: &Path,
+    checkpoint: Option<PathBuf>,
+    batch: usize,
+) -> Result<()> {
     let batch = batch.clamp(1, MAX_REENCRYPT_IDS);
     let stdin = ids == Path::new("-");
     if stdin && checkpoint.is_some() {
         // Nothing identifies a stream's content, so its checkpoint could resume another list.
         anyhow::bail!("--checkpoint needs an ID file: a job read from stdin cannot be resumed");
     }
-    let checkpoint = checkpoint.or_else(|| (!stdin).then(|| PathBuf::from(format!("{}.{ns}.checkpoint", ids.display()))));
+    let checkpoint = checkpoint
+        .or_else(|| (!stdin).then(|| PathBuf::from(format!("{}.{ns}.checkpoint", ids.display()))));
     let target_master = vault.keyring().active_version(ns)?;
-    let (total, ids_sha256) = if stdin { (None, String::new()) } else { fingerprint(ids).map(|(n, h)| (Some(n), h))? };
-    let mut progress = Checkpoint { namespace: ns.to_owned(), target_master, ids_sha256, lines_done: 0 };
+    let (total, ids_sha256) = if stdin {
+        (None, String::new())
+    } else {
+        fingerprint(ids).map(|(n, h)| (Some(n), h))?
+    };
+    let mut progress = Checkpoint {
+        namespace: ns.to_owned(),
+        target_master,
+        ids_sha256,
+        lines_done: 0,
+    };
     if let Some(path) = &checkpoint {
         match read_checkpoint(path)? {
             Some(saved) if saved.same_job(&progress) => progress.lines_done = saved.lines_done,
@@ -99,14 +123,19 @@ pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Optio
     let reader: Box<dyn BufRead> = if stdin {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        Box::new(BufReader::new(File::open(ids).with_context(|| format!("cannot open {}", ids.display()))?))
+        Box::new(BufReader::new(
+            File::open(ids).with_context(|| format!("cannot open {}", ids.display()))?,
+        ))
     };
 
     let bar = match total {
         Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} IDs  {per_sec}  ETA {eta}").expect("valid template"),
+            ProgressStyle::with_template("{bar:40} {pos}/{len} IDs  {per_sec}  ETA {eta}")
+                .expect("valid template"),
         ),
-        None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{spinner} {pos} IDs  {per_sec}").expect("valid template")),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {pos} IDs  {per_sec}").expect("valid template"),
+        ),
     };
     bar.set_position(skip);
     if skip > 0 {
@@ -145,11 +174,17 @@ pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Optio
                     pending.clear();
                 }
                 // One invalid ID refuses its whole batch: set it aside by its line and rerun the rest.
-                Err(VaultError::BadInput(m)) if invalid_index(&m).is_some_and(|i| i < pending.len()) => {
+                Err(VaultError::BadInput(m))
+                    if invalid_index(&m).is_some_and(|i| i < pending.len()) =>
+                {
                     let (line, _) = pending.remove(invalid_index(&m).expect("checked"));
                     invalid_lines.push(line);
                 }
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("batch ending at line {lines_done}"))),
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("batch ending at line {lines_done}"))
+                    )
+                }
             }
         }
         bar.set_position(lines_done);
@@ -170,14 +205,23 @@ pub fn run(vault: &Vault, actor: &Actor, ns: &str, ids: &Path, checkpoint: Optio
     }
     bar.finish();
     if let Some(path) = checkpoint.as_deref().filter(|p| p.exists()) {
-        std::fs::remove_file(path).with_context(|| format!("cannot remove finished checkpoint {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove finished checkpoint {}", path.display()))?;
     }
     summary(&total_report, &invalid_lines, false)
 }
 
 fn summary(report: &ReencryptReport, invalid_lines: &[u64], interrupted: bool) -> Result<()> {
     if !invalid_lines.is_empty() {
-        eprintln!("skipped {} invalid resident ID(s) at line(s) {}", invalid_lines.len(), invalid_lines.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "skipped {} invalid resident ID(s) at line(s) {}",
+            invalid_lines.len(),
+            invalid_lines
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     let mut out = serde_json::to_value(report)?;
     out["invalid"] = invalid_lines.len().into();
@@ -189,7 +233,12 @@ fn summary(report: &ReencryptReport, invalid_lines: &[u64], interrupted: bool) -
 
 /// Position in the batch of the ID a `resident_ids[i]: ...` refusal names.
 fn invalid_index(message: &str) -> Option<usize> {
-    message.strip_prefix("resident_ids[")?.split(']').next()?.parse().ok()
+    message
+        .strip_prefix("resident_ids[")?
+        .split(']')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A flag SIGINT raises instead of killing the process, so the run stops after its current
@@ -200,6 +249,11 @@ fn on_sigint() -> &'static AtomicBool {
         INTERRUPTED.store(true, Ordering::Relaxed);
     }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, raise as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            raise as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        )
+    };
     &INTERRUPTED
 }

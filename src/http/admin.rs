@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
-use super::AppState;
 use super::records::rfc3339;
+use super::AppState;
 use crate::storage::AuditFilter;
 use crate::vault::{CredentialInfo, KeyOverview, Role};
 
@@ -47,10 +47,16 @@ pub async fn create_credential(
         .collect::<Result<Vec<_>, _>>()?;
     let vault = state.vault.clone();
     let actor = caller.actor();
-    let issued = blocking(move || vault.create_credential(&actor, &body.label, &roles, &body.namespaces)).await?;
+    let issued =
+        blocking(move || vault.create_credential(&actor, &body.label, &roles, &body.namespaces))
+            .await?;
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
-        .json(IssuedResponse { id: issued.id.clone(), token: issued.token.to_string(), expires_at: issued.expires_at }))
+        .json(IssuedResponse {
+            id: issued.id.clone(),
+            token: issued.token.to_string(),
+            expires_at: issued.expires_at,
+        }))
 }
 
 #[derive(Serialize)]
@@ -60,7 +66,10 @@ struct CredentialList {
 
 /// List credentials (never their secrets or hashes).
 #[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200), (status = 401), (status = 403)))]
-pub async fn list_credentials(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn list_credentials(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin, None)?;
     let vault = state.vault.clone();
     let credentials = blocking(move || vault.credentials().list()).await?;
@@ -70,7 +79,11 @@ pub async fn list_credentials(state: web::Data<AppState>, caller: Caller) -> Res
 /// Revoke a credential: refused on every instance within one second.
 #[utoipa::path(delete, path = "/v1/credentials/{id}", tag = "credentials", params(("id" = String, Path)),
     responses((status = 204), (status = 401), (status = 403), (status = 404)))]
-pub async fn revoke_credential(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn revoke_credential(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin, None)?;
     let vault = state.vault.clone();
     let actor = caller.actor();
@@ -131,7 +144,11 @@ pub struct AuditPage {
 /// Page through the audit trail, oldest first.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditPage), (status = 400), (status = 401), (status = 403)))]
-pub async fn audit(state: web::Data<AppState>, caller: Caller, query: web::Query<AuditQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn audit(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Auditor, None)?;
     let q = query.into_inner();
     let limit = q.limit.unwrap_or(100);
@@ -141,14 +158,27 @@ pub async fn audit(state: web::Data<AppState>, caller: Caller, query: web::Query
     // Filters are compared with stored text: NUL and other control bytes cannot be stored
     // (PostgreSQL refuses them), so they are bad input, not a backend error.
     for (name, value) in [("operation", &q.operation), ("credential", &q.credential)] {
-        if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 128 || !v.bytes().all(|b| (0x20..0x7f).contains(&b))) {
-            return Err(ApiError::bad_request(format!("{name} must be 1-128 visible ASCII characters")));
+        if value.as_ref().is_some_and(|v| {
+            v.is_empty() || v.len() > 128 || !v.bytes().all(|b| (0x20..0x7f).contains(&b))
+        }) {
+            return Err(ApiError::bad_request(format!(
+                "{name} must be 1-128 visible ASCII characters"
+            )));
         }
     }
-    let filter = AuditFilter { since: q.since, until: q.until, operation: q.operation, actor: q.credential, after_id: q.after.unwrap_or(0), limit };
+    let filter = AuditFilter {
+        since: q.since,
+        until: q.until,
+        operation: q.operation,
+        actor: q.credential,
+        after_id: q.after.unwrap_or(0),
+        limit,
+    };
     let vault = state.vault.clone();
     let rows = blocking(move || vault.audit_page(&filter)).await?;
-    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
     let entries = rows
         .into_iter()
         .map(|r| AuditEntryView {

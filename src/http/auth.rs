@@ -52,7 +52,11 @@ struct RequestFacts {
 impl RequestFacts {
     fn of(req: &HttpRequest) -> Self {
         RequestFacts {
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
+            request_id: req
+                .extensions()
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
             route: req.match_pattern().unwrap_or_else(|| "unmatched".into()),
             encoded_path: req.uri().path().contains('%'),
             namespace: req.match_info().get("ns").map(str::to_owned),
@@ -62,7 +66,9 @@ impl RequestFacts {
 
 /// `ns` if it is a namespace of the policy, else nothing: only those may key a refusal.
 fn known(vault: &Vault, ns: Option<&str>) -> String {
-    ns.filter(|ns| vault.policy().namespace(ns).is_some()).unwrap_or_default().to_owned()
+    ns.filter(|ns| vault.policy().namespace(ns).is_some())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 impl Caller {
@@ -75,15 +81,21 @@ impl Caller {
         let check = || {
             if let Some(ns) = ns {
                 if self.encoded_path {
-                    return Err(VaultError::BadInput("percent-encoding is not allowed in namespace and record paths".into()));
+                    return Err(VaultError::BadInput(
+                        "percent-encoding is not allowed in namespace and record paths".into(),
+                    ));
                 }
                 if !valid_namespace_name(ns) {
-                    return Err(VaultError::BadInput("namespace must match ^[a-z0-9][a-z0-9_-]{0,62}$".into()));
+                    return Err(VaultError::BadInput(
+                        "namespace must match ^[a-z0-9][a-z0-9_-]{0,62}$".into(),
+                    ));
                 }
             }
             self.principal.require(role, ns)?;
             match ns {
-                Some(ns) if self.vault.policy().namespace(ns).is_none() => Err(VaultError::UnknownNamespace),
+                Some(ns) if self.vault.policy().namespace(ns).is_none() => {
+                    Err(VaultError::UnknownNamespace)
+                }
                 _ => Ok(()),
             }
         };
@@ -118,7 +130,9 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
         return Err(ApiError::bad_request("more than one Authorization header"));
     }
     let value = value.to_str().map_err(|_| ApiError::unauthenticated())?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(ApiError::unauthenticated)?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(ApiError::unauthenticated)?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 256 {
         return Err(ApiError::unauthenticated());
@@ -131,7 +145,10 @@ impl FromRequest for Caller {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned().expect("AppState is registered");
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .cloned()
+            .expect("AppState is registered");
         let facts = RequestFacts::of(req);
         let token = bearer(req);
         Box::pin(async move {
@@ -145,10 +162,11 @@ impl FromRequest for Caller {
                 if !Credentials::well_formed(&token) {
                     return Err(ApiError::unauthenticated());
                 }
-                let _permit = tokio::time::timeout(ARGON2_QUEUE_WAIT, state.argon2_permits.acquire())
-                    .await
-                    .map_err(|_| ApiError::busy())?
-                    .expect("semaphore is never closed");
+                let _permit =
+                    tokio::time::timeout(ARGON2_QUEUE_WAIT, state.argon2_permits.acquire())
+                        .await
+                        .map_err(|_| ApiError::busy())?
+                        .expect("semaphore is never closed");
                 // Concurrent first uses of one token: the one before us may have verified it.
                 if let Some(principal) = vault.credentials().cached(&token) {
                     return Ok(principal);

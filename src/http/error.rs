@@ -28,19 +28,38 @@ pub struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), header: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            header: None,
+        }
     }
 
     /// A known path with a method it does not take.
     pub fn method_not_allowed(allow: &'static str) -> Self {
-        let e = Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("this endpoint takes {allow}"));
-        ApiError { header: Some(("Allow", allow)), ..e }
+        let e = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this endpoint takes {allow}"),
+        );
+        ApiError {
+            header: Some(("Allow", allow)),
+            ..e
+        }
     }
 
     /// Too many credential verifications already waiting: try again shortly.
     pub fn busy() -> Self {
-        let e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many credential verifications at once; retry");
-        ApiError { header: Some(("Retry-After", "1")), ..e }
+        let e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many credential verifications at once; retry",
+        );
+        ApiError {
+            header: Some(("Retry-After", "1")),
+            ..e
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -48,16 +67,28 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("body exceeds the limit of {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds the limit of {limit} bytes"),
+        )
     }
 
     /// The request body stalled or trickled past the limits of `limits.rs`; the connection is closed.
     pub fn body_timeout() -> Self {
-        Self::new(StatusCode::REQUEST_TIMEOUT, "timeout", "request body not received in time")
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "request body not received in time",
+        )
     }
 
     pub fn unauthenticated() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "missing, unknown, expired or revoked credential")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing, unknown, expired or revoked credential",
+        )
     }
 
     pub fn code(&self) -> &'static str {
@@ -67,7 +98,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -89,7 +126,10 @@ impl ResponseError for ApiError {
             resp.force_close();
         }
         resp.insert_header(("Cache-Control", "no-store"))
-            .json(ErrorBody { error: self.code, message: &self.message })
+            .json(ErrorBody {
+                error: self.code,
+                message: &self.message,
+            })
     }
 }
 
@@ -101,18 +141,34 @@ impl From<VaultError> for ApiError {
             VaultError::Unauthenticated => Self::unauthenticated(),
             VaultError::Forbidden(m) => Self::new(S::FORBIDDEN, "forbidden", m),
             VaultError::NotFound => Self::new(S::NOT_FOUND, "not_found", "no such record"),
-            VaultError::UnknownNamespace => Self::new(S::NOT_FOUND, "unknown_namespace", "no such namespace"),
+            VaultError::UnknownNamespace => {
+                Self::new(S::NOT_FOUND, "unknown_namespace", "no such namespace")
+            }
             VaultError::Conflict(m) => Self::new(S::CONFLICT, "conflict", m),
-            VaultError::PreconditionFailed => Self::new(S::PRECONDITION_FAILED, "precondition_failed", "If-Match or If-None-Match did not hold"),
+            VaultError::PreconditionFailed => Self::new(
+                S::PRECONDITION_FAILED,
+                "precondition_failed",
+                "If-Match or If-None-Match did not hold",
+            ),
             VaultError::TooLarge { limit, .. } => Self::too_large(limit),
-            VaultError::Shredded => Self::new(S::GONE, "shredded", "the record's master key was destroyed"),
+            VaultError::Shredded => {
+                Self::new(S::GONE, "shredded", "the record's master key was destroyed")
+            }
             VaultError::Integrity => {
                 tracing::error!("stored data failed authentication");
-                Self::new(S::INTERNAL_SERVER_ERROR, "integrity", "stored data failed authentication")
+                Self::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "integrity",
+                    "stored data failed authentication",
+                )
             }
             VaultError::StorageUnavailable(detail) | VaultError::KeystoreUnavailable(detail) => {
                 tracing::error!(%detail, "backend unavailable");
-                Self::new(S::SERVICE_UNAVAILABLE, "unavailable", "database or keystore unavailable")
+                Self::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "database or keystore unavailable",
+                )
             }
             VaultError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

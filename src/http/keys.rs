@@ -9,13 +9,19 @@ use super::AppState;
 use crate::vault::{Actor, CompromiseReport, DestroyReport, KekRotation, MasterRotation, Role};
 
 fn actor(caller: &Caller, what: &str) -> Actor {
-    Actor { why: format!("{what} requested through the API"), ..caller.actor() }
+    Actor {
+        why: format!("{what} requested through the API"),
+        ..caller.actor()
+    }
 }
 
 /// New KEK version in the keystore; every master and index key rewrapped; the old KEK retired.
 #[utoipa::path(post, path = "/v1/keys/kek/rotate", tag = "keys",
     responses((status = 200, body = KekRotation), (status = 401), (status = 403), (status = 503)))]
-pub async fn rotate_kek(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn rotate_kek(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator, None)?;
     let vault = state.vault.clone();
     let actor = actor(&caller, "KEK rotation");
@@ -25,7 +31,11 @@ pub async fn rotate_kek(state: web::Data<AppState>, caller: Caller) -> Result<Ht
 /// New active derivation master; the previous one becomes decrypt-only.
 #[utoipa::path(post, path = "/v1/ns/{ns}/masters/rotate", tag = "keys", params(("ns" = String, Path)),
     responses((status = 200, body = MasterRotation), (status = 401), (status = 403), (status = 404), (status = 409)))]
-pub async fn rotate_master(state: web::Data<AppState>, caller: Caller, ns: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn rotate_master(
+    state: web::Data<AppState>,
+    caller: Caller,
+    ns: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Operator, Some(&ns))?;
     let vault = state.vault.clone();
     let actor = actor(&caller, "master rotation");
@@ -35,12 +45,17 @@ pub async fn rotate_master(state: web::Data<AppState>, caller: Caller, ns: web::
 /// Mark master v compromised: rotate if active, report records at risk, re-key them first.
 #[utoipa::path(post, path = "/v1/ns/{ns}/masters/{v}/compromise", tag = "keys", params(("ns" = String, Path), ("v" = u32, Path)),
     responses((status = 200, body = CompromiseReport), (status = 401), (status = 403), (status = 404), (status = 409)))]
-pub async fn compromise_master(state: web::Data<AppState>, caller: Caller, path: web::Path<(String, u32)>) -> Result<HttpResponse, ApiError> {
+pub async fn compromise_master(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, u32)>,
+) -> Result<HttpResponse, ApiError> {
     let (ns, version) = path.into_inner();
     caller.require(Role::Operator, Some(&ns))?;
     let vault = state.vault.clone();
     let actor = actor(&caller, "compromise response");
-    Ok(HttpResponse::Ok().json(blocking(move || vault.compromise_master(&ns, version, &actor)).await?))
+    Ok(HttpResponse::Ok()
+        .json(blocking(move || vault.compromise_master(&ns, version, &actor)).await?))
 }
 
 #[derive(Deserialize)]
@@ -63,7 +78,15 @@ pub async fn destroy_master(
     let (ns, version) = path.into_inner();
     caller.require(Role::Operator, Some(&ns))?;
     let vault = state.vault.clone();
-    let actor = actor(&caller, if query.shred { "destruction with shredding" } else { "destruction" });
+    let actor = actor(
+        &caller,
+        if query.shred {
+            "destruction with shredding"
+        } else {
+            "destruction"
+        },
+    );
     let shred = query.shred;
-    Ok(HttpResponse::Ok().json(blocking(move || vault.destroy_master(&ns, version, shred, &actor)).await?))
+    Ok(HttpResponse::Ok()
+        .json(blocking(move || vault.destroy_master(&ns, version, shred, &actor)).await?))
 }

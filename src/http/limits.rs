@@ -88,7 +88,8 @@ where
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let late = this.deadline.as_mut().poll(cx).is_ready() || this.idle.as_mut().poll(cx).is_ready();
+                let late = this.deadline.as_mut().poll(cx).is_ready()
+                    || this.idle.as_mut().poll(cx).is_ready();
                 if late {
                     this.finished = true;
                     return Poll::Ready(Some(Err(PayloadError::Io(io::Error::new(
@@ -110,7 +111,10 @@ pub fn is_timeout(e: &PayloadError) -> bool {
 /// Middleware: every request body is read through [`Deadlined`]; a request with more than one
 /// `Content-Type` is refused before any handler runs (extractors read the first, a proxy may
 /// have acted on the last: the body's meaning would be ambiguous).
-pub async fn guard_body(mut req: ServiceRequest, next: Next<impl MessageBody + 'static>) -> Result<ServiceResponse<HoldsPayload>, Error> {
+pub async fn guard_body(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<HoldsPayload>, Error> {
     if req.headers().get_all(CONTENT_TYPE).nth(1).is_some() {
         return Err(ApiError::bad_request("more than one Content-Type header").into());
     }
@@ -120,7 +124,10 @@ pub async fn guard_body(mut req: ServiceRequest, next: Next<impl MessageBody + '
         Box::pin(Deadlined::new(payload, BODY_IDLE_TIMEOUT, BODY_DEADLINE));
     req.set_payload(Payload::from(timed));
     let res = next.call(req).await?;
-    Ok(res.map_body(|_, body| HoldsPayload { body: body.boxed(), _payload: kept }))
+    Ok(res.map_body(|_, body| HoldsPayload {
+        body: body.boxed(),
+        _payload: kept,
+    }))
 }
 
 /// The request payload, readable by the handler while the middleware holds on to it.
@@ -148,7 +155,10 @@ impl MessageBody for HoldsPayload {
         self.body.size()
     }
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Self::Error>>> {
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_next(cx)
     }
 }
@@ -160,7 +170,10 @@ mod tests {
     use super::*;
 
     /// A body that yields `chunks` pieces, one every `every`, then stalls for ever.
-    fn trickle(chunks: usize, every: Duration) -> impl Stream<Item = Result<Bytes, PayloadError>> + Unpin {
+    fn trickle(
+        chunks: usize,
+        every: Duration,
+    ) -> impl Stream<Item = Result<Bytes, PayloadError>> + Unpin {
         Box::pin(futures_util::stream::unfold(0usize, move |n| async move {
             tokio::time::sleep(every).await;
             if n < chunks {
@@ -171,7 +184,9 @@ mod tests {
         }))
     }
 
-    async fn drain(mut s: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin) -> (usize, Option<PayloadError>) {
+    async fn drain(
+        mut s: impl Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+    ) -> (usize, Option<PayloadError>) {
         let mut got = 0;
         while let Some(item) = s.next().await {
             match item {
@@ -189,19 +204,32 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_body_fails_after_the_idle_timeout() {
         let start = Instant::now();
-        let (got, err) = drain(Deadlined::new(trickle(3, Duration::from_millis(20)), IDLE, DEADLINE)).await;
+        let (got, err) = drain(Deadlined::new(
+            trickle(3, Duration::from_millis(20)),
+            IDLE,
+            DEADLINE,
+        ))
+        .await;
         assert_eq!(got, 3);
         assert!(is_timeout(&err.expect("timed out")));
         // 3 chunks at 20 ms, then 200 ms of silence; well before the deadline.
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(260) && took < DEADLINE, "{took:?}");
+        assert!(
+            took >= Duration::from_millis(260) && took < DEADLINE,
+            "{took:?}"
+        );
     }
 
     #[tokio::test]
     async fn a_dripping_body_fails_at_the_deadline() {
         let start = Instant::now();
         // A byte every 150 ms never trips the 200 ms idle timeout; the deadline stops it.
-        let (got, err) = drain(Deadlined::new(trickle(usize::MAX, Duration::from_millis(150)), IDLE, DEADLINE)).await;
+        let (got, err) = drain(Deadlined::new(
+            trickle(usize::MAX, Duration::from_millis(150)),
+            IDLE,
+            DEADLINE,
+        ))
+        .await;
         assert!(is_timeout(&err.expect("timed out")));
         assert!((3..=6).contains(&got), "{got} bytes");
         let took = start.elapsed();
@@ -210,7 +238,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_prompt_body_is_untouched() {
-        let body = futures_util::stream::iter([Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"c"))]);
+        let body = futures_util::stream::iter([
+            Ok(Bytes::from_static(b"ab")),
+            Ok(Bytes::from_static(b"c")),
+        ]);
         let (got, err) = drain(Deadlined::new(body, IDLE, DEADLINE)).await;
         assert_eq!((got, err.is_none()), (3, true));
         // Other payload errors pass through unchanged.

@@ -43,11 +43,15 @@ pub struct HttpSettings {
 
 /// A resource whose other methods answer 405 with `Allow` (not the 404 of an unknown path).
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move || async move { Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(allow)) }))
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::method_not_allowed(allow))
+    }))
 }
 
 fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default().limit(limit).error_handler(|e, _| json_error(e).into())
+    web::JsonConfig::default()
+        .limit(limit)
+        .error_handler(|e, _| json_error(e).into())
 }
 
 /// The largest JSON body but for `reencrypt`'s.
@@ -55,9 +59,12 @@ const JSON_LIMIT: usize = 64 * 1024;
 
 fn routes(cfg: &mut web::ServiceConfig) {
     // The parser's message quotes the offending value (an ID pasted into a URL): never echoed.
-    let path = web::PathConfig::default().error_handler(|_, _| ApiError::bad_request("invalid path; /openapi.json lists the endpoints").into());
-    let query = web::QueryConfig::default()
-        .error_handler(|_, _| ApiError::bad_request("invalid query string; /openapi.json lists the parameters").into());
+    let path = web::PathConfig::default().error_handler(|_, _| {
+        ApiError::bad_request("invalid path; /openapi.json lists the endpoints").into()
+    });
+    let query = web::QueryConfig::default().error_handler(|_, _| {
+        ApiError::bad_request("invalid query string; /openapi.json lists the parameters").into()
+    });
     cfg.app_data(json_config(JSON_LIMIT))
         .app_data(path)
         .app_data(query)
@@ -72,18 +79,33 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(admin::create_credential))
                 .route(web::get().to(admin::list_credentials)),
         )
-        .service(resource("/v1/credentials/{id}", "DELETE").route(web::delete().to(admin::revoke_credential)))
+        .service(
+            resource("/v1/credentials/{id}", "DELETE")
+                .route(web::delete().to(admin::revoke_credential)),
+        )
         .service(resource("/v1/ns/{ns}/records", "GET").route(web::get().to(records::list_records)))
-        .service(resource("/v1/ns/{ns}/resident", "DELETE").route(web::delete().to(records::erase_resident)))
+        .service(
+            resource("/v1/ns/{ns}/resident", "DELETE")
+                .route(web::delete().to(records::erase_resident)),
+        )
         .service(
             resource("/v1/ns/{ns}/reencrypt", "POST")
                 .app_data(json_config(records::REENCRYPT_JSON_LIMIT))
                 .route(web::post().to(records::reencrypt)),
         )
         .service(resource("/v1/keys/kek/rotate", "POST").route(web::post().to(keys::rotate_kek)))
-        .service(resource("/v1/ns/{ns}/masters/rotate", "POST").route(web::post().to(keys::rotate_master)))
-        .service(resource("/v1/ns/{ns}/masters/{v}/compromise", "POST").route(web::post().to(keys::compromise_master)))
-        .service(resource("/v1/ns/{ns}/masters/{v}/destroy", "POST").route(web::post().to(keys::destroy_master)))
+        .service(
+            resource("/v1/ns/{ns}/masters/rotate", "POST")
+                .route(web::post().to(keys::rotate_master)),
+        )
+        .service(
+            resource("/v1/ns/{ns}/masters/{v}/compromise", "POST")
+                .route(web::post().to(keys::compromise_master)),
+        )
+        .service(
+            resource("/v1/ns/{ns}/masters/{v}/destroy", "POST")
+                .route(web::post().to(keys::destroy_master)),
+        )
         .service(
             resource("/v1/ns/{ns}/records/{name:.+}", "PUT, GET, DELETE")
                 .route(web::put().to(records::put_record))
@@ -91,7 +113,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(records::delete_record)),
         )
         .default_service(web::to(|| async {
-            Err::<actix_web::HttpResponse, _>(ApiError::new(actix_web::http::StatusCode::NOT_FOUND, "not_found", "no such endpoint"))
+            Err::<actix_web::HttpResponse, _>(ApiError::new(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            ))
         }));
 }
 
@@ -133,7 +159,11 @@ pub struct RunningServer {
 
 /// Binds `addr` (port 0 picks a free one) and builds the server; the caller awaits or spawns
 /// `server`. Also starts the revocation sync that bounds cross-instance revocation to < 1 s.
-pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std::io::Result<RunningServer> {
+pub fn bind(
+    vault: Arc<Vault>,
+    addr: SocketAddr,
+    settings: &HttpSettings,
+) -> std::io::Result<RunningServer> {
     let state = web::Data::new(AppState {
         vault: vault.clone(),
         body_limit: settings.body_limit,
@@ -152,13 +182,21 @@ pub fn bind(vault: Arc<Vault>, addr: SocketAddr, settings: &HttpSettings) -> std
     .client_request_timeout(Duration::from_secs(10))
     .shutdown_timeout(10);
     // actix counts connections per worker.
-    let workers = settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    server = server.workers(workers).max_connections(settings.max_connections.div_ceil(workers).max(1));
+    let workers = settings
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    server = server
+        .workers(workers)
+        .max_connections(settings.max_connections.div_ceil(workers).max(1));
     let server = server.listen(listener)?.run();
     let handle = server.handle();
     spawn_refusal_flush(&vault);
     spawn_cache_sync(vault);
-    Ok(RunningServer { addr, handle, server })
+    Ok(RunningServer {
+        addr,
+        handle,
+        server,
+    })
 }
 
 /// Appends the counted refusals every [`REFUSAL_INTERVAL`] (see `vault::refusals`); the last

@@ -23,18 +23,37 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// Prometheus text: request counts and latency histograms by route pattern and status.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "zkvault", description = "Zero-knowledge identity vault. Resident IDs travel only in the Resident-Id header."),
+    info(
+        title = "zkvault",
+        description = "Zero-knowledge identity vault. Resident IDs travel only in the Resident-Id header."
+    ),
     paths(
-        super::records::put_record, super::records::get_record, super::records::delete_record,
-        super::records::list_records, super::records::erase_resident, super::records::reencrypt,
-        super::keys::rotate_kek, super::keys::rotate_master, super::keys::compromise_master, super::keys::destroy_master,
-        super::admin::create_credential, super::admin::list_credentials, super::admin::revoke_credential,
-        super::admin::keys, super::admin::audit, healthz, readyz, metrics, openapi
+        super::records::put_record,
+        super::records::get_record,
+        super::records::delete_record,
+        super::records::list_records,
+        super::records::erase_resident,
+        super::records::reencrypt,
+        super::keys::rotate_kek,
+        super::keys::rotate_master,
+        super::keys::compromise_master,
+        super::keys::destroy_master,
+        super::admin::create_credential,
+        super::admin::list_credentials,
+        super::admin::revoke_credential,
+        super::admin::keys,
+        super::admin::audit,
+        healthz,
+        readyz,
+        metrics,
+        openapi
     ),
     components(schemas(super::error::ErrorBody))
 )]

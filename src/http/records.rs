@@ -1,7 +1,9 @@
 //! Data-plane endpoints. Transport only: headers and bodies in, a vault call, a response out.
 //! The resident ID is read from the `Resident-Id` header and handed straight to the vault.
 
-use actix_web::http::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use actix_web::http::header::{
+    HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH,
+};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -22,11 +24,18 @@ const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 /// Exactly one header named `name`, as visible ASCII.
 fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     let mut values = headers.get_all(name);
-    let Some(first) = values.next() else { return Ok(None) };
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return Err(ApiError::bad_request(format!("more than one {name} header")));
+        return Err(ApiError::bad_request(format!(
+            "more than one {name} header"
+        )));
     }
-    first.to_str().map(Some).map_err(|_| ApiError::bad_request(format!("{name} header must be visible ASCII")))
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(format!("{name} header must be visible ASCII")))
 }
 
 /// The raw resident ID; the vault normalises and validates it. Copied into a zeroizing buffer.
@@ -40,7 +49,9 @@ fn precondition(req: &HttpRequest) -> Result<Precondition, ApiError> {
     let if_match = single_header(req.headers(), IF_MATCH.as_str())?;
     let if_none_match = single_header(req.headers(), IF_NONE_MATCH.as_str())?;
     match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request("use either If-Match or If-None-Match, not both")),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "use either If-Match or If-None-Match, not both",
+        )),
         (None, Some("*")) => Ok(Precondition::IfNoneMatch),
         (None, Some(_)) => Err(ApiError::bad_request("If-None-Match supports only *")),
         (Some("*"), None) => Ok(Precondition::IfExists),
@@ -50,7 +61,11 @@ fn precondition(req: &HttpRequest) -> Result<Precondition, ApiError> {
                 .strip_prefix('"')
                 .and_then(|t| t.strip_suffix('"'))
                 .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric()))
-                .ok_or_else(|| ApiError::bad_request("If-Match must be * or one quoted ETag as returned by the service"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "If-Match must be * or one quoted ETag as returned by the service",
+                    )
+                })?;
             Ok(Precondition::IfMatch(inner.to_owned()))
         }
         (None, None) => Ok(Precondition::None),
@@ -60,15 +75,29 @@ fn precondition(req: &HttpRequest) -> Result<Precondition, ApiError> {
 fn content_type(req: &HttpRequest) -> Result<String, ApiError> {
     match single_header(req.headers(), CONTENT_TYPE.as_str())? {
         None => Ok(DEFAULT_CONTENT_TYPE.to_owned()),
-        Some(ct) if !ct.is_empty() && ct.len() <= 255 && ct.bytes().all(|b| (0x20..0x7f).contains(&b)) => Ok(ct.to_owned()),
-        Some(_) => Err(ApiError::bad_request("Content-Type must be 1-255 visible ASCII characters")),
+        Some(ct)
+            if !ct.is_empty()
+                && ct.len() <= 255
+                && ct.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+        {
+            Ok(ct.to_owned())
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "Content-Type must be 1-255 visible ASCII characters",
+        )),
     }
 }
 
 /// Reads the body up to `limit` bytes; more is a 413 before the rest is read.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     if let Some(len) = single_header(req.headers(), CONTENT_LENGTH.as_str())? {
-        let len: usize = len.parse().map_err(|_| ApiError::bad_request("Content-Length is not a number"))?;
+        let len: usize = len
+            .parse()
+            .map_err(|_| ApiError::bad_request("Content-Length is not a number"))?;
         if len > limit {
             return Err(ApiError::too_large(limit));
         }
@@ -92,7 +121,12 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 
 /// The namespace's record size limit, capped by the server's body limit.
 fn body_limit(state: &AppState, ns: &str) -> Result<usize, ApiError> {
-    let ns_limit = state.vault.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
+    let ns_limit = state
+        .vault
+        .policy()
+        .namespace(ns)
+        .ok_or(VaultError::UnknownNamespace)?
+        .max_record_bytes;
     Ok(ns_limit.min(state.body_limit))
 }
 
@@ -127,14 +161,28 @@ pub async fn put_record(
     let name2 = name.clone();
     let actor = caller.actor();
     let out = blocking(move || {
-        let write = RecordWrite { name: &name2, content_type: &content_type, body: &body, precondition: &precondition };
+        let write = RecordWrite {
+            name: &name2,
+            content_type: &content_type,
+            body: &body,
+            precondition: &precondition,
+        };
         vault.put_record(&actor, &ns, &id, &write)
     })
     .await?;
-    let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(HttpResponse::build(status)
         .insert_header((ETAG, format!("\"{}\"", out.etag)))
-        .json(PutResponse { name, revision: out.revision, etag: out.etag, master_version: out.master_version }))
+        .json(PutResponse {
+            name,
+            revision: out.revision,
+            etag: out.etag,
+            master_version: out.master_version,
+        }))
 }
 
 /// Read a record: the exact stored bytes and Content-Type.
@@ -224,7 +272,9 @@ pub async fn list_records(
             updated_at: rfc3339(m.updated_at),
         })
         .collect();
-    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(RecordList { records }))
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(RecordList { records }))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -260,7 +310,9 @@ pub struct ReencryptRequest {
 
 impl Drop for ReencryptRequest {
     fn drop(&mut self) {
-        self.resident_ids.iter_mut().for_each(zeroize::Zeroize::zeroize);
+        self.resident_ids
+            .iter_mut()
+            .for_each(zeroize::Zeroize::zeroize);
     }
 }
 
@@ -279,7 +331,8 @@ pub async fn reencrypt(
     let vault = state.vault.clone();
     let request = body.into_inner();
     let actor = caller.actor();
-    Ok(HttpResponse::Ok().json(blocking(move || vault.reencrypt(&actor, &ns, &request.resident_ids)).await?))
+    Ok(HttpResponse::Ok()
+        .json(blocking(move || vault.reencrypt(&actor, &ns, &request.resident_ids)).await?))
 }
 
 pub fn rfc3339(ms: i64) -> String {

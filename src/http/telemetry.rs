@@ -10,7 +10,9 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use super::AppState;
 
@@ -22,18 +24,36 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("zkvault".into()), None).expect("valid registry prefix");
+        let registry =
+            Registry::new_custom(Some("zkvault".into()), None).expect("valid registry prefix");
         let labels = ["route", "method", "status"];
-        let requests = IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests answered"), &labels).expect("valid metric");
-        let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "Time to answer an HTTP request")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests answered"),
             &labels,
         )
         .expect("valid metric");
-        registry.register(Box::new(requests.clone())).expect("registered once");
-        registry.register(Box::new(latency.clone())).expect("registered once");
-        Metrics { registry, requests, latency }
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "Time to answer an HTTP request",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            &labels,
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(requests.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("registered once");
+        Metrics {
+            registry,
+            requests,
+            latency,
+        }
     }
 
     fn observe(&self, route: &str, method: &str, status: &str, seconds: f64) {
@@ -45,7 +65,9 @@ impl Metrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
 }
@@ -65,22 +87,36 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Middleware: times the request, counts it, logs one line, and tags it with a `Request-Id`.
-pub async fn observe(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, Error> {
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let method = method_label(req.method());
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let request_id = hex::encode(zkvault_core::random::array::<8>().unwrap_or_default());
-    req.extensions_mut().insert(super::auth::RequestId(request_id.clone()));
+    req.extensions_mut()
+        .insert(super::auth::RequestId(request_id.clone()));
     let mut res = next.call(req).await?;
     let status = res.status();
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(state) = state {
-        state.metrics.observe(&route, method, status.as_str(), elapsed);
+        state
+            .metrics
+            .observe(&route, method, status.as_str(), elapsed);
     }
-    tracing::info!(request_id, method, route, status = status.as_u16(), ms = elapsed * 1000.0, "request");
+    tracing::info!(
+        request_id,
+        method,
+        route,
+        status = status.as_u16(),
+        ms = elapsed * 1000.0,
+        "request"
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(HeaderName::from_static("request-id"), v);
+        res.headers_mut()
+            .insert(HeaderName::from_static("request-id"), v);
     }
     Ok(res)
 }

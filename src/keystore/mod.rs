@@ -88,11 +88,21 @@ pub trait Keystore: Send + Sync {
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError>;
 
     /// Wraps a 32-byte secret under an active KEK, binding `ctx` as associated data.
-    fn wrap(&self, kek_version: u32, ctx: &WrapContext, secret: &Secret32) -> Result<Vec<u8>, KeystoreError>;
+    fn wrap(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+        secret: &Secret32,
+    ) -> Result<Vec<u8>, KeystoreError>;
 
     /// Unwraps with an active or retired KEK; fails with [`KeystoreError::Unwrap`] if `ctx` or the
     /// bytes differ from the wrap.
-    fn unwrap(&self, kek_version: u32, ctx: &WrapContext, wrapped: &[u8]) -> Result<Secret32, KeystoreError>;
+    fn unwrap(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+        wrapped: &[u8],
+    ) -> Result<Secret32, KeystoreError>;
 
     /// Active → retired (unwrap only).
     fn retire_kek(&self, version: u32) -> Result<(), KeystoreError>;
@@ -105,7 +115,12 @@ pub trait Keystore: Send + Sync {
 
     /// The active KEK version, if any.
     fn active_kek(&self) -> Result<Option<u32>, KeystoreError> {
-        Ok(self.list_keks()?.into_iter().rev().find(|k| k.state == KekState::Active).map(|k| k.version))
+        Ok(self
+            .list_keks()?
+            .into_iter()
+            .rev()
+            .find(|k| k.state == KekState::Active)
+            .map(|k| k.version))
     }
 }
 
@@ -119,15 +134,20 @@ pub(crate) fn secret_from_env_or_file(
     let mut secret = match file {
         Some(path) => {
             let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-                KeystoreError::Config(format!("cannot read {what} file {}: {}", path.display(), e.kind()))
+                KeystoreError::Config(format!(
+                    "cannot read {what} file {}: {}",
+                    path.display(),
+                    e.kind()
+                ))
             })?);
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| KeystoreError::Config(format!("{what} file {} is not UTF-8", path.display())))?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                KeystoreError::Config(format!("{what} file {} is not UTF-8", path.display()))
+            })?;
             Zeroizing::new(text.to_owned())
         }
-        None => Zeroizing::new(
-            std::env::var(env).map_err(|_| KeystoreError::Config(format!("{what} not set: give a file or set {env}")))?,
-        ),
+        None => Zeroizing::new(std::env::var(env).map_err(|_| {
+            KeystoreError::Config(format!("{what} not set: give a file or set {env}"))
+        })?),
     };
     if secret.ends_with('\n') {
         secret.pop();

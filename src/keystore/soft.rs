@@ -201,7 +201,10 @@ impl Sealer {
     /// or a restart and tells two keystores apart.
     fn id(&self) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::new().chain_update(b"zkvault:soft-keystore-id").chain_update(self.salt).finalize();
+        let digest = Sha256::new()
+            .chain_update(b"zkvault:soft-keystore-id")
+            .chain_update(self.salt)
+            .finalize();
         format!("soft:{}", hex::encode(&digest[..8]))
     }
 }
@@ -224,7 +227,12 @@ struct FileSig {
 
 fn file_sig(path: &Path) -> Result<FileSig, KeystoreError> {
     let m = fs::metadata(path).map_err(|e| io_error("stat", path, e))?;
-    Ok(FileSig { dev: m.dev(), ino: m.ino(), len: m.len(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
+    Ok(FileSig {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+    })
 }
 
 /// The soft keystore. Holds the unlocked KEKs and the derived file key in zeroizing memory.
@@ -290,7 +298,10 @@ impl SoftKeystore {
         Ok(SoftKeystore {
             path: path.to_owned(),
             sealer,
-            state: RwLock::new(State { keks, loaded: Some(sig) }),
+            state: RwLock::new(State {
+                keks,
+                loaded: Some(sig),
+            }),
         })
     }
 
@@ -309,8 +320,13 @@ impl SoftKeystore {
         let bytes = fs::read(&self.path).map_err(|e| io_error("read", &self.path, e))?;
         let header = Header::parse(&bytes)?;
         let s = &self.sealer;
-        if header.params != s.params || header.salt != s.salt || !bool::from(header.verifier.ct_eq(&s.verifier)) {
-            return Err(KeystoreError::Corrupt("the keystore file was replaced by a different keystore".into()));
+        if header.params != s.params
+            || header.salt != s.salt
+            || !bool::from(header.verifier.ct_eq(&s.verifier))
+        {
+            return Err(KeystoreError::Corrupt(
+                "the keystore file was replaced by a different keystore".into(),
+            ));
         }
         state.keks = s.unseal(&bytes, &header)?;
         // The signature from before the read: if the file changed again meanwhile, the next
@@ -320,9 +336,13 @@ impl SoftKeystore {
     }
 
     /// Runs a change of the table under the cross-process lock, on the file's latest content.
-    fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T, KeystoreError>) -> Result<T, KeystoreError> {
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, KeystoreError>,
+    ) -> Result<T, KeystoreError> {
         let lock_path = PathBuf::from(format!("{}.lock", self.path.display()));
-        let _lock = FileLock::acquire(&lock_path, LOCK_WAIT).map_err(|e| KeystoreError::Unavailable(e.to_string()))?;
+        let _lock = FileLock::acquire(&lock_path, LOCK_WAIT)
+            .map_err(|e| KeystoreError::Unavailable(e.to_string()))?;
         self.refresh()?;
         let mut state = self.write();
         let out = f(&mut state)?;
@@ -384,7 +404,13 @@ impl Keystore for SoftKeystore {
 
     fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError> {
         self.change(|state| {
-            let highest = state.keks.keys().next_back().copied().unwrap_or(0).max(floor);
+            let highest = state
+                .keks
+                .keys()
+                .next_back()
+                .copied()
+                .unwrap_or(0)
+                .max(floor);
             let version = highest
                 .checked_add(1)
                 .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))?;
@@ -484,7 +510,9 @@ impl Keystore for SoftKeystore {
     fn retire_kek(&self, version: u32) -> Result<(), KeystoreError> {
         self.change(|state| {
             require_state(state, version, KekState::Active)?;
-            self.persist(state, |rows| set_row(rows, version, KekState::Retired, false))?;
+            self.persist(state, |rows| {
+                set_row(rows, version, KekState::Retired, false)
+            })?;
             if let Some(k) = state.keks.get_mut(&version) {
                 k.state = KekState::Retired;
             }
@@ -495,7 +523,9 @@ impl Keystore for SoftKeystore {
     fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError> {
         self.change(|state| {
             require_state(state, version, KekState::Retired)?;
-            self.persist(state, |rows| set_row(rows, version, KekState::Destroyed, true))?;
+            self.persist(state, |rows| {
+                set_row(rows, version, KekState::Destroyed, true)
+            })?;
             if let Some(k) = state.keks.get_mut(&version) {
                 k.state = KekState::Destroyed;
                 k.key = None; // Secret32 zeroizes on drop
@@ -605,7 +635,10 @@ pub mod untrusted {
 
     /// Parses a decrypted KEK table; on success, each row's version, state and whether it holds a key.
     pub fn table(bytes: &[u8]) -> Result<Vec<(u32, KekState, bool)>, KeystoreError> {
-        Ok(parse_table(bytes)?.into_iter().map(|(v, k)| (v, k.state, k.key.is_some())).collect())
+        Ok(parse_table(bytes)?
+            .into_iter()
+            .map(|(v, k)| (v, k.state, k.key.is_some()))
+            .collect())
     }
 }
 

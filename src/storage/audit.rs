@@ -57,7 +57,12 @@ impl AuditRow {
     /// The hash this row's content and position call for.
     pub fn expected_hash(&self) -> Option<[u8; 32]> {
         let prev: [u8; 32] = self.prev_hash.as_slice().try_into().ok()?;
-        Some(entry_hash(&prev, &self.chain, self.seq as u64, &self.fields()))
+        Some(entry_hash(
+            &prev,
+            &self.chain,
+            self.seq as u64,
+            &self.fields(),
+        ))
     }
 
     fn fields(&self) -> AuditFields<'_> {
@@ -120,19 +125,35 @@ pub struct AuditFilter {
 
 /// Appends `entry` to `chain` inside the caller's transaction. The head row is written first.
 fn append(c: &mut AnyConnection, chain: &str, entry: &AuditEntry) -> Result<(), StorageError> {
-    let bumped = diesel::update(audit_heads::table.find(chain)).set(audit_heads::seq.eq(audit_heads::seq + 1)).execute(c)?;
+    let bumped = diesel::update(audit_heads::table.find(chain))
+        .set(audit_heads::seq.eq(audit_heads::seq + 1))
+        .execute(c)?;
     if bumped == 0 {
         // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
         // chain): the loser of the insert waits for the winner's commit and then bumps its head.
-        let head = (audit_heads::chain.eq(chain), audit_heads::seq.eq(1i64), audit_heads::hash.eq(vec![0u8; 32]));
-        let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table).values(head).on_conflict_do_nothing().execute(c))?;
+        let head = (
+            audit_heads::chain.eq(chain),
+            audit_heads::seq.eq(1i64),
+            audit_heads::hash.eq(vec![0u8; 32]),
+        );
+        let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table)
+            .values(head)
+            .on_conflict_do_nothing()
+            .execute(c))?;
         if inserted == 0 {
-            diesel::update(audit_heads::table.find(chain)).set(audit_heads::seq.eq(audit_heads::seq + 1)).execute(c)?;
+            diesel::update(audit_heads::table.find(chain))
+                .set(audit_heads::seq.eq(audit_heads::seq + 1))
+                .execute(c)?;
         }
     }
     // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
-    let (seq, prev): (i64, Vec<u8>) = audit_heads::table.find(chain).select((audit_heads::seq, audit_heads::hash)).get_result(c)?;
-    let prev: [u8; 32] = prev.try_into().map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
+    let (seq, prev): (i64, Vec<u8>) = audit_heads::table
+        .find(chain)
+        .select((audit_heads::seq, audit_heads::hash))
+        .get_result(c)?;
+    let prev: [u8; 32] = prev
+        .try_into()
+        .map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
     let fields = AuditFields {
         at_ms: entry.at,
         actor: &entry.actor,
@@ -162,14 +183,20 @@ fn append(c: &mut AnyConnection, chain: &str, entry: &AuditEntry) -> Result<(), 
             hash: &hash,
         })
         .execute(c)?;
-    diesel::update(audit_heads::table.find(chain)).set(audit_heads::hash.eq(hash.to_vec())).execute(c)?;
+    diesel::update(audit_heads::table.find(chain))
+        .set(audit_heads::hash.eq(hash.to_vec()))
+        .execute(c)?;
     Ok(())
 }
 
 impl Store {
     /// Runs `change` and appends `entry` in one transaction: the change and its audit entry
     /// commit together or not at all.
-    pub(super) fn write<T>(&self, entry: &AuditEntry, change: impl FnOnce(&mut AnyConnection) -> Result<T, StorageError>) -> Result<T, StorageError> {
+    pub(super) fn write<T>(
+        &self,
+        entry: &AuditEntry,
+        change: impl FnOnce(&mut AnyConnection) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         let chain = self.chains.take();
         let mut conn = self.conn()?;
         let result = conn.transaction::<_, StorageError, _>(|c| {
@@ -182,7 +209,11 @@ impl Store {
 
     /// Like [`Store::write`] for a change that affects rows: if it affects none, everything
     /// rolls back, so no entry claims a change that did not happen, and the answer is `false`.
-    pub(super) fn write_if_any(&self, entry: &AuditEntry, change: impl FnOnce(&mut AnyConnection) -> Result<usize, StorageError>) -> Result<bool, StorageError> {
+    pub(super) fn write_if_any(
+        &self,
+        entry: &AuditEntry,
+        change: impl FnOnce(&mut AnyConnection) -> Result<usize, StorageError>,
+    ) -> Result<bool, StorageError> {
         let result = self.write(entry, |c| match change(c)? {
             0 => Err(StorageError::NotFound),
             _ => Ok(()),
@@ -202,7 +233,9 @@ impl Store {
     /// A page of entries in append order.
     pub fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StorageError> {
         let mut conn = self.conn()?;
-        let mut q = audit::table.filter(audit::id.gt(filter.after_id)).into_boxed();
+        let mut q = audit::table
+            .filter(audit::id.gt(filter.after_id))
+            .into_boxed();
         if let Some(t) = filter.since {
             q = q.filter(audit::at.ge(t));
         }
@@ -215,21 +248,36 @@ impl Store {
         if let Some(actor) = &filter.actor {
             q = q.filter(audit::actor.eq(actor.clone()));
         }
-        Ok(q.order(audit::id.asc()).limit(filter.limit).select(AuditRow::as_select()).load(&mut *conn)?)
+        Ok(q.order(audit::id.asc())
+            .limit(filter.limit)
+            .select(AuditRow::as_select())
+            .load(&mut *conn)?)
     }
 
     /// Every chain's name.
     pub fn audit_chains(&self) -> Result<Vec<String>, StorageError> {
         let mut conn = self.conn()?;
-        let mut chains: Vec<String> = audit::table.select(audit::chain).distinct().load(&mut *conn)?;
-        chains.extend(audit_heads::table.select(audit_heads::chain).load::<String>(&mut *conn)?);
+        let mut chains: Vec<String> = audit::table
+            .select(audit::chain)
+            .distinct()
+            .load(&mut *conn)?;
+        chains.extend(
+            audit_heads::table
+                .select(audit_heads::chain)
+                .load::<String>(&mut *conn)?,
+        );
         chains.sort();
         chains.dedup();
         Ok(chains)
     }
 
     /// Up to `limit` entries of `chain` with `seq > after`, in chain order.
-    pub fn audit_chain_page(&self, chain: &str, after: i64, limit: i64) -> Result<Vec<AuditRow>, StorageError> {
+    pub fn audit_chain_page(
+        &self,
+        chain: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StorageError> {
         let mut conn = self.conn()?;
         Ok(audit::table
             .filter(audit::chain.eq(chain))
@@ -243,18 +291,25 @@ impl Store {
     /// Every chain's head `(chain, seq, hash)`.
     pub fn audit_heads(&self) -> Result<Vec<(String, i64, Vec<u8>)>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(audit_heads::table.order(audit_heads::chain.asc()).load(&mut *conn)?)
+        Ok(audit_heads::table
+            .order(audit_heads::chain.asc())
+            .load(&mut *conn)?)
     }
 
     pub fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<(), StorageError> {
         let mut conn = self.conn()?;
-        diesel::insert_into(audit_checkpoints::table).values(row).execute(&mut *conn)?;
+        diesel::insert_into(audit_checkpoints::table)
+            .values(row)
+            .execute(&mut *conn)?;
         Ok(())
     }
 
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(audit_checkpoints::table.order(audit_checkpoints::id.asc()).select(CheckpointRow::as_select()).load(&mut *conn)?)
+        Ok(audit_checkpoints::table
+            .order(audit_checkpoints::id.asc())
+            .select(CheckpointRow::as_select())
+            .load(&mut *conn)?)
     }
 }
 
@@ -270,16 +325,23 @@ impl ChainPool {
     /// SQLite), so the chain never forks. Concurrent writers within this process beyond the
     /// first still get chains of their own.
     pub(super) fn starting_with(name: String) -> ChainPool {
-        ChainPool { free: std::sync::Mutex::new(vec![name]) }
+        ChainPool {
+            free: std::sync::Mutex::new(vec![name]),
+        }
     }
 
     /// A free chain, or a new one (random name) if every chain is busy.
     fn take(&self) -> String {
         let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        free.unwrap_or_else(|| hex::encode(zkvault_core::random::array::<8>().expect("OS random number generator")))
+        free.unwrap_or_else(|| {
+            hex::encode(zkvault_core::random::array::<8>().expect("OS random number generator"))
+        })
     }
 
     fn give_back(&self, chain: String) {
-        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(chain);
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(chain);
     }
 }

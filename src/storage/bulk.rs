@@ -28,7 +28,10 @@ impl Store {
             AnyConnection::Pg(c) => c.transaction(|c| {
                 let mut n = 0;
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    n += diesel::insert_into(records::table).values(chunk).on_conflict_do_nothing().execute(c)?;
+                    n += diesel::insert_into(records::table)
+                        .values(chunk)
+                        .on_conflict_do_nothing()
+                        .execute(c)?;
                 }
                 Ok::<usize, diesel::result::Error>(n)
             }),
@@ -39,9 +42,12 @@ impl Store {
                 // the default 2 MiB page cache a large load spends its time re-reading them.
                 c.batch_execute(SQLITE_BULK_CACHE)?;
                 c.transaction(|c| {
-                let mut n = 0;
+                    let mut n = 0;
                     for row in rows {
-                        n += diesel::insert_into(records::table).values(row).on_conflict_do_nothing().execute(c)?;
+                        n += diesel::insert_into(records::table)
+                            .values(row)
+                            .on_conflict_do_nothing()
+                            .execute(c)?;
                     }
                     Ok::<usize, diesel::result::Error>(n)
                 })

@@ -7,9 +7,15 @@ use super::{AuditEntry, CredentialRow, StorageError, Store};
 
 impl Store {
     /// `Conflict` if the id exists.
-    pub fn insert_credential(&self, row: &CredentialRow, audit: &AuditEntry) -> Result<(), StorageError> {
+    pub fn insert_credential(
+        &self,
+        row: &CredentialRow,
+        audit: &AuditEntry,
+    ) -> Result<(), StorageError> {
         self.write(audit, |c| {
-            diesel::insert_into(credentials::table).values(row).execute(c)?;
+            diesel::insert_into(credentials::table)
+                .values(row)
+                .execute(c)?;
             Ok(())
         })
     }
@@ -35,25 +41,47 @@ impl Store {
     /// Records `successor` as the credential's successor and moves its expiry to `expires_at`
     /// (credential rotation's overlap window), together: `Ok(false)` if it is unknown or
     /// revoked, `Conflict` if it already has a successor.
-    pub fn set_credential_successor(&self, id: &str, successor: &str, expires_at: i64, audit: &AuditEntry) -> Result<bool, StorageError> {
+    pub fn set_credential_successor(
+        &self,
+        id: &str,
+        successor: &str,
+        expires_at: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
             diesel::insert_into(credential_successors::table)
-                .values((credential_successors::id.eq(id), credential_successors::successor.eq(successor)))
+                .values((
+                    credential_successors::id.eq(id),
+                    credential_successors::successor.eq(successor),
+                ))
                 .execute(c)?;
-            Ok(diesel::update(credentials::table.filter(credentials::id.eq(id)).filter(credentials::revoked_at.is_null()))
-                .set(credentials::expires_at.eq(Some(expires_at)))
-                .execute(c)?)
+            Ok(diesel::update(
+                credentials::table
+                    .filter(credentials::id.eq(id))
+                    .filter(credentials::revoked_at.is_null()),
+            )
+            .set(credentials::expires_at.eq(Some(expires_at)))
+            .execute(c)?)
         })
     }
 
     /// The successor a rotation issued for credential `id`, if any.
     pub fn credential_successor(&self, id: &str) -> Result<Option<String>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(credential_successors::table.find(id).select(credential_successors::successor).first(&mut *conn).optional()?)
+        Ok(credential_successors::table
+            .find(id)
+            .select(credential_successors::successor)
+            .first(&mut *conn)
+            .optional()?)
     }
 
     /// Sets `revoked_at`; `Ok(false)` if the id is unknown or already revoked.
-    pub fn revoke_credential(&self, id: &str, at_ms: i64, audit: &AuditEntry) -> Result<bool, StorageError> {
+    pub fn revoke_credential(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
             Ok(diesel::update(
                 credentials::table

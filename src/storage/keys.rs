@@ -71,9 +71,15 @@ impl Store {
     }
 
     /// `Conflict` if the namespace already has an index key.
-    pub fn insert_index_key(&self, row: &IndexKeyRow, audit: &AuditEntry) -> Result<(), StorageError> {
+    pub fn insert_index_key(
+        &self,
+        row: &IndexKeyRow,
+        audit: &AuditEntry,
+    ) -> Result<(), StorageError> {
         self.write(audit, |c| {
-            diesel::insert_into(index_keys::table).values(row).execute(c)?;
+            diesel::insert_into(index_keys::table)
+                .values(row)
+                .execute(c)?;
             Ok(())
         })
     }
@@ -99,7 +105,12 @@ impl Store {
     /// Bootstraps a namespace atomically: inserts DM v1 and the IK in one transaction.
     /// `Ok(false)` if either already existed (another instance won the race); nothing is
     /// written then.
-    pub fn init_namespace(&self, dm: &MasterRow, ik: &IndexKeyRow, audit: &AuditEntry) -> Result<bool, StorageError> {
+    pub fn init_namespace(
+        &self,
+        dm: &MasterRow,
+        ik: &IndexKeyRow,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
         let result = self.write(audit, |c| {
             diesel::insert_into(masters::table).values(dm).execute(c)?;
             diesel::insert_into(index_keys::table)

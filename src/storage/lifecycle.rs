@@ -10,9 +10,11 @@ use diesel::r2d2::PooledConnection;
 use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
-use crate::lockfile::{FileLock, LockError};
 use super::schema::{index_keys, masters, records};
-use super::{Advisory, AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store};
+use super::{
+    Advisory, AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store,
+};
+use crate::lockfile::{FileLock, LockError};
 
 /// Blind indexes per `IN (...)` query.
 const LOOKUP_CHUNK: usize = 500;
@@ -59,9 +61,16 @@ impl Store {
     /// (another instance rotated first).
     pub fn rotate_master(&self, new: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |c| {
-            diesel::update(masters::table.filter(masters::namespace.eq(&new.namespace)).filter(masters::state.eq("active")))
-                .set((masters::state.eq("decrypt_only"), masters::updated_at.eq(new.created_at)))
-                .execute(c)?;
+            diesel::update(
+                masters::table
+                    .filter(masters::namespace.eq(&new.namespace))
+                    .filter(masters::state.eq("active")),
+            )
+            .set((
+                masters::state.eq("decrypt_only"),
+                masters::updated_at.eq(new.created_at),
+            ))
+            .execute(c)?;
             diesel::insert_into(masters::table).values(new).execute(c)?;
             Ok(())
         })
@@ -72,7 +81,12 @@ impl Store {
     /// carries the KEK version the row was read under; a row whose state, KEK or material
     /// changed since (destroyed meanwhile, rewrapped by another rotation) fails the whole
     /// transaction with `Conflict`, so a destroyed master's material is never written back.
-    pub fn rewrap_keys(&self, masters_rows: &[(MasterRow, i32)], index_key_rows: &[(IndexKeyRow, i32)], audit: &AuditEntry) -> Result<(), StorageError> {
+    pub fn rewrap_keys(
+        &self,
+        masters_rows: &[(MasterRow, i32)],
+        index_key_rows: &[(IndexKeyRow, i32)],
+        audit: &AuditEntry,
+    ) -> Result<(), StorageError> {
         self.write(audit, |c| {
             for (row, read_under) in masters_rows {
                 let n = diesel::update(
@@ -82,16 +96,27 @@ impl Store {
                         .filter(masters::kek_version.eq(read_under))
                         .filter(masters::wrapped.is_not_null()),
                 )
-                .set((masters::kek_version.eq(row.kek_version), masters::wrapped.eq(&row.wrapped), masters::updated_at.eq(row.updated_at)))
+                .set((
+                    masters::kek_version.eq(row.kek_version),
+                    masters::wrapped.eq(&row.wrapped),
+                    masters::updated_at.eq(row.updated_at),
+                ))
                 .execute(c)?;
                 if n == 0 {
                     return Err(StorageError::Conflict);
                 }
             }
             for (row, read_under) in index_key_rows {
-                let n = diesel::update(index_keys::table.find(row.namespace.as_str()).filter(index_keys::kek_version.eq(read_under)))
-                    .set((index_keys::kek_version.eq(row.kek_version), index_keys::wrapped.eq(&row.wrapped)))
-                    .execute(c)?;
+                let n = diesel::update(
+                    index_keys::table
+                        .find(row.namespace.as_str())
+                        .filter(index_keys::kek_version.eq(read_under)),
+                )
+                .set((
+                    index_keys::kek_version.eq(row.kek_version),
+                    index_keys::wrapped.eq(&row.wrapped),
+                ))
+                .execute(c)?;
                 if n == 0 {
                     return Err(StorageError::Conflict);
                 }
@@ -102,7 +127,11 @@ impl Store {
 
     /// The position and DEK envelope of every record of the given residents (by blind index)
     /// in `namespace`.
-    pub fn record_keys_of(&self, namespace: &str, blind_indexes: &[Vec<u8>]) -> Result<Vec<RecordKeys>, StorageError> {
+    pub fn record_keys_of(
+        &self,
+        namespace: &str,
+        blind_indexes: &[Vec<u8>],
+    ) -> Result<Vec<RecordKeys>, StorageError> {
         let mut conn = self.conn()?;
         let mut out = Vec::new();
         for chunk in blind_indexes.chunks(LOOKUP_CHUNK) {
@@ -120,14 +149,23 @@ impl Store {
     /// One whole record by its UUID.
     pub fn record_by_id(&self, id: &[u8]) -> Result<Option<RecordRow>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(records::table.find(id).select(RecordRow::as_select()).first(&mut *conn).optional()?)
+        Ok(records::table
+            .find(id)
+            .select(RecordRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
     }
 
     /// Applies record moves in one transaction; returns how many applied (a record written or
     /// moved concurrently since it was planned is skipped, and stays readable where it is).
     /// `MasterChanged`, with nothing applied, if a move's target is no longer the active master
     /// or its source no longer live (for a rewrap: also no longer uncompromised).
-    pub fn move_records(&self, namespace: &str, moves: &[RecordMove], audit: &AuditEntry) -> Result<usize, StorageError> {
+    pub fn move_records(
+        &self,
+        namespace: &str,
+        moves: &[RecordMove],
+        audit: &AuditEntry,
+    ) -> Result<usize, StorageError> {
         if moves.is_empty() {
             return Ok(0);
         }
@@ -143,11 +181,19 @@ impl Store {
                     .filter(records::namespace.eq(namespace))
                     .filter(records::master_version.eq(m.from_version))
                     .filter(records::revision.eq(m.revision));
-                let keys = (records::master_version.eq(m.to_version), records::dek_nonce.eq(&m.dek_nonce), records::wrapped_dek.eq(&m.wrapped_dek));
+                let keys = (
+                    records::master_version.eq(m.to_version),
+                    records::dek_nonce.eq(&m.dek_nonce),
+                    records::wrapped_dek.eq(&m.wrapped_dek),
+                );
                 applied += match &m.new_body {
                     None => diesel::update(target).set(keys).execute(c)?,
                     Some((nonce, body)) => diesel::update(target)
-                        .set((keys, records::body_nonce.eq(nonce), records::body_ciphertext.eq(body)))
+                        .set((
+                            keys,
+                            records::body_nonce.eq(nonce),
+                            records::body_ciphertext.eq(body),
+                        ))
                         .execute(c)?,
                 };
             }
@@ -157,7 +203,11 @@ impl Store {
             let mut checked = std::collections::BTreeSet::new();
             for m in moves {
                 if checked.insert((m.from_version, m.to_version, m.new_body.is_some())) {
-                    let from = if m.new_body.is_some() { MasterUse::RekeyFrom } else { MasterUse::RewrapFrom };
+                    let from = if m.new_body.is_some() {
+                        MasterUse::RekeyFrom
+                    } else {
+                        MasterUse::RewrapFrom
+                    };
                     require_master(c, namespace, m.from_version, from)?;
                     require_master(c, namespace, m.to_version, MasterUse::WriteTo)?;
                 }
@@ -174,8 +224,12 @@ impl Store {
         match &mut *conn {
             AnyConnection::Sqlite(_) => Ok(Some(LeaderGuard { conn: None })),
             AnyConnection::Pg(c) => {
-                let got: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked").bind::<BigInt, _>(key).get_result(c)?;
-                Ok(got.locked.then(|| LeaderGuard { conn: Some((conn, key)) }))
+                let got: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+                    .bind::<BigInt, _>(key)
+                    .get_result(c)?;
+                Ok(got.locked.then(|| LeaderGuard {
+                    conn: Some((conn, key)),
+                }))
             }
         }
     }
@@ -190,7 +244,13 @@ impl Store {
     /// `records` conflicts with their row locks), so a write or move that checked this master
     /// before the change has committed, and one that checks after sees it. SQLite serialises
     /// write transactions, which gives the same order.
-    pub fn update_master_if(&self, row: &MasterRow, expected_state: &str, expected_compromised: Option<i64>, audit: &AuditEntry) -> Result<bool, StorageError> {
+    pub fn update_master_if(
+        &self,
+        row: &MasterRow,
+        expected_state: &str,
+        expected_compromised: Option<i64>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
             if let AnyConnection::Pg(pg) = c {
                 pg.batch_execute("LOCK TABLE records IN SHARE MODE")?;
@@ -202,8 +262,12 @@ impl Store {
                 .filter(masters::state.eq(expected_state))
                 .filter(masters::kek_version.eq(row.kek_version));
             Ok(match expected_compromised {
-                Some(at) => diesel::update(target.filter(masters::compromised_at.eq(at))).set(row).execute(c)?,
-                None => diesel::update(target.filter(masters::compromised_at.is_null())).set(row).execute(c)?,
+                Some(at) => diesel::update(target.filter(masters::compromised_at.eq(at)))
+                    .set(row)
+                    .execute(c)?,
+                None => diesel::update(target.filter(masters::compromised_at.is_null()))
+                    .set(row)
+                    .execute(c)?,
             })
         })
     }
@@ -214,7 +278,9 @@ impl Store {
     pub fn key_lock(&self, wait: Duration) -> Result<KeyLock, StorageError> {
         if let Some(path) = self.target.sqlite_path() {
             if path == ":memory:" {
-                return Ok(KeyLock::holding(MEMORY_KEY_LOCK.lock().unwrap_or_else(|e| e.into_inner())));
+                return Ok(KeyLock::holding(
+                    MEMORY_KEY_LOCK.lock().unwrap_or_else(|e| e.into_inner()),
+                ));
             }
             return match FileLock::acquire(Path::new(&format!("{path}.keylock")), wait) {
                 Ok(lock) => Ok(KeyLock::holding(lock)),
@@ -245,7 +311,9 @@ pub struct KeyLock {
 
 impl KeyLock {
     fn holding(guard: impl std::any::Any) -> KeyLock {
-        KeyLock { _held: Box::new(guard) }
+        KeyLock {
+            _held: Box::new(guard),
+        }
     }
 }
 
@@ -262,7 +330,12 @@ pub(super) enum MasterUse {
 }
 
 /// `MasterChanged` unless master `(namespace, version)` allows `use_` right now.
-pub(super) fn require_master(c: &mut AnyConnection, namespace: &str, version: i32, use_: MasterUse) -> Result<(), StorageError> {
+pub(super) fn require_master(
+    c: &mut AnyConnection,
+    namespace: &str,
+    version: i32,
+    use_: MasterUse,
+) -> Result<(), StorageError> {
     let row: Option<(String, Option<i64>)> = masters::table
         .find((namespace, version))
         .select((masters::state, masters::compromised_at))

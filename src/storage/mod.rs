@@ -22,8 +22,8 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
+use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;
 pub use lifecycle::{KeyLock, LeaderGuard, RecordMove};
 pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, RecordMeta, RecordRow};
@@ -143,13 +143,18 @@ impl Store {
         let migration = |e: &dyn std::fmt::Display| StorageError::Migration(e.to_string());
         match &mut *conn {
             AnyConnection::Pg(c) => {
-                c.batch_execute(&format!("SELECT pg_advisory_lock({})", Advisory::Migration as i64))?;
+                c.batch_execute(&format!(
+                    "SELECT pg_advisory_lock({})",
+                    Advisory::Migration as i64
+                ))?;
                 let result = c
                     .run_pending_migrations(PG_MIGRATIONS)
                     .map(drop)
                     .map_err(|e| migration(&e));
-                let unlock =
-                    c.batch_execute(&format!("SELECT pg_advisory_unlock({})", Advisory::Migration as i64));
+                let unlock = c.batch_execute(&format!(
+                    "SELECT pg_advisory_unlock({})",
+                    Advisory::Migration as i64
+                ));
                 result?;
                 unlock?;
             }

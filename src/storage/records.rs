@@ -98,7 +98,12 @@ impl Store {
     }
 
     /// Deletes all of the resident's records in the namespace; returns how many.
-    pub fn erase_resident(&self, namespace: &str, blind_index: &[u8], audit: &AuditEntry) -> Result<u64, StorageError> {
+    pub fn erase_resident(
+        &self,
+        namespace: &str,
+        blind_index: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<u64, StorageError> {
         self.write(audit, |c| {
             let n = diesel::delete(
                 records::table

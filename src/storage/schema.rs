@@ -115,4 +115,14 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(keks, masters, index_keys, records, credentials, credential_successors, audit, audit_heads, audit_checkpoints);
+diesel::allow_tables_to_appear_in_same_query!(
+    keks,
+    masters,
+    index_keys,
+    records,
+    credentials,
+    credential_successors,
+    audit,
+    audit_heads,
+    audit_checkpoints
+);

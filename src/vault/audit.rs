@@ -25,12 +25,20 @@ pub struct Actor {
 impl Actor {
     /// An operator tool or background job.
     pub fn new(who: impl Into<String>, why: impl Into<String>) -> Self {
-        Actor { who: who.into(), request_id: String::new(), why: why.into() }
+        Actor {
+            who: who.into(),
+            request_id: String::new(),
+            why: why.into(),
+        }
     }
 
     /// An API request.
     pub fn request(who: impl Into<String>, request_id: impl Into<String>) -> Self {
-        Actor { who: who.into(), request_id: request_id.into(), why: String::new() }
+        Actor {
+            who: who.into(),
+            request_id: request_id.into(),
+            why: String::new(),
+        }
     }
 
     /// An entry for `operation` on `target` in `namespace`, outcome `ok` until told otherwise.
@@ -105,7 +113,11 @@ const VERIFY_PAGE: i64 = 5_000;
 impl Vault {
     /// Runs `f` (a change that records `entry` in its own transaction); if it fails, the failure
     /// is recorded instead, with the error code the caller sees.
-    pub(super) fn audited<T>(&self, entry: AuditEntry, f: impl FnOnce(&AuditEntry) -> Result<T, VaultError>) -> Result<T, VaultError> {
+    pub(super) fn audited<T>(
+        &self,
+        entry: AuditEntry,
+        f: impl FnOnce(&AuditEntry) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
         let result = f(&entry);
         if let Err(e) = &result {
             self.record_failure(entry, e);
@@ -115,7 +127,11 @@ impl Vault {
 
     /// Runs `f` (a read: nothing to commit) and records its outcome. A read whose audit entry
     /// cannot be written fails: an unrecorded access is not allowed.
-    pub(super) fn audited_read<T>(&self, entry: AuditEntry, f: impl FnOnce(&mut AuditEntry) -> Result<T, VaultError>) -> Result<T, VaultError> {
+    pub(super) fn audited_read<T>(
+        &self,
+        entry: AuditEntry,
+        f: impl FnOnce(&mut AuditEntry) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
         let mut entry = entry;
         match f(&mut entry) {
             Ok(v) => {
@@ -147,8 +163,15 @@ impl Vault {
     /// the chain up to there (hashes recomputed) is detected. Returns how many were written.
     pub fn checkpoint_audit(&self) -> Result<usize, VaultError> {
         let keystore = self.keyring().keystore();
-        let kek = keystore.active_kek()?.ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
-        let done: Vec<(String, i64)> = self.store().checkpoints()?.into_iter().map(|c| (c.chain, c.seq)).collect();
+        let kek = keystore
+            .active_kek()?
+            .ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
+        let done: Vec<(String, i64)> = self
+            .store()
+            .checkpoints()?
+            .into_iter()
+            .map(|c| (c.chain, c.seq))
+            .collect();
         let mut written = 0;
         for (chain, seq, hash) in self.store().audit_heads()? {
             if done.contains(&(chain.clone(), seq)) {
@@ -156,7 +179,14 @@ impl Vault {
             }
             let secret = zkvault_core::Secret32::from_slice(&hash).ok_or(VaultError::Integrity)?;
             let mac = keystore.wrap(kek, &checkpoint_context(&chain, seq), &secret)?;
-            self.store().insert_checkpoint(&CheckpointRow { id: 0, chain, seq, at: now_ms(), kek_version: kek as i32, mac })?;
+            self.store().insert_checkpoint(&CheckpointRow {
+                id: 0,
+                chain,
+                seq,
+                at: now_ms(),
+                kek_version: kek as i32,
+                mac,
+            })?;
             written += 1;
         }
         Ok(written)
@@ -174,25 +204,46 @@ impl Vault {
         'chains: for chain in &chains {
             let (mut expected_seq, mut prev) = (1i64, [0u8; 32]);
             loop {
-                let page = self.store().audit_chain_page(chain, expected_seq - 1, VERIFY_PAGE)?;
+                let page = self
+                    .store()
+                    .audit_chain_page(chain, expected_seq - 1, VERIFY_PAGE)?;
                 if page.is_empty() {
                     break;
                 }
                 for row in &page {
                     entries += 1;
-                    let broken = |reason: String| Some(AuditBreak { chain: chain.clone(), seq: row.seq, reason });
+                    let broken = |reason: String| {
+                        Some(AuditBreak {
+                            chain: chain.clone(),
+                            seq: row.seq,
+                            reason,
+                        })
+                    };
                     if row.seq != expected_seq {
-                        first_break = broken(format!("entry {expected_seq} is missing: deleted (the chain jumps to {})", row.seq));
-                    } else if row.expected_hash().is_none_or(|h| !bool::from(h.ct_eq(&row.hash[..]))) {
+                        first_break = broken(format!(
+                            "entry {expected_seq} is missing: deleted (the chain jumps to {})",
+                            row.seq
+                        ));
+                    } else if row
+                        .expected_hash()
+                        .is_none_or(|h| !bool::from(h.ct_eq(&row.hash[..])))
+                    {
                         first_break = broken(format!("entry {} does not match its hash: edited, or moved from another position", row.seq));
                     } else if row.prev_hash != prev {
-                        first_break = broken(format!("entry {} does not follow entry {}: inserted or reordered", row.seq, row.seq - 1));
+                        first_break = broken(format!(
+                            "entry {} does not follow entry {}: inserted or reordered",
+                            row.seq,
+                            row.seq - 1
+                        ));
                     }
                     if first_break.is_some() {
                         break 'chains;
                     }
                     prev.copy_from_slice(&row.hash);
-                    if checkpoints.iter().any(|c| c.chain == *chain && c.seq == row.seq) {
+                    if checkpoints
+                        .iter()
+                        .any(|c| c.chain == *chain && c.seq == row.seq)
+                    {
                         hashes_at_checkpoints.push((chain.clone(), row.seq, prev));
                     }
                     expected_seq += 1;
@@ -204,13 +255,30 @@ impl Vault {
             let last = expected_seq - 1;
             let head_before = heads.iter().find(|(c, _, _)| c == chain).map_or(0, |h| h.1);
             if last < head_before {
-                first_break = Some(AuditBreak { chain: chain.clone(), seq: expected_seq, reason: format!("entries {expected_seq}..={head_before} are missing: deleted from the end") });
+                first_break = Some(AuditBreak {
+                    chain: chain.clone(),
+                    seq: expected_seq,
+                    reason: format!(
+                        "entries {expected_seq}..={head_before} are missing: deleted from the end"
+                    ),
+                });
                 break;
             }
             if last > head_before {
-                let head_now = self.store().audit_heads()?.into_iter().find(|(c, _, _)| c == chain).map_or(0, |h| h.1);
+                let head_now = self
+                    .store()
+                    .audit_heads()?
+                    .into_iter()
+                    .find(|(c, _, _)| c == chain)
+                    .map_or(0, |h| h.1);
                 if last > head_now {
-                    first_break = Some(AuditBreak { chain: chain.clone(), seq: head_now + 1, reason: format!("entries after {head_now} were appended outside the service: inserted") });
+                    first_break = Some(AuditBreak {
+                        chain: chain.clone(),
+                        seq: head_now + 1,
+                        reason: format!(
+                            "entries after {head_now} were appended outside the service: inserted"
+                        ),
+                    });
                     break;
                 }
             }
@@ -218,15 +286,35 @@ impl Vault {
         if first_break.is_none() {
             first_break = self.check_checkpoints(&checkpoints, &hashes_at_checkpoints)?;
         }
-        Ok(AuditVerification { chains: chains.len(), entries, checkpoints: checkpoints.len(), first_break })
+        Ok(AuditVerification {
+            chains: chains.len(),
+            entries,
+            checkpoints: checkpoints.len(),
+            first_break,
+        })
     }
 
-    fn check_checkpoints(&self, checkpoints: &[CheckpointRow], seen: &[(String, i64, [u8; 32])]) -> Result<Option<AuditBreak>, VaultError> {
+    fn check_checkpoints(
+        &self,
+        checkpoints: &[CheckpointRow],
+        seen: &[(String, i64, [u8; 32])],
+    ) -> Result<Option<AuditBreak>, VaultError> {
         let keystore = self.keyring().keystore();
         for c in checkpoints {
-            let broken = |reason: &str| Ok(Some(AuditBreak { chain: c.chain.clone(), seq: c.seq, reason: reason.to_owned() }));
-            let Some((_, _, hash)) = seen.iter().find(|(chain, seq, _)| *chain == c.chain && *seq == c.seq) else {
-                return broken("a checkpointed entry is missing: the chain was truncated or deleted");
+            let broken = |reason: &str| {
+                Ok(Some(AuditBreak {
+                    chain: c.chain.clone(),
+                    seq: c.seq,
+                    reason: reason.to_owned(),
+                }))
+            };
+            let Some((_, _, hash)) = seen
+                .iter()
+                .find(|(chain, seq, _)| *chain == c.chain && *seq == c.seq)
+            else {
+                return broken(
+                    "a checkpointed entry is missing: the chain was truncated or deleted",
+                );
             };
             match keystore.unwrap(c.kek_version as u32, &checkpoint_context(&c.chain, c.seq), &c.mac) {
                 Ok(mac) if bool::from(mac.expose().ct_eq(hash)) => {}

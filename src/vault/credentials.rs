@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 use super::{now_ms, Actor, EntryExt, Vault, VaultError};
 use crate::storage::{CredentialRow, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -30,7 +32,14 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [Role::Admin, Role::Writer, Role::Reader, Role::Reencrypt, Role::Operator, Role::Auditor];
+    pub const ALL: [Role; 6] = [
+        Role::Admin,
+        Role::Writer,
+        Role::Reader,
+        Role::Reencrypt,
+        Role::Operator,
+        Role::Auditor,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,12 +71,14 @@ impl Principal {
     /// Allows the call if the credential has `role` and, for a namespaced call, covers `ns`.
     pub fn require(&self, role: Role, ns: Option<&str>) -> Result<(), VaultError> {
         if !self.roles.contains(&role) {
-            return Err(VaultError::Forbidden("credential lacks the role this endpoint needs"));
+            return Err(VaultError::Forbidden(
+                "credential lacks the role this endpoint needs",
+            ));
         }
         match (ns, &self.namespaces) {
-            (Some(ns), Some(allowed)) if !allowed.contains(ns) => {
-                Err(VaultError::Forbidden("credential is not valid for this namespace"))
-            }
+            (Some(ns), Some(allowed)) if !allowed.contains(ns) => Err(VaultError::Forbidden(
+                "credential is not valid for this namespace",
+            )),
             _ => Ok(()),
         }
     }
@@ -76,10 +87,19 @@ impl Principal {
         let roles = row
             .roles
             .split(',')
-            .map(|r| Role::parse(r).ok_or_else(|| VaultError::Internal(format!("unknown role {r:?} in database"))))
+            .map(|r| {
+                Role::parse(r)
+                    .ok_or_else(|| VaultError::Internal(format!("unknown role {r:?} in database")))
+            })
             .collect::<Result<_, _>>()?;
-        let namespaces = (row.namespaces != "*").then(|| row.namespaces.split(',').map(str::to_owned).collect());
-        Ok(Principal { id: row.id.clone(), roles, namespaces, expires_at: row.expires_at })
+        let namespaces =
+            (row.namespaces != "*").then(|| row.namespaces.split(',').map(str::to_owned).collect());
+        Ok(Principal {
+            id: row.id.clone(),
+            roles,
+            namespaces,
+            expires_at: row.expires_at,
+        })
     }
 
     fn expired(&self, now: i64) -> bool {
@@ -118,7 +138,11 @@ pub struct Credentials {
 /// Argon2id at OWASP's recommended floor (m = 19 MiB, t = 2): tokens carry 256 random bits, so the
 /// hash protects a stolen database against nothing weaker than the token itself.
 fn argon2() -> Argon2<'static> {
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters"))
+    Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(19 * 1024, 2, 1, None).expect("valid Argon2 parameters"),
+    )
 }
 
 fn cache_key(token: &str) -> [u8; 32] {
@@ -141,10 +165,17 @@ impl Credentials {
     pub fn new(store: Store, ttl: Duration) -> Result<Self, VaultError> {
         let argon2 = argon2();
         let nobody = zkvault_core::random::array::<32>()?;
-        let dummy_hash = argon2.hash_password(&nobody[..]).map_err(|e| VaultError::Internal(format!("argon2: {e}")))?.to_string();
+        let dummy_hash = argon2
+            .hash_password(&nobody[..])
+            .map_err(|e| VaultError::Internal(format!("argon2: {e}")))?
+            .to_string();
         Ok(Credentials {
             store,
-            verified: Cache::builder().max_capacity(100_000).time_to_live(ttl).support_invalidation_closures().build(),
+            verified: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
             argon2,
             dummy_hash,
         })
@@ -170,26 +201,48 @@ impl Credentials {
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, VaultError> {
         let (id, secret) = parse_token(token).ok_or(VaultError::Unauthenticated)?;
         let now = now_ms();
-        let row = self.store.credential(id)?.filter(|r| r.revoked_at.is_none() && !r.expires_at.is_some_and(|t| t <= now));
-        let stored = row.as_ref().map_or(self.dummy_hash.as_str(), |r| r.secret_hash.as_str());
+        let row = self
+            .store
+            .credential(id)?
+            .filter(|r| r.revoked_at.is_none() && !r.expires_at.is_some_and(|t| t <= now));
+        let stored = row
+            .as_ref()
+            .map_or(self.dummy_hash.as_str(), |r| r.secret_hash.as_str());
         let hash = argon2::password_hash::phc::PasswordHash::new(stored)
             .map_err(|_| VaultError::Internal("stored credential hash is malformed".into()))?;
-        let matches = self.argon2.verify_password(secret.as_bytes(), &hash).is_ok();
+        let matches = self
+            .argon2
+            .verify_password(secret.as_bytes(), &hash)
+            .is_ok();
         let row = row.filter(|_| matches).ok_or(VaultError::Unauthenticated)?;
         let principal = Arc::new(Principal::from_row(&row)?);
         self.verified.insert(cache_key(token), principal.clone());
         Ok(principal)
     }
 
-    fn issue(&self, actor: &Actor, label: &str, roles: &[Role], namespaces: &[String], expires_at: Option<i64>) -> Result<IssuedCredential, VaultError> {
+    fn issue(
+        &self,
+        actor: &Actor,
+        label: &str,
+        roles: &[Role],
+        namespaces: &[String],
+        expires_at: Option<i64>,
+    ) -> Result<IssuedCredential, VaultError> {
         if roles.is_empty() {
-            return Err(VaultError::BadInput("a credential needs at least one role".into()));
+            return Err(VaultError::BadInput(
+                "a credential needs at least one role".into(),
+            ));
         }
         if label.len() > 128 || label.chars().any(super::is_control_or_format) {
-            return Err(VaultError::BadInput("label must be at most 128 printable characters".into()));
+            return Err(VaultError::BadInput(
+                "label must be at most 128 printable characters".into(),
+            ));
         }
         let id = hex::encode(zkvault_core::random::array::<8>()?);
-        let secret = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(zkvault_core::random::array::<32>()?));
+        let secret = Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(zkvault_core::random::array::<32>()?),
+        );
         let hash = self
             .argon2
             .hash_password(secret.as_bytes())
@@ -199,16 +252,30 @@ impl Credentials {
         let row = CredentialRow {
             id: id.clone(),
             label: label.to_owned(),
-            roles: roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
-            namespaces: if namespaces.is_empty() { "*".into() } else { namespaces.join(",") },
+            roles: roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            namespaces: if namespaces.is_empty() {
+                "*".into()
+            } else {
+                namespaces.join(",")
+            },
             secret_hash: hash,
             created_at: now_ms(),
             expires_at,
             revoked_at: None,
         };
-        let entry = actor.entry("credential.create", "", id.clone()).with_detail(format!("roles={} namespaces={}", row.roles, row.namespaces));
+        let entry = actor
+            .entry("credential.create", "", id.clone())
+            .with_detail(format!("roles={} namespaces={}", row.roles, row.namespaces));
         self.store.insert_credential(&row, &entry)?;
-        Ok(IssuedCredential { token: Zeroizing::new(format!("zkv_{id}_{}", secret.as_str())), id, expires_at })
+        Ok(IssuedCredential {
+            token: Zeroizing::new(format!("zkv_{id}_{}", secret.as_str())),
+            id,
+            expires_at,
+        })
     }
 
     pub fn list(&self) -> Result<Vec<CredentialInfo>, VaultError> {
@@ -233,7 +300,11 @@ impl Credentials {
         if !valid_credential_id(id) {
             return Err(VaultError::NotFound);
         }
-        let revoked = self.store.revoke_credential(id, now_ms(), &actor.entry("credential.revoke", "", id))?;
+        let revoked = self.store.revoke_credential(
+            id,
+            now_ms(),
+            &actor.entry("credential.revoke", "", id),
+        )?;
         self.evict(id);
         if revoked {
             Ok(())
@@ -244,7 +315,9 @@ impl Credentials {
 
     fn evict(&self, id: &str) {
         let id = id.to_owned();
-        self.verified.invalidate_entries_if(move |_, p| p.id == id).expect("closure invalidation is enabled");
+        self.verified
+            .invalidate_entries_if(move |_, p| p.id == id)
+            .expect("closure invalidation is enabled");
     }
 
     /// Evicts every credential revoked or expired in the database, including by other instances.
@@ -262,35 +335,64 @@ impl Credentials {
 
 impl Vault {
     /// Issues a credential expiring after the policy's credential maximum age.
-    pub fn create_credential(&self, actor: &Actor, label: &str, roles: &[Role], namespaces: &[String]) -> Result<IssuedCredential, VaultError> {
+    pub fn create_credential(
+        &self,
+        actor: &Actor,
+        label: &str,
+        roles: &[Role],
+        namespaces: &[String],
+    ) -> Result<IssuedCredential, VaultError> {
         for ns in namespaces {
             if self.policy().namespace(ns).is_none() {
                 return Err(VaultError::BadInput(format!("unknown namespace {ns:?}")));
             }
         }
         let max_age = self.policy().credential_max_age.as_millis() as i64;
-        self.credentials().issue(actor, label, roles, namespaces, Some(now_ms() + max_age))
+        self.credentials()
+            .issue(actor, label, roles, namespaces, Some(now_ms() + max_age))
     }
 
     /// Issues a successor of credential `id` (same label, roles and namespaces) and makes the
     /// old one expire after `overlap`, so clients can switch tokens without an outage.
-    pub fn rotate_credential(&self, actor: &Actor, id: &str, overlap: std::time::Duration) -> Result<IssuedCredential, VaultError> {
+    pub fn rotate_credential(
+        &self,
+        actor: &Actor,
+        id: &str,
+        overlap: std::time::Duration,
+    ) -> Result<IssuedCredential, VaultError> {
         if !valid_credential_id(id) {
             return Err(VaultError::NotFound);
         }
-        let old = self.store().credential(id)?.filter(|c| c.revoked_at.is_none()).ok_or(VaultError::NotFound)?;
+        let old = self
+            .store()
+            .credential(id)?
+            .filter(|c| c.revoked_at.is_none())
+            .ok_or(VaultError::NotFound)?;
         if let Some(successor) = self.store().credential_successor(id)? {
-            return Err(VaultError::Conflict(format!("credential {id} was already rotated: its successor is {successor}")));
+            return Err(VaultError::Conflict(format!(
+                "credential {id} was already rotated: its successor is {successor}"
+            )));
         }
         let roles: Vec<Role> = old.roles.split(',').filter_map(Role::parse).collect();
-        let namespaces: Vec<String> = if old.namespaces == "*" { Vec::new() } else { old.namespaces.split(',').map(str::to_owned).collect() };
+        let namespaces: Vec<String> = if old.namespaces == "*" {
+            Vec::new()
+        } else {
+            old.namespaces.split(',').map(str::to_owned).collect()
+        };
         let successor = self.create_credential(actor, &old.label, &roles, &namespaces)?;
         let until = now_ms() + overlap.as_millis() as i64;
         let until = old.expires_at.map_or(until, |t| t.min(until));
-        let entry = actor.entry("credential.rotate", "", id).with_detail(format!("successor={} old expires_at={until}", successor.id));
-        match self.store().set_credential_successor(id, &successor.id, until, &entry) {
+        let entry = actor
+            .entry("credential.rotate", "", id)
+            .with_detail(format!("successor={} old expires_at={until}", successor.id));
+        match self
+            .store()
+            .set_credential_successor(id, &successor.id, until, &entry)
+        {
             Ok(true) => Ok(successor),
-            Ok(false) => Err(VaultError::Conflict("credential was revoked while rotating".into())),
+            Ok(false) => Err(VaultError::Conflict(
+                "credential was revoked while rotating".into(),
+            )),
             Err(e) => {
                 // Rotated concurrently: this successor's token is never shown; do not leave it live.
                 self.credentials().revoke(actor, &successor.id)?;
@@ -306,8 +408,17 @@ mod tests {
 
     #[test]
     fn token_shape_is_checked_before_any_lookup() {
-        assert!(parse_token("zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_some());
-        for bad in ["", "Bearer x", "zkv_short_x", "zkv_0123456789abcdeg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "zkv_0123456789abcdef_AAA"] {
+        assert!(
+            parse_token("zkv_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+                .is_some()
+        );
+        for bad in [
+            "",
+            "Bearer x",
+            "zkv_short_x",
+            "zkv_0123456789abcdeg_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "zkv_0123456789abcdef_AAA",
+        ] {
             assert!(parse_token(bad).is_none(), "{bad}");
         }
     }
@@ -321,8 +432,21 @@ mod tests {
             expires_at: None,
         };
         assert!(p.require(Role::Reader, Some("a")).is_ok());
-        assert!(matches!(p.require(Role::Writer, Some("a")), Err(VaultError::Forbidden(_))));
-        assert!(matches!(p.require(Role::Reader, Some("b")), Err(VaultError::Forbidden(_))));
-        assert!(!p.expired(i64::MIN) && Principal { expires_at: Some(5), ..p }.expired(5));
+        assert!(matches!(
+            p.require(Role::Writer, Some("a")),
+            Err(VaultError::Forbidden(_))
+        ));
+        assert!(matches!(
+            p.require(Role::Reader, Some("b")),
+            Err(VaultError::Forbidden(_))
+        ));
+        assert!(
+            !p.expired(i64::MIN)
+                && Principal {
+                    expires_at: Some(5),
+                    ..p
+                }
+                .expired(5)
+        );
     }
 }

@@ -61,7 +61,9 @@ impl From<StorageError> for VaultError {
             StorageError::Unavailable(m) => VaultError::StorageUnavailable(m),
             StorageError::NotFound => VaultError::NotFound,
             StorageError::Conflict => VaultError::Conflict("concurrent change".into()),
-            StorageError::MasterChanged => VaultError::Conflict("the namespace's masters changed concurrently; retry".into()),
+            StorageError::MasterChanged => {
+                VaultError::Conflict("the namespace's masters changed concurrently; retry".into())
+            }
             other => VaultError::Internal(other.to_string()),
         }
     }
@@ -85,7 +87,9 @@ impl From<KeystoreError> for VaultError {
 impl From<zkvault_core::CryptoError> for VaultError {
     fn from(e: zkvault_core::CryptoError) -> Self {
         match e {
-            zkvault_core::CryptoError::Rng => VaultError::Internal("random number generator failed".into()),
+            zkvault_core::CryptoError::Rng => {
+                VaultError::Internal("random number generator failed".into())
+            }
             _ => VaultError::Integrity,
         }
     }

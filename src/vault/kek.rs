@@ -38,11 +38,20 @@ type Rewrapped = (Vec<(MasterRow, i32)>, Vec<(IndexKeyRow, i32)>);
 
 /// Unwraps `wrapped` with `from`, wraps it under `to`'s KEK `to_kek`, and checks the new blob
 /// opens to the same secret before anything is committed.
-fn rewrap_one(from: &dyn Keystore, to: &dyn Keystore, to_kek: u32, read_under: i32, ctx: &WrapContext, wrapped: &[u8]) -> Result<Vec<u8>, VaultError> {
+fn rewrap_one(
+    from: &dyn Keystore,
+    to: &dyn Keystore,
+    to_kek: u32,
+    read_under: i32,
+    ctx: &WrapContext,
+    wrapped: &[u8],
+) -> Result<Vec<u8>, VaultError> {
     let secret = from.unwrap(read_under as u32, ctx, wrapped)?;
     let rewrapped = to.wrap(to_kek, ctx, &secret)?;
     // A faulty keystore, not stored data: 503, and nothing is committed.
-    let faulty = || VaultError::KeystoreUnavailable("the keystore returned a wrap it cannot open back to the same key; nothing was committed".into());
+    let faulty = || {
+        VaultError::KeystoreUnavailable("the keystore returned a wrap it cannot open back to the same key; nothing was committed".into())
+    };
     match to.unwrap(to_kek, ctx, &rewrapped) {
         Ok(back) if back == secret => Ok(rewrapped),
         Ok(_) | Err(crate::keystore::KeystoreError::Unwrap) => Err(faulty()),
@@ -52,23 +61,53 @@ fn rewrap_one(from: &dyn Keystore, to: &dyn Keystore, to_kek: u32, read_under: i
 
 /// Every live master and index key rewrapped under `to`'s KEK `to_kek`. Nothing is written:
 /// the caller commits the rows in one transaction.
-fn rewrap_all(store: &Store, from: &dyn Keystore, to: &dyn Keystore, to_kek: u32) -> Result<Rewrapped, VaultError> {
+fn rewrap_all(
+    store: &Store,
+    from: &dyn Keystore,
+    to: &dyn Keystore,
+    to_kek: u32,
+) -> Result<Rewrapped, VaultError> {
     let now = now_ms();
     let mut masters = Vec::new();
     for row in store.all_masters()? {
         // Destroyed: nothing to carry over (and material left beside that state is never used).
-        let Some(wrapped) = row.wrapped.as_deref().filter(|_| row.state != MasterState::Destroyed.as_str()) else { continue };
-        let ctx = WrapContext::new(&row.namespace, KeyKind::DerivationMaster, row.version as u32);
+        let Some(wrapped) = row
+            .wrapped
+            .as_deref()
+            .filter(|_| row.state != MasterState::Destroyed.as_str())
+        else {
+            continue;
+        };
+        let ctx = WrapContext::new(
+            &row.namespace,
+            KeyKind::DerivationMaster,
+            row.version as u32,
+        );
         let wrapped = rewrap_one(from, to, to_kek, row.kek_version, &ctx, wrapped)?;
         let read_under = row.kek_version;
-        masters.push((MasterRow { kek_version: to_kek as i32, wrapped: Some(wrapped), updated_at: now, ..row }, read_under));
+        masters.push((
+            MasterRow {
+                kek_version: to_kek as i32,
+                wrapped: Some(wrapped),
+                updated_at: now,
+                ..row
+            },
+            read_under,
+        ));
     }
     let mut index_keys = Vec::new();
     for row in store.all_index_keys()? {
         let ctx = WrapContext::new(&row.namespace, KeyKind::IndexKey, 1);
         let wrapped = rewrap_one(from, to, to_kek, row.kek_version, &ctx, &row.wrapped)?;
         let read_under = row.kek_version;
-        index_keys.push((IndexKeyRow { kek_version: to_kek as i32, wrapped, ..row }, read_under));
+        index_keys.push((
+            IndexKeyRow {
+                kek_version: to_kek as i32,
+                wrapped,
+                ..row
+            },
+            read_under,
+        ));
     }
     Ok((masters, index_keys))
 }
@@ -76,12 +115,23 @@ fn rewrap_all(store: &Store, from: &dyn Keystore, to: &dyn Keystore, to_kek: u32
 impl Vault {
     /// The highest KEK version the deployment ever recorded, in any keystore.
     pub(super) fn highest_kek_version(&self) -> Result<u32, VaultError> {
-        Ok(self.store().keks()?.iter().map(|k| k.version as u32).max().unwrap_or(0))
+        Ok(self
+            .store()
+            .keks()?
+            .iter()
+            .map(|k| k.version as u32)
+            .max()
+            .unwrap_or(0))
     }
 
     /// Rewraps every master and index key under `to`'s KEK `to_kek` and commits, re-reading
     /// when a row changed meanwhile (a destruction, a compromise mark). Returns the counts.
-    fn rewrap_and_commit(&self, to: &dyn Keystore, to_kek: u32, entry: &crate::storage::AuditEntry) -> Result<(usize, usize), VaultError> {
+    fn rewrap_and_commit(
+        &self,
+        to: &dyn Keystore,
+        to_kek: u32,
+        entry: &crate::storage::AuditEntry,
+    ) -> Result<(usize, usize), VaultError> {
         let from = self.keyring().keystore().clone();
         for _ in 0..REWRAP_ATTEMPTS {
             let (masters, index_keys) = rewrap_all(self.store(), from.as_ref(), to, to_kek)?;
@@ -102,12 +152,22 @@ impl Vault {
         let keystore = self.keyring().keystore().clone();
         let previous = keystore.active_kek()?;
         let active = keystore.create_kek_after(self.highest_kek_version()?)?;
-        let (masters, index_keys) = self.rewrap_and_commit(keystore.as_ref(), active, &actor.entry("kek.rotate", "", format!("v{active}")))?;
+        let (masters, index_keys) = self.rewrap_and_commit(
+            keystore.as_ref(),
+            active,
+            &actor.entry("kek.rotate", "", format!("v{active}")),
+        )?;
         mirror_keks(self.store(), keystore.as_ref(), actor)?;
         self.keyring().forget_all();
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(previous, active, masters, elapsed_ms, who = %actor.who, why = %actor.why, "KEK rotated");
-        Ok(KekRotation { previous, active, rewrapped_masters: masters, rewrapped_index_keys: index_keys, elapsed_ms })
+        Ok(KekRotation {
+            previous,
+            active,
+            rewrapped_masters: masters,
+            rewrapped_index_keys: index_keys,
+            elapsed_ms,
+        })
     }
 
     /// Destroys a retired KEK in the keystore, refused while any master or index key is still
@@ -115,19 +175,36 @@ impl Vault {
     pub fn destroy_kek(&self, version: u32, actor: &Actor) -> Result<(), VaultError> {
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore();
-        let in_use = self.store().all_masters()?.iter().any(|m| m.wrapped.is_some() && m.state != MasterState::Destroyed.as_str() && m.kek_version as u32 == version)
-            || self.store().all_index_keys()?.iter().any(|k| k.kek_version as u32 == version);
+        let in_use = self.store().all_masters()?.iter().any(|m| {
+            m.wrapped.is_some()
+                && m.state != MasterState::Destroyed.as_str()
+                && m.kek_version as u32 == version
+        }) || self
+            .store()
+            .all_index_keys()?
+            .iter()
+            .any(|k| k.kek_version as u32 == version);
         if in_use {
-            return Err(VaultError::Conflict(format!("KEK v{version} still wraps masters: rotate the KEK first")));
+            return Err(VaultError::Conflict(format!(
+                "KEK v{version} still wraps masters: rotate the KEK first"
+            )));
         }
-        match keystore.list_keks()?.into_iter().find(|k| k.version == version) {
+        match keystore
+            .list_keks()?
+            .into_iter()
+            .find(|k| k.version == version)
+        {
             None => return Err(VaultError::NotFound),
             Some(k) if k.state != KekState::Retired => {
-                return Err(VaultError::Conflict(format!("KEK v{version} is {}; only a retired KEK can be destroyed", k.state.as_str())))
+                return Err(VaultError::Conflict(format!(
+                    "KEK v{version} is {}; only a retired KEK can be destroyed",
+                    k.state.as_str()
+                )))
             }
             Some(_) => keystore.destroy_kek(version)?,
         }
-        self.store().append_audit(&actor.entry("kek.destroy", "", format!("v{version}")))?;
+        self.store()
+            .append_audit(&actor.entry("kek.destroy", "", format!("v{version}")))?;
         mirror_keks(self.store(), keystore.as_ref(), actor)?;
         tracing::warn!(version, who = %actor.who, why = %actor.why, "KEK destroyed");
         Ok(())
@@ -142,7 +219,10 @@ impl Vault {
                 .store()
                 .masters(ns)?
                 .iter()
-                .filter(|m| m.state == MasterState::Active.as_str() || m.state == MasterState::DecryptOnly.as_str())
+                .filter(|m| {
+                    m.state == MasterState::Active.as_str()
+                        || m.state == MasterState::DecryptOnly.as_str()
+                })
                 .map(|m| m.version as u32)
                 .collect();
             for version in live {
@@ -158,15 +238,23 @@ impl Vault {
     /// still unwraps, for a roll-back), so an instance left on the old configuration fails to
     /// wrap instead of diverging. Afterwards every instance must run with the target's
     /// configuration.
-    pub fn migrate_keystore(&self, target: &dyn Keystore, actor: &Actor) -> Result<KekRotation, VaultError> {
+    pub fn migrate_keystore(
+        &self,
+        target: &dyn Keystore,
+        actor: &Actor,
+    ) -> Result<KekRotation, VaultError> {
         let started = Instant::now();
         let _lock = self.key_lock()?;
         let source = self.keyring().keystore().clone();
         if target.id() == source.id() {
-            return Err(VaultError::BadInput("the target keystore is the one in use".into()));
+            return Err(VaultError::BadInput(
+                "the target keystore is the one in use".into(),
+            ));
         }
         let previous = source.active_kek()?;
-        let floor = self.highest_kek_version()?.max(target.list_keks()?.last().map_or(0, |k| k.version));
+        let floor = self
+            .highest_kek_version()?
+            .max(target.list_keks()?.last().map_or(0, |k| k.version));
         let active = target.create_kek_after(floor)?;
         let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.id()));
         let (masters, index_keys) = self.rewrap_and_commit(target, active, &entry)?;
@@ -177,6 +265,12 @@ impl Vault {
         mirror_keks(self.store(), target, actor)?;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::warn!(from = %source.id(), to = %target.id(), active, who = %actor.who, why = %actor.why, "keystore migrated");
-        Ok(KekRotation { previous, active, rewrapped_masters: masters, rewrapped_index_keys: index_keys, elapsed_ms })
+        Ok(KekRotation {
+            previous,
+            active,
+            rewrapped_masters: masters,
+            rewrapped_index_keys: index_keys,
+            elapsed_ms,
+        })
     }
 }

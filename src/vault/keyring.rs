@@ -51,9 +51,18 @@ impl Keyring {
             store,
             keystore,
             generation: AtomicU64::new(0),
-            masters: Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
-            index_keys: Cache::builder().max_capacity(1_000).time_to_live(ttl).build(),
-            states: Cache::builder().max_capacity(1_000).time_to_live(Duration::from_secs(1)).build(),
+            masters: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            index_keys: Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(ttl)
+                .build(),
+            states: Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(Duration::from_secs(1))
+                .build(),
             seen: Mutex::new(None),
         }
     }
@@ -71,7 +80,10 @@ impl Keyring {
         self.states
             .try_get_with((self.generation(), ns.to_owned()), || {
                 let rows = self.store.masters(ns)?;
-                rows.iter().map(meta_of).collect::<Result<Vec<_>, VaultError>>().map(Arc::new)
+                rows.iter()
+                    .map(meta_of)
+                    .collect::<Result<Vec<_>, VaultError>>()
+                    .map(Arc::new)
             })
             .map_err(unshare)
     }
@@ -91,7 +103,9 @@ impl Keyring {
             .try_get_with((self.generation(), ns.to_owned()), || {
                 let row = self.store.index_key(ns)?.ok_or(VaultError::NotFound)?;
                 let ctx = WrapContext::new(ns, KeyKind::IndexKey, 1);
-                let secret = self.keystore.unwrap(row.kek_version as u32, &ctx, &row.wrapped)?;
+                let secret = self
+                    .keystore
+                    .unwrap(row.kek_version as u32, &ctx, &row.wrapped)?;
                 Ok(Arc::new(IndexKey::new(secret)))
             })
             .map_err(unshare)
@@ -140,15 +154,28 @@ impl Keyring {
             h.update(bytes);
         };
         for k in self.store.keks()? {
-            field(&mut h, format!("kek {} {} {}", k.version, k.state, k.keystore).as_bytes());
+            field(
+                &mut h,
+                format!("kek {} {} {}", k.version, k.state, k.keystore).as_bytes(),
+            );
         }
         for m in self.store.all_masters()? {
-            field(&mut h, format!("dm {} {} {} {:?} {} {}", m.namespace, m.version, m.state, m.compromised_at, m.kek_version, m.updated_at).as_bytes());
+            field(
+                &mut h,
+                format!(
+                    "dm {} {} {} {:?} {} {}",
+                    m.namespace, m.version, m.state, m.compromised_at, m.kek_version, m.updated_at
+                )
+                .as_bytes(),
+            );
             field(&mut h, m.wrapped.as_deref().unwrap_or_default());
             field(&mut h, &m.salt);
         }
         for k in self.store.all_index_keys()? {
-            field(&mut h, format!("ik {} {}", k.namespace, k.kek_version).as_bytes());
+            field(
+                &mut h,
+                format!("ik {} {}", k.namespace, k.kek_version).as_bytes(),
+            );
             field(&mut h, &k.wrapped);
         }
         Ok(h.finalize().into())
@@ -165,14 +192,25 @@ fn meta_of(row: &MasterRow) -> Result<MasterMeta, VaultError> {
 
 /// Unwraps a master row's key with the keystore. A destroyed master — no material, or a
 /// `destroyed` state whatever the row still holds — answers [`VaultError::Shredded`].
-pub fn unwrap_master(keystore: &dyn Keystore, row: &MasterRow) -> Result<Arc<DerivationMaster>, VaultError> {
+pub fn unwrap_master(
+    keystore: &dyn Keystore,
+    row: &MasterRow,
+) -> Result<Arc<DerivationMaster>, VaultError> {
     if MasterState::parse(&row.state)? == MasterState::Destroyed {
         return Err(VaultError::Shredded);
     }
     let wrapped = row.wrapped.as_deref().ok_or(VaultError::Shredded)?;
-    let ctx = WrapContext::new(&row.namespace, KeyKind::DerivationMaster, row.version as u32);
+    let ctx = WrapContext::new(
+        &row.namespace,
+        KeyKind::DerivationMaster,
+        row.version as u32,
+    );
     let secret: Secret32 = keystore.unwrap(row.kek_version as u32, &ctx, wrapped)?;
-    let salt = row.salt.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+    let salt = row
+        .salt
+        .as_slice()
+        .try_into()
+        .map_err(|_| VaultError::Integrity)?;
     Ok(Arc::new(DerivationMaster::new(secret, salt)))
 }
 

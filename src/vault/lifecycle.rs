@@ -42,7 +42,9 @@ fn conflict(msg: String) -> VaultError {
 
 impl Vault {
     fn master_row(&self, ns: &str, version: u32) -> Result<MasterRow, VaultError> {
-        self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
+        self.policy()
+            .namespace(ns)
+            .ok_or(VaultError::UnknownNamespace)?;
         self.store()
             .masters(ns)?
             .into_iter()
@@ -64,14 +66,22 @@ impl Vault {
     /// active KEK; the previous active one turns decrypt-only. New writes use it at once (on
     /// other instances within the one-second state cache).
     pub fn rotate_master(&self, ns: &str, actor: &Actor) -> Result<MasterRotation, VaultError> {
-        self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
+        self.policy()
+            .namespace(ns)
+            .ok_or(VaultError::UnknownNamespace)?;
         // Under the key lock no KEK rotation can retire the KEK between reading and using it.
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore().clone();
-        let kek = keystore.active_kek()?.ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
+        let kek = keystore
+            .active_kek()?
+            .ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
         for _ in 0..3 {
             let existing = self.store().masters(ns)?;
-            let previous = existing.iter().rev().find(|m| m.state == MasterState::Active.as_str()).map(|m| m.version as u32);
+            let previous = existing
+                .iter()
+                .rev()
+                .find(|m| m.state == MasterState::Active.as_str())
+                .map(|m| m.version as u32);
             let version = existing.last().map_or(1, |m| m.version as u32 + 1);
             let dm = DerivationMaster::generate()?;
             let now = now_ms();
@@ -81,58 +91,108 @@ impl Vault {
                 state: MasterState::Active.as_str().to_owned(),
                 compromised_at: None,
                 kek_version: kek as i32,
-                wrapped: Some(keystore.wrap(kek, &WrapContext::new(ns, KeyKind::DerivationMaster, version), dm.secret())?),
+                wrapped: Some(keystore.wrap(
+                    kek,
+                    &WrapContext::new(ns, KeyKind::DerivationMaster, version),
+                    dm.secret(),
+                )?),
                 salt: dm.salt().to_vec(),
                 created_at: now,
                 updated_at: now,
             };
-            match self.store().rotate_master(&row, &actor.entry("master.rotate", ns, format!("v{version}"))) {
+            match self.store().rotate_master(
+                &row,
+                &actor.entry("master.rotate", ns, format!("v{version}")),
+            ) {
                 Ok(()) => {
                     self.keyring().forget_all();
                     tracing::info!(namespace = ns, previous, active = version, who = %actor.who, why = %actor.why, "derivation master rotated");
-                    return Ok(MasterRotation { namespace: ns.to_owned(), previous, active: version });
+                    return Ok(MasterRotation {
+                        namespace: ns.to_owned(),
+                        previous,
+                        active: version,
+                    });
                 }
                 Err(StorageError::Conflict) => continue, // another instance rotated: go again from its state
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(conflict("namespace is being rotated concurrently; retry".into()))
+        Err(conflict(
+            "namespace is being rotated concurrently; retry".into(),
+        ))
     }
 
     /// Marks master `version` compromised (rotating first if it is active). From then on its
     /// records are re-keyed — new DEK, body re-encrypted — whenever read or bulk re-encrypted,
     /// since whoever holds the master may hold every DEK under it.
-    pub fn compromise_master(&self, ns: &str, version: u32, actor: &Actor) -> Result<CompromiseReport, VaultError> {
+    pub fn compromise_master(
+        &self,
+        ns: &str,
+        version: u32,
+        actor: &Actor,
+    ) -> Result<CompromiseReport, VaultError> {
         let row = self.master_row(ns, version)?;
         let state = MasterState::parse(&row.state)?;
         if !matches!(state, MasterState::Active | MasterState::DecryptOnly) {
             return Err(conflict(format!("master v{version} is {}; only an active or decrypt-only master can be marked compromised", state.as_str())));
         }
-        let rotated_to = if state == MasterState::Active { Some(self.rotate_master(ns, actor)?.active) } else { None };
+        let rotated_to = if state == MasterState::Active {
+            Some(self.rotate_master(ns, actor)?.active)
+        } else {
+            None
+        };
         // Under the key lock no KEK rotation rewraps the row between this read and the write.
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
         if row.compromised_at.is_none() {
-            let marked = MasterRow { compromised_at: Some(now_ms()), updated_at: now_ms(), ..row.clone() };
-            if !self.store().update_master_if(&marked, &row.state, None, &actor.entry("master.compromise", ns, format!("v{version}")))? {
-                return Err(conflict(format!("master v{version} changed state concurrently; retry")));
+            let marked = MasterRow {
+                compromised_at: Some(now_ms()),
+                updated_at: now_ms(),
+                ..row.clone()
+            };
+            if !self.store().update_master_if(
+                &marked,
+                &row.state,
+                None,
+                &actor.entry("master.compromise", ns, format!("v{version}")),
+            )? {
+                return Err(conflict(format!(
+                    "master v{version} changed state concurrently; retry"
+                )));
             }
         }
         self.keyring().forget_all();
         let records_at_risk = self.records_under(ns, version)?;
         tracing::warn!(namespace = ns, version, records_at_risk, who = %actor.who, why = %actor.why, "derivation master marked compromised");
-        Ok(CompromiseReport { namespace: ns.to_owned(), version, rotated_to, records_at_risk })
+        Ok(CompromiseReport {
+            namespace: ns.to_owned(),
+            version,
+            rotated_to,
+            records_at_risk,
+        })
     }
 
     /// Deletes master `version`'s wrapped material. Refused while records remain, unless
     /// `shred`, which crypto-shreds them (reads answer 410). An active master is never destroyed.
-    pub fn destroy_master(&self, ns: &str, version: u32, shred: bool, actor: &Actor) -> Result<DestroyReport, VaultError> {
+    pub fn destroy_master(
+        &self,
+        ns: &str,
+        version: u32,
+        shred: bool,
+        actor: &Actor,
+    ) -> Result<DestroyReport, VaultError> {
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
         let state = MasterState::parse(&row.state)?;
         match state {
-            MasterState::Active => return Err(conflict(format!("master v{version} is active: rotate first"))),
-            MasterState::Destroyed => return Err(conflict(format!("master v{version} is already destroyed"))),
+            MasterState::Active => {
+                return Err(conflict(format!(
+                    "master v{version} is active: rotate first"
+                )))
+            }
+            MasterState::Destroyed => {
+                return Err(conflict(format!("master v{version} is already destroyed")))
+            }
             MasterState::DecryptOnly | MasterState::Retired => {}
         }
         let remaining = self.records_under(ns, version)?;
@@ -141,14 +201,33 @@ impl Vault {
                 "master v{version} still protects {remaining} records: re-encrypt them first, or destroy with ?shred=true to crypto-shred them"
             )));
         }
-        let destroyed = MasterRow { state: MasterState::Destroyed.as_str().to_owned(), wrapped: None, updated_at: now_ms(), ..row.clone() };
-        let entry = actor.entry("master.destroy", ns, format!("v{version}")).with_detail(format!("{} shred={shred} shredded_records={remaining}", actor.why));
-        if !self.store().update_master_if(&destroyed, &row.state, row.compromised_at, &entry)? {
-            return Err(conflict(format!("master v{version} changed state concurrently; retry")));
+        let destroyed = MasterRow {
+            state: MasterState::Destroyed.as_str().to_owned(),
+            wrapped: None,
+            updated_at: now_ms(),
+            ..row.clone()
+        };
+        let entry = actor
+            .entry("master.destroy", ns, format!("v{version}"))
+            .with_detail(format!(
+                "{} shred={shred} shredded_records={remaining}",
+                actor.why
+            ));
+        if !self
+            .store()
+            .update_master_if(&destroyed, &row.state, row.compromised_at, &entry)?
+        {
+            return Err(conflict(format!(
+                "master v{version} changed state concurrently; retry"
+            )));
         }
         self.keyring().forget_all();
         tracing::warn!(namespace = ns, version, shredded_records = remaining, who = %actor.who, why = %actor.why, "derivation master destroyed");
-        Ok(DestroyReport { namespace: ns.to_owned(), version, shredded_records: remaining })
+        Ok(DestroyReport {
+            namespace: ns.to_owned(),
+            version,
+            shredded_records: remaining,
+        })
     }
 
     /// Decrypt-only masters that protect no record any more become `retired`. Returns them.
@@ -157,11 +236,21 @@ impl Vault {
         let counts = self.store().count_records_by_master()?;
         let mut retired = Vec::new();
         for row in self.store().all_masters()? {
-            let empty = !counts.iter().any(|(n, v, c)| *n == row.namespace && *v == row.version && *c > 0);
+            let empty = !counts
+                .iter()
+                .any(|(n, v, c)| *n == row.namespace && *v == row.version && *c > 0);
             if row.state == MasterState::DecryptOnly.as_str() && empty {
-                let next = MasterRow { state: MasterState::Retired.as_str().to_owned(), updated_at: now_ms(), ..row.clone() };
-                let entry = actor.entry("master.retire", &row.namespace, format!("v{}", row.version));
-                if self.store().update_master_if(&next, &row.state, row.compromised_at, &entry)? {
+                let next = MasterRow {
+                    state: MasterState::Retired.as_str().to_owned(),
+                    updated_at: now_ms(),
+                    ..row.clone()
+                };
+                let entry =
+                    actor.entry("master.retire", &row.namespace, format!("v{}", row.version));
+                if self
+                    .store()
+                    .update_master_if(&next, &row.state, row.compromised_at, &entry)?
+                {
                     self.keyring().forget_all();
                     tracing::info!(namespace = %row.namespace, version = row.version, who = %actor.who, why = %actor.why, "derivation master retired");
                     retired.push((row.namespace, row.version as u32));

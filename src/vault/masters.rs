@@ -31,7 +31,11 @@ impl MasterState {
             "decrypt_only" => MasterState::DecryptOnly,
             "retired" => MasterState::Retired,
             "destroyed" => MasterState::Destroyed,
-            other => return Err(VaultError::Internal(format!("unknown master state {other:?} in database"))),
+            other => {
+                return Err(VaultError::Internal(format!(
+                    "unknown master state {other:?} in database"
+                )))
+            }
         })
     }
 }

@@ -72,7 +72,12 @@ impl Vault {
     ///
     /// The check comes first, so a wrong keystore (say, the source of a migration, whose KEK the
     /// migration retired) is refused before anything is written to it or to the database.
-    pub fn open(store: Store, keystore: Arc<dyn Keystore>, policy: Policy, ttls: CacheTtls) -> Result<Vault, VaultError> {
+    pub fn open(
+        store: Store,
+        keystore: Arc<dyn Keystore>,
+        policy: Policy,
+        ttls: CacheTtls,
+    ) -> Result<Vault, VaultError> {
         let system = Actor::new("system", "service start");
         {
             // Instances starting together must not each create a first KEK or namespace keys.
@@ -80,7 +85,14 @@ impl Vault {
             check_unwrappable(&store, keystore.as_ref())?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
-                None => keystore.create_kek_after(store.keks()?.iter().map(|k| k.version as u32).max().unwrap_or(0))?,
+                None => keystore.create_kek_after(
+                    store
+                        .keks()?
+                        .iter()
+                        .map(|k| k.version as u32)
+                        .max()
+                        .unwrap_or(0),
+                )?,
             };
             mirror_keks(&store, keystore.as_ref(), &system)?;
             for ns in policy.namespaces.keys() {
@@ -90,7 +102,11 @@ impl Vault {
             }
         }
         let namespaces: Vec<&str> = policy.namespaces.keys().map(String::as_str).collect();
-        store.append_audit(&system.entry("policy.load", "", "").with_detail(format!("namespaces: {}", namespaces.join(","))))?;
+        store.append_audit(
+            &system
+                .entry("policy.load", "", "")
+                .with_detail(format!("namespaces: {}", namespaces.join(","))),
+        )?;
         Ok(Vault {
             credentials: Credentials::new(store.clone(), ttls.credentials)?,
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
@@ -149,7 +165,9 @@ const KEY_LOCK_WAIT: Duration = Duration::from_secs(15);
 
 fn key_lock(store: &Store) -> Result<crate::storage::KeyLock, VaultError> {
     store.key_lock(KEY_LOCK_WAIT).map_err(|e| match e {
-        crate::storage::StorageError::Conflict => VaultError::Conflict("another key operation is in progress; retry".into()),
+        crate::storage::StorageError::Conflict => {
+            VaultError::Conflict("another key operation is in progress; retry".into())
+        }
         other => other.into(),
     })
 }
@@ -158,16 +176,22 @@ fn key_lock(store: &Store) -> Result<crate::storage::KeyLock, VaultError> {
 /// that happened to open another file) stops the start instead of failing reads later.
 fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), VaultError> {
     let wrong = |what: String| {
-        VaultError::Internal(format!("{what} cannot be unwrapped by this {} keystore: wrong keystore for this database?", keystore.kind()))
+        VaultError::Internal(format!(
+            "{what} cannot be unwrapped by this {} keystore: wrong keystore for this database?",
+            keystore.kind()
+        ))
     };
     for row in store.all_masters()? {
         if row.wrapped.is_some() && row.state != MasterState::Destroyed.as_str() {
-            keyring::unwrap_master(keystore, &row).map_err(|_| wrong(format!("master {} v{}", row.namespace, row.version)))?;
+            keyring::unwrap_master(keystore, &row)
+                .map_err(|_| wrong(format!("master {} v{}", row.namespace, row.version)))?;
         }
     }
     for row in store.all_index_keys()? {
         let ctx = WrapContext::new(&row.namespace, KeyKind::IndexKey, 1);
-        keystore.unwrap(row.kek_version as u32, &ctx, &row.wrapped).map_err(|_| wrong(format!("index key of {}", row.namespace)))?;
+        keystore
+            .unwrap(row.kek_version as u32, &ctx, &row.wrapped)
+            .map_err(|_| wrong(format!("index key of {}", row.namespace)))?;
     }
     Ok(())
 }
@@ -194,21 +218,46 @@ fn mirror_keks(store: &Store, keystore: &dyn Keystore, actor: &Actor) -> Result<
             version: kek.version as i32,
             state: kek.state.as_str().to_owned(),
             created_at: previous.map_or(now, |p| p.created_at),
-            retired_at: previous.and_then(|p| p.retired_at).or((kek.state != KekState::Active).then_some(now)),
-            destroyed_at: previous.and_then(|p| p.destroyed_at).or((kek.state == KekState::Destroyed).then_some(now)),
+            retired_at: previous
+                .and_then(|p| p.retired_at)
+                .or((kek.state != KekState::Active).then_some(now)),
+            destroyed_at: previous
+                .and_then(|p| p.destroyed_at)
+                .or((kek.state == KekState::Destroyed).then_some(now)),
             keystore: id.clone(),
         };
         if previous != Some(&row) {
-            store.upsert_kek(&row, &actor.entry("kek.state", "", format!("v{} {} in {id}", row.version, row.state)))?;
+            store.upsert_kek(
+                &row,
+                &actor.entry(
+                    "kek.state",
+                    "",
+                    format!("v{} {} in {id}", row.version, row.state),
+                ),
+            )?;
         }
     }
     if keks.iter().any(|k| k.state == KekState::Active) {
-        for other in known.iter().filter(|k| k.keystore != id && k.state == KekState::Active.as_str()) {
+        for other in known
+            .iter()
+            .filter(|k| k.keystore != id && k.state == KekState::Active.as_str())
+        {
             if keks.iter().any(|k| k.version as i32 == other.version) {
                 continue; // a legacy row of this keystore, rewritten above
             }
-            let row = KekRow { state: KekState::Retired.as_str().to_owned(), retired_at: Some(now), ..other.clone() };
-            store.upsert_kek(&row, &actor.entry("kek.state", "", format!("v{} retired in {}", row.version, row.keystore)))?;
+            let row = KekRow {
+                state: KekState::Retired.as_str().to_owned(),
+                retired_at: Some(now),
+                ..other.clone()
+            };
+            store.upsert_kek(
+                &row,
+                &actor.entry(
+                    "kek.state",
+                    "",
+                    format!("v{} retired in {}", row.version, row.keystore),
+                ),
+            )?;
         }
     }
     Ok(())
@@ -216,7 +265,13 @@ fn mirror_keks(store: &Store, keystore: &dyn Keystore, actor: &Actor) -> Result<
 
 /// Generates a namespace's DM v1 and index key from the OS CSPRNG and stores them wrapped. If
 /// another instance got there first, its keys win and ours are dropped (zeroized).
-fn init_namespace(store: &Store, keystore: &dyn Keystore, kek: u32, ns: &str, actor: &Actor) -> Result<(), VaultError> {
+fn init_namespace(
+    store: &Store,
+    keystore: &dyn Keystore,
+    kek: u32,
+    ns: &str,
+    actor: &Actor,
+) -> Result<(), VaultError> {
     let dm = DerivationMaster::generate()?;
     let ik = IndexKey::generate()?;
     let now = now_ms();
@@ -226,7 +281,11 @@ fn init_namespace(store: &Store, keystore: &dyn Keystore, kek: u32, ns: &str, ac
         state: MasterState::Active.as_str().to_owned(),
         compromised_at: None,
         kek_version: kek as i32,
-        wrapped: Some(keystore.wrap(kek, &WrapContext::new(ns, KeyKind::DerivationMaster, 1), dm.secret())?),
+        wrapped: Some(keystore.wrap(
+            kek,
+            &WrapContext::new(ns, KeyKind::DerivationMaster, 1),
+            dm.secret(),
+        )?),
         salt: dm.salt().to_vec(),
         created_at: now,
         updated_at: now,
@@ -234,9 +293,17 @@ fn init_namespace(store: &Store, keystore: &dyn Keystore, kek: u32, ns: &str, ac
     let ik_row = IndexKeyRow {
         namespace: ns.to_owned(),
         kek_version: kek as i32,
-        wrapped: keystore.wrap(kek, &WrapContext::new(ns, KeyKind::IndexKey, 1), ik.secret())?,
+        wrapped: keystore.wrap(
+            kek,
+            &WrapContext::new(ns, KeyKind::IndexKey, 1),
+            ik.secret(),
+        )?,
         created_at: now,
     };
-    store.init_namespace(&dm_row, &ik_row, &actor.entry("namespace.init", ns, "dm v1, index key"))?;
+    store.init_namespace(
+        &dm_row,
+        &ik_row,
+        &actor.entry("namespace.init", ns, "dm v1, index key"),
+    )?;
     Ok(())
 }

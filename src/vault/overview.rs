@@ -48,7 +48,14 @@ impl Vault {
             .store()
             .keks()?
             .into_iter()
-            .map(|k| KekView { version: k.version, state: k.state, created_at: k.created_at, retired_at: k.retired_at, destroyed_at: k.destroyed_at, keystore: k.keystore })
+            .map(|k| KekView {
+                version: k.version,
+                state: k.state,
+                created_at: k.created_at,
+                retired_at: k.retired_at,
+                destroyed_at: k.destroyed_at,
+                keystore: k.keystore,
+            })
             .collect();
         let namespaces = self
             .policy()
@@ -60,7 +67,10 @@ impl Vault {
                     .masters(ns)?
                     .into_iter()
                     .map(|m| MasterView {
-                        records: counts.iter().find(|(n, v, _)| n == ns && *v == m.version).map_or(0, |c| c.2),
+                        records: counts
+                            .iter()
+                            .find(|(n, v, _)| n == ns && *v == m.version)
+                            .map_or(0, |c| c.2),
                         version: m.version,
                         state: m.state,
                         compromised: m.compromised_at.is_some(),
@@ -69,9 +79,16 @@ impl Vault {
                         updated_at: m.updated_at,
                     })
                     .collect();
-                Ok(NamespaceView { namespace: ns.clone(), masters })
+                Ok(NamespaceView {
+                    namespace: ns.clone(),
+                    masters,
+                })
             })
             .collect::<Result<_, VaultError>>()?;
-        Ok(KeyOverview { keystore: self.keyring().keystore().id(), keks, namespaces })
+        Ok(KeyOverview {
+            keystore: self.keyring().keystore().id(),
+            keks,
+            namespaces,
+        })
     }
 }

@@ -64,7 +64,12 @@ const MAX_WRITE_ATTEMPTS: usize = 5;
 pub(super) const RECORD_LOCK_STRIPES: usize = 64;
 
 /// The row storing `sealed` at `ctx`: revision 1, a fresh random ETag, created now.
-pub(super) fn sealed_row(ctx: &RecordContext, sealed: SealedRecord, content_type: &str, plaintext_len: usize) -> Result<RecordRow, VaultError> {
+pub(super) fn sealed_row(
+    ctx: &RecordContext,
+    sealed: SealedRecord,
+    content_type: &str,
+    plaintext_len: usize,
+) -> Result<RecordRow, VaultError> {
     let now = now_ms();
     Ok(RecordRow {
         id: ctx.record_id.to_vec(),
@@ -97,26 +102,51 @@ pub(super) fn sealed_of(row: &mut RecordRow) -> Result<(SealedRecord, [u8; 16]),
         &row.body_nonce,
         std::mem::take(&mut row.body_ciphertext),
     )?;
-    let record_id = row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+    let record_id = row
+        .id
+        .as_slice()
+        .try_into()
+        .map_err(|_| VaultError::Integrity)?;
     Ok((sealed, record_id))
 }
 
 impl Vault {
     pub(super) fn resident(&self, ns: &str, raw_id: &str) -> Result<ResidentKeys, VaultError> {
-        let policy = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
-        let id = ResidentId::parse_with(raw_id, policy.id_checksum).map_err(|e| VaultError::BadInput(e.to_string()))?;
+        let policy = self
+            .policy()
+            .namespace(ns)
+            .ok_or(VaultError::UnknownNamespace)?;
+        let id = ResidentId::parse_with(raw_id, policy.id_checksum)
+            .map_err(|e| VaultError::BadInput(e.to_string()))?;
         let ik = self.keyring().index_key(ns)?;
         let blind_index = ik.blind_index(ns, &id);
         let tag = hex::encode(ik.audit_tag(&blind_index));
-        Ok(ResidentKeys { blind_index, id, tag })
+        Ok(ResidentKeys {
+            blind_index,
+            id,
+            tag,
+        })
     }
 
-    pub(super) fn resident_key(&self, ns: &str, keys: &ResidentKeys, version: u32) -> Result<ResidentKey, VaultError> {
-        Ok(self.keyring().master(ns, version)?.resident_key(ns, &keys.id))
+    pub(super) fn resident_key(
+        &self,
+        ns: &str,
+        keys: &ResidentKeys,
+        version: u32,
+    ) -> Result<ResidentKey, VaultError> {
+        Ok(self
+            .keyring()
+            .master(ns, version)?
+            .resident_key(ns, &keys.id))
     }
 
     /// This instance's turn to write one record (see [`RECORD_LOCK_STRIPES`]).
-    fn record_lock(&self, ns: &str, keys: &ResidentKeys, name: &str) -> std::sync::MutexGuard<'_, ()> {
+    fn record_lock(
+        &self,
+        ns: &str,
+        keys: &ResidentKeys,
+        name: &str,
+    ) -> std::sync::MutexGuard<'_, ()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (ns, keys.blind_index.as_bytes(), name).hash(&mut h);
@@ -135,13 +165,26 @@ impl Vault {
     /// Stores or replaces a record. The body is sealed under a fresh DEK with the active master;
     /// a replacement keeps the record's UUID. Concurrent writers are serialised by an optimistic
     /// revision check, so no update is lost.
-    pub fn put_record(&self, actor: &Actor, ns: &str, raw_id: &str, write: &RecordWrite) -> Result<PutOutcome, VaultError> {
+    pub fn put_record(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_id: &str,
+        write: &RecordWrite,
+    ) -> Result<PutOutcome, VaultError> {
         let RecordWrite { name, body, .. } = *write;
         let mut entry = actor.entry("record.put", ns, audit_name(name));
         let resident = self.check_name(name).and_then(|()| {
-            let limit = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?.max_record_bytes;
+            let limit = self
+                .policy()
+                .namespace(ns)
+                .ok_or(VaultError::UnknownNamespace)?
+                .max_record_bytes;
             if body.len() > limit {
-                return Err(VaultError::TooLarge { size: body.len(), limit });
+                return Err(VaultError::TooLarge {
+                    size: body.len(),
+                    limit,
+                });
             }
             self.resident(ns, raw_id)
         });
@@ -151,28 +194,59 @@ impl Vault {
         self.audited(entry, |entry| self.put_sealed(entry, &resident?, ns, write))
     }
 
-    fn put_sealed(&self, entry: &AuditEntry, keys: &ResidentKeys, ns: &str, write: &RecordWrite) -> Result<PutOutcome, VaultError> {
-        let RecordWrite { name, content_type, body, precondition } = *write;
+    fn put_sealed(
+        &self,
+        entry: &AuditEntry,
+        keys: &ResidentKeys,
+        ns: &str,
+        write: &RecordWrite,
+    ) -> Result<PutOutcome, VaultError> {
+        let RecordWrite {
+            name,
+            content_type,
+            body,
+            precondition,
+        } = *write;
         let _turn = self.record_lock(ns, keys, name);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let existing = self.store().record(ns, keys.blind_index.as_bytes(), name)?;
             match (precondition, &existing) {
                 (Precondition::IfNoneMatch, Some(_)) => return Err(VaultError::PreconditionFailed),
-                (Precondition::IfMatch(_) | Precondition::IfExists, None) => return Err(VaultError::PreconditionFailed),
-                (Precondition::IfMatch(tag), Some(row)) if *tag != row.etag => return Err(VaultError::PreconditionFailed),
+                (Precondition::IfMatch(_) | Precondition::IfExists, None) => {
+                    return Err(VaultError::PreconditionFailed)
+                }
+                (Precondition::IfMatch(tag), Some(row)) if *tag != row.etag => {
+                    return Err(VaultError::PreconditionFailed)
+                }
                 _ => {}
             }
             let version = self.keyring().active_version(ns)?;
             let rk = self.resident_key(ns, keys, version)?;
             let record_id: [u8; 16] = match &existing {
-                Some(row) => row.id.as_slice().try_into().map_err(|_| VaultError::Integrity)?,
+                Some(row) => row
+                    .id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| VaultError::Integrity)?,
                 None => *uuid::Uuid::new_v4().as_bytes(),
             };
-            let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
+            let ctx = RecordContext {
+                namespace: ns,
+                blind_index: &keys.blind_index,
+                record_name: name,
+                record_id: &record_id,
+            };
             let sealed = seal(&rk, version, &ctx, body)?;
             let fresh = sealed_row(&ctx, sealed, content_type, body.len())?;
-            let (revision, etag) = (existing.as_ref().map_or(1, |r| r.revision + 1), fresh.etag.clone());
-            let row = RecordRow { revision, created_at: existing.as_ref().map_or(fresh.created_at, |r| r.created_at), ..fresh };
+            let (revision, etag) = (
+                existing.as_ref().map_or(1, |r| r.revision + 1),
+                fresh.etag.clone(),
+            );
+            let row = RecordRow {
+                revision,
+                created_at: existing.as_ref().map_or(fresh.created_at, |r| r.created_at),
+                ..fresh
+            };
             let written = match &existing {
                 None => self.store().insert_record(&row, entry).map(|()| true),
                 Some(old) => self.store().replace_record(&row, old.revision, entry),
@@ -189,9 +263,17 @@ impl Vault {
                 Err(e) => return Err(e.into()),
             };
             if written {
-                return Ok(PutOutcome { created: existing.is_none(), revision, etag, master_version: version });
+                return Ok(PutOutcome {
+                    created: existing.is_none(),
+                    revision,
+                    etag,
+                    master_version: version,
+                });
             }
-            if matches!(precondition, Precondition::IfMatch(_) | Precondition::IfNoneMatch) {
+            if matches!(
+                precondition,
+                Precondition::IfMatch(_) | Precondition::IfNoneMatch
+            ) {
                 // The state the precondition was checked against is gone.
                 return Err(VaultError::PreconditionFailed);
             }
@@ -199,33 +281,65 @@ impl Vault {
             let jitter = zkvault_core::random::array::<1>().map_or(0, |b| b[0] % 20);
             std::thread::sleep(std::time::Duration::from_millis(1 + u64::from(jitter)));
         }
-        Err(VaultError::Conflict("record is being written concurrently; retry".into()))
+        Err(VaultError::Conflict(
+            "record is being written concurrently; retry".into(),
+        ))
     }
 
     /// Reads and opens a record. A wrong resident ID looks exactly like an absent record.
-    pub fn get_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<Record, VaultError> {
+    pub fn get_record(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_id: &str,
+        name: &str,
+    ) -> Result<Record, VaultError> {
         self.audited_read(actor.entry("record.get", ns, audit_name(name)), |entry| {
             self.check_name(name)?;
             let keys = self.resident(ns, raw_id)?;
             entry.resident_tag = keys.tag.clone();
-            let mut row = self.store().record(ns, keys.blind_index.as_bytes(), name)?.ok_or(VaultError::NotFound)?;
+            let mut row = self
+                .store()
+                .record(ns, keys.blind_index.as_bytes(), name)?
+                .ok_or(VaultError::NotFound)?;
             let (sealed, record_id) = sealed_of(&mut row)?;
-            let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
+            let ctx = RecordContext {
+                namespace: ns,
+                blind_index: &keys.blind_index,
+                record_name: name,
+                record_id: &record_id,
+            };
             let rk = self.resident_key(ns, &keys, sealed.dek.master_version)?;
             let body = open(&rk, &ctx, &sealed)?;
             self.move_after_read(actor, ns, &keys, &row, &sealed);
-            Ok(Record { body, content_type: row.content_type, etag: row.etag, revision: row.revision })
+            Ok(Record {
+                body,
+                content_type: row.content_type,
+                etag: row.etag,
+                revision: row.revision,
+            })
         })
     }
 
-    pub fn delete_record(&self, actor: &Actor, ns: &str, raw_id: &str, name: &str) -> Result<(), VaultError> {
+    pub fn delete_record(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_id: &str,
+        name: &str,
+    ) -> Result<(), VaultError> {
         let mut entry = actor.entry("record.delete", ns, audit_name(name));
-        let resident = self.check_name(name).and_then(|()| self.resident(ns, raw_id));
+        let resident = self
+            .check_name(name)
+            .and_then(|()| self.resident(ns, raw_id));
         if let Ok(keys) = &resident {
             entry.resident_tag = keys.tag.clone();
         }
         self.audited(entry, |entry| {
-            if self.store().delete_record(ns, resident?.blind_index.as_bytes(), name, entry)? {
+            if self
+                .store()
+                .delete_record(ns, resident?.blind_index.as_bytes(), name, entry)?
+            {
                 Ok(())
             } else {
                 Err(VaultError::NotFound)
@@ -234,7 +348,12 @@ impl Vault {
     }
 
     /// The resident's records (metadata only), ordered by name; empty for an unknown resident.
-    pub fn list_records(&self, actor: &Actor, ns: &str, raw_id: &str) -> Result<Vec<RecordMeta>, VaultError> {
+    pub fn list_records(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_id: &str,
+    ) -> Result<Vec<RecordMeta>, VaultError> {
         self.audited_read(actor.entry("record.list", ns, ""), |entry| {
             let keys = self.resident(ns, raw_id)?;
             entry.resident_tag = keys.tag.clone();
@@ -249,6 +368,10 @@ impl Vault {
         if let Ok(keys) = &resident {
             entry.resident_tag = keys.tag.clone();
         }
-        self.audited(entry, |entry| Ok(self.store().erase_resident(ns, resident?.blind_index.as_bytes(), entry)?))
+        self.audited(entry, |entry| {
+            Ok(self
+                .store()
+                .erase_resident(ns, resident?.blind_index.as_bytes(), entry)?)
+        })
     }
 }

@@ -61,7 +61,10 @@ impl Vault {
             return Ok(Action::Stay);
         }
         let states = self.keyring().master_states(ns)?;
-        let meta = states.iter().find(|m| m.version == version).ok_or(VaultError::Integrity)?;
+        let meta = states
+            .iter()
+            .find(|m| m.version == version)
+            .ok_or(VaultError::Integrity)?;
         Ok(match (meta.state, meta.compromised) {
             (MasterState::Destroyed, _) => Action::Lost,
             (_, true) => Action::Rekey,
@@ -70,10 +73,22 @@ impl Vault {
     }
 
     /// The update that moves one record (at `id`, named `name`, at `revision`) to master `active`.
-    fn plan_move(&self, ns: &str, keys: &ResidentKeys, at: (&[u8], &str, i64), active: u32, how: How) -> Result<RecordMove, VaultError> {
+    fn plan_move(
+        &self,
+        ns: &str,
+        keys: &ResidentKeys,
+        at: (&[u8], &str, i64),
+        active: u32,
+        how: How,
+    ) -> Result<RecordMove, VaultError> {
         let (id, name, revision) = at;
         let record_id: [u8; 16] = id.try_into().map_err(|_| VaultError::Integrity)?;
-        let ctx = RecordContext { namespace: ns, blind_index: &keys.blind_index, record_name: name, record_id: &record_id };
+        let ctx = RecordContext {
+            namespace: ns,
+            blind_index: &keys.blind_index,
+            record_name: name,
+            record_id: &record_id,
+        };
         let from_version = match &how {
             How::Rewrap(dek) => dek.master_version,
             How::Rekey(sealed) => sealed.dek.master_version,
@@ -84,7 +99,10 @@ impl Vault {
             How::Rewrap(dek) => (rewrap(&from, &to, active, &ctx, dek)?, None),
             How::Rekey(sealed) => {
                 let fresh = rekey(&from, &to, active, &ctx, sealed)?;
-                (fresh.dek, Some((fresh.body_nonce.to_vec(), fresh.body_ciphertext)))
+                (
+                    fresh.dek,
+                    Some((fresh.body_nonce.to_vec(), fresh.body_ciphertext)),
+                )
             }
         };
         Ok(RecordMove {
@@ -101,17 +119,39 @@ impl Vault {
     /// After a successful read: re-key a record of a compromised master, or (if the namespace's
     /// policy says so) rewrap one of an old master. A failure here never fails the read; the
     /// record stays readable where it is and moves on a later read or bulk pass.
-    pub(super) fn move_after_read(&self, actor: &Actor, ns: &str, keys: &ResidentKeys, row: &RecordRow, sealed: &SealedRecord) {
+    pub(super) fn move_after_read(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        keys: &ResidentKeys,
+        row: &RecordRow,
+        sealed: &SealedRecord,
+    ) {
         let result = (|| {
             let active = self.keyring().active_version(ns)?;
             let rekeying = match self.action_for(ns, row.master_version as u32, active)? {
                 Action::Rekey => true,
-                Action::Rewrap if self.policy().namespace(ns).is_some_and(|p| p.lazy_reencrypt) => false,
+                Action::Rewrap
+                    if self
+                        .policy()
+                        .namespace(ns)
+                        .is_some_and(|p| p.lazy_reencrypt) =>
+                {
+                    false
+                }
                 _ => return Ok(()),
             };
-            let how = if rekeying { How::Rekey(sealed) } else { How::Rewrap(&sealed.dek) };
+            let how = if rekeying {
+                How::Rekey(sealed)
+            } else {
+                How::Rewrap(&sealed.dek)
+            };
             let mv = self.plan_move(ns, keys, (&row.id, &row.name, row.revision), active, how)?;
-            let operation = if rekeying { "record.rekey" } else { "record.rewrap" };
+            let operation = if rekeying {
+                "record.rekey"
+            } else {
+                "record.rewrap"
+            };
             let mut entry = actor.entry(operation, ns, row.name.clone());
             entry.resident_tag = keys.tag.clone();
             match self.store().move_records(ns, &[mv], &entry) {
@@ -128,20 +168,42 @@ impl Vault {
 
     /// Moves every record of the given residents to the active master (≤ 1000 IDs a call).
     /// Idempotent: a second call finds them `already_current`.
-    pub fn reencrypt(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+    pub fn reencrypt(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_ids: &[impl AsRef<str>],
+    ) -> Result<ReencryptReport, VaultError> {
         // Checked first: an empty batch would otherwise reach the keyring and fail there.
-        self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
-        self.audited_read(actor.entry("records.reencrypt", ns, format!("{} resident ids", raw_ids.len())), |entry| {
-            let report = self.reencrypt_batch(actor, ns, raw_ids)?;
-            entry.detail = format!("moved={} rekeyed={} already_current={} not_found={}", report.moved, report.rekeyed, report.already_current, report.not_found);
-            Ok(report)
-        })
+        self.policy()
+            .namespace(ns)
+            .ok_or(VaultError::UnknownNamespace)?;
+        self.audited_read(
+            actor.entry(
+                "records.reencrypt",
+                ns,
+                format!("{} resident ids", raw_ids.len()),
+            ),
+            |entry| {
+                let report = self.reencrypt_batch(actor, ns, raw_ids)?;
+                entry.detail = format!(
+                    "moved={} rekeyed={} already_current={} not_found={}",
+                    report.moved, report.rekeyed, report.already_current, report.not_found
+                );
+                Ok(report)
+            },
+        )
     }
 
     /// Plans and applies one batch; planned on a view of the masters that changed before it
     /// committed (nothing of that step applied), it is planned again from the new one. Moves
     /// committed before the change stay counted, and are not counted again as current.
-    fn reencrypt_batch(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>]) -> Result<ReencryptReport, VaultError> {
+    fn reencrypt_batch(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_ids: &[impl AsRef<str>],
+    ) -> Result<ReencryptReport, VaultError> {
         let mut done = Committed::default();
         for _ in 0..PLAN_ATTEMPTS {
             match self.reencrypt_planned(actor, ns, raw_ids, &mut done) {
@@ -149,24 +211,40 @@ impl Vault {
                 other => return other,
             }
         }
-        Err(VaultError::Conflict("the namespace's masters kept changing during re-encryption; retry".into()))
+        Err(VaultError::Conflict(
+            "the namespace's masters kept changing during re-encryption; retry".into(),
+        ))
     }
 
-    fn reencrypt_planned(&self, actor: &Actor, ns: &str, raw_ids: &[impl AsRef<str>], done: &mut Committed) -> Result<ReencryptReport, VaultError> {
+    fn reencrypt_planned(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_ids: &[impl AsRef<str>],
+        done: &mut Committed,
+    ) -> Result<ReencryptReport, VaultError> {
         if raw_ids.len() > MAX_REENCRYPT_IDS {
-            return Err(VaultError::BadInput(format!("at most {MAX_REENCRYPT_IDS} resident IDs per call, got {}", raw_ids.len())));
+            return Err(VaultError::BadInput(format!(
+                "at most {MAX_REENCRYPT_IDS} resident IDs per call, got {}",
+                raw_ids.len()
+            )));
         }
         let residents = raw_ids
             .iter()
             .enumerate()
             .map(|(i, raw)| {
                 self.resident(ns, raw.as_ref()).map_err(|e| match e {
-                    VaultError::BadInput(m) => VaultError::BadInput(format!("resident_ids[{i}]: {m}")),
+                    VaultError::BadInput(m) => {
+                        VaultError::BadInput(format!("resident_ids[{i}]: {m}"))
+                    }
                     other => other,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let by_index: HashMap<&[u8; 32], &ResidentKeys> = residents.iter().map(|k| (k.blind_index.as_bytes(), k)).collect();
+        let by_index: HashMap<&[u8; 32], &ResidentKeys> = residents
+            .iter()
+            .map(|k| (k.blind_index.as_bytes(), k))
+            .collect();
         let blind_indexes: Vec<Vec<u8>> = by_index.keys().map(|b| b.to_vec()).collect();
         let rows = self.store().record_keys_of(ns, &blind_indexes)?;
         let active = self.keyring().active_version(ns)?;
@@ -177,7 +255,11 @@ impl Vault {
         let mut rekeys = RekeyChunk::default();
         let mut found = std::collections::HashSet::new();
         for row in rows {
-            let bi: [u8; 32] = row.blind_index.as_slice().try_into().map_err(|_| VaultError::Integrity)?;
+            let bi: [u8; 32] = row
+                .blind_index
+                .as_slice()
+                .try_into()
+                .map_err(|_| VaultError::Integrity)?;
             let keys = by_index.get(&bi).ok_or(VaultError::Integrity)?;
             found.insert(bi);
             match self.action_for(ns, row.master_version as u32, active)? {
@@ -185,19 +267,43 @@ impl Vault {
                 Action::Stay => seen.already_current += 1,
                 Action::Lost => seen.shredded += 1,
                 Action::Rewrap => {
-                    let dek = DekEnvelope::from_stored(row.master_version as u32, &row.dek_nonce, &row.wrapped_dek)?;
-                    rewraps.push(self.plan_move(ns, keys, (&row.id, &row.name, row.revision), active, How::Rewrap(&dek))?);
+                    let dek = DekEnvelope::from_stored(
+                        row.master_version as u32,
+                        &row.dek_nonce,
+                        &row.wrapped_dek,
+                    )?;
+                    rewraps.push(self.plan_move(
+                        ns,
+                        keys,
+                        (&row.id, &row.name, row.revision),
+                        active,
+                        How::Rewrap(&dek),
+                    )?);
                 }
                 Action::Rekey => {
                     // Re-keying needs the body: fetched for these records only, and committed
                     // every REKEY_CHUNK_BYTES so a batch of large records is bounded in memory
                     // and in transaction size.
-                    let Some(mut full) = self.store().record_by_id(&row.id)? else { continue };
+                    let Some(mut full) = self.store().record_by_id(&row.id)? else {
+                        continue;
+                    };
                     let (sealed, _) = sealed_of(&mut full)?;
                     rekeys.bytes += sealed.body_ciphertext.len();
-                    rekeys.moves.push(self.plan_move(ns, keys, (&row.id, &row.name, full.revision), active, How::Rekey(&sealed))?);
+                    rekeys.moves.push(self.plan_move(
+                        ns,
+                        keys,
+                        (&row.id, &row.name, full.revision),
+                        active,
+                        How::Rekey(&sealed),
+                    )?);
                     if rekeys.bytes >= REKEY_CHUNK_BYTES {
-                        self.commit_moves(actor, ns, "record.rekey", &std::mem::take(&mut rekeys).moves, done)?;
+                        self.commit_moves(
+                            actor,
+                            ns,
+                            "record.rekey",
+                            &std::mem::take(&mut rekeys).moves,
+                            done,
+                        )?;
                     }
                 }
             }
@@ -215,11 +321,22 @@ impl Vault {
     }
 
     /// Applies `moves` in one transaction with one audit entry, and counts them in `done`.
-    fn commit_moves(&self, actor: &Actor, ns: &str, operation: &str, moves: &[RecordMove], done: &mut Committed) -> Result<(), VaultError> {
+    fn commit_moves(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        operation: &str,
+        moves: &[RecordMove],
+        done: &mut Committed,
+    ) -> Result<(), VaultError> {
         if moves.is_empty() {
             return Ok(());
         }
-        let applied = self.store().move_records(ns, moves, &actor.entry(operation, ns, format!("{} records", moves.len())))?;
+        let applied = self.store().move_records(
+            ns,
+            moves,
+            &actor.entry(operation, ns, format!("{} records", moves.len())),
+        )?;
         if operation == "record.rekey" {
             done.report.rekeyed += applied;
         } else {

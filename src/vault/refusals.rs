@@ -35,7 +35,13 @@ pub struct Refusal {
 
 impl Refusal {
     fn overflow(outcome: &'static str) -> Refusal {
-        Refusal { actor: "*".into(), operation: "access.overflow".into(), route: "*".into(), namespace: String::new(), outcome }
+        Refusal {
+            actor: "*".into(),
+            operation: "access.overflow".into(),
+            route: "*".into(),
+            namespace: String::new(),
+            outcome,
+        }
     }
 }
 
@@ -54,14 +60,26 @@ pub(super) struct Refusals {
 
 impl Refusals {
     pub(super) fn new(store: Store) -> Self {
-        Refusals { store, pending: Mutex::new(HashMap::new()) }
+        Refusals {
+            store,
+            pending: Mutex::new(HashMap::new()),
+        }
     }
 
     fn count(&self, key: Refusal, request_id: &str) {
         let now = now_ms();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let key = if pending.len() >= MAX_KEYS && !pending.contains_key(&key) { Refusal::overflow(key.outcome) } else { key };
-        let tally = pending.entry(key).or_insert_with(|| Tally { count: 0, first_at: now, last_at: now, request_id: request_id.to_owned() });
+        let key = if pending.len() >= MAX_KEYS && !pending.contains_key(&key) {
+            Refusal::overflow(key.outcome)
+        } else {
+            key
+        };
+        let tally = pending.entry(key).or_insert_with(|| Tally {
+            count: 0,
+            first_at: now,
+            last_at: now,
+            request_id: request_id.to_owned(),
+        });
         tally.count += 1;
         tally.last_at = now;
     }
@@ -72,9 +90,16 @@ impl Refusals {
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut written = 0;
         for (key, tally) in taken {
-            let mut entry = Actor::request(key.actor.clone(), tally.request_id.clone()).entry(&key.operation, &key.namespace, key.route.clone());
+            let mut entry = Actor::request(key.actor.clone(), tally.request_id.clone()).entry(
+                &key.operation,
+                &key.namespace,
+                key.route.clone(),
+            );
             entry.outcome = key.outcome.to_owned();
-            entry.detail = format!("count={} first_at={} last_at={}", tally.count, tally.first_at, tally.last_at);
+            entry.detail = format!(
+                "count={} first_at={} last_at={}",
+                tally.count, tally.first_at, tally.last_at
+            );
             match self.store.append_audit(&entry) {
                 Ok(()) => written += 1,
                 Err(e) => {

@@ -35,7 +35,11 @@ fn ms(d: Duration) -> i64 {
 impl Vault {
     /// The active KEK's metadata (its creation date schedules the next rotation).
     fn active_kek_row(&self) -> Result<Option<KekRow>, VaultError> {
-        Ok(self.store().keks()?.into_iter().find(|k| k.state == KekState::Active.as_str()))
+        Ok(self
+            .store()
+            .keks()?
+            .into_iter()
+            .find(|k| k.state == KekState::Active.as_str()))
     }
 
     /// Rotates, retires and destroys whatever the policy says is due at `now`.
@@ -49,24 +53,40 @@ impl Vault {
         }
         for (ns, policy) in &self.policy().namespaces {
             let masters = self.store().masters(ns)?;
-            if let Some(active) = masters.iter().find(|m| m.state == MasterState::Active.as_str()) {
+            if let Some(active) = masters
+                .iter()
+                .find(|m| m.state == MasterState::Active.as_str())
+            {
                 if active.created_at + ms(policy.dm_rotation) <= now {
-                    report.masters_rotated.push((ns.clone(), self.rotate_master(ns, &actor)?.active));
+                    report
+                        .masters_rotated
+                        .push((ns.clone(), self.rotate_master(ns, &actor)?.active));
                 }
             }
-            for m in masters.iter().filter(|m| m.state == MasterState::DecryptOnly.as_str()) {
+            for m in masters
+                .iter()
+                .filter(|m| m.state == MasterState::DecryptOnly.as_str())
+            {
                 if m.updated_at + ms(policy.decrypt_only_max) <= now {
                     tracing::warn!(namespace = %ns, version = m.version, "decrypt-only master past its window: run a bulk re-encryption");
-                    report.overdue_decrypt_only.push((ns.clone(), m.version as u32));
+                    report
+                        .overdue_decrypt_only
+                        .push((ns.clone(), m.version as u32));
                 }
             }
         }
         report.masters_retired = self.retire_empty_masters(&actor)?;
         for m in self.store().all_masters()? {
-            let Some(policy) = self.policy().namespace(&m.namespace) else { continue };
-            if m.state == MasterState::Retired.as_str() && m.updated_at + ms(policy.destroy_after_retired) <= now {
+            let Some(policy) = self.policy().namespace(&m.namespace) else {
+                continue;
+            };
+            if m.state == MasterState::Retired.as_str()
+                && m.updated_at + ms(policy.destroy_after_retired) <= now
+            {
                 self.destroy_master(&m.namespace, m.version as u32, false, &actor)?;
-                report.masters_destroyed.push((m.namespace.clone(), m.version as u32));
+                report
+                    .masters_destroyed
+                    .push((m.namespace.clone(), m.version as u32));
             }
         }
         Ok(report)
@@ -78,42 +98,75 @@ impl Vault {
         let end = now + ms(horizon);
         let mut events = Vec::new();
         // Adds `what(n)` at `first + n * period` for every such date within the horizon.
-        let every = |events: &mut Vec<PlannedEvent>, first: i64, period: i64, what: &dyn Fn(usize) -> String| {
+        let every = |events: &mut Vec<PlannedEvent>,
+                     first: i64,
+                     period: i64,
+                     what: &dyn Fn(usize) -> String| {
             let (mut at, mut n) = (first.max(now), 0);
             while at <= end && period > 0 {
-                events.push(PlannedEvent { at_ms: at, what: what(n) });
+                events.push(PlannedEvent {
+                    at_ms: at,
+                    what: what(n),
+                });
                 at += period;
                 n += 1;
             }
         };
         if let Some(kek) = self.active_kek_row()? {
             let v = kek.version;
-            every(&mut events, kek.created_at + ms(self.policy().kek_rotation), ms(self.policy().kek_rotation), &|n| {
-                format!("rotate KEK (v{} → v{})", v + n as i32, v + n as i32 + 1)
-            });
+            every(
+                &mut events,
+                kek.created_at + ms(self.policy().kek_rotation),
+                ms(self.policy().kek_rotation),
+                &|n| format!("rotate KEK (v{} → v{})", v + n as i32, v + n as i32 + 1),
+            );
         }
         for (ns, policy) in &self.policy().namespaces {
             let masters = self.store().masters(ns)?;
-            if let Some(active) = masters.iter().find(|m| m.state == MasterState::Active.as_str()) {
-                let (v, rot, window) = (active.version, ms(policy.dm_rotation), ms(policy.decrypt_only_max));
-                every(&mut events, active.created_at + rot, rot, &|n| format!("{ns}: rotate DM v{} → v{}", v + n as i32, v + n as i32 + 1));
+            if let Some(active) = masters
+                .iter()
+                .find(|m| m.state == MasterState::Active.as_str())
+            {
+                let (v, rot, window) = (
+                    active.version,
+                    ms(policy.dm_rotation),
+                    ms(policy.decrypt_only_max),
+                );
+                every(&mut events, active.created_at + rot, rot, &|n| {
+                    format!("{ns}: rotate DM v{} → v{}", v + n as i32, v + n as i32 + 1)
+                });
                 every(&mut events, active.created_at + rot + window, rot, &|n| {
-                    format!("{ns}: DM v{} decrypt-only window ends (bulk re-encryption due)", v + n as i32)
+                    format!(
+                        "{ns}: DM v{} decrypt-only window ends (bulk re-encryption due)",
+                        v + n as i32
+                    )
                 });
             }
             for m in &masters {
                 if m.state == MasterState::DecryptOnly.as_str() {
-                    events.push(PlannedEvent { at_ms: (m.updated_at + ms(policy.decrypt_only_max)).max(now), what: format!("{ns}: DM v{} decrypt-only window ends (bulk re-encryption due)", m.version) });
+                    events.push(PlannedEvent {
+                        at_ms: (m.updated_at + ms(policy.decrypt_only_max)).max(now),
+                        what: format!(
+                            "{ns}: DM v{} decrypt-only window ends (bulk re-encryption due)",
+                            m.version
+                        ),
+                    });
                 }
                 if m.state == MasterState::Retired.as_str() {
-                    events.push(PlannedEvent { at_ms: (m.updated_at + ms(policy.destroy_after_retired)).max(now), what: format!("{ns}: destroy retired DM v{}", m.version) });
+                    events.push(PlannedEvent {
+                        at_ms: (m.updated_at + ms(policy.destroy_after_retired)).max(now),
+                        what: format!("{ns}: destroy retired DM v{}", m.version),
+                    });
                 }
             }
         }
         for c in self.credentials().list()? {
             if let (Some(exp), None) = (c.expires_at, c.revoked_at) {
                 if exp <= end {
-                    events.push(PlannedEvent { at_ms: exp.max(now), what: format!("credential {} ({}) expires", c.id, c.label) });
+                    events.push(PlannedEvent {
+                        at_ms: exp.max(now),
+                        what: format!("credential {} ({}) expires", c.id, c.label),
+                    });
                 }
             }
         }
@@ -129,7 +182,9 @@ impl Vault {
     /// lock; SQLite has one writer), runs due lifecycle work and checkpoints the audit trail.
     /// `None` when another instance holds the lock.
     pub fn run_scheduled_pass(&self, now: i64) -> Result<Option<LifecycleReport>, VaultError> {
-        let Some(_leader) = self.store().try_leader_lock(Advisory::Scheduler)? else { return Ok(None) };
+        let Some(_leader) = self.store().try_leader_lock(Advisory::Scheduler)? else {
+            return Ok(None);
+        };
         let report = self.run_due_lifecycle(now)?;
         self.checkpoint_audit()?;
         Ok(Some(report))

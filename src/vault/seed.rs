@@ -37,14 +37,23 @@ pub fn seed_uin(index: u64) -> String {
 /// a MOSIP ID-schema document (names, date of birth, address, contact, document references).
 pub fn seed_body(index: u64, uin: &str) -> Vec<u8> {
     const FIRST: [&str; 16] = [
-        "Asha", "Kwame", "Maria", "Tendai", "Juan", "Amina", "Ravi", "Fatima", "Jose", "Nia", "Omar", "Lina", "Kofi",
-        "Sara", "Ibrahim", "Mei",
+        "Asha", "Kwame", "Maria", "Tendai", "Juan", "Amina", "Ravi", "Fatima", "Jose", "Nia",
+        "Omar", "Lina", "Kofi", "Sara", "Ibrahim", "Mei",
     ];
     const LAST: [&str; 16] = [
-        "Mensah", "Santos", "Okafor", "Reyes", "Diallo", "Kumar", "Cruz", "Banda", "Haddad", "Mwangi", "Garcia", "Traore",
-        "Nair", "Tembo", "Lopez", "Osei",
+        "Mensah", "Santos", "Okafor", "Reyes", "Diallo", "Kumar", "Cruz", "Banda", "Haddad",
+        "Mwangi", "Garcia", "Traore", "Nair", "Tembo", "Lopez", "Osei",
     ];
-    const REGION: [&str; 8] = ["Rabat Sale Kenitra", "Tanger Tetouan", "Fes Meknes", "Oriental", "Souss Massa", "Draa Tafilalet", "Beni Mellal", "Casablanca Settat"];
+    const REGION: [&str; 8] = [
+        "Rabat Sale Kenitra",
+        "Tanger Tetouan",
+        "Fes Meknes",
+        "Oriental",
+        "Souss Massa",
+        "Draa Tafilalet",
+        "Beni Mellal",
+        "Casablanca Settat",
+    ];
     let mut r = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_4E5B;
     let mut next = |m: u64| {
         // splitmix64: cheap, deterministic, good enough for fake demographics.
@@ -57,7 +66,12 @@ pub fn seed_body(index: u64, uin: &str) -> Vec<u8> {
     let first = FIRST[next(16) as usize];
     let last = LAST[next(16) as usize];
     let region = REGION[next(8) as usize];
-    let dob = format!("{}/{:02}/{:02}", 1940 + next(80), 1 + next(12), 1 + next(28));
+    let dob = format!(
+        "{}/{:02}/{:02}",
+        1940 + next(80),
+        1 + next(12),
+        1 + next(28)
+    );
     let gender = ["Male", "Female", "Others"][next(3) as usize];
     let phone = format!("+212 6{:08}", next(100_000_000));
     let postal = format!("{:05}", 10_000 + next(90_000));
@@ -90,7 +104,9 @@ pub fn seed_body(index: u64, uin: &str) -> Vec<u8> {
         "updatedBy": "id-repository-seed",
         "remarks": ""
     });
-    let bare = serde_json::to_vec(&value).expect("JSON of strings and numbers").len();
+    let bare = serde_json::to_vec(&value)
+        .expect("JSON of strings and numbers")
+        .len();
     // Pad `remarks` (dots need no escaping) so every body has the same size.
     value["remarks"] = serde_json::Value::String(".".repeat(SEED_BODY_BYTES.saturating_sub(bare)));
     serde_json::to_vec(&value).expect("JSON of strings and numbers")
@@ -126,12 +142,26 @@ impl Vault {
     /// Seeds `opts.count` residents (see the module doc). Idempotent: a resident that already
     /// has the record is skipped. `progress(done, total)` is called after every batch. The load
     /// is one entry in the audit trail (`records.seed`, with the index range and counts).
-    pub fn seed(&self, actor: &Actor, opts: &SeedOptions, progress: impl FnMut(u64, u64)) -> Result<SeedReport, VaultError> {
+    pub fn seed(
+        &self,
+        actor: &Actor,
+        opts: &SeedOptions,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<SeedReport, VaultError> {
         let result = self.seed_rows(opts, progress);
         let mut entry = actor.entry("records.seed", &opts.namespace, opts.record_name.clone());
-        let range = format!("indices {}..{}", opts.start, opts.start.saturating_add(opts.count));
+        let range = format!(
+            "indices {}..{}",
+            opts.start,
+            opts.start.saturating_add(opts.count)
+        );
         match &result {
-            Ok(r) => entry.detail = format!("{}; {range}: {} inserted, {} already present", entry.detail, r.inserted, r.skipped),
+            Ok(r) => {
+                entry.detail = format!(
+                    "{}; {range}: {} inserted, {} already present",
+                    entry.detail, r.inserted, r.skipped
+                )
+            }
             Err(e) => {
                 entry.outcome = e.code().to_owned();
                 entry.detail = format!("{}; {range}", entry.detail);
@@ -141,17 +171,33 @@ impl Vault {
         result
     }
 
-    fn seed_rows(&self, opts: &SeedOptions, mut progress: impl FnMut(u64, u64)) -> Result<SeedReport, VaultError> {
+    fn seed_rows(
+        &self,
+        opts: &SeedOptions,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<SeedReport, VaultError> {
         let ns = opts.namespace.as_str();
-        let policy = self.policy().namespace(ns).ok_or(VaultError::UnknownNamespace)?;
+        let policy = self
+            .policy()
+            .namespace(ns)
+            .ok_or(VaultError::UnknownNamespace)?;
         if !valid_record_name(&opts.record_name) {
             return Err(VaultError::BadInput("invalid record name".into()));
         }
-        if opts.start.checked_add(opts.count).is_none_or(|end| end > SEED_MAX_RESIDENTS) {
-            return Err(VaultError::BadInput(format!("seed indices must stay below {SEED_MAX_RESIDENTS}")));
+        if opts
+            .start
+            .checked_add(opts.count)
+            .is_none_or(|end| end > SEED_MAX_RESIDENTS)
+        {
+            return Err(VaultError::BadInput(format!(
+                "seed indices must stay below {SEED_MAX_RESIDENTS}"
+            )));
         }
         if SEED_BODY_BYTES > policy.max_record_bytes {
-            return Err(VaultError::TooLarge { size: SEED_BODY_BYTES, limit: policy.max_record_bytes });
+            return Err(VaultError::TooLarge {
+                size: SEED_BODY_BYTES,
+                limit: policy.max_record_bytes,
+            });
         }
         let checksum = policy.id_checksum;
         let index_key = self.keyring().index_key(ns)?;
@@ -168,11 +214,17 @@ impl Vault {
             for i in lo..hi {
                 let uin = seed_uin(i);
                 let body = seed_body(i, &uin);
-                let id = ResidentId::parse_with(&uin, checksum).map_err(|e| VaultError::BadInput(e.to_string()))?;
+                let id = ResidentId::parse_with(&uin, checksum)
+                    .map_err(|e| VaultError::BadInput(e.to_string()))?;
                 let blind_index = index_key.blind_index(ns, &id);
                 let rk = master.resident_key(ns, &id);
                 let record_id = *uuid::Uuid::new_v4().as_bytes();
-                let ctx = RecordContext { namespace: ns, blind_index: &blind_index, record_name: &opts.record_name, record_id: &record_id };
+                let ctx = RecordContext {
+                    namespace: ns,
+                    blind_index: &blind_index,
+                    record_name: &opts.record_name,
+                    record_id: &record_id,
+                };
                 let sealed = seal(&rk, version, &ctx, &body)?;
                 rows.push(sealed_row(&ctx, sealed, "application/json", body.len())?);
             }
@@ -182,7 +234,8 @@ impl Vault {
         let mut inserted = 0u64;
         let mut done = 0u64;
         std::thread::scope(|scope| -> Result<(), VaultError> {
-            let (tx, rx) = mpsc::sync_channel::<Result<Vec<RecordRow>, VaultError>>(opts.threads.max(1) * 2);
+            let (tx, rx) =
+                mpsc::sync_channel::<Result<Vec<RecordRow>, VaultError>>(opts.threads.max(1) * 2);
             for _ in 0..opts.threads.max(1) {
                 let tx = tx.clone();
                 let (next_batch, seal_batch) = (&next_batch, &seal_batch);
@@ -208,7 +261,12 @@ impl Vault {
             }
             Ok(())
         })?;
-        Ok(SeedReport { inserted, skipped: done - inserted, seconds: started.elapsed().as_secs_f64(), master_version: version })
+        Ok(SeedReport {
+            inserted,
+            skipped: done - inserted,
+            seconds: started.elapsed().as_secs_f64(),
+            master_version: version,
+        })
     }
 }
 
@@ -219,7 +277,10 @@ mod tests {
     #[test]
     fn uins_are_distinct_verhoeff_valid_and_stable() {
         // Pinned: loadtest/lib/uin.js must give the same values.
-        assert_eq!(seed_uin(0), format!("100000000{}", verhoeff::check_digit("100000000").unwrap()));
+        assert_eq!(
+            seed_uin(0),
+            format!("100000000{}", verhoeff::check_digit("100000000").unwrap())
+        );
         let mut seen = std::collections::HashSet::new();
         for i in (0..200_000).chain([SEED_MAX_RESIDENTS - 1]) {
             let uin = seed_uin(i);

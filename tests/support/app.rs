@@ -181,18 +181,34 @@ impl TestApp {
         let (url, dir) = (self.db.url().to_owned(), self.dir.path().to_path_buf());
         let vault = tokio::task::spawn_blocking(move || {
             let store = Store::open(&url, 8).unwrap();
-            let keystore = SoftKeystore::open(&dir.join("keystore.zks"), &Zeroizing::new("test passphrase".to_owned())).unwrap();
+            let keystore = SoftKeystore::open(
+                &dir.join("keystore.zks"),
+                &Zeroizing::new("test passphrase".to_owned()),
+            )
+            .unwrap();
             let policy = zkvault::policy::load_dir(&dir.join("policy")).unwrap();
-            let ttls = CacheTtls { masters: Duration::from_secs(60), credentials: Duration::from_secs(60) };
+            let ttls = CacheTtls {
+                masters: Duration::from_secs(60),
+                credentials: Duration::from_secs(60),
+            };
             Arc::new(Vault::open(store, Arc::new(keystore), policy, ttls).unwrap())
         })
         .await
         .unwrap();
-        let settings = HttpSettings { body_limit: 1024 * 1024, argon2_concurrency: 2, workers: Some(2), max_connections: 4096 };
+        let settings = HttpSettings {
+            body_limit: 1024 * 1024,
+            argon2_concurrency: 2,
+            workers: Some(2),
+            max_connections: 4096,
+        };
         let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
         let handle = running.handle.clone();
         tokio::spawn(running.server);
-        Peer { addr: running.addr, vault, handle }
+        Peer {
+            addr: running.addr,
+            vault,
+            handle,
+        }
     }
 }
 
@@ -230,7 +246,12 @@ fn open_vault(url: &str, dir: &Path) -> Arc<Vault> {
 fn issue(vault: &Vault, roles: &[Role], namespaces: &[&str]) -> String {
     let ns: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
     vault
-        .create_credential(&zkvault::vault::Actor::new("test", "test"), "test", roles, &ns)
+        .create_credential(
+            &zkvault::vault::Actor::new("test", "test"),
+            "test",
+            roles,
+            &ns,
+        )
         .unwrap()
         .token
         .to_string()

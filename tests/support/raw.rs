@@ -79,7 +79,9 @@ pub async fn send(addr: SocketAddr, request: &[u8]) -> Option<Reply> {
     // The server may answer (413, 431) and close before it has read everything: a failed write
     // is not the end, the answer may already be waiting.
     let _ = stream.write_all(request).await;
-    read_reply(&mut stream, ANSWER_WITHIN).await.unwrap_or_else(|| panic!("no answer and no close within {ANSWER_WITHIN:?}"))
+    read_reply(&mut stream, ANSWER_WITHIN)
+        .await
+        .unwrap_or_else(|| panic!("no answer and no close within {ANSWER_WITHIN:?}"))
 }
 
 /// Reads one response from `stream`: `Some(None)` for a close or reset without a complete head,
@@ -121,10 +123,20 @@ fn parse(buf: &[u8]) -> Option<Reply> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]).replace("\r\n", "\n");
     let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    let reply = Reply { status, head, body: Vec::new() };
+    let reply = Reply {
+        status,
+        head,
+        body: Vec::new(),
+    };
     let body = &buf[end + 4..];
-    match reply.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
-        Some(len) if body.len() >= len => Some(Reply { body: body[..len].to_vec(), ..reply }),
+    match reply
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(len) if body.len() >= len => Some(Reply {
+            body: body[..len].to_vec(),
+            ..reply
+        }),
         Some(_) => None,
         // No length: read to the close (we always send Connection: close).
         None => None,
@@ -137,5 +149,9 @@ fn parse_partial(buf: &[u8]) -> Option<Reply> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]).replace("\r\n", "\n");
     let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    Some(Reply { status, head, body: buf[end + 4..].to_vec() })
+    Some(Reply {
+        status,
+        head,
+        body: buf[end + 4..].to_vec(),
+    })
 }
