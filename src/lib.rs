@@ -12,4 +12,5 @@ pub mod lockfile;
 pub mod policy;
 pub mod service;
 pub mod storage;
+pub mod time;
 pub mod vault;

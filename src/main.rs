@@ -514,9 +514,7 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
             let left = std::time::Duration::from_millis(
                 (expires - zkvault::vault::now_ms()).max(0) as u64,
             );
-            let at = chrono::DateTime::from_timestamp_millis(expires)
-                .unwrap_or_default()
-                .format("%Y-%m-%dT%H:%M:%SZ");
+            let at = zkvault::time::rfc3339(expires);
             if !json_output() {
                 eprintln!(
                     "credential {} issued as successor of {id}, which expires at {at} (in {}); the token below is shown once:",
@@ -525,7 +523,7 @@ fn credentials(cli: &Cli, command: &CredentialCommand) -> Result<()> {
                 );
             }
             emit(
-                json!({"id": issued.id, "token": issued.token.as_str(), "predecessor": id, "predecessor_expires_at": expires}),
+                json!({"id": issued.id, "token": issued.token.as_str(), "predecessor": id, "predecessor_expires_at": at}),
                 || issued.token.as_str().to_owned(),
             );
         }
@@ -743,7 +741,7 @@ fn policy_plan(cli: &Cli, dir: &Path, horizon: std::time::Duration) -> Result<()
     };
     let as_json = events
         .iter()
-        .map(|e| json!({"date": date(e.at_ms), "at_ms": e.at_ms, "what": e.what}))
+        .map(|e| json!({"date": date(e.at_ms), "at": zkvault::time::rfc3339(e.at_ms), "what": e.what}))
         .collect();
     emit(Value::Array(as_json), || {
         events

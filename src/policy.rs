@@ -14,6 +14,9 @@ use zkvault_core::ChecksumScheme;
 const DAY: u64 = 24 * 60 * 60;
 
 /// Namespace names: short, lowercase, safe in URLs and logs.
+/// What a namespace name must match (a regular expression; [`valid_namespace_name`] checks it).
+pub const NAMESPACE_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,62}$";
+
 pub fn valid_namespace_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
@@ -225,7 +228,7 @@ fn load_files(
                 issues.push(issue(
                     file,
                     &format!("namespaces.{name}"),
-                    "name must match ^[a-z0-9][a-z0-9_-]{0,62}$".into(),
+                    format!("name must match {NAMESPACE_PATTERN}"),
                 ));
             }
             if namespaces.contains_key(&name) || invalid_namespaces.contains(&name) {

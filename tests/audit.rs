@@ -286,6 +286,32 @@ async fn the_audit_api_pages_and_filters_for_auditors_only(db: TestDb) {
         page["entries"].as_array().unwrap().is_empty(),
         "nothing after 2100"
     );
+    // RFC 3339 too, as every time in an answer is written.
+    let page: Value = get("since=2100-01-01T00:00:00Z".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["entries"].as_array().unwrap().is_empty(),
+        "nothing after 2100"
+    );
+    let page: Value = get("since=2000-01-01T00:00:00Z&until=2100-01-01T01:00:00%2B01:00".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let all = page["entries"].as_array().unwrap();
+    assert!(
+        !all.is_empty() && all.iter().all(|e| e["at"].as_str().unwrap().ends_with('Z')),
+        "{page}"
+    );
+    assert_eq!(
+        get("since=2026-12-06".into()).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(
         get("limit=0".into()).await.unwrap().status(),
         StatusCode::BAD_REQUEST

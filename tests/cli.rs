@@ -1006,7 +1006,7 @@ fn policy_check_reports_every_table_on_its_own_line() {
     let stdout = text(&out.stdout);
     assert!(!out.status.success());
     assert!(
-        stdout.contains(&format!("namespaces.rp: unknown field `retention`"))
+        stdout.contains("namespaces.rp: unknown field `retention`")
             && stdout.contains(&format!("(line {})", line("retention"))),
         "{stdout}"
     );

@@ -391,10 +391,6 @@ async fn duplicated_headers_are_refused(db: TestDb) {
             ],
         ),
         (
-            "If-Match and If-None-Match",
-            vec![("If-Match", etag.clone()), ("If-None-Match", b"*".to_vec())],
-        ),
-        (
             "If-Match list",
             vec![("If-Match", [&etag[..], b", ", &etag[..]].concat())],
         ),
@@ -2094,12 +2090,14 @@ async fn argon2_waits_are_bounded_and_unknown_ids_cost_the_same(db: TestDb) {
     let known_id = app.tokens.reader.split('_').nth(1).unwrap().to_owned();
     let secret = "A".repeat(43);
     // Well-shaped tokens: a known id with a wrong secret, and unknown ids. Both must queue for
-    // Argon2 (so the queue bound shows), and neither may wait without limit.
+    // Argon2 (so the queue bound shows), and neither may wait without limit. 600 at once keep
+    // two verifiers busy well past the 5 s bound even with an optimised Argon2.
+    const FLOOD: usize = 600;
     for (what, ids) in [
-        ("known id", vec![known_id.clone(); 200]),
+        ("known id", vec![known_id.clone(); FLOOD]),
         (
             "unknown ids",
-            (0..200).map(|i| format!("{i:016x}")).collect::<Vec<_>>(),
+            (0..FLOOD).map(|i| format!("{i:016x}")).collect::<Vec<_>>(),
         ),
     ] {
         let mut tasks = tokio::task::JoinSet::new();
@@ -2135,7 +2133,7 @@ async fn argon2_waits_are_bounded_and_unknown_ids_cost_the_same(db: TestDb) {
         eprintln!("{what}: {unauthorized} × 401, {busy} × 503");
         assert!(
             busy > 0,
-            "{what}: 200 concurrent verifications all waited for their turn ({unauthorized} × 401)"
+            "{what}: {FLOOD} concurrent verifications all waited for their turn ({unauthorized} × 401)"
         );
     }
     assert_intact(&app, &before).await;

@@ -22,5 +22,5 @@ pub use record::{
     open, rekey, rewrap, seal, seal_with, DekEnvelope, RecordContext, SealedRecord, FORMAT_V1,
     NONCE_LEN, WRAPPED_DEK_LEN,
 };
-pub use resident_id::{ChecksumScheme, ResidentId, ResidentIdError};
+pub use resident_id::{ChecksumScheme, ResidentId, ResidentIdError, RESIDENT_ID_PATTERN};
 pub use wrap_context::{KeyKind, WrapContext};

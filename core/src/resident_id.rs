@@ -27,8 +27,10 @@ pub enum ChecksumScheme {
     Verhoeff,
 }
 
-/// A normalised resident ID: trimmed of ASCII whitespace and matching
-/// `^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$`.
+/// What a resident ID must match once trimmed of ASCII whitespace (a regular expression).
+pub const RESIDENT_ID_PATTERN: &str = "^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$";
+
+/// A normalised resident ID: trimmed of ASCII whitespace and matching [`RESIDENT_ID_PATTERN`].
 ///
 /// Treated as a secret: zeroized on drop, with no `Debug`, `Display`, `Clone` or `Serialize`, so
 /// it cannot reach a log line or a response body by accident.

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
-use super::records::rfc3339;
 use super::AppState;
 use crate::storage::AuditFilter;
 use crate::vault::{CredentialInfo, KeyOverview, Role};
@@ -13,11 +12,12 @@ use crate::vault::{CredentialInfo, KeyOverview, Role};
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCredential {
-    /// Free text for operators, e.g. "id-repository prod".
+    /// Free text for operators, e.g. "id-repository prod": printable ASCII.
+    #[schema(max_length = 128, pattern = "^[ -~]{0,128}$")]
     label: String,
-    /// Any of admin, writer, reader, reencrypt, operator, auditor.
-    roles: Vec<String>,
-    /// Namespaces the credential may use; empty = all.
+    #[schema(min_items = 1)]
+    roles: Vec<Role>,
+    /// Namespaces of the policy the credential may use; empty = all.
     #[serde(default)]
     namespaces: Vec<String>,
 }
@@ -27,6 +27,8 @@ pub struct IssuedResponse {
     id: String,
     /// Shown once; only its Argon2id hash is stored.
     token: String,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<i64>,
 }
 
@@ -40,16 +42,12 @@ pub async fn create_credential(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Role::Admin, None)?;
     let body = body.into_inner();
-    let roles = body
-        .roles
-        .iter()
-        .map(|r| Role::parse(r).ok_or_else(|| ApiError::bad_request(format!("unknown role {r:?}"))))
-        .collect::<Result<Vec<_>, _>>()?;
     let vault = state.vault.clone();
     let actor = caller.actor();
-    let issued =
-        blocking(move || vault.create_credential(&actor, &body.label, &roles, &body.namespaces))
-            .await?;
+    let issued = blocking(move || {
+        vault.create_credential(&actor, &body.label, &body.roles, &body.namespaces)
+    })
+    .await?;
     Ok(HttpResponse::Created()
         .insert_header(("Cache-Control", "no-store"))
         .json(IssuedResponse {
@@ -102,23 +100,28 @@ pub async fn keys(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
-    /// Entries at or after this time (unix milliseconds).
-    since: Option<i64>,
-    /// Entries before this time (unix milliseconds).
-    until: Option<i64>,
+    /// Entries at or after this time (RFC 3339, or unix milliseconds).
+    since: Option<String>,
+    /// Entries before this time (RFC 3339, or unix milliseconds).
+    until: Option<String>,
     /// Only this operation, e.g. `record.get`, `master.rotate`.
+    #[param(min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
     operation: Option<String>,
     /// Only entries of this credential id (or `cli:<user>`, `scheduler`, `system`).
+    #[param(min_length = 1, max_length = 128, pattern = "^[ -~]+$")]
     credential: Option<String>,
     /// The `next` value of the previous page.
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditEntryView {
     id: i64,
+    #[schema(format = DateTime)]
     at: String,
     actor: String,
     request_id: String,
@@ -155,6 +158,11 @@ pub async fn audit(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be 1-1000"));
     }
+    if q.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::bad_request(
+            "after must be a `next` value (0 or more)",
+        ));
+    }
     // Filters are compared with stored text: NUL and other control bytes cannot be stored
     // (PostgreSQL refuses them), so they are bad input, not a backend error.
     for (name, value) in [("operation", &q.operation), ("credential", &q.credential)] {
@@ -166,9 +174,19 @@ pub async fn audit(
             )));
         }
     }
+    let instant = |name: &str, v: Option<&String>| {
+        v.map(|v| {
+            crate::time::parse_instant(v).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} must be an RFC 3339 time or unix milliseconds"
+                ))
+            })
+        })
+        .transpose()
+    };
     let filter = AuditFilter {
-        since: q.since,
-        until: q.until,
+        since: instant("since", q.since.as_ref())?,
+        until: instant("until", q.until.as_ref())?,
         operation: q.operation,
         actor: q.credential,
         after_id: q.after.unwrap_or(0),
@@ -183,7 +201,7 @@ pub async fn audit(
         .into_iter()
         .map(|r| AuditEntryView {
             id: r.id,
-            at: rfc3339(r.at),
+            at: crate::time::rfc3339(r.at),
             actor: r.actor,
             request_id: r.request_id,
             operation: r.operation,

@@ -86,9 +86,10 @@ impl Caller {
                     ));
                 }
                 if !valid_namespace_name(ns) {
-                    return Err(VaultError::BadInput(
-                        "namespace must match ^[a-z0-9][a-z0-9_-]{0,62}$".into(),
-                    ));
+                    return Err(VaultError::BadInput(format!(
+                        "namespace must match {}",
+                        crate::policy::NAMESPACE_PATTERN
+                    )));
                 }
             }
             self.principal.require(role, ns)?;

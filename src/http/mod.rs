@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod contract;
 mod error;
 mod keys;
 mod limits;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub body_limit: usize,
     argon2_permits: tokio::sync::Semaphore,
     metrics: Metrics,
+    /// `GET /openapi.json`, for this deployment's namespaces.
+    openapi: serde_json::Value,
 }
 
 /// What the server needs besides the vault.
@@ -169,6 +172,14 @@ pub fn bind(
         body_limit: settings.body_limit,
         argon2_permits: tokio::sync::Semaphore::new(settings.argon2_concurrency),
         metrics: Metrics::new(),
+        openapi: contract::document(
+            &vault
+                .policy()
+                .namespaces
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ),
     });
     let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;

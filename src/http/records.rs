@@ -46,16 +46,27 @@ fn resident_id(req: &HttpRequest) -> Result<Zeroizing<String>, ApiError> {
 }
 
 fn precondition(req: &HttpRequest) -> Result<Precondition, ApiError> {
-    let if_match = single_header(req.headers(), IF_MATCH.as_str())?;
-    let if_none_match = single_header(req.headers(), IF_NONE_MATCH.as_str())?;
+    // An empty field is an empty list of entity tags: no condition (RFC 9110 §5.6.1).
+    let if_match =
+        single_header(req.headers(), IF_MATCH.as_str())?.filter(|v| !v.trim().is_empty());
+    let if_none_match =
+        single_header(req.headers(), IF_NONE_MATCH.as_str())?.filter(|v| !v.trim().is_empty());
+    if if_none_match.is_some_and(|v| v != "*") {
+        return Err(ApiError::bad_request("If-None-Match supports only *"));
+    }
     match (if_match, if_none_match) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "use either If-Match or If-None-Match, not both",
-        )),
-        (None, Some("*")) => Ok(Precondition::IfNoneMatch),
-        (None, Some(_)) => Err(ApiError::bad_request("If-None-Match supports only *")),
-        (Some("*"), None) => Ok(Precondition::IfExists),
-        (Some(tag), None) => {
+        (Some(tag), Some(_)) => if_match_tag(tag).map(|_| Precondition::Never),
+        (None, Some(_)) => Ok(Precondition::IfNoneMatch),
+        (Some(tag), None) => if_match_tag(tag),
+        (None, None) => Ok(Precondition::None),
+    }
+}
+
+/// `If-Match: *` or one quoted ETag of ours.
+fn if_match_tag(tag: &str) -> Result<Precondition, ApiError> {
+    match tag {
+        "*" => Ok(Precondition::IfExists),
+        tag => {
             let tag = tag.trim();
             let inner = tag
                 .strip_prefix('"')
@@ -68,7 +79,6 @@ fn precondition(req: &HttpRequest) -> Result<Precondition, ApiError> {
                 })?;
             Ok(Precondition::IfMatch(inner.to_owned()))
         }
-        (None, None) => Ok(Precondition::None),
     }
 }
 
@@ -140,10 +150,15 @@ pub struct PutResponse {
 
 /// Store or replace a record.
 #[utoipa::path(put, path = "/v1/ns/{ns}/records/{name}", tag = "records",
-    params(("ns" = String, Path), ("name" = String, Path), ("Resident-Id" = String, Header)),
+    params(("ns" = String, Path), ("name" = String, Path), ("Resident-Id" = String, Header),
+        ("If-Match" = Option<String>, Header, description = "`*`, or the quoted ETag the record must still have"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: only if the record does not exist")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 201, body = PutResponse), (status = 200, body = PutResponse), (status = 400), (status = 401),
-        (status = 403), (status = 404), (status = 412), (status = 413), (status = 503)))]
+    responses(
+        (status = 201, body = PutResponse, description = "stored", headers(("ETag" = String))),
+        (status = 200, body = PutResponse, description = "replaced", headers(("ETag" = String))),
+        (status = 409, description = "written concurrently by others too often; retry"),
+        (status = 412)))]
 pub async fn put_record(
     state: web::Data<AppState>,
     caller: Caller,
@@ -188,8 +203,11 @@ pub async fn put_record(
 /// Read a record: the exact stored bytes and Content-Type.
 #[utoipa::path(get, path = "/v1/ns/{ns}/records/{name}", tag = "records",
     params(("ns" = String, Path), ("name" = String, Path), ("Resident-Id" = String, Header)),
-    responses((status = 200, description = "the record body"), (status = 400), (status = 401), (status = 403),
-        (status = 404), (status = 410), (status = 500, description = "integrity"), (status = 503)))]
+    responses(
+        (status = 200, description = "the record's exact bytes, with the Content-Type it was stored with",
+            content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("ETag" = String), ("Record-Revision" = i64, description = "1 for a new record, +1 per replace"))),
+        (status = 410)))]
 pub async fn get_record(
     state: web::Data<AppState>,
     caller: Caller,
@@ -213,7 +231,7 @@ pub async fn get_record(
 /// Delete one record.
 #[utoipa::path(delete, path = "/v1/ns/{ns}/records/{name}", tag = "records",
     params(("ns" = String, Path), ("name" = String, Path), ("Resident-Id" = String, Header)),
-    responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 204)))]
 pub async fn delete_record(
     state: web::Data<AppState>,
     caller: Caller,
@@ -236,7 +254,7 @@ pub struct RecordEntry {
     etag: String,
     content_type: String,
     bytes: i64,
-    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -248,7 +266,7 @@ pub struct RecordList {
 /// The resident's records (an unknown resident has none).
 #[utoipa::path(get, path = "/v1/ns/{ns}/records", tag = "records",
     params(("ns" = String, Path), ("Resident-Id" = String, Header)),
-    responses((status = 200, body = RecordList), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = RecordList)))]
 pub async fn list_records(
     state: web::Data<AppState>,
     caller: Caller,
@@ -269,7 +287,7 @@ pub async fn list_records(
             etag: m.etag,
             content_type: m.content_type,
             bytes: m.plaintext_len,
-            updated_at: rfc3339(m.updated_at),
+            updated_at: crate::time::rfc3339(m.updated_at),
         })
         .collect();
     Ok(HttpResponse::Ok()
@@ -285,7 +303,7 @@ pub struct Erased {
 /// Erase every record of the resident in this namespace (right to erasure).
 #[utoipa::path(delete, path = "/v1/ns/{ns}/resident", tag = "records",
     params(("ns" = String, Path), ("Resident-Id" = String, Header)),
-    responses((status = 200, body = Erased), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = Erased)))]
 pub async fn erase_resident(
     state: web::Data<AppState>,
     caller: Caller,
@@ -304,7 +322,8 @@ pub async fn erase_resident(
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReencryptRequest {
-    /// At most 1000 resident IDs.
+    /// At most 1000 resident IDs (each as the `Resident-Id` header takes it).
+    #[schema(max_items = 1000)]
     resident_ids: Vec<String>,
 }
 
@@ -319,7 +338,7 @@ impl Drop for ReencryptRequest {
 /// Move these residents' records to the active master (rewrap; re-key where compromised).
 #[utoipa::path(post, path = "/v1/ns/{ns}/reencrypt", tag = "records", params(("ns" = String, Path)),
     request_body = ReencryptRequest,
-    responses((status = 200, body = ReencryptReport), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = ReencryptReport), (status = 409, description = "the masters kept changing; retry")))]
 pub async fn reencrypt(
     state: web::Data<AppState>,
     caller: Caller,
@@ -333,10 +352,4 @@ pub async fn reencrypt(
     let actor = caller.actor();
     Ok(HttpResponse::Ok()
         .json(blocking(move || vault.reencrypt(&actor, &ns, &request.resident_ids)).await?))
-}
-
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }

@@ -19,7 +19,16 @@ use super::{now_ms, Actor, EntryExt, Vault, VaultError};
 use crate::storage::{CredentialRow, Store};
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -121,8 +130,11 @@ pub struct CredentialInfo {
     pub label: String,
     pub roles: Vec<String>,
     pub namespaces: Vec<String>,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub created_at: i64,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
     pub expires_at: Option<i64>,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
     pub revoked_at: Option<i64>,
 }
 
@@ -150,6 +162,13 @@ fn cache_key(token: &str) -> [u8; 32] {
 }
 
 /// A public credential id: 16 hex digits.
+/// What a credential's label must match: printable ASCII, at most 128 characters.
+pub const LABEL_PATTERN: &str = "^[ -~]{0,128}$";
+
+fn valid_label(label: &str) -> bool {
+    label.len() <= 128 && label.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
 fn valid_credential_id(id: &str) -> bool {
     id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -204,7 +223,7 @@ impl Credentials {
         let row = self
             .store
             .credential(id)?
-            .filter(|r| r.revoked_at.is_none() && !r.expires_at.is_some_and(|t| t <= now));
+            .filter(|r| r.revoked_at.is_none() && r.expires_at.is_none_or(|t| t > now));
         let stored = row
             .as_ref()
             .map_or(self.dummy_hash.as_str(), |r| r.secret_hash.as_str());
@@ -233,10 +252,10 @@ impl Credentials {
                 "a credential needs at least one role".into(),
             ));
         }
-        if label.len() > 128 || label.chars().any(super::is_control_or_format) {
-            return Err(VaultError::BadInput(
-                "label must be at most 128 printable characters".into(),
-            ));
+        if !valid_label(label) {
+            return Err(VaultError::BadInput(format!(
+                "label must match {LABEL_PATTERN}"
+            )));
         }
         let id = hex::encode(zkvault_core::random::array::<8>()?);
         let secret = Zeroizing::new(
@@ -342,9 +361,12 @@ impl Vault {
         roles: &[Role],
         namespaces: &[String],
     ) -> Result<IssuedCredential, VaultError> {
-        for ns in namespaces {
+        // The answer names the position, never the value (no error body quotes input).
+        for (i, ns) in namespaces.iter().enumerate() {
             if self.policy().namespace(ns).is_none() {
-                return Err(VaultError::BadInput(format!("unknown namespace {ns:?}")));
+                return Err(VaultError::BadInput(format!(
+                    "namespaces[{i}] is not a namespace of the policy"
+                )));
             }
         }
         let max_age = self.policy().credential_max_age.as_millis() as i64;

@@ -31,7 +31,7 @@ pub use keyring::{Keyring, MasterMeta, SYNC_INTERVAL};
 pub use lifecycle::{CompromiseReport, DestroyReport, MasterRotation};
 pub use masters::MasterState;
 pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
-pub use record_name::valid_record_name;
+pub use record_name::{valid_record_name, RECORD_NAME_PATTERN};
 pub use records::{Precondition, PutOutcome, Record, RecordWrite};
 pub use reencrypt::{ReencryptReport, MAX_REENCRYPT_IDS};
 pub use refusals::{Refusal, REFUSAL_INTERVAL};

@@ -8,8 +8,14 @@ use super::{Vault, VaultError};
 pub struct KekView {
     pub version: i32,
     pub state: String,
+    #[serde(serialize_with = "crate::time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub retired_at: Option<i64>,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub destroyed_at: Option<i64>,
     /// The keystore holding this version (`soft:<file id>`, `pkcs11:<token label>:<serial>`).
     pub keystore: String,
@@ -21,7 +27,11 @@ pub struct MasterView {
     pub state: String,
     pub compromised: bool,
     pub kek_version: i32,
+    #[serde(serialize_with = "crate::time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    #[serde(serialize_with = "crate::time::serialize")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: i64,
     /// Records still sealed under this master.
     pub records: i64,

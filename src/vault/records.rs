@@ -7,7 +7,7 @@
 use zeroize::Zeroizing;
 use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKey, SealedRecord};
 
-use super::record_name::{audit_name, valid_record_name};
+use super::record_name::{audit_name, valid_record_name, RECORD_NAME_PATTERN};
 use super::{now_ms, Actor, Vault, VaultError};
 use crate::storage::{AuditEntry, RecordMeta, RecordRow, StorageError};
 
@@ -21,6 +21,9 @@ pub enum Precondition {
     IfNoneMatch,
     /// `If-Match: *`: replace whatever is current; fail if the record does not exist.
     IfExists,
+    /// `If-Match` and `If-None-Match: *` together: no state satisfies both (RFC 9110 evaluates
+    /// both), so the write always fails its precondition.
+    Never,
 }
 
 /// One record write: what to store under which name, and on which condition.
@@ -158,7 +161,9 @@ impl Vault {
         if valid_record_name(name) {
             Ok(())
         } else {
-            Err(VaultError::BadInput("record name must match ^[a-z0-9][a-z0-9._/-]{0,127}$ with no empty, '.' or '..' segment".into()))
+            Err(VaultError::BadInput(format!(
+                "record name must match {RECORD_NAME_PATTERN} (128 bytes at most)"
+            )))
         }
     }
 
@@ -211,7 +216,9 @@ impl Vault {
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let existing = self.store().record(ns, keys.blind_index.as_bytes(), name)?;
             match (precondition, &existing) {
-                (Precondition::IfNoneMatch, Some(_)) => return Err(VaultError::PreconditionFailed),
+                (Precondition::Never, _) | (Precondition::IfNoneMatch, Some(_)) => {
+                    return Err(VaultError::PreconditionFailed)
+                }
                 (Precondition::IfMatch(_) | Precondition::IfExists, None) => {
                     return Err(VaultError::PreconditionFailed)
                 }

@@ -1,0 +1,188 @@
+//! Completes the OpenAPI document utoipa derives from the handlers with what every route has in
+//! common, so that each operation lists every status it can answer, with the error body, and
+//! every parameter with its pattern. The rules live here once instead of on twenty handlers:
+//!
+//! - a route with a credential (all but the operations endpoints) can answer 400 (a malformed
+//!   `Authorization`, e.g. two of them), 401, 403 and 503 (database, keystore, or the bounded
+//!   Argon2 queue: `Retry-After`);
+//! - a route with `{ns}` answers 400 for a malformed namespace and 404 for one the policy lacks;
+//! - a route that reads a body answers 400, 408 (the body stalls) and 413;
+//! - every route can answer 500 `internal` (the detail goes to the log only).
+//!
+//! The document describes this deployment: a namespace is one of its policy's, so a client
+//! (or a fuzzer) generated from it sends names the service knows.
+
+use serde_json::{json, Map, Value};
+use utoipa::OpenApi;
+
+use super::ops::ApiDoc;
+use crate::policy::NAMESPACE_PATTERN;
+use crate::vault::RECORD_NAME_PATTERN;
+use zkvault_core::RESIDENT_ID_PATTERN;
+
+/// The document `GET /openapi.json` serves for a deployment with these namespaces.
+pub fn document(namespaces: &[&str]) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    complete(&mut doc, namespaces);
+    doc
+}
+
+/// Routes anyone may call: no credential, so no 401/403.
+const OPEN: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+fn complete(doc: &mut Value, namespaces: &[&str]) {
+    doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["NewCredential"]["properties"]["namespaces"]["items"] =
+        json!({"type": "string", "enum": namespaces});
+    // IDs in a JSON body may carry any ASCII white space around them; it is trimmed too.
+    schemas["ReencryptRequest"]["properties"]["resident_ids"]["items"] = json!({
+        "type": "string",
+        "pattern": padded(RESIDENT_ID_PATTERN, "[\\t\\n\\f\\r ]"),
+    });
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut() {
+        let open = OPEN.contains(&path.as_str());
+        for (_, op) in item.as_object_mut().expect("path item").iter_mut() {
+            let has_body = op.get("requestBody").is_some();
+            let params = op["parameters"]
+                .as_array_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            op["parameters"] = Value::Array(
+                params
+                    .into_iter()
+                    .map(|p| parameter(p, namespaces))
+                    .collect(),
+            );
+            if let Some(body) = op.get_mut("requestBody") {
+                if any_bytes(&mut body["content"]) {
+                    // Raw bytes may be none: an empty record is a record.
+                    body["required"] = json!(false);
+                }
+            }
+            if op["parameters"].as_array().is_some_and(Vec::is_empty) {
+                op.as_object_mut().expect("operation").remove("parameters");
+            }
+            let responses = op["responses"].as_object_mut().expect("responses");
+            let mut add = |status: u16| {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| json!({}));
+            };
+            add(500);
+            if !open {
+                [400, 401, 403, 503].into_iter().for_each(&mut add);
+            }
+            if path.contains("{ns}") {
+                [400, 404].into_iter().for_each(&mut add);
+            }
+            if has_body {
+                [400, 408, 413].into_iter().for_each(&mut add);
+            }
+            for (status, response) in responses.iter_mut() {
+                if let Some(content) = response.get_mut("content") {
+                    any_bytes(content);
+                }
+                describe(status, response.as_object_mut().expect("response"));
+            }
+            if !open {
+                op["security"] = json!([{"bearer": []}]);
+            }
+        }
+    }
+}
+
+/// Raw bytes of any media type (a record's body, stored and served with its own
+/// `Content-Type`) instead of utoipa's array of integers for `Vec<u8>`. True if it was that.
+fn any_bytes(content: &mut Value) -> bool {
+    let Some(map) = content.as_object_mut() else {
+        return false;
+    };
+    let bytes = map.remove("application/octet-stream").is_some();
+    if bytes {
+        map.insert(
+            "*/*".into(),
+            json!({"schema": {"type": "string", "format": "binary"}}),
+        );
+    }
+    bytes
+}
+
+/// A path, header or query parameter with the pattern the service enforces.
+fn parameter(mut p: Value, namespaces: &[&str]) -> Value {
+    let resident_id = padded(RESIDENT_ID_PATTERN, "[ \\t]");
+    let pattern = match (p["in"].as_str(), p["name"].as_str()) {
+        (Some("path"), Some("ns")) => Some(NAMESPACE_PATTERN),
+        (Some("path"), Some("name")) => Some(RECORD_NAME_PATTERN),
+        (Some("path"), Some("id")) => Some("^[0-9a-fA-F]+$"),
+        // The service trims white space around an ID before it checks it.
+        (Some("header"), Some("Resident-Id")) => Some(resident_id.as_str()),
+        (Some("header"), Some("If-Match")) => Some("^(\\*|[ \\t]*\"[0-9A-Za-z]+\"[ \\t]*)$"),
+        (Some("header"), Some("If-None-Match")) => Some("^\\*$"),
+        _ => None,
+    };
+    if let Some(pattern) = pattern {
+        p["schema"] = json!({"type": "string", "pattern": pattern});
+        if p["name"] == "name" {
+            p["schema"]["maxLength"] = json!(128);
+        }
+        if p["name"] == "id" {
+            (p["schema"]["minLength"], p["schema"]["maxLength"]) = (json!(16), json!(16));
+        }
+        if p["name"] == "ns" {
+            p["schema"]["enum"] = json!(namespaces);
+        }
+    }
+    if p["in"] == "query" && (p["name"] == "since" || p["name"] == "until") {
+        p["schema"] = json!({"anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "pattern": "^[0-9]{1,15}$", "description": "unix milliseconds"},
+        ]});
+    }
+    if p["in"] == "path" && p["name"] == "v" {
+        p["schema"] =
+            json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": i32::MAX});
+    }
+    p
+}
+
+/// Fills a response's description and, for an error, the error body.
+fn describe(status: &str, r: &mut Map<String, Value>) {
+    let code: u16 = status.parse().unwrap_or(0);
+    let text = match code {
+        200 | 201 => "success",
+        204 => "done; no body",
+        400 => "bad input: malformed ID, name, namespace, header, query or JSON",
+        401 => "no credential, or an unknown, revoked or expired one",
+        403 => "the credential lacks the role or the namespace",
+        404 => "no such record, resident, namespace or credential",
+        408 => "the request body stalled",
+        409 => "the key's state does not allow this",
+        410 => "shredded: the record's master was destroyed",
+        412 => "an If-Match or If-None-Match precondition failed",
+        413 => "the body is over the namespace's or the server's limit",
+        500 => "internal error, or `integrity`: a stored record failed authentication",
+        503 => "the database or keystore is unavailable, or the service is busy (Retry-After)",
+        _ => "see the error body",
+    };
+    let described = r
+        .get("description")
+        .and_then(Value::as_str)
+        .is_some_and(|d| !d.is_empty());
+    if !described {
+        r.insert("description".into(), text.into());
+    }
+    if code >= 400 && !r.contains_key("content") {
+        r.insert(
+            "content".into(),
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}),
+        );
+    }
+}
+
+/// `pattern` (anchored by `^…$`) with any run of `space` allowed around the match.
+fn padded(pattern: &str, space: &str) -> String {
+    let inner = pattern.trim_start_matches('^').trim_end_matches('$');
+    format!("^{space}*{inner}{space}*$")
+}
