@@ -27,9 +27,9 @@ fuzz_target!(|data: &[u8]| {
     let path = std::env::temp_dir().join(format!("zkvault-fuzz-{}.zks", std::process::id()));
     std::fs::write(&path, &bytes).expect("write temp keystore");
     let pass = Zeroizing::new(PASSPHRASE.to_owned());
-    let opened = SoftKeystore::open(&path, &pass);
-    let _ = std::fs::remove_file(&path);
-    match opened {
+    // The file stays until the keystore is done with it: an open keystore rereads a file that
+    // changed (another process may have rewritten it), and a deleted one is an error.
+    match SoftKeystore::open(&path, &pass) {
         Ok(ks) => {
             let keks = ks.list_keks().expect("listing an open keystore");
             assert!(keks.iter().filter(|k| k.state == KekState::Active).count() <= 1);
@@ -37,4 +37,5 @@ fuzz_target!(|data: &[u8]| {
         Err(KeystoreError::Corrupt(_) | KeystoreError::BadPassphrase) => {}
         Err(e) => panic!("unexpected error opening a damaged keystore: {e}"),
     }
+    let _ = std::fs::remove_file(&path);
 });
