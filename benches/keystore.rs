@@ -7,7 +7,6 @@ mod softhsm;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use zeroize::Zeroizing;
 use zkvault::keystore::pkcs11::Pkcs11Keystore;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::keystore::Keystore;
@@ -30,7 +29,7 @@ fn bench_store(c: &mut Criterion, name: &str, ks: &dyn Keystore) {
 
 fn keystores(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let pass = Zeroizing::new("bench passphrase".to_owned());
+    let pass = zkvault::secret::SecretString::new("bench passphrase");
     // Argon2 runs only at open: its parameters do not affect wrap/unwrap.
     let soft = SoftKeystore::create(
         &dir.path().join("ks"),

@@ -10,6 +10,7 @@ pub mod http;
 pub mod keystore;
 pub mod lockfile;
 pub mod policy;
+pub mod secret;
 pub mod service;
 pub mod storage;
 pub mod time;

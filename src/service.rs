@@ -170,7 +170,7 @@ impl EmbeddedLayout {
             (self.admin_token(), &admin.token),
             (self.writer_token(), &writer.token),
         ] {
-            write_private(&path, token.as_bytes())
+            write_private(&path, token.expose().as_bytes())
                 .map_err(|e| StartupError::Io(path.clone(), e))?;
         }
         Ok(Some((self.admin_token(), self.writer_token())))

@@ -428,7 +428,8 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
             )
             .unwrap()
             .token
-            .to_string()
+            .expose()
+            .to_owned()
         }
     })
     .await

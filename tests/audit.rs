@@ -35,7 +35,8 @@ async fn entries(app: &TestApp) -> Vec<Value> {
             )
             .unwrap()
             .token
-            .to_string()
+            .expose()
+            .to_owned()
         }
     })
     .await
@@ -223,7 +224,8 @@ async fn the_audit_api_pages_and_filters_for_auditors_only(db: TestDb) {
             )
             .unwrap()
             .token
-            .to_string()
+            .expose()
+            .to_owned()
         }
     })
     .await

@@ -11,7 +11,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use support::app::POLICY;
 use support::db::TestDb;
-use zeroize::Zeroizing;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::vault::{Actor, CacheTtls, Vault};
 
@@ -30,7 +29,7 @@ impl Deployment {
         std::fs::write(dir.path().join("passphrase"), "cli test passphrase\n").unwrap();
         SoftKeystore::create(
             &dir.path().join("keys.zks"),
-            &Zeroizing::new("cli test passphrase".into()),
+            &zkvault::secret::SecretString::new("cli test passphrase"),
             SoftKeystoreOptions::for_tests(),
         )
         .unwrap();
@@ -65,7 +64,7 @@ impl Deployment {
         store.migrate().unwrap();
         let keystore = SoftKeystore::open(
             &self.path("keys.zks"),
-            &Zeroizing::new("cli test passphrase".into()),
+            &zkvault::secret::SecretString::new("cli test passphrase"),
         )
         .unwrap();
         let policy = zkvault::policy::load_dir(&self.path("policy")).unwrap();
@@ -855,7 +854,7 @@ fn a_keystore_that_fails_to_open_is_a_clear_error_never_a_crash() {
         wrong_pin.iter().any(|e| e.contains("PinIncorrect")),
         "{wrong_pin:?}"
     );
-    let wrong_keystore = runs(token.pin.as_str());
+    let wrong_keystore = runs(token.pin.expose());
     assert!(
         wrong_keystore
             .iter()

@@ -58,12 +58,12 @@ async fn rotation_keeps_the_old_token_for_the_overlap_only(db: TestDb) {
     assert_ne!(successor.id, old_id);
     // Both work during the overlap; the successor has the same roles and namespaces.
     assert_eq!(status(&app, &app.tokens.reader).await, StatusCode::OK);
-    assert_eq!(status(&app, &successor.token).await, StatusCode::OK);
+    assert_eq!(status(&app, successor.token.expose()).await, StatusCode::OK);
     let r = app
         .req(
             Method::PUT,
             "/v1/ns/rp/records/x",
-            &successor.token,
+            successor.token.expose(),
             Some(ID),
         )
         .body("x")
@@ -79,7 +79,7 @@ async fn rotation_keeps_the_old_token_for_the_overlap_only(db: TestDb) {
         .req(
             Method::GET,
             "/v1/ns/uin/records",
-            &successor.token,
+            successor.token.expose(),
             Some(ID),
         )
         .send()
@@ -100,8 +100,8 @@ async fn rotation_keeps_the_old_token_for_the_overlap_only(db: TestDb) {
     })
     .await
     .unwrap();
-    refused_within_a_second(&app, &successor.token).await;
-    assert_eq!(status(&app, &third.token).await, StatusCode::OK);
+    refused_within_a_second(&app, successor.token.expose()).await;
+    assert_eq!(status(&app, third.token.expose()).await, StatusCode::OK);
     // Unknown, malformed and revoked ids cannot be rotated.
     let v = app.vault.clone();
     tokio::task::spawn_blocking(move || {

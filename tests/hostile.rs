@@ -1383,7 +1383,8 @@ async fn audit_query_strings_are_strictly_checked(db: TestDb) {
             )
             .unwrap()
             .token
-            .to_string()
+            .expose()
+            .to_owned()
         }
     })
     .await
@@ -2157,7 +2158,8 @@ async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
             )
             .unwrap()
             .token
-            .to_string()
+            .expose()
+            .to_owned()
         }
     })
     .await
@@ -2226,7 +2228,8 @@ async fn an_unscoped_token(app: &TestApp, roles: &'static [zkvault::vault::Role]
         v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", roles, &[])
             .unwrap()
             .token
-            .to_string()
+            .expose()
+            .to_owned()
     })
     .await
     .unwrap()

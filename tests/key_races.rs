@@ -12,7 +12,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use support::app::{query_strings, TestApp};
 use support::db::TestDb;
-use zeroize::Zeroizing;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::keystore::Keystore;
 use zkvault::vault::{Actor, CacheTtls, Vault, VaultError};
@@ -51,7 +50,7 @@ fn reopen(app: &TestApp) -> Vault {
     let store = zkvault::storage::Store::open(app.db.url(), 4).unwrap();
     let keystore = SoftKeystore::open(
         &app.dir.path().join("keystore.zks"),
-        &Zeroizing::new("test passphrase".to_owned()),
+        &zkvault::secret::SecretString::new("test passphrase"),
     )
     .unwrap();
     let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
@@ -341,7 +340,7 @@ async fn keystore_migration_never_reuses_a_kek_version(db: TestDb) {
         // The operator ran `keystore init` on the target first: it has a KEK v1 of its own.
         let target = SoftKeystore::create(
             &target_path,
-            &Zeroizing::new("target".into()),
+            &zkvault::secret::SecretString::new("target"),
             SoftKeystoreOptions::for_tests(),
         )
         .unwrap();

@@ -5,7 +5,6 @@ mod support;
 
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
 use zkvault::keystore::pkcs11::{Pkcs11Config, Pkcs11Keystore};
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::keystore::{KekInfo, KekState, Keystore, KeystoreError};
@@ -23,14 +22,14 @@ trait Backend {
 
 struct SoftBackend {
     dir: tempfile::TempDir,
-    passphrase: Zeroizing<String>,
+    passphrase: zkvault::secret::SecretString,
 }
 
 impl SoftBackend {
     fn new() -> Option<Self> {
         Some(SoftBackend {
             dir: tempfile::tempdir().unwrap(),
-            passphrase: Zeroizing::new("correct horse".into()),
+            passphrase: zkvault::secret::SecretString::new("correct horse"),
         })
     }
     fn path(&self) -> std::path::PathBuf {
@@ -433,7 +432,7 @@ mod soft_file {
     }
 
     fn open_err(b: &SoftBackend, pass: &str) -> KeystoreError {
-        match SoftKeystore::open(&b.path(), &Zeroizing::new(pass.to_owned())) {
+        match SoftKeystore::open(&b.path(), &zkvault::secret::SecretString::new(pass)) {
             Err(e) => e,
             Ok(_) => panic!("open should fail"),
         }
@@ -539,7 +538,7 @@ mod soft_file {
         let f = dir.path().join("pass");
         std::fs::write(&f, "s3cret pass\n").unwrap();
         assert_eq!(
-            passphrase_from_env_or_file(Some(&f)).unwrap().as_str(),
+            passphrase_from_env_or_file(Some(&f)).unwrap().expose(),
             "s3cret pass"
         );
         std::fs::write(&f, "\n").unwrap();
@@ -571,7 +570,7 @@ mod pkcs11_token {
             .find(|s| ctx.get_token_info(*s).unwrap().label() == config.token_label)
             .unwrap();
         let session = ctx.open_rw_session(slot).unwrap();
-        match session.login(UserType::User, Some(&AuthPin::from(config.pin.as_str()))) {
+        match session.login(UserType::User, Some(&AuthPin::from(config.pin.expose()))) {
             Ok(())
             | Err(cryptoki::error::Error::Pkcs11(
                 cryptoki::error::RvError::UserAlreadyLoggedIn,
@@ -809,7 +808,7 @@ mod pkcs11_token {
                     hex::encode(&w3)
                 ),
             )
-            .env("ZKVAULT_PKCS11_PIN", config.pin.as_str())
+            .env("ZKVAULT_PKCS11_PIN", config.pin.expose())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -623,7 +623,7 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     let target: Arc<dyn Keystore> = Arc::new(
         SoftKeystore::create(
             &target_path,
-            &zeroize::Zeroizing::new("other".into()),
+            &zkvault::secret::SecretString::new("other"),
             SoftKeystoreOptions::for_tests(),
         )
         .unwrap(),
@@ -750,7 +750,7 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
         app.req(
             Method::GET,
             "/v1/ns/rp/records",
-            &victim.token,
+            victim.token.expose(),
             Some(IDS[0])
         )
         .send()
@@ -774,7 +774,7 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
         app.req(
             Method::GET,
             "/v1/ns/rp/records",
-            &victim.token,
+            victim.token.expose(),
             Some(IDS[0])
         )
         .send()

@@ -334,8 +334,8 @@ impl Deployment {
             )
             .unwrap();
         }
-        fs::write(root.join("zkvault.pin"), source.pin.as_str()).unwrap();
-        fs::write(root.join("zkvault-b.pin"), target.pin.as_str()).unwrap();
+        fs::write(root.join("zkvault.pin"), source.pin.expose()).unwrap();
+        fs::write(root.join("zkvault-b.pin"), target.pin.expose()).unwrap();
         let config = root.join("zkvault.toml");
         fs::write(
             &config,

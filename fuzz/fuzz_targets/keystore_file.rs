@@ -9,7 +9,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zeroize::Zeroizing;
 use zkvault::keystore::soft::{untrusted, Argon2Params, SoftKeystore};
 use zkvault::keystore::{KekState, Keystore, KeystoreError};
 use zkvault_fuzz::PASSPHRASE;
@@ -26,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let path = std::env::temp_dir().join(format!("zkvault-fuzz-{}.zks", std::process::id()));
     std::fs::write(&path, &bytes).expect("write temp keystore");
-    let pass = Zeroizing::new(PASSPHRASE.to_owned());
+    let pass = zkvault::secret::SecretString::new(PASSPHRASE);
     // The file stays until the keystore is done with it: an open keystore rereads a file that
     // changed (another process may have rewritten it), and a deleted one is an error.
     match SoftKeystore::open(&path, &pass) {

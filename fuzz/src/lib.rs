@@ -101,7 +101,6 @@ pub fn valid_envelope() -> Vec<u8> {
 mod tests {
     use std::path::Path;
 
-    use zeroize::Zeroizing;
     use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
     use zkvault::keystore::Keystore;
 
@@ -140,7 +139,7 @@ mod tests {
             // A real keystore at the floor parameters with an active, a retired and a destroyed KEK.
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("k.zks");
-            let pass = Zeroizing::new(PASSPHRASE.to_owned());
+            let pass = zkvault::secret::SecretString::new(PASSPHRASE);
             let ks = SoftKeystore::create(&path, &pass, SoftKeystoreOptions::for_tests()).unwrap();
             for _ in 0..3 {
                 ks.create_kek().unwrap();

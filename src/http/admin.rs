@@ -52,7 +52,7 @@ pub async fn create_credential(
         .insert_header(("Cache-Control", "no-store"))
         .json(IssuedResponse {
             id: issued.id.clone(),
-            token: issued.token.to_string(),
+            token: issued.token.expose().to_owned(),
             expires_at: issued.expires_at,
         }))
 }

@@ -20,6 +20,7 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use super::error::{blocking, ApiError};
 use super::AppState;
 use crate::policy::valid_namespace_name;
+use crate::secret::SecretString;
 use crate::vault::{Actor, Credentials, Principal, Refusal, Role, Vault, VaultError};
 
 /// Longest wait for an Argon2 verification slot before answering 503. Long enough for a burst
@@ -124,7 +125,7 @@ impl Caller {
 pub struct RequestId(pub String);
 
 /// The token of `Authorization: <scheme> <token>`; the scheme is case-insensitive (RFC 9110).
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+fn bearer(req: &HttpRequest) -> Result<SecretString, ApiError> {
     let mut values = req.headers().get_all(AUTHORIZATION);
     let value = values.next().ok_or_else(ApiError::unauthenticated)?;
     if values.next().is_some() {
@@ -138,7 +139,7 @@ fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 256 {
         return Err(ApiError::unauthenticated());
     }
-    Ok(token.to_owned())
+    Ok(SecretString::new(token))
 }
 
 impl FromRequest for Caller {
@@ -156,11 +157,11 @@ impl FromRequest for Caller {
             let vault = state.vault.clone();
             let verified = async {
                 let token = token?;
-                if let Some(principal) = vault.credentials().cached(&token) {
+                if let Some(principal) = vault.credentials().cached(token.expose()) {
                     return Ok(principal);
                 }
                 // A token that cannot be a credential is refused without queueing for Argon2.
-                if !Credentials::well_formed(&token) {
+                if !Credentials::well_formed(token.expose()) {
                     return Err(ApiError::unauthenticated());
                 }
                 let _permit =
@@ -169,11 +170,11 @@ impl FromRequest for Caller {
                         .map_err(|_| ApiError::busy())?
                         .expect("semaphore is never closed");
                 // Concurrent first uses of one token: the one before us may have verified it.
-                if let Some(principal) = vault.credentials().cached(&token) {
+                if let Some(principal) = vault.credentials().cached(token.expose()) {
                     return Ok(principal);
                 }
                 let v = vault.clone();
-                blocking(move || v.credentials().verify(&token)).await
+                blocking(move || v.credentials().verify(token.expose())).await
             };
             match verified.await {
                 Ok(principal) => Ok(Caller {

@@ -13,6 +13,8 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 use zkvault_core::{Secret32, WrapContext};
 
+use crate::secret::SecretString;
+
 /// A KEK's place in its lifecycle: `active` → `retired` → `destroyed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,7 +132,7 @@ pub(crate) fn secret_from_env_or_file(
     file: Option<&Path>,
     env: &str,
     what: &str,
-) -> Result<Zeroizing<String>, KeystoreError> {
+) -> Result<SecretString, KeystoreError> {
     let mut secret = match file {
         Some(path) => {
             let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
@@ -158,5 +160,5 @@ pub(crate) fn secret_from_env_or_file(
     if secret.is_empty() {
         return Err(KeystoreError::Config(format!("{what} is empty")));
     }
-    Ok(secret)
+    Ok(SecretString::new(std::mem::take(&mut *secret)))
 }

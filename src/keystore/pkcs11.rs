@@ -45,6 +45,7 @@ use zeroize::Zeroizing;
 use zkvault_core::{random, Secret32, WrapContext};
 
 use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
+use crate::secret::SecretString;
 
 /// Environment variable naming the PKCS#11 module; see [`Pkcs11Config::module_from_env`].
 pub const MODULE_ENV: &str = "ZKVAULT_PKCS11_MODULE";
@@ -69,7 +70,7 @@ pub struct Pkcs11Config {
     /// Label of the token that holds the KEKs.
     pub token_label: String,
     /// User PIN.
-    pub pin: Zeroizing<String>,
+    pub pin: SecretString,
 }
 
 impl Pkcs11Config {
@@ -80,7 +81,7 @@ impl Pkcs11Config {
 
     /// Reads the user PIN: from `file` if given (one trailing newline dropped), else from
     /// `ZKVAULT_PKCS11_PIN`. Never from argv.
-    pub fn pin_from_env_or_file(file: Option<&Path>) -> Result<Zeroizing<String>, KeystoreError> {
+    pub fn pin_from_env_or_file(file: Option<&Path>) -> Result<SecretString, KeystoreError> {
         secret_from_env_or_file(file, PIN_ENV, "PKCS#11 PIN")
     }
 }
@@ -155,7 +156,7 @@ impl Pkcs11Keystore {
             ctx,
             slot,
             token_label: config.token_label.clone(),
-            pin: AuthPin::from(config.pin.as_str()),
+            pin: AuthPin::from(config.pin.expose()),
             login: Mutex::new(None),
             pool: Mutex::new(Vec::new()),
             handles: RwLock::new(BTreeMap::new()),

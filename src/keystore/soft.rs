@@ -43,6 +43,7 @@ use zkvault_core::{random, Secret32, WrapContext};
 
 use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
 use crate::lockfile::FileLock;
+use crate::secret::SecretString;
 
 /// How long a change waits for another process's change to the same file.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -62,9 +63,7 @@ pub const PASSPHRASE_ENV: &str = "ZKVAULT_PASSPHRASE";
 
 /// Reads the operator passphrase: from `file` if given (one trailing newline dropped), else
 /// from `ZKVAULT_PASSPHRASE`. Never from argv.
-pub fn passphrase_from_env_or_file(
-    file: Option<&Path>,
-) -> Result<Zeroizing<String>, KeystoreError> {
+pub fn passphrase_from_env_or_file(file: Option<&Path>) -> Result<SecretString, KeystoreError> {
     secret_from_env_or_file(file, PASSPHRASE_ENV, "passphrase")
 }
 
@@ -247,15 +246,15 @@ impl SoftKeystore {
     /// No KEK is created: call [`Keystore::create_kek`].
     pub fn create(
         path: &Path,
-        passphrase: &Zeroizing<String>,
+        passphrase: &SecretString,
         opts: SoftKeystoreOptions,
     ) -> Result<Self, KeystoreError> {
         opts.argon2.check().map_err(KeystoreError::Config)?;
-        if passphrase.is_empty() {
+        if passphrase.expose().is_empty() {
             return Err(KeystoreError::Config("passphrase is empty".into()));
         }
         let salt = random::array::<SALT_LEN>().map_err(rng_error)?;
-        let (file_key, verifier) = derive(passphrase, &salt, opts.argon2)?;
+        let (file_key, verifier) = derive(passphrase.expose(), &salt, opts.argon2)?;
         let store = SoftKeystore {
             path: path.to_owned(),
             sealer: Sealer {
@@ -277,14 +276,14 @@ impl SoftKeystore {
 
     /// Opens an existing keystore file. Never writes: a wrong passphrase or a damaged file
     /// leaves it as it was.
-    pub fn open(path: &Path, passphrase: &Zeroizing<String>) -> Result<Self, KeystoreError> {
+    pub fn open(path: &Path, passphrase: &SecretString) -> Result<Self, KeystoreError> {
         // The real file, not a symlink to it (a mounted secret): every process then locks the
         // same lock file, and a write replaces the file rather than the link.
         let path = &fs::canonicalize(path).map_err(|e| io_error("resolve", path, e))?;
         let sig = file_sig(path)?;
         let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
         let header = Header::parse(&bytes)?;
-        let (file_key, verifier) = derive(passphrase, &header.salt, header.params)?;
+        let (file_key, verifier) = derive(passphrase.expose(), &header.salt, header.params)?;
         if !bool::from(verifier.ct_eq(&header.verifier)) {
             return Err(KeystoreError::BadPassphrase);
         }
@@ -834,7 +833,7 @@ mod tests {
                 ..Argon2Params::FLOOR
             },
         };
-        let pass = Zeroizing::new("pw".to_owned());
+        let pass = SecretString::new("pw");
         assert!(matches!(
             SoftKeystore::create(&dir.path().join("k"), &pass, weak),
             Err(KeystoreError::Config(_))

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{now_ms, Actor, EntryExt, Vault, VaultError};
+use crate::secret::SecretString;
 use crate::storage::{CredentialRow, Store};
 
 #[derive(
@@ -119,7 +120,7 @@ impl Principal {
 /// A freshly issued credential. The token is shown once and never stored.
 pub struct IssuedCredential {
     pub id: String,
-    pub token: Zeroizing<String>,
+    pub token: SecretString,
     pub expires_at: Option<i64>,
 }
 
@@ -291,7 +292,7 @@ impl Credentials {
             .with_detail(format!("roles={} namespaces={}", row.roles, row.namespaces));
         self.store.insert_credential(&row, &entry)?;
         Ok(IssuedCredential {
-            token: Zeroizing::new(format!("zkv_{id}_{}", secret.as_str())),
+            token: SecretString::new(format!("zkv_{id}_{}", secret.as_str())),
             id,
             expires_at,
         })

@@ -10,7 +10,6 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
 use tempfile::TempDir;
-use zeroize::Zeroizing;
 use zkvault::http::{self, HttpSettings};
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::storage::Store;
@@ -183,7 +182,7 @@ impl TestApp {
             let store = Store::open(&url, 8).unwrap();
             let keystore = SoftKeystore::open(
                 &dir.join("keystore.zks"),
-                &Zeroizing::new("test passphrase".to_owned()),
+                &zkvault::secret::SecretString::new("test passphrase"),
             )
             .unwrap();
             let policy = zkvault::policy::load_dir(&dir.join("policy")).unwrap();
@@ -228,7 +227,7 @@ impl Peer {
 fn open_vault(url: &str, dir: &Path) -> Arc<Vault> {
     let store = Store::open(url, 8).unwrap();
     store.migrate().unwrap();
-    let pass = Zeroizing::new("test passphrase".to_owned());
+    let pass = zkvault::secret::SecretString::new("test passphrase");
     let keystore = SoftKeystore::create(
         &dir.join("keystore.zks"),
         &pass,
@@ -254,7 +253,8 @@ fn issue(vault: &Vault, roles: &[Role], namespaces: &[&str]) -> String {
         )
         .unwrap()
         .token
-        .to_string()
+        .expose()
+        .to_owned()
 }
 
 /// A direct SQLite connection that waits for the service's writers instead of failing with

@@ -11,7 +11,6 @@ use std::sync::{Mutex, OnceLock};
 
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use zeroize::Zeroizing;
 use zkvault::keystore::pkcs11::{module_context, Pkcs11Config};
 
 const SO_PIN: &str = "so-pin-for-tests";
@@ -102,6 +101,6 @@ pub fn new_token() -> Option<Pkcs11Config> {
     Some(Pkcs11Config {
         module: hsm.module.clone(),
         token_label: label,
-        pin: Zeroizing::new(USER_PIN.to_owned()),
+        pin: zkvault::secret::SecretString::new(USER_PIN),
     })
 }
