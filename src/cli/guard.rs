@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use zkvault::vault::{KeyOverview, Vault};
 
-use crate::exit::{fail, Exit};
+use super::exit::{fail, Exit};
 
 /// What `keys destroy` would do to master `ns` v`version`.
 pub fn destroy(vault: &Vault, ns: &str, version: u32, shred: bool) -> Result<Value> {

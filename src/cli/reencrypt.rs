@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use zkvault::vault::{Actor, ReencryptReport, Vault, VaultError, MAX_REENCRYPT_IDS};
 
-use crate::exit::{fail, Exit};
+use super::exit::{fail, Exit};
 
 /// Which job a checkpoint belongs to, and how far it got.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
