@@ -649,6 +649,27 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
             .status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Nor may it change keys: a KEK rotation used to create a KEK in the old keystore, and a
+    // master rotation then wrapped a new master under it, where no instance could open it.
+    let old_keks = app.vault.keyring().keystore().list_keks().unwrap();
+    let url = app.db.url().to_owned();
+    let masters = move || query_strings(&url, "SELECT CAST(count(*) AS TEXT) AS v FROM masters");
+    let masters_before = tokio::task::spawn_blocking(masters.clone()).await.unwrap();
+    for path in ["/v1/keys/kek/rotate", "/v1/ns/rp/masters/rotate"] {
+        let (status, body) = post(&app, path, &app.tokens.operator).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+    }
+    assert_eq!(
+        app.vault.keyring().keystore().list_keks().unwrap(),
+        old_keks,
+        "a KEK was created in the old keystore"
+    );
+    assert_eq!(
+        tokio::task::spawn_blocking(masters).await.unwrap(),
+        masters_before,
+        "a master was created"
+    );
+    read_direct(&reopen(&app, target.clone()));
     // The old keystore no longer opens this database's masters: the service refuses to start with
     // it, and changes nothing first. (It used to create a KEK in the old keystore — its KEK was
     // retired by the migration — and record it as the deployment's active KEK, the target's

@@ -141,9 +141,25 @@ impl Vault {
         &self.credentials
     }
 
-    /// Serialises a key change with every other instance and the CLI (see [`Store::key_lock`]).
+    /// Serialises a key change with every other instance and the CLI (see [`Store::key_lock`]),
+    /// and refuses it from an instance whose keystore is no longer the deployment's: after
+    /// another instance migrated the keystore, a stale one would create KEKs in the old keystore
+    /// and wrap new masters under them, where no instance can ever open them.
     pub(crate) fn key_lock(&self) -> Result<crate::storage::KeyLock, VaultError> {
-        key_lock(&self.store)
+        let lock = key_lock(&self.store)?;
+        let here = self.keyring.keystore().id();
+        let active = self
+            .store
+            .keks()?
+            .into_iter()
+            .find(|k| k.state == KekState::Active.as_str());
+        match active {
+            Some(k) if !k.keystore.is_empty() && k.keystore != here => Err(VaultError::KeystoreUnavailable(format!(
+                "the deployment's active KEK v{} is in keystore {}, not in this instance's ({here}): restart with the current keystore configuration",
+                k.version, k.keystore
+            ))),
+            _ => Ok(lock),
+        }
     }
 
     /// Database and keystore both answer, and this keystore still unwraps every stored master
