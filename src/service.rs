@@ -120,8 +120,8 @@ impl EmbeddedLayout {
         matches!(&config.keystore, KeystoreConfig::Soft { passphrase_file: Some(p), .. } if *p == self.passphrase())
     }
 
-    /// Creates the directory (0700) and, if `config` reads the passphrase from it, a random
-    /// keystore passphrase file (0600) if missing.
+    /// Creates the directory (0700) and, if `config` reads the passphrase from it and there is no
+    /// keystore yet, a random keystore passphrase file (0600).
     pub fn prepare(&self, config: &Config) -> Result<(), StartupError> {
         let io = |p: &Path| {
             let p = p.to_path_buf();
@@ -135,7 +135,10 @@ impl EmbeddedLayout {
                 .map_err(io(&self.dir))?;
         }
         let pass = self.passphrase();
-        if self.keeps_passphrase(config) && !pass.exists() {
+        // Only for a keystore still to be created: a missing passphrase for an existing one is
+        // an error to report, not a new random passphrase that can never open it.
+        let new_keystore = !self.dir.join("keystore.zks").exists();
+        if self.keeps_passphrase(config) && new_keystore && !pass.exists() {
             let random = zkvault_core::random::array::<32>().map_err(VaultError::from)?;
             let text =
                 Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));

@@ -742,6 +742,14 @@ fn the_passphrase_may_come_from_the_environment() {
         .output()
         .unwrap();
     assert_eq!(wrong.status.code(), Some(3), "{}", text(&wrong.stderr));
+    // Without it, a config error: no random passphrase file is made up for an existing keystore
+    // (one used to be, and every later run then read that wrong passphrase).
+    let none = bare(cwd.path()).args(["keys", "list"]).output().unwrap();
+    assert_eq!(none.status.code(), Some(3), "{}", text(&none.stderr));
+    assert!(
+        !cwd.path().join("zkvault-data/passphrase").exists(),
+        "a passphrase file was made up"
+    );
 }
 
 #[test]
