@@ -187,6 +187,25 @@ async fn replace_and_preconditions(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // DELETE is unconditional: a precondition on it is refused, not ignored (a stale If-Match
+    // used to delete a record another writer had just replaced).
+    for (k, v) in [
+        ("If-Match", "\"0000000000000000\""),
+        ("If-None-Match", "*"),
+        ("If-Match", "*"),
+    ] {
+        let r = app
+            .req(Method::DELETE, path, &app.tokens.writer, Some(ID))
+            .header(k, v)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "DELETE with {k}: {v}");
+    }
+    assert_eq!(
+        app.get("rp", "demographics", ID).await.status(),
+        StatusCode::OK
+    );
     // A plain PUT replaces unconditionally, keeping the record's identity (revision goes on).
     let r = put(b"v3", None).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

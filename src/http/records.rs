@@ -240,6 +240,13 @@ pub async fn delete_record(
 ) -> Result<HttpResponse, ApiError> {
     let (ns, name) = path.into_inner();
     caller.require(Role::Writer, Some(&ns))?;
+    // A DELETE is unconditional. A precondition is refused rather than ignored: a client that
+    // sent one expects a record changed meanwhile to survive.
+    if !matches!(precondition(&req)?, Precondition::None) {
+        return Err(ApiError::bad_request(
+            "DELETE takes no If-Match or If-None-Match",
+        ));
+    }
     let id = resident_id(&req)?;
     let vault = state.vault.clone();
     let actor = caller.actor();
