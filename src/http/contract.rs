@@ -2,12 +2,13 @@
 //! common, so that each operation lists every status it can answer, with the error body, and
 //! every parameter with its pattern. The rules live here once instead of on twenty handlers:
 //!
-//! - a route with a credential (all but the operations endpoints) can answer 400 (a malformed
-//!   `Authorization`, e.g. two of them), 401, 403 and 503 (database, keystore, or the bounded
-//!   Argon2 queue: `Retry-After`);
-//! - a route with `{ns}` answers 400 for a malformed namespace and 404 for one the policy lacks;
-//! - a route that reads a body answers 400, 408 (the body stalls) and 413;
-//! - every route can answer 500 `internal` (the detail goes to the log only).
+//! - a route with a credential (all but the operations endpoints) can answer 401, 403 and 503
+//!   (database, keystore, or the bounded Argon2 queue: `Retry-After`);
+//! - a route with `{ns}` answers 404 for a namespace the policy lacks;
+//! - a route that reads a body answers 408 (the body stalls) and 413;
+//! - every route can answer 400 (a malformed header, e.g. two `Content-Type`s) and 500
+//!   `internal` (the detail goes to the log only);
+//! - a key change can answer 409: another one held the key lock for 15 s.
 //!
 //! The document describes this deployment: a namespace is one of its policy's, so a client
 //! (or a fuzzer) generated from it sends names the service knows.
@@ -20,21 +21,28 @@ use crate::policy::NAMESPACE_PATTERN;
 use crate::vault::RECORD_NAME_PATTERN;
 use zkvault_core::RESIDENT_ID_PATTERN;
 
-/// The document `GET /openapi.json` serves for a deployment with these namespaces.
-pub fn document(namespaces: &[&str]) -> Value {
+/// The namespaces of the deployment the document describes.
+pub struct Deployment<'a> {
+    pub namespaces: &'a [&'a str],
+    /// Those whose resident IDs end in a Verhoeff check digit.
+    pub verhoeff: &'a [&'a str],
+}
+
+/// The document `GET /openapi.json` serves for this deployment.
+pub fn document(deployment: &Deployment) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
-    complete(&mut doc, namespaces);
+    complete(&mut doc, deployment);
     doc
 }
 
 /// Routes anyone may call: no credential, so no 401/403.
 const OPEN: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
 
-fn complete(doc: &mut Value, namespaces: &[&str]) {
+fn complete(doc: &mut Value, deployment: &Deployment) {
     doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
     let schemas = &mut doc["components"]["schemas"];
     schemas["NewCredential"]["properties"]["namespaces"]["items"] =
-        json!({"type": "string", "enum": namespaces});
+        json!({"type": "string", "enum": deployment.namespaces});
     // IDs in a JSON body may carry any ASCII white space around them; it is trimmed too.
     schemas["ReencryptRequest"]["properties"]["resident_ids"]["items"] = json!({
         "type": "string",
@@ -52,17 +60,21 @@ fn complete(doc: &mut Value, namespaces: &[&str]) {
             op["parameters"] = Value::Array(
                 params
                     .into_iter()
-                    .map(|p| parameter(p, namespaces))
+                    .map(|p| parameter(p, deployment))
                     .collect(),
             );
-            if let Some(body) = op.get_mut("requestBody") {
-                if any_bytes(&mut body["content"]) {
-                    // Raw bytes may be none: an empty record is a record.
-                    body["required"] = json!(false);
-                }
-            }
             if op["parameters"].as_array().is_some_and(Vec::is_empty) {
                 op.as_object_mut().expect("operation").remove("parameters");
+            }
+            if let Some(body) = op.get_mut("requestBody") {
+                if bytes(&mut body["content"], "application/octet-stream") {
+                    // Raw bytes may be none: an empty record is a record.
+                    body["required"] = json!(false);
+                    body["description"] = json!(
+                        "the record's bytes, stored as sent; any Content-Type of 1-255 visible \
+                         ASCII characters is kept and served back (default application/octet-stream)"
+                    );
+                }
             }
             let responses = op["responses"].as_object_mut().expect("responses");
             let mut add = |status: u16| {
@@ -70,19 +82,22 @@ fn complete(doc: &mut Value, namespaces: &[&str]) {
                     .entry(status.to_string())
                     .or_insert_with(|| json!({}));
             };
-            add(500);
+            [400, 500].into_iter().for_each(&mut add);
             if !open {
-                [400, 401, 403, 503].into_iter().for_each(&mut add);
+                [401, 403, 503].into_iter().for_each(&mut add);
             }
             if path.contains("{ns}") {
-                [400, 404].into_iter().for_each(&mut add);
+                add(404);
             }
             if has_body {
-                [400, 408, 413].into_iter().for_each(&mut add);
+                [408, 413].into_iter().for_each(&mut add);
+            }
+            if path.starts_with("/v1/keys/") || path.contains("/masters/") {
+                add(409);
             }
             for (status, response) in responses.iter_mut() {
                 if let Some(content) = response.get_mut("content") {
-                    any_bytes(content);
+                    bytes(content, "*/*");
                 }
                 describe(status, response.as_object_mut().expect("response"));
             }
@@ -93,16 +108,18 @@ fn complete(doc: &mut Value, namespaces: &[&str]) {
     }
 }
 
-/// Raw bytes of any media type (a record's body, stored and served with its own
-/// `Content-Type`) instead of utoipa's array of integers for `Vec<u8>`. True if it was that.
-fn any_bytes(content: &mut Value) -> bool {
+/// Raw bytes (a record's body) under `media_type` instead of utoipa's array of integers for
+/// `Vec<u8>`: a response is served with the media type it was stored with (`*/*`); a request
+/// is documented as `application/octet-stream`, so a generated client does not label
+/// arbitrary bytes as JSON and then try to parse them back. True if it was bytes.
+fn bytes(content: &mut Value, media_type: &str) -> bool {
     let Some(map) = content.as_object_mut() else {
         return false;
     };
     let bytes = map.remove("application/octet-stream").is_some();
     if bytes {
         map.insert(
-            "*/*".into(),
+            media_type.into(),
             json!({"schema": {"type": "string", "format": "binary"}}),
         );
     }
@@ -110,7 +127,7 @@ fn any_bytes(content: &mut Value) -> bool {
 }
 
 /// A path, header or query parameter with the pattern the service enforces.
-fn parameter(mut p: Value, namespaces: &[&str]) -> Value {
+fn parameter(mut p: Value, deployment: &Deployment) -> Value {
     let resident_id = padded(RESIDENT_ID_PATTERN, "[ \\t]");
     let pattern = match (p["in"].as_str(), p["name"].as_str()) {
         (Some("path"), Some("ns")) => Some(NAMESPACE_PATTERN),
@@ -118,31 +135,46 @@ fn parameter(mut p: Value, namespaces: &[&str]) -> Value {
         (Some("path"), Some("id")) => Some("^[0-9a-fA-F]+$"),
         // The service trims white space around an ID before it checks it.
         (Some("header"), Some("Resident-Id")) => Some(resident_id.as_str()),
-        (Some("header"), Some("If-Match")) => Some("^(\\*|[ \\t]*\"[0-9A-Za-z]+\"[ \\t]*)$"),
-        (Some("header"), Some("If-None-Match")) => Some("^\\*$"),
+        // An empty (or blank) precondition is no condition.
+        (Some("header"), Some("If-Match")) => {
+            Some("^([ \\t]*|\\*|[ \\t]*\"[0-9A-Za-z]+\"[ \\t]*)$")
+        }
+        (Some("header"), Some("If-None-Match")) => Some("^([ \\t]*|\\*)$"),
         _ => None,
     };
     if let Some(pattern) = pattern {
         p["schema"] = json!({"type": "string", "pattern": pattern});
-        if p["name"] == "name" {
+    }
+    match (p["in"].as_str(), p["name"].as_str()) {
+        (Some("path"), Some("ns")) => p["schema"]["enum"] = json!(deployment.namespaces),
+        (Some("path"), Some("name")) => {
             p["schema"]["maxLength"] = json!(128);
+            p["description"] = json!(
+                "A `/` inside a name is sent as it is: percent-encoding (`%2F`) is refused, so a \
+                 generated client must not escape it."
+            );
         }
-        if p["name"] == "id" {
+        (Some("path"), Some("id")) => {
             (p["schema"]["minLength"], p["schema"]["maxLength"]) = (json!(16), json!(16));
         }
-        if p["name"] == "ns" {
-            p["schema"]["enum"] = json!(namespaces);
+        (Some("path"), Some("v")) => {
+            p["schema"] =
+                json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": i32::MAX});
         }
-    }
-    if p["in"] == "query" && (p["name"] == "since" || p["name"] == "until") {
-        p["schema"] = json!({"anyOf": [
-            {"type": "string", "format": "date-time"},
-            {"type": "string", "pattern": "^[0-9]{1,15}$", "description": "unix milliseconds"},
-        ]});
-    }
-    if p["in"] == "path" && p["name"] == "v" {
-        p["schema"] =
-            json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": i32::MAX});
+        (Some("header"), Some("Resident-Id")) if !deployment.verhoeff.is_empty() => {
+            p["description"] = json!(format!(
+                "In namespace(s) {} the last character must also be the Verhoeff check digit of \
+                 the others, a rule no pattern can state; other IDs there answer 400.",
+                deployment.verhoeff.join(", ")
+            ));
+        }
+        (Some("query"), Some("since" | "until")) => {
+            p["schema"] = json!({"anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": "^[0-9]{1,15}$", "description": "unix milliseconds"},
+            ]});
+        }
+        _ => {}
     }
     p
 }
