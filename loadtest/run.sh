@@ -94,16 +94,19 @@ BASELINE_BIN="$TARGET_DIR/release/examples/baseline"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 proc_cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# db_url <target dir>: the target's PostgreSQL URL, empty on SQLite.
+db_url() { sed -n 's/^ZKVAULT_DATABASE_URL=//p' "$1/env"; }
+
 # db_bytes <target dir>: the size of the target's database now (SQLite: its files, WAL included).
 db_bytes() {
-  local url; url="$(sed -n 's/^ZKVAULT_DATABASE_URL=//p' "$1/env")"
+  local url; url="$(db_url "$1")"
   if [ -n "$url" ]; then psql -qtA "$url" -c "SELECT pg_database_size(current_database())"
   else cat "$1"/data/*.db* 2>/dev/null | wc -c; fi
 }
 # audit_rows <target dir>: "<all audit entries> <entries of refused requests>" now.
 audit_rows() {
   local url sql="SELECT count(*) || ' ' || count(*) FILTER (WHERE operation LIKE 'access.%') FROM audit"
-  url="$(sed -n 's/^ZKVAULT_DATABASE_URL=//p' "$1/env")"
+  url="$(db_url "$1")"
   if [ -n "$url" ]; then psql -qtA "$url" -c "$sql"
   else python3 -c 'import sqlite3,sys; print(*sqlite3.connect(sys.argv[1]).execute("SELECT count(*), sum(operation LIKE '"'access.%'"') FROM audit").fetchone())' "$1/data/zkvault.db"; fi
 }
@@ -212,7 +215,7 @@ c.commit(); s = time.perf_counter() - t
 print(json.dumps({"rows": n, "seconds": s, "rows_per_s": n / s}))
 EOF
   else
-    local url; url="$(sed -n 's/^ZKVAULT_DATABASE_URL=//p' "$dir/env")"
+    local url; url="$(db_url "$dir")"
     t0="$(date +%s.%N)"
     n="$(psql -qtA "$url" -c "WITH u AS (UPDATE records SET dek_nonce = decode(substr(md5(random()::text) || md5(random()::text), 1, 48), 'hex'), wrapped_dek = decode(md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex'), master_version = master_version + 1 WHERE namespace = 'resident-portal' RETURNING 1) SELECT count(*) FROM u")"
     t1="$(date +%s.%N)"

@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::policy::PolicySource;
 
+/// The embedded default's sealed soft keystore, in its data directory.
+pub const KEYSTORE_FILE: &str = "keystore.zks";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {0}: {1}")]
@@ -101,7 +104,7 @@ impl Config {
             database_url: format!("sqlite://{}", data_dir.join("zkvault.db").display()),
             db_max_connections: 8,
             keystore: KeystoreConfig::Soft {
-                path: data_dir.join("keystore.zks"),
+                path: data_dir.join(KEYSTORE_FILE),
                 passphrase_file: Some(data_dir.join("passphrase")),
             },
             policy_dir: None,

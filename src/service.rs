@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, ConfigError, KeystoreConfig};
+use crate::config::{Config, ConfigError, KeystoreConfig, KEYSTORE_FILE};
 use crate::keystore::pkcs11::{Pkcs11Config, Pkcs11Keystore};
 use crate::keystore::soft::{passphrase_from_env_or_file, SoftKeystore, SoftKeystoreOptions};
 use crate::keystore::{Keystore, KeystoreError};
@@ -102,6 +102,9 @@ impl EmbeddedLayout {
     pub fn passphrase(&self) -> PathBuf {
         self.dir.join("passphrase")
     }
+    pub fn keystore(&self) -> PathBuf {
+        self.dir.join(KEYSTORE_FILE)
+    }
     pub fn admin_token(&self) -> PathBuf {
         self.dir.join("admin.token")
     }
@@ -111,7 +114,7 @@ impl EmbeddedLayout {
 
     /// The directory holds an embedded deployment (its sealed keystore).
     pub fn is_data_dir(&self) -> bool {
-        self.dir.join("keystore.zks").is_file()
+        self.keystore().is_file()
     }
 
     /// True if `config` reads the keystore passphrase from this directory's file (not from
@@ -137,7 +140,7 @@ impl EmbeddedLayout {
         let pass = self.passphrase();
         // Only for a keystore still to be created: a missing passphrase for an existing one is
         // an error to report, not a new random passphrase that can never open it.
-        let new_keystore = !self.dir.join("keystore.zks").exists();
+        let new_keystore = !self.keystore().exists();
         if self.keeps_passphrase(config) && new_keystore && !pass.exists() {
             let random = zkvault_core::random::array::<32>().map_err(VaultError::from)?;
             let text =

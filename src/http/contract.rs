@@ -17,21 +17,30 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use super::ops::ApiDoc;
-use crate::policy::NAMESPACE_PATTERN;
+use crate::policy::{Policy, NAMESPACE_PATTERN};
 use crate::vault::RECORD_NAME_PATTERN;
-use zkvault_core::RESIDENT_ID_PATTERN;
+use zkvault_core::{ChecksumScheme, RESIDENT_ID_PATTERN};
 
 /// The namespaces of the deployment the document describes.
-pub struct Deployment<'a> {
-    pub namespaces: &'a [&'a str],
+struct Deployment<'a> {
+    namespaces: Vec<&'a str>,
     /// Those whose resident IDs end in a Verhoeff check digit.
-    pub verhoeff: &'a [&'a str],
+    verhoeff: Vec<&'a str>,
 }
 
-/// The document `GET /openapi.json` serves for this deployment.
-pub fn document(deployment: &Deployment) -> Value {
+/// The document `GET /openapi.json` serves for a deployment under `policy`.
+pub fn document(policy: &Policy) -> Value {
+    let deployment = Deployment {
+        namespaces: policy.namespaces.keys().map(String::as_str).collect(),
+        verhoeff: policy
+            .namespaces
+            .values()
+            .filter(|ns| ns.id_checksum == ChecksumScheme::Verhoeff)
+            .map(|ns| ns.name.as_str())
+            .collect(),
+    };
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
-    complete(&mut doc, deployment);
+    complete(&mut doc, &deployment);
     doc
 }
 

@@ -172,19 +172,7 @@ pub fn bind(
         body_limit: settings.body_limit,
         argon2_permits: tokio::sync::Semaphore::new(settings.argon2_concurrency),
         metrics: Metrics::new(),
-        openapi: {
-            let all = &vault.policy().namespaces;
-            let namespaces: Vec<&str> = all.keys().map(String::as_str).collect();
-            let verhoeff: Vec<&str> = all
-                .values()
-                .filter(|ns| ns.id_checksum == zkvault_core::ChecksumScheme::Verhoeff)
-                .map(|ns| ns.name.as_str())
-                .collect();
-            contract::document(&contract::Deployment {
-                namespaces: &namespaces,
-                verhoeff: &verhoeff,
-            })
-        },
+        openapi: contract::document(vault.policy()),
     });
     let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;

@@ -148,12 +148,7 @@ impl Vault {
     pub(crate) fn key_lock(&self) -> Result<crate::storage::KeyLock, VaultError> {
         let lock = key_lock(&self.store)?;
         let here = self.keyring.keystore().id();
-        let active = self
-            .store
-            .keks()?
-            .into_iter()
-            .find(|k| k.state == KekState::Active.as_str());
-        match active {
+        match self.active_kek_row()? {
             Some(k) if !k.keystore.is_empty() && k.keystore != here => Err(VaultError::KeystoreUnavailable(format!(
                 "the deployment's active KEK v{} is in keystore {}, not in this instance's ({here}): restart with the current keystore configuration",
                 k.version, k.keystore

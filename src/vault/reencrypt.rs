@@ -147,12 +147,7 @@ impl Vault {
                 How::Rewrap(&sealed.dek)
             };
             let mv = self.plan_move(ns, keys, (&row.id, &row.name, row.revision), active, how)?;
-            let operation = if rekeying {
-                "record.rekey"
-            } else {
-                "record.rewrap"
-            };
-            let mut entry = actor.entry(operation, ns, row.name.clone());
+            let mut entry = actor.entry(move_operation(rekeying), ns, row.name.clone());
             entry.resident_tag = keys.tag.clone();
             match self.store().move_records(ns, &[mv], &entry) {
                 // Planned on a stale view of the masters: nothing moved; a later read moves it.
@@ -300,7 +295,7 @@ impl Vault {
                         self.commit_moves(
                             actor,
                             ns,
-                            "record.rekey",
+                            true,
                             &std::mem::take(&mut rekeys).moves,
                             done,
                         )?;
@@ -308,8 +303,8 @@ impl Vault {
                 }
             }
         }
-        self.commit_moves(actor, ns, "record.rewrap", &rewraps, done)?;
-        self.commit_moves(actor, ns, "record.rekey", &rekeys.moves, done)?;
+        self.commit_moves(actor, ns, false, &rewraps, done)?;
+        self.commit_moves(actor, ns, true, &rekeys.moves, done)?;
         seen.not_found = by_index.len() - found.len();
         Ok(ReencryptReport {
             moved: done.report.moved,
@@ -320,12 +315,13 @@ impl Vault {
         })
     }
 
-    /// Applies `moves` in one transaction with one audit entry, and counts them in `done`.
+    /// Applies `moves` (re-keys if `rekey`, else rewraps) in one transaction with one audit
+    /// entry, and counts them in `done`.
     fn commit_moves(
         &self,
         actor: &Actor,
         ns: &str,
-        operation: &str,
+        rekey: bool,
         moves: &[RecordMove],
         done: &mut Committed,
     ) -> Result<(), VaultError> {
@@ -335,9 +331,13 @@ impl Vault {
         let applied = self.store().move_records(
             ns,
             moves,
-            &actor.entry(operation, ns, format!("{} records", moves.len())),
+            &actor.entry(
+                move_operation(rekey),
+                ns,
+                format!("{} records", moves.len()),
+            ),
         )?;
-        if operation == "record.rekey" {
+        if rekey {
             done.report.rekeyed += applied;
         } else {
             done.report.moved += applied;
@@ -347,6 +347,15 @@ impl Vault {
         done.report.already_current += moves.len() - applied;
         done.ids.extend(moves.iter().map(|m| m.id.clone()));
         Ok(())
+    }
+}
+
+/// The audit operation of a move: a re-key (new DEK and body) or a rewrap (new DEK envelope).
+fn move_operation(rekey: bool) -> &'static str {
+    if rekey {
+        "record.rekey"
+    } else {
+        "record.rewrap"
     }
 }
 

@@ -33,8 +33,9 @@ fn ms(d: Duration) -> i64 {
 }
 
 impl Vault {
-    /// The active KEK's metadata (its creation date schedules the next rotation).
-    fn active_kek_row(&self) -> Result<Option<KekRow>, VaultError> {
+    /// The active KEK's metadata (its creation date schedules the next rotation; its keystore
+    /// is the deployment's).
+    pub(super) fn active_kek_row(&self) -> Result<Option<KekRow>, VaultError> {
         Ok(self
             .store()
             .keks()?
