@@ -3,15 +3,16 @@
 //! Dependencies point one way: `zkvault_core` (pure crypto) ← `keystore` ← `vault` (use cases,
 //! over `storage`) ← `http` (transport) and the `cli`. `policy` and `config` are plain data.
 
+pub mod app;
 pub mod config;
 pub mod duration;
+pub mod embedded;
 pub mod hardening;
 pub mod http;
 pub mod keystore;
 pub mod lockfile;
 pub mod policy;
 pub mod secret;
-pub mod service;
 pub mod storage;
 pub mod time;
 pub mod vault;

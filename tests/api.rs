@@ -440,7 +440,7 @@ async fn bad_input_is_refused_and_changes_nothing(db: TestDb) {
         let v = app.vault.clone();
         move || {
             v.create_credential(
-                &zkvault::vault::Actor::new("test", "test"),
+                &support::app::grant(&v, zkvault::vault::Role::Admin, None),
                 "all",
                 &[zkvault::vault::Role::Writer],
                 &[],

@@ -28,7 +28,7 @@ async fn entries(app: &TestApp) -> Vec<Value> {
         let v = app.vault.clone();
         move || {
             v.create_credential(
-                &zkvault::vault::Actor::new("test", "test"),
+                &support::app::grant(&v, zkvault::vault::Role::Admin, None),
                 "auditor",
                 &[zkvault::vault::Role::Auditor],
                 &[],
@@ -70,13 +70,14 @@ async fn traffic(app: &TestApp) {
     // tampers with or checkpoints the trail.
     let v = app.vault.clone();
     tokio::task::spawn_blocking(move || {
-        let filter = zkvault::storage::AuditFilter {
+        let filter = zkvault::vault::AuditQuery {
             operation: Some("access.writer".into()),
-            limit: 1,
+            limit: Some(1),
             ..Default::default()
         };
+        let auditor = support::app::grant(&v, zkvault::vault::Role::Auditor, None);
         for _ in 0..200 {
-            if !v.audit_page(&filter).unwrap().is_empty() {
+            if !v.audit_page(&auditor, &filter).unwrap().0.is_empty() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
@@ -217,7 +218,7 @@ async fn the_audit_api_pages_and_filters_for_auditors_only(db: TestDb) {
         let v = app.vault.clone();
         move || {
             v.create_credential(
-                &zkvault::vault::Actor::new("test", "test"),
+                &support::app::grant(&v, zkvault::vault::Role::Admin, None),
                 "auditor",
                 &[zkvault::vault::Role::Auditor],
                 &[],

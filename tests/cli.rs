@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use support::app::grant;
 use support::app::POLICY;
 use support::db::TestDb;
+use zkvault::config::Config;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::vault::{Actor, CacheTtls, Vault};
+use zkvault::vault::{AuditQuery, Role, Vault};
 
 struct Deployment {
     dir: tempfile::TempDir,
@@ -59,26 +61,14 @@ impl Deployment {
             .unwrap()
     }
 
-    fn vault(&self) -> Vault {
-        let store = zkvault::storage::Store::open(self.db.url(), 4).unwrap();
-        store.migrate().unwrap();
-        let keystore = SoftKeystore::open(
-            &self.path("keys.zks"),
-            &zkvault::secret::SecretString::new("cli test passphrase"),
-        )
-        .unwrap();
-        let policy = zkvault::policy::load_dir(&self.path("policy")).unwrap();
-        let ttl = Duration::from_secs(60);
-        Vault::open(
-            store,
-            Arc::new(keystore),
-            policy,
-            CacheTtls {
-                masters: ttl,
-                credentials: ttl,
-            },
-        )
-        .unwrap()
+    /// The deployment's configuration, as the CLI reads it.
+    fn config(&self) -> Config {
+        Config::load(Some(&self.path("zkvault.toml")), self.dir.path()).unwrap()
+    }
+
+    /// The vault this deployment's configuration builds.
+    fn vault(&self) -> Arc<Vault> {
+        zkvault::app::open_vault(&self.config(), false).unwrap()
     }
 }
 
@@ -241,8 +231,7 @@ fn audit_verify_exits_non_zero_and_names_the_tampered_entry() {
     for i in 0..5 {
         vault
             .put_record(
-                &zkvault::vault::Actor::new("test", "test"),
-                "rp",
+                &grant(&vault, Role::Writer, Some("rp")),
                 "R1",
                 &zkvault::vault::RecordWrite {
                     name: &format!("r{i}"),
@@ -276,12 +265,12 @@ fn audit_verify_exits_non_zero_and_names_the_tampered_entry() {
 #[test]
 fn with_read_auditing_off_only_successful_reads_go_unrecorded() {
     let d = Deployment::new(TestDb::sqlite());
-    let vault = d.vault().with_audit_reads(false);
-    let actor = zkvault::vault::Actor::new("test", "test");
+    let mut config = d.config();
+    config.audit_reads = false;
+    let vault = zkvault::app::open_vault(&config, false).unwrap();
     vault
         .put_record(
-            &actor,
-            "rp",
+            &grant(&vault, Role::Writer, Some("rp")),
             "R1",
             &zkvault::vault::RecordWrite {
                 name: "a",
@@ -291,15 +280,20 @@ fn with_read_auditing_off_only_successful_reads_go_unrecorded() {
             },
         )
         .unwrap();
-    vault.get_record(&actor, "rp", "R1", "a").unwrap();
-    assert!(vault.get_record(&actor, "rp", "R1", "absent").is_err());
-    let filter = zkvault::storage::AuditFilter {
-        limit: 1000,
+    vault
+        .get_record(&grant(&vault, Role::Reader, Some("rp")), "R1", "a")
+        .unwrap();
+    assert!(vault
+        .get_record(&grant(&vault, Role::Reader, Some("rp")), "R1", "absent")
+        .is_err());
+    let filter = AuditQuery {
+        limit: Some(1000),
         ..Default::default()
     };
     let ops: Vec<(String, String)> = vault
-        .audit_page(&filter)
+        .audit_page(&grant(&vault, Role::Auditor, None), &filter)
         .unwrap()
+        .0
         .into_iter()
         .map(|e| (e.operation, e.outcome))
         .collect();
@@ -316,7 +310,7 @@ fn put_one(vault: &Vault, ns: &str, id: &str) {
         precondition: &zkvault::vault::Precondition::None,
     };
     vault
-        .put_record(&Actor::new("test", "test"), ns, id, &write)
+        .put_record(&grant(vault, Role::Writer, Some(ns)), id, &write)
         .unwrap();
 }
 
@@ -345,14 +339,14 @@ fn bulk_reencryption_resumes_from_its_checkpoint() {
         put_one(&vault, "rp", id);
     }
     vault
-        .rotate_master("rp", &Actor::new("test", "test"))
+        .rotate_master(&grant(&vault, Role::Operator, Some("rp")))
         .unwrap();
     let file = ids.join("\n") + "\n";
     std::fs::write(d.path("ids.txt"), &file).unwrap();
     // An earlier run of this very job (namespace rp, to master v2, this file) was interrupted
     // after 25 lines, which it had moved.
     vault
-        .reencrypt(&Actor::new("test", "test"), "rp", &ids[..25])
+        .reencrypt(&grant(&vault, Role::Reencrypt, Some("rp")), &ids[..25])
         .unwrap();
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(file.as_bytes()));
     let checkpoint = d.path("ids.txt.rp.checkpoint");
@@ -399,7 +393,9 @@ fn a_checkpoint_never_applies_to_another_namespace_or_master() {
         put_one(&vault, "uin", id);
     }
     std::fs::write(d.path("ids.txt"), ids.join("\n") + "\n").unwrap();
-    vault.compromise_kek(&Actor::new("test", "test")).unwrap();
+    vault
+        .compromise_kek(&grant(&vault, Role::Operator, None))
+        .unwrap();
     // An interrupted rp job leaves its checkpoint behind; the uin job must not use it.
     let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
         (ids.join("\n") + "\n").as_bytes(),
@@ -421,7 +417,7 @@ fn a_checkpoint_never_applies_to_another_namespace_or_master() {
     // A checkpoint of the same namespace and file but an older target master (a rotation since)
     // does not apply either: the records it covered must move again.
     vault
-        .rotate_master("rp", &Actor::new("test", "test"))
+        .rotate_master(&grant(&vault, Role::Operator, Some("rp")))
         .unwrap();
     std::fs::write(
         d.path("ids.txt.rp.checkpoint"),
@@ -458,8 +454,7 @@ fn scheduler_applies_the_policy_when_due(db: TestDb) {
     };
     vault
         .put_record(
-            &zkvault::vault::Actor::new("test", "test"),
-            "rp",
+            &grant(&vault, Role::Writer, Some("rp")),
             "R1",
             &zkvault::vault::RecordWrite {
                 name: "a",
@@ -498,7 +493,7 @@ fn scheduler_applies_the_policy_when_due(db: TestDb) {
     );
     assert_eq!(
         &*vault
-            .get_record(&zkvault::vault::Actor::new("test", "test"), "rp", "R1", "a")
+            .get_record(&grant(&vault, Role::Reader, Some("rp")), "R1", "a")
             .unwrap()
             .body,
         b"x"
@@ -955,10 +950,10 @@ fn policy_plan_keeps_to_its_horizon() {
     let vault = d.vault();
     put_one(&vault, "rp", "R1");
     vault
-        .rotate_master("rp", &Actor::new("test", "test"))
+        .rotate_master(&grant(&vault, Role::Operator, Some("rp")))
         .unwrap();
     vault
-        .rotate_master("uin", &Actor::new("test", "test"))
+        .rotate_master(&grant(&vault, Role::Operator, Some("uin")))
         .unwrap();
     assert_eq!(
         vault
@@ -1066,12 +1061,15 @@ fn cli_runs_share_one_audit_chain_and_name_their_actor() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let vault = d.vault();
-    let filter = zkvault::storage::AuditFilter {
-        limit: 1000,
+    let filter = AuditQuery {
+        limit: Some(1000),
         operation: Some("master.rotate".into()),
         ..Default::default()
     };
-    let rows = vault.audit_page(&filter).unwrap();
+    let rows = vault
+        .audit_page(&grant(&vault, Role::Auditor, None), &filter)
+        .unwrap()
+        .0;
     assert!(
         rows.iter()
             .all(|r| r.chain == rows[0].chain && r.chain.starts_with("cli:")),
@@ -1123,12 +1121,15 @@ fn concurrent_cli_runs_never_fork_their_chain() {
         1,
         "{chains:?}"
     );
-    let filter = zkvault::storage::AuditFilter {
-        limit: 1000,
+    let filter = AuditQuery {
+        limit: Some(1000),
         operation: Some("credential.create".into()),
         ..Default::default()
     };
-    let rows = vault.audit_page(&filter).unwrap();
+    let rows = vault
+        .audit_page(&grant(&vault, Role::Auditor, None), &filter)
+        .unwrap()
+        .0;
     assert_eq!(rows.len(), 12);
     assert!(rows.iter().all(|r| r.chain.starts_with("cli:")), "{rows:?}");
 }
@@ -1141,9 +1142,11 @@ fn irreversible_key_commands_ask_first_and_dry_runs_change_nothing() {
     let vault = d.vault();
     put_one(&vault, "rp", "R1");
     vault
-        .rotate_master("rp", &Actor::new("test", "test"))
+        .rotate_master(&grant(&vault, Role::Operator, Some("rp")))
         .unwrap();
-    vault.rotate_kek(&Actor::new("test", "test")).unwrap();
+    vault
+        .rotate_kek(&grant(&vault, Role::Operator, None))
+        .unwrap();
     let keys = || cli_ok(&d, &["keys", "list"]);
     let before = keys();
 
@@ -1226,7 +1229,11 @@ fn irreversible_key_commands_ask_first_and_dry_runs_change_nothing() {
     assert_eq!(strip(&before), strip(&after), "nothing changed");
     assert_eq!(
         &*vault
-            .get_record(&Actor::new("test", "test"), "rp", "R1", "demographics")
+            .get_record(
+                &grant(&vault, Role::Reader, Some("rp")),
+                "R1",
+                "demographics"
+            )
             .unwrap()
             .body,
         b"{}"
@@ -1329,14 +1336,19 @@ fn exit_codes_name_the_failure_and_json_is_everywhere() {
 fn reencrypt_skips_invalid_ids_by_line_reports_shredded_and_stops_cleanly_on_sigint() {
     let d = Deployment::new(TestDb::sqlite());
     let vault = d.vault();
-    let actor = Actor::new("test", "test");
     put_one(&vault, "rp", "GONE1");
-    vault.rotate_master("rp", &actor).unwrap();
-    vault.destroy_master("rp", 1, true, &actor).unwrap();
+    vault
+        .rotate_master(&grant(&vault, Role::Operator, Some("rp")))
+        .unwrap();
+    vault
+        .destroy_master(&grant(&vault, Role::Operator, Some("rp")), 1, true)
+        .unwrap();
     for id in ["R00001", "R00002"] {
         put_one(&vault, "rp", id);
     }
-    vault.rotate_master("rp", &actor).unwrap();
+    vault
+        .rotate_master(&grant(&vault, Role::Operator, Some("rp")))
+        .unwrap();
     std::fs::write(
         d.path("ids.txt"),
         "R00001\nnot a resident id\nGONE1\n\nR00002\nsecret id 4930098371!\n",

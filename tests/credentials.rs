@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use support::app::{execute_sql, TestApp};
 use support::db::TestDb;
-use zkvault::vault::Actor;
+use zkvault::vault::Role;
 
 on_both_backends!(
     rotation_keeps_the_old_token_for_the_overlap_only,
@@ -47,7 +47,7 @@ async fn rotation_keeps_the_old_token_for_the_overlap_only(db: TestDb) {
     let id = old_id.clone();
     let successor = tokio::task::spawn_blocking(move || {
         v.rotate_credential(
-            &Actor::new("test", "rotation"),
+            &support::app::grant(&v, Role::Admin, None),
             &id,
             Duration::from_secs(3600),
         )
@@ -95,8 +95,12 @@ async fn rotation_keeps_the_old_token_for_the_overlap_only(db: TestDb) {
     let v = app.vault.clone();
     let id = successor.id.clone();
     let third = tokio::task::spawn_blocking(move || {
-        v.rotate_credential(&Actor::new("test", "rotation"), &id, Duration::ZERO)
-            .unwrap()
+        v.rotate_credential(
+            &support::app::grant(&v, Role::Admin, None),
+            &id,
+            Duration::ZERO,
+        )
+        .unwrap()
     })
     .await
     .unwrap();
@@ -106,10 +110,18 @@ async fn rotation_keeps_the_old_token_for_the_overlap_only(db: TestDb) {
     let v = app.vault.clone();
     tokio::task::spawn_blocking(move || {
         assert!(v
-            .rotate_credential(&Actor::new("test", "x"), "ffffffffffffffff", Duration::ZERO)
+            .rotate_credential(
+                &support::app::grant(&v, Role::Admin, None),
+                "ffffffffffffffff",
+                Duration::ZERO
+            )
             .is_err());
         assert!(v
-            .rotate_credential(&Actor::new("test", "x"), "../etc", Duration::ZERO)
+            .rotate_credential(
+                &support::app::grant(&v, Role::Admin, None),
+                "../etc",
+                Duration::ZERO
+            )
             .is_err());
     })
     .await

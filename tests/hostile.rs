@@ -17,6 +17,7 @@ use support::db::TestDb;
 use support::raw::{bearer, chunked, read_reply, request, send, Reply};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use zkvault::vault::Role;
 
 const ID: &str = "4930098371";
 const ORIGINAL: &[u8] = br#"{"name":"Asha","dob":"1990-01-01"}"#;
@@ -1376,7 +1377,7 @@ async fn audit_query_strings_are_strictly_checked(db: TestDb) {
         let v = app.vault.clone();
         move || {
             v.create_credential(
-                &zkvault::vault::Actor::new("test", "test"),
+                &support::app::grant(&v, Role::Admin, None),
                 "auditor",
                 &[zkvault::vault::Role::Auditor],
                 &[],
@@ -2147,7 +2148,7 @@ async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
         let v = app.vault.clone();
         move || {
             v.create_credential(
-                &zkvault::vault::Actor::new("test", "test"),
+                &support::app::grant(&v, Role::Admin, None),
                 "t",
                 &[
                     zkvault::vault::Role::Reencrypt,
@@ -2225,7 +2226,7 @@ async fn control_characters_in_paths_are_refused_before_audit(db: TestDb) {
 async fn an_unscoped_token(app: &TestApp, roles: &'static [zkvault::vault::Role]) -> String {
     let v = app.vault.clone();
     tokio::task::spawn_blocking(move || {
-        v.create_credential(&zkvault::vault::Actor::new("test", "test"), "t", roles, &[])
+        v.create_credential(&support::app::grant(&v, Role::Admin, None), "t", roles, &[])
             .unwrap()
             .token
             .expose()

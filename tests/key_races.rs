@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use support::app::grant;
 use support::app::{query_strings, TestApp};
 use support::db::TestDb;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::keystore::Keystore;
-use zkvault::vault::{Actor, CacheTtls, Vault, VaultError};
+use zkvault::vault::{Actor, Role, VaultError};
 
 on_both_backends!(
     kek_rotation_racing_destruction_never_resurrects_a_master,
@@ -43,28 +44,6 @@ async fn count(app: &TestApp, sql: &str) -> usize {
         .unwrap()[0]
         .parse()
         .unwrap()
-}
-
-/// A fresh vault over the same database and keystore file: what a restart sees.
-fn reopen(app: &TestApp) -> Vault {
-    let store = zkvault::storage::Store::open(app.db.url(), 4).unwrap();
-    let keystore = SoftKeystore::open(
-        &app.dir.path().join("keystore.zks"),
-        &zkvault::secret::SecretString::new("test passphrase"),
-    )
-    .unwrap();
-    let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
-    let ttl = Duration::from_secs(60);
-    Vault::open(
-        store,
-        Arc::new(keystore),
-        policy,
-        CacheTtls {
-            masters: ttl,
-            credentials: ttl,
-        },
-    )
-    .unwrap()
 }
 
 /// `POST /v1/keys/kek/rotate` in a loop beside `destroy?shred=true` of many masters used to
@@ -130,12 +109,16 @@ async fn kek_rotation_racing_destruction_never_resurrects_a_master(db: TestDb) {
     }
     let vault = tokio::task::spawn_blocking({
         let app = app.clone();
-        move || reopen(&app)
+        move || app.reopen()
     })
     .await
     .unwrap();
     for i in 0..MASTERS {
-        let got = vault.get_record(&Actor::new("test", "test"), "rp", ID, &format!("r{i}"));
+        let got = vault.get_record(
+            &grant(&vault, Role::Reader, Some("rp")),
+            ID,
+            &format!("r{i}"),
+        );
         assert!(
             matches!(got, Err(VaultError::Shredded)),
             "r{i} readable after a restart"
@@ -336,7 +319,9 @@ async fn keystore_migration_never_reuses_a_kek_version(db: TestDb) {
     let vault = app.vault.clone();
     let target_path = app.dir.path().join("target.zks");
     let report = tokio::task::spawn_blocking(move || {
-        vault.destroy_kek(1, &Actor::new("test", "test")).unwrap();
+        vault
+            .destroy_kek(&grant(&vault, Role::Operator, None), 1)
+            .unwrap();
         // The operator ran `keystore init` on the target first: it has a KEK v1 of its own.
         let target = SoftKeystore::create(
             &target_path,
@@ -346,7 +331,7 @@ async fn keystore_migration_never_reuses_a_kek_version(db: TestDb) {
         .unwrap();
         assert_eq!(target.create_kek().unwrap(), 1);
         vault
-            .migrate_keystore(&target, &Actor::new("test", "test"))
+            .migrate_keystore(&grant(&vault, Role::Operator, None), &target)
             .unwrap()
     })
     .await

@@ -12,7 +12,7 @@ use support::app::{execute_sql, query_strings, TestApp};
 use support::db::TestDb;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::keystore::{KekInfo, Keystore, KeystoreError};
-use zkvault::vault::{Actor, CacheTtls, Vault};
+use zkvault::vault::{Grant, Role, Vault};
 use zkvault_core::{Secret32, WrapContext};
 
 on_both_backends!(
@@ -26,6 +26,7 @@ on_both_backends!(
     traffic_continues_through_rotations_and_revocation,
     a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open,
     bulk_rekeying_commits_large_records_in_bounded_chunks,
+    the_served_app_runs_the_policy_scheduler,
 );
 
 /// A keystore that returns a bad wrap (e.g. an HSM that generates the GCM IV and reports
@@ -42,7 +43,7 @@ async fn a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open(db: TestDb
     });
     let before = app.vault.store().all_masters().unwrap();
     let vault = reopen(&app, faulty); // opening only unwraps, which the faulty keystore does right
-    let err = tokio::task::spawn_blocking(move || vault.rotate_kek(&actor()).err())
+    let err = tokio::task::spawn_blocking(move || vault.rotate_kek(&operator(&vault)).err())
         .await
         .unwrap();
     assert!(
@@ -66,8 +67,8 @@ async fn a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open(db: TestDb
 
 const IDS: [&str; 4] = ["4930098371", "4930098372", "4930098373", "4930098374"];
 
-fn actor() -> Actor {
-    Actor::new("test", "test")
+fn operator(vault: &Vault) -> Grant {
+    support::app::grant(vault, Role::Operator, None)
 }
 
 async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
@@ -429,9 +430,13 @@ async fn invalid_transitions_are_refused(db: TestDb) {
     post(&app, "/v1/ns/rp/masters/rotate", &op).await;
     read_all(&app).await; // all on v2 now; v1 empty
     let vault = app.vault.clone();
-    tokio::task::spawn_blocking(move || vault.retire_empty_masters(&actor()).unwrap())
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        vault
+            .retire_empty_masters(&zkvault::vault::Actor::new("test", "test"))
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert_eq!(
         post(&app, "/v1/ns/rp/masters/1/compromise", &op).await.0,
         StatusCode::CONFLICT,
@@ -495,27 +500,15 @@ impl Keystore for Failing {
     }
 }
 
-fn reopen(app: &TestApp, keystore: Arc<dyn Keystore>) -> Vault {
-    let store = zkvault::storage::Store::open(app.db.url(), 4).unwrap();
-    let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
-    Vault::open(
-        store,
-        keystore,
-        policy,
-        CacheTtls {
-            masters: Duration::from_secs(60),
-            credentials: Duration::from_secs(60),
-        },
-    )
-    .unwrap()
+fn reopen(app: &TestApp, keystore: Arc<dyn Keystore>) -> Arc<Vault> {
+    app.reopen_with(keystore).unwrap()
 }
 
 fn read_direct(vault: &Vault) {
     for (i, id) in IDS.iter().enumerate() {
         let r = vault
             .get_record(
-                &zkvault::vault::Actor::new("test", "test"),
-                "rp",
+                &support::app::grant(vault, Role::Reader, Some("rp")),
                 id,
                 "demographics",
             )
@@ -553,14 +546,14 @@ async fn kek_rotation_rewraps_masters_only_and_survives_a_crash(db: TestDb) {
         fail: false.into(),
         corrupt: false.into(),
     });
-    let vault = Arc::new(reopen(&app, failing.clone()));
+    let vault = reopen(&app, failing.clone());
 
     // Crash between "new KEK created" and "rewrap committed": every record stays readable.
     failing
         .fail
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let v = vault.clone();
-    let crashed = tokio::task::spawn_blocking(move || v.rotate_kek(&actor()))
+    let crashed = tokio::task::spawn_blocking(move || v.rotate_kek(&operator(&v)))
         .await
         .unwrap();
     failing
@@ -572,7 +565,7 @@ async fn kek_rotation_rewraps_masters_only_and_survives_a_crash(db: TestDb) {
 
     // Rerun: completes, and only masters and index keys were rewritten.
     let v = vault.clone();
-    let rotation = tokio::task::spawn_blocking(move || v.rotate_kek(&actor()).unwrap())
+    let rotation = tokio::task::spawn_blocking(move || v.rotate_kek(&operator(&v)).unwrap())
         .await
         .unwrap();
     assert_eq!(rotation.active, 3);
@@ -605,8 +598,8 @@ async fn kek_rotation_rewraps_masters_only_and_survives_a_crash(db: TestDb) {
     // The old KEKs can now be destroyed; the active one cannot.
     let v = vault.clone();
     tokio::task::spawn_blocking(move || {
-        v.destroy_kek(1, &actor()).unwrap();
-        assert!(v.destroy_kek(3, &actor()).is_err());
+        v.destroy_kek(&operator(&v), 1).unwrap();
+        assert!(v.destroy_kek(&operator(&v), 3).is_err());
     })
     .await
     .unwrap();
@@ -630,10 +623,13 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     );
     let vault = app.vault.clone();
     let t = target.clone();
-    let report =
-        tokio::task::spawn_blocking(move || vault.migrate_keystore(t.as_ref(), &actor()).unwrap())
-            .await
-            .unwrap();
+    let report = tokio::task::spawn_blocking(move || {
+        vault
+            .migrate_keystore(&operator(&vault), t.as_ref())
+            .unwrap()
+    })
+    .await
+    .unwrap();
     assert_eq!(report.rewrapped_masters, 2);
     let migrated = reopen(&app, target.clone());
     read_direct(&migrated);
@@ -675,14 +671,9 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     // retired by the migration — and record it as the deployment's active KEK, the target's
     // marked retired, before refusing.)
     let store = zkvault::storage::Store::open(app.db.url(), 2).unwrap();
-    let policy = zkvault::policy::load_dir(&app.dir.path().join("policy")).unwrap();
-    let ttl = CacheTtls {
-        masters: Duration::from_secs(1),
-        credentials: Duration::from_secs(1),
-    };
     let old = app.vault.keyring().keystore().clone();
     let (keks_before, old_keks_before) = (store.keks().unwrap(), old.list_keks().unwrap());
-    assert!(Vault::open(store.clone(), old.clone(), policy, ttl).is_err());
+    assert!(app.reopen_with(old.clone()).is_err());
     assert_eq!(
         store.keks().unwrap(),
         keks_before,
@@ -699,7 +690,9 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
             Arc::new(zkvault::keystore::pkcs11::Pkcs11Keystore::open(&cfg).unwrap());
         let h = hsm.clone();
         tokio::task::spawn_blocking(move || {
-            migrated.migrate_keystore(h.as_ref(), &actor()).unwrap()
+            migrated
+                .migrate_keystore(&operator(&migrated), h.as_ref())
+                .unwrap()
         })
         .await
         .unwrap();
@@ -707,7 +700,7 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
         read_direct(&on_hsm);
         let v = Arc::new(on_hsm);
         let v2 = v.clone();
-        tokio::task::spawn_blocking(move || v2.rotate_kek(&actor()).unwrap())
+        tokio::task::spawn_blocking(move || v2.rotate_kek(&operator(&v2)).unwrap())
             .await
             .unwrap();
         read_direct(&v);
@@ -727,7 +720,7 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
         let v = app.vault.clone();
         move || {
             v.create_credential(
-                &zkvault::vault::Actor::new("test", "test"),
+                &support::app::grant(&v, Role::Admin, None),
                 "victim",
                 &[zkvault::vault::Role::Reader],
                 &["rp".into()],
@@ -812,4 +805,61 @@ async fn traffic_continues_through_rotations_and_revocation(db: TestDb) {
     }
     assert!(total > 20, "clients made {total} requests");
     read_all(&app).await;
+}
+
+/// The app the tests serve is the one `serve` builds, scheduler included (it used to be built
+/// without one): a master whose rotation is due (created 100 days ago under a 90-day policy) is
+/// rotated by the scheduler within a few ticks, with no request asking for it.
+async fn the_served_app_runs_the_policy_scheduler(db: TestDb) {
+    let app = TestApp::start_configured(db, support::app::POLICY, |c| {
+        c.scheduler_tick = Duration::from_millis(200)
+    })
+    .await;
+    let old = zkvault::vault::now_ms() - 100 * 86_400_000;
+    support::app::execute_sql(
+        app.db.url(),
+        &format!("UPDATE masters SET created_at = {old} WHERE namespace = 'rp' AND version = 1"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: Value = app
+            .req(Method::GET, "/v1/keys", &app.tokens.operator, None)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rp = keys["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["namespace"] == "rp")
+            .unwrap();
+        let states: Vec<(i64, String)> = rp["masters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["version"].as_i64().unwrap(),
+                    m["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if states.contains(&(2, "active".into())) {
+            // v1 protects no record: the same passes retire it as soon as it is decrypt-only.
+            assert!(
+                states.contains(&(1, "decrypt_only".into()))
+                    || states.contains(&(1, "retired".into())),
+                "{states:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduler never rotated the due master: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde_json::json;
 use zkvault::vault::Role;
 
-use super::output::{cli_actor, emit, json_output};
+use super::output::{cli_grant, emit, json_output};
 use super::{config, exit, open_vault, Cli};
 
 #[derive(Subcommand)]
@@ -49,7 +49,7 @@ pub(super) fn run(cli: &Cli, command: &CredentialCommand) -> Result<()> {
                 .map(|r| Role::parse(r).ok_or_else(|| exit::fail(exit::Exit::Usage, format!("unknown role {r:?}: expected admin, writer, reader, reencrypt, operator or auditor"))))
                 .collect::<Result<Vec<_>>>()?;
             let issued = vault.create_credential(
-                &cli_actor("credential issued"),
+                &cli_grant(&vault, "credential issued", Role::Admin, None)?,
                 label,
                 &roles,
                 namespaces,
@@ -66,7 +66,7 @@ pub(super) fn run(cli: &Cli, command: &CredentialCommand) -> Result<()> {
             );
         }
         CredentialCommand::List => {
-            let list = vault.credentials().list()?;
+            let list = vault.list_credentials(&cli_grant(&vault, "", Role::Admin, None)?)?;
             emit(serde_json::to_value(&list)?, || {
                 list.iter()
                     .map(|c| serde_json::to_string(c).unwrap_or_default())
@@ -75,7 +75,11 @@ pub(super) fn run(cli: &Cli, command: &CredentialCommand) -> Result<()> {
             });
         }
         CredentialCommand::Rotate { id, overlap } => {
-            let issued = vault.rotate_credential(&cli_actor("credential rotated"), id, *overlap)?;
+            let issued = vault.rotate_credential(
+                &cli_grant(&vault, "credential rotated", Role::Admin, None)?,
+                id,
+                *overlap,
+            )?;
             // Report the expiry the old credential really has now, not the requested overlap.
             let expires = vault
                 .store()
@@ -99,9 +103,10 @@ pub(super) fn run(cli: &Cli, command: &CredentialCommand) -> Result<()> {
             );
         }
         CredentialCommand::Revoke { id } => {
-            vault
-                .credentials()
-                .revoke(&cli_actor("credential revoked"), id)?;
+            vault.revoke_credential(
+                &cli_grant(&vault, "credential revoked", Role::Admin, None)?,
+                id,
+            )?;
             emit(json!({"revoked": id}), || {
                 format!("credential {id} revoked")
             });

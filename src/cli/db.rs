@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
-use zkvault::service;
+use zkvault::app;
 
 use super::output::emit;
 use super::{config, Cli};
@@ -17,7 +17,7 @@ pub(super) enum DbCommand {
 pub(super) fn run(cli: &Cli, command: &DbCommand) -> Result<()> {
     match command {
         DbCommand::Migrate => {
-            service::open_store(&config(cli)?)?;
+            app::open_store(&config(cli)?)?;
             emit(json!({"migrated": true}), || "database migrated".into());
             Ok(())
         }

@@ -2,10 +2,10 @@
 //! The table is documented in README.md ("Exit codes"); scripts rely on it, so codes are never
 //! renumbered.
 
+use zkvault::app::StartupError;
 use zkvault::config::ConfigError;
 use zkvault::keystore::KeystoreError;
 use zkvault::policy::PolicyErrors;
-use zkvault::service::StartupError;
 use zkvault::storage::StorageError;
 use zkvault::vault::VaultError;
 

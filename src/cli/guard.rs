@@ -6,13 +6,19 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use zkvault::vault::{KeyOverview, Vault};
+use zkvault::vault::{KeyOverview, Role, Vault};
 
 use super::exit::{fail, Exit};
+use super::output::cli_grant;
+
+/// The key overview, as the local operator sees it.
+pub fn overview(vault: &Vault) -> Result<KeyOverview> {
+    Ok(vault.key_overview(&cli_grant(vault, "", Role::Operator, None)?)?)
+}
 
 /// What `keys destroy` would do to master `ns` v`version`.
 pub fn destroy(vault: &Vault, ns: &str, version: u32, shred: bool) -> Result<Value> {
-    let keys = vault.key_overview()?;
+    let keys = overview(vault)?;
     let m = keys
         .namespaces
         .iter()
@@ -37,7 +43,7 @@ pub fn destroy(vault: &Vault, ns: &str, version: u32, shred: bool) -> Result<Val
 
 /// What `keys destroy-kek` would do.
 pub fn destroy_kek(vault: &Vault, version: u32) -> Result<Value> {
-    let keys = vault.key_overview()?;
+    let keys = overview(vault)?;
     let kek = keys
         .keks
         .iter()
@@ -57,7 +63,7 @@ pub fn destroy_kek(vault: &Vault, version: u32) -> Result<Value> {
 
 /// What `keys compromise-kek` would do.
 pub fn compromise_kek(vault: &Vault) -> Result<Value> {
-    let keys = vault.key_overview()?;
+    let keys = overview(vault)?;
     let active = keys
         .keks
         .iter()
@@ -76,7 +82,7 @@ pub fn compromise_kek(vault: &Vault) -> Result<Value> {
 
 /// What `keystore migrate` would do.
 pub fn migrate(vault: &Vault, to: &std::path::Path) -> Result<Value> {
-    let keys = vault.key_overview()?;
+    let keys = overview(vault)?;
     let masters = keys
         .namespaces
         .iter()

@@ -3,7 +3,9 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::output::{cli_actor, emit_pretty};
+use zkvault::vault::Role;
+
+use super::output::{cli_grant, emit_pretty};
 use super::{config, guard, open_vault, Cli};
 
 #[derive(Subcommand)]
@@ -63,21 +65,33 @@ pub(super) enum KeysCommand {
 pub(super) fn run(cli: &Cli, command: &KeysCommand) -> Result<()> {
     let (vault, _) = open_vault(cli, &config(cli)?)?;
     let out = match command {
-        KeysCommand::List => serde_json::to_value(vault.key_overview()?)?,
-        KeysCommand::RotateKek => {
-            serde_json::to_value(vault.rotate_kek(&cli_actor("KEK rotation"))?)?
-        }
-        KeysCommand::RotateMaster { ns } => {
-            serde_json::to_value(vault.rotate_master(ns, &cli_actor("master rotation"))?)?
-        }
+        KeysCommand::List => serde_json::to_value(guard::overview(&vault)?)?,
+        KeysCommand::RotateKek => serde_json::to_value(vault.rotate_kek(&cli_grant(
+            &vault,
+            "KEK rotation",
+            Role::Operator,
+            None,
+        )?)?)?,
+        KeysCommand::RotateMaster { ns } => serde_json::to_value(vault.rotate_master(
+            &cli_grant(&vault, "master rotation", Role::Operator, Some(ns))?,
+        )?)?,
         KeysCommand::Compromise { ns, version } => serde_json::to_value(vault.compromise_master(
-            ns,
+            &cli_grant(
+                &vault,
+                "suspected master compromise",
+                Role::Operator,
+                Some(ns),
+            )?,
             *version,
-            &cli_actor("suspected master compromise"),
         )?)?,
         KeysCommand::CompromiseKek { dry_run: true } => guard::compromise_kek(&vault)?,
         KeysCommand::CompromiseKek { dry_run: false } => {
-            serde_json::to_value(vault.compromise_kek(&cli_actor("suspected KEK/HSM compromise"))?)?
+            serde_json::to_value(vault.compromise_kek(&cli_grant(
+                &vault,
+                "suspected KEK/HSM compromise",
+                Role::Operator,
+                None,
+            )?)?)?
         }
         KeysCommand::Destroy {
             ns,
@@ -100,10 +114,9 @@ pub(super) fn run(cli: &Cli, command: &KeysCommand) -> Result<()> {
                 )?;
             }
             serde_json::to_value(vault.destroy_master(
-                ns,
+                &cli_grant(&vault, "destruction", Role::Operator, Some(ns))?,
                 *version,
                 *shred,
-                &cli_actor("destruction"),
             )?)?
         }
         KeysCommand::DestroyKek {
@@ -117,7 +130,10 @@ pub(super) fn run(cli: &Cli, command: &KeysCommand) -> Result<()> {
             yes,
         } => {
             guard::confirm(&format!("Destroying KEK v{version}"), *yes)?;
-            vault.destroy_kek(*version, &cli_actor("KEK destruction"))?;
+            vault.destroy_kek(
+                &cli_grant(&vault, "KEK destruction", Role::Operator, None)?,
+                *version,
+            )?;
             serde_json::json!({"destroyed_kek": version})
         }
         KeysCommand::RunDue => {

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
+use zkvault::app;
 use zkvault::config::Config;
-use zkvault::service;
+use zkvault::vault::Role;
 
-use super::output::{cli_actor, emit, emit_pretty};
+use super::output::{cli_grant, emit, emit_pretty};
 use super::{config, embedded_layout, guard, open_vault, Cli};
 
 #[derive(Subcommand)]
@@ -35,9 +36,9 @@ pub(super) fn run(cli: &Cli, command: &KeystoreCommand) -> Result<()> {
                 return Ok(());
             }
             let target = Config::load(Some(to), &cli.data_dir)?;
-            let target = service::open_keystore(&target.keystore, true)?;
-            let report =
-                vault.migrate_keystore(target.as_ref(), &cli_actor("keystore migration"))?;
+            let target = app::open_keystore(&target.keystore, true)?;
+            let grant = cli_grant(&vault, "keystore migration", Role::Operator, None)?;
+            let report = vault.migrate_keystore(&grant, target.as_ref())?;
             emit_pretty(&report)?;
             eprintln!(
                 "now restart every instance with the keystore configuration of {}",
@@ -50,7 +51,7 @@ pub(super) fn run(cli: &Cli, command: &KeystoreCommand) -> Result<()> {
             if cli.config.is_none() {
                 embedded_layout(cli)?.prepare(&config)?;
             }
-            let keystore = service::open_keystore(&config.keystore, true)?;
+            let keystore = app::open_keystore(&config.keystore, true)?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
                 None => keystore.create_kek()?,

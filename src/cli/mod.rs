@@ -20,8 +20,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use zkvault::app;
 use zkvault::config::Config;
-use zkvault::service::{self, EmbeddedLayout};
+use zkvault::embedded::EmbeddedLayout;
 use zkvault::vault::Vault;
 
 #[derive(Parser)]
@@ -154,7 +155,6 @@ fn run(cli: &Cli) -> Result<()> {
             batch,
         } => reencrypt::run(
             &open_vault(cli, &config(cli)?)?.0,
-            &output::cli_actor("bulk re-encryption"),
             ns,
             ids,
             checkpoint.clone(),
@@ -194,13 +194,13 @@ fn host_name() -> String {
 /// here is removed again if the vault does not open, so no half-made one is left behind.
 fn open_vault(cli: &Cli, config: &Config) -> Result<(Arc<Vault>, Option<EmbeddedLayout>)> {
     if cli.config.is_some() {
-        return Ok((service::open_vault(config, false)?, None));
+        return Ok((app::open_vault(config, false)?, None));
     }
     let layout = embedded_layout(cli)?;
     let fresh = !layout.dir.exists();
     match layout
         .prepare(config)
-        .and_then(|()| service::open_vault(config, true))
+        .and_then(|()| app::open_vault(config, true))
     {
         Ok(vault) => Ok((vault, Some(layout))),
         Err(e) => {

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use anyhow::Result;
 use serde_json::Value;
-use zkvault::vault::Actor;
+use zkvault::vault::{Actor, Caller, Grant, Role, Vault};
 
 static ACTOR: OnceLock<String> = OnceLock::new();
 static JSON: OnceLock<bool> = OnceLock::new();
@@ -38,6 +38,11 @@ pub(super) fn emit_pretty(value: &impl serde::Serialize) -> Result<()> {
     let pretty = serde_json::to_string_pretty(&value)?;
     emit(value, || pretty);
     Ok(())
+}
+
+/// The vault's grant to this operator, acting locally as `role` (in `ns`) for `why`.
+pub(super) fn cli_grant(vault: &Vault, why: &str, role: Role, ns: Option<&str>) -> Result<Grant> {
+    Ok(vault.authorize(&Caller::local(cli_actor(why)), role, ns)?)
 }
 
 pub(super) fn cli_actor(why: &str) -> Actor {

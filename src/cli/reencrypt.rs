@@ -17,9 +17,10 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicBool, Ordering};
 use zeroize::Zeroizing;
 
-use zkvault::vault::{Actor, ReencryptReport, Vault, VaultError, MAX_REENCRYPT_IDS};
+use zkvault::vault::{ReencryptReport, Role, Vault, VaultError, MAX_REENCRYPT_IDS};
 
 use super::exit::{fail, Exit};
+use super::output::cli_grant;
 
 /// Which job a checkpoint belongs to, and how far it got.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,12 +87,12 @@ fn fingerprint(ids: &Path) -> Result<(u64, String)> {
 
 pub fn run(
     vault: &Vault,
-    actor: &Actor,
     ns: &str,
     ids: &Path,
     checkpoint: Option<PathBuf>,
     batch: usize,
 ) -> Result<()> {
+    let grant = cli_grant(vault, "bulk re-encryption", Role::Reencrypt, Some(ns))?;
     let batch = batch.clamp(1, MAX_REENCRYPT_IDS);
     let stdin = ids == Path::new("-");
     if stdin && checkpoint.is_some() {
@@ -164,7 +165,7 @@ pub fn run(
         }
         while !pending.is_empty() {
             let ids: Vec<&str> = pending.iter().map(|(_, s)| s.as_str()).collect();
-            match vault.reencrypt(actor, ns, &ids) {
+            match vault.reencrypt(&grant, &ids) {
                 Ok(r) => {
                     total_report.moved += r.moved;
                     total_report.rekeyed += r.rekeyed;

@@ -1,8 +1,6 @@
-//! `zkvault serve`: the HTTP service, its scheduler, and the embedded default's first run.
+//! `zkvault serve`: the HTTP service and the embedded default's first run.
 
 use anyhow::{Context, Result};
-use zkvault::http::{self, HttpSettings};
-use zkvault::vault::spawn_scheduler;
 
 use super::{config, open_vault, Cli};
 
@@ -28,18 +26,11 @@ pub(super) fn run(cli: &Cli) -> Result<()> {
             );
         }
     }
-    let settings = HttpSettings {
-        body_limit: config.body_limit,
-        argon2_concurrency: config.argon2_concurrency,
-        workers: config.workers,
-        max_connections: config.max_connections,
-    };
-    spawn_scheduler(vault.clone(), config.scheduler_tick);
     let sys = actix_web::rt::System::new();
     sys.block_on(async move {
-        let running = http::bind(vault, config.bind, &settings)
+        let service = zkvault::app::serve(vault, &config)
             .with_context(|| format!("cannot listen on {}", config.bind))?;
-        tracing::info!(addr = %running.addr, "zkvault listening");
-        running.server.await.context("server failed")
+        tracing::info!(addr = %service.addr, "zkvault listening");
+        service.server.await.context("server failed")
     })
 }

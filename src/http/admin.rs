@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::storage::AuditFilter;
-use crate::vault::{CredentialInfo, KeyOverview, Role};
+use crate::vault::{AuditQuery, CredentialInfo, KeyOverview, Role};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -40,12 +39,11 @@ pub async fn create_credential(
     caller: Caller,
     body: web::Json<NewCredential>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Admin, None)?;
+    let grant = caller.grant(&state.vault, Role::Admin, None)?;
     let body = body.into_inner();
     let vault = state.vault.clone();
-    let actor = caller.actor();
     let issued = blocking(move || {
-        vault.create_credential(&actor, &body.label, &body.roles, &body.namespaces)
+        vault.create_credential(&grant, &body.label, &body.roles, &body.namespaces)
     })
     .await?;
     Ok(HttpResponse::Created()
@@ -68,9 +66,9 @@ pub async fn list_credentials(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Admin, None)?;
+    let grant = caller.grant(&state.vault, Role::Admin, None)?;
     let vault = state.vault.clone();
-    let credentials = blocking(move || vault.credentials().list()).await?;
+    let credentials = blocking(move || vault.list_credentials(&grant)).await?;
     Ok(HttpResponse::Ok().json(CredentialList { credentials }))
 }
 
@@ -82,24 +80,23 @@ pub async fn revoke_credential(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Admin, None)?;
+    let grant = caller.grant(&state.vault, Role::Admin, None)?;
     let vault = state.vault.clone();
-    let actor = caller.actor();
-    blocking(move || vault.credentials().revoke(&actor, &id)).await?;
+    blocking(move || vault.revoke_credential(&grant, &id)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// KEK versions and, per namespace, each master's state and how many records it protects.
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = KeyOverview), (status = 401), (status = 403)))]
 pub async fn keys(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Operator, None)?;
+    let grant = caller.grant(&state.vault, Role::Operator, None)?;
     let vault = state.vault.clone();
-    Ok(HttpResponse::Ok().json(blocking(move || vault.key_overview()).await?))
+    Ok(HttpResponse::Ok().json(blocking(move || vault.key_overview(&grant)).await?))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct AuditQuery {
+pub struct AuditParams {
     /// Entries at or after this time (RFC 3339, or unix milliseconds).
     since: Option<String>,
     /// Entries before this time (RFC 3339, or unix milliseconds).
@@ -145,58 +142,25 @@ pub struct AuditPage {
 }
 
 /// Page through the audit trail, oldest first.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
     responses((status = 200, body = AuditPage), (status = 400), (status = 401), (status = 403)))]
 pub async fn audit(
     state: web::Data<AppState>,
     caller: Caller,
-    query: web::Query<AuditQuery>,
+    query: web::Query<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Auditor, None)?;
+    let grant = caller.grant(&state.vault, Role::Auditor, None)?;
     let q = query.into_inner();
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be 1-1000"));
-    }
-    if q.after.is_some_and(|a| a < 0) {
-        return Err(ApiError::bad_request(
-            "after must be a `next` value (0 or more)",
-        ));
-    }
-    // Filters are compared with stored text: NUL and other control bytes cannot be stored
-    // (PostgreSQL refuses them), so they are bad input, not a backend error.
-    for (name, value) in [("operation", &q.operation), ("credential", &q.credential)] {
-        if value.as_ref().is_some_and(|v| {
-            v.is_empty() || v.len() > 128 || !v.bytes().all(|b| (0x20..0x7f).contains(&b))
-        }) {
-            return Err(ApiError::bad_request(format!(
-                "{name} must be 1-128 visible ASCII characters"
-            )));
-        }
-    }
-    let instant = |name: &str, v: Option<&String>| {
-        v.map(|v| {
-            crate::time::parse_instant(v).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "{name} must be an RFC 3339 time or unix milliseconds"
-                ))
-            })
-        })
-        .transpose()
-    };
-    let filter = AuditFilter {
-        since: instant("since", q.since.as_ref())?,
-        until: instant("until", q.until.as_ref())?,
+    let query = AuditQuery {
+        since: q.since,
+        until: q.until,
         operation: q.operation,
         actor: q.credential,
-        after_id: q.after.unwrap_or(0),
-        limit,
+        after: q.after,
+        limit: q.limit,
     };
     let vault = state.vault.clone();
-    let rows = blocking(move || vault.audit_page(&filter)).await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.id))
-        .flatten();
+    let (rows, next) = blocking(move || vault.audit_page(&grant, &query)).await?;
     let entries = rows
         .into_iter()
         .map(|r| AuditEntryView {

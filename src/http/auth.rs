@@ -5,12 +5,11 @@
 //! flood of bad tokens cannot starve the CPU. A request waits at most [`ARGON2_QUEUE_WAIT`] for
 //! its turn, then answers 503 with `Retry-After`: a flood cannot build a queue without bound.
 //!
-//! Every refusal here or in [`Caller::require`] is counted for the audit trail under bounded
-//! values only (see `vault::refusals`): a refused request never writes a row of its own.
+//! A refused authentication is counted for the audit trail under bounded values only (see
+//! `vault::refusals`), as the vault counts the refusals of its authorization.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
@@ -19,9 +18,8 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::policy::valid_namespace_name;
 use crate::secret::SecretString;
-use crate::vault::{Actor, Credentials, Principal, Refusal, Role, Vault, VaultError};
+use crate::vault::{self, Credentials, Grant, Refusal, Role, Vault};
 
 /// Longest wait for an Argon2 verification slot before answering 503. Long enough for a burst
 /// of first uses of fresh tokens on a loaded host (each run takes ~50-300 ms), short enough that
@@ -32,21 +30,15 @@ pub const ARGON2_QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// unverified token is the caller's invention and must not become a key.
 const ANONYMOUS: &str = "anonymous";
 
-/// The authenticated caller of a request, and the request's id (for the audit trail).
-pub struct Caller {
-    pub principal: Arc<Principal>,
-    request_id: String,
-    route: String,
-    /// The raw path had a `%`: valid namespaces and record names never need one.
-    encoded_path: bool,
-    vault: Arc<Vault>,
-}
+/// The authenticated caller of a request. What it may do is the vault's decision
+/// ([`Caller::grant`] asks it).
+pub struct Caller(vault::Caller);
 
 /// What the request is, for counting its refusal: its id, route pattern and raw path shape.
 struct RequestFacts {
     request_id: String,
     route: String,
-    encoded_path: bool,
+    escaped_path: bool,
     namespace: Option<String>,
 }
 
@@ -59,64 +51,16 @@ impl RequestFacts {
                 .map(|r| r.0.clone())
                 .unwrap_or_default(),
             route: req.match_pattern().unwrap_or_else(|| "unmatched".into()),
-            encoded_path: req.uri().path().contains('%'),
+            escaped_path: req.uri().path().contains('%'),
             namespace: req.match_info().get("ns").map(str::to_owned),
         }
     }
 }
 
-/// `ns` if it is a namespace of the policy, else nothing: only those may key a refusal.
-fn known(vault: &Vault, ns: Option<&str>) -> String {
-    ns.filter(|ns| vault.policy().namespace(ns).is_some())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 impl Caller {
-    /// Allows the call, or refuses it and counts the refusal. For a namespaced call the
-    /// namespace is checked first, the same way on every route: no percent-encoding (one
-    /// spelling per namespace; `%00` would decode to NUL), the policy's name pattern (which
-    /// also excludes control and format characters and bounds the length); then the role and
-    /// the credential's namespace scope (403); then known to the policy (404).
-    pub fn require(&self, role: Role, ns: Option<&str>) -> Result<(), ApiError> {
-        let check = || {
-            if let Some(ns) = ns {
-                if self.encoded_path {
-                    return Err(VaultError::BadInput(
-                        "percent-encoding is not allowed in namespace and record paths".into(),
-                    ));
-                }
-                if !valid_namespace_name(ns) {
-                    return Err(VaultError::BadInput(format!(
-                        "namespace must match {}",
-                        crate::policy::NAMESPACE_PATTERN
-                    )));
-                }
-            }
-            self.principal.require(role, ns)?;
-            match ns {
-                Some(ns) if self.vault.policy().namespace(ns).is_none() => {
-                    Err(VaultError::UnknownNamespace)
-                }
-                _ => Ok(()),
-            }
-        };
-        check().map_err(|e| {
-            let key = Refusal {
-                actor: self.principal.id.clone(),
-                operation: format!("access.{}", role.as_str()),
-                route: self.route.clone(),
-                namespace: known(&self.vault, ns),
-                outcome: e.code(),
-            };
-            self.vault.record_refusal(key, &self.request_id);
-            e.into()
-        })
-    }
-
-    /// Who is asking, for the vault's audit entries.
-    pub fn actor(&self) -> Actor {
-        Actor::request(self.principal.id.clone(), self.request_id.clone())
+    /// The vault's permission to act as `role` in `ns` (or deployment-wide), or its refusal.
+    pub fn grant(&self, vault: &Vault, role: Role, ns: Option<&str>) -> Result<Grant, ApiError> {
+        Ok(vault.authorize(&self.0, role, ns)?)
     }
 }
 
@@ -177,19 +121,18 @@ impl FromRequest for Caller {
                 blocking(move || v.credentials().verify(token.expose())).await
             };
             match verified.await {
-                Ok(principal) => Ok(Caller {
+                Ok(principal) => Ok(Caller(vault::Caller::credential(
                     principal,
-                    request_id: facts.request_id,
-                    route: facts.route,
-                    encoded_path: facts.encoded_path,
-                    vault,
-                }),
+                    facts.request_id,
+                    facts.route,
+                    facts.escaped_path,
+                ))),
                 Err(e) => {
                     let key = Refusal {
                         actor: ANONYMOUS.into(),
                         operation: "access.authenticate".into(),
                         route: facts.route,
-                        namespace: known(&vault, facts.namespace.as_deref()),
+                        namespace: vault.known_namespace(facts.namespace.as_deref()),
                         outcome: e.code(),
                     };
                     vault.record_refusal(key, &facts.request_id);

@@ -6,14 +6,7 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::vault::{Actor, CompromiseReport, DestroyReport, KekRotation, MasterRotation, Role};
-
-fn actor(caller: &Caller, what: &str) -> Actor {
-    Actor {
-        why: format!("{what} requested through the API"),
-        ..caller.actor()
-    }
-}
+use crate::vault::{CompromiseReport, DestroyReport, KekRotation, MasterRotation, Role};
 
 /// New KEK version in the keystore; every master and index key rewrapped; the old KEK retired.
 #[utoipa::path(post, path = "/v1/keys/kek/rotate", tag = "keys",
@@ -22,10 +15,9 @@ pub async fn rotate_kek(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Operator, None)?;
+    let grant = caller.grant(&state.vault, Role::Operator, None)?;
     let vault = state.vault.clone();
-    let actor = actor(&caller, "KEK rotation");
-    Ok(HttpResponse::Ok().json(blocking(move || vault.rotate_kek(&actor)).await?))
+    Ok(HttpResponse::Ok().json(blocking(move || vault.rotate_kek(&grant)).await?))
 }
 
 /// New active derivation master; the previous one becomes decrypt-only.
@@ -36,10 +28,9 @@ pub async fn rotate_master(
     caller: Caller,
     ns: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Role::Operator, Some(&ns))?;
+    let grant = caller.grant(&state.vault, Role::Operator, Some(&ns))?;
     let vault = state.vault.clone();
-    let actor = actor(&caller, "master rotation");
-    Ok(HttpResponse::Ok().json(blocking(move || vault.rotate_master(&ns, &actor)).await?))
+    Ok(HttpResponse::Ok().json(blocking(move || vault.rotate_master(&grant)).await?))
 }
 
 /// Mark master v compromised: rotate if active, report records at risk, re-key them first.
@@ -51,11 +42,9 @@ pub async fn compromise_master(
     path: web::Path<(String, u32)>,
 ) -> Result<HttpResponse, ApiError> {
     let (ns, version) = path.into_inner();
-    caller.require(Role::Operator, Some(&ns))?;
+    let grant = caller.grant(&state.vault, Role::Operator, Some(&ns))?;
     let vault = state.vault.clone();
-    let actor = actor(&caller, "compromise response");
-    Ok(HttpResponse::Ok()
-        .json(blocking(move || vault.compromise_master(&ns, version, &actor)).await?))
+    Ok(HttpResponse::Ok().json(blocking(move || vault.compromise_master(&grant, version)).await?))
 }
 
 #[derive(Deserialize)]
@@ -76,17 +65,9 @@ pub async fn destroy_master(
     query: web::Query<DestroyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (ns, version) = path.into_inner();
-    caller.require(Role::Operator, Some(&ns))?;
+    let grant = caller.grant(&state.vault, Role::Operator, Some(&ns))?;
     let vault = state.vault.clone();
-    let actor = actor(
-        &caller,
-        if query.shred {
-            "destruction with shredding"
-        } else {
-            "destruction"
-        },
-    );
     let shred = query.shred;
     Ok(HttpResponse::Ok()
-        .json(blocking(move || vault.destroy_master(&ns, version, shred, &actor)).await?))
+        .json(blocking(move || vault.destroy_master(&grant, version, shred)).await?))
 }

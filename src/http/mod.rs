@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod contract;
+mod data_plane;
 mod error;
 mod keys;
 mod limits;
@@ -17,16 +18,19 @@ use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
 
+pub use data_plane::DataPlane;
 pub use error::ApiError;
 pub use ops::ApiDoc;
 pub use records::RESIDENT_ID;
 use telemetry::Metrics;
 
-use crate::vault::{Vault, REFUSAL_INTERVAL, SYNC_INTERVAL};
+use crate::vault::Vault;
 
 /// Shared by every worker.
 pub struct AppState {
     pub vault: Arc<Vault>,
+    /// The record use cases: the vault, or a benchmark's stand-in for it.
+    data_plane: Arc<dyn DataPlane>,
     pub body_limit: usize,
     argon2_permits: tokio::sync::Semaphore,
     metrics: Metrics,
@@ -161,18 +165,20 @@ pub struct RunningServer {
 }
 
 /// Binds `addr` (port 0 picks a free one) and builds the server; the caller awaits or spawns
-/// `server`. Also starts the revocation sync that bounds cross-instance revocation to < 1 s.
+/// `server`. The background work beside it is the composition root's (`app::serve`).
 pub fn bind(
     vault: Arc<Vault>,
+    data_plane: Arc<dyn DataPlane>,
     addr: SocketAddr,
     settings: &HttpSettings,
 ) -> std::io::Result<RunningServer> {
     let state = web::Data::new(AppState {
-        vault: vault.clone(),
+        openapi: contract::document(vault.policy()),
+        vault,
+        data_plane,
         body_limit: settings.body_limit,
         argon2_permits: tokio::sync::Semaphore::new(settings.argon2_concurrency),
         metrics: Metrics::new(),
-        openapi: contract::document(vault.policy()),
     });
     let listener = TcpListener::bind(addr)?;
     let addr = listener.local_addr()?;
@@ -194,50 +200,9 @@ pub fn bind(
         .max_connections(settings.max_connections.div_ceil(workers).max(1));
     let server = server.listen(listener)?.run();
     let handle = server.handle();
-    spawn_refusal_flush(&vault);
-    spawn_cache_sync(vault);
     Ok(RunningServer {
         addr,
         handle,
         server,
     })
-}
-
-/// Appends the counted refusals every [`REFUSAL_INTERVAL`] (see `vault::refusals`); the last
-/// ones are appended when the vault is dropped.
-fn spawn_refusal_flush(vault: &Arc<Vault>) {
-    let weak = Arc::downgrade(vault);
-    std::thread::Builder::new()
-        .name("refusal-flush".into())
-        .spawn(move || loop {
-            std::thread::sleep(REFUSAL_INTERVAL);
-            let Some(vault) = weak.upgrade() else { return };
-            vault.flush_refusals();
-        })
-        .expect("spawn refusal flush thread");
-}
-
-/// Keeps this instance's caches no staler than a second behind changes made anywhere (another
-/// instance, the CLI): key rows every 250 ms (cached masters and index keys are dropped when
-/// they changed), revoked or expired credentials every 500 ms.
-fn spawn_cache_sync(vault: Arc<Vault>) {
-    let weak = Arc::downgrade(&vault);
-    drop(vault);
-    std::thread::Builder::new()
-        .name("cache-sync".into())
-        .spawn(move || {
-            for tick in 0u64.. {
-                std::thread::sleep(SYNC_INTERVAL);
-                let Some(vault) = weak.upgrade() else { return };
-                if let Err(e) = vault.keyring().sync() {
-                    tracing::warn!(error = %e, "key cache sync failed; retrying");
-                }
-                if tick % 2 == 1 {
-                    if let Err(e) = vault.credentials().sync_revocations() {
-                        tracing::warn!(error = %e, "revocation sync failed; retrying");
-                    }
-                }
-            }
-        })
-        .expect("spawn cache sync thread");
 }

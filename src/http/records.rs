@@ -1,19 +1,25 @@
 //! Data-plane endpoints. Transport only: headers and bodies in, a vault call, a response out.
 //! The resident ID is read from the `Resident-Id` header and handed straight to the vault.
 
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
 use actix_web::http::header::{
     HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH,
 };
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
-use super::AppState;
-use crate::vault::{Precondition, RecordWrite, ReencryptReport, Role, VaultError};
+use super::{AppState, DataPlane};
+use crate::vault::{Grant, Precondition, RecordWrite, ReencryptReport, Role, VaultError};
 
 pub const RESIDENT_ID: &str = "Resident-Id";
 /// `reencrypt`'s JSON limit: 1,000 resident IDs of 64 characters, quoted and comma-separated,
@@ -43,6 +49,70 @@ fn resident_id(req: &HttpRequest) -> Result<Zeroizing<String>, ApiError> {
     let raw = single_header(req.headers(), RESIDENT_ID)?
         .ok_or_else(|| ApiError::bad_request("the Resident-Id header is required"))?;
     Ok(Zeroizing::new(raw.to_owned()))
+}
+
+/// The role a resident data-plane route needs.
+pub trait RouteRole {
+    const ROLE: Role;
+}
+/// `GET`s: role `reader`.
+pub struct Read;
+/// `PUT`s and `DELETE`s: role `writer`.
+pub struct Write;
+impl RouteRole for Read {
+    const ROLE: Role = Role::Reader;
+}
+impl RouteRole for Write {
+    const ROLE: Role = Role::Writer;
+}
+
+/// What every call about one resident shares: the vault's grant for the route's role in the
+/// path's namespace, then the `Resident-Id` header (authorization first, so a caller without
+/// access learns nothing from the header checks).
+pub struct ResidentCall<R> {
+    grant: Grant,
+    id: Zeroizing<String>,
+    data_plane: Arc<dyn DataPlane>,
+    role: PhantomData<R>,
+}
+
+impl<R: RouteRole + 'static> FromRequest for ResidentCall<R> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = Caller::from_request(req, payload);
+        let req = req.clone();
+        Box::pin(async move {
+            let caller = caller.await?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .expect("AppState is registered");
+            let grant = caller.grant(&state.vault, R::ROLE, req.match_info().get("ns"))?;
+            Ok(ResidentCall {
+                grant,
+                id: resident_id(&req)?,
+                data_plane: state.data_plane.clone(),
+                role: PhantomData,
+            })
+        })
+    }
+}
+
+impl<R> ResidentCall<R> {
+    /// Runs the use case off the executor with the grant and the raw resident ID.
+    async fn run<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&dyn DataPlane, &Grant, &str) -> Result<T, VaultError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let ResidentCall {
+            grant,
+            id,
+            data_plane,
+            ..
+        } = self;
+        blocking(move || f(data_plane.as_ref(), &grant, &id)).await
+    }
 }
 
 fn precondition(req: &HttpRequest) -> Result<Precondition, ApiError> {
@@ -129,17 +199,6 @@ async fn read_body(
     Ok(body)
 }
 
-/// The namespace's record size limit, capped by the server's body limit.
-fn body_limit(state: &AppState, ns: &str) -> Result<usize, ApiError> {
-    let ns_limit = state
-        .vault
-        .policy()
-        .namespace(ns)
-        .ok_or(VaultError::UnknownNamespace)?
-        .max_record_bytes;
-    Ok(ns_limit.min(state.body_limit))
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PutResponse {
     name: String,
@@ -161,30 +220,31 @@ pub struct PutResponse {
         (status = 412)))]
 pub async fn put_record(
     state: web::Data<AppState>,
-    caller: Caller,
+    call: ResidentCall<Write>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (ns, name) = path.into_inner();
-    caller.require(Role::Writer, Some(&ns))?;
-    let id = resident_id(&req)?;
+    let (_, name) = path.into_inner();
     let precondition = precondition(&req)?;
     let content_type = content_type(&req)?;
-    let body = read_body(&req, payload, body_limit(&state, &ns)?).await?;
-    let vault = state.vault.clone();
+    let limit = state
+        .vault
+        .max_record_bytes(&call.grant)?
+        .min(state.body_limit);
+    let body = read_body(&req, payload, limit).await?;
     let name2 = name.clone();
-    let actor = caller.actor();
-    let out = blocking(move || {
-        let write = RecordWrite {
-            name: &name2,
-            content_type: &content_type,
-            body: &body,
-            precondition: &precondition,
-        };
-        vault.put_record(&actor, &ns, &id, &write)
-    })
-    .await?;
+    let out = call
+        .run(move |vault, grant, id| {
+            let write = RecordWrite {
+                name: &name2,
+                content_type: &content_type,
+                body: &body,
+                precondition: &precondition,
+            };
+            vault.put_record(grant, id, &write)
+        })
+        .await?;
     let status = if out.created {
         StatusCode::CREATED
     } else {
@@ -209,17 +269,13 @@ pub async fn put_record(
             headers(("ETag" = String), ("Record-Revision" = i64, description = "1 for a new record, +1 per replace"))),
         (status = 410)))]
 pub async fn get_record(
-    state: web::Data<AppState>,
-    caller: Caller,
+    call: ResidentCall<Read>,
     path: web::Path<(String, String)>,
-    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (ns, name) = path.into_inner();
-    caller.require(Role::Reader, Some(&ns))?;
-    let id = resident_id(&req)?;
-    let vault = state.vault.clone();
-    let actor = caller.actor();
-    let mut record = blocking(move || vault.get_record(&actor, &ns, &id, &name)).await?;
+    let (_, name) = path.into_inner();
+    let mut record = call
+        .run(move |vault, grant, id| vault.get_record(grant, id, &name))
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, record.content_type))
         .insert_header((ETAG, format!("\"{}\"", record.etag)))
@@ -233,13 +289,11 @@ pub async fn get_record(
     params(("ns" = String, Path), ("name" = String, Path), ("Resident-Id" = String, Header)),
     responses((status = 204)))]
 pub async fn delete_record(
-    state: web::Data<AppState>,
-    caller: Caller,
+    call: ResidentCall<Write>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (ns, name) = path.into_inner();
-    caller.require(Role::Writer, Some(&ns))?;
+    let (_, name) = path.into_inner();
     // A DELETE is unconditional. A precondition is refused rather than ignored: a client that
     // sent one expects a record changed meanwhile to survive.
     if !matches!(precondition(&req)?, Precondition::None) {
@@ -247,10 +301,8 @@ pub async fn delete_record(
             "DELETE takes no If-Match or If-None-Match",
         ));
     }
-    let id = resident_id(&req)?;
-    let vault = state.vault.clone();
-    let actor = caller.actor();
-    blocking(move || vault.delete_record(&actor, &ns, &id, &name)).await?;
+    call.run(move |vault, grant, id| vault.delete_record(grant, id, &name))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -274,18 +326,10 @@ pub struct RecordList {
 #[utoipa::path(get, path = "/v1/ns/{ns}/records", tag = "records",
     params(("ns" = String, Path), ("Resident-Id" = String, Header)),
     responses((status = 200, body = RecordList)))]
-pub async fn list_records(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let ns = path.into_inner();
-    caller.require(Role::Reader, Some(&ns))?;
-    let id = resident_id(&req)?;
-    let vault = state.vault.clone();
-    let actor = caller.actor();
-    let metas = blocking(move || vault.list_records(&actor, &ns, &id)).await?;
+pub async fn list_records(call: ResidentCall<Read>) -> Result<HttpResponse, ApiError> {
+    let metas = call
+        .run(|vault, grant, id| vault.list_records(grant, id))
+        .await?;
     let records = metas
         .into_iter()
         .map(|m| RecordEntry {
@@ -311,18 +355,10 @@ pub struct Erased {
 #[utoipa::path(delete, path = "/v1/ns/{ns}/resident", tag = "records",
     params(("ns" = String, Path), ("Resident-Id" = String, Header)),
     responses((status = 200, body = Erased)))]
-pub async fn erase_resident(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
-    req: HttpRequest,
-) -> Result<HttpResponse, ApiError> {
-    let ns = path.into_inner();
-    caller.require(Role::Writer, Some(&ns))?;
-    let id = resident_id(&req)?;
-    let vault = state.vault.clone();
-    let actor = caller.actor();
-    let erased = blocking(move || vault.erase_resident(&actor, &ns, &id)).await?;
+pub async fn erase_resident(call: ResidentCall<Write>) -> Result<HttpResponse, ApiError> {
+    let erased = call
+        .run(|vault, grant, id| vault.erase_resident(grant, id))
+        .await?;
     Ok(HttpResponse::Ok().json(Erased { erased }))
 }
 
@@ -352,11 +388,9 @@ pub async fn reencrypt(
     path: web::Path<String>,
     body: web::Json<ReencryptRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let ns = path.into_inner();
-    caller.require(Role::Reencrypt, Some(&ns))?;
+    let grant = caller.grant(&state.vault, Role::Reencrypt, Some(&path))?;
     let vault = state.vault.clone();
     let request = body.into_inner();
-    let actor = caller.actor();
     Ok(HttpResponse::Ok()
-        .json(blocking(move || vault.reencrypt(&actor, &ns, &request.resident_ids)).await?))
+        .json(blocking(move || vault.reencrypt(&grant, &request.resident_ids)).await?))
 }

@@ -10,8 +10,67 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 use zkvault_core::{KeyKind, WrapContext};
 
-use super::{now_ms, Vault, VaultError};
+use super::{now_ms, Grant, Role, Vault, VaultError};
 use crate::storage::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
+
+/// What an auditor asks for, as given: checked by [`AuditQuery::filter`].
+#[derive(Debug, Default)]
+pub struct AuditQuery {
+    /// Entries at or after this time (RFC 3339, or unix milliseconds).
+    pub since: Option<String>,
+    /// Entries before this time.
+    pub until: Option<String>,
+    pub operation: Option<String>,
+    /// A credential id (or `cli:<user>`, `scheduler`, `system`).
+    pub actor: Option<String>,
+    /// The previous page's `next`.
+    pub after: Option<i64>,
+    /// Page size, 1-1000 (default 100).
+    pub limit: Option<i64>,
+}
+
+impl AuditQuery {
+    fn filter(&self) -> Result<AuditFilter, VaultError> {
+        let bad = |why: &str| VaultError::BadInput(why.to_owned());
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(bad("limit must be 1-1000"));
+        }
+        if self.after.is_some_and(|a| a < 0) {
+            return Err(bad("after must be a `next` value (0 or more)"));
+        }
+        // Filters are compared with stored text: NUL and other control bytes cannot be stored
+        // (PostgreSQL refuses them), so they are bad input, not a backend error.
+        for (name, value) in [("operation", &self.operation), ("credential", &self.actor)] {
+            if value.as_ref().is_some_and(|v| {
+                v.is_empty() || v.len() > 128 || !v.bytes().all(|b| (0x20..0x7f).contains(&b))
+            }) {
+                return Err(bad(&format!(
+                    "{name} must be 1-128 visible ASCII characters"
+                )));
+            }
+        }
+        let instant = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|v| {
+                    crate::time::parse_instant(v).ok_or_else(|| {
+                        bad(&format!(
+                            "{name} must be an RFC 3339 time or unix milliseconds"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        Ok(AuditFilter {
+            since: instant("since", &self.since)?,
+            until: instant("until", &self.until)?,
+            operation: self.operation.clone(),
+            actor: self.actor.clone(),
+            after_id: self.after.unwrap_or(0),
+            limit,
+        })
+    }
+}
 
 /// Who asked, in which request, and why: the header of every audit entry.
 #[derive(Debug, Clone, Default)]
@@ -154,9 +213,19 @@ impl Vault {
         }
     }
 
-    /// A page of the trail for `GET /v1/audit`.
-    pub fn audit_page(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, VaultError> {
-        Ok(self.store().audit_page(filter)?)
+    /// A page of the trail, oldest first, and where the next page starts (none after the last).
+    pub fn audit_page(
+        &self,
+        grant: &Grant,
+        query: &AuditQuery,
+    ) -> Result<(Vec<AuditRow>, Option<i64>), VaultError> {
+        grant.check(Role::Auditor)?;
+        let filter = query.filter()?;
+        let rows = self.store().audit_page(&filter)?;
+        let next = (rows.len() as i64 == filter.limit)
+            .then(|| rows.last().map(|r| r.id))
+            .flatten();
+        Ok((rows, next))
     }
 
     /// MACs every chain head with the active KEK and stores it as a checkpoint, so a rewrite of

@@ -15,7 +15,7 @@ use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{now_ms, Actor, EntryExt, Vault, VaultError};
+use super::{now_ms, Actor, EntryExt, Grant, Vault, VaultError};
 use crate::secret::SecretString;
 use crate::storage::{CredentialRow, Store};
 
@@ -298,7 +298,7 @@ impl Credentials {
         })
     }
 
-    pub fn list(&self) -> Result<Vec<CredentialInfo>, VaultError> {
+    pub(super) fn list(&self) -> Result<Vec<CredentialInfo>, VaultError> {
         Ok(self
             .store
             .credentials()?
@@ -316,7 +316,7 @@ impl Credentials {
     }
 
     /// Revokes a credential and evicts it from this instance's cache at once.
-    pub fn revoke(&self, actor: &Actor, id: &str) -> Result<(), VaultError> {
+    fn revoke(&self, actor: &Actor, id: &str) -> Result<(), VaultError> {
         if !valid_credential_id(id) {
             return Err(VaultError::NotFound);
         }
@@ -354,14 +354,27 @@ impl Credentials {
 }
 
 impl Vault {
+    /// Every credential, revoked and expired ones included (never a secret or hash).
+    pub fn list_credentials(&self, grant: &Grant) -> Result<Vec<CredentialInfo>, VaultError> {
+        grant.check(Role::Admin)?;
+        self.credentials().list()
+    }
+
+    /// Revokes credential `id`: refused on every instance within a second.
+    pub fn revoke_credential(&self, grant: &Grant, id: &str) -> Result<(), VaultError> {
+        grant.check(Role::Admin)?;
+        self.credentials().revoke(grant.actor(), id)
+    }
+
     /// Issues a credential expiring after the policy's credential maximum age.
     pub fn create_credential(
         &self,
-        actor: &Actor,
+        grant: &Grant,
         label: &str,
         roles: &[Role],
         namespaces: &[String],
     ) -> Result<IssuedCredential, VaultError> {
+        grant.check(Role::Admin)?;
         // The answer names the position, never the value (no error body quotes input).
         for (i, ns) in namespaces.iter().enumerate() {
             if self.policy().namespace(ns).is_none() {
@@ -371,18 +384,25 @@ impl Vault {
             }
         }
         let max_age = self.policy().credential_max_age.as_millis() as i64;
-        self.credentials()
-            .issue(actor, label, roles, namespaces, Some(now_ms() + max_age))
+        self.credentials().issue(
+            grant.actor(),
+            label,
+            roles,
+            namespaces,
+            Some(now_ms() + max_age),
+        )
     }
 
     /// Issues a successor of credential `id` (same label, roles and namespaces) and makes the
     /// old one expire after `overlap`, so clients can switch tokens without an outage.
     pub fn rotate_credential(
         &self,
-        actor: &Actor,
+        grant: &Grant,
         id: &str,
         overlap: std::time::Duration,
     ) -> Result<IssuedCredential, VaultError> {
+        grant.check(Role::Admin)?;
+        let actor = grant.actor();
         if !valid_credential_id(id) {
             return Err(VaultError::NotFound);
         }
@@ -402,7 +422,7 @@ impl Vault {
         } else {
             old.namespaces.split(',').map(str::to_owned).collect()
         };
-        let successor = self.create_credential(actor, &old.label, &roles, &namespaces)?;
+        let successor = self.create_credential(grant, &old.label, &roles, &namespaces)?;
         let until = now_ms() + overlap.as_millis() as i64;
         let until = old.expires_at.map_or(until, |t| t.min(until));
         let entry = actor

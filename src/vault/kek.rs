@@ -16,7 +16,7 @@ use std::time::Instant;
 use serde::Serialize;
 use zkvault_core::{KeyKind, WrapContext};
 
-use super::{mirror_keks, now_ms, Actor, MasterState, Vault, VaultError};
+use super::{mirror_keks, now_ms, Grant, MasterState, Role, Vault, VaultError};
 use crate::keystore::{KekState, Keystore};
 use crate::storage::{IndexKeyRow, MasterRow, StorageError, Store};
 
@@ -31,6 +31,24 @@ pub struct KekRotation {
     pub rewrapped_index_keys: usize,
     /// Wall time of the whole rotation, in milliseconds.
     pub elapsed_ms: f64,
+}
+
+impl KekRotation {
+    /// The report of a rotation begun at `started` that rewrapped `(masters, index keys)`.
+    fn finished(
+        previous: Option<u32>,
+        active: u32,
+        (masters, index_keys): (usize, usize),
+        started: Instant,
+    ) -> Self {
+        KekRotation {
+            previous,
+            active,
+            rewrapped_masters: masters,
+            rewrapped_index_keys: index_keys,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
 }
 
 /// Rows rewrapped under a new KEK, each with the KEK version it was read under.
@@ -146,33 +164,31 @@ impl Vault {
 
     /// A new KEK version in the keystore (the previous one retires: it still unwraps, never
     /// wraps), then every master and index key rewrapped under it in one transaction.
-    pub fn rotate_kek(&self, actor: &Actor) -> Result<KekRotation, VaultError> {
+    pub fn rotate_kek(&self, grant: &Grant) -> Result<KekRotation, VaultError> {
+        grant.check(Role::Operator)?;
+        let actor = &grant.actor_for("KEK rotation");
         let started = Instant::now();
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore().clone();
         let previous = keystore.active_kek()?;
         let active = keystore.create_kek_after(self.highest_kek_version()?)?;
-        let (masters, index_keys) = self.rewrap_and_commit(
+        let rewrapped = self.rewrap_and_commit(
             keystore.as_ref(),
             active,
             &actor.entry("kek.rotate", "", format!("v{active}")),
         )?;
         mirror_keks(self.store(), keystore.as_ref(), actor)?;
         self.keyring().forget_all();
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(previous, active, masters, elapsed_ms, who = %actor.who, why = %actor.why, "KEK rotated");
-        Ok(KekRotation {
-            previous,
-            active,
-            rewrapped_masters: masters,
-            rewrapped_index_keys: index_keys,
-            elapsed_ms,
-        })
+        let rotation = KekRotation::finished(previous, active, rewrapped, started);
+        tracing::info!(previous, active, masters = rotation.rewrapped_masters, elapsed_ms = rotation.elapsed_ms, who = %actor.who, why = %actor.why, "KEK rotated");
+        Ok(rotation)
     }
 
     /// Destroys a retired KEK in the keystore, refused while any master or index key is still
     /// wrapped under it.
-    pub fn destroy_kek(&self, version: u32, actor: &Actor) -> Result<(), VaultError> {
+    pub fn destroy_kek(&self, grant: &Grant, version: u32) -> Result<(), VaultError> {
+        grant.check(Role::Operator)?;
+        let actor = &grant.actor_for("KEK destruction");
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore();
         let in_use = self.store().all_masters()?.iter().any(|m| {
@@ -212,8 +228,9 @@ impl Vault {
 
     /// Suspected KEK/HSM exposure: a new KEK, then every live master marked compromised and each
     /// namespace rotated, so every record is re-keyed on its next read or bulk pass.
-    pub fn compromise_kek(&self, actor: &Actor) -> Result<KekRotation, VaultError> {
-        let rotation = self.rotate_kek(actor)?;
+    pub fn compromise_kek(&self, grant: &Grant) -> Result<KekRotation, VaultError> {
+        let rotation = self.rotate_kek(grant)?;
+        let actor = &grant.actor_for("KEK compromise response");
         for ns in self.policy().namespaces.keys() {
             let live: Vec<u32> = self
                 .store()
@@ -225,8 +242,9 @@ impl Vault {
                 })
                 .map(|m| m.version as u32)
                 .collect();
+            let grant = Grant::system(actor.clone(), Role::Operator, Some(ns));
             for version in live {
-                self.compromise_master(ns, version, actor)?;
+                self.compromise_master(&grant, version)?;
             }
         }
         Ok(rotation)
@@ -240,9 +258,11 @@ impl Vault {
     /// configuration.
     pub fn migrate_keystore(
         &self,
+        grant: &Grant,
         target: &dyn Keystore,
-        actor: &Actor,
     ) -> Result<KekRotation, VaultError> {
+        grant.check(Role::Operator)?;
+        let actor = &grant.actor_for("keystore migration");
         let started = Instant::now();
         let _lock = self.key_lock()?;
         let source = self.keyring().keystore().clone();
@@ -257,20 +277,13 @@ impl Vault {
             .max(target.list_keks()?.last().map_or(0, |k| k.version));
         let active = target.create_kek_after(floor)?;
         let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.id()));
-        let (masters, index_keys) = self.rewrap_and_commit(target, active, &entry)?;
+        let rewrapped = self.rewrap_and_commit(target, active, &entry)?;
         if let Some(v) = previous {
             source.retire_kek(v)?;
         }
         mirror_keks(self.store(), source.as_ref(), actor)?;
         mirror_keks(self.store(), target, actor)?;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::warn!(from = %source.id(), to = %target.id(), active, who = %actor.who, why = %actor.why, "keystore migrated");
-        Ok(KekRotation {
-            previous,
-            active,
-            rewrapped_masters: masters,
-            rewrapped_index_keys: index_keys,
-            elapsed_ms,
-        })
+        Ok(KekRotation::finished(previous, active, rewrapped, started))
     }
 }

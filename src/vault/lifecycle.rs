@@ -8,7 +8,7 @@
 use serde::Serialize;
 use zkvault_core::{DerivationMaster, KeyKind, WrapContext};
 
-use super::{now_ms, Actor, EntryExt, MasterState, Vault, VaultError};
+use super::{now_ms, Actor, EntryExt, Grant, MasterState, Role, Vault, VaultError};
 use crate::storage::{MasterRow, StorageError};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -65,10 +65,11 @@ impl Vault {
     /// A new active master for `ns`, generated from the OS CSPRNG and stored wrapped under the
     /// active KEK; the previous active one turns decrypt-only. New writes use it at once (on
     /// other instances within the one-second state cache).
-    pub fn rotate_master(&self, ns: &str, actor: &Actor) -> Result<MasterRotation, VaultError> {
-        self.policy()
-            .namespace(ns)
-            .ok_or(VaultError::UnknownNamespace)?;
+    pub fn rotate_master(&self, grant: &Grant) -> Result<MasterRotation, VaultError> {
+        let (ns, actor) = (
+            grant.namespace(Role::Operator)?,
+            &grant.actor_for("master rotation"),
+        );
         // Under the key lock no KEK rotation can retire the KEK between reading and using it.
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore().clone();
@@ -127,17 +128,20 @@ impl Vault {
     /// since whoever holds the master may hold every DEK under it.
     pub fn compromise_master(
         &self,
-        ns: &str,
+        grant: &Grant,
         version: u32,
-        actor: &Actor,
     ) -> Result<CompromiseReport, VaultError> {
+        let (ns, actor) = (
+            grant.namespace(Role::Operator)?,
+            &grant.actor_for("compromise response"),
+        );
         let row = self.master_row(ns, version)?;
         let state = MasterState::parse(&row.state)?;
         if !matches!(state, MasterState::Active | MasterState::DecryptOnly) {
             return Err(conflict(format!("master v{version} is {}; only an active or decrypt-only master can be marked compromised", state.as_str())));
         }
         let rotated_to = if state == MasterState::Active {
-            Some(self.rotate_master(ns, actor)?.active)
+            Some(self.rotate_master(grant)?.active)
         } else {
             None
         };
@@ -176,11 +180,16 @@ impl Vault {
     /// `shred`, which crypto-shreds them (reads answer 410). An active master is never destroyed.
     pub fn destroy_master(
         &self,
-        ns: &str,
+        grant: &Grant,
         version: u32,
         shred: bool,
-        actor: &Actor,
     ) -> Result<DestroyReport, VaultError> {
+        let ns = grant.namespace(Role::Operator)?;
+        let actor = &grant.actor_for(if shred {
+            "destruction with shredding"
+        } else {
+            "destruction"
+        });
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
         let state = MasterState::parse(&row.state)?;

@@ -3,6 +3,7 @@
 //! Blocking by design (storage, keystore, Argon2): callers on an async executor run these
 //! through `spawn_blocking`/`web::block`. Nothing here knows about HTTP.
 
+mod access;
 mod audit;
 mod credentials;
 mod error;
@@ -23,7 +24,10 @@ use std::time::Duration;
 
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
 
-pub use audit::{bounded, is_control_or_format, Actor, AuditBreak, AuditVerification, EntryExt};
+pub use access::{Caller, Grant};
+pub use audit::{
+    bounded, is_control_or_format, Actor, AuditBreak, AuditQuery, AuditVerification, EntryExt,
+};
 pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
 pub use error::VaultError;
 pub use kek::KekRotation;

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Vault, VaultError};
+use super::{Grant, Role, Vault, VaultError};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KekView {
@@ -52,7 +52,8 @@ pub struct KeyOverview {
 }
 
 impl Vault {
-    pub fn key_overview(&self) -> Result<KeyOverview, VaultError> {
+    pub fn key_overview(&self, grant: &Grant) -> Result<KeyOverview, VaultError> {
+        grant.check(Role::Operator)?;
         let counts = self.store().count_records_by_master()?;
         let keks = self
             .store()

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKey, SealedRecord};
 
 use super::record_name::{audit_name, valid_record_name, RECORD_NAME_PATTERN};
-use super::{now_ms, Actor, Vault, VaultError};
+use super::{now_ms, Grant, Role, Vault, VaultError};
 use crate::storage::{AuditEntry, RecordMeta, RecordRow, StorageError};
 
 /// `If-Match` / `If-None-Match: *` on a write.
@@ -167,18 +167,28 @@ impl Vault {
         }
     }
 
+    /// The largest record body the grant's namespace takes (its policy's `max_record_bytes`).
+    pub fn max_record_bytes(&self, grant: &Grant) -> Result<usize, VaultError> {
+        let ns = grant.namespace(Role::Writer)?;
+        Ok(self
+            .policy()
+            .namespace(ns)
+            .ok_or(VaultError::UnknownNamespace)?
+            .max_record_bytes)
+    }
+
     /// Stores or replaces a record. The body is sealed under a fresh DEK with the active master;
     /// a replacement keeps the record's UUID. Concurrent writers are serialised by an optimistic
     /// revision check, so no update is lost.
     pub fn put_record(
         &self,
-        actor: &Actor,
-        ns: &str,
+        grant: &Grant,
         raw_id: &str,
         write: &RecordWrite,
     ) -> Result<PutOutcome, VaultError> {
+        let ns = grant.namespace(Role::Writer)?;
         let RecordWrite { name, body, .. } = *write;
-        let mut entry = actor.entry("record.put", ns, audit_name(name));
+        let mut entry = grant.actor().entry("record.put", ns, audit_name(name));
         let resident = self.check_name(name).and_then(|()| {
             let limit = self
                 .policy()
@@ -296,11 +306,11 @@ impl Vault {
     /// Reads and opens a record. A wrong resident ID looks exactly like an absent record.
     pub fn get_record(
         &self,
-        actor: &Actor,
-        ns: &str,
+        grant: &Grant,
         raw_id: &str,
         name: &str,
     ) -> Result<Record, VaultError> {
+        let (ns, actor) = (grant.namespace(Role::Reader)?, grant.actor());
         self.audited_read(actor.entry("record.get", ns, audit_name(name)), |entry| {
             self.check_name(name)?;
             let keys = self.resident(ns, raw_id)?;
@@ -328,14 +338,9 @@ impl Vault {
         })
     }
 
-    pub fn delete_record(
-        &self,
-        actor: &Actor,
-        ns: &str,
-        raw_id: &str,
-        name: &str,
-    ) -> Result<(), VaultError> {
-        let mut entry = actor.entry("record.delete", ns, audit_name(name));
+    pub fn delete_record(&self, grant: &Grant, raw_id: &str, name: &str) -> Result<(), VaultError> {
+        let ns = grant.namespace(Role::Writer)?;
+        let mut entry = grant.actor().entry("record.delete", ns, audit_name(name));
         let resident = self
             .check_name(name)
             .and_then(|()| self.resident(ns, raw_id));
@@ -355,13 +360,9 @@ impl Vault {
     }
 
     /// The resident's records (metadata only), ordered by name; empty for an unknown resident.
-    pub fn list_records(
-        &self,
-        actor: &Actor,
-        ns: &str,
-        raw_id: &str,
-    ) -> Result<Vec<RecordMeta>, VaultError> {
-        self.audited_read(actor.entry("record.list", ns, ""), |entry| {
+    pub fn list_records(&self, grant: &Grant, raw_id: &str) -> Result<Vec<RecordMeta>, VaultError> {
+        let ns = grant.namespace(Role::Reader)?;
+        self.audited_read(grant.actor().entry("record.list", ns, ""), |entry| {
             let keys = self.resident(ns, raw_id)?;
             entry.resident_tag = keys.tag.clone();
             Ok(self.store().list_records(ns, keys.blind_index.as_bytes())?)
@@ -369,8 +370,9 @@ impl Vault {
     }
 
     /// Right to erasure: deletes every record of the resident in `ns`.
-    pub fn erase_resident(&self, actor: &Actor, ns: &str, raw_id: &str) -> Result<u64, VaultError> {
-        let mut entry = actor.entry("resident.erase", ns, "");
+    pub fn erase_resident(&self, grant: &Grant, raw_id: &str) -> Result<u64, VaultError> {
+        let ns = grant.namespace(Role::Writer)?;
+        let mut entry = grant.actor().entry("resident.erase", ns, "");
         let resident = self.resident(ns, raw_id);
         if let Ok(keys) = &resident {
             entry.resident_tag = keys.tag.clone();

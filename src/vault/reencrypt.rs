@@ -11,7 +11,7 @@ use serde::Serialize;
 use zkvault_core::{rekey, rewrap, DekEnvelope, RecordContext, SealedRecord};
 
 use super::records::{sealed_of, ResidentKeys};
-use super::{Actor, MasterState, Vault, VaultError};
+use super::{Actor, Grant, MasterState, Role, Vault, VaultError};
 use crate::storage::{RecordMove, RecordRow, StorageError};
 
 /// Most resident IDs one bulk call takes.
@@ -165,14 +165,10 @@ impl Vault {
     /// Idempotent: a second call finds them `already_current`.
     pub fn reencrypt(
         &self,
-        actor: &Actor,
-        ns: &str,
+        grant: &Grant,
         raw_ids: &[impl AsRef<str>],
     ) -> Result<ReencryptReport, VaultError> {
-        // Checked first: an empty batch would otherwise reach the keyring and fail there.
-        self.policy()
-            .namespace(ns)
-            .ok_or(VaultError::UnknownNamespace)?;
+        let (ns, actor) = (grant.namespace(Role::Reencrypt)?, grant.actor());
         self.audited_read(
             actor.entry(
                 "records.reencrypt",

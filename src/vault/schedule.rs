@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{now_ms, Actor, MasterState, Vault, VaultError};
+use super::{now_ms, Actor, Grant, MasterState, Role, Vault, VaultError};
 use crate::keystore::KekState;
 use crate::storage::{Advisory, KekRow};
 
@@ -49,7 +49,10 @@ impl Vault {
         let mut report = LifecycleReport::default();
         if let Some(kek) = self.active_kek_row()? {
             if kek.created_at + ms(self.policy().kek_rotation) <= now {
-                report.kek_rotated = Some(self.rotate_kek(&actor)?.active);
+                report.kek_rotated = Some(
+                    self.rotate_kek(&Grant::system(actor.clone(), Role::Operator, None))?
+                        .active,
+                );
             }
         }
         for (ns, policy) in &self.policy().namespaces {
@@ -59,9 +62,15 @@ impl Vault {
                 .find(|m| m.state == MasterState::Active.as_str())
             {
                 if active.created_at + ms(policy.dm_rotation) <= now {
-                    report
-                        .masters_rotated
-                        .push((ns.clone(), self.rotate_master(ns, &actor)?.active));
+                    report.masters_rotated.push((
+                        ns.clone(),
+                        self.rotate_master(&Grant::system(
+                            actor.clone(),
+                            Role::Operator,
+                            Some(ns),
+                        ))?
+                        .active,
+                    ));
                 }
             }
             for m in masters
@@ -84,7 +93,11 @@ impl Vault {
             if m.state == MasterState::Retired.as_str()
                 && m.updated_at + ms(policy.destroy_after_retired) <= now
             {
-                self.destroy_master(&m.namespace, m.version as u32, false, &actor)?;
+                self.destroy_master(
+                    &Grant::system(actor.clone(), Role::Operator, Some(&m.namespace)),
+                    m.version as u32,
+                    false,
+                )?;
                 report
                     .masters_destroyed
                     .push((m.namespace.clone(), m.version as u32));

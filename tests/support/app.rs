@@ -10,10 +10,12 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::Connection;
 use tempfile::TempDir;
-use zkvault::http::{self, HttpSettings};
+use zkvault::app::{self, StartupError};
+use zkvault::config::{Config, KeystoreConfig};
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::storage::Store;
-use zkvault::vault::{CacheTtls, Role, Vault};
+use zkvault::keystore::Keystore;
+use zkvault::secret::SecretString;
+use zkvault::vault::{Actor, Caller, Grant, Role, Vault};
 
 use super::db::TestDb;
 
@@ -55,7 +57,29 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: TestDb,
     pub dir: TempDir,
+    /// What the app was built from; a peer or a restart builds from it again.
+    pub config: Config,
     handle: actix_web::dev::ServerHandle,
+}
+
+/// The passphrase of the test keystore (in `<dir>/passphrase`).
+pub const PASSPHRASE: &str = "test passphrase";
+
+/// A deployment's configuration in `dir`: the test database, the soft keystore file and the
+/// `policy` directory under `dir`, 127.0.0.1:0.
+pub fn test_config(db: &TestDb, dir: &Path) -> Config {
+    let mut config = Config::embedded(dir);
+    config.embedded = false;
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.database_url = db.url().to_owned();
+    config.policy_dir = Some(dir.join("policy"));
+    config.keystore = KeystoreConfig::Soft {
+        path: dir.join("keystore.zks"),
+        passphrase_file: Some(dir.join("passphrase")),
+    };
+    config.workers = Some(2);
+    config.master_cache_ttl = Duration::from_secs(60);
+    config
 }
 
 impl TestApp {
@@ -69,14 +93,33 @@ impl TestApp {
 
     /// The service under another key policy than [`POLICY`].
     pub async fn start_with(db: TestDb, body_limit: usize, policy: &str) -> TestApp {
+        Self::start_configured(db, policy, |c| c.body_limit = body_limit).await
+    }
+
+    /// The service under `policy`, its [`test_config`] changed by `tweak` first.
+    pub async fn start_configured(
+        db: TestDb,
+        policy: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policy")).unwrap();
         std::fs::write(dir.path().join("policy/test.toml"), policy).unwrap();
-        let url = db.url().to_owned();
-        let dir_path = dir.path().to_path_buf();
-        let vault = tokio::task::spawn_blocking(move || open_vault(&url, &dir_path))
-            .await
-            .unwrap();
+        std::fs::write(dir.path().join("passphrase"), PASSPHRASE).unwrap();
+        SoftKeystore::create(
+            &dir.path().join("keystore.zks"),
+            &SecretString::new(PASSPHRASE),
+            SoftKeystoreOptions::for_tests(),
+        )
+        .unwrap();
+        let mut config = test_config(&db, dir.path());
+        tweak(&mut config);
+        let vault = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || app::open_vault(&config, false).unwrap()
+        })
+        .await
+        .unwrap();
         let tokens = tokio::task::spawn_blocking({
             let vault = vault.clone();
             move || Tokens {
@@ -90,23 +133,17 @@ impl TestApp {
         })
         .await
         .unwrap();
-        let settings = HttpSettings {
-            body_limit,
-            argon2_concurrency: 2,
-            workers: Some(2),
-            max_connections: 4096,
-        };
-        let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
-        let handle = running.handle.clone();
-        tokio::spawn(running.server);
+        let service = app::serve(vault, &config).unwrap();
+        tokio::spawn(service.server);
         TestApp {
-            addr: running.addr,
-            vault,
+            addr: service.addr,
+            vault: service.vault,
             tokens,
             client: reqwest::Client::new(),
             db,
             dir,
-            handle,
+            config,
+            handle: service.handle,
         }
     }
 
@@ -175,38 +212,32 @@ impl TestApp {
         self.handle.stop(false).await;
     }
 
-    /// A second instance on the same database and keystore, as in a cluster.
+    /// A fresh vault over the same database and keystore: what a restart (or the CLI) sees.
+    pub fn reopen(&self) -> Arc<Vault> {
+        app::open_vault(&self.config, false).unwrap()
+    }
+
+    /// [`TestApp::reopen`] over another keystore (a migration target, a failing wrapper).
+    pub fn reopen_with(&self, keystore: Arc<dyn Keystore>) -> Result<Arc<Vault>, StartupError> {
+        app::open_vault_with(&self.config, keystore)
+    }
+
+    /// A second instance on the same database and keystore, as in a cluster: a second build
+    /// of the same configuration.
     pub async fn start_peer(&self) -> Peer {
-        let (url, dir) = (self.db.url().to_owned(), self.dir.path().to_path_buf());
-        let vault = tokio::task::spawn_blocking(move || {
-            let store = Store::open(&url, 8).unwrap();
-            let keystore = SoftKeystore::open(
-                &dir.join("keystore.zks"),
-                &zkvault::secret::SecretString::new("test passphrase"),
-            )
-            .unwrap();
-            let policy = zkvault::policy::load_dir(&dir.join("policy")).unwrap();
-            let ttls = CacheTtls {
-                masters: Duration::from_secs(60),
-                credentials: Duration::from_secs(60),
-            };
-            Arc::new(Vault::open(store, Arc::new(keystore), policy, ttls).unwrap())
+        let config = self.config.clone();
+        let vault = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || app::open_vault(&config, false).unwrap()
         })
         .await
         .unwrap();
-        let settings = HttpSettings {
-            body_limit: 1024 * 1024,
-            argon2_concurrency: 2,
-            workers: Some(2),
-            max_connections: 4096,
-        };
-        let running = http::bind(vault.clone(), "127.0.0.1:0".parse().unwrap(), &settings).unwrap();
-        let handle = running.handle.clone();
-        tokio::spawn(running.server);
+        let service = app::serve(vault, &config).unwrap();
+        tokio::spawn(service.server);
         Peer {
-            addr: running.addr,
-            vault,
-            handle,
+            addr: service.addr,
+            vault: service.vault,
+            handle: service.handle,
         }
     }
 }
@@ -224,33 +255,17 @@ impl Peer {
     }
 }
 
-fn open_vault(url: &str, dir: &Path) -> Arc<Vault> {
-    let store = Store::open(url, 8).unwrap();
-    store.migrate().unwrap();
-    let pass = zkvault::secret::SecretString::new("test passphrase");
-    let keystore = SoftKeystore::create(
-        &dir.join("keystore.zks"),
-        &pass,
-        SoftKeystoreOptions::for_tests(),
-    )
-    .unwrap();
-    let policy = zkvault::policy::load_dir(&dir.join("policy")).unwrap();
-    let ttls = CacheTtls {
-        masters: Duration::from_secs(60),
-        credentials: Duration::from_secs(60),
-    };
-    Arc::new(Vault::open(store, Arc::new(keystore), policy, ttls).unwrap())
+/// The vault's grant to a local operator (as the CLI acts) for `role` in `ns`.
+pub fn grant(vault: &Vault, role: Role, ns: Option<&str>) -> Grant {
+    vault
+        .authorize(&Caller::local(Actor::new("test", "test")), role, ns)
+        .unwrap()
 }
 
 fn issue(vault: &Vault, roles: &[Role], namespaces: &[&str]) -> String {
     let ns: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
     vault
-        .create_credential(
-            &zkvault::vault::Actor::new("test", "test"),
-            "test",
-            roles,
-            &ns,
-        )
+        .create_credential(&grant(vault, Role::Admin, None), "test", roles, &ns)
         .unwrap()
         .token
         .expose()

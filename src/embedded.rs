@@ -1,97 +1,16 @@
-//! The composition root: turns a [`Config`] into a running vault (keystore + store + policy),
-//! and prepares the embedded default on first run.
+//! The embedded default's data directory: its files, its first-run passphrase and credentials.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, ConfigError, KeystoreConfig, KEYSTORE_FILE};
-use crate::keystore::pkcs11::{Pkcs11Config, Pkcs11Keystore};
-use crate::keystore::soft::{passphrase_from_env_or_file, SoftKeystore, SoftKeystoreOptions};
-use crate::keystore::{Keystore, KeystoreError};
-use crate::policy::{self, PolicyErrors};
-use crate::storage::{StorageError, Store};
-use crate::vault::{Actor, CacheTtls, Role, Vault, VaultError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Policy(#[from] PolicyErrors),
-    #[error("database: {0}")]
-    Storage(#[from] StorageError),
-    #[error("keystore: {0}")]
-    Keystore(#[from] KeystoreError),
-    #[error("vault: {0}")]
-    Vault(#[from] VaultError),
-    #[error("{0}: {1}")]
-    Io(PathBuf, std::io::Error),
-}
-
-/// Opens the configured keystore. The soft keystore file must exist unless `create` is set.
-pub fn open_keystore(
-    cfg: &KeystoreConfig,
-    create: bool,
-) -> Result<Arc<dyn Keystore>, StartupError> {
-    Ok(match cfg {
-        KeystoreConfig::Soft {
-            path,
-            passphrase_file,
-        } => {
-            let passphrase = passphrase_from_env_or_file(passphrase_file.as_deref())?;
-            if create && !path.exists() {
-                Arc::new(SoftKeystore::create(
-                    path,
-                    &passphrase,
-                    SoftKeystoreOptions::default(),
-                )?)
-            } else {
-                Arc::new(SoftKeystore::open(path, &passphrase)?)
-            }
-        }
-        KeystoreConfig::Pkcs11 {
-            module,
-            token_label,
-            pin_file,
-        } => Arc::new(Pkcs11Keystore::open(&Pkcs11Config {
-            module: module.clone(),
-            token_label: token_label.clone(),
-            pin: Pkcs11Config::pin_from_env_or_file(pin_file.as_deref())?,
-        })?),
-    })
-}
-
-/// Opens and migrates the database.
-pub fn open_store(config: &Config) -> Result<Store, StartupError> {
-    let mut store = Store::open(&config.database_url, config.db_max_connections)?;
-    if let Some(chain) = &config.audit_chain {
-        store = store.with_audit_chain(chain);
-    }
-    store.migrate()?;
-    Ok(store)
-}
-
-/// Everything `serve` needs: policy validated, database migrated, keystore open, vault ready.
-pub fn open_vault(config: &Config, create_keystore: bool) -> Result<Arc<Vault>, StartupError> {
-    let policy = policy::load(&config.policy_source())?;
-    // The keystore first: a wrong PIN or passphrase then fails before the store's pool has
-    // started threads that connect to the database in the background.
-    let keystore = open_keystore(&config.keystore, create_keystore)?;
-    let store = open_store(config)?;
-    let ttls = CacheTtls {
-        masters: config.master_cache_ttl,
-        credentials: config.credential_cache_ttl,
-    };
-    Ok(Arc::new(
-        Vault::open(store, keystore, policy, ttls)?.with_audit_reads(config.audit_reads),
-    ))
-}
+use crate::app::StartupError;
+use crate::config::{Config, KeystoreConfig, KEYSTORE_FILE};
+use crate::vault::{Actor, Caller, Role, Vault, VaultError};
 
 /// Files the embedded default keeps in its data directory.
 pub struct EmbeddedLayout {
@@ -156,18 +75,19 @@ impl EmbeddedLayout {
         &self,
         vault: &Vault,
     ) -> Result<Option<(PathBuf, PathBuf)>, StartupError> {
-        if !vault.credentials().list()?.is_empty() {
+        let admin = Caller::local(Actor::new("system", "embedded first run"));
+        let grant = vault.authorize(&admin, Role::Admin, None)?;
+        if !vault.list_credentials(&grant)?.is_empty() {
             return Ok(None);
         }
-        let actor = Actor::new("system", "embedded first run");
         let admin = vault.create_credential(
-            &actor,
+            &grant,
             "embedded admin",
             &[Role::Admin, Role::Operator, Role::Auditor],
             &[],
         )?;
         let writer = vault.create_credential(
-            &actor,
+            &grant,
             "embedded writer",
             &[Role::Writer, Role::Reader, Role::Reencrypt],
             &[],
