@@ -44,6 +44,7 @@ use cryptoki::types::{AuthPin, Ulong};
 use zeroize::Zeroizing;
 use zkvault_core::{random, Secret32, WrapContext};
 
+use super::kek_state::{self, Op};
 use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
 use crate::secret::SecretString;
 
@@ -184,17 +185,11 @@ impl Pkcs11Keystore {
     /// versions retired (callers hold the gate). Never retires the newest active version, so
     /// instances doing this concurrently agree on the one that stays.
     fn retire_all_but_newest_active(&self) -> Result<Vec<u32>, KeystoreError> {
-        let mut actives: Vec<u32> = self
-            .list()?
-            .into_iter()
-            .filter(|k| k.state == KekState::Active)
-            .map(|k| k.version)
-            .collect();
-        actives.pop();
-        for &v in &actives {
+        let older = kek_state::superseded(self.list()?);
+        for &v in &older {
             self.set_encrypt(v, false)?;
         }
-        Ok(actives)
+        Ok(older)
     }
 
     /// The version to try next: one above every version any key object, pending or finished,
@@ -203,15 +198,7 @@ impl Pkcs11Keystore {
         let (objects, tombstones) = self
             .with_session(|s| Ok((kek_objects(s)?, find_tombstones(s)?)))
             .map_err(unavailable)?;
-        let max = objects
-            .iter()
-            .map(|o| o.version)
-            .chain(tombstones)
-            .max()
-            .unwrap_or(0)
-            .max(floor);
-        max.checked_add(1)
-            .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))
+        kek_state::next_version(objects.iter().map(|o| o.version).chain(tombstones), floor)
     }
 
     /// Makes the pending key `handle` KEK `version` if it is the only key object with that
@@ -374,12 +361,13 @@ impl Pkcs11Keystore {
             .collect())
     }
 
-    fn state_of(&self, version: u32) -> Result<KekState, KeystoreError> {
-        self.list()?
+    /// The state of `version` as the token shows it now; `None` if it has no such KEK.
+    fn state_of(&self, version: u32) -> Result<Option<KekState>, KeystoreError> {
+        Ok(self
+            .list()?
             .into_iter()
             .find(|k| k.version == version)
-            .map(|k| k.state)
-            .ok_or(KeystoreError::UnknownVersion(version))
+            .map(|k| k.state))
     }
 }
 
@@ -469,9 +457,11 @@ impl Keystore for Pkcs11Keystore {
             Ok(None) => Err(self.missing(kek_version)),
             // CKA_ENCRYPT = false: the HSM refuses, whichever instance retired the key.
             Err(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _)) => {
+                let state = kek_state::check(Op::Wrap, kek_version, self.state_of(kek_version)?)?;
+                // A KEK the token lists as active yet refused is reported as a state error too.
                 Err(KeystoreError::State {
                     version: kek_version,
-                    state: self.state_of(kek_version)?,
+                    state,
                 })
             }
             Err(e) => Err(unavailable(e)),
@@ -509,18 +499,13 @@ impl Keystore for Pkcs11Keystore {
 
     fn retire_kek(&self, version: u32) -> Result<(), KeystoreError> {
         let _gate = write(&self.gate);
-        match self.state_of(version)? {
-            KekState::Active => self.set_encrypt(version, false),
-            state => Err(KeystoreError::State { version, state }),
-        }
+        kek_state::check(Op::Retire, version, self.state_of(version)?)?;
+        self.set_encrypt(version, false)
     }
 
     fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError> {
         let _gate = write(&self.gate);
-        match self.state_of(version)? {
-            KekState::Retired => {}
-            state => return Err(KeystoreError::State { version, state }),
-        }
+        kek_state::check(Op::Destroy, version, self.state_of(version)?)?;
         self.with_session(|s| {
             let Some(h) = self.key_handle(s, version)? else {
                 return Ok(());

@@ -41,6 +41,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 use zkvault_core::{random, Secret32, WrapContext};
 
+use super::kek_state::{self, Op};
 use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
 use crate::lockfile::FileLock;
 use crate::secret::SecretString;
@@ -215,6 +216,15 @@ struct State {
     loaded: Option<FileSig>,
 }
 
+impl State {
+    fn infos(&self) -> impl Iterator<Item = KekInfo> + '_ {
+        self.keks.iter().map(|(v, k)| KekInfo {
+            version: *v,
+            state: k.state,
+        })
+    }
+}
+
 /// What tells one version of the file from another: every write renames a new inode in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct FileSig {
@@ -349,6 +359,21 @@ impl SoftKeystore {
         Ok(out)
     }
 
+    /// Retires or destroys KEK `version`, if its state allows `op`.
+    fn transition(&self, op: Op, version: u32) -> Result<(), KeystoreError> {
+        self.change(|state| {
+            let to = kek_state::check(op, version, state.keks.get(&version).map(|k| k.state))?;
+            self.persist(state, |rows| set_row(rows, version, to))?;
+            if let Some(k) = state.keks.get_mut(&version) {
+                k.state = to;
+                if to == KekState::Destroyed {
+                    k.key = None; // Secret32 zeroizes on drop
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// The file this keystore lives in.
     pub fn path(&self) -> &Path {
         &self.path
@@ -403,29 +428,24 @@ impl Keystore for SoftKeystore {
 
     fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError> {
         self.change(|state| {
-            let highest = state
-                .keks
-                .keys()
-                .next_back()
-                .copied()
-                .unwrap_or(0)
-                .max(floor);
-            let version = highest
-                .checked_add(1)
-                .ok_or_else(|| KeystoreError::Config("KEK versions exhausted".into()))?;
+            let version = kek_state::next_version(state.keks.keys().copied(), floor)?;
             let key = Secret32::random().map_err(rng_error)?;
+            let new = KekInfo {
+                version,
+                state: KekState::Active,
+            };
+            // The new KEK is the newest, so every other active one retires.
+            let retiring = kek_state::superseded(state.infos().chain([new]));
             self.persist(state, |rows| {
-                for row in rows.iter_mut().filter(|r| r.1 == KekState::Active) {
-                    row.1 = KekState::Retired;
+                for &v in &retiring {
+                    set_row(rows, v, KekState::Retired);
                 }
                 rows.push((version, KekState::Active, Some(&key)));
             })?;
-            for kek in state
-                .keks
-                .values_mut()
-                .filter(|k| k.state == KekState::Active)
-            {
-                kek.state = KekState::Retired;
+            for v in &retiring {
+                if let Some(k) = state.keks.get_mut(v) {
+                    k.state = KekState::Retired;
+                }
             }
             state.keks.insert(
                 version,
@@ -440,15 +460,7 @@ impl Keystore for SoftKeystore {
 
     fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
         self.refresh()?;
-        Ok(self
-            .read()
-            .keks
-            .iter()
-            .map(|(v, k)| KekInfo {
-                version: *v,
-                state: k.state,
-            })
-            .collect())
+        Ok(self.read().infos().collect())
     }
 
     fn wrap(
@@ -459,7 +471,7 @@ impl Keystore for SoftKeystore {
     ) -> Result<Vec<u8>, KeystoreError> {
         self.refresh()?;
         let state = self.read();
-        let key = usable_key(&state, kek_version, false)?;
+        let key = usable_key(&state, kek_version, Op::Wrap)?;
         let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
         let aad = ctx.aad();
         let ciphertext = XChaCha20Poly1305::new(key.expose().into())
@@ -485,7 +497,7 @@ impl Keystore for SoftKeystore {
     ) -> Result<Secret32, KeystoreError> {
         self.refresh()?;
         let state = self.read();
-        let key = usable_key(&state, kek_version, true)?;
+        let key = usable_key(&state, kek_version, Op::Unwrap)?;
         if wrapped.len() != WRAPPED_LEN {
             return Err(KeystoreError::Unwrap);
         }
@@ -507,30 +519,11 @@ impl Keystore for SoftKeystore {
     }
 
     fn retire_kek(&self, version: u32) -> Result<(), KeystoreError> {
-        self.change(|state| {
-            require_state(state, version, KekState::Active)?;
-            self.persist(state, |rows| {
-                set_row(rows, version, KekState::Retired, false)
-            })?;
-            if let Some(k) = state.keks.get_mut(&version) {
-                k.state = KekState::Retired;
-            }
-            Ok(())
-        })
+        self.transition(Op::Retire, version)
     }
 
     fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError> {
-        self.change(|state| {
-            require_state(state, version, KekState::Retired)?;
-            self.persist(state, |rows| {
-                set_row(rows, version, KekState::Destroyed, true)
-            })?;
-            if let Some(k) = state.keks.get_mut(&version) {
-                k.state = KekState::Destroyed;
-                k.key = None; // Secret32 zeroizes on drop
-            }
-            Ok(())
-        })
+        self.transition(Op::Destroy, version)
     }
 
     fn check(&self) -> Result<(), KeystoreError> {
@@ -539,43 +532,23 @@ impl Keystore for SoftKeystore {
     }
 }
 
-fn usable_key(state: &State, version: u32, for_unwrap: bool) -> Result<&Secret32, KeystoreError> {
-    let kek = state
-        .keks
-        .get(&version)
-        .ok_or(KeystoreError::UnknownVersion(version))?;
-    let allowed = match kek.state {
-        KekState::Active => true,
-        KekState::Retired => for_unwrap,
-        KekState::Destroyed => false,
-    };
-    match (&kek.key, allowed) {
-        (Some(key), true) => Ok(key),
-        _ => Err(KeystoreError::State {
+/// The key of KEK `version` if its state allows `op` (wrap or unwrap).
+fn usable_key(state: &State, version: u32, op: Op) -> Result<&Secret32, KeystoreError> {
+    let kek = state.keks.get(&version);
+    let allowed = kek_state::check(op, version, kek.map(|k| k.state))?;
+    // Active and retired rows always hold their key (the table parser insists on it).
+    kek.and_then(|k| k.key.as_ref())
+        .ok_or(KeystoreError::State {
             version,
-            state: kek.state,
-        }),
-    }
+            state: allowed,
+        })
 }
 
-fn require_state(state: &State, version: u32, required: KekState) -> Result<(), KeystoreError> {
-    let kek = state
-        .keks
-        .get(&version)
-        .ok_or(KeystoreError::UnknownVersion(version))?;
-    if kek.state != required {
-        return Err(KeystoreError::State {
-            version,
-            state: kek.state,
-        });
-    }
-    Ok(())
-}
-
-fn set_row(rows: &mut [Row<'_>], version: u32, to: KekState, drop_key: bool) {
+/// Sets the state of `version`'s row; a destroyed row loses its key.
+fn set_row(rows: &mut [Row<'_>], version: u32, to: KekState) {
     for row in rows.iter_mut().filter(|r| r.0 == version) {
         row.1 = to;
-        if drop_key {
+        if to == KekState::Destroyed {
             row.2 = None;
         }
     }
