@@ -4,6 +4,7 @@
 //! [`pkcs11`] (any PKCS#11 HSM). Both pass the same conformance suite (`tests/keystore_conformance.rs`).
 //! All methods block (file I/O, Argon2, HSM calls): callers run them off the async executor.
 
+mod kek_state;
 pub mod pkcs11;
 pub mod soft;
 

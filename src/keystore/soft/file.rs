@@ -1,0 +1,472 @@
+//! The soft keystore's file: every KEK in one table sealed under a key derived from the
+//! operator passphrase.
+//!
+//! ```text
+//! file   = header || XChaCha20-Poly1305(file_key, nonce, aad = header, table)
+//! header = "ZKVKS1" || u8 format (1) || u32be m_cost_kib || u32be t_cost || u32be p_cost
+//!          || salt (32) || verifier (32) || nonce (24)
+//! file_key || verifier = Argon2id(passphrase, salt, m, t, p, output 64 bytes)
+//! table  = u32be count || count × (u32be version || u8 state || key (32, absent if destroyed))
+//! ```
+//! The verifier tells a wrong passphrase ([`KeystoreError::BadPassphrase`]) from a damaged file
+//! ([`KeystoreError::Corrupt`]). It gives an attacker nothing the ciphertext does not: either
+//! way, testing a guess costs one Argon2id run.
+//!
+//! Argon2 parameters live in the header (bound as AAD). [`super::SoftKeystoreOptions::default`]
+//! uses m = 64 MiB, t = 3, p = 1. Every file, created or opened, must lie between
+//! [`Argon2Params::FLOOR`] (m = 8 MiB, t = 1, p = 1: what
+//! [`super::SoftKeystoreOptions::for_tests`] uses) and [`Argon2Params::CEILING`]. The floor
+//! refuses files with trivially cheap parameters; the ceiling stops a crafted header from making
+//! `open` allocate without bound.
+//!
+//! Writes go to a temporary file in the same directory (mode 0600), are fsynced, renamed over
+//! the old file, and the directory is fsynced, so a crash leaves the old file or the new one.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+use zkvault_core::{random, Secret32};
+
+use crate::keystore::{KekState, KeystoreError};
+use crate::secret::SecretString;
+
+const MAGIC: &[u8; 6] = b"ZKVKS1";
+const FORMAT: u8 = 1;
+const SALT_LEN: usize = 32;
+const VERIFIER_LEN: usize = 32;
+/// XChaCha20-Poly1305's nonce and tag, as the file and every wrapped key use them.
+pub(super) const NONCE_LEN: usize = 24;
+pub(super) const TAG_LEN: usize = 16;
+const HEADER_LEN: usize = MAGIC.len() + 1 + 12 + SALT_LEN + VERIFIER_LEN + NONCE_LEN;
+
+/// Argon2id cost parameters for the file key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Params {
+    /// Memory in KiB.
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Argon2Params {
+    /// Production default: 64 MiB, 3 passes, 1 lane (≈ 150 ms on the reference CPU).
+    pub const DEFAULT: Self = Argon2Params {
+        m_cost_kib: 64 * 1024,
+        t_cost: 3,
+        p_cost: 1,
+    };
+    /// Lowest parameters any file may carry.
+    pub const FLOOR: Self = Argon2Params {
+        m_cost_kib: 8 * 1024,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    /// Highest parameters `open` will run (a crafted header must not exhaust memory).
+    pub const CEILING: Self = Argon2Params {
+        m_cost_kib: 2 * 1024 * 1024,
+        t_cost: 64,
+        p_cost: 16,
+    };
+
+    pub(super) fn check(self) -> Result<(), String> {
+        let (lo, hi) = (Self::FLOOR, Self::CEILING);
+        if !(lo.m_cost_kib..=hi.m_cost_kib).contains(&self.m_cost_kib)
+            || !(lo.t_cost..=hi.t_cost).contains(&self.t_cost)
+            || !(lo.p_cost..=hi.p_cost).contains(&self.p_cost)
+        {
+            return Err(format!(
+                "Argon2 parameters m={} KiB t={} p={} outside the allowed range",
+                self.m_cost_kib, self.t_cost, self.p_cost
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A table row as sealed: version, state, key (absent once destroyed).
+pub(super) type Row<'a> = (u32, KekState, Option<&'a Secret32>);
+
+/// One KEK as held in memory. `key` is `None` once destroyed.
+pub(super) struct Kek {
+    pub(super) state: KekState,
+    pub(super) key: Option<Secret32>,
+}
+
+/// What every re-seal needs: derived once at open, because Argon2 is deliberately slow.
+pub(super) struct Sealer {
+    params: Argon2Params,
+    salt: [u8; SALT_LEN],
+    verifier: [u8; VERIFIER_LEN],
+    file_key: Secret32,
+}
+
+impl Sealer {
+    /// The sealer of a new file: a fresh salt, and the file key `passphrase` derives with it.
+    pub(super) fn new(
+        passphrase: &SecretString,
+        params: Argon2Params,
+    ) -> Result<Self, KeystoreError> {
+        let salt = random::array::<SALT_LEN>().map_err(rng_error)?;
+        let (file_key, verifier) = derive(passphrase.expose(), &salt, params)?;
+        Ok(Sealer {
+            params,
+            salt,
+            verifier,
+            file_key,
+        })
+    }
+
+    /// Opens a file's `bytes` with `passphrase`: its sealer and its table.
+    pub(super) fn open(
+        bytes: &[u8],
+        passphrase: &SecretString,
+    ) -> Result<(Self, BTreeMap<u32, Kek>), KeystoreError> {
+        let header = Header::parse(bytes)?;
+        let (file_key, verifier) = derive(passphrase.expose(), &header.salt, header.params)?;
+        if !bool::from(verifier.ct_eq(&header.verifier)) {
+            return Err(KeystoreError::BadPassphrase);
+        }
+        let sealer = Sealer {
+            params: header.params,
+            salt: header.salt,
+            verifier,
+            file_key,
+        };
+        let keks = sealer.unseal(bytes, &header)?;
+        Ok((sealer, keks))
+    }
+
+    /// The table of `bytes`, the same file rewritten since it was opened. The file key is kept:
+    /// a file sealed under another salt or parameters is another keystore, and is refused rather
+    /// than trusted.
+    pub(super) fn reopen(&self, bytes: &[u8]) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
+        let header = Header::parse(bytes)?;
+        if header.params != self.params
+            || header.salt != self.salt
+            || !bool::from(header.verifier.ct_eq(&self.verifier))
+        {
+            return Err(KeystoreError::Corrupt(
+                "the keystore file was replaced by a different keystore".into(),
+            ));
+        }
+        self.unseal(bytes, &header)
+    }
+
+    pub(super) fn params(&self) -> Argon2Params {
+        self.params
+    }
+
+    /// Seals `rows` (version, state, key) under the file key with a fresh nonce.
+    pub(super) fn seal(&self, rows: &[Row<'_>]) -> Result<Vec<u8>, KeystoreError> {
+        let s = self;
+        let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + 4 + rows.len() * 37 + TAG_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT);
+        for v in [s.params.m_cost_kib, s.params.t_cost, s.params.p_cost] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&s.salt);
+        out.extend_from_slice(&s.verifier);
+        out.extend_from_slice(&nonce);
+        let table = serialize_table(rows);
+        let ciphertext = XChaCha20Poly1305::new(s.file_key.expose().into())
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &table,
+                    aad: &out,
+                },
+            )
+            .map_err(|_| KeystoreError::Corrupt("table too large to seal".into()))?;
+        out.extend_from_slice(&ciphertext);
+        Ok(out)
+    }
+
+    /// Opens the sealed table of a file whose header is `header`.
+    fn unseal(&self, bytes: &[u8], header: &Header) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
+        let plain = Zeroizing::new(
+            XChaCha20Poly1305::new(self.file_key.expose().into())
+                .decrypt(
+                    &XNonce::from(header.nonce),
+                    Payload {
+                        msg: &bytes[HEADER_LEN..],
+                        aad: &bytes[..HEADER_LEN],
+                    },
+                )
+                .map_err(|_| KeystoreError::Corrupt("sealed table failed authentication".into()))?,
+        );
+        parse_table(&plain)
+    }
+
+    /// A stable public name for the file: derived from its random salt, so it survives a move
+    /// or a restart and tells two keystores apart.
+    pub(super) fn id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::new()
+            .chain_update(b"zkvault:soft-keystore-id")
+            .chain_update(self.salt)
+            .finalize();
+        format!("soft:{}", hex::encode(&digest[..8]))
+    }
+}
+
+struct Header {
+    params: Argon2Params,
+    salt: [u8; SALT_LEN],
+    verifier: [u8; VERIFIER_LEN],
+    nonce: [u8; NONCE_LEN],
+}
+
+impl Header {
+    fn parse(bytes: &[u8]) -> Result<Self, KeystoreError> {
+        let corrupt = |why: &str| KeystoreError::Corrupt(why.to_owned());
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(corrupt("not a zkvault keystore (bad magic)"));
+        }
+        if bytes.len() < HEADER_LEN + TAG_LEN + 4 {
+            return Err(corrupt("truncated"));
+        }
+        if bytes[MAGIC.len()] != FORMAT {
+            return Err(corrupt("unknown format version"));
+        }
+        let mut at = MAGIC.len() + 1;
+        let mut take = |n: usize| {
+            let s = &bytes[at..at + n];
+            at += n;
+            s
+        };
+        let u32_at = |s: &[u8]| u32::from_be_bytes(s.try_into().expect("4 bytes"));
+        let params = Argon2Params {
+            m_cost_kib: u32_at(take(4)),
+            t_cost: u32_at(take(4)),
+            p_cost: u32_at(take(4)),
+        };
+        params.check().map_err(KeystoreError::Corrupt)?;
+        Ok(Header {
+            params,
+            salt: take(SALT_LEN).try_into().expect("fixed length"),
+            verifier: take(VERIFIER_LEN).try_into().expect("fixed length"),
+            nonce: take(NONCE_LEN).try_into().expect("fixed length"),
+        })
+    }
+}
+
+/// The file's two parsers, exposed for the fuzz targets in `fuzz/` (no keys, no I/O). Not API.
+#[doc(hidden)]
+pub mod untrusted {
+    use super::{parse_table, Argon2Params, Header, KekState, KeystoreError};
+
+    /// Parses a file's header; on success, the Argon2 parameters it carries.
+    pub fn header(bytes: &[u8]) -> Result<Argon2Params, KeystoreError> {
+        Header::parse(bytes).map(|h| h.params)
+    }
+
+    /// Parses a decrypted KEK table; on success, each row's version, state and whether it holds a key.
+    pub fn table(bytes: &[u8]) -> Result<Vec<(u32, KekState, bool)>, KeystoreError> {
+        Ok(parse_table(bytes)?
+            .into_iter()
+            .map(|(v, k)| (v, k.state, k.key.is_some()))
+            .collect())
+    }
+}
+
+/// Argon2id → 64 bytes: the file key, then the passphrase verifier.
+fn derive(
+    passphrase: &str,
+    salt: &[u8],
+    p: Argon2Params,
+) -> Result<(Secret32, [u8; VERIFIER_LEN]), KeystoreError> {
+    let params = Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(64))
+        .map_err(|e| KeystoreError::Config(format!("Argon2 parameters: {e}")))?;
+    let mut out = Zeroizing::new([0u8; 64]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), salt, out.as_mut_slice())
+        .map_err(|e| KeystoreError::Config(format!("Argon2: {e}")))?;
+    let key = Secret32::from_slice(&out[..32]).expect("32 bytes");
+    let verifier = out[32..].try_into().expect("32 bytes");
+    Ok((key, verifier))
+}
+
+fn state_byte(s: KekState) -> u8 {
+    match s {
+        KekState::Active => 1,
+        KekState::Retired => 2,
+        KekState::Destroyed => 3,
+    }
+}
+
+fn serialize_table(rows: &[Row<'_>]) -> Zeroizing<Vec<u8>> {
+    // Exact capacity: a reallocation would leave an unzeroized copy of the keys behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(4 + rows.len() * (5 + 32)));
+    out.extend_from_slice(&(rows.len() as u32).to_be_bytes());
+    for (version, state, key) in rows {
+        out.extend_from_slice(&version.to_be_bytes());
+        match key.filter(|_| *state != KekState::Destroyed) {
+            Some(key) => {
+                out.push(state_byte(*state));
+                out.extend_from_slice(key.expose());
+            }
+            None => out.push(state_byte(KekState::Destroyed)),
+        }
+    }
+    out
+}
+
+fn parse_table(mut b: &[u8]) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
+    let corrupt = |why: &str| KeystoreError::Corrupt(format!("KEK table: {why}"));
+    let mut take = |n: usize| -> Result<&[u8], KeystoreError> {
+        if b.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        let (head, rest) = b.split_at(n);
+        b = rest;
+        Ok(head)
+    };
+    let count = u32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
+    let mut keks = BTreeMap::new();
+    let mut actives = 0;
+    for _ in 0..count {
+        let version = u32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
+        let (state, key) = match take(1)?[0] {
+            1 => (KekState::Active, Some(take(32)?)),
+            2 => (KekState::Retired, Some(take(32)?)),
+            3 => (KekState::Destroyed, None),
+            _ => return Err(corrupt("unknown state")),
+        };
+        actives += usize::from(state == KekState::Active);
+        let key = key.map(|k| Secret32::from_slice(k).expect("32 bytes"));
+        if keks.insert(version, Kek { state, key }).is_some() {
+            return Err(corrupt("duplicate version"));
+        }
+    }
+    if !b.is_empty() {
+        return Err(corrupt("trailing bytes"));
+    }
+    if actives > 1 {
+        return Err(corrupt("more than one active KEK"));
+    }
+    Ok(keks)
+}
+
+/// Writes `bytes` to a temporary file beside `path` (0600), fsyncs it, moves it into place and
+/// fsyncs the directory. With `create_new`, an existing `path` is an error and is left alone.
+pub(super) fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    create_new: bool,
+) -> Result<(), KeystoreError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| KeystoreError::Config("keystore path has no file name".into()))?;
+    let suffix = hex::encode(random::array::<8>().map_err(rng_error)?);
+    let tmp = dir.join(format!(".{}.{suffix}.tmp", name.to_string_lossy()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        if create_new {
+            // link() refuses to replace an existing file, unlike rename().
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, path)?;
+        }
+        File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_error("write", path, e)
+    })
+}
+
+pub(super) fn io_error(op: &str, path: &Path, e: std::io::Error) -> KeystoreError {
+    KeystoreError::Unavailable(format!("cannot {op} keystore file {}: {e}", path.display()))
+}
+
+pub(super) fn rng_error(_: zkvault_core::CryptoError) -> KeystoreError {
+    KeystoreError::Unavailable("OS random number generator failed".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(v: u32, s: KekState, k: Option<&Secret32>) -> Row<'_> {
+        (v, s, k)
+    }
+
+    #[test]
+    fn table_round_trips_and_drops_destroyed_keys() {
+        let (a, b) = (Secret32::from_bytes([1; 32]), Secret32::from_bytes([2; 32]));
+        let bytes = serialize_table(&[
+            row(1, KekState::Destroyed, Some(&a)),
+            row(2, KekState::Retired, Some(&a)),
+            row(3, KekState::Active, Some(&b)),
+        ]);
+        assert_eq!(bytes.len(), 4 + 5 + (5 + 32) * 2);
+        let keks = parse_table(&bytes).unwrap();
+        assert!(keks[&1].key.is_none());
+        assert_eq!(keks[&2].state, KekState::Retired);
+        assert!(keks[&3].key.as_ref().unwrap() == &b);
+    }
+
+    #[test]
+    fn table_rejects_garbage() {
+        let a = Secret32::from_bytes([1; 32]);
+        let good = serialize_table(&[row(1, KekState::Active, Some(&a))]);
+        assert!(matches!(
+            parse_table(&good[..good.len() - 1]),
+            Err(KeystoreError::Corrupt(_))
+        ));
+        let mut extra = good.to_vec();
+        extra.push(0);
+        assert!(matches!(
+            parse_table(&extra),
+            Err(KeystoreError::Corrupt(_))
+        ));
+        let two_active = serialize_table(&[
+            row(1, KekState::Active, Some(&a)),
+            row(2, KekState::Active, Some(&a)),
+        ]);
+        assert!(matches!(
+            parse_table(&two_active),
+            Err(KeystoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn params_outside_floor_and_ceiling_are_refused() {
+        assert!(Argon2Params::DEFAULT.check().is_ok());
+        assert!(Argon2Params::FLOOR.check().is_ok());
+        assert!(Argon2Params {
+            m_cost_kib: 1024,
+            ..Argon2Params::FLOOR
+        }
+        .check()
+        .is_err());
+        assert!(Argon2Params {
+            t_cost: 1000,
+            ..Argon2Params::DEFAULT
+        }
+        .check()
+        .is_err());
+    }
+}
