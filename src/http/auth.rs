@@ -1,4 +1,4 @@
-//! `Authorization: Bearer <token>` → a verified [`Principal`].
+//! `Authorization: Bearer <token>` → a verified credential, the [`Caller`] the vault authorizes.
 //!
 //! A recently verified token is answered from memory; otherwise the token is verified against
 //! the database with Argon2id on the blocking pool, at most `argon2_concurrency` at a time so a
