@@ -15,6 +15,7 @@ use super::{
     Advisory, AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store,
 };
 use crate::lockfile::{FileLock, LockError};
+use crate::states::MasterState;
 
 /// Blind indexes per `IN (...)` query.
 const LOOKUP_CHUNK: usize = 500;
@@ -64,10 +65,10 @@ impl Store {
             diesel::update(
                 masters::table
                     .filter(masters::namespace.eq(&new.namespace))
-                    .filter(masters::state.eq("active")),
+                    .filter(masters::state.eq(MasterState::Active)),
             )
             .set((
-                masters::state.eq("decrypt_only"),
+                masters::state.eq(MasterState::DecryptOnly),
                 masters::updated_at.eq(new.created_at),
             ))
             .execute(c)?;
@@ -92,7 +93,7 @@ impl Store {
                 let n = diesel::update(
                     masters::table
                         .find((row.namespace.as_str(), row.version))
-                        .filter(masters::state.eq(&row.state))
+                        .filter(masters::state.eq(row.state))
                         .filter(masters::kek_version.eq(read_under))
                         .filter(masters::wrapped.is_not_null()),
                 )
@@ -247,7 +248,7 @@ impl Store {
     pub fn update_master_if(
         &self,
         row: &MasterRow,
-        expected_state: &str,
+        expected_state: MasterState,
         expected_compromised: Option<i64>,
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
@@ -336,16 +337,17 @@ pub(super) fn require_master(
     version: i32,
     use_: MasterUse,
 ) -> Result<(), StorageError> {
-    let row: Option<(String, Option<i64>)> = masters::table
+    let row: Option<(MasterState, Option<i64>)> = masters::table
         .find((namespace, version))
         .select((masters::state, masters::compromised_at))
         .get_result(c)
         .optional()?;
-    let live = |s: &str| s == "active" || s == "decrypt_only";
-    let ok = match (&row, use_) {
-        (Some((state, _)), MasterUse::WriteTo) => state == "active",
-        (Some((state, compromised)), MasterUse::RewrapFrom) => live(state) && compromised.is_none(),
-        (Some((state, _)), MasterUse::RekeyFrom) => live(state),
+    let ok = match (row, use_) {
+        (Some((state, _)), MasterUse::WriteTo) => state == MasterState::Active,
+        (Some((state, compromised)), MasterUse::RewrapFrom) => {
+            state.is_live() && compromised.is_none()
+        }
+        (Some((state, _)), MasterUse::RekeyFrom) => state.is_live(),
         (None, _) => false,
     };
     if ok {

@@ -7,6 +7,7 @@
 
 mod audit;
 mod bulk;
+mod columns;
 mod conn;
 mod credentials;
 mod error;

@@ -80,7 +80,7 @@ impl Vault {
             let previous = existing
                 .iter()
                 .rev()
-                .find(|m| m.state == MasterState::Active.as_str())
+                .find(|m| m.state == MasterState::Active)
                 .map(|m| m.version as u32);
             let version = existing.last().map_or(1, |m| m.version as u32 + 1);
             let dm = DerivationMaster::generate()?;
@@ -88,7 +88,7 @@ impl Vault {
             let row = MasterRow {
                 namespace: ns.to_owned(),
                 version: version as i32,
-                state: MasterState::Active.as_str().to_owned(),
+                state: MasterState::Active,
                 compromised_at: None,
                 kek_version: kek as i32,
                 wrapped: Some(keystore.wrap(
@@ -132,8 +132,8 @@ impl Vault {
         actor: &Actor,
     ) -> Result<CompromiseReport, VaultError> {
         let row = self.master_row(ns, version)?;
-        let state = MasterState::parse(&row.state)?;
-        if !matches!(state, MasterState::Active | MasterState::DecryptOnly) {
+        let state = row.state;
+        if !state.is_live() {
             return Err(conflict(format!("master v{version} is {}; only an active or decrypt-only master can be marked compromised", state.as_str())));
         }
         let rotated_to = if state == MasterState::Active {
@@ -152,7 +152,7 @@ impl Vault {
             };
             if !self.store().update_master_if(
                 &marked,
-                &row.state,
+                row.state,
                 None,
                 &actor.entry("master.compromise", ns, format!("v{version}")),
             )? {
@@ -183,8 +183,7 @@ impl Vault {
     ) -> Result<DestroyReport, VaultError> {
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
-        let state = MasterState::parse(&row.state)?;
-        match state {
+        match row.state {
             MasterState::Active => {
                 return Err(conflict(format!(
                     "master v{version} is active: rotate first"
@@ -202,7 +201,7 @@ impl Vault {
             )));
         }
         let destroyed = MasterRow {
-            state: MasterState::Destroyed.as_str().to_owned(),
+            state: MasterState::Destroyed,
             wrapped: None,
             updated_at: now_ms(),
             ..row.clone()
@@ -215,7 +214,7 @@ impl Vault {
             ));
         if !self
             .store()
-            .update_master_if(&destroyed, &row.state, row.compromised_at, &entry)?
+            .update_master_if(&destroyed, row.state, row.compromised_at, &entry)?
         {
             return Err(conflict(format!(
                 "master v{version} changed state concurrently; retry"
@@ -239,9 +238,9 @@ impl Vault {
             let empty = !counts
                 .iter()
                 .any(|(n, v, c)| *n == row.namespace && *v == row.version && *c > 0);
-            if row.state == MasterState::DecryptOnly.as_str() && empty {
+            if row.state == MasterState::DecryptOnly && empty {
                 let next = MasterRow {
-                    state: MasterState::Retired.as_str().to_owned(),
+                    state: MasterState::Retired,
                     updated_at: now_ms(),
                     ..row.clone()
                 };
@@ -249,7 +248,7 @@ impl Vault {
                     actor.entry("master.retire", &row.namespace, format!("v{}", row.version));
                 if self
                     .store()
-                    .update_master_if(&next, &row.state, row.compromised_at, &entry)?
+                    .update_master_if(&next, row.state, row.compromised_at, &entry)?
                 {
                     self.keyring().forget_all();
                     tracing::info!(namespace = %row.namespace, version = row.version, who = %actor.who, why = %actor.why, "derivation master retired");
