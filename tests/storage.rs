@@ -513,6 +513,34 @@ fn typed_columns_keep_their_text(db: &TestDb) {
     assert!(matches!(s.credentials(), Err(StorageError::Corrupt(_))));
 }
 
+fn unit_of_work_is_all_or_nothing(db: &TestDb) {
+    let s = store(db, 2);
+    s.insert_master(&master("uin", 1, MasterState::Active), &audit())
+        .unwrap();
+    let rotate = |from: MasterState| {
+        s.unit_of_work(&audit(), |u| {
+            u.set_master_state("uin", 1, from, MasterState::DecryptOnly, 9)?;
+            u.insert_master(&master("uin", 2, MasterState::Active))
+        })
+    };
+    // Decided on a state the row no longer has: nothing is written, the new master included.
+    assert!(matches!(
+        rotate(MasterState::DecryptOnly),
+        Err(StorageError::Conflict)
+    ));
+    assert_eq!(
+        s.masters("uin").unwrap(),
+        vec![master("uin", 1, MasterState::Active)]
+    );
+    rotate(MasterState::Active).unwrap();
+    let uin = s.masters("uin").unwrap();
+    assert_eq!(
+        (uin[0].state, uin[0].updated_at),
+        (MasterState::DecryptOnly, 9)
+    );
+    assert_eq!(uin[1], master("uin", 2, MasterState::Active));
+}
+
 fn parallel_writers(db: &TestDb) {
     let s = record_store(db, 8);
     let barrier = Arc::new(Barrier::new(8));
@@ -597,6 +625,7 @@ suite!(
     counts_by_master,
     credentials_insert_revoke,
     typed_columns_keep_their_text,
+    unit_of_work_is_all_or_nothing,
     parallel_writers,
     insert_1000_timing,
 );

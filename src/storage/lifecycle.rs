@@ -1,5 +1,7 @@
-//! Writes of the key lifecycle: master rotation, KEK rewrap, record moves, leader election.
-//! Each is one transaction, so a crash leaves either the old state or the new, never a mix.
+//! Writes of the key lifecycle: master row operations, KEK rewrap, record moves, leader
+//! election. Each is one transaction, so a crash leaves either the old state or the new, never
+//! a mix. Which transition a use case makes is the vault's decision: storage applies it only if
+//! the row is still in the state the vault read.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -56,25 +58,54 @@ struct Locked {
     locked: bool,
 }
 
+/// Master row operations inside one transaction, opened by [`Store::unit_of_work`]: the vault
+/// composes them into a use case (a rotation: the active master turns decrypt-only as its
+/// successor is inserted), and they commit together with its audit entry or not at all.
+pub struct UnitOfWork<'c> {
+    conn: &'c mut AnyConnection,
+}
+
+impl UnitOfWork<'_> {
+    /// `Conflict` if `(row.namespace, row.version)` exists.
+    pub fn insert_master(&mut self, row: &MasterRow) -> Result<(), StorageError> {
+        diesel::insert_into(masters::table)
+            .values(row)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Moves master `(namespace, version)` from state `from` to `to` as of `at`. `Conflict` if
+    /// it is not in `from` (changed since the caller read it).
+    pub fn set_master_state(
+        &mut self,
+        namespace: &str,
+        version: i32,
+        from: MasterState,
+        to: MasterState,
+        at: i64,
+    ) -> Result<(), StorageError> {
+        let n = diesel::update(
+            masters::table
+                .find((namespace, version))
+                .filter(masters::state.eq(from)),
+        )
+        .set((masters::state.eq(to), masters::updated_at.eq(at)))
+        .execute(self.conn)?;
+        match n {
+            0 => Err(StorageError::Conflict),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Store {
-    /// Makes `new` the namespace's active master: in one transaction, the current active one
-    /// turns `decrypt_only` and `new` is inserted. `Conflict` if that version already exists
-    /// (another instance rotated first).
-    pub fn rotate_master(&self, new: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
-        self.write(audit, |c| {
-            diesel::update(
-                masters::table
-                    .filter(masters::namespace.eq(&new.namespace))
-                    .filter(masters::state.eq(MasterState::Active)),
-            )
-            .set((
-                masters::state.eq(MasterState::DecryptOnly),
-                masters::updated_at.eq(new.created_at),
-            ))
-            .execute(c)?;
-            diesel::insert_into(masters::table).values(new).execute(c)?;
-            Ok(())
-        })
+    /// Runs `work` and appends `audit` in one transaction (see [`Store::write`]).
+    pub fn unit_of_work<T>(
+        &self,
+        audit: &AuditEntry,
+        work: impl FnOnce(&mut UnitOfWork<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.write(audit, |conn| work(&mut UnitOfWork { conn }))
     }
 
     /// Overwrites the given masters and index keys (their new `kek_version` and `wrapped`) in

@@ -100,10 +100,23 @@ impl Vault {
                 created_at: now,
                 updated_at: now,
             };
-            match self.store().rotate_master(
-                &row,
+            // The previous active master turns decrypt-only in the same transaction.
+            let rotated = self.store().unit_of_work(
                 &actor.entry("master.rotate", ns, format!("v{version}")),
-            ) {
+                |u| {
+                    if let Some(p) = previous {
+                        u.set_master_state(
+                            ns,
+                            p as i32,
+                            MasterState::Active,
+                            MasterState::DecryptOnly,
+                            now,
+                        )?;
+                    }
+                    u.insert_master(&row)
+                },
+            );
+            match rotated {
                 Ok(()) => {
                     self.keyring().forget_all();
                     tracing::info!(namespace = ns, previous, active = version, who = %actor.who, why = %actor.why, "derivation master rotated");
