@@ -82,6 +82,29 @@ impl MasterState {
 
 text_enum!(MasterState, "master state");
 
+/// What a record write or move needs of a master. Storage checks it on the master's row inside
+/// the write's own transaction; the rule is the key lifecycle's, so it lives beside the states.
+#[derive(Clone, Copy)]
+pub(crate) enum MasterUse {
+    /// New ciphertext goes under it: it must be the active master.
+    WriteTo,
+    /// A DEK is rewrapped away from it: live and not compromised (a compromised master's DEKs
+    /// may be known, so its records must be re-keyed instead).
+    RewrapFrom,
+    /// A record is re-keyed away from it: live.
+    RekeyFrom,
+}
+
+impl MasterUse {
+    pub(crate) fn allows(self, state: MasterState, compromised: bool) -> bool {
+        match self {
+            MasterUse::WriteTo => state == MasterState::Active,
+            MasterUse::RewrapFrom => state.is_live() && !compromised,
+            MasterUse::RekeyFrom => state.is_live(),
+        }
+    }
+}
+
 /// A KEK's place in its lifecycle: `active` → `retired` → `destroyed`.
 #[derive(
     Debug,

@@ -17,7 +17,7 @@ use super::{
     Advisory, AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store,
 };
 use crate::lockfile::{FileLock, LockError};
-use crate::states::MasterState;
+use crate::states::{MasterState, MasterUse};
 
 /// Blind indexes per `IN (...)` query.
 const LOOKUP_CHUNK: usize = 500;
@@ -349,19 +349,9 @@ impl KeyLock {
     }
 }
 
-/// What a record write or move needs of a master, checked inside its transaction.
-#[derive(Clone, Copy)]
-pub(super) enum MasterUse {
-    /// New ciphertext goes under it: it must be the active master.
-    WriteTo,
-    /// A DEK is rewrapped away from it: live and not compromised (a compromised master's DEKs
-    /// may be known, so its records must be re-keyed instead).
-    RewrapFrom,
-    /// A record is re-keyed away from it: live.
-    RekeyFrom,
-}
-
-/// `MasterChanged` unless master `(namespace, version)` allows `use_` right now.
+/// `MasterChanged` unless master `(namespace, version)` allows `use_` right now. Which use an
+/// operation makes is fixed by the operation (an insert writes under its master), not passed
+/// in by the caller, so no caller can ask for a weaker check.
 pub(super) fn require_master(
     c: &mut AnyConnection,
     namespace: &str,
@@ -373,14 +363,7 @@ pub(super) fn require_master(
         .select((masters::state, masters::compromised_at))
         .get_result(c)
         .optional()?;
-    let ok = match (row, use_) {
-        (Some((state, _)), MasterUse::WriteTo) => state == MasterState::Active,
-        (Some((state, compromised)), MasterUse::RewrapFrom) => {
-            state.is_live() && compromised.is_none()
-        }
-        (Some((state, _)), MasterUse::RekeyFrom) => state.is_live(),
-        (None, _) => false,
-    };
+    let ok = row.is_some_and(|(state, compromised)| use_.allows(state, compromised.is_some()));
     if ok {
         Ok(())
     } else {
