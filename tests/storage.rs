@@ -8,6 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use db::TestDb;
+use zkvault::states::{KekState, MasterState, Role, Roles};
 use zkvault::storage::{
     Backend, CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordRow, StorageError, Store,
 };
@@ -33,16 +34,17 @@ fn store(db: &TestDb, max: u32) -> Store {
 fn record_store(db: &TestDb, max: u32) -> Store {
     let s = store(db, max);
     for (ns, v) in [("uin", 1), ("uin", 2), ("aid", 1), ("aid", 3)] {
-        s.insert_master(&master(ns, v, "active"), &audit()).unwrap();
+        s.insert_master(&master(ns, v, MasterState::Active), &audit())
+            .unwrap();
     }
     s
 }
 
-fn master(ns: &str, version: i32, state: &str) -> MasterRow {
+fn master(ns: &str, version: i32, state: MasterState) -> MasterRow {
     MasterRow {
         namespace: ns.into(),
         version,
-        state: state.into(),
+        state,
         compromised_at: None,
         kek_version: 1,
         wrapped: Some(vec![0xA0 ^ version as u8; 72]),
@@ -86,7 +88,7 @@ fn credential(id: &str, created_at: i64) -> CredentialRow {
     CredentialRow {
         id: id.into(),
         label: format!("label {id}"),
-        roles: "writer,reader".into(),
+        roles: Roles([Role::Writer, Role::Reader].into()),
         namespaces: "*".into(),
         secret_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
         created_at,
@@ -125,7 +127,7 @@ fn kek_upsert(db: &TestDb) {
     let s = store(db, 2);
     let mut k1 = KekRow {
         version: 1,
-        state: "active".into(),
+        state: KekState::Active,
         created_at: 10,
         retired_at: None,
         destroyed_at: None,
@@ -135,7 +137,7 @@ fn kek_upsert(db: &TestDb) {
     s.upsert_kek(
         &KekRow {
             version: 2,
-            state: "active".into(),
+            state: KekState::Active,
             created_at: 20,
             retired_at: None,
             destroyed_at: None,
@@ -144,7 +146,7 @@ fn kek_upsert(db: &TestDb) {
         &audit(),
     )
     .unwrap();
-    k1.state = "retired".into();
+    k1.state = KekState::Retired;
     k1.retired_at = Some(30);
     s.upsert_kek(&k1, &audit()).unwrap();
     let keks = s.keks().unwrap();
@@ -159,20 +161,20 @@ fn kek_upsert(db: &TestDb) {
 
 fn masters_and_index_keys(db: &TestDb) {
     let s = store(db, 2);
-    s.insert_master(&master("uin", 2, "active"), &audit())
+    s.insert_master(&master("uin", 2, MasterState::Active), &audit())
         .unwrap();
-    s.insert_master(&master("uin", 1, "decrypt_only"), &audit())
+    s.insert_master(&master("uin", 1, MasterState::DecryptOnly), &audit())
         .unwrap();
-    s.insert_master(&master("aid", 1, "active"), &audit())
+    s.insert_master(&master("aid", 1, MasterState::Active), &audit())
         .unwrap();
     assert!(matches!(
-        s.insert_master(&master("uin", 1, "active"), &audit()),
+        s.insert_master(&master("uin", 1, MasterState::Active), &audit()),
         Err(StorageError::Conflict)
     ));
 
     let uin = s.masters("uin").unwrap();
     assert_eq!(uin.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(uin[1], master("uin", 2, "active"));
+    assert_eq!(uin[1], master("uin", 2, MasterState::Active));
     let all = s.all_masters().unwrap();
     assert_eq!(
         all.iter()
@@ -184,14 +186,14 @@ fn masters_and_index_keys(db: &TestDb) {
 
     // Destroy: wrapped becomes NULL.
     let mut m = uin[0].clone();
-    m.state = "destroyed".into();
+    m.state = MasterState::Destroyed;
     m.wrapped = None;
     m.compromised_at = Some(5);
     m.updated_at += 1;
     s.update_master(&m, &audit()).unwrap();
     assert_eq!(s.masters("uin").unwrap()[0], m);
     assert!(matches!(
-        s.update_master(&master("uin", 9, "active"), &audit()),
+        s.update_master(&master("uin", 9, MasterState::Active), &audit()),
         Err(StorageError::NotFound)
     ));
 
@@ -216,19 +218,30 @@ fn masters_and_index_keys(db: &TestDb) {
 fn init_namespace_once(db: &TestDb) {
     let s = store(db, 2);
     assert!(s
-        .init_namespace(&master("uin", 1, "active"), &index_key("uin"), &audit())
+        .init_namespace(
+            &master("uin", 1, MasterState::Active),
+            &index_key("uin"),
+            &audit()
+        )
         .unwrap());
-    let mut other = master("uin", 1, "active");
+    let mut other = master("uin", 1, MasterState::Active);
     other.salt = vec![9; 32];
     assert!(!s
         .init_namespace(&other, &index_key("uin"), &audit())
         .unwrap());
-    assert_eq!(s.masters("uin").unwrap(), vec![master("uin", 1, "active")]);
+    assert_eq!(
+        s.masters("uin").unwrap(),
+        vec![master("uin", 1, MasterState::Active)]
+    );
 
     // An IK without DM (should not happen) still makes init refuse, atomically: no DM written.
     s.insert_index_key(&index_key("half"), &audit()).unwrap();
     assert!(!s
-        .init_namespace(&master("half", 1, "active"), &index_key("half"), &audit())
+        .init_namespace(
+            &master("half", 1, MasterState::Active),
+            &index_key("half"),
+            &audit()
+        )
         .unwrap());
     assert!(s.masters("half").unwrap().is_empty());
 }
@@ -240,7 +253,7 @@ fn init_namespace_race(db: &TestDb) {
         .map(|i| {
             let (s, barrier) = (s.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let mut dm = master("race", 1, "active");
+                let mut dm = master("race", 1, MasterState::Active);
                 dm.salt = vec![i as u8; 32];
                 barrier.wait();
                 s.init_namespace(&dm, &index_key("race"), &audit()).unwrap()
@@ -450,6 +463,84 @@ fn credentials_insert_revoke(db: &TestDb) {
     );
 }
 
+/// Raw SQL on the test database, as an operator with database access would run it.
+fn sql(db: &TestDb, statement: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    match db.url().strip_prefix("sqlite://") {
+        Some(path) => diesel::SqliteConnection::establish(path)
+            .unwrap()
+            .batch_execute(statement),
+        None => diesel::PgConnection::establish(db.url())
+            .unwrap()
+            .batch_execute(statement),
+    }
+    .unwrap()
+}
+
+fn typed_columns_keep_their_text(db: &TestDb) {
+    let s = store(db, 2);
+    s.insert_master(&master("uin", 1, MasterState::DecryptOnly), &audit())
+        .unwrap();
+    let kek = KekRow {
+        version: 1,
+        state: KekState::Retired,
+        created_at: 10,
+        retired_at: Some(20),
+        destroyed_at: None,
+        keystore: "soft:test".into(),
+    };
+    s.upsert_kek(&kek, &audit()).unwrap();
+    s.insert_credential(&credential("00000000000000a1", 100), &audit())
+        .unwrap();
+    // Existing databases hold this text: it must match byte for byte.
+    sql(
+        db,
+        "UPDATE masters SET compromised_at = 7 WHERE state = 'decrypt_only'; \
+         UPDATE keks SET keystore = 'seen' WHERE state = 'retired'; \
+         UPDATE credentials SET label = 'seen' WHERE roles = 'writer,reader';",
+    );
+    assert_eq!(s.masters("uin").unwrap()[0].compromised_at, Some(7));
+    assert_eq!(s.keks().unwrap()[0].keystore, "seen");
+    assert_eq!(s.credentials().unwrap()[0].label, "seen");
+
+    // Text that names no value fails the read; it never becomes some default.
+    sql(db, "UPDATE masters SET state = 'Active'");
+    assert!(matches!(s.masters("uin"), Err(StorageError::Corrupt(_))));
+    sql(db, "UPDATE keks SET state = 'gone'");
+    assert!(matches!(s.keks(), Err(StorageError::Corrupt(_))));
+    sql(db, "UPDATE credentials SET roles = 'reader,root'");
+    assert!(matches!(s.credentials(), Err(StorageError::Corrupt(_))));
+}
+
+fn unit_of_work_is_all_or_nothing(db: &TestDb) {
+    let s = store(db, 2);
+    s.insert_master(&master("uin", 1, MasterState::Active), &audit())
+        .unwrap();
+    let rotate = |from: MasterState| {
+        s.unit_of_work(&audit(), |u| {
+            u.set_master_state("uin", 1, from, MasterState::DecryptOnly, 9)?;
+            u.insert_master(&master("uin", 2, MasterState::Active))
+        })
+    };
+    // Decided on a state the row no longer has: nothing is written, the new master included.
+    assert!(matches!(
+        rotate(MasterState::DecryptOnly),
+        Err(StorageError::Conflict)
+    ));
+    assert_eq!(
+        s.masters("uin").unwrap(),
+        vec![master("uin", 1, MasterState::Active)]
+    );
+    rotate(MasterState::Active).unwrap();
+    let uin = s.masters("uin").unwrap();
+    assert_eq!(
+        (uin[0].state, uin[0].updated_at),
+        (MasterState::DecryptOnly, 9)
+    );
+    assert_eq!(uin[1], master("uin", 2, MasterState::Active));
+}
+
 fn parallel_writers(db: &TestDb) {
     let s = record_store(db, 8);
     let barrier = Arc::new(Barrier::new(8));
@@ -471,7 +562,7 @@ fn parallel_writers(db: &TestDb) {
                     }
                 }
                 s.init_namespace(
-                    &master("ns-par", 1, "active"),
+                    &master("ns-par", 1, MasterState::Active),
                     &index_key("ns-par"),
                     &audit(),
                 )
@@ -533,6 +624,8 @@ suite!(
     delete_and_erase,
     counts_by_master,
     credentials_insert_revoke,
+    typed_columns_keep_their_text,
+    unit_of_work_is_all_or_nothing,
     parallel_writers,
     insert_1000_timing,
 );
@@ -593,7 +686,7 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
     let s = Store::open(path.to_str().unwrap(), 2).unwrap();
     assert_eq!(s.backend(), Backend::Sqlite);
     s.migrate().unwrap();
-    s.insert_master(&master("uin", 1, "active"), &audit())
+    s.insert_master(&master("uin", 1, MasterState::Active), &audit())
         .unwrap();
     s.insert_record(&record("uin", &BI_A, "x", 1), &audit())
         .unwrap();
@@ -608,7 +701,7 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
 fn sqlite_memory_keeps_one_database() {
     let s = Store::open(":memory:", 8).unwrap();
     s.migrate().unwrap();
-    s.insert_master(&master("uin", 1, "active"), &audit())
+    s.insert_master(&master("uin", 1, MasterState::Active), &audit())
         .unwrap();
     s.insert_record(&record("uin", &BI_A, "x", 1), &audit())
         .unwrap();

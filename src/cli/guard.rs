@@ -6,7 +6,8 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use zkvault::vault::{KeyOverview, Role, Vault};
+use zkvault::keystore::KekState;
+use zkvault::vault::{KeyOverview, MasterState, Role, Vault};
 
 use super::exit::{fail, Exit};
 use super::output::cli_grant;
@@ -25,9 +26,11 @@ pub fn destroy(vault: &Vault, ns: &str, version: u32, shred: bool) -> Result<Val
         .find(|n| n.namespace == ns)
         .and_then(|n| n.masters.iter().find(|m| m.version as u32 == version))
         .ok_or_else(|| fail(Exit::NotFound, format!("no master {ns} v{version}")))?;
-    let outcome = match (m.state.as_str(), m.records, shred) {
-        ("destroyed", ..) => "nothing: already destroyed".to_owned(),
-        ("active", ..) => "refused: the active master cannot be destroyed; rotate first".to_owned(),
+    let outcome = match (m.state, m.records, shred) {
+        (MasterState::Destroyed, ..) => "nothing: already destroyed".to_owned(),
+        (MasterState::Active, ..) => {
+            "refused: the active master cannot be destroyed; rotate first".to_owned()
+        }
         (_, 0, _) => "the master's material is destroyed".to_owned(),
         (_, n, false) => {
             format!("refused: {n} record(s) remain (--shred would make them unreadable forever)")
@@ -50,9 +53,11 @@ pub fn destroy_kek(vault: &Vault, version: u32) -> Result<Value> {
         .find(|k| k.version as u32 == version)
         .ok_or_else(|| fail(Exit::NotFound, format!("no KEK v{version}")))?;
     let wrapped = wrapped_under(&keys, version);
-    let outcome = match (kek.state.as_str(), wrapped) {
-        ("destroyed", _) => "nothing: already destroyed".to_owned(),
-        ("active", _) => "refused: the active KEK cannot be destroyed; rotate first".to_owned(),
+    let outcome = match (kek.state, wrapped) {
+        (KekState::Destroyed, _) => "nothing: already destroyed".to_owned(),
+        (KekState::Active, _) => {
+            "refused: the active KEK cannot be destroyed; rotate first".to_owned()
+        }
         (_, 0) => "the KEK is destroyed in the keystore".to_owned(),
         (_, n) => format!("refused: {n} master(s) are still wrapped under it"),
     };
@@ -67,12 +72,12 @@ pub fn compromise_kek(vault: &Vault) -> Result<Value> {
     let active = keys
         .keks
         .iter()
-        .find(|k| k.state == "active")
+        .find(|k| k.state == KekState::Active)
         .map(|k| k.version);
     let live: Vec<Value> = keys
         .namespaces
         .iter()
-        .flat_map(|n| n.masters.iter().filter(|m| m.state == "active" || m.state == "decrypt_only").map(move |m| json!({"namespace": n.namespace, "version": m.version, "records": m.records})))
+        .flat_map(|n| n.masters.iter().filter(|m| m.state.is_live()).map(move |m| json!({"namespace": n.namespace, "version": m.version, "records": m.records})))
         .collect();
     Ok(
         json!({"dry_run": true, "command": "keys compromise-kek", "active_kek": active,
@@ -87,7 +92,7 @@ pub fn migrate(vault: &Vault, to: &std::path::Path) -> Result<Value> {
         .namespaces
         .iter()
         .flat_map(|n| &n.masters)
-        .filter(|m| m.state != "destroyed")
+        .filter(|m| m.state != MasterState::Destroyed)
         .count();
     Ok(
         json!({"dry_run": true, "command": "keystore migrate", "from": keys.keystore, "to": to.display().to_string(), "masters": masters,
@@ -99,7 +104,7 @@ fn wrapped_under(keys: &KeyOverview, kek: u32) -> usize {
     keys.namespaces
         .iter()
         .flat_map(|n| &n.masters)
-        .filter(|m| m.kek_version as u32 == kek && m.state != "destroyed")
+        .filter(|m| m.kek_version as u32 == kek && m.state != MasterState::Destroyed)
         .count()
 }
 

@@ -15,28 +15,7 @@ use zeroize::Zeroizing;
 use zkvault_core::{Secret32, WrapContext};
 
 use crate::secret::SecretString;
-
-/// A KEK's place in its lifecycle: `active` → `retired` → `destroyed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KekState {
-    /// Wraps and unwraps. At most one version is active.
-    Active,
-    /// Unwraps only: kept until nothing wrapped under it remains.
-    Retired,
-    /// Material deleted: can do nothing.
-    Destroyed,
-}
-
-impl KekState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KekState::Active => "active",
-            KekState::Retired => "retired",
-            KekState::Destroyed => "destroyed",
-        }
-    }
-}
+pub use crate::states::KekState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KekInfo {

@@ -31,10 +31,7 @@ impl Store {
 
     /// `Conflict` if `(namespace, version)` exists.
     pub fn insert_master(&self, row: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
-        self.write(audit, |c| {
-            diesel::insert_into(masters::table).values(row).execute(c)?;
-            Ok(())
-        })
+        self.unit_of_work(audit, |u| u.insert_master(row))
     }
 
     /// The namespace's masters, ascending version.

@@ -1,5 +1,7 @@
-//! Writes of the key lifecycle: master rotation, KEK rewrap, record moves, leader election.
-//! Each is one transaction, so a crash leaves either the old state or the new, never a mix.
+//! Writes of the key lifecycle: master row operations, KEK rewrap, record moves, leader
+//! election. Each is one transaction, so a crash leaves either the old state or the new, never
+//! a mix. Which transition a use case makes is the vault's decision: storage applies it only if
+//! the row is still in the state the vault read.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use super::{
     Advisory, AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store,
 };
 use crate::lockfile::{FileLock, LockError};
+use crate::states::{MasterState, MasterUse};
 
 /// Blind indexes per `IN (...)` query.
 const LOOKUP_CHUNK: usize = 500;
@@ -55,25 +58,54 @@ struct Locked {
     locked: bool,
 }
 
+/// Master row operations inside one transaction, opened by [`Store::unit_of_work`]: the vault
+/// composes them into a use case (a rotation: the active master turns decrypt-only as its
+/// successor is inserted), and they commit together with its audit entry or not at all.
+pub struct UnitOfWork<'c> {
+    conn: &'c mut AnyConnection,
+}
+
+impl UnitOfWork<'_> {
+    /// `Conflict` if `(row.namespace, row.version)` exists.
+    pub fn insert_master(&mut self, row: &MasterRow) -> Result<(), StorageError> {
+        diesel::insert_into(masters::table)
+            .values(row)
+            .execute(self.conn)?;
+        Ok(())
+    }
+
+    /// Moves master `(namespace, version)` from state `from` to `to` as of `at`. `Conflict` if
+    /// it is not in `from` (changed since the caller read it).
+    pub fn set_master_state(
+        &mut self,
+        namespace: &str,
+        version: i32,
+        from: MasterState,
+        to: MasterState,
+        at: i64,
+    ) -> Result<(), StorageError> {
+        let n = diesel::update(
+            masters::table
+                .find((namespace, version))
+                .filter(masters::state.eq(from)),
+        )
+        .set((masters::state.eq(to), masters::updated_at.eq(at)))
+        .execute(self.conn)?;
+        match n {
+            0 => Err(StorageError::Conflict),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Store {
-    /// Makes `new` the namespace's active master: in one transaction, the current active one
-    /// turns `decrypt_only` and `new` is inserted. `Conflict` if that version already exists
-    /// (another instance rotated first).
-    pub fn rotate_master(&self, new: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
-        self.write(audit, |c| {
-            diesel::update(
-                masters::table
-                    .filter(masters::namespace.eq(&new.namespace))
-                    .filter(masters::state.eq("active")),
-            )
-            .set((
-                masters::state.eq("decrypt_only"),
-                masters::updated_at.eq(new.created_at),
-            ))
-            .execute(c)?;
-            diesel::insert_into(masters::table).values(new).execute(c)?;
-            Ok(())
-        })
+    /// Runs `work` and appends `audit` in one transaction (see [`Store::write`]).
+    pub fn unit_of_work<T>(
+        &self,
+        audit: &AuditEntry,
+        work: impl FnOnce(&mut UnitOfWork<'_>) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        self.write(audit, |conn| work(&mut UnitOfWork { conn }))
     }
 
     /// Overwrites the given masters and index keys (their new `kek_version` and `wrapped`) in
@@ -92,7 +124,7 @@ impl Store {
                 let n = diesel::update(
                     masters::table
                         .find((row.namespace.as_str(), row.version))
-                        .filter(masters::state.eq(&row.state))
+                        .filter(masters::state.eq(row.state))
                         .filter(masters::kek_version.eq(read_under))
                         .filter(masters::wrapped.is_not_null()),
                 )
@@ -247,7 +279,7 @@ impl Store {
     pub fn update_master_if(
         &self,
         row: &MasterRow,
-        expected_state: &str,
+        expected_state: MasterState,
         expected_compromised: Option<i64>,
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
@@ -317,37 +349,21 @@ impl KeyLock {
     }
 }
 
-/// What a record write or move needs of a master, checked inside its transaction.
-#[derive(Clone, Copy)]
-pub(super) enum MasterUse {
-    /// New ciphertext goes under it: it must be the active master.
-    WriteTo,
-    /// A DEK is rewrapped away from it: live and not compromised (a compromised master's DEKs
-    /// may be known, so its records must be re-keyed instead).
-    RewrapFrom,
-    /// A record is re-keyed away from it: live.
-    RekeyFrom,
-}
-
-/// `MasterChanged` unless master `(namespace, version)` allows `use_` right now.
+/// `MasterChanged` unless master `(namespace, version)` allows `use_` right now. Which use an
+/// operation makes is fixed by the operation (an insert writes under its master), not passed
+/// in by the caller, so no caller can ask for a weaker check.
 pub(super) fn require_master(
     c: &mut AnyConnection,
     namespace: &str,
     version: i32,
     use_: MasterUse,
 ) -> Result<(), StorageError> {
-    let row: Option<(String, Option<i64>)> = masters::table
+    let row: Option<(MasterState, Option<i64>)> = masters::table
         .find((namespace, version))
         .select((masters::state, masters::compromised_at))
         .get_result(c)
         .optional()?;
-    let live = |s: &str| s == "active" || s == "decrypt_only";
-    let ok = match (&row, use_) {
-        (Some((state, _)), MasterUse::WriteTo) => state == "active",
-        (Some((state, compromised)), MasterUse::RewrapFrom) => live(state) && compromised.is_none(),
-        (Some((state, _)), MasterUse::RekeyFrom) => live(state),
-        (None, _) => false,
-    };
+    let ok = row.is_some_and(|(state, compromised)| use_.allows(state, compromised.is_some()));
     if ok {
         Ok(())
     } else {

@@ -7,6 +7,7 @@
 
 mod audit;
 mod bulk;
+mod columns;
 mod conn;
 mod credentials;
 mod error;
@@ -25,7 +26,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;
-pub use lifecycle::{KeyLock, LeaderGuard, RecordMove};
+pub use lifecycle::{KeyLock, LeaderGuard, RecordMove, UnitOfWork};
 pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, RecordMeta, RecordRow};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

@@ -9,6 +9,7 @@ use std::fmt;
 use diesel::prelude::*;
 
 use super::schema::{credentials, index_keys, keks, masters, records};
+use crate::states::{KekState, MasterState, Roles};
 
 /// Prints `<N bytes>` instead of the bytes.
 struct Len<'a>(&'a [u8]);
@@ -24,8 +25,7 @@ impl fmt::Debug for Len<'_> {
 #[diesel(table_name = keks, primary_key(version), treat_none_as_null = true)]
 pub struct KekRow {
     pub version: i32,
-    /// `active` | `retired` | `destroyed`
-    pub state: String,
+    pub state: KekState,
     pub created_at: i64,
     pub retired_at: Option<i64>,
     pub destroyed_at: Option<i64>,
@@ -39,8 +39,7 @@ pub struct KekRow {
 pub struct MasterRow {
     pub namespace: String,
     pub version: i32,
-    /// `active` | `decrypt_only` | `retired` | `destroyed`
-    pub state: String,
+    pub state: MasterState,
     pub compromised_at: Option<i64>,
     pub kek_version: i32,
     /// `None` once destroyed (crypto-shredding).
@@ -167,8 +166,7 @@ pub struct CredentialRow {
     /// Public token id (e.g. 16 hex chars).
     pub id: String,
     pub label: String,
-    /// Comma-separated roles.
-    pub roles: String,
+    pub roles: Roles,
     /// Comma-separated namespaces, `*` = all.
     pub namespaces: String,
     /// Argon2id PHC string.

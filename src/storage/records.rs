@@ -3,9 +3,10 @@
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 
-use super::lifecycle::{require_master, MasterUse};
+use super::lifecycle::require_master;
 use super::schema::records;
 use super::{AuditEntry, RecordMeta, RecordRow, StorageError, Store};
+use crate::states::MasterUse;
 
 impl Store {
     pub fn record(

@@ -17,55 +17,8 @@ use zeroize::Zeroizing;
 
 use super::{now_ms, Actor, EntryExt, Grant, Vault, VaultError};
 use crate::secret::SecretString;
+use crate::states::{Role, Roles};
 use crate::storage::{CredentialRow, Store};
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Admin,
-    Writer,
-    Reader,
-    Reencrypt,
-    Operator,
-    Auditor,
-}
-
-impl Role {
-    pub const ALL: [Role; 6] = [
-        Role::Admin,
-        Role::Writer,
-        Role::Reader,
-        Role::Reencrypt,
-        Role::Operator,
-        Role::Auditor,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Writer => "writer",
-            Role::Reader => "reader",
-            Role::Reencrypt => "reencrypt",
-            Role::Operator => "operator",
-            Role::Auditor => "auditor",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
 
 /// Who is calling: a verified credential's id, roles and namespace scope.
 #[derive(Debug, Clone)]
@@ -93,23 +46,15 @@ impl Principal {
         }
     }
 
-    fn from_row(row: &CredentialRow) -> Result<Principal, VaultError> {
-        let roles = row
-            .roles
-            .split(',')
-            .map(|r| {
-                Role::parse(r)
-                    .ok_or_else(|| VaultError::Internal(format!("unknown role {r:?} in database")))
-            })
-            .collect::<Result<_, _>>()?;
+    fn from_row(row: &CredentialRow) -> Principal {
         let namespaces =
             (row.namespaces != "*").then(|| row.namespaces.split(',').map(str::to_owned).collect());
-        Ok(Principal {
+        Principal {
             id: row.id.clone(),
-            roles,
+            roles: row.roles.0.clone(),
             namespaces,
             expires_at: row.expires_at,
-        })
+        }
     }
 
     fn expired(&self, now: i64) -> bool {
@@ -235,7 +180,7 @@ impl Credentials {
             .verify_password(secret.as_bytes(), &hash)
             .is_ok();
         let row = row.filter(|_| matches).ok_or(VaultError::Unauthenticated)?;
-        let principal = Arc::new(Principal::from_row(&row)?);
+        let principal = Arc::new(Principal::from_row(&row));
         self.verified.insert(cache_key(token), principal.clone());
         Ok(principal)
     }
@@ -268,15 +213,10 @@ impl Credentials {
             .hash_password(secret.as_bytes())
             .map_err(|e| VaultError::Internal(format!("argon2: {e}")))?
             .to_string();
-        let roles: BTreeSet<Role> = roles.iter().copied().collect();
         let row = CredentialRow {
             id: id.clone(),
             label: label.to_owned(),
-            roles: roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            roles: Roles(roles.iter().copied().collect()),
             namespaces: if namespaces.is_empty() {
                 "*".into()
             } else {
@@ -304,7 +244,7 @@ impl Credentials {
             .credentials()?
             .into_iter()
             .map(|r| CredentialInfo {
-                roles: r.roles.split(',').map(str::to_owned).collect(),
+                roles: r.roles.0.iter().map(|r| r.as_str().to_owned()).collect(),
                 namespaces: r.namespaces.split(',').map(str::to_owned).collect(),
                 id: r.id,
                 label: r.label,
@@ -416,7 +356,7 @@ impl Vault {
                 "credential {id} was already rotated: its successor is {successor}"
             )));
         }
-        let roles: Vec<Role> = old.roles.split(',').filter_map(Role::parse).collect();
+        let roles: Vec<Role> = old.roles.0.iter().copied().collect();
         let namespaces: Vec<String> = if old.namespaces == "*" {
             Vec::new()
         } else {

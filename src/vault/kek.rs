@@ -92,7 +92,7 @@ fn rewrap_all(
         let Some(wrapped) = row
             .wrapped
             .as_deref()
-            .filter(|_| row.state != MasterState::Destroyed.as_str())
+            .filter(|_| row.state != MasterState::Destroyed)
         else {
             continue;
         };
@@ -193,7 +193,7 @@ impl Vault {
         let keystore = self.keyring().keystore();
         let in_use = self.store().all_masters()?.iter().any(|m| {
             m.wrapped.is_some()
-                && m.state != MasterState::Destroyed.as_str()
+                && m.state != MasterState::Destroyed
                 && m.kek_version as u32 == version
         }) || self
             .store()
@@ -236,10 +236,7 @@ impl Vault {
                 .store()
                 .masters(ns)?
                 .iter()
-                .filter(|m| {
-                    m.state == MasterState::Active.as_str()
-                        || m.state == MasterState::DecryptOnly.as_str()
-                })
+                .filter(|m| m.state.is_live())
                 .map(|m| m.version as u32)
                 .collect();
             let grant = Grant::system(actor.clone(), Role::Operator, Some(ns));

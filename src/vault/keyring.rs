@@ -17,9 +17,9 @@ use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, Secret32, WrapContext};
 
-use super::masters::MasterState;
 use super::VaultError;
 use crate::keystore::Keystore;
+use crate::states::MasterState;
 use crate::storage::{MasterRow, Store};
 
 /// How often the service runs [`Keyring::sync`]: the bound on how long another instance's key
@@ -80,10 +80,7 @@ impl Keyring {
         self.states
             .try_get_with((self.generation(), ns.to_owned()), || {
                 let rows = self.store.masters(ns)?;
-                rows.iter()
-                    .map(meta_of)
-                    .collect::<Result<Vec<_>, VaultError>>()
-                    .map(Arc::new)
+                Ok(Arc::new(rows.iter().map(meta_of).collect()))
             })
             .map_err(unshare)
     }
@@ -182,12 +179,12 @@ impl Keyring {
     }
 }
 
-fn meta_of(row: &MasterRow) -> Result<MasterMeta, VaultError> {
-    Ok(MasterMeta {
+fn meta_of(row: &MasterRow) -> MasterMeta {
+    MasterMeta {
         version: row.version as u32,
-        state: MasterState::parse(&row.state)?,
+        state: row.state,
         compromised: row.compromised_at.is_some(),
-    })
+    }
 }
 
 /// Unwraps a master row's key with the keystore. A destroyed master — no material, or a
@@ -196,7 +193,7 @@ pub fn unwrap_master(
     keystore: &dyn Keystore,
     row: &MasterRow,
 ) -> Result<Arc<DerivationMaster>, VaultError> {
-    if MasterState::parse(&row.state)? == MasterState::Destroyed {
+    if row.state == MasterState::Destroyed {
         return Err(VaultError::Shredded);
     }
     let wrapped = row.wrapped.as_deref().ok_or(VaultError::Shredded)?;

@@ -81,7 +81,7 @@ impl Vault {
             let previous = existing
                 .iter()
                 .rev()
-                .find(|m| m.state == MasterState::Active.as_str())
+                .find(|m| m.state == MasterState::Active)
                 .map(|m| m.version as u32);
             let version = existing.last().map_or(1, |m| m.version as u32 + 1);
             let dm = DerivationMaster::generate()?;
@@ -89,7 +89,7 @@ impl Vault {
             let row = MasterRow {
                 namespace: ns.to_owned(),
                 version: version as i32,
-                state: MasterState::Active.as_str().to_owned(),
+                state: MasterState::Active,
                 compromised_at: None,
                 kek_version: kek as i32,
                 wrapped: Some(keystore.wrap(
@@ -101,10 +101,23 @@ impl Vault {
                 created_at: now,
                 updated_at: now,
             };
-            match self.store().rotate_master(
-                &row,
+            // The previous active master turns decrypt-only in the same transaction.
+            let rotated = self.store().unit_of_work(
                 &actor.entry("master.rotate", ns, format!("v{version}")),
-            ) {
+                |u| {
+                    if let Some(p) = previous {
+                        u.set_master_state(
+                            ns,
+                            p as i32,
+                            MasterState::Active,
+                            MasterState::DecryptOnly,
+                            now,
+                        )?;
+                    }
+                    u.insert_master(&row)
+                },
+            );
+            match rotated {
                 Ok(()) => {
                     self.keyring().forget_all();
                     tracing::info!(namespace = ns, previous, active = version, who = %actor.who, why = %actor.why, "derivation master rotated");
@@ -136,8 +149,8 @@ impl Vault {
             &grant.actor_for("compromise response"),
         );
         let row = self.master_row(ns, version)?;
-        let state = MasterState::parse(&row.state)?;
-        if !matches!(state, MasterState::Active | MasterState::DecryptOnly) {
+        let state = row.state;
+        if !state.is_live() {
             return Err(conflict(format!("master v{version} is {}; only an active or decrypt-only master can be marked compromised", state.as_str())));
         }
         let rotated_to = if state == MasterState::Active {
@@ -156,7 +169,7 @@ impl Vault {
             };
             if !self.store().update_master_if(
                 &marked,
-                &row.state,
+                row.state,
                 None,
                 &actor.entry("master.compromise", ns, format!("v{version}")),
             )? {
@@ -192,8 +205,7 @@ impl Vault {
         });
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
-        let state = MasterState::parse(&row.state)?;
-        match state {
+        match row.state {
             MasterState::Active => {
                 return Err(conflict(format!(
                     "master v{version} is active: rotate first"
@@ -211,7 +223,7 @@ impl Vault {
             )));
         }
         let destroyed = MasterRow {
-            state: MasterState::Destroyed.as_str().to_owned(),
+            state: MasterState::Destroyed,
             wrapped: None,
             updated_at: now_ms(),
             ..row.clone()
@@ -224,7 +236,7 @@ impl Vault {
             ));
         if !self
             .store()
-            .update_master_if(&destroyed, &row.state, row.compromised_at, &entry)?
+            .update_master_if(&destroyed, row.state, row.compromised_at, &entry)?
         {
             return Err(conflict(format!(
                 "master v{version} changed state concurrently; retry"
@@ -248,9 +260,9 @@ impl Vault {
             let empty = !counts
                 .iter()
                 .any(|(n, v, c)| *n == row.namespace && *v == row.version && *c > 0);
-            if row.state == MasterState::DecryptOnly.as_str() && empty {
+            if row.state == MasterState::DecryptOnly && empty {
                 let next = MasterRow {
-                    state: MasterState::Retired.as_str().to_owned(),
+                    state: MasterState::Retired,
                     updated_at: now_ms(),
                     ..row.clone()
                 };
@@ -258,7 +270,7 @@ impl Vault {
                     actor.entry("master.retire", &row.namespace, format!("v{}", row.version));
                 if self
                     .store()
-                    .update_master_if(&next, &row.state, row.compromised_at, &entry)?
+                    .update_master_if(&next, row.state, row.compromised_at, &entry)?
                 {
                     self.keyring().forget_all();
                     tracing::info!(namespace = %row.namespace, version = row.version, who = %actor.who, why = %actor.why, "derivation master retired");

@@ -10,7 +10,6 @@ mod error;
 mod kek;
 mod keyring;
 mod lifecycle;
-mod masters;
 mod overview;
 mod record_name;
 mod records;
@@ -28,12 +27,11 @@ pub use access::{Caller, Grant};
 pub use audit::{
     bounded, is_control_or_format, Actor, AuditBreak, AuditQuery, AuditVerification, EntryExt,
 };
-pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal, Role};
+pub use credentials::{CredentialInfo, Credentials, IssuedCredential, Principal};
 pub use error::VaultError;
 pub use kek::KekRotation;
 pub use keyring::{Keyring, MasterMeta, SYNC_INTERVAL};
 pub use lifecycle::{CompromiseReport, DestroyReport, MasterRotation};
-pub use masters::MasterState;
 pub use overview::{KekView, KeyOverview, MasterView, NamespaceView};
 pub use record_name::{valid_record_name, RECORD_NAME_PATTERN};
 pub use records::{Precondition, PutOutcome, Record, RecordWrite};
@@ -41,6 +39,8 @@ pub use reencrypt::{ReencryptReport, MAX_REENCRYPT_IDS};
 pub use refusals::{Refusal, REFUSAL_INTERVAL};
 pub use schedule::{spawn_scheduler, LifecycleReport, PlannedEvent};
 pub use seed::{seed_body, seed_uin, SeedOptions, SeedReport, SEED_BODY_BYTES, SEED_MAX_RESIDENTS};
+
+pub use crate::states::{MasterState, Role};
 
 use crate::keystore::{KekState, Keystore};
 use crate::policy::Policy;
@@ -197,7 +197,7 @@ fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), Vault
         ))
     };
     for row in store.all_masters()? {
-        if row.wrapped.is_some() && row.state != MasterState::Destroyed.as_str() {
+        if row.wrapped.is_some() && row.state != MasterState::Destroyed {
             keyring::unwrap_master(keystore, &row)
                 .map_err(|_| wrong(format!("master {} v{}", row.namespace, row.version)))?;
         }
@@ -231,7 +231,7 @@ fn mirror_keks(store: &Store, keystore: &dyn Keystore, actor: &Actor) -> Result<
         }
         let row = KekRow {
             version: kek.version as i32,
-            state: kek.state.as_str().to_owned(),
+            state: kek.state,
             created_at: previous.map_or(now, |p| p.created_at),
             retired_at: previous
                 .and_then(|p| p.retired_at)
@@ -255,13 +255,13 @@ fn mirror_keks(store: &Store, keystore: &dyn Keystore, actor: &Actor) -> Result<
     if keks.iter().any(|k| k.state == KekState::Active) {
         for other in known
             .iter()
-            .filter(|k| k.keystore != id && k.state == KekState::Active.as_str())
+            .filter(|k| k.keystore != id && k.state == KekState::Active)
         {
             if keks.iter().any(|k| k.version as i32 == other.version) {
                 continue; // a legacy row of this keystore, rewritten above
             }
             let row = KekRow {
-                state: KekState::Retired.as_str().to_owned(),
+                state: KekState::Retired,
                 retired_at: Some(now),
                 ..other.clone()
             };
@@ -293,7 +293,7 @@ fn init_namespace(
     let dm_row = MasterRow {
         namespace: ns.to_owned(),
         version: 1,
-        state: MasterState::Active.as_str().to_owned(),
+        state: MasterState::Active,
         compromised_at: None,
         kek_version: kek as i32,
         wrapped: Some(keystore.wrap(

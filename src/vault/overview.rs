@@ -2,12 +2,14 @@
 
 use serde::Serialize;
 
-use super::{Grant, Role, Vault, VaultError};
+use super::{Grant, MasterState, Role, Vault, VaultError};
+use crate::keystore::KekState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KekView {
     pub version: i32,
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: KekState,
     #[serde(serialize_with = "crate::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
@@ -24,7 +26,8 @@ pub struct KekView {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MasterView {
     pub version: i32,
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: MasterState,
     pub compromised: bool,
     pub kek_version: i32,
     #[serde(serialize_with = "crate::time::serialize")]

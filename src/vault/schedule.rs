@@ -40,7 +40,7 @@ impl Vault {
             .store()
             .keks()?
             .into_iter()
-            .find(|k| k.state == KekState::Active.as_str()))
+            .find(|k| k.state == KekState::Active))
     }
 
     /// Rotates, retires and destroys whatever the policy says is due at `now`.
@@ -57,10 +57,7 @@ impl Vault {
         }
         for (ns, policy) in &self.policy().namespaces {
             let masters = self.store().masters(ns)?;
-            if let Some(active) = masters
-                .iter()
-                .find(|m| m.state == MasterState::Active.as_str())
-            {
+            if let Some(active) = masters.iter().find(|m| m.state == MasterState::Active) {
                 if active.created_at + ms(policy.dm_rotation) <= now {
                     report.masters_rotated.push((
                         ns.clone(),
@@ -75,7 +72,7 @@ impl Vault {
             }
             for m in masters
                 .iter()
-                .filter(|m| m.state == MasterState::DecryptOnly.as_str())
+                .filter(|m| m.state == MasterState::DecryptOnly)
             {
                 if m.updated_at + ms(policy.decrypt_only_max) <= now {
                     tracing::warn!(namespace = %ns, version = m.version, "decrypt-only master past its window: run a bulk re-encryption");
@@ -90,7 +87,7 @@ impl Vault {
             let Some(policy) = self.policy().namespace(&m.namespace) else {
                 continue;
             };
-            if m.state == MasterState::Retired.as_str()
+            if m.state == MasterState::Retired
                 && m.updated_at + ms(policy.destroy_after_retired) <= now
             {
                 self.destroy_master(
@@ -137,10 +134,7 @@ impl Vault {
         }
         for (ns, policy) in &self.policy().namespaces {
             let masters = self.store().masters(ns)?;
-            if let Some(active) = masters
-                .iter()
-                .find(|m| m.state == MasterState::Active.as_str())
-            {
+            if let Some(active) = masters.iter().find(|m| m.state == MasterState::Active) {
                 let (v, rot, window) = (
                     active.version,
                     ms(policy.dm_rotation),
@@ -157,7 +151,7 @@ impl Vault {
                 });
             }
             for m in &masters {
-                if m.state == MasterState::DecryptOnly.as_str() {
+                if m.state == MasterState::DecryptOnly {
                     events.push(PlannedEvent {
                         at_ms: (m.updated_at + ms(policy.decrypt_only_max)).max(now),
                         what: format!(
@@ -166,7 +160,7 @@ impl Vault {
                         ),
                     });
                 }
-                if m.state == MasterState::Retired.as_str() {
+                if m.state == MasterState::Retired {
                     events.push(PlannedEvent {
                         at_ms: (m.updated_at + ms(policy.destroy_after_retired)).max(now),
                         what: format!("{ns}: destroy retired DM v{}", m.version),
