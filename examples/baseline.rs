@@ -101,18 +101,19 @@ fn main() -> anyhow::Result<()> {
             start,
             name,
             batch,
-        } => seed(vault.store(), &ns, start, count, &name, batch),
+        } => seed(&vault, &ns, start, count, &name, batch),
     }
 }
 
 fn seed(
-    store: &Store,
+    vault: &Vault,
     ns: &str,
     start: u64,
     count: u64,
     name: &str,
     batch: usize,
 ) -> anyhow::Result<()> {
+    let master = vault.keyring().active_version(ns)?;
     let started = Instant::now();
     let mut inserted = 0;
     let mut i = start;
@@ -129,10 +130,10 @@ fn seed(
                     content_type: "application/json",
                     body: &body,
                 };
-                row.into_row(*uuid::Uuid::new_v4().as_bytes(), 1, now_ms())
+                row.into_row(master, *uuid::Uuid::new_v4().as_bytes(), 1, now_ms())
             })
             .collect();
-        inserted += store.insert_records(&rows)?;
+        inserted += vault.store().insert_records(&rows)?;
         i = hi;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -153,14 +154,16 @@ struct Clear<'a> {
 }
 
 impl Clear<'_> {
-    fn into_row(self, id: [u8; 16], revision: i64, created_at: i64) -> RecordRow {
+    /// The row, labelled with the namespace's active master as the vault's are (storage refuses
+    /// a record under any other), though nothing is sealed under it.
+    fn into_row(self, master: u32, id: [u8; 16], revision: i64, created_at: i64) -> RecordRow {
         RecordRow {
             id: id.to_vec(),
             namespace: self.ns.to_owned(),
             blind_index: self.resident.to_vec(),
             name: self.name.to_owned(),
             format: 0,
-            master_version: 0,
+            master_version: master as i32,
             dek_nonce: vec![0; 24],
             wrapped_dek: vec![0; 48],
             body_nonce: vec![0; 24],
@@ -263,6 +266,7 @@ impl DataPlane for ClearRecords {
         let store = self.store();
         self.audited(entry, false, |entry| {
             for _ in 0..5 {
+                let master = self.vault.keyring().active_version(ns)?;
                 let existing = store.record(ns, &resident, write.name)?;
                 match (write.precondition, &existing) {
                     (Precondition::Never, _) | (Precondition::IfNoneMatch, Some(_)) => {
@@ -293,21 +297,23 @@ impl DataPlane for ClearRecords {
                     content_type: write.content_type,
                     body: write.body,
                 }
-                .into_row(id, revision, created_at);
+                .into_row(master, id, revision, created_at);
                 let written = match &existing {
-                    None => match store.insert_record(&row, entry) {
-                        Ok(()) => true,
-                        Err(StorageError::Conflict) => false,
-                        Err(e) => return Err(e.into()),
-                    },
-                    Some(old) => store.replace_record(&row, old.revision, entry)?,
+                    None => store.insert_record(&row, entry).map(|()| true),
+                    Some(old) => store.replace_record(&row, old.revision, entry),
+                };
+                // A concurrent create won, or the active master changed: go round again.
+                let written = match written {
+                    Ok(w) => w,
+                    Err(StorageError::Conflict | StorageError::MasterChanged) => false,
+                    Err(e) => return Err(e.into()),
                 };
                 if written {
                     return Ok(PutOutcome {
                         created: existing.is_none(),
                         revision,
                         etag: row.etag,
-                        master_version: 0,
+                        master_version: master,
                     });
                 }
             }
