@@ -10,6 +10,10 @@
 //! to the same `records` table: `blind_index` holds the normalised resident ID,
 //! `body_ciphertext` the body, nonces and wrapped DEK are zero bytes of the real lengths.
 //!
+//! Point it only at a database of its own (`loadtest/run.sh` makes a fresh one): on a database
+//! holding real data it would write clear-text bodies and IDs beside the sealed records, and ID
+//! prefixes into the append-only audit trail.
+//!
 //! ```text
 //! cargo run --release --example baseline -- serve            # same ZKVAULT_* variables as zkvault
 //! cargo run --release --example baseline -- seed --count N   # same UINs and bodies as `zkvault seed`

@@ -249,3 +249,91 @@ async fn compromise_and_kek_rotation_on_one_instance_reach_the_other_within_a_se
     );
     b.handle.stop(false).await;
 }
+
+/// One damaged row elsewhere must not stop the syncs that keep a peer current. A credential
+/// row whose roles text names no role, and a master row of another namespace whose state text
+/// names no state, used to make the whole read fail on every tick (after the columns became
+/// typed): a revoked token and a shredded master stayed usable on the peer until its caches
+/// expired. Now the revocation and the shred are in force on the peer within a second, and the
+/// damaged rows themselves are refused where they are used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_row_elsewhere_never_stops_revocation_or_shredding_on_a_peer() {
+    let Some(db) = pg() else { return };
+    let a = TestApp::start(db).await;
+    let b = a.start_peer().await;
+    assert!(a.put("rp", "r0", ID, b"secret").await.status().is_success());
+    let get_on_b = |token: &str| {
+        a.client
+            .get(b.url("/v1/ns/rp/records/r0"))
+            .bearer_auth(token)
+            .header("Resident-Id", ID)
+            .send()
+    };
+    // B has verified the reader's token and cached rp's master v1.
+    assert_eq!(
+        get_on_b(&a.tokens.reader).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let writer_id = a.tokens.uin_writer.split('_').nth(1).unwrap();
+    support::app::execute_sql(
+        a.db.url(),
+        &format!(
+            "UPDATE credentials SET roles = 'auditor,superuser' WHERE id = '{writer_id}'; \
+             UPDATE masters SET state = 'Active' WHERE namespace = 'uin'"
+        ),
+    );
+
+    let reader_id = a.tokens.reader.split('_').nth(1).unwrap();
+    let revoke = a
+        .req(
+            Method::DELETE,
+            &format!("/v1/credentials/{reader_id}"),
+            &a.tokens.admin,
+            None,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    let op = &a.tokens.operator;
+    for path in [
+        "/v1/ns/rp/masters/rotate",
+        "/v1/ns/rp/masters/1/destroy?shred=true",
+    ] {
+        let r = a.req(Method::POST, path, op, None).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    let changed = Instant::now();
+    let reader = a.tokens.reader.clone();
+    let admin_writer = a.tokens.writer.clone();
+    loop {
+        let revoked = get_on_b(&reader).await.unwrap().status() == StatusCode::UNAUTHORIZED;
+        let shredded = get_on_b(&admin_writer).await.unwrap().status() == StatusCode::GONE;
+        if revoked && shredded {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "peer still current after 1 s: revoked={revoked} shredded={shredded}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // The damaged rows are refused where they are used, on both instances.
+    for base in [a.url(""), b.url("")] {
+        let r = a
+            .client
+            .get(format!("{base}/v1/ns/uin/records"))
+            .bearer_auth(&a.tokens.uin_writer)
+            .header("Resident-Id", "234567890124")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == StatusCode::UNAUTHORIZED || r.status().is_server_error(),
+            "{}",
+            r.status()
+        );
+        assert!(!r.text().await.unwrap().contains("superuser"));
+    }
+    b.handle.stop(false).await;
+}

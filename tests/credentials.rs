@@ -1,18 +1,23 @@
 //! Credential lifecycle over HTTP, on SQLite and PostgreSQL: rotation with an overlap window,
-//! and expiry taking effect on a token that is already cached.
+//! expiry taking effect on a token that is already cached, and administration confined to the
+//! administrator's own namespaces.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 use support::app::{execute_sql, TestApp};
 use support::db::TestDb;
 use zkvault::vault::Role;
 
 on_both_backends!(
     rotation_keeps_the_old_token_for_the_overlap_only,
-    an_expired_token_is_refused_within_a_second
+    an_expired_token_is_refused_within_a_second,
+    a_namespace_scoped_admin_cannot_reach_beyond_its_namespaces,
+    namespace_scoped_operators_and_auditors_stay_in_their_namespaces,
+    a_damaged_credential_row_is_listed_refused_and_revocable,
 );
 
 const ID: &str = "4930098371";
@@ -148,4 +153,294 @@ async fn an_expired_token_is_refused_within_a_second(db: TestDb) {
     .unwrap();
     refused_within_a_second(&app, &app.tokens.reader).await;
     app.stop().await;
+}
+
+/// A credential for `roles` in `namespaces`, issued by the local operator.
+async fn scoped(app: &TestApp, roles: &'static [Role], namespaces: &'static [&str]) -> String {
+    let v = app.vault.clone();
+    tokio::task::spawn_blocking(move || {
+        let ns: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
+        v.create_credential(
+            &support::app::grant(&v, Role::Admin, None),
+            "scoped",
+            roles,
+            &ns,
+        )
+        .unwrap()
+        .token
+        .expose()
+        .to_owned()
+    })
+    .await
+    .unwrap()
+}
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r = app.req(method, path, token, None);
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// An admin restricted to `rp` used to mint an all-namespace writer, a `uin` writer or an
+/// operator, and to list and revoke every credential of the deployment.
+async fn a_namespace_scoped_admin_cannot_reach_beyond_its_namespaces(db: TestDb) {
+    let app = TestApp::start(db).await;
+    let admin = scoped(&app, &[Role::Admin], &["rp"]).await;
+    for (roles, namespaces, what) in [
+        (json!(["writer"]), json!([]), "an all-namespace writer"),
+        (
+            json!(["writer"]),
+            json!(["uin"]),
+            "a writer of another namespace",
+        ),
+        (
+            json!(["writer"]),
+            json!(["rp", "uin"]),
+            "a writer of its and another namespace",
+        ),
+        (
+            json!(["operator"]),
+            json!(["rp"]),
+            "an operator (a role it does not hold)",
+        ),
+        (
+            json!(["auditor"]),
+            json!(["rp"]),
+            "an auditor (a role it does not hold)",
+        ),
+        (json!(["admin"]), json!([]), "an all-namespace admin"),
+    ] {
+        let (status, body) = create(&app, &admin, roles, namespaces).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "minted {what}: {body}");
+    }
+    let (status, issued) = create(&app, &admin, json!(["writer", "reader"]), json!(["rp"])).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let token = issued["token"].as_str().unwrap();
+    assert_eq!(status_of(&app, token, "rp").await, StatusCode::NOT_FOUND); // allowed, no record
+    assert_eq!(status_of(&app, token, "uin").await, StatusCode::FORBIDDEN);
+
+    // It lists and revokes only credentials confined to its namespaces.
+    let (status, list) = call(&app, Method::GET, "/v1/credentials", &admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = list["credentials"].as_array().unwrap();
+    assert!(!listed.is_empty());
+    for c in listed {
+        assert_eq!(
+            c["namespaces"],
+            json!(["rp"]),
+            "listed a credential beyond rp: {c}"
+        );
+    }
+    let unrestricted = app.tokens.admin.split('_').nth(1).unwrap();
+    let uin_only = app.tokens.uin_writer.split('_').nth(1).unwrap();
+    for id in [unrestricted, uin_only] {
+        let (status, _) = call(
+            &app,
+            Method::DELETE,
+            &format!("/v1/credentials/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "revoked {id} beyond its namespaces"
+        );
+    }
+    assert_eq!(
+        status_of(&app, &app.tokens.uin_writer, "uin").await,
+        StatusCode::NOT_FOUND
+    );
+    let own = issued["id"].as_str().unwrap();
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/credentials/{own}"),
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // The unrestricted admin still administers everything.
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/v1/credentials",
+        &app.tokens.admin,
+        Some(json!({"label": "x", "roles": ["writer"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+async fn create(
+    app: &TestApp,
+    token: &str,
+    roles: Value,
+    namespaces: Value,
+) -> (StatusCode, Value) {
+    let body = json!({"label": "x", "roles": roles, "namespaces": namespaces});
+    call(app, Method::POST, "/v1/credentials", token, Some(body)).await
+}
+
+/// A read in `ns` of an absent record: 404 when allowed, else the refusal.
+async fn status_of(app: &TestApp, token: &str, ns: &str) -> StatusCode {
+    let uin = "234567890124"; // Verhoeff-valid, as `uin` requires
+    app.req(
+        Method::GET,
+        &format!("/v1/ns/{ns}/records/none"),
+        token,
+        Some(uin),
+    )
+    .send()
+    .await
+    .unwrap()
+    .status()
+}
+
+/// An operator or auditor restricted to `rp` used to rotate the KEK (every namespace's keys),
+/// see every namespace's masters and read every namespace's audit entries.
+async fn namespace_scoped_operators_and_auditors_stay_in_their_namespaces(db: TestDb) {
+    let app = TestApp::start(db).await;
+    let operator = scoped(&app, &[Role::Operator], &["rp"]).await;
+    let auditor = scoped(&app, &[Role::Auditor], &["rp"]).await;
+    let unrestricted_auditor = scoped(&app, &[Role::Auditor], &[]).await;
+    assert!(app.put("rp", "a", ID, b"{}").await.status().is_success());
+    let uin = app
+        .req(
+            Method::PUT,
+            "/v1/ns/uin/records/a",
+            &app.tokens.uin_writer,
+            Some("234567890124"),
+        )
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(uin.status().is_success(), "{}", uin.status());
+
+    let kek = "/v1/keys/kek/rotate";
+    assert_eq!(
+        call(&app, Method::POST, kek, &operator, None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let master = |ns: &str| format!("/v1/ns/{ns}/masters/rotate");
+    assert_eq!(
+        call(&app, Method::POST, &master("uin"), &operator, None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&app, Method::POST, &master("rp"), &operator, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, keys) = call(&app, Method::GET, "/v1/keys", &operator, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen: Vec<&str> = keys["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(seen, ["rp"]);
+    // The unrestricted operator still rotates the KEK.
+    assert_eq!(
+        call(&app, Method::POST, kek, &app.tokens.operator, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let audit = "/v1/audit?limit=1000";
+    let (status, page) = call(&app, Method::GET, audit, &auditor, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let entries = page["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["operation"] == "record.put"),
+        "{page}"
+    );
+    for e in entries {
+        assert_eq!(e["namespace"], "rp", "a scoped auditor read {e}");
+    }
+    let (_, all) = call(&app, Method::GET, audit, &unrestricted_auditor, None).await;
+    let all = all["entries"].as_array().unwrap();
+    assert!(all.iter().any(|e| e["namespace"] == "uin"));
+    assert!(all.iter().any(|e| e["operation"] == "kek.rotate"));
+}
+
+/// A credential row whose roles text names no role (edited in the database) used to make
+/// `GET /v1/credentials` answer 500 for every row, so an admin could not even find it. It is
+/// listed with the text stored, its token is refused without echoing that text, and it can be
+/// revoked.
+async fn a_damaged_credential_row_is_listed_refused_and_revocable(db: TestDb) {
+    let app = TestApp::start(db).await;
+    let (status, issued) = create(&app, &app.tokens.admin, json!(["reader"]), json!(["rp"])).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (id, token) = (
+        issued["id"].as_str().unwrap(),
+        issued["token"].as_str().unwrap(),
+    );
+    for tampered in ["ADMIN", "admin ", "reader,,writer", "root"] {
+        execute_sql(
+            app.db.url(),
+            &format!("UPDATE credentials SET roles = '{tampered}' WHERE id = '{id}'"),
+        );
+        let (status, list) = call(
+            &app,
+            Method::GET,
+            "/v1/credentials",
+            &app.tokens.admin,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{tampered}: {list}");
+        let row = list["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap();
+        let roles: Vec<&str> = row["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(roles.join(","), tampered);
+        let r = app
+            .req(Method::GET, "/v1/ns/rp/records", token, Some(ID))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status.is_server_error(),
+            "{tampered}: {status}"
+        );
+        assert!(!body.contains(tampered.trim()), "{tampered}: {body}");
+    }
+    let (status, _) = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/credentials/{id}"),
+        &app.tokens.admin,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
 }

@@ -62,6 +62,11 @@ impl Caller {
     pub fn grant(&self, vault: &Vault, role: Role, ns: Option<&str>) -> Result<Grant, ApiError> {
         Ok(vault.authorize(&self.0, role, ns)?)
     }
+
+    /// The vault's permission to act as `role` on every namespace at once.
+    pub fn grant_global(&self, vault: &Vault, role: Role) -> Result<Grant, ApiError> {
+        Ok(vault.authorize_global(&self.0, role)?)
+    }
 }
 
 /// The id the telemetry middleware gave the request.

@@ -15,7 +15,7 @@ pub async fn rotate_kek(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let grant = caller.grant(&state.vault, Role::Operator, None)?;
+    let grant = caller.grant_global(&state.vault, Role::Operator)?;
     let vault = state.vault.clone();
     Ok(HttpResponse::Ok().json(blocking(move || vault.rotate_kek(&grant)).await?))
 }

@@ -121,6 +121,8 @@ pub struct AuditFilter {
     /// Entries with `id` greater than this (the previous page's last id).
     pub after_id: i64,
     pub limit: i64,
+    /// Only entries of these namespaces (`None`: every entry, deployment-wide ones included).
+    pub namespaces: Option<Vec<String>>,
 }
 
 /// Appends `entry` to `chain` inside the caller's transaction. The head row is written first.
@@ -247,6 +249,9 @@ impl Store {
         }
         if let Some(actor) = &filter.actor {
             q = q.filter(audit::actor.eq(actor.clone()));
+        }
+        if let Some(namespaces) = &filter.namespaces {
+            q = q.filter(audit::namespace.eq_any(namespaces.clone()));
         }
         Ok(q.order(audit::id.asc())
             .limit(filter.limit)

@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::schema::{credential_successors, credentials};
-use super::{AuditEntry, CredentialRow, StorageError, Store};
+use super::{AuditEntry, CredentialListing, CredentialRow, StorageError, Store};
 
 impl Store {
     /// `Conflict` if the id exists.
@@ -29,12 +29,37 @@ impl Store {
             .optional()?)
     }
 
-    /// Every credential (revoked ones included), oldest first.
-    pub fn credentials(&self) -> Result<Vec<CredentialRow>, StorageError> {
+    /// Credential `id`'s namespace scope as stored (`*`: all), if it exists.
+    pub fn credential_scope(&self, id: &str) -> Result<Option<String>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(credentials::table
+            .find(id)
+            .select(credentials::namespaces)
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Every credential (revoked ones included), oldest first, as stored: roles unparsed, so
+    /// one damaged row neither hides the others nor stops the listing.
+    pub fn credential_listing(&self) -> Result<Vec<CredentialListing>, StorageError> {
         let mut conn = self.conn()?;
         Ok(credentials::table
             .order((credentials::created_at.asc(), credentials::id.asc()))
-            .select(CredentialRow::as_select())
+            .select(CredentialListing::as_select())
+            .load(&mut *conn)?)
+    }
+
+    /// The ids of credentials revoked or expired at `now`: all the revocation sync reads, so a
+    /// row it could not parse cannot hold up every other revocation.
+    pub fn lapsed_credentials(&self, now: i64) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(credentials::table
+            .filter(
+                credentials::revoked_at
+                    .is_not_null()
+                    .or(credentials::expires_at.le(now)),
+            )
+            .select(credentials::id)
             .load(&mut *conn)?)
     }
 

@@ -1,12 +1,76 @@
 //! KEK metadata, derivation masters and index keys.
 
 use diesel::prelude::*;
+use sha2::{Digest, Sha256};
 
 use super::conn::on_backend;
 use super::schema::{index_keys, keks, masters};
 use super::{AuditEntry, IndexKeyRow, KekRow, MasterRow, StorageError, Store};
 
 impl Store {
+    /// A digest of every key row (KEKs, masters, index keys) as stored, for noticing that any
+    /// changed. Read as text, not typed: a row whose state does not parse (a tampered one)
+    /// changes the digest like any other change, and cannot stop the check for every other row.
+    pub fn key_rows_digest(&self) -> Result<[u8; 32], StorageError> {
+        let mut conn = self.conn()?;
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        let keks: Vec<(i32, String, String)> = keks::table
+            .order(keks::version.asc())
+            .select((keks::version, keks::state, keks::keystore))
+            .load(&mut *conn)?;
+        for (version, state, keystore) in keks {
+            field(format!("kek {version} {state} {keystore}").as_bytes());
+        }
+        type Master = (
+            String,
+            i32,
+            String,
+            Option<i64>,
+            i32,
+            i64,
+            Option<Vec<u8>>,
+            Vec<u8>,
+        );
+        let masters: Vec<Master> = masters::table
+            .order((masters::namespace.asc(), masters::version.asc()))
+            .select((
+                masters::namespace,
+                masters::version,
+                masters::state,
+                masters::compromised_at,
+                masters::kek_version,
+                masters::updated_at,
+                masters::wrapped,
+                masters::salt,
+            ))
+            .load(&mut *conn)?;
+        for (ns, version, state, compromised_at, kek, updated_at, wrapped, salt) in masters {
+            field(
+                format!("dm {ns} {version} {state} {compromised_at:?} {kek} {updated_at}")
+                    .as_bytes(),
+            );
+            field(wrapped.as_deref().unwrap_or_default());
+            field(&salt);
+        }
+        let index_keys: Vec<(String, i32, Vec<u8>)> = index_keys::table
+            .order(index_keys::namespace.asc())
+            .select((
+                index_keys::namespace,
+                index_keys::kek_version,
+                index_keys::wrapped,
+            ))
+            .load(&mut *conn)?;
+        for (ns, kek, wrapped) in index_keys {
+            field(format!("ik {ns} {kek}").as_bytes());
+            field(&wrapped);
+        }
+        Ok(h.finalize().into())
+    }
+
     /// Inserts the KEK version or overwrites its metadata.
     pub fn upsert_kek(&self, row: &KekRow, audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |conn| {

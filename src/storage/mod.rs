@@ -27,7 +27,10 @@ pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;
 pub use lifecycle::{KeyLock, LeaderGuard, RecordMove, UnitOfWork};
-pub use model::{CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, RecordMeta, RecordRow};
+pub use model::{
+    CredentialListing, CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, RecordMeta,
+    RecordRow,
+};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

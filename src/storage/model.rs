@@ -176,6 +176,21 @@ pub struct CredentialRow {
     pub revoked_at: Option<i64>,
 }
 
+/// A credential row as listed: no hash, roles as stored.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = credentials)]
+pub struct CredentialListing {
+    pub id: String,
+    pub label: String,
+    /// Comma-separated roles.
+    pub roles: String,
+    /// Comma-separated namespaces, `*` = all.
+    pub namespaces: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
 impl fmt::Debug for CredentialRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CredentialRow")

@@ -2,6 +2,7 @@
 //! [`Vault::authorize`] makes one: no use case runs unchecked, and every refusal is decided and
 //! counted for the audit trail here, the same way for every route and every caller.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Actor, Principal, Refusal, Role, Vault, VaultError};
@@ -57,6 +58,11 @@ pub struct Grant {
     actor: Actor,
     role: Role,
     namespace: Option<String>,
+    /// The namespaces the caller may act in; `None`: every one (an unrestricted credential, the
+    /// local operator, the vault itself). A deployment-wide use case answers within it.
+    scope: Option<BTreeSet<String>>,
+    /// The caller's own roles (every role for the local operator and the vault itself).
+    roles: BTreeSet<Role>,
 }
 
 impl Grant {
@@ -66,6 +72,8 @@ impl Grant {
             actor,
             role,
             namespace: namespace.map(str::to_owned),
+            scope: None,
+            roles: Role::ALL.into_iter().collect(),
         }
     }
 
@@ -83,13 +91,46 @@ impl Grant {
         actor
     }
 
-    /// Checks this grant is for `role` deployment-wide (a use case's own guard).
+    /// Checks this grant is for `role` deployment-wide (a use case's own guard); the use case
+    /// answers within [`Grant::covers`].
     pub(crate) fn check(&self, role: Role) -> Result<(), VaultError> {
-        if self.role == role {
+        if self.role == role && self.namespace.is_none() {
             Ok(())
         } else {
             Err(wrong_grant())
         }
+    }
+
+    /// Checks this grant is for `role` over the whole deployment, every namespace included: what
+    /// changes every namespace at once (a KEK rotation, a keystore migration) needs it.
+    pub(crate) fn check_global(&self, role: Role) -> Result<(), VaultError> {
+        self.check(role)?;
+        match self.scope {
+            None => Ok(()),
+            Some(_) => Err(VaultError::Forbidden(
+                "a namespace-restricted credential cannot act on the whole deployment",
+            )),
+        }
+    }
+
+    /// Whether the caller may see or act in namespace `ns`.
+    pub(crate) fn covers(&self, ns: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.contains(ns))
+    }
+
+    /// Whether the caller may see or act on something scoped to `namespaces` (`None`: every
+    /// namespace, which only an unrestricted caller covers).
+    pub(crate) fn covers_all(&self, namespaces: Option<&BTreeSet<String>>) -> bool {
+        match (&self.scope, namespaces) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.is_subset(mine),
+        }
+    }
+
+    /// The caller's own roles.
+    pub(crate) fn roles(&self) -> &BTreeSet<Role> {
+        &self.roles
     }
 
     /// The namespace this grant is for, checked to be for `role`.
@@ -107,15 +148,32 @@ fn wrong_grant() -> VaultError {
 }
 
 impl Vault {
-    /// Allows `caller` to act as `role` (in namespace `ns`, or deployment-wide), or refuses and
-    /// counts the refusal. A namespace is checked first, the same way on every route: spelled
-    /// without percent-escapes and matching the policy's name pattern (400); then the role and
-    /// the credential's namespace scope (403); then known to the policy (404).
+    /// Allows `caller` to act as `role` (in namespace `ns`, or deployment-wide within its
+    /// namespaces), or refuses and counts the refusal. A namespace is checked first, the same way
+    /// on every route: spelled without percent-escapes and matching the policy's name pattern
+    /// (400); then the role and the credential's namespace scope (403); then known to the policy
+    /// (404).
     pub fn authorize(
         &self,
         caller: &Caller,
         role: Role,
         ns: Option<&str>,
+    ) -> Result<Grant, VaultError> {
+        self.decide(caller, role, ns, false)
+    }
+
+    /// [`Vault::authorize`] for what acts on every namespace at once: a credential restricted to
+    /// some namespaces is refused (403).
+    pub fn authorize_global(&self, caller: &Caller, role: Role) -> Result<Grant, VaultError> {
+        self.decide(caller, role, None, true)
+    }
+
+    fn decide(
+        &self,
+        caller: &Caller,
+        role: Role,
+        ns: Option<&str>,
+        global: bool,
     ) -> Result<Grant, VaultError> {
         let check = || {
             if let Some(ns) = ns {
@@ -132,6 +190,11 @@ impl Vault {
             }
             if let Some(principal) = &caller.principal {
                 principal.require(role, ns)?;
+                if global && principal.namespaces.is_some() {
+                    return Err(VaultError::Forbidden(
+                        "a namespace-restricted credential cannot act on the whole deployment",
+                    ));
+                }
             }
             match ns {
                 Some(ns) if self.policy.namespace(ns).is_none() => {
@@ -141,7 +204,16 @@ impl Vault {
             }
         };
         match check() {
-            Ok(()) => Ok(Grant::system(caller.actor.clone(), role, ns)),
+            Ok(()) => Ok(Grant {
+                actor: caller.actor.clone(),
+                role,
+                namespace: ns.map(str::to_owned),
+                scope: caller.principal.as_ref().and_then(|p| p.namespaces.clone()),
+                roles: caller
+                    .principal
+                    .as_ref()
+                    .map_or_else(|| Role::ALL.into_iter().collect(), |p| p.roles.clone()),
+            }),
             Err(e) => {
                 let key = Refusal {
                     actor: caller.actor.who.clone(),

@@ -68,6 +68,7 @@ impl AuditQuery {
             actor: self.actor.clone(),
             after_id: self.after.unwrap_or(0),
             limit,
+            namespaces: None,
         })
     }
 }
@@ -220,7 +221,13 @@ impl Vault {
         query: &AuditQuery,
     ) -> Result<(Vec<AuditRow>, Option<i64>), VaultError> {
         grant.check(Role::Auditor)?;
-        let filter = query.filter()?;
+        let mut filter = query.filter()?;
+        // An auditor restricted to some namespaces reads their entries only, not the
+        // deployment-wide ones (key plane, credentials, service starts).
+        if !grant.covers_all(None) {
+            let policy = self.policy().namespaces.keys();
+            filter.namespaces = Some(policy.filter(|ns| grant.covers(ns)).cloned().collect());
+        }
         let rows = self.store().audit_page(&filter)?;
         let next = (rows.len() as i64 == filter.limit)
             .then(|| rows.last().map(|r| r.id))

@@ -47,12 +47,10 @@ impl Principal {
     }
 
     fn from_row(row: &CredentialRow) -> Principal {
-        let namespaces =
-            (row.namespaces != "*").then(|| row.namespaces.split(',').map(str::to_owned).collect());
         Principal {
             id: row.id.clone(),
             roles: row.roles.0.clone(),
-            namespaces,
+            namespaces: scope_of(&row.namespaces),
             expires_at: row.expires_at,
         }
     }
@@ -60,6 +58,11 @@ impl Principal {
     fn expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|t| t <= now)
     }
+}
+
+/// The namespaces a credential's stored scope names; `None`: every namespace (`*`).
+fn scope_of(namespaces: &str) -> Option<BTreeSet<String>> {
+    (namespaces != "*").then(|| namespaces.split(',').map(str::to_owned).collect())
 }
 
 /// A freshly issued credential. The token is shown once and never stored.
@@ -238,13 +241,18 @@ impl Credentials {
         })
     }
 
-    pub(super) fn list(&self) -> Result<Vec<CredentialInfo>, VaultError> {
+    /// Every credential `visible` keeps (by its namespace scope).
+    pub(super) fn list(
+        &self,
+        visible: impl Fn(Option<&BTreeSet<String>>) -> bool,
+    ) -> Result<Vec<CredentialInfo>, VaultError> {
         Ok(self
             .store
-            .credentials()?
+            .credential_listing()?
             .into_iter()
+            .filter(|r| visible(scope_of(&r.namespaces).as_ref()))
             .map(|r| CredentialInfo {
-                roles: r.roles.0.iter().map(|r| r.as_str().to_owned()).collect(),
+                roles: r.roles.split(',').map(str::to_owned).collect(),
                 namespaces: r.namespaces.split(',').map(str::to_owned).collect(),
                 id: r.id,
                 label: r.label,
@@ -283,27 +291,69 @@ impl Credentials {
     /// Evicts every credential revoked or expired in the database, including by other instances.
     /// The service runs this every 500 ms, which bounds cross-instance revocation to under a second.
     pub fn sync_revocations(&self) -> Result<(), VaultError> {
-        let now = now_ms();
-        for row in self.store.credentials()? {
-            if row.revoked_at.is_some() || row.expires_at.is_some_and(|t| t <= now) {
-                self.evict(&row.id);
-            }
+        for id in self.store.lapsed_credentials(now_ms())? {
+            self.evict(&id);
         }
         Ok(())
     }
 }
 
 impl Vault {
-    /// Every credential, revoked and expired ones included (never a secret or hash).
+    /// Every credential the caller administers, revoked and expired ones included (never a
+    /// secret or hash): an admin restricted to some namespaces sees the credentials restricted
+    /// to those, not the others nor the unrestricted ones.
     pub fn list_credentials(&self, grant: &Grant) -> Result<Vec<CredentialInfo>, VaultError> {
         grant.check(Role::Admin)?;
-        self.credentials().list()
+        self.credentials().list(|scope| grant.covers_all(scope))
     }
 
-    /// Revokes credential `id`: refused on every instance within a second.
+    /// Revokes credential `id`: refused on every instance within a second. A credential outside
+    /// the caller's namespaces is not found, as if it did not exist.
     pub fn revoke_credential(&self, grant: &Grant, id: &str) -> Result<(), VaultError> {
         grant.check(Role::Admin)?;
+        self.administered(grant, id)?;
         self.credentials().revoke(grant.actor(), id)
+    }
+
+    /// `NotFound` unless credential `id` exists within the caller's namespaces. Reads only the
+    /// scope, so a credential whose other columns were damaged can still be revoked.
+    fn administered(&self, grant: &Grant, id: &str) -> Result<(), VaultError> {
+        if !valid_credential_id(id) {
+            return Err(VaultError::NotFound);
+        }
+        match self.store().credential_scope(id)? {
+            Some(scope) if grant.covers_all(scope_of(&scope).as_ref()) => Ok(()),
+            _ => Err(VaultError::NotFound),
+        }
+    }
+
+    /// What a caller may put in a credential it issues: namespaces within its own (an
+    /// unrestricted credential only from an unrestricted caller), and roles it holds — an admin
+    /// also the data roles and `admin`, since it administers its namespaces' clients; never
+    /// `operator` or `auditor` unless it holds them, so no one mints key-plane or audit power.
+    fn check_issuable(
+        grant: &Grant,
+        roles: &[Role],
+        namespaces: &[String],
+    ) -> Result<(), VaultError> {
+        let scope: Option<BTreeSet<String>> =
+            (!namespaces.is_empty()).then(|| namespaces.iter().cloned().collect());
+        if !grant.covers_all(scope.as_ref()) {
+            return Err(VaultError::Forbidden(
+                "a credential can only issue credentials within its own namespaces",
+            ));
+        }
+        let mine = grant.roles();
+        let admin_grants = [Role::Admin, Role::Writer, Role::Reader, Role::Reencrypt];
+        let may_issue = |r: &Role| {
+            mine.contains(r) || (mine.contains(&Role::Admin) && admin_grants.contains(r))
+        };
+        if !roles.iter().all(may_issue) {
+            return Err(VaultError::Forbidden(
+                "a credential can only issue roles it holds (an admin: also admin and the data roles)",
+            ));
+        }
+        Ok(())
     }
 
     /// Issues a credential expiring after the policy's credential maximum age.
@@ -323,6 +373,7 @@ impl Vault {
                 )));
             }
         }
+        Self::check_issuable(grant, roles, namespaces)?;
         let max_age = self.policy().credential_max_age.as_millis() as i64;
         self.credentials().issue(
             grant.actor(),
@@ -343,9 +394,7 @@ impl Vault {
     ) -> Result<IssuedCredential, VaultError> {
         grant.check(Role::Admin)?;
         let actor = grant.actor();
-        if !valid_credential_id(id) {
-            return Err(VaultError::NotFound);
-        }
+        self.administered(grant, id)?;
         let old = self
             .store()
             .credential(id)?

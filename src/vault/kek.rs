@@ -165,7 +165,7 @@ impl Vault {
     /// A new KEK version in the keystore (the previous one retires: it still unwraps, never
     /// wraps), then every master and index key rewrapped under it in one transaction.
     pub fn rotate_kek(&self, grant: &Grant) -> Result<KekRotation, VaultError> {
-        grant.check(Role::Operator)?;
+        grant.check_global(Role::Operator)?;
         let actor = &grant.actor_for("KEK rotation");
         let started = Instant::now();
         let _lock = self.key_lock()?;
@@ -187,7 +187,7 @@ impl Vault {
     /// Destroys a retired KEK in the keystore, refused while any master or index key is still
     /// wrapped under it.
     pub fn destroy_kek(&self, grant: &Grant, version: u32) -> Result<(), VaultError> {
-        grant.check(Role::Operator)?;
+        grant.check_global(Role::Operator)?;
         let actor = &grant.actor_for("KEK destruction");
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore();
@@ -258,7 +258,7 @@ impl Vault {
         grant: &Grant,
         target: &dyn Keystore,
     ) -> Result<KekRotation, VaultError> {
-        grant.check(Role::Operator)?;
+        grant.check_global(Role::Operator)?;
         let actor = &grant.actor_for("keystore migration");
         let started = Instant::now();
         let _lock = self.key_lock()?;

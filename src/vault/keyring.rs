@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::sync::Cache;
-use sha2::{Digest, Sha256};
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, Secret32, WrapContext};
 
 use super::VaultError;
@@ -134,7 +133,7 @@ impl Keyring {
     /// Empties the caches if any key row (KEK, master, index key) changed since the last call.
     /// The service calls it every [`SYNC_INTERVAL`].
     pub fn sync(&self) -> Result<(), VaultError> {
-        let digest = self.key_rows_digest()?;
+        let digest = self.store.key_rows_digest()?;
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if *seen != Some(digest) {
             self.forget_all();
@@ -142,40 +141,6 @@ impl Keyring {
         }
         *seen = Some(digest);
         Ok(())
-    }
-
-    fn key_rows_digest(&self) -> Result<[u8; 32], VaultError> {
-        let mut h = Sha256::new();
-        let field = |h: &mut Sha256, bytes: &[u8]| {
-            h.update((bytes.len() as u64).to_be_bytes());
-            h.update(bytes);
-        };
-        for k in self.store.keks()? {
-            field(
-                &mut h,
-                format!("kek {} {} {}", k.version, k.state, k.keystore).as_bytes(),
-            );
-        }
-        for m in self.store.all_masters()? {
-            field(
-                &mut h,
-                format!(
-                    "dm {} {} {} {:?} {} {}",
-                    m.namespace, m.version, m.state, m.compromised_at, m.kek_version, m.updated_at
-                )
-                .as_bytes(),
-            );
-            field(&mut h, m.wrapped.as_deref().unwrap_or_default());
-            field(&mut h, &m.salt);
-        }
-        for k in self.store.all_index_keys()? {
-            field(
-                &mut h,
-                format!("ik {} {}", k.namespace, k.kek_version).as_bytes(),
-            );
-            field(&mut h, &k.wrapped);
-        }
-        Ok(h.finalize().into())
     }
 }
 

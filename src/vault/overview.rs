@@ -55,6 +55,7 @@ pub struct KeyOverview {
 }
 
 impl Vault {
+    /// The KEKs, and the masters of the namespaces the caller may see.
     pub fn key_overview(&self, grant: &Grant) -> Result<KeyOverview, VaultError> {
         grant.check(Role::Operator)?;
         let counts = self.store().count_records_by_master()?;
@@ -75,6 +76,7 @@ impl Vault {
             .policy()
             .namespaces
             .keys()
+            .filter(|ns| grant.covers(ns))
             .map(|ns| {
                 let masters = self
                     .store()
