@@ -41,6 +41,11 @@ pub struct NamespacePolicy {
 pub struct Policy {
     pub kek_rotation: Duration,
     pub credential_max_age: Duration,
+    /// The irreversible operations (shredding a master's records, destroying a KEK) take two
+    /// different operators.
+    pub dual_control: bool,
+    /// How long a dual-control request waits for its second operator.
+    pub approval_ttl: Duration,
     pub namespaces: BTreeMap<String, NamespacePolicy>,
 }
 
@@ -88,7 +93,18 @@ struct FileDoc {
 struct GlobalDoc {
     kek_rotation_days: i64,
     credential_max_age_days: i64,
+    #[serde(default)]
+    dual_control: bool,
+    #[serde(default = "default_approval_minutes")]
+    approval_minutes: i64,
 }
+
+fn default_approval_minutes() -> i64 {
+    60
+}
+
+/// The longest a dual-control request may wait: a week.
+const MAX_APPROVAL_MINUTES: i64 = 7 * 24 * 60;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +318,7 @@ fn load_files(
         }
     }
 
+    let (mut dual_control, mut approval_ttl) = (false, Duration::ZERO);
     let (kek_rotation, credential_max_age) = match global {
         Some((file, g)) => {
             for (f, v) in [
@@ -316,6 +333,18 @@ fn load_files(
                     ));
                 }
             }
+            if !(1..=MAX_APPROVAL_MINUTES).contains(&g.approval_minutes) {
+                issues.push(issue(
+                    &file,
+                    "global.approval_minutes",
+                    format!(
+                        "must be 1-{MAX_APPROVAL_MINUTES} minutes, got {}",
+                        g.approval_minutes
+                    ),
+                ));
+            }
+            dual_control = g.dual_control;
+            approval_ttl = Duration::from_secs(g.approval_minutes.max(0) as u64 * 60);
             (
                 Duration::from_secs(g.kek_rotation_days.max(0) as u64 * DAY),
                 Duration::from_secs(g.credential_max_age_days.max(0) as u64 * DAY),
@@ -335,6 +364,8 @@ fn load_files(
         Ok(Policy {
             kek_rotation,
             credential_max_age,
+            dual_control,
+            approval_ttl,
             namespaces,
         })
     } else {

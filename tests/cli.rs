@@ -24,10 +24,15 @@ struct Deployment {
 impl Deployment {
     /// A config file, a policy directory and a (cheap-Argon2) soft keystore on `db`.
     fn new(db: TestDb) -> Deployment {
+        Self::with_policy(db, POLICY)
+    }
+
+    /// [`Deployment::new`] under another key policy.
+    fn with_policy(db: TestDb, policy_text: &str) -> Deployment {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("policy");
         std::fs::create_dir(&policy).unwrap();
-        std::fs::write(policy.join("test.toml"), POLICY).unwrap();
+        std::fs::write(policy.join("test.toml"), policy_text).unwrap();
         std::fs::write(dir.path().join("passphrase"), "cli test passphrase\n").unwrap();
         SoftKeystore::create(
             &dir.path().join("keys.zks"),
@@ -1406,4 +1411,75 @@ fn reencrypt_skips_invalid_ids_by_line_reports_shredded_and_stops_cleanly_on_sig
     let done = summary["not_found"].as_u64().unwrap();
     assert!(done > 0 && done < 3000, "{summary}");
     assert!(checkpoint.exists(), "the checkpoint is kept for a rerun");
+}
+
+/// The CLI's two steps of dual control: `keys destroy --shred` and `keys destroy-kek` only print
+/// an approval; `keys approve` by the same operator is refused, by another one carries it out.
+#[test]
+fn under_dual_control_the_cli_takes_two_operators() {
+    // No move on read: the check that R1 is still readable leaves it under master 1.
+    let policy = POLICY
+        .replace(
+            "credential_max_age_days = 90",
+            "credential_max_age_days = 90\ndual_control = true",
+        )
+        .replace("[namespaces.rp]\n", "[namespaces.rp]\nlazy_reencrypt = false\n");
+    let d = Deployment::with_policy(TestDb::sqlite(), &policy);
+    let vault = d.vault();
+    put_one(&vault, "rp", "R1");
+    vault
+        .rotate_master(&grant(&vault, Role::Operator, Some("rp")))
+        .unwrap();
+    vault
+        .rotate_kek(&grant(&vault, Role::Operator, None))
+        .unwrap();
+    drop(vault);
+    let as_actor = |actor: &str, args: &[&str]| {
+        let mut all = vec!["--actor", actor];
+        all.extend_from_slice(args);
+        d.run(&all)
+    };
+    let pending = |out: Output| -> String {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["approval"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no approval: {v}"))
+            .to_owned()
+    };
+    let shred = pending(as_actor(
+        "alice",
+        &[
+            "keys",
+            "destroy",
+            "--ns",
+            "rp",
+            "--version",
+            "1",
+            "--shred",
+            "--yes",
+        ],
+    ));
+    let kek = pending(as_actor("alice", &["keys", "destroy-kek", "1", "--yes"]));
+    for id in [&shred, &kek] {
+        let own = as_actor("alice", &["keys", "approve", id]);
+        assert!(!own.status.success(), "the requester approved {id}");
+    }
+    let read = || {
+        d.vault()
+            .get_record(
+                &grant(&d.vault(), Role::Reader, Some("rp")),
+                "R1",
+                "demographics",
+            )
+            .map(|_| ())
+    };
+    assert!(read().is_ok(), "shredded before the second operator");
+    let done: serde_json::Value =
+        serde_json::from_str(&cli_ok(&d, &["--actor", "bob", "keys", "approve", &shred])).unwrap();
+    assert_eq!(done["shredded_records"], 1, "{done}");
+    assert!(matches!(read(), Err(zkvault::vault::VaultError::Shredded)));
+    let done: serde_json::Value =
+        serde_json::from_str(&cli_ok(&d, &["--actor", "bob", "keys", "approve", &kek])).unwrap();
+    assert_eq!(done["destroyed_kek"], 1, "{done}");
 }

@@ -27,6 +27,7 @@ on_both_backends!(
     a_kek_rotation_never_commits_a_wrap_the_keystore_cannot_open,
     bulk_rekeying_commits_large_records_in_bounded_chunks,
     the_served_app_runs_the_policy_scheduler,
+    under_dual_control_a_shred_takes_two_different_operators,
 );
 
 /// A keystore that returns a bad wrap (e.g. an HSM that generates the GCM IV and reports
@@ -861,5 +862,141 @@ async fn the_served_app_runs_the_policy_scheduler(db: TestDb) {
             "the scheduler never rotated the due master: {states:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With `dual_control = true`, `destroy?shred=true` only records a request (202); the records
+/// stay readable until a second, different operator approves it within its lifetime. The
+/// requester, a data-role token, an operator of another namespace, an expired or a used
+/// approval are all refused, and both steps are audit entries.
+async fn under_dual_control_a_shred_takes_two_different_operators(db: TestDb) {
+    // Records stay under the master they were written with (no move on read), so a read while
+    // the request waits leaves them where the shred will find them.
+    let policy = support::app::POLICY
+        .replace(
+            "credential_max_age_days = 90",
+            "credential_max_age_days = 90\ndual_control = true\napproval_minutes = 5",
+        )
+        .replace(
+            "[namespaces.rp]\n",
+            "[namespaces.rp]\nlazy_reencrypt = false\n",
+        );
+    let app = TestApp::start_with(db, 1024 * 1024, &policy).await;
+    let issue = |roles: &'static [Role], ns: &'static [&str]| {
+        let v = app.vault.clone();
+        tokio::task::spawn_blocking(move || {
+            let ns: Vec<String> = ns.iter().map(|s| s.to_string()).collect();
+            let admin = support::app::grant(&v, Role::Admin, None);
+            v.create_credential(&admin, "second", roles, &ns)
+                .unwrap()
+                .token
+                .expose()
+                .to_owned()
+        })
+    };
+    let second = issue(&[Role::Operator], &[]).await.unwrap();
+    let uin_operator = issue(&[Role::Operator], &["uin"]).await.unwrap();
+    let op = app.tokens.operator.clone();
+    assert!(app
+        .put("rp", "r1", IDS[0], b"one")
+        .await
+        .status()
+        .is_success());
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
+        StatusCode::OK
+    );
+
+    // Without shredding nothing needs a second operator: still the plain 409.
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/1/destroy", &op).await.0,
+        StatusCode::CONFLICT
+    );
+    let (status, pending) = post(&app, "/v1/ns/rp/masters/1/destroy?shred=true", &op).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{pending}");
+    assert_eq!(pending["operation"], "master.shred");
+    let id = pending["approval"].as_str().unwrap().to_owned();
+    let approve = format!("/v1/approvals/{id}");
+    assert_eq!(app.get("rp", "r1", IDS[0]).await.status(), StatusCode::OK);
+
+    for (token, expected, who) in [
+        (&op, StatusCode::CONFLICT, "the requester"),
+        (&app.tokens.writer, StatusCode::FORBIDDEN, "a writer"),
+        (&app.tokens.admin, StatusCode::FORBIDDEN, "an admin"),
+        (
+            &uin_operator,
+            StatusCode::NOT_FOUND,
+            "an operator of another namespace",
+        ),
+    ] {
+        let (status, body) = post(&app, &approve, token).await;
+        assert_eq!(status, expected, "{who}: {body}");
+        assert_eq!(
+            app.get("rp", "r1", IDS[0]).await.status(),
+            StatusCode::OK,
+            "{who}"
+        );
+    }
+    for bad in [
+        "/v1/approvals/0123456789abcdef",
+        "/v1/approvals/..%2Fx",
+        "/v1/approvals/X",
+    ] {
+        assert_eq!(
+            post(&app, bad, &second).await.0,
+            StatusCode::NOT_FOUND,
+            "{bad}"
+        );
+    }
+
+    let (status, done) = post(&app, &approve, &second).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["shredded_records"], 1);
+    assert_eq!(app.get("rp", "r1", IDS[0]).await.status(), StatusCode::GONE);
+    assert_eq!(
+        post(&app, &approve, &second).await.0,
+        StatusCode::CONFLICT,
+        "used twice"
+    );
+
+    // An expired request is refused and changes nothing.
+    assert!(app
+        .put("rp", "r2", IDS[1], b"two")
+        .await
+        .status()
+        .is_success());
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
+        StatusCode::OK
+    );
+    let (status, pending) = post(&app, "/v1/ns/rp/masters/2/destroy?shred=true", &op).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let expired = pending["approval"].as_str().unwrap().to_owned();
+    support::app::execute_sql(
+        app.db.url(),
+        &format!("UPDATE approvals SET expires_at = 0 WHERE id = '{expired}'"),
+    );
+    let (status, _) = post(&app, &format!("/v1/approvals/{expired}"), &second).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(app.get("rp", "r2", IDS[1]).await.status(), StatusCode::OK);
+
+    let url = app.db.url().to_owned();
+    let ops = tokio::task::spawn_blocking(move || {
+        support::app::query_strings(
+            &url,
+            "SELECT operation || ' ' || outcome AS v FROM audit ORDER BY id",
+        )
+    })
+    .await
+    .unwrap();
+    for expected in [
+        "approval.request ok",
+        "approval.grant ok",
+        "master.destroy ok",
+    ] {
+        assert!(
+            ops.iter().any(|o| o == expected),
+            "no {expected} in {ops:?}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use zkvault::vault::Role;
+use zkvault::vault::{Decision, Role};
 
 use super::output::{cli_grant, emit_pretty};
 use super::{config, guard, open_vault, Cli};
@@ -60,6 +60,9 @@ pub(super) enum KeysCommand {
     },
     /// Run the policy's due rotations, retirements and destructions now.
     RunDue,
+    /// Dual control: carry out another operator's request (printed by `destroy --shred` or
+    /// `destroy-kek` when the policy sets dual_control). Run as a different --actor.
+    Approve { approval: String },
 }
 
 pub(super) fn run(cli: &Cli, command: &KeysCommand) -> Result<()> {
@@ -130,12 +133,16 @@ pub(super) fn run(cli: &Cli, command: &KeysCommand) -> Result<()> {
             yes,
         } => {
             guard::confirm(&format!("Destroying KEK v{version}"), *yes)?;
-            vault.destroy_kek(
-                &cli_grant(&vault, "KEK destruction", Role::Operator, None)?,
-                *version,
-            )?;
-            serde_json::json!({"destroyed_kek": version})
+            let grant = cli_grant(&vault, "KEK destruction", Role::Operator, None)?;
+            match vault.destroy_kek(&grant, *version)? {
+                Decision::Done(()) => serde_json::json!({"destroyed_kek": version}),
+                pending => serde_json::to_value(pending)?,
+            }
         }
+        KeysCommand::Approve { approval } => serde_json::to_value(vault.approve(
+            &cli_grant(&vault, "dual-control approval", Role::Operator, None)?,
+            approval,
+        )?)?,
         KeysCommand::RunDue => {
             serde_json::to_value(vault.run_due_lifecycle(zkvault::vault::now_ms())?)?
         }

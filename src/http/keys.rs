@@ -6,7 +6,10 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::{blocking, ApiError};
 use super::AppState;
-use crate::vault::{CompromiseReport, DestroyReport, KekRotation, MasterRotation, Role};
+use crate::vault::{
+    Approved, CompromiseReport, Decision, DestroyReport, KekRotation, MasterRotation,
+    PendingApproval, Role,
+};
 
 /// New KEK version in the keystore; every master and index key rewrapped; the old KEK retired.
 #[utoipa::path(post, path = "/v1/keys/kek/rotate", tag = "keys",
@@ -54,10 +57,13 @@ pub struct DestroyQuery {
     shred: bool,
 }
 
-/// Destroy master v's material: 409 while records remain unless `?shred=true`.
+/// Destroy master v's material: 409 while records remain unless `?shred=true`. Under the
+/// policy's dual control a shred answers 202 with an approval for a second operator.
 #[utoipa::path(post, path = "/v1/ns/{ns}/masters/{v}/destroy", tag = "keys",
     params(("ns" = String, Path), ("v" = u32, Path), ("shred" = Option<bool>, Query)),
-    responses((status = 200, body = DestroyReport), (status = 401), (status = 403), (status = 404), (status = 409)))]
+    responses((status = 200, body = DestroyReport),
+        (status = 202, body = PendingApproval, description = "dual control: waiting for a second operator"),
+        (status = 401), (status = 403), (status = 404), (status = 409)))]
 pub async fn destroy_master(
     state: web::Data<AppState>,
     caller: Caller,
@@ -68,6 +74,24 @@ pub async fn destroy_master(
     let grant = caller.grant(&state.vault, Role::Operator, Some(&ns))?;
     let vault = state.vault.clone();
     let shred = query.shred;
-    Ok(HttpResponse::Ok()
-        .json(blocking(move || vault.destroy_master(&grant, version, shred)).await?))
+    Ok(
+        match blocking(move || vault.destroy_master(&grant, version, shred)).await? {
+            Decision::Done(report) => HttpResponse::Ok().json(report),
+            Decision::Pending(pending) => HttpResponse::Accepted().json(pending),
+        },
+    )
+}
+
+/// Carry out another operator's dual-control request: 409 for one's own request, an expired
+/// or a used approval, or a target whose state no longer allows it.
+#[utoipa::path(post, path = "/v1/approvals/{id}", tag = "keys", params(("id" = String, Path)),
+    responses((status = 200, body = Approved), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub async fn approve(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let grant = caller.grant(&state.vault, Role::Operator, None)?;
+    let vault = state.vault.clone();
+    Ok(HttpResponse::Ok().json(blocking(move || vault.approve(&grant, &id)).await?))
 }

@@ -113,6 +113,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/ns/{ns}/masters/{v}/destroy", "POST")
                 .route(web::post().to(keys::destroy_master)),
         )
+        .service(resource("/v1/approvals/{id}", "POST").route(web::post().to(keys::approve)))
         .service(
             resource("/v1/ns/{ns}/records/{name:.+}", "PUT, GET, DELETE")
                 .route(web::put().to(records::put_record))

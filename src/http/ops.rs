@@ -45,6 +45,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         super::keys::rotate_master,
         super::keys::compromise_master,
         super::keys::destroy_master,
+        super::keys::approve,
         super::admin::create_credential,
         super::admin::list_credentials,
         super::admin::revoke_credential,

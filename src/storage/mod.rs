@@ -5,6 +5,7 @@
 //! Transactions that write always write first (no read-then-write), so SQLite's busy timeout
 //! applies instead of an immediate "database is locked" on lock upgrade.
 
+mod approvals;
 mod audit;
 mod bulk;
 mod columns;
@@ -23,6 +24,7 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
+pub use approvals::ApprovalRow;
 pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;

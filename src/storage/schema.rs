@@ -115,6 +115,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    approvals (id) {
+        id -> Text,
+        operation -> Text,
+        namespace -> Text,
+        version -> BigInt,
+        requested_by -> Text,
+        requested_at -> BigInt,
+        expires_at -> BigInt,
+        decided_by -> Nullable<Text>,
+        decided_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     keks,
     masters,
@@ -124,5 +138,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     credential_successors,
     audit,
     audit_heads,
-    audit_checkpoints
+    audit_checkpoints,
+    approvals
 );

@@ -16,7 +16,8 @@ use std::time::Instant;
 use serde::Serialize;
 use zkvault_core::{KeyKind, WrapContext};
 
-use super::{mirror_keks, now_ms, Grant, MasterState, Role, Vault, VaultError};
+use super::approvals::{Decision, Irreversible};
+use super::{mirror_keks, now_ms, Actor, Grant, MasterState, Role, Vault, VaultError};
 use crate::keystore::{KekState, Keystore};
 use crate::storage::{IndexKeyRow, MasterRow, StorageError, Store};
 
@@ -185,10 +186,17 @@ impl Vault {
     }
 
     /// Destroys a retired KEK in the keystore, refused while any master or index key is still
-    /// wrapped under it.
-    pub fn destroy_kek(&self, grant: &Grant, version: u32) -> Result<(), VaultError> {
+    /// wrapped under it. Under dual control, only asks for a second operator's approval.
+    pub fn destroy_kek(&self, grant: &Grant, version: u32) -> Result<Decision<()>, VaultError> {
         grant.check_global(Role::Operator)?;
-        let actor = &grant.actor_for("KEK destruction");
+        if self.policy().dual_control {
+            return self.request_approval(grant, Irreversible::DestroyKek { version });
+        }
+        self.destroy_kek_as(&grant.actor_for("KEK destruction"), version)
+            .map(Decision::Done)
+    }
+
+    pub(super) fn destroy_kek_as(&self, actor: &Actor, version: u32) -> Result<(), VaultError> {
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore();
         let in_use = self.store().all_masters()?.iter().any(|m| {

@@ -8,6 +8,7 @@
 use serde::Serialize;
 use zkvault_core::{DerivationMaster, KeyKind, WrapContext};
 
+use super::approvals::{Decision, Irreversible};
 use super::{now_ms, Actor, EntryExt, Grant, MasterState, Role, Vault, VaultError};
 use crate::storage::{MasterRow, StorageError};
 
@@ -191,18 +192,37 @@ impl Vault {
 
     /// Deletes master `version`'s wrapped material. Refused while records remain, unless
     /// `shred`, which crypto-shreds them (reads answer 410). An active master is never destroyed.
+    /// Under dual control a shred only asks for a second operator's approval.
     pub fn destroy_master(
         &self,
         grant: &Grant,
         version: u32,
         shred: bool,
-    ) -> Result<DestroyReport, VaultError> {
-        let ns = grant.namespace(Role::Operator)?;
+    ) -> Result<Decision<DestroyReport>, VaultError> {
+        let namespace = grant.namespace(Role::Operator)?;
+        if shred && self.policy().dual_control {
+            let master = Irreversible::ShredMaster {
+                namespace: namespace.to_owned(),
+                version,
+            };
+            return self.request_approval(grant, master);
+        }
         let actor = &grant.actor_for(if shred {
             "destruction with shredding"
         } else {
             "destruction"
         });
+        self.destroy_master_as(namespace, actor, version, shred)
+            .map(Decision::Done)
+    }
+
+    pub(super) fn destroy_master_as(
+        &self,
+        ns: &str,
+        actor: &Actor,
+        version: u32,
+        shred: bool,
+    ) -> Result<DestroyReport, VaultError> {
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
         match row.state {

@@ -4,6 +4,7 @@
 //! through `spawn_blocking`/`web::block`. Nothing here knows about HTTP.
 
 mod access;
+mod approvals;
 mod audit;
 mod credentials;
 mod error;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
 
 pub use access::{Caller, Grant};
+pub use approvals::{Approved, Decision, PendingApproval};
 pub use audit::{
     bounded, is_control_or_format, Actor, AuditBreak, AuditQuery, AuditVerification, EntryExt,
 };

@@ -1,0 +1,71 @@
+//! Dual control's pending approvals.
+
+use diesel::prelude::*;
+
+use super::schema::approvals;
+use super::{AuditEntry, StorageError, Store};
+
+/// An irreversible operation one operator asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = approvals)]
+pub struct ApprovalRow {
+    /// Random, 16 hex characters.
+    pub id: String,
+    /// `master.shred` or `kek.destroy`.
+    pub operation: String,
+    /// The master's namespace; empty for a KEK.
+    pub namespace: String,
+    pub version: i64,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub expires_at: i64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+impl Store {
+    pub fn insert_approval(
+        &self,
+        row: &ApprovalRow,
+        audit: &AuditEntry,
+    ) -> Result<(), StorageError> {
+        self.write(audit, |c| {
+            diesel::insert_into(approvals::table)
+                .values(row)
+                .execute(c)?;
+            Ok(())
+        })
+    }
+
+    pub fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(approvals::table
+            .find(id)
+            .select(ApprovalRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Marks approval `id` decided by `by` at `now`, if it is still undecided, unexpired and
+    /// was not requested by `by`; `false` otherwise. One statement, so two approvers racing
+    /// cannot both carry it out.
+    pub fn decide_approval(
+        &self,
+        id: &str,
+        by: &str,
+        now: i64,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
+        self.write_if_any(audit, |c| {
+            Ok(diesel::update(
+                approvals::table
+                    .filter(approvals::id.eq(id))
+                    .filter(approvals::decided_by.is_null())
+                    .filter(approvals::expires_at.gt(now))
+                    .filter(approvals::requested_by.ne(by)),
+            )
+            .set((approvals::decided_by.eq(by), approvals::decided_at.eq(now)))
+            .execute(c)?)
+        })
+    }
+}
