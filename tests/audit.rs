@@ -475,7 +475,7 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
     .unwrap();
     // The attacker edits entry 2 and recomputes every later hash and the head: the chain itself
     // is consistent again, only the keystore-MACed checkpoint can tell.
-    rows[1].outcome = "forbidden".into();
+    rows[1].entry.outcome = "forbidden".into();
     let mut prev = rows[0].hash.clone();
     for row in rows.iter_mut().skip(1) {
         row.prev_hash = prev.clone();
@@ -485,7 +485,7 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
     for row in &rows[1..] {
         sql(&app, format!(
             "UPDATE audit SET outcome = '{}', prev_hash = {}, hash = {} WHERE chain = '{chain}' AND seq = {}",
-            row.outcome,
+            row.entry.outcome,
             bytes_literal(&app, &row.prev_hash),
             bytes_literal(&app, &row.hash),
             row.seq

@@ -300,7 +300,7 @@ fn with_read_auditing_off_only_successful_reads_go_unrecorded() {
         .unwrap()
         .0
         .into_iter()
-        .map(|e| (e.operation, e.outcome))
+        .map(|e| (e.entry.operation, e.entry.outcome))
         .collect();
     assert!(ops.contains(&("record.put".into(), "ok".into())));
     assert!(ops.contains(&("record.get".into(), "not_found".into())));
@@ -1080,7 +1080,7 @@ fn cli_runs_share_one_audit_chain_and_name_their_actor() {
             .all(|r| r.chain == rows[0].chain && r.chain.starts_with("cli:")),
         "one chain for every CLI run on this host"
     );
-    let actors: Vec<String> = rows.into_iter().map(|e| e.actor).collect();
+    let actors: Vec<String> = rows.into_iter().map(|e| e.entry.actor).collect();
     assert_eq!(actors.len(), 5, "{actors:?}");
     assert!(actors.contains(&"cli:asha".to_string()), "{actors:?}");
     assert!(
@@ -1423,7 +1423,10 @@ fn under_dual_control_the_cli_takes_two_operators() {
             "credential_max_age_days = 90",
             "credential_max_age_days = 90\ndual_control = true",
         )
-        .replace("[namespaces.rp]\n", "[namespaces.rp]\nlazy_reencrypt = false\n");
+        .replace(
+            "[namespaces.rp]\n",
+            "[namespaces.rp]\nlazy_reencrypt = false\n",
+        );
     let d = Deployment::with_policy(TestDb::sqlite(), &policy);
     let vault = d.vault();
     put_one(&vault, "rp", "R1");

@@ -15,7 +15,8 @@ use super::schema::{audit, audit_checkpoints, audit_heads};
 use super::{StorageError, Store};
 
 /// What happened, by whom, to what. Never holds a resident ID or a blind index.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit)]
 pub struct AuditEntry {
     pub at: i64,
     /// Credential id, `cli:<user>`, `scheduler` or `system`.
@@ -33,22 +34,15 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-/// A stored entry.
+/// A stored entry: the entry, where it stands in its chain, and its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = audit)]
 pub struct AuditRow {
     pub id: i64,
     pub chain: String,
     pub seq: i64,
-    pub at: i64,
-    pub actor: String,
-    pub request_id: String,
-    pub operation: String,
-    pub namespace: String,
-    pub target: String,
-    pub resident_tag: String,
-    pub outcome: String,
-    pub detail: String,
+    #[diesel(embed)]
+    pub entry: AuditEntry,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -61,10 +55,13 @@ impl AuditRow {
             &prev,
             &self.chain,
             self.seq as u64,
-            &self.fields(),
+            &self.entry.fields(),
         ))
     }
+}
 
+impl AuditEntry {
+    /// What the entry's hash covers.
     fn fields(&self) -> AuditFields<'_> {
         AuditFields {
             at_ms: self.at,
@@ -78,24 +75,6 @@ impl AuditRow {
             detail: &self.detail,
         }
     }
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = audit)]
-struct NewAuditRow<'a> {
-    chain: &'a str,
-    seq: i64,
-    at: i64,
-    actor: &'a str,
-    request_id: &'a str,
-    operation: &'a str,
-    namespace: &'a str,
-    target: &'a str,
-    resident_tag: &'a str,
-    outcome: &'a str,
-    detail: &'a str,
-    prev_hash: &'a [u8],
-    hash: &'a [u8],
 }
 
 /// A checkpoint: a chain head MACed by the keystore.
@@ -156,34 +135,15 @@ fn append(c: &mut AnyConnection, chain: &str, entry: &AuditEntry) -> Result<(), 
     let prev: [u8; 32] = prev
         .try_into()
         .map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
-    let fields = AuditFields {
-        at_ms: entry.at,
-        actor: &entry.actor,
-        request_id: &entry.request_id,
-        operation: &entry.operation,
-        namespace: &entry.namespace,
-        target: &entry.target,
-        resident_tag: &entry.resident_tag,
-        outcome: &entry.outcome,
-        detail: &entry.detail,
-    };
-    let hash = entry_hash(&prev, chain, seq as u64, &fields);
+    let hash = entry_hash(&prev, chain, seq as u64, &entry.fields());
     diesel::insert_into(audit::table)
-        .values(NewAuditRow {
-            chain,
-            seq,
-            at: entry.at,
-            actor: &entry.actor,
-            request_id: &entry.request_id,
-            operation: &entry.operation,
-            namespace: &entry.namespace,
-            target: &entry.target,
-            resident_tag: &entry.resident_tag,
-            outcome: &entry.outcome,
-            detail: &entry.detail,
-            prev_hash: &prev,
-            hash: &hash,
-        })
+        .values((
+            audit::chain.eq(chain),
+            audit::seq.eq(seq),
+            entry,
+            audit::prev_hash.eq(&prev[..]),
+            audit::hash.eq(&hash[..]),
+        ))
         .execute(c)?;
     diesel::update(audit_heads::table.find(chain))
         .set(audit_heads::hash.eq(hash.to_vec()))
