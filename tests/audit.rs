@@ -19,6 +19,7 @@ on_both_backends!(
     verify_detects_an_inserted_entry,
     verify_detects_swapped_entries,
     a_recomputed_chain_is_caught_by_the_checkpoint,
+    destroying_an_old_kek_leaves_every_checkpoint_verifiable,
 );
 
 const ID: &str = "AUDITid4711";
@@ -503,4 +504,84 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
     let b = tampered(&app).await;
     assert_eq!(b.chain, chain);
     assert!(b.reason.contains("rewritten"), "{}", b.reason);
+}
+
+/// The rotation runbook ends by destroying the old KEK; checkpoints MACed under it used to make
+/// `audit verify` fail for good from then on. They move to the active KEK first, a forged one is
+/// never re-MACed (the destruction is refused instead), and the trail still verifies.
+async fn destroying_an_old_kek_leaves_every_checkpoint_verifiable(db: TestDb) {
+    let app = TestApp::start(db).await;
+    traffic(&app).await;
+    let v = app.vault.clone();
+    let operator = support::app::grant(&v, zkvault::vault::Role::Operator, None);
+    let old = tokio::task::spawn_blocking({
+        let v = v.clone();
+        move || {
+            assert!(v.checkpoint_audit().unwrap() >= 1);
+            let old = v.store().checkpoints().unwrap()[0].kek_version;
+            v.rotate_kek(&support::app::grant(
+                &v,
+                zkvault::vault::Role::Operator,
+                None,
+            ))
+            .unwrap();
+            old
+        }
+    })
+    .await
+    .unwrap();
+
+    // A forged checkpoint under the old KEK: the destruction refuses to launder it.
+    let forged = format!(
+        "UPDATE audit_checkpoints SET mac = {} WHERE id = (SELECT MIN(id) FROM audit_checkpoints)",
+        bytes_literal(&app, &[7u8; 72])
+    );
+    let genuine = tokio::task::spawn_blocking({
+        let v = v.clone();
+        move || v.store().checkpoints().unwrap()[0].mac.clone()
+    })
+    .await
+    .unwrap();
+    sql(&app, forged).await;
+    let refused = tokio::task::spawn_blocking({
+        let v = v.clone();
+        move || {
+            v.destroy_kek(
+                &support::app::grant(&v, zkvault::vault::Role::Operator, None),
+                old as u32,
+            )
+            .err()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(refused, Some(zkvault::vault::VaultError::Integrity)),
+        "{refused:?}"
+    );
+    sql(&app, format!("UPDATE audit_checkpoints SET mac = {} WHERE id = (SELECT MIN(id) FROM audit_checkpoints)", bytes_literal(&app, &genuine))).await;
+
+    tokio::task::spawn_blocking({
+        let v = v.clone();
+        move || v.destroy_kek(&operator, old as u32).unwrap()
+    })
+    .await
+    .unwrap();
+    let checked = verify(&app).await;
+    assert!(checked.first_break.is_none(), "{:?}", checked.first_break);
+    assert!(checked.checkpoints >= 1);
+    let under_destroyed = tokio::task::spawn_blocking(move || {
+        v.store()
+            .checkpoints()
+            .unwrap()
+            .iter()
+            .filter(|c| c.kek_version == old)
+            .count()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        under_destroyed, 0,
+        "a checkpoint is left under the destroyed KEK"
+    );
 }

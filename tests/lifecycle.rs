@@ -622,6 +622,7 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
         )
         .unwrap(),
     );
+    assert!(app.vault.checkpoint_audit().unwrap() >= 1);
     let vault = app.vault.clone();
     let t = target.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -634,6 +635,13 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     assert_eq!(report.rewrapped_masters, 2);
     let migrated = reopen(&app, target.clone());
     read_direct(&migrated);
+    // The audit checkpoints moved with the deployment: the target keystore checks them (they
+    // used to stay MACed under the source's KEK, which the target does not hold).
+    let checked = migrated.verify_audit().unwrap();
+    assert!(
+        checked.first_break.is_none() && checked.checkpoints > 0,
+        "{checked:?}"
+    );
     assert_eq!(rows(&app).await, before, "records untouched");
     // The running instance still holds the old keystore: it answers, but can unwrap nothing
     // stored, so it must not say it is ready (it used to answer 200).

@@ -12,9 +12,10 @@ use diesel::r2d2::PooledConnection;
 use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
-use super::schema::{index_keys, masters, records};
+use super::schema::{audit_checkpoints, index_keys, masters, records};
 use super::{
-    Advisory, AuditEntry, IndexKeyRow, MasterRow, RecordKeys, RecordRow, StorageError, Store,
+    Advisory, AuditEntry, CheckpointRow, IndexKeyRow, MasterRow, RecordKeys, RecordRow,
+    StorageError, Store,
 };
 use crate::lockfile::{FileLock, LockError};
 use crate::states::{MasterState, MasterUse};
@@ -108,8 +109,9 @@ impl Store {
         self.write(audit, |conn| work(&mut UnitOfWork { conn }))
     }
 
-    /// Overwrites the given masters and index keys (their new `kek_version` and `wrapped`) in
-    /// one transaction: the commit point of a KEK rotation or keystore migration. Each pair
+    /// Overwrites the given masters and index keys (their new `kek_version` and `wrapped`), and
+    /// the given audit checkpoints (their new `kek_version` and `mac`), in one transaction: the
+    /// commit point of a KEK rotation, a keystore migration or a KEK's retirement for good. Each pair
     /// carries the KEK version the row was read under; a row whose state, KEK or material
     /// changed since (destroyed meanwhile, rewrapped by another rotation) fails the whole
     /// transaction with `Conflict`, so a destroyed master's material is never written back.
@@ -117,9 +119,18 @@ impl Store {
         &self,
         masters_rows: &[(MasterRow, i32)],
         index_key_rows: &[(IndexKeyRow, i32)],
+        checkpoints: &[CheckpointRow],
         audit: &AuditEntry,
     ) -> Result<(), StorageError> {
         self.write(audit, |c| {
+            for row in checkpoints {
+                diesel::update(audit_checkpoints::table.find(row.id))
+                    .set((
+                        audit_checkpoints::kek_version.eq(row.kek_version),
+                        audit_checkpoints::mac.eq(&row.mac),
+                    ))
+                    .execute(c)?;
+            }
             for (row, read_under) in masters_rows {
                 let n = diesel::update(
                     masters::table

@@ -11,6 +11,9 @@ use subtle::ConstantTimeEq;
 use zkvault_core::{KeyKind, WrapContext};
 
 use super::{now_ms, Grant, Role, Vault, VaultError};
+use std::collections::{HashMap, HashSet};
+
+use crate::keystore::{Keystore, KeystoreError};
 use crate::storage::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
 
 /// What an auditor asks for, as given: checked by [`AuditQuery::filter`].
@@ -269,14 +272,18 @@ impl Vault {
     }
 
     /// Walks every chain and checks every checkpoint; names the first entry that was edited,
-    /// deleted, inserted or moved.
+    /// deleted, inserted or moved. Linear in entries plus checkpoints.
     pub fn verify_audit(&self) -> Result<AuditVerification, VaultError> {
         let chains = self.store().audit_chains()?;
         let heads = self.store().audit_heads()?;
         let mut entries = 0u64;
         let mut first_break = None;
-        let mut hashes_at_checkpoints = Vec::new();
         let checkpoints = self.store().checkpoints()?;
+        let checkpointed: HashSet<(&str, i64)> = checkpoints
+            .iter()
+            .map(|c| (c.chain.as_str(), c.seq))
+            .collect();
+        let mut hashes_at_checkpoints = HashMap::new();
         'chains: for chain in &chains {
             let (mut expected_seq, mut prev) = (1i64, [0u8; 32]);
             loop {
@@ -316,11 +323,8 @@ impl Vault {
                         break 'chains;
                     }
                     prev.copy_from_slice(&row.hash);
-                    if checkpoints
-                        .iter()
-                        .any(|c| c.chain == *chain && c.seq == row.seq)
-                    {
-                        hashes_at_checkpoints.push((chain.clone(), row.seq, prev));
+                    if checkpointed.contains(&(chain.as_str(), row.seq)) {
+                        hashes_at_checkpoints.insert((chain.clone(), row.seq), prev);
                     }
                     expected_seq += 1;
                 }
@@ -373,7 +377,7 @@ impl Vault {
     fn check_checkpoints(
         &self,
         checkpoints: &[CheckpointRow],
-        seen: &[(String, i64, [u8; 32])],
+        seen: &HashMap<(String, i64), [u8; 32]>,
     ) -> Result<Option<AuditBreak>, VaultError> {
         let keystore = self.keyring().keystore();
         for c in checkpoints {
@@ -384,10 +388,7 @@ impl Vault {
                     reason: reason.to_owned(),
                 }))
             };
-            let Some((_, _, hash)) = seen
-                .iter()
-                .find(|(chain, seq, _)| *chain == c.chain && *seq == c.seq)
-            else {
+            let Some(hash) = seen.get(&(c.chain.clone(), c.seq)) else {
                 return broken(
                     "a checkpointed entry is missing: the chain was truncated or deleted",
                 );
@@ -395,11 +396,47 @@ impl Vault {
             match keystore.unwrap(c.kek_version as u32, &checkpoint_context(&c.chain, c.seq), &c.mac) {
                 Ok(mac) if bool::from(mac.expose().ct_eq(hash)) => {}
                 Ok(_) => return broken("the chain up to this checkpoint was rewritten (its hash differs from the MACed one)"),
-                Err(crate::keystore::KeystoreError::Unwrap) => return broken("the checkpoint's MAC is not authentic"),
+                Err(KeystoreError::Unwrap) => return broken("the checkpoint's MAC is not authentic"),
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(None)
+    }
+}
+
+impl Vault {
+    /// The checkpoints `which` selects, their MACs checked with `from` and made anew under
+    /// `to`'s KEK `to_kek`, for the caller to commit. A checkpoint whose MAC is not authentic is
+    /// refused (`Integrity`), never re-MACed: that would launder a forged one.
+    pub(super) fn remac_checkpoints(
+        &self,
+        from: &dyn Keystore,
+        to: &dyn Keystore,
+        to_kek: u32,
+        which: impl Fn(&CheckpointRow) -> bool,
+    ) -> Result<Vec<CheckpointRow>, VaultError> {
+        self.store()
+            .checkpoints()?
+            .into_iter()
+            .filter(|c| which(c))
+            .map(|c| {
+                let ctx = checkpoint_context(&c.chain, c.seq);
+                let head = from
+                    .unwrap(c.kek_version as u32, &ctx, &c.mac)
+                    .map_err(|e| match e {
+                        KeystoreError::Unwrap => {
+                            tracing::error!(chain = %c.chain, seq = c.seq, "audit checkpoint MAC is not authentic; run `zkvault audit verify`");
+                            VaultError::Integrity
+                        }
+                        other => other.into(),
+                    })?;
+                Ok(CheckpointRow {
+                    kek_version: to_kek as i32,
+                    mac: to.wrap(to_kek, &ctx, &head)?,
+                    ..c
+                })
+            })
+            .collect()
     }
 }
 

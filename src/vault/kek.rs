@@ -17,7 +17,7 @@ use serde::Serialize;
 use zkvault_core::{KeyKind, WrapContext};
 
 use super::approvals::{Decision, Irreversible};
-use super::{mirror_keks, now_ms, Actor, Grant, MasterState, Role, Vault, VaultError};
+use super::{mirror_keks, now_ms, Actor, EntryExt, Grant, MasterState, Role, Vault, VaultError};
 use crate::keystore::{KekState, Keystore};
 use crate::storage::{IndexKeyRow, MasterRow, StorageError, Store};
 
@@ -145,16 +145,26 @@ impl Vault {
 
     /// Rewraps every master and index key under `to`'s KEK `to_kek` and commits, re-reading
     /// when a row changed meanwhile (a destruction, a compromise mark). Returns the counts.
+    /// With `checkpoints`, the audit checkpoints are re-MACed under it in the same transaction
+    /// (a keystore migration: the source's KEKs do not travel with the deployment).
     fn rewrap_and_commit(
         &self,
         to: &dyn Keystore,
         to_kek: u32,
+        checkpoints: bool,
         entry: &crate::storage::AuditEntry,
     ) -> Result<(usize, usize), VaultError> {
         let from = self.keyring().keystore().clone();
         for _ in 0..REWRAP_ATTEMPTS {
             let (masters, index_keys) = rewrap_all(self.store(), from.as_ref(), to, to_kek)?;
-            match self.store().rewrap_keys(&masters, &index_keys, entry) {
+            let checkpoints = match checkpoints {
+                true => self.remac_checkpoints(from.as_ref(), to, to_kek, |_| true)?,
+                false => Vec::new(),
+            };
+            match self
+                .store()
+                .rewrap_keys(&masters, &index_keys, &checkpoints, entry)
+            {
                 Ok(()) => return Ok((masters.len(), index_keys.len())),
                 Err(StorageError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -176,6 +186,7 @@ impl Vault {
         let rewrapped = self.rewrap_and_commit(
             keystore.as_ref(),
             active,
+            false,
             &actor.entry("kek.rotate", "", format!("v{active}")),
         )?;
         mirror_keks(self.store(), keystore.as_ref(), actor)?;
@@ -225,7 +236,26 @@ impl Vault {
                     k.state.as_str()
                 )))
             }
-            Some(_) => keystore.destroy_kek(version)?,
+            Some(_) => {
+                // Checkpoints MACed under it move to the active KEK first: destroying a KEK
+                // must not leave part of the audit trail that nothing can check.
+                let active = keystore.active_kek()?.ok_or_else(|| {
+                    VaultError::KeystoreUnavailable("no active KEK to move checkpoints to".into())
+                })?;
+                let moved =
+                    self.remac_checkpoints(keystore.as_ref(), keystore.as_ref(), active, |c| {
+                        c.kek_version as u32 == version
+                    })?;
+                let entry = actor
+                    .entry(
+                        "audit.checkpoints.remac",
+                        "",
+                        format!("v{version} -> v{active}"),
+                    )
+                    .with_detail(format!("{} checkpoints", moved.len()));
+                self.store().rewrap_keys(&[], &[], &moved, &entry)?;
+                keystore.destroy_kek(version)?
+            }
         }
         self.store()
             .append_audit(&actor.entry("kek.destroy", "", format!("v{version}")))?;
@@ -282,7 +312,7 @@ impl Vault {
             .max(target.list_keks()?.last().map_or(0, |k| k.version));
         let active = target.create_kek_after(floor)?;
         let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.id()));
-        let rewrapped = self.rewrap_and_commit(target, active, &entry)?;
+        let rewrapped = self.rewrap_and_commit(target, active, true, &entry)?;
         if let Some(v) = previous {
             source.retire_kek(v)?;
         }
