@@ -387,6 +387,43 @@ mod cases {
             }
         }
     }
+
+    /// The keystore's ledger of destroyed masters: what a restored database cannot undo.
+    /// Recording is idempotent, survives a reopen, reaches another handle, and keeps the KEKs.
+    pub fn destroyed_masters_are_remembered(b: &impl Backend) {
+        let ks = b.create();
+        let v = ks.create_kek().unwrap();
+        assert!(ks.destroyed_masters().unwrap().is_empty());
+        let other = b.reopen();
+        ks.record_destroyed("rp", 1).unwrap();
+        ks.record_destroyed("uin", 3).unwrap();
+        ks.record_destroyed("rp", 1).unwrap();
+        let expected: std::collections::BTreeSet<(String, u32)> =
+            [("rp".to_string(), 1), ("uin".to_string(), 3)].into();
+        assert_eq!(ks.destroyed_masters().unwrap(), expected);
+        assert_eq!(
+            other.destroyed_masters().unwrap(),
+            expected,
+            "another handle"
+        );
+        assert_eq!(
+            b.reopen().destroyed_masters().unwrap(),
+            expected,
+            "after a reopen"
+        );
+        assert!(matches!(
+            ks.record_destroyed("", 1),
+            Err(KeystoreError::Config(_))
+        ));
+        assert!(matches!(
+            ks.record_destroyed(&"n".repeat(256), 1),
+            Err(KeystoreError::Config(_))
+        ));
+        // The KEKs are untouched.
+        assert_eq!(b.reopen().active_kek().unwrap(), Some(v));
+        let w = ks.wrap(v, &dm(1), &secret(5)).unwrap();
+        assert!(b.reopen().unwrap(v, &dm(1), &w).unwrap() == secret(5));
+    }
 }
 
 macro_rules! conformance {
@@ -397,7 +434,8 @@ macro_rules! conformance {
             conformance!(@cases $backend;
                 create_and_list, round_trip, aad_mismatch, altered_bytes, retired_unwraps_only,
                 destroyed_cannot_unwrap, invalid_transitions, concurrent_use, reopen_sees_same_keys,
-                two_handles_share_changes, concurrent_creators_lose_no_kek);
+                two_handles_share_changes, concurrent_creators_lose_no_kek,
+                destroyed_masters_are_remembered);
         }
     };
     (@cases $backend:expr; $($case:ident),*) => {
@@ -436,6 +474,42 @@ mod soft_file {
             Err(e) => e,
             Ok(_) => panic!("open should fail"),
         }
+    }
+
+    /// A keystore written by an earlier release (file format 1, no ledger of destroyed
+    /// masters; `tests/fixtures/keystore-format1.zks`, made by `zkvault keystore init` at commit
+    /// 5512b31, passphrase `format-one-fixture`) opens with its KEK, and its first change writes
+    /// the current format with the ledger.
+    #[test]
+    fn a_format_1_file_opens_and_is_upgraded_on_its_first_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keystore.zks");
+        std::fs::copy(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/keystore-format1.zks"
+            ),
+            &path,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap()[6],
+            1,
+            "the fixture is format 1"
+        );
+        let pass = zkvault::secret::SecretString::new("format-one-fixture");
+        let ks = SoftKeystore::open(&path, &pass).unwrap();
+        assert_eq!(ks.list_keks().unwrap(), vec![info(1, KekState::Active)]);
+        assert!(ks.destroyed_masters().unwrap().is_empty());
+        let w = ks.wrap(1, &dm(1), &secret(3)).unwrap();
+        ks.record_destroyed("rp", 2).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap()[6], 2, "rewritten as format 2");
+        let again = SoftKeystore::open(&path, &pass).unwrap();
+        assert!(again.unwrap(1, &dm(1), &w).unwrap() == secret(3));
+        assert_eq!(
+            again.destroyed_masters().unwrap(),
+            [("rp".to_string(), 2)].into()
+        );
     }
 
     #[test]

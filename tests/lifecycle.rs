@@ -28,6 +28,7 @@ on_both_backends!(
     bulk_rekeying_commits_large_records_in_bounded_chunks,
     the_served_app_runs_the_policy_scheduler,
     under_dual_control_a_shred_takes_two_different_operators,
+    a_restored_backup_never_brings_a_shredded_master_back,
 );
 
 /// A keystore that returns a bad wrap (e.g. an HSM that generates the GCM IV and reports
@@ -495,6 +496,14 @@ impl Keystore for Failing {
     }
     fn destroy_kek(&self, v: u32) -> Result<(), KeystoreError> {
         self.inner.destroy_kek(v)
+    }
+    fn record_destroyed(&self, ns: &str, v: u32) -> Result<(), KeystoreError> {
+        self.inner.record_destroyed(ns, v)
+    }
+    fn destroyed_masters(
+        &self,
+    ) -> Result<std::collections::BTreeSet<(String, u32)>, KeystoreError> {
+        self.inner.destroyed_masters()
     }
     fn check(&self) -> Result<(), KeystoreError> {
         self.inner.check()
@@ -1007,4 +1016,109 @@ async fn under_dual_control_a_shred_takes_two_different_operators(db: TestDb) {
             "no {expected} in {ops:?}"
         );
     }
+}
+
+/// After `destroy?shred=true`, a database restored from a backup taken before it (here: the
+/// master's row put back as the backup held it, material included) used to make the shredded
+/// records readable again. The keystore remembers the destruction: the running instance answers
+/// 410 at once, a restart destroys the row again with an audit entry, and records under the
+/// master that was not destroyed still read (disaster recovery keeps working).
+async fn a_restored_backup_never_brings_a_shredded_master_back(db: TestDb) {
+    let policy = support::app::POLICY.replace(
+        "[namespaces.rp]\n",
+        "[namespaces.rp]\nlazy_reencrypt = false\n",
+    );
+    let app = TestApp::start_with(db, 1024 * 1024, &policy).await;
+    let op = app.tokens.operator.clone();
+    assert!(app
+        .put("rp", "r1", IDS[0], b"one")
+        .await
+        .status()
+        .is_success());
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
+        StatusCode::OK
+    );
+    assert!(app
+        .put("rp", "r2", IDS[1], b"two")
+        .await
+        .status()
+        .is_success());
+    let (hex, blob) = if app.db.is_postgres() {
+        ("encode(wrapped, 'hex')", "decode('{}', 'hex')")
+    } else {
+        ("hex(wrapped)", "X'{}'")
+    };
+    let url = app.db.url().to_owned();
+    let backup = tokio::task::spawn_blocking({
+        let (url, sql) = (url.clone(), format!("SELECT state || ' ' || updated_at || ' ' || {hex} AS v FROM masters WHERE namespace = 'rp' AND version = 1"));
+        move || support::app::query_strings(&url, &sql).remove(0)
+    })
+    .await
+    .unwrap();
+    let (status, report) = post(&app, "/v1/ns/rp/masters/1/destroy?shred=true", &op).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["shredded_records"], 1);
+    assert_eq!(app.get("rp", "r1", IDS[0]).await.status(), StatusCode::GONE);
+
+    // The restore.
+    let mut fields = backup.split(' ');
+    let (state, updated_at, wrapped) = (
+        fields.next().unwrap(),
+        fields.next().unwrap(),
+        fields.next().unwrap(),
+    );
+    assert_eq!(state, "decrypt_only");
+    let restore = format!(
+        "UPDATE masters SET state = '{state}', updated_at = {updated_at}, wrapped = {} WHERE namespace = 'rp' AND version = 1",
+        blob.replace("{}", wrapped)
+    );
+    support::app::execute_sql(&url, &restore);
+    for _ in 0..8 {
+        assert_eq!(
+            app.get("rp", "r1", IDS[0]).await.status(),
+            StatusCode::GONE,
+            "the restored master served a shredded record"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        &app.get("rp", "r2", IDS[1]).await.bytes().await.unwrap()[..],
+        b"two"
+    );
+
+    // A restart on the restored database starts, and destroys the row again.
+    let restarted = tokio::task::spawn_blocking({
+        let app_config = app.config.clone();
+        move || zkvault::app::open_vault(&app_config, false).unwrap()
+    })
+    .await
+    .unwrap();
+    let row = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || support::app::query_strings(&url, "SELECT state || ' ' || (CASE WHEN wrapped IS NULL THEN 'gone' ELSE 'kept' END) AS v FROM masters WHERE namespace = 'rp' AND version = 1")
+    })
+    .await
+    .unwrap();
+    assert_eq!(row, ["destroyed gone"]);
+    let reader = support::app::grant(&restarted, Role::Reader, Some("rp"));
+    assert!(matches!(
+        restarted.get_record(&reader, IDS[0], "r1"),
+        Err(zkvault::vault::VaultError::Shredded)
+    ));
+    assert_eq!(
+        &*restarted.get_record(&reader, IDS[1], "r2").unwrap().body,
+        b"two"
+    );
+    let entries = tokio::task::spawn_blocking(move || {
+        support::app::query_strings(&url, "SELECT actor || ' ' || operation || ' ' || detail AS v FROM audit WHERE operation = 'master.destroy'")
+    })
+    .await
+    .unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.starts_with("system master.destroy") && e.contains("restored")),
+        "{entries:?}"
+    );
 }

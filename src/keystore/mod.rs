@@ -8,6 +8,7 @@ mod kek_state;
 pub mod pkcs11;
 pub mod soft;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use thiserror::Error;
@@ -95,6 +96,14 @@ pub trait Keystore: Send + Sync {
     /// A cheap liveness check for `/readyz`.
     fn check(&self) -> Result<(), KeystoreError>;
 
+    /// Records, for good, that derivation master `(namespace, version)` was destroyed. The
+    /// keystore, not the database, remembers it: a database restored from a backup taken before
+    /// the destruction cannot bring the master back. Idempotent.
+    fn record_destroyed(&self, namespace: &str, version: u32) -> Result<(), KeystoreError>;
+
+    /// Every master destruction recorded, as `(namespace, version)`.
+    fn destroyed_masters(&self) -> Result<BTreeSet<(String, u32)>, KeystoreError>;
+
     /// The active KEK version, if any.
     fn active_kek(&self) -> Result<Option<u32>, KeystoreError> {
         Ok(self
@@ -104,6 +113,18 @@ pub trait Keystore: Send + Sync {
             .find(|k| k.state == KekState::Active)
             .map(|k| k.version))
     }
+}
+
+/// Longest namespace a destruction record holds: a policy's names are far shorter.
+pub const MAX_LEDGER_NAMESPACE: usize = 255;
+
+fn check_ledger_namespace(namespace: &str) -> Result<(), KeystoreError> {
+    if namespace.is_empty() || namespace.len() > MAX_LEDGER_NAMESPACE {
+        return Err(KeystoreError::Config(format!(
+            "a destroyed master's namespace must be 1-{MAX_LEDGER_NAMESPACE} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads a secret (passphrase, PIN) from `file` if given, else from the environment variable

@@ -46,6 +46,27 @@ impl Store {
             .optional()?)
     }
 
+    /// Makes approval `id`, decided by `by`, undecided again: what it carried out failed.
+    pub fn release_approval(
+        &self,
+        id: &str,
+        by: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, StorageError> {
+        self.write_if_any(audit, |c| {
+            Ok(diesel::update(
+                approvals::table
+                    .filter(approvals::id.eq(id))
+                    .filter(approvals::decided_by.eq(by)),
+            )
+            .set((
+                approvals::decided_by.eq(None::<String>),
+                approvals::decided_at.eq(None::<i64>),
+            ))
+            .execute(c)?)
+        })
+    }
+
     /// Marks approval `id` decided by `by` at `now`, if it is still undecided, unexpired and
     /// was not requested by `by`; `false` otherwise. One statement, so two approvers racing
     /// cannot both carry it out.

@@ -63,6 +63,8 @@ pub struct Grant {
     scope: Option<BTreeSet<String>>,
     /// The caller's own roles (every role for the local operator and the vault itself).
     roles: BTreeSet<Role>,
+    /// Granted to a verified credential (not the local operator nor the vault itself).
+    credential: bool,
 }
 
 impl Grant {
@@ -74,6 +76,7 @@ impl Grant {
             namespace: namespace.map(str::to_owned),
             scope: None,
             roles: Role::ALL.into_iter().collect(),
+            credential: false,
         }
     }
 
@@ -131,6 +134,11 @@ impl Grant {
     /// The caller's own roles.
     pub(crate) fn roles(&self) -> &BTreeSet<Role> {
         &self.roles
+    }
+
+    /// The caller is the local operator or the vault itself, not a credential.
+    pub(crate) fn is_local(&self) -> bool {
+        !self.credential
     }
 
     /// The namespace this grant is for, checked to be for `role`.
@@ -213,6 +221,7 @@ impl Vault {
                     .principal
                     .as_ref()
                     .map_or_else(|| Role::ALL.into_iter().collect(), |p| p.roles.clone()),
+                credential: caller.principal.is_some(),
             }),
             Err(e) => {
                 let key = Refusal {

@@ -118,7 +118,7 @@ impl Vault {
             _ => return Err(VaultError::Integrity),
         };
         let approver = grant.actor();
-        if approver.who == row.requested_by {
+        if self.same_holder(&approver.who, &row.requested_by)? {
             return Err(VaultError::Conflict(
                 "dual control: a second, different operator must approve".into(),
             ));
@@ -142,16 +142,45 @@ impl Vault {
             "{} requested by {} and approved ({id})",
             row.operation, row.requested_by
         );
-        Ok(match what {
-            Irreversible::ShredMaster { namespace, version } => {
-                Approved::Shredded(self.destroy_master_as(&namespace, &actor, version, true)?)
-            }
+        let done = match what {
+            Irreversible::ShredMaster { namespace, version } => self
+                .destroy_master_as(&namespace, &actor, version, true)
+                .map(Approved::Shredded),
             Irreversible::DestroyKek { version } => {
-                self.destroy_kek_as(&actor, version)?;
-                Approved::KekDestroyed {
-                    destroyed_kek: version,
-                }
+                self.destroy_kek_as(&actor, version)
+                    .map(|()| Approved::KekDestroyed {
+                        destroyed_kek: version,
+                    })
             }
-        })
+        };
+        if let Err(e) = &done {
+            // Nothing was carried out: the approval stays usable, and the trail says why.
+            let mut failed =
+                approver.entry("approval.grant", &row.namespace, format!("v{version}"));
+            failed.outcome = e.code().to_owned();
+            failed.detail = format!("{} approval={id} not carried out; released", row.operation);
+            self.store().release_approval(id, &approver.who, &failed)?;
+        }
+        done
+    }
+
+    /// Whether credentials `a` and `b` are one holder's: the same id, or one a successor of the
+    /// other by rotation (a rotation issues a new id to the same holder).
+    fn same_holder(&self, a: &str, b: &str) -> Result<bool, VaultError> {
+        Ok(a == b || self.succeeds(a, b)? || self.succeeds(b, a)?)
+    }
+
+    /// Whether `later` is `earlier` rotated, once or more.
+    fn succeeds(&self, later: &str, earlier: &str) -> Result<bool, VaultError> {
+        let mut id = earlier.to_owned();
+        // Bounded: a rotation chain longer than this is a damaged table, not a holder.
+        for _ in 0..1000 {
+            match self.store().credential_successor(&id)? {
+                Some(next) if next == later => return Ok(true),
+                Some(next) => id = next,
+                None => return Ok(false),
+            }
+        }
+        Ok(false)
     }
 }

@@ -241,6 +241,9 @@ impl Vault {
     /// MACs every chain head with the active KEK and stores it as a checkpoint, so a rewrite of
     /// the chain up to there (hashes recomputed) is detected. Returns how many were written.
     pub fn checkpoint_audit(&self) -> Result<usize, VaultError> {
+        // Under the key lock: a checkpoint MACed while a migration or KEK destruction re-MACs
+        // the others would be left under a KEK the deployment no longer holds.
+        let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore();
         let kek = keystore
             .active_kek()?
@@ -421,21 +424,28 @@ impl Vault {
             .filter(|c| which(c))
             .map(|c| {
                 let ctx = checkpoint_context(&c.chain, c.seq);
-                let head = from
-                    .unwrap(c.kek_version as u32, &ctx, &c.mac)
-                    .map_err(|e| match e {
-                        KeystoreError::Unwrap => {
-                            tracing::error!(chain = %c.chain, seq = c.seq, "audit checkpoint MAC is not authentic; run `zkvault audit verify`");
-                            VaultError::Integrity
-                        }
-                        other => other.into(),
-                    })?;
-                Ok(CheckpointRow {
+                let head = match from.unwrap(c.kek_version as u32, &ctx, &c.mac) {
+                    Ok(head) => head,
+                    Err(KeystoreError::Unwrap) => {
+                        tracing::error!(chain = %c.chain, seq = c.seq, "audit checkpoint MAC is not authentic; run `zkvault audit verify`");
+                        return Err(VaultError::Integrity);
+                    }
+                    // Under a KEK already gone (destroyed before checkpoints were re-MACed on
+                    // destruction, or a version no keystore has): unverifiable before, and left
+                    // as it is, so `audit verify` keeps reporting it.
+                    Err(KeystoreError::UnknownVersion(_) | KeystoreError::State { .. }) => {
+                        tracing::warn!(chain = %c.chain, seq = c.seq, kek = c.kek_version, "audit checkpoint under a KEK that no longer exists: left as it is");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(Some(CheckpointRow {
                     kek_version: to_kek as i32,
                     mac: to.wrap(to_kek, &ctx, &head)?,
                     ..c
-                })
+                }))
             })
+            .filter_map(Result::transpose)
             .collect()
     }
 }

@@ -335,6 +335,7 @@ impl Vault {
         grant: &Grant,
         roles: &[Role],
         namespaces: &[String],
+        dual_control: bool,
     ) -> Result<(), VaultError> {
         let scope: Option<BTreeSet<String>> =
             (!namespaces.is_empty()).then(|| namespaces.iter().cloned().collect());
@@ -344,6 +345,13 @@ impl Vault {
             ));
         }
         let mine = grant.roles();
+        if dual_control && roles.contains(&Role::Operator) && !grant.is_local() {
+            // Else one holder of admin and operator would mint a second operator and approve
+            // its own requests.
+            return Err(VaultError::Forbidden(
+                "under dual control, operator credentials are issued with the CLI (zkvault credentials create)",
+            ));
+        }
         let admin_grants = [Role::Admin, Role::Writer, Role::Reader, Role::Reencrypt];
         let may_issue = |r: &Role| {
             mine.contains(r) || (mine.contains(&Role::Admin) && admin_grants.contains(r))
@@ -373,7 +381,7 @@ impl Vault {
                 )));
             }
         }
-        Self::check_issuable(grant, roles, namespaces)?;
+        Self::check_issuable(grant, roles, namespaces, self.policy().dual_control)?;
         let max_age = self.policy().credential_max_age.as_millis() as i64;
         self.credentials().issue(
             grant.actor(),

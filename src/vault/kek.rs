@@ -311,6 +311,10 @@ impl Vault {
             .highest_kek_version()?
             .max(target.list_keks()?.last().map_or(0, |k| k.version));
         let active = target.create_kek_after(floor)?;
+        // What was destroyed stays destroyed in the keystore the deployment moves to.
+        for (ns, version) in source.destroyed_masters()? {
+            target.record_destroyed(&ns, version)?;
+        }
         let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.id()));
         let rewrapped = self.rewrap_and_commit(target, active, true, &entry)?;
         if let Some(v) = previous {

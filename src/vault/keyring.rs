@@ -7,7 +7,8 @@
 //! within [`SYNC_INTERVAL`]: [`Keyring::sync`] compares a digest of the key rows with the last one
 //! it saw. Entries are keyed by a generation that every emptying bumps, so a load that raced the
 //! emptying lands under a dead generation and is never served. A master whose row says
-//! `destroyed` is never unwrapped, whatever material the row still holds.
+//! `destroyed`, or that the keystore records as destroyed, is never unwrapped, whatever material
+//! the row still holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,13 +153,19 @@ fn meta_of(row: &MasterRow) -> MasterMeta {
     }
 }
 
-/// Unwraps a master row's key with the keystore. A destroyed master — no material, or a
-/// `destroyed` state whatever the row still holds — answers [`VaultError::Shredded`].
+/// Unwraps a master row's key with the keystore. A destroyed master — no material, a
+/// `destroyed` state whatever the row still holds, or recorded as destroyed in the keystore's
+/// ledger whatever the row says (a database restored from before the destruction) — answers
+/// [`VaultError::Shredded`].
 pub fn unwrap_master(
     keystore: &dyn Keystore,
     row: &MasterRow,
 ) -> Result<Arc<DerivationMaster>, VaultError> {
-    if row.state == MasterState::Destroyed {
+    if row.state == MasterState::Destroyed
+        || keystore
+            .destroyed_masters()?
+            .contains(&(row.namespace.clone(), row.version as u32))
+    {
         return Err(VaultError::Shredded);
     }
     let wrapped = row.wrapped.as_deref().ok_or(VaultError::Shredded)?;

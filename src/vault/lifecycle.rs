@@ -37,6 +37,18 @@ pub struct DestroyReport {
     pub shredded_records: i64,
 }
 
+/// An active master is never destroyed, a destroyed one not twice.
+fn check_destroyable(row: &MasterRow) -> Result<(), VaultError> {
+    let version = row.version;
+    match row.state {
+        MasterState::Active => Err(conflict(format!(
+            "master v{version} is active: rotate first"
+        ))),
+        MasterState::Destroyed => Err(conflict(format!("master v{version} is already destroyed"))),
+        MasterState::DecryptOnly | MasterState::Retired => Ok(()),
+    }
+}
+
 fn conflict(msg: String) -> VaultError {
     VaultError::Conflict(msg)
 }
@@ -201,6 +213,9 @@ impl Vault {
     ) -> Result<Decision<DestroyReport>, VaultError> {
         let namespace = grant.namespace(Role::Operator)?;
         if shred && self.policy().dual_control {
+            // Refused now as it would be without dual control: a second operator approves
+            // destroying a master that exists and may be destroyed, never one yet to come.
+            check_destroyable(&self.master_row(namespace, version)?)?;
             let master = Irreversible::ShredMaster {
                 namespace: namespace.to_owned(),
                 version,
@@ -225,17 +240,7 @@ impl Vault {
     ) -> Result<DestroyReport, VaultError> {
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
-        match row.state {
-            MasterState::Active => {
-                return Err(conflict(format!(
-                    "master v{version} is active: rotate first"
-                )))
-            }
-            MasterState::Destroyed => {
-                return Err(conflict(format!("master v{version} is already destroyed")))
-            }
-            MasterState::DecryptOnly | MasterState::Retired => {}
-        }
+        check_destroyable(&row)?;
         let remaining = self.records_under(ns, version)?;
         if remaining > 0 && !shred {
             return Err(conflict(format!(
@@ -263,12 +268,27 @@ impl Vault {
             )));
         }
         self.keyring().forget_all();
+        // The keystore remembers it too, so no restored backup brings the master back. Should
+        // this fail, the next scheduler pass or start records it (`reconcile_destructions`).
+        if let Err(e) = self.keyring().keystore().record_destroyed(ns, version) {
+            tracing::error!(namespace = ns, version, error = %e, "destroyed master not yet recorded in the keystore; retried by the scheduler");
+        }
         tracing::warn!(namespace = ns, version, shredded_records = remaining, who = %actor.who, why = %actor.why, "derivation master destroyed");
         Ok(DestroyReport {
             namespace: ns.to_owned(),
             version,
             shredded_records: remaining,
         })
+    }
+
+    /// Makes the keystore's ledger of destroyed masters and the database agree, under the key
+    /// lock: a master destroyed in the database but not yet in the ledger (the keystore failed
+    /// right after the destruction) is recorded; a master the ledger records as destroyed but
+    /// the database holds live — a database restored from a backup older than the destruction —
+    /// is destroyed again, loudly, with an audit entry. Returns how many rows it destroyed again.
+    pub fn reconcile_destructions(&self) -> Result<usize, VaultError> {
+        let _lock = self.key_lock()?;
+        reconcile_destructions(self.store(), self.keyring().keystore().as_ref())
     }
 
     /// Decrypt-only masters that protect no record any more become `retired`. Returns them.
@@ -300,4 +320,42 @@ impl Vault {
         }
         Ok(retired)
     }
+}
+
+/// [`Vault::reconcile_destructions`] without the lock (the caller holds it).
+pub(super) fn reconcile_destructions(
+    store: &crate::storage::Store,
+    keystore: &dyn crate::keystore::Keystore,
+) -> Result<usize, VaultError> {
+    let ledger = keystore.destroyed_masters()?;
+    let mut restored = 0;
+    for row in store.all_masters()? {
+        let key = (row.namespace.clone(), row.version as u32);
+        match (row.state == MasterState::Destroyed, ledger.contains(&key)) {
+            (true, false) => keystore.record_destroyed(&row.namespace, row.version as u32)?,
+            (false, true) => {
+                tracing::error!(namespace = %row.namespace, version = row.version, "the database holds a master the keystore records as destroyed: restored from a backup older than the destruction; destroying it again");
+                let destroyed = MasterRow {
+                    state: MasterState::Destroyed,
+                    wrapped: None,
+                    updated_at: now_ms(),
+                    ..row.clone()
+                };
+                let entry = Actor::new("system", "destroyed in the keystore's ledger")
+                    .entry(
+                        "master.destroy",
+                        &row.namespace,
+                        format!("v{}", row.version),
+                    )
+                    .with_detail(
+                        "the database was restored from before this master's destruction".into(),
+                    );
+                if store.update_master_if(&destroyed, row.state, row.compromised_at, &entry)? {
+                    restored += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(restored)
 }

@@ -88,6 +88,7 @@ impl Vault {
         {
             // Instances starting together must not each create a first KEK or namespace keys.
             let _lock = key_lock(&store)?;
+            lifecycle::reconcile_destructions(&store, keystore.as_ref())?;
             check_unwrappable(&store, keystore.as_ref())?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
@@ -200,8 +201,10 @@ fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), Vault
     };
     for row in store.all_masters()? {
         if row.wrapped.is_some() && row.state != MasterState::Destroyed {
-            keyring::unwrap_master(keystore, &row)
-                .map_err(|_| wrong(format!("master {} v{}", row.namespace, row.version)))?;
+            match keyring::unwrap_master(keystore, &row) {
+                Ok(_) | Err(VaultError::Shredded) => {}
+                Err(_) => return Err(wrong(format!("master {} v{}", row.namespace, row.version))),
+            }
         }
     }
     for row in store.all_index_keys()? {

@@ -191,6 +191,7 @@ impl Vault {
             return Ok(None);
         };
         let report = self.run_due_lifecycle(now)?;
+        self.reconcile_destructions()?;
         self.checkpoint_audit()?;
         Ok(Some(report))
     }

@@ -15,7 +15,7 @@
 mod objects;
 mod session;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -331,6 +331,19 @@ impl Keystore for Pkcs11Keystore {
 
     fn check(&self) -> Result<(), KeystoreError> {
         self.with_session(|s| s.get_session_info().map(|_| ()))
+            .map_err(unavailable)
+    }
+
+    fn record_destroyed(&self, namespace: &str, version: u32) -> Result<(), KeystoreError> {
+        super::check_ledger_namespace(namespace)?;
+        let _gate = read(&self.gate);
+        self.with_session(|s| objects::record_destroyed_master(s, namespace, version))
+            .map_err(unavailable)
+    }
+
+    fn destroyed_masters(&self) -> Result<BTreeSet<(String, u32)>, KeystoreError> {
+        let _gate = read(&self.gate);
+        self.with_session(objects::destroyed_masters)
             .map_err(unavailable)
     }
 }

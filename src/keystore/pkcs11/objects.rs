@@ -19,7 +19,7 @@
 //! `CKR_GENERAL_ERROR` (SoftHSM's tag mismatch) and a health probe ([`token_works`]) shows the
 //! token still works; otherwise the token is failing: `KeystoreError::Unavailable`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
@@ -36,6 +36,9 @@ use crate::keystore::{KekInfo, KekState};
 const LABEL_PREFIX: &str = "zkvault-kek-v";
 const PENDING_PREFIX: &str = "zkvault-kek-pending-v";
 const TOMBSTONE_LABEL: &str = "zkvault-kek-destroyed";
+/// A derivation master's destruction record: a private data object valued
+/// `namespace || 0x00 || u32be version`.
+const DESTROYED_MASTER_LABEL: &str = "zkvault-master-destroyed";
 pub(super) const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 pub(super) const WRAPPED_LEN: usize = IV_LEN + 32 + TAG_LEN;
@@ -151,6 +154,59 @@ pub(super) fn find_tombstones(s: &Session) -> Result<Vec<u32>, CkError> {
         }
     }
     Ok(versions)
+}
+
+/// Records master `(namespace, version)` as destroyed, unless it already is.
+pub(super) fn record_destroyed_master(
+    s: &Session,
+    namespace: &str,
+    version: u32,
+) -> Result<(), CkError> {
+    if destroyed_masters(s)?.contains(&(namespace.to_owned(), version)) {
+        return Ok(());
+    }
+    let mut value = namespace.as_bytes().to_vec();
+    value.push(0);
+    value.extend_from_slice(&version.to_be_bytes());
+    s.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Label(DESTROYED_MASTER_LABEL.as_bytes().to_vec()),
+        Attribute::Value(value),
+    ])?;
+    Ok(())
+}
+
+/// The masters the token's destruction records name; a record it cannot read is skipped (no
+/// zkvault writes one).
+pub(super) fn destroyed_masters(s: &Session) -> Result<BTreeSet<(String, u32)>, CkError> {
+    require_login(s)?;
+    let handles = s.find_objects(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Label(DESTROYED_MASTER_LABEL.as_bytes().to_vec()),
+    ])?;
+    let mut destroyed = BTreeSet::new();
+    for h in handles {
+        for a in s.get_attributes(h, &[AttributeType::Value])? {
+            if let Attribute::Value(v) = a {
+                destroyed.extend(parse_destroyed(&v));
+            }
+        }
+    }
+    Ok(destroyed)
+}
+
+fn parse_destroyed(value: &[u8]) -> Option<(String, u32)> {
+    let split = value.len().checked_sub(5)?;
+    let (ns, rest) = value.split_at(split);
+    let version = u32::from_be_bytes(rest.get(1..)?.try_into().ok()?);
+    (rest[0] == 0).then(|| {
+        std::str::from_utf8(ns)
+            .ok()
+            .map(|ns| (ns.to_owned(), version))
+    })?
 }
 
 /// A key object that is, or is becoming, a KEK.

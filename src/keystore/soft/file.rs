@@ -2,12 +2,14 @@
 //! operator passphrase.
 //!
 //! ```text
-//! file   = header || XChaCha20-Poly1305(file_key, nonce, aad = header, table)
-//! header = "ZKVKS1" || u8 format (1) || u32be m_cost_kib || u32be t_cost || u32be p_cost
+//! file   = header || XChaCha20-Poly1305(file_key, nonce, aad = header, table || ledger)
+//! header = "ZKVKS1" || u8 format (2) || u32be m_cost_kib || u32be t_cost || u32be p_cost
 //!          || salt (32) || verifier (32) || nonce (24)
 //! file_key || verifier = Argon2id(passphrase, salt, m, t, p, output 64 bytes)
 //! table  = u32be count || count × (u32be version || u8 state || key (32, absent if destroyed))
+//! ledger = u32be count || count × (u8 len || namespace (len) || u32be master version)
 //! ```
+//! The ledger lists the derivation masters destroyed for good (format 1, still read, has none).
 //! The verifier tells a wrong passphrase ([`KeystoreError::BadPassphrase`]) from a damaged file
 //! ([`KeystoreError::Corrupt`]). It gives an attacker nothing the ciphertext does not: either
 //! way, testing a guess costs one Argon2id run.
@@ -22,7 +24,7 @@
 //! Writes go to a temporary file in the same directory (mode 0600), are fsynced, renamed over
 //! the old file, and the directory is fsynced, so a crash leaves the old file or the new one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,7 +41,8 @@ use crate::keystore::{KekState, KeystoreError};
 use crate::secret::SecretString;
 
 const MAGIC: &[u8; 6] = b"ZKVKS1";
-const FORMAT: u8 = 1;
+/// The format written; format 1 (no ledger) is still read.
+const FORMAT: u8 = 2;
 const SALT_LEN: usize = 32;
 const VERIFIER_LEN: usize = 32;
 /// XChaCha20-Poly1305's nonce and tag, as the file and every wrapped key use them.
@@ -94,6 +97,15 @@ impl Argon2Params {
 /// A table row as sealed: version, state, key (absent once destroyed).
 pub(super) type Row<'a> = (u32, KekState, Option<&'a Secret32>);
 
+/// The masters destroyed for good: `(namespace, version)`.
+pub(super) type Ledger = BTreeSet<(String, u32)>;
+
+/// What a file holds.
+pub(super) struct Contents {
+    pub(super) keks: BTreeMap<u32, Kek>,
+    pub(super) destroyed: Ledger,
+}
+
 /// One KEK as held in memory. `key` is `None` once destroyed.
 pub(super) struct Kek {
     pub(super) state: KekState,
@@ -128,7 +140,7 @@ impl Sealer {
     pub(super) fn open(
         bytes: &[u8],
         passphrase: &SecretString,
-    ) -> Result<(Self, BTreeMap<u32, Kek>), KeystoreError> {
+    ) -> Result<(Self, Contents), KeystoreError> {
         let header = Header::parse(bytes)?;
         let (file_key, verifier) = derive(passphrase.expose(), &header.salt, header.params)?;
         if !bool::from(verifier.ct_eq(&header.verifier)) {
@@ -140,14 +152,14 @@ impl Sealer {
             verifier,
             file_key,
         };
-        let keks = sealer.unseal(bytes, &header)?;
-        Ok((sealer, keks))
+        let contents = sealer.unseal(bytes, &header)?;
+        Ok((sealer, contents))
     }
 
     /// The table of `bytes`, the same file rewritten since it was opened. The file key is kept:
     /// a file sealed under another salt or parameters is another keystore, and is refused rather
     /// than trusted.
-    pub(super) fn reopen(&self, bytes: &[u8]) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
+    pub(super) fn reopen(&self, bytes: &[u8]) -> Result<Contents, KeystoreError> {
         let header = Header::parse(bytes)?;
         if header.params != self.params
             || header.salt != self.salt
@@ -164,8 +176,12 @@ impl Sealer {
         self.params
     }
 
-    /// Seals `rows` (version, state, key) under the file key with a fresh nonce.
-    pub(super) fn seal(&self, rows: &[Row<'_>]) -> Result<Vec<u8>, KeystoreError> {
+    /// Seals `rows` (version, state, key) and the ledger under the file key with a fresh nonce.
+    pub(super) fn seal(
+        &self,
+        rows: &[Row<'_>],
+        destroyed: &Ledger,
+    ) -> Result<Vec<u8>, KeystoreError> {
         let s = self;
         let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
         let mut out = Vec::with_capacity(HEADER_LEN + 4 + rows.len() * 37 + TAG_LEN);
@@ -177,7 +193,8 @@ impl Sealer {
         out.extend_from_slice(&s.salt);
         out.extend_from_slice(&s.verifier);
         out.extend_from_slice(&nonce);
-        let table = serialize_table(rows);
+        let mut table = serialize_table(rows, destroyed);
+        serialize_ledger(&mut table, destroyed);
         let ciphertext = XChaCha20Poly1305::new(s.file_key.expose().into())
             .encrypt(
                 &XNonce::from(nonce),
@@ -191,8 +208,8 @@ impl Sealer {
         Ok(out)
     }
 
-    /// Opens the sealed table of a file whose header is `header`.
-    fn unseal(&self, bytes: &[u8], header: &Header) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
+    /// Opens the sealed contents of a file whose header is `header`.
+    fn unseal(&self, bytes: &[u8], header: &Header) -> Result<Contents, KeystoreError> {
         let plain = Zeroizing::new(
             XChaCha20Poly1305::new(self.file_key.expose().into())
                 .decrypt(
@@ -204,7 +221,12 @@ impl Sealer {
                 )
                 .map_err(|_| KeystoreError::Corrupt("sealed table failed authentication".into()))?,
         );
-        parse_table(&plain)
+        let (keks, rest) = parse_table(&plain)?;
+        let destroyed = match header.format {
+            1 => whole(rest, Ledger::new())?,
+            _ => parse_ledger(rest)?,
+        };
+        Ok(Contents { keks, destroyed })
     }
 
     /// A stable public name for the file: derived from its random salt, so it survives a move
@@ -220,6 +242,7 @@ impl Sealer {
 }
 
 struct Header {
+    format: u8,
     params: Argon2Params,
     salt: [u8; SALT_LEN],
     verifier: [u8; VERIFIER_LEN],
@@ -235,7 +258,8 @@ impl Header {
         if bytes.len() < HEADER_LEN + TAG_LEN + 4 {
             return Err(corrupt("truncated"));
         }
-        if bytes[MAGIC.len()] != FORMAT {
+        let format = bytes[MAGIC.len()];
+        if !(1..=FORMAT).contains(&format) {
             return Err(corrupt("unknown format version"));
         }
         let mut at = MAGIC.len() + 1;
@@ -252,6 +276,7 @@ impl Header {
         };
         params.check().map_err(KeystoreError::Corrupt)?;
         Ok(Header {
+            format,
             params,
             salt: take(SALT_LEN).try_into().expect("fixed length"),
             verifier: take(VERIFIER_LEN).try_into().expect("fixed length"),
@@ -263,19 +288,29 @@ impl Header {
 /// The file's two parsers, exposed for the fuzz targets in `fuzz/` (no keys, no I/O). Not API.
 #[doc(hidden)]
 pub mod untrusted {
-    use super::{parse_table, Argon2Params, Header, KekState, KeystoreError};
+    use super::{parse_ledger, parse_table, Argon2Params, Header, KekState, KeystoreError};
 
     /// Parses a file's header; on success, the Argon2 parameters it carries.
     pub fn header(bytes: &[u8]) -> Result<Argon2Params, KeystoreError> {
         Header::parse(bytes).map(|h| h.params)
     }
 
-    /// Parses a decrypted KEK table; on success, each row's version, state and whether it holds a key.
-    pub fn table(bytes: &[u8]) -> Result<Vec<(u32, KekState, bool)>, KeystoreError> {
-        Ok(parse_table(bytes)?
-            .into_iter()
-            .map(|(v, k)| (v, k.state, k.key.is_some()))
-            .collect())
+    /// A KEK row as parsed: version, state, whether it holds a key.
+    pub type TableRow = (u32, KekState, bool);
+    /// A destroyed master: namespace, version.
+    pub type LedgerEntry = (String, u32);
+
+    /// Parses decrypted contents (KEK table, then ledger); on success, each row's version,
+    /// state and whether it holds a key, and the ledger's entries.
+    pub fn contents(bytes: &[u8]) -> Result<(Vec<TableRow>, Vec<LedgerEntry>), KeystoreError> {
+        let (keks, rest) = parse_table(bytes)?;
+        let destroyed = parse_ledger(rest)?;
+        Ok((
+            keks.into_iter()
+                .map(|(v, k)| (v, k.state, k.key.is_some()))
+                .collect(),
+            destroyed.into_iter().collect(),
+        ))
     }
 }
 
@@ -304,9 +339,11 @@ fn state_byte(s: KekState) -> u8 {
     }
 }
 
-fn serialize_table(rows: &[Row<'_>]) -> Zeroizing<Vec<u8>> {
+/// The table, with room for `ledger` after it.
+fn serialize_table(rows: &[Row<'_>], ledger: &Ledger) -> Zeroizing<Vec<u8>> {
     // Exact capacity: a reallocation would leave an unzeroized copy of the keys behind.
-    let mut out = Zeroizing::new(Vec::with_capacity(4 + rows.len() * (5 + 32)));
+    let ledger_len: usize = 4 + ledger.iter().map(|(ns, _)| 1 + ns.len() + 4).sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(4 + rows.len() * (5 + 32) + ledger_len));
     out.extend_from_slice(&(rows.len() as u32).to_be_bytes());
     for (version, state, key) in rows {
         out.extend_from_slice(&version.to_be_bytes());
@@ -321,7 +358,51 @@ fn serialize_table(rows: &[Row<'_>]) -> Zeroizing<Vec<u8>> {
     out
 }
 
-fn parse_table(mut b: &[u8]) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
+fn serialize_ledger(out: &mut Vec<u8>, ledger: &Ledger) {
+    out.extend_from_slice(&(ledger.len() as u32).to_be_bytes());
+    for (ns, version) in ledger {
+        // Checked on the way in (`record_destroyed`): a length fits a byte.
+        let ns = ns.as_bytes();
+        out.push(ns.len() as u8);
+        out.extend_from_slice(ns);
+        out.extend_from_slice(&version.to_be_bytes());
+    }
+}
+
+fn parse_ledger(mut b: &[u8]) -> Result<Ledger, KeystoreError> {
+    let corrupt = |why: &str| KeystoreError::Corrupt(format!("destruction ledger: {why}"));
+    let mut take = |n: usize| -> Result<&[u8], KeystoreError> {
+        if b.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        let (head, rest) = b.split_at(n);
+        b = rest;
+        Ok(head)
+    };
+    let count = u32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
+    let mut ledger = Ledger::new();
+    for _ in 0..count {
+        let len = take(1)?[0] as usize;
+        let ns = std::str::from_utf8(take(len)?).map_err(|_| corrupt("namespace not UTF-8"))?;
+        let version = u32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
+        if !ledger.insert((ns.to_owned(), version)) {
+            return Err(corrupt("duplicate entry"));
+        }
+    }
+    whole(b, ledger)
+}
+
+/// `value` if nothing is left after it.
+fn whole<T>(rest: &[u8], value: T) -> Result<T, KeystoreError> {
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(KeystoreError::Corrupt("trailing bytes".into()))
+    }
+}
+
+/// The KEK table at the start of `b`, and what follows it.
+fn parse_table(mut b: &[u8]) -> Result<(BTreeMap<u32, Kek>, &[u8]), KeystoreError> {
     let corrupt = |why: &str| KeystoreError::Corrupt(format!("KEK table: {why}"));
     let mut take = |n: usize| -> Result<&[u8], KeystoreError> {
         if b.len() < n {
@@ -348,13 +429,10 @@ fn parse_table(mut b: &[u8]) -> Result<BTreeMap<u32, Kek>, KeystoreError> {
             return Err(corrupt("duplicate version"));
         }
     }
-    if !b.is_empty() {
-        return Err(corrupt("trailing bytes"));
-    }
     if actives > 1 {
         return Err(corrupt("more than one active KEK"));
     }
-    Ok(keks)
+    Ok((keks, b))
 }
 
 /// Writes `bytes` to a temporary file beside `path` (0600), fsyncs it, moves it into place and
@@ -413,43 +491,70 @@ mod tests {
         (v, s, k)
     }
 
-    #[test]
-    fn table_round_trips_and_drops_destroyed_keys() {
-        let (a, b) = (Secret32::from_bytes([1; 32]), Secret32::from_bytes([2; 32]));
-        let bytes = serialize_table(&[
-            row(1, KekState::Destroyed, Some(&a)),
-            row(2, KekState::Retired, Some(&a)),
-            row(3, KekState::Active, Some(&b)),
-        ]);
-        assert_eq!(bytes.len(), 4 + 5 + (5 + 32) * 2);
-        let keks = parse_table(&bytes).unwrap();
-        assert!(keks[&1].key.is_none());
-        assert_eq!(keks[&2].state, KekState::Retired);
-        assert!(keks[&3].key.as_ref().unwrap() == &b);
+    /// Table then ledger, as sealed.
+    fn contents(rows: &[Row<'_>], ledger: &Ledger) -> Vec<u8> {
+        let mut out = serialize_table(rows, ledger);
+        serialize_ledger(&mut out, ledger);
+        out.to_vec()
+    }
+
+    fn parse(b: &[u8]) -> Result<(BTreeMap<u32, Kek>, Ledger), KeystoreError> {
+        let (keks, rest) = parse_table(b)?;
+        Ok((keks, parse_ledger(rest)?))
     }
 
     #[test]
-    fn table_rejects_garbage() {
+    fn contents_round_trip_and_drop_destroyed_keys() {
+        let (a, b) = (Secret32::from_bytes([1; 32]), Secret32::from_bytes([2; 32]));
+        let ledger: Ledger = [("uin".to_string(), 3), ("rp".to_string(), 1)].into();
+        let bytes = contents(
+            &[
+                row(1, KekState::Destroyed, Some(&a)),
+                row(2, KekState::Retired, Some(&a)),
+                row(3, KekState::Active, Some(&b)),
+            ],
+            &ledger,
+        );
+        assert_eq!(
+            bytes.len(),
+            4 + 5 + (5 + 32) * 2 + 4 + (1 + 3 + 4) + (1 + 2 + 4)
+        );
+        let (keks, read) = parse(&bytes).unwrap();
+        assert!(keks[&1].key.is_none());
+        assert_eq!(keks[&2].state, KekState::Retired);
+        assert!(keks[&3].key.as_ref().unwrap() == &b);
+        assert_eq!(read, ledger);
+    }
+
+    #[test]
+    fn contents_reject_garbage() {
         let a = Secret32::from_bytes([1; 32]);
-        let good = serialize_table(&[row(1, KekState::Active, Some(&a))]);
+        let ledger: Ledger = [("rp".to_string(), 1)].into();
+        let good = contents(&[row(1, KekState::Active, Some(&a))], &ledger);
+        assert!(parse(&good).is_ok());
         assert!(matches!(
-            parse_table(&good[..good.len() - 1]),
+            parse(&good[..good.len() - 1]),
             Err(KeystoreError::Corrupt(_))
         ));
-        let mut extra = good.to_vec();
+        let mut extra = good.clone();
         extra.push(0);
-        assert!(matches!(
-            parse_table(&extra),
-            Err(KeystoreError::Corrupt(_))
-        ));
-        let two_active = serialize_table(&[
-            row(1, KekState::Active, Some(&a)),
-            row(2, KekState::Active, Some(&a)),
-        ]);
-        assert!(matches!(
-            parse_table(&two_active),
-            Err(KeystoreError::Corrupt(_))
-        ));
+        assert!(matches!(parse(&extra), Err(KeystoreError::Corrupt(_))));
+        let two_active = contents(
+            &[
+                row(1, KekState::Active, Some(&a)),
+                row(2, KekState::Active, Some(&a)),
+            ],
+            &Ledger::new(),
+        );
+        assert!(matches!(parse(&two_active), Err(KeystoreError::Corrupt(_))));
+        // The same ledger entry twice.
+        let mut twice = contents(&[row(1, KekState::Active, Some(&a))], &Ledger::new());
+        twice.truncate(twice.len() - 4);
+        twice.extend_from_slice(&2u32.to_be_bytes());
+        for _ in 0..2 {
+            twice.extend_from_slice(&[2, b'r', b'p', 0, 0, 0, 1]);
+        }
+        assert!(matches!(parse(&twice), Err(KeystoreError::Corrupt(_))));
     }
 
     #[test]

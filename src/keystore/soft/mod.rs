@@ -1,5 +1,5 @@
-//! Soft keystore: every KEK in one file sealed under an operator passphrase (the format, its
-//! Argon2 parameters and its atomic writes are in `file.rs`).
+//! Soft keystore: every KEK, and the ledger of destroyed masters, in one file sealed under an
+//! operator passphrase (the format, its Argon2 parameters and its atomic writes are in `file.rs`).
 //!
 //! Several processes may share the file (the service and the CLI, two instances on one host).
 //! A change takes an exclusive lock on `<file>.lock`, reloads the file if another process
@@ -9,7 +9,7 @@
 
 mod file;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use zkvault_core::{random, Secret32, WrapContext};
 #[doc(hidden)]
 pub use file::untrusted;
 pub use file::Argon2Params;
-use file::{io_error, rng_error, write_atomic, Kek, Row, Sealer, NONCE_LEN, TAG_LEN};
+use file::{io_error, rng_error, write_atomic, Kek, Ledger, Row, Sealer, NONCE_LEN, TAG_LEN};
 
 use super::kek_state::{self, Op};
 use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
@@ -72,6 +72,7 @@ impl SoftKeystoreOptions {
 
 struct State {
     keks: BTreeMap<u32, Kek>,
+    destroyed: Ledger,
     /// The file as it was when `keks` was read or written: a different one means another
     /// process changed it.
     loaded: Option<FileSig>,
@@ -129,10 +130,11 @@ impl SoftKeystore {
             sealer: Sealer::new(passphrase, opts.argon2)?,
             state: RwLock::new(State {
                 keks: BTreeMap::new(),
+                destroyed: Ledger::new(),
                 loaded: None,
             }),
         };
-        let sealed = store.sealer.seal(&[])?;
+        let sealed = store.sealer.seal(&[], &Ledger::new())?;
         write_atomic(path, &sealed, true)?;
         store.write().loaded = Some(file_sig(path)?);
         Ok(store)
@@ -146,12 +148,13 @@ impl SoftKeystore {
         let path = &fs::canonicalize(path).map_err(|e| io_error("resolve", path, e))?;
         let sig = file_sig(path)?;
         let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
-        let (sealer, keks) = Sealer::open(&bytes, passphrase)?;
+        let (sealer, contents) = Sealer::open(&bytes, passphrase)?;
         Ok(SoftKeystore {
             path: path.to_owned(),
             sealer,
             state: RwLock::new(State {
-                keks,
+                keks: contents.keks,
+                destroyed: contents.destroyed,
                 loaded: Some(sig),
             }),
         })
@@ -169,7 +172,8 @@ impl SoftKeystore {
             return Ok(()); // another thread reloaded meanwhile
         }
         let bytes = fs::read(&self.path).map_err(|e| io_error("read", &self.path, e))?;
-        state.keks = self.sealer.reopen(&bytes)?;
+        let contents = self.sealer.reopen(&bytes)?;
+        (state.keks, state.destroyed) = (contents.keks, contents.destroyed);
         // The signature from before the read: if the file changed again meanwhile, the next
         // call reloads once more.
         state.loaded = Some(sig);
@@ -223,13 +227,23 @@ impl SoftKeystore {
         state: &'a State,
         edit: impl FnOnce(&mut Vec<Row<'a>>),
     ) -> Result<(), KeystoreError> {
+        self.persist_with(state, edit, &state.destroyed)
+    }
+
+    /// [`SoftKeystore::persist`] with `destroyed` as the ledger.
+    fn persist_with<'a>(
+        &self,
+        state: &'a State,
+        edit: impl FnOnce(&mut Vec<Row<'a>>),
+        destroyed: &Ledger,
+    ) -> Result<(), KeystoreError> {
         let mut rows: Vec<_> = state
             .keks
             .iter()
             .map(|(v, k)| (*v, k.state, k.key.as_ref()))
             .collect();
         edit(&mut rows);
-        let sealed = self.sealer.seal(&rows)?;
+        let sealed = self.sealer.seal(&rows, destroyed)?;
         write_atomic(&self.path, &sealed, false)
     }
 
@@ -356,6 +370,26 @@ impl Keystore for SoftKeystore {
     fn check(&self) -> Result<(), KeystoreError> {
         // The file must still be there, and still be this keystore.
         self.refresh()
+    }
+
+    fn record_destroyed(&self, namespace: &str, version: u32) -> Result<(), KeystoreError> {
+        super::check_ledger_namespace(namespace)?;
+        self.change(|state| {
+            let entry = (namespace.to_owned(), version);
+            if state.destroyed.contains(&entry) {
+                return Ok(());
+            }
+            let mut ledger = state.destroyed.clone();
+            ledger.insert(entry);
+            self.persist_with(state, |_| {}, &ledger)?;
+            state.destroyed = ledger;
+            Ok(())
+        })
+    }
+
+    fn destroyed_masters(&self) -> Result<BTreeSet<(String, u32)>, KeystoreError> {
+        self.refresh()?;
+        Ok(self.read().destroyed.clone())
     }
 }
 
