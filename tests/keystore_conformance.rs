@@ -598,7 +598,7 @@ mod soft_file {
     #[test]
     fn header_carries_the_argon2_parameters() {
         let (b, bytes) = populated();
-        assert_eq!(&bytes[..7], b"ZKVKS1\x01");
+        assert_eq!(&bytes[..7], b"ZKVKS1\x02");
         assert_eq!(b.reopen().argon2_params(), Argon2Params::FLOOR);
         assert_eq!(
             u32::from_be_bytes(bytes[7..11].try_into().unwrap()),
