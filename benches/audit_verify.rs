@@ -1,6 +1,7 @@
 //! `zkvault audit verify` over a large trail: appends N entries (default 1,000,000; set
-//! `AUDIT_BENCH_ENTRIES`) to a fresh SQLite deployment through the store, checkpoints every
-//! chain, then times one full verification, and a second one to show it is not a cold-cache
+//! `AUDIT_BENCH_ENTRIES`) to a fresh SQLite deployment through the store, checkpointing C times
+//! along the way (default 1,000, `AUDIT_BENCH_CHECKPOINTS`; the scheduler checkpoints once a
+//! minute), then times one full verification, and a second one to show it is not a cold-cache
 //! effect. `cargo bench --bench audit_verify`. One run of minutes, so not a criterion loop.
 
 use std::time::Instant;
@@ -10,10 +11,14 @@ use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
 use zkvault::storage::AuditEntry;
 
 fn main() {
-    let n: u64 = std::env::var("AUDIT_BENCH_ENTRIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let setting = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let n = setting("AUDIT_BENCH_ENTRIES", 1_000_000);
+    let every = (n / setting("AUDIT_BENCH_CHECKPOINTS", 1_000).max(1)).max(1);
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("policy")).unwrap();
     std::fs::write(dir.path().join("policy/p.toml"), zkvault::policy::BUILT_IN).unwrap();
@@ -50,6 +55,9 @@ fn main() {
             ..entry.clone()
         };
         vault.store().append_audit(&e).unwrap();
+        if (i + 1) % every == 0 {
+            vault.checkpoint_audit().unwrap();
+        }
     }
     let appended = started.elapsed().as_secs_f64();
     vault.checkpoint_audit().unwrap();
