@@ -1087,6 +1087,23 @@ async fn a_restored_backup_never_brings_a_shredded_master_back(db: TestDb) {
         b"two"
     );
 
+    // A KEK rotation before anything else noticed never carries the restored material over to
+    // the new KEK: it destroys the row again first.
+    assert_eq!(
+        post(&app, "/v1/keys/kek/rotate", &op).await.0,
+        StatusCode::OK
+    );
+    let state_of_v1 = "SELECT state || ' ' || (CASE WHEN wrapped IS NULL THEN 'gone' ELSE 'kept' END) AS v FROM masters WHERE namespace = 'rp' AND version = 1";
+    let row = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || support::app::query_strings(&url, state_of_v1)
+    })
+    .await
+    .unwrap();
+    assert_eq!(row, ["destroyed gone"]);
+    // Restored once more, for the restart.
+    support::app::execute_sql(&url, &restore);
+
     // A restart on the restored database starts, and destroys the row again.
     let restarted = tokio::task::spawn_blocking({
         let app_config = app.config.clone();
@@ -1096,7 +1113,7 @@ async fn a_restored_backup_never_brings_a_shredded_master_back(db: TestDb) {
     .unwrap();
     let row = tokio::task::spawn_blocking({
         let url = url.clone();
-        move || support::app::query_strings(&url, "SELECT state || ' ' || (CASE WHEN wrapped IS NULL THEN 'gone' ELSE 'kept' END) AS v FROM masters WHERE namespace = 'rp' AND version = 1")
+        move || support::app::query_strings(&url, state_of_v1)
     })
     .await
     .unwrap();

@@ -155,6 +155,9 @@ impl Vault {
         entry: &crate::storage::AuditEntry,
     ) -> Result<(usize, usize), VaultError> {
         let from = self.keyring().keystore().clone();
+        // A master the keystore records as destroyed (a restored row) is destroyed first, so
+        // its material is never carried over to the new KEK.
+        super::lifecycle::reconcile_destructions(self.store(), from.as_ref())?;
         for _ in 0..REWRAP_ATTEMPTS {
             let (masters, index_keys) = rewrap_all(self.store(), from.as_ref(), to, to_kek)?;
             let checkpoints = match checkpoints {
