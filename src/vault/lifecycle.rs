@@ -37,6 +37,54 @@ pub struct DestroyReport {
     pub shredded_records: i64,
 }
 
+/// The version a new master of `ns` takes: above every version the database holds and every
+/// one the keystore records as destroyed, so a master made on a database restored from an
+/// older backup never takes the number of one destroyed since (its records would answer 410).
+pub(super) fn next_master_version(
+    existing: &[MasterRow],
+    keystore: &dyn crate::keystore::Keystore,
+    ns: &str,
+) -> Result<u32, VaultError> {
+    let in_db = existing.iter().map(|m| m.version as u32).max().unwrap_or(0);
+    let destroyed = keystore
+        .destroyed_masters()?
+        .into_iter()
+        .filter(|(n, _)| n == ns)
+        .map(|(_, v)| v)
+        .max()
+        .unwrap_or(0);
+    in_db
+        .max(destroyed)
+        .checked_add(1)
+        .ok_or_else(|| VaultError::Internal("master versions exhausted".into()))
+}
+
+/// A new active master `version` of `ns` from the OS CSPRNG, wrapped under KEK `kek`.
+pub(super) fn new_master(
+    keystore: &dyn crate::keystore::Keystore,
+    kek: u32,
+    ns: &str,
+    version: u32,
+) -> Result<MasterRow, VaultError> {
+    let dm = DerivationMaster::generate()?;
+    let now = now_ms();
+    Ok(MasterRow {
+        namespace: ns.to_owned(),
+        version: version as i32,
+        state: MasterState::Active,
+        compromised_at: None,
+        kek_version: kek as i32,
+        wrapped: Some(keystore.wrap(
+            kek,
+            &WrapContext::new(ns, KeyKind::DerivationMaster, version),
+            dm.secret(),
+        )?),
+        salt: dm.salt().to_vec(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
 /// An active master is never destroyed, a destroyed one not twice.
 fn check_destroyable(row: &MasterRow) -> Result<(), VaultError> {
     let version = row.version;
@@ -96,24 +144,9 @@ impl Vault {
                 .rev()
                 .find(|m| m.state == MasterState::Active)
                 .map(|m| m.version as u32);
-            let version = existing.last().map_or(1, |m| m.version as u32 + 1);
-            let dm = DerivationMaster::generate()?;
-            let now = now_ms();
-            let row = MasterRow {
-                namespace: ns.to_owned(),
-                version: version as i32,
-                state: MasterState::Active,
-                compromised_at: None,
-                kek_version: kek as i32,
-                wrapped: Some(keystore.wrap(
-                    kek,
-                    &WrapContext::new(ns, KeyKind::DerivationMaster, version),
-                    dm.secret(),
-                )?),
-                salt: dm.salt().to_vec(),
-                created_at: now,
-                updated_at: now,
-            };
+            let version = next_master_version(&existing, keystore.as_ref(), ns)?;
+            let row = new_master(keystore.as_ref(), kek, ns, version)?;
+            let now = row.created_at;
             // The previous active master turns decrypt-only in the same transaction.
             let rotated = self.store().unit_of_work(
                 &actor.entry("master.rotate", ns, format!("v{version}")),
@@ -240,6 +273,10 @@ impl Vault {
     ) -> Result<DestroyReport, VaultError> {
         let _lock = self.key_lock()?;
         let row = self.master_row(ns, version)?;
+        if row.state == MasterState::Destroyed {
+            // Already destroyed: make sure the keystore remembers it (it may have failed then).
+            self.keyring().keystore().record_destroyed(ns, version)?;
+        }
         check_destroyable(&row)?;
         let remaining = self.records_under(ns, version)?;
         if remaining > 0 && !shred {
@@ -281,11 +318,11 @@ impl Vault {
         })
     }
 
-    /// Makes the keystore's ledger of destroyed masters and the database agree, under the key
-    /// lock: a master destroyed in the database but not yet in the ledger (the keystore failed
-    /// right after the destruction) is recorded; a master the ledger records as destroyed but
-    /// the database holds live — a database restored from a backup older than the destruction —
-    /// is destroyed again, loudly, with an audit entry. Returns how many rows it destroyed again.
+    /// Makes the database agree with the keystore's ledger of destroyed masters, under the key
+    /// lock: a master the ledger records as destroyed but the database holds live — a database
+    /// restored from a backup older than the destruction — is destroyed again, loudly, with an
+    /// audit entry (and replaced by a new active master if it was the active one). Returns how
+    /// many rows it destroyed again.
     pub fn reconcile_destructions(&self) -> Result<usize, VaultError> {
         let _lock = self.key_lock()?;
         reconcile_destructions(self.store(), self.keyring().keystore().as_ref())
@@ -332,7 +369,12 @@ pub(super) fn reconcile_destructions(
     for row in store.all_masters()? {
         let key = (row.namespace.clone(), row.version as u32);
         match (row.state == MasterState::Destroyed, ledger.contains(&key)) {
-            (true, false) => keystore.record_destroyed(&row.namespace, row.version as u32)?,
+            // Only a destruction through zkvault writes the ledger: a row merely marked
+            // destroyed in the database (a stray UPDATE) must stay recoverable from a backup.
+            // `keys destroy` of it records it, if the keystore failed at the time.
+            (true, false) => {
+                tracing::warn!(namespace = %row.namespace, version = row.version, "a master destroyed in the database is not in the keystore's ledger: if zkvault destroyed it, run `zkvault keys destroy` for it again to record it");
+            }
             (false, true) => {
                 tracing::error!(namespace = %row.namespace, version = row.version, "the database holds a master the keystore records as destroyed: restored from a backup older than the destruction; destroying it again");
                 let destroyed = MasterRow {
@@ -341,7 +383,8 @@ pub(super) fn reconcile_destructions(
                     updated_at: now_ms(),
                     ..row.clone()
                 };
-                let entry = Actor::new("system", "destroyed in the keystore's ledger")
+                let actor = Actor::new("system", "destroyed in the keystore's ledger");
+                let entry = actor
                     .entry(
                         "master.destroy",
                         &row.namespace,
@@ -350,8 +393,22 @@ pub(super) fn reconcile_destructions(
                     .with_detail(
                         "the database was restored from before this master's destruction".into(),
                     );
-                if store.update_master_if(&destroyed, row.state, row.compromised_at, &entry)? {
-                    restored += 1;
+                if !store.update_master_if(&destroyed, row.state, row.compromised_at, &entry)? {
+                    continue;
+                }
+                restored += 1;
+                if row.state == MasterState::Active {
+                    // The namespace needs an active master to write to: a new one.
+                    let kek = keystore
+                        .active_kek()?
+                        .ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
+                    let existing = store.masters(&row.namespace)?;
+                    let version = next_master_version(&existing, keystore, &row.namespace)?;
+                    let fresh = new_master(keystore, kek, &row.namespace, version)?;
+                    store.insert_master(
+                        &fresh,
+                        &actor.entry("master.rotate", &row.namespace, format!("v{version}")),
+                    )?;
                 }
             }
             _ => {}

@@ -22,7 +22,7 @@ mod seed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zkvault_core::{DerivationMaster, IndexKey, KeyKind, WrapContext};
+use zkvault_core::{IndexKey, KeyKind, WrapContext};
 
 pub use access::{Caller, Grant};
 pub use approvals::{Approved, Decision, PendingApproval};
@@ -46,7 +46,7 @@ pub use crate::states::{MasterState, Role};
 
 use crate::keystore::{KekState, Keystore};
 use crate::policy::Policy;
-use crate::storage::{IndexKeyRow, KekRow, MasterRow, Store};
+use crate::storage::{IndexKeyRow, KekRow, Store};
 
 /// Milliseconds since the Unix epoch, UTC: the one clock every stored timestamp uses.
 pub fn now_ms() -> i64 {
@@ -292,24 +292,12 @@ fn init_namespace(
     ns: &str,
     actor: &Actor,
 ) -> Result<(), VaultError> {
-    let dm = DerivationMaster::generate()?;
+    // Version 1, unless this keystore destroyed masters of the namespace before (a database
+    // made anew beside it).
+    let version = lifecycle::next_master_version(&[], keystore, ns)?;
+    let dm_row = lifecycle::new_master(keystore, kek, ns, version)?;
     let ik = IndexKey::generate()?;
-    let now = now_ms();
-    let dm_row = MasterRow {
-        namespace: ns.to_owned(),
-        version: 1,
-        state: MasterState::Active,
-        compromised_at: None,
-        kek_version: kek as i32,
-        wrapped: Some(keystore.wrap(
-            kek,
-            &WrapContext::new(ns, KeyKind::DerivationMaster, 1),
-            dm.secret(),
-        )?),
-        salt: dm.salt().to_vec(),
-        created_at: now,
-        updated_at: now,
-    };
+    let now = dm_row.created_at;
     let ik_row = IndexKeyRow {
         namespace: ns.to_owned(),
         kek_version: kek as i32,
@@ -323,7 +311,7 @@ fn init_namespace(
     store.init_namespace(
         &dm_row,
         &ik_row,
-        &actor.entry("namespace.init", ns, "dm v1, index key"),
+        &actor.entry("namespace.init", ns, format!("dm v{version}, index key")),
     )?;
     Ok(())
 }

@@ -182,9 +182,12 @@ pub(super) fn record_destroyed_master(
 /// zkvault writes one).
 pub(super) fn destroyed_masters(s: &Session) -> Result<BTreeSet<(String, u32)>, CkError> {
     require_login(s)?;
+    // Private objects only: a public one can be made without the PIN, by anyone sharing the
+    // token, and must not destroy anything.
     let handles = s.find_objects(&[
         Attribute::Class(ObjectClass::DATA),
         Attribute::Token(true),
+        Attribute::Private(true),
         Attribute::Label(DESTROYED_MASTER_LABEL.as_bytes().to_vec()),
     ])?;
     let mut destroyed = BTreeSet::new();
