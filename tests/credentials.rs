@@ -155,47 +155,11 @@ async fn an_expired_token_is_refused_within_a_second(db: TestDb) {
     app.stop().await;
 }
 
-/// A credential for `roles` in `namespaces`, issued by the local operator.
-async fn scoped(app: &TestApp, roles: &'static [Role], namespaces: &'static [&str]) -> String {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || {
-        let ns: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
-        v.create_credential(
-            &support::app::grant(&v, Role::Admin, None),
-            "scoped",
-            roles,
-            &ns,
-        )
-        .unwrap()
-        .token
-        .expose()
-        .to_owned()
-    })
-    .await
-    .unwrap()
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut r = app.req(method, path, token, None);
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// An admin restricted to `rp` used to mint an all-namespace writer, a `uin` writer or an
 /// operator, and to list and revoke every credential of the deployment.
 async fn a_namespace_scoped_admin_cannot_reach_beyond_its_namespaces(db: TestDb) {
     let app = TestApp::start(db).await;
-    let admin = scoped(&app, &[Role::Admin], &["rp"]).await;
+    let admin = app.issue(&[Role::Admin], &["rp"]).await;
     for (roles, namespaces, what) in [
         (json!(["writer"]), json!([]), "an all-namespace writer"),
         (
@@ -230,7 +194,7 @@ async fn a_namespace_scoped_admin_cannot_reach_beyond_its_namespaces(db: TestDb)
     assert_eq!(status_of(&app, token, "uin").await, StatusCode::FORBIDDEN);
 
     // It lists and revokes only credentials confined to its namespaces.
-    let (status, list) = call(&app, Method::GET, "/v1/credentials", &admin, None).await;
+    let (status, list) = app.call(Method::GET, "/v1/credentials", &admin, None).await;
     assert_eq!(status, StatusCode::OK);
     let listed = list["credentials"].as_array().unwrap();
     assert!(!listed.is_empty());
@@ -244,14 +208,14 @@ async fn a_namespace_scoped_admin_cannot_reach_beyond_its_namespaces(db: TestDb)
     let unrestricted = app.tokens.admin.split('_').nth(1).unwrap();
     let uin_only = app.tokens.uin_writer.split('_').nth(1).unwrap();
     for id in [unrestricted, uin_only] {
-        let (status, _) = call(
-            &app,
-            Method::DELETE,
-            &format!("/v1/credentials/{id}"),
-            &admin,
-            None,
-        )
-        .await;
+        let (status, _) = app
+            .call(
+                Method::DELETE,
+                &format!("/v1/credentials/{id}"),
+                &admin,
+                None,
+            )
+            .await;
         assert_eq!(
             status,
             StatusCode::NOT_FOUND,
@@ -263,24 +227,24 @@ async fn a_namespace_scoped_admin_cannot_reach_beyond_its_namespaces(db: TestDb)
         StatusCode::NOT_FOUND
     );
     let own = issued["id"].as_str().unwrap();
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/v1/credentials/{own}"),
-        &admin,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/credentials/{own}"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // The unrestricted admin still administers everything.
-    let (status, _) = call(
-        &app,
-        Method::POST,
-        "/v1/credentials",
-        &app.tokens.admin,
-        Some(json!({"label": "x", "roles": ["writer"]})),
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/credentials",
+            &app.tokens.admin,
+            Some(json!({"label": "x", "roles": ["writer"]})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 }
 
@@ -291,7 +255,8 @@ async fn create(
     namespaces: Value,
 ) -> (StatusCode, Value) {
     let body = json!({"label": "x", "roles": roles, "namespaces": namespaces});
-    call(app, Method::POST, "/v1/credentials", token, Some(body)).await
+    app.call(Method::POST, "/v1/credentials", token, Some(body))
+        .await
 }
 
 /// A read in `ns` of an absent record: 404 when allowed, else the refusal.
@@ -313,9 +278,9 @@ async fn status_of(app: &TestApp, token: &str, ns: &str) -> StatusCode {
 /// see every namespace's masters and read every namespace's audit entries.
 async fn namespace_scoped_operators_and_auditors_stay_in_their_namespaces(db: TestDb) {
     let app = TestApp::start(db).await;
-    let operator = scoped(&app, &[Role::Operator], &["rp"]).await;
-    let auditor = scoped(&app, &[Role::Auditor], &["rp"]).await;
-    let unrestricted_auditor = scoped(&app, &[Role::Auditor], &[]).await;
+    let operator = app.issue(&[Role::Operator], &["rp"]).await;
+    let auditor = app.issue(&[Role::Auditor], &["rp"]).await;
+    let unrestricted_auditor = app.issue(&[Role::Auditor], &[]).await;
     assert!(app.put("rp", "a", ID, b"{}").await.status().is_success());
     let uin = app
         .req(
@@ -332,23 +297,23 @@ async fn namespace_scoped_operators_and_auditors_stay_in_their_namespaces(db: Te
 
     let kek = "/v1/keys/kek/rotate";
     assert_eq!(
-        call(&app, Method::POST, kek, &operator, None).await.0,
+        app.call(Method::POST, kek, &operator, None).await.0,
         StatusCode::FORBIDDEN
     );
     let master = |ns: &str| format!("/v1/ns/{ns}/masters/rotate");
     assert_eq!(
-        call(&app, Method::POST, &master("uin"), &operator, None)
+        app.call(Method::POST, &master("uin"), &operator, None)
             .await
             .0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        call(&app, Method::POST, &master("rp"), &operator, None)
+        app.call(Method::POST, &master("rp"), &operator, None)
             .await
             .0,
         StatusCode::OK
     );
-    let (status, keys) = call(&app, Method::GET, "/v1/keys", &operator, None).await;
+    let (status, keys) = app.call(Method::GET, "/v1/keys", &operator, None).await;
     assert_eq!(status, StatusCode::OK);
     let seen: Vec<&str> = keys["namespaces"]
         .as_array()
@@ -359,14 +324,14 @@ async fn namespace_scoped_operators_and_auditors_stay_in_their_namespaces(db: Te
     assert_eq!(seen, ["rp"]);
     // The unrestricted operator still rotates the KEK.
     assert_eq!(
-        call(&app, Method::POST, kek, &app.tokens.operator, None)
+        app.call(Method::POST, kek, &app.tokens.operator, None)
             .await
             .0,
         StatusCode::OK
     );
 
     let audit = "/v1/audit?limit=1000";
-    let (status, page) = call(&app, Method::GET, audit, &auditor, None).await;
+    let (status, page) = app.call(Method::GET, audit, &auditor, None).await;
     assert_eq!(status, StatusCode::OK);
     let entries = page["entries"].as_array().unwrap();
     assert!(
@@ -376,7 +341,9 @@ async fn namespace_scoped_operators_and_auditors_stay_in_their_namespaces(db: Te
     for e in entries {
         assert_eq!(e["namespace"], "rp", "a scoped auditor read {e}");
     }
-    let (_, all) = call(&app, Method::GET, audit, &unrestricted_auditor, None).await;
+    let (_, all) = app
+        .call(Method::GET, audit, &unrestricted_auditor, None)
+        .await;
     let all = all["entries"].as_array().unwrap();
     assert!(all.iter().any(|e| e["namespace"] == "uin"));
     assert!(all.iter().any(|e| e["operation"] == "kek.rotate"));
@@ -399,14 +366,9 @@ async fn a_damaged_credential_row_is_listed_refused_and_revocable(db: TestDb) {
             app.db.url(),
             &format!("UPDATE credentials SET roles = '{tampered}' WHERE id = '{id}'"),
         );
-        let (status, list) = call(
-            &app,
-            Method::GET,
-            "/v1/credentials",
-            &app.tokens.admin,
-            None,
-        )
-        .await;
+        let (status, list) = app
+            .call(Method::GET, "/v1/credentials", &app.tokens.admin, None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{tampered}: {list}");
         let row = list["credentials"]
             .as_array()
@@ -434,13 +396,13 @@ async fn a_damaged_credential_row_is_listed_refused_and_revocable(db: TestDb) {
         );
         assert!(!body.contains(tampered.trim()), "{tampered}: {body}");
     }
-    let (status, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/v1/credentials/{id}"),
-        &app.tokens.admin,
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/credentials/{id}"),
+            &app.tokens.admin,
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
 }

@@ -20,13 +20,7 @@ on_both_backends!(
 const IDS: [&str; 4] = ["4930098371", "4930098372", "4930098373", "4930098374"];
 
 async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    let r = app
-        .req(Method::POST, path, token, None)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.call(Method::POST, path, token, None).await
 }
 
 fn policy() -> String {

@@ -74,13 +74,7 @@ fn operator(vault: &Vault) -> Grant {
 }
 
 async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    let r = app
-        .req(Method::POST, path, token, None)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.call(Method::POST, path, token, None).await
 }
 
 /// `name → (master_version, hex(wrapped_dek), hex(body_ciphertext))` for every record.
@@ -899,20 +893,8 @@ async fn under_dual_control_a_shred_takes_two_different_operators(db: TestDb) {
             "[namespaces.rp]\nlazy_reencrypt = false\n",
         );
     let app = TestApp::start_with(db, 1024 * 1024, &policy).await;
-    let issue = |roles: &'static [Role], ns: &'static [&str]| {
-        let v = app.vault.clone();
-        tokio::task::spawn_blocking(move || {
-            let ns: Vec<String> = ns.iter().map(|s| s.to_string()).collect();
-            let admin = support::app::grant(&v, Role::Admin, None);
-            v.create_credential(&admin, "second", roles, &ns)
-                .unwrap()
-                .token
-                .expose()
-                .to_owned()
-        })
-    };
-    let second = issue(&[Role::Operator], &[]).await.unwrap();
-    let uin_operator = issue(&[Role::Operator], &["uin"]).await.unwrap();
+    let second = app.issue(&[Role::Operator], &[]).await;
+    let uin_operator = app.issue(&[Role::Operator], &["uin"]).await;
     let op = app.tokens.operator.clone();
     assert!(app
         .put("rp", "r1", IDS[0], b"one")

@@ -46,44 +46,8 @@ async fn dual_control_app(db: TestDb) -> TestApp {
     TestApp::start_with(db, 1024 * 1024, &dual_control_policy()).await
 }
 
-/// A credential for `roles` in `namespaces`, issued by the local operator.
-async fn issue(app: &TestApp, roles: &'static [Role], namespaces: &'static [&str]) -> String {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || {
-        let ns: Vec<String> = namespaces.iter().map(|s| s.to_string()).collect();
-        v.create_credential(
-            &support::app::grant(&v, Role::Admin, None),
-            "r11",
-            roles,
-            &ns,
-        )
-        .unwrap()
-        .token
-        .expose()
-        .to_owned()
-    })
-    .await
-    .unwrap()
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut r = app.req(method, path, token, None);
-    if let Some(body) = body {
-        r = r.json(&body);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn post(app: &TestApp, path: &str, token: &str) -> (StatusCode, Value) {
-    call(app, Method::POST, path, token, None).await
+    app.call(Method::POST, path, token, None).await
 }
 
 async fn put_ok(app: &TestApp, name: &str, id: &str) {
@@ -111,7 +75,7 @@ async fn audit_ops(app: &TestApp) -> Vec<String> {
 async fn one_holder_cannot_be_both_operators_of_a_shred(db: TestDb) {
     let app = dual_control_app(db).await;
     for (i, scope) in [&[] as &'static [&str], &["rp"]].into_iter().enumerate() {
-        let boss = issue(&app, &[Role::Admin, Role::Operator], scope).await;
+        let boss = app.issue(&[Role::Admin, Role::Operator], scope).await;
         put_ok(&app, &format!("r{i}"), IDS[i]).await;
         let (s, _) = post(&app, "/v1/ns/rp/masters/rotate", &boss).await;
         assert_eq!(s, StatusCode::OK);
@@ -127,14 +91,14 @@ async fn one_holder_cannot_be_both_operators_of_a_shred(db: TestDb) {
         assert_eq!(post(&app, &approve, &boss).await.0, StatusCode::CONFLICT);
 
         // No sock-puppet operator...
-        let (s, sock) = call(
-            &app,
-            Method::POST,
-            "/v1/credentials",
-            &boss,
-            Some(json!({"label": "sock puppet", "roles": ["operator"], "namespaces": scope})),
-        )
-        .await;
+        let (s, sock) = app
+            .call(
+                Method::POST,
+                "/v1/credentials",
+                &boss,
+                Some(json!({"label": "sock puppet", "roles": ["operator"], "namespaces": scope})),
+            )
+            .await;
         assert_eq!(s, StatusCode::FORBIDDEN, "scope {scope:?}: {sock}");
         // ...and its own rotated successor is still the requester.
         let v = app.vault.clone();
@@ -196,7 +160,7 @@ async fn a_shred_request_is_checked_when_made(db: TestDb) {
 async fn an_approval_that_fails_stays_usable_and_is_recorded_as_failed(db: TestDb) {
     let app = dual_control_app(db).await;
     let op = app.tokens.operator.clone();
-    let second = issue(&app, &[Role::Operator], &[]).await;
+    let second = app.issue(&[Role::Operator], &[]).await;
     put_ok(&app, "r1", IDS[0]).await;
     assert_eq!(
         post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
@@ -242,8 +206,8 @@ async fn an_approval_that_fails_stays_usable_and_is_recorded_as_failed(db: TestD
 async fn two_racing_approvals_carry_out_a_shred_once(db: TestDb) {
     let app = dual_control_app(db).await;
     let op = app.tokens.operator.clone();
-    let a = issue(&app, &[Role::Operator], &[]).await;
-    let b = issue(&app, &[Role::Operator], &["rp"]).await;
+    let a = app.issue(&[Role::Operator], &[]).await;
+    let b = app.issue(&[Role::Operator], &["rp"]).await;
     put_ok(&app, "r1", IDS[0]).await;
     assert_eq!(
         post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
@@ -276,10 +240,9 @@ async fn two_racing_approvals_carry_out_a_shred_once(db: TestDb) {
 /// targets, rotating an unrestricted credential through the vault API.
 async fn scoped_admin_escalation_attempts_are_refused(db: TestDb) {
     let app = TestApp::start(db).await;
-    let admin = issue(&app, &[Role::Admin], &["rp"]).await;
+    let admin = app.issue(&[Role::Admin], &["rp"]).await;
     let create = |roles: Value, ns: Value| {
-        call(
-            &app,
+        app.call(
             Method::POST,
             "/v1/credentials",
             &admin,
@@ -287,14 +250,14 @@ async fn scoped_admin_escalation_attempts_are_refused(db: TestDb) {
         )
     };
     // Omitted namespaces = all.
-    let (s, b) = call(
-        &app,
-        Method::POST,
-        "/v1/credentials",
-        &admin,
-        Some(json!({"label": "x", "roles": ["reader"]})),
-    )
-    .await;
+    let (s, b) = app
+        .call(
+            Method::POST,
+            "/v1/credentials",
+            &admin,
+            Some(json!({"label": "x", "roles": ["reader"]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     for (ns, expected) in [
         (json!(["RP"]), StatusCode::BAD_REQUEST),
@@ -326,33 +289,33 @@ async fn scoped_admin_escalation_attempts_are_refused(db: TestDb) {
         create(json!(["reader"]), json!(["uin"])).await.0,
         StatusCode::FORBIDDEN
     );
-    let (s, b) = call(
-        &app,
-        Method::POST,
-        "/v1/credentials",
-        &dup_token,
-        Some(json!({"label": "x", "roles": ["reader"], "namespaces": ["uin"]})),
-    )
-    .await;
+    let (s, b) = app
+        .call(
+            Method::POST,
+            "/v1/credentials",
+            &dup_token,
+            Some(json!({"label": "x", "roles": ["reader"], "namespaces": ["uin"]})),
+        )
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
 
     // Unrestricted and foreign credentials are invisible: 404 on revoke, absent from the list.
-    let unrestricted = issue(&app, &[Role::Reader], &[]).await;
-    let foreign = issue(&app, &[Role::Reader], &["uin"]).await;
-    let mixed = issue(&app, &[Role::Reader], &["rp", "uin"]).await;
+    let unrestricted = app.issue(&[Role::Reader], &[]).await;
+    let foreign = app.issue(&[Role::Reader], &["uin"]).await;
+    let mixed = app.issue(&[Role::Reader], &["rp", "uin"]).await;
     for t in [&unrestricted, &foreign, &mixed, &app.tokens.admin] {
         let id = &t[4..20];
-        let (s, _) = call(
-            &app,
-            Method::DELETE,
-            &format!("/v1/credentials/{id}"),
-            &admin,
-            None,
-        )
-        .await;
+        let (s, _) = app
+            .call(
+                Method::DELETE,
+                &format!("/v1/credentials/{id}"),
+                &admin,
+                None,
+            )
+            .await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{id}");
     }
-    let (_, list) = call(&app, Method::GET, "/v1/credentials", &admin, None).await;
+    let (_, list) = app.call(Method::GET, "/v1/credentials", &admin, None).await;
     for c in list["credentials"].as_array().unwrap() {
         assert!(
             c["namespaces"] == json!(["rp"]) || c["namespaces"] == json!(["rp", "rp"]),
@@ -380,16 +343,16 @@ async fn scoped_admin_escalation_attempts_are_refused(db: TestDb) {
     .unwrap();
     // It may revoke itself; then it is refused.
     let id = admin[4..20].to_owned();
-    let (s, _) = call(
-        &app,
-        Method::DELETE,
-        &format!("/v1/credentials/{id}"),
-        &admin,
-        None,
-    )
-    .await;
+    let (s, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/credentials/{id}"),
+            &admin,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _) = call(&app, Method::GET, "/v1/credentials", &admin, None).await;
+    let (s, _) = app.call(Method::GET, "/v1/credentials", &admin, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
@@ -403,10 +366,10 @@ fn app_admin_id(token: &str) -> String {
 /// auditor cannot read deployment-wide entries through `operation=`/`credential=` filters.
 async fn scoped_operator_and_auditor_stay_in_their_namespaces(db: TestDb) {
     let app = dual_control_app(db).await;
-    let op = issue(&app, &[Role::Operator], &["rp"]).await;
-    let auditor = issue(&app, &[Role::Auditor], &["rp"]).await;
+    let op = app.issue(&[Role::Operator], &["rp"]).await;
+    let auditor = app.issue(&[Role::Auditor], &["rp"]).await;
     put_ok(&app, "r1", IDS[0]).await;
-    let (s, keys) = call(&app, Method::GET, "/v1/keys", &op, None).await;
+    let (s, keys) = app.call(Method::GET, "/v1/keys", &op, None).await;
     assert_eq!(s, StatusCode::OK);
     let names: Vec<&str> = keys["namespaces"]
         .as_array()
@@ -451,7 +414,7 @@ async fn scoped_operator_and_auditor_stay_in_their_namespaces(db: TestDb) {
         "/v1/audit?operation=kek.destroy",
         "/v1/audit?limit=1000",
     ] {
-        let (s, page) = call(&app, Method::GET, q, &auditor, None).await;
+        let (s, page) = app.call(Method::GET, q, &auditor, None).await;
         assert_eq!(s, StatusCode::OK, "{q}");
         for e in page["entries"].as_array().into_iter().flatten() {
             assert_eq!(e["namespace"], "rp", "{q}: {e}");

@@ -212,6 +212,33 @@ impl TestApp {
         self.handle.stop(false).await;
     }
 
+    /// The token of a new credential for `roles` in `namespaces` (none: every namespace),
+    /// issued by the local operator.
+    pub async fn issue(&self, roles: &'static [Role], namespaces: &'static [&str]) -> String {
+        let vault = self.vault.clone();
+        tokio::task::spawn_blocking(move || issue(&vault, roles, namespaces))
+            .await
+            .unwrap()
+    }
+
+    /// `method path` with `token` and, if given, a JSON body: the status and the JSON answer
+    /// (`Null` when the body is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut r = self.req(method, path, token, None);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// A fresh vault over the same database and keystore: what a restart (or the CLI) sees.
     pub fn reopen(&self) -> Arc<Vault> {
         app::open_vault(&self.config, false).unwrap()
