@@ -306,9 +306,10 @@ impl Vault {
         }
         self.keyring().forget_all();
         // The keystore remembers it too, so no restored backup brings the master back. Should
-        // this fail, the next scheduler pass or start records it (`reconcile_destructions`).
+        // this fail, `keys destroy` of the destroyed master records it (see above); the
+        // reconciliation only warns, so that a database write alone never records one.
         if let Err(e) = self.keyring().keystore().record_destroyed(ns, version) {
-            tracing::error!(namespace = ns, version, error = %e, "destroyed master not yet recorded in the keystore; retried by the scheduler");
+            tracing::error!(namespace = ns, version, error = %e, "destroyed master not recorded in the keystore: run `zkvault keys destroy` for it again");
         }
         tracing::warn!(namespace = ns, version, shredded_records = remaining, who = %actor.who, why = %actor.why, "derivation master destroyed");
         Ok(DestroyReport {
