@@ -10,6 +10,7 @@
 //! `destroyed`, or that the keystore records as destroyed, is never unwrapped, whatever material
 //! the row still holds.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,7 +119,8 @@ impl Keyring {
                     .into_iter()
                     .find(|r| r.version as u32 == version)
                     .ok_or(VaultError::Integrity)?;
-                unwrap_master(self.keystore.as_ref(), &row)
+                let destroyed = self.keystore.destroyed_masters()?;
+                unwrap_master(self.keystore.as_ref(), &row, &destroyed)
             })
             .map_err(unshare)
     }
@@ -154,17 +156,16 @@ fn meta_of(row: &MasterRow) -> MasterMeta {
 }
 
 /// Unwraps a master row's key with the keystore. A destroyed master — no material, a
-/// `destroyed` state whatever the row still holds, or recorded as destroyed in the keystore's
-/// ledger whatever the row says (a database restored from before the destruction) — answers
+/// `destroyed` state whatever the row still holds, or in the keystore's ledger `destroyed`
+/// whatever the row says (a database restored from before the destruction) — answers
 /// [`VaultError::Shredded`].
 pub fn unwrap_master(
     keystore: &dyn Keystore,
     row: &MasterRow,
+    destroyed: &BTreeSet<(String, u32)>,
 ) -> Result<Arc<DerivationMaster>, VaultError> {
     if row.state == MasterState::Destroyed
-        || keystore
-            .destroyed_masters()?
-            .contains(&(row.namespace.clone(), row.version as u32))
+        || destroyed.contains(&(row.namespace.clone(), row.version as u32))
     {
         return Err(VaultError::Shredded);
     }

@@ -199,9 +199,10 @@ fn check_unwrappable(store: &Store, keystore: &dyn Keystore) -> Result<(), Vault
             keystore.kind()
         ))
     };
+    let destroyed = keystore.destroyed_masters()?;
     for row in store.all_masters()? {
         if row.wrapped.is_some() && row.state != MasterState::Destroyed {
-            match keyring::unwrap_master(keystore, &row) {
+            match keyring::unwrap_master(keystore, &row, &destroyed) {
                 Ok(_) | Err(VaultError::Shredded) => {}
                 Err(_) => return Err(wrong(format!("master {} v{}", row.namespace, row.version))),
             }
