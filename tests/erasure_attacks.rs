@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::app::{execute_sql, TestApp};
+use support::app::{backup, execute_sql, restore, TestApp};
 use support::db::TestDb;
 
 on_both_backends!(
@@ -50,6 +50,7 @@ async fn a_master_made_after_a_restore_never_takes_a_destroyed_version(db: TestD
         .status()
         .is_success());
     // --- backup taken here: rp has v1 (active) only ---
+    backup(app.db.url(), "b1", &["masters", "records"]);
     assert_eq!(
         post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
         StatusCode::OK
@@ -66,21 +67,7 @@ async fn a_master_made_after_a_restore_never_takes_a_destroyed_version(db: TestD
     let (s, body) = post(&app, "/v1/ns/rp/masters/2/destroy?shred=true", &op).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     // --- the restore: the database as the backup held it ---
-    sql(
-        &app,
-        "DELETE FROM records WHERE namespace = 'rp' AND master_version >= 2",
-    )
-    .await;
-    sql(
-        &app,
-        "DELETE FROM masters WHERE namespace = 'rp' AND version >= 2",
-    )
-    .await;
-    sql(
-        &app,
-        "UPDATE masters SET state = 'active' WHERE namespace = 'rp' AND version = 1",
-    )
-    .await;
+    restore(app.db.url(), "b1", &["masters", "records"]);
     tokio::time::sleep(Duration::from_millis(600)).await; // key sync + state cache
                                                           // The promise holds for v1: still readable.
     assert_eq!(app.get("rp", "r1", IDS[0]).await.status(), StatusCode::OK);
@@ -118,6 +105,7 @@ async fn a_restored_active_master_destroyed_again_is_replaced(db: TestDb) {
         .status()
         .is_success());
     // --- backup: v1 active ---
+    backup(app.db.url(), "b2", &["masters"]);
     assert_eq!(
         post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
         StatusCode::OK
@@ -129,19 +117,7 @@ async fn a_restored_active_master_destroyed_again_is_replaced(db: TestDb) {
         .iter()
         .any(|r| r.version == 1 && r.wrapped.is_none()));
     // --- restore: v2 never existed, v1 active with its material ---
-    // (the material is gone from the DB; a restored row would hold it; any bytes will do,
-    // the ledger refuses before unwrapping)
-    sql(
-        &app,
-        "DELETE FROM masters WHERE namespace = 'rp' AND version >= 2",
-    )
-    .await;
-    let junk = if app.db.is_postgres() {
-        "decode('00', 'hex')"
-    } else {
-        "X'00'"
-    };
-    sql(&app, &format!("UPDATE masters SET state = 'active', wrapped = {junk} WHERE namespace = 'rp' AND version = 1")).await;
+    restore(app.db.url(), "b2", &["masters"]);
     let restarted = tokio::task::spawn_blocking({
         let cfg = app.config.clone();
         move || zkvault::app::open_vault(&cfg, false)
@@ -167,8 +143,9 @@ async fn a_restored_active_master_destroyed_again_is_replaced(db: TestDb) {
 }
 
 /// A database writer (or a stray `UPDATE`) marking a live master `destroyed` costs availability
-/// only, as before the ledger: the reconciliation used to record such a row in the keystore's
-/// ledger, making the loss permanent. Only a destruction through zkvault writes the ledger.
+/// only: the row fails its MAC, so nothing acts on it (the reconciliation used to record such a
+/// row in the keystore's ledger, making the loss permanent). Only a destruction through zkvault
+/// writes the ledger.
 async fn a_database_write_of_destroyed_stays_recoverable(db: TestDb) {
     let app = TestApp::start_with(db, 1024 * 1024, &policy()).await;
     let op = app.tokens.operator.clone();
@@ -187,11 +164,15 @@ async fn a_database_write_of_destroyed_stays_recoverable(db: TestDb) {
         "UPDATE masters SET state = 'destroyed' WHERE namespace = 'rp' AND version = 1",
     )
     .await;
-    // Next scheduler pass.
+    // Next scheduler pass: refused, not acted on.
     let vault = app.vault.clone();
-    tokio::task::spawn_blocking(move || vault.reconcile_destructions().unwrap())
+    let pass = tokio::task::spawn_blocking(move || vault.reconcile_destructions())
         .await
         .unwrap();
+    assert!(
+        matches!(pass, Err(zkvault::vault::VaultError::Integrity)),
+        "{pass:?}"
+    );
     // The "fix": the state put back (as a restore of the previous night's backup would).
     sql(
         &app,

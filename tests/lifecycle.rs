@@ -682,7 +682,7 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     // it, and changes nothing first. (It used to create a KEK in the old keystore — its KEK was
     // retired by the migration — and record it as the deployment's active KEK, the target's
     // marked retired, before refusing.)
-    let store = zkvault::storage::Store::open(app.db.url(), 2).unwrap();
+    let store = app.vault.store().clone();
     let old = app.vault.keyring().keystore().clone();
     let (keks_before, old_keks_before) = (store.keks().unwrap(), old.list_keks().unwrap());
     assert!(app.reopen_with(old.clone()).is_err());
@@ -827,11 +827,18 @@ async fn the_served_app_runs_the_policy_scheduler(db: TestDb) {
         c.scheduler_tick = Duration::from_millis(200)
     })
     .await;
-    let old = zkvault::vault::now_ms() - 100 * 86_400_000;
-    support::app::execute_sql(
-        app.db.url(),
-        &format!("UPDATE masters SET created_at = {old} WHERE namespace = 'rp' AND version = 1"),
-    );
+    // Backdated through the store, which MACs the row (an SQL edit would be refused).
+    let vault = app.vault.clone();
+    tokio::task::spawn_blocking(move || {
+        let row = zkvault::storage::MasterRow {
+            created_at: zkvault::vault::now_ms() - 100 * 86_400_000,
+            ..vault.store().masters("rp").unwrap().remove(0)
+        };
+        let entry = zkvault::vault::Actor::new("test", "").entry("test", "rp", "");
+        vault.store().update_master(&row, &entry).unwrap();
+    })
+    .await
+    .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let keys: Value = app
@@ -1026,36 +1033,15 @@ async fn a_restored_backup_never_brings_a_shredded_master_back(db: TestDb) {
         .await
         .status()
         .is_success());
-    let (hex, blob) = if app.db.is_postgres() {
-        ("encode(wrapped, 'hex')", "decode('{}', 'hex')")
-    } else {
-        ("hex(wrapped)", "X'{}'")
-    };
     let url = app.db.url().to_owned();
-    let backup = tokio::task::spawn_blocking({
-        let (url, sql) = (url.clone(), format!("SELECT state || ' ' || updated_at || ' ' || {hex} AS v FROM masters WHERE namespace = 'rp' AND version = 1"));
-        move || support::app::query_strings(&url, &sql).remove(0)
-    })
-    .await
-    .unwrap();
+    support::app::backup(&url, "before_shred", &["masters"]);
     let (status, report) = post(&app, "/v1/ns/rp/masters/1/destroy?shred=true", &op).await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["shredded_records"], 1);
     assert_eq!(app.get("rp", "r1", IDS[0]).await.status(), StatusCode::GONE);
 
-    // The restore.
-    let mut fields = backup.split(' ');
-    let (state, updated_at, wrapped) = (
-        fields.next().unwrap(),
-        fields.next().unwrap(),
-        fields.next().unwrap(),
-    );
-    assert_eq!(state, "decrypt_only");
-    let restore = format!(
-        "UPDATE masters SET state = '{state}', updated_at = {updated_at}, wrapped = {} WHERE namespace = 'rp' AND version = 1",
-        blob.replace("{}", wrapped)
-    );
-    support::app::execute_sql(&url, &restore);
+    // The restore: v1 back as the backup held it, material and MAC included.
+    support::app::restore(&url, "before_shred", &["masters"]);
     for _ in 0..8 {
         assert_eq!(
             app.get("rp", "r1", IDS[0]).await.status(),
@@ -1084,7 +1070,7 @@ async fn a_restored_backup_never_brings_a_shredded_master_back(db: TestDb) {
     .unwrap();
     assert_eq!(row, ["destroyed gone"]);
     // Restored once more, for the restart.
-    support::app::execute_sql(&url, &restore);
+    support::app::restore(&url, "before_shred", &["masters"]);
 
     // A restart on the restored database starts, and destroys the row again.
     let restarted = tokio::task::spawn_blocking({

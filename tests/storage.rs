@@ -26,6 +26,13 @@ fn audit() -> zkvault::storage::AuditEntry {
 fn store(db: &TestDb, max: u32) -> Store {
     let s = Store::open(db.url(), max).expect("open");
     s.migrate().expect("migrate");
+    with_row_key(s)
+}
+
+/// Masters, KEKs and credentials are MACed: storage needs a key to write and read them.
+fn with_row_key(s: Store) -> Store {
+    let key = zkvault_core::IntegrityKey::new(zkvault_core::Secret32::from_bytes([9; 32]));
+    s.set_row_key(std::sync::Arc::new(key));
     s
 }
 
@@ -500,8 +507,9 @@ fn typed_columns_keep_their_text(db: &TestDb) {
          UPDATE keks SET keystore = 'seen' WHERE state = 'retired'; \
          UPDATE credentials SET label = 'seen' WHERE roles = 'writer,reader';",
     );
-    assert_eq!(s.masters("uin").unwrap()[0].compromised_at, Some(7));
-    assert_eq!(s.keks().unwrap()[0].keystore, "seen");
+    // Each edit matched its row: the row now fails its MAC.
+    assert!(matches!(s.masters("uin"), Err(StorageError::Integrity(_))));
+    assert!(matches!(s.keks(), Err(StorageError::Integrity(_))));
     assert_eq!(s.credential_listing().unwrap()[0].label, "seen");
 
     // Text that names no value fails the read; it never becomes some default.
@@ -686,7 +694,7 @@ fn unknown_scheme_is_refused() {
 fn sqlite_plain_path_creates_parent_dirs_and_wal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a/b/c/zkv.db");
-    let s = Store::open(path.to_str().unwrap(), 2).unwrap();
+    let s = with_row_key(Store::open(path.to_str().unwrap(), 2).unwrap());
     assert_eq!(s.backend(), Backend::Sqlite);
     s.migrate().unwrap();
     s.insert_master(&master("uin", 1, MasterState::Active), &audit())
@@ -702,7 +710,7 @@ fn sqlite_plain_path_creates_parent_dirs_and_wal() {
 
 #[test]
 fn sqlite_memory_keeps_one_database() {
-    let s = Store::open(":memory:", 8).unwrap();
+    let s = with_row_key(Store::open(":memory:", 8).unwrap());
     s.migrate().unwrap();
     s.insert_master(&master("uin", 1, MasterState::Active), &audit())
         .unwrap();

@@ -17,6 +17,7 @@ pub const SALT_LEN: usize = 32;
 const RK_INFO: &str = "zkvault:v1:resident-key";
 const BI_LABEL: &str = "zkvault:v1:blind-index";
 const TAG_LABEL: &str = "zkvault:v1:audit-tag";
+const INTEGRITY_LABEL: &str = "zkvault:v1:integrity";
 
 /// 32 secret bytes, zeroized on drop. The unit keystores wrap and unwrap.
 pub struct Secret32(Box<Zeroizing<[u8; 32]>>);
@@ -164,6 +165,39 @@ impl IndexKey {
     }
 }
 
+/// The deployment's integrity key: authenticates what the database holds but must not be able
+/// to forge (credential and key-state rows, audit checkpoints). Stored only wrapped under a KEK.
+pub struct IntegrityKey(Secret32);
+
+impl IntegrityKey {
+    pub fn new(secret: Secret32) -> Self {
+        IntegrityKey(secret)
+    }
+
+    pub fn generate() -> Result<Self, CryptoError> {
+        Ok(IntegrityKey(Secret32::random()?))
+    }
+
+    pub fn secret(&self) -> &Secret32 {
+        &self.0
+    }
+
+    /// `HMAC-SHA256(key, "zkvault:v1:integrity" || lp(kind) || lp(message))`: `kind` keeps a
+    /// MAC made for one sort of object from passing as another's.
+    pub fn mac(&self, kind: &str, message: &[u8]) -> [u8; 32] {
+        let msg = labelled(INTEGRITY_LABEL, &[kind.as_bytes(), message]);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.expose())
+            .expect("HMAC accepts any key length");
+        mac.update(&msg);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`IntegrityKey::mac`] of `message`, compared in constant time.
+    pub fn verify(&self, kind: &str, message: &[u8], tag: &[u8]) -> bool {
+        self.mac(kind, message)[..].ct_eq(tag).into()
+    }
+}
+
 /// A resident's blind index within a namespace: the lookup key of their records.
 ///
 /// Not secret in the way keys are (it is stored in clear), but it is a stable pseudonym of a
@@ -182,5 +216,22 @@ impl BlindIndex {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integrity_macs_bind_key_kind_and_message() {
+        let key = IntegrityKey::new(Secret32::from_bytes([7; 32]));
+        let tag = key.mac("credential", b"row");
+        assert!(key.verify("credential", b"row", &tag));
+        assert!(!key.verify("master", b"row", &tag));
+        assert!(!key.verify("credential", b"rov", &tag));
+        assert!(!key.verify("credential", b"row", &tag[..31]));
+        let other = IntegrityKey::new(Secret32::from_bytes([8; 32]));
+        assert!(!other.verify("credential", b"row", &tag));
     }
 }

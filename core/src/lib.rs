@@ -17,7 +17,9 @@ pub mod verhoeff;
 mod wrap_context;
 
 pub use error::{CryptoError, IntegrityError};
-pub use keys::{BlindIndex, Dek, DerivationMaster, IndexKey, ResidentKey, Secret32, SALT_LEN};
+pub use keys::{
+    BlindIndex, Dek, DerivationMaster, IndexKey, IntegrityKey, ResidentKey, Secret32, SALT_LEN,
+};
 pub use record::{
     open, rekey, rewrap, seal, seal_with, DekEnvelope, RecordContext, SealedRecord, FORMAT_V1,
     NONCE_LEN, WRAPPED_DEK_LEN,

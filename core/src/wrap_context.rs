@@ -9,6 +9,8 @@ pub enum KeyKind {
     IndexKey,
     /// A chain head of the audit trail, "wrapped" as a MAC at a checkpoint.
     AuditCheckpoint,
+    /// The deployment's integrity key (one, version 1, in namespace `""`).
+    IntegrityKey,
 }
 
 impl KeyKind {
@@ -17,6 +19,7 @@ impl KeyKind {
             KeyKind::DerivationMaster => "dm",
             KeyKind::IndexKey => "ik",
             KeyKind::AuditCheckpoint => "audit",
+            KeyKind::IntegrityKey => "integrity",
         }
     }
 }

@@ -2,11 +2,14 @@
 //! if anyone derives one of those traits on them.
 
 use static_assertions::assert_not_impl_any;
-use zkvault_core::{Dek, DerivationMaster, IndexKey, ResidentId, ResidentKey, Secret32};
+use zkvault_core::{
+    Dek, DerivationMaster, IndexKey, IntegrityKey, ResidentId, ResidentKey, Secret32,
+};
 
 assert_not_impl_any!(Secret32: std::fmt::Debug, std::fmt::Display, Clone, Copy);
 assert_not_impl_any!(DerivationMaster: std::fmt::Debug, std::fmt::Display, Clone, Copy);
 assert_not_impl_any!(IndexKey: std::fmt::Debug, std::fmt::Display, Clone, Copy);
+assert_not_impl_any!(IntegrityKey: std::fmt::Debug, std::fmt::Display, Clone, Copy);
 assert_not_impl_any!(ResidentKey: std::fmt::Debug, std::fmt::Display, Clone, Copy);
 assert_not_impl_any!(Dek: std::fmt::Debug, std::fmt::Display, Clone, Copy);
 assert_not_impl_any!(ResidentId: std::fmt::Debug, std::fmt::Display, Clone, Copy);
@@ -16,6 +19,7 @@ assert_not_impl_any!(zkvault_core::BlindIndex: std::fmt::Debug, std::fmt::Displa
 assert_not_impl_any!(Secret32: serde::Serialize);
 assert_not_impl_any!(DerivationMaster: serde::Serialize);
 assert_not_impl_any!(IndexKey: serde::Serialize);
+assert_not_impl_any!(IntegrityKey: serde::Serialize);
 assert_not_impl_any!(ResidentKey: serde::Serialize);
 assert_not_impl_any!(Dek: serde::Serialize);
 assert_not_impl_any!(ResidentId: serde::Serialize);

@@ -98,6 +98,8 @@ fn startup(e: &StartupError) -> Exit {
         StartupError::Vault(VaultError::StorageUnavailable(_)) => Exit::Unavailable,
         // Opening waits for a key change in progress elsewhere (the key lock), then gives up.
         StartupError::Vault(VaultError::Conflict(_)) => Exit::Conflict,
+        // A MACed row or the audit anchor says the database was written outside zkvault.
+        StartupError::Vault(VaultError::Integrity) => Exit::Integrity,
         StartupError::Config(_)
         | StartupError::Policy(_)
         | StartupError::Keystore(_)
@@ -126,6 +128,7 @@ fn storage(e: &StorageError) -> Exit {
         StorageError::Unavailable(_) => Exit::Unavailable,
         StorageError::NotFound => Exit::NotFound,
         StorageError::Conflict | StorageError::MasterChanged => Exit::Conflict,
+        StorageError::Integrity(_) => Exit::Integrity,
         StorageError::Corrupt(_) | StorageError::Migration(_) => Exit::Internal,
     }
 }

@@ -16,17 +16,14 @@ impl Store {
             diesel::insert_into(credentials::table)
                 .values(row)
                 .execute(c)?;
-            Ok(())
+            self.remac_credential(c, &row.id)
         })
     }
 
+    /// Credential `id`, if it exists; `Integrity` if its row is not one zkvault wrote.
     pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(credentials::table
-            .find(id)
-            .select(CredentialRow::as_select())
-            .first(&mut *conn)
-            .optional()?)
+        self.credential_in(&mut conn, id)
     }
 
     /// Credential `id`'s namespace scope as stored (`*`: all), if it exists.
@@ -74,19 +71,24 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
+            self.credential_in(c, id)?;
             diesel::insert_into(credential_successors::table)
                 .values((
                     credential_successors::id.eq(id),
                     credential_successors::successor.eq(successor),
                 ))
                 .execute(c)?;
-            Ok(diesel::update(
+            let n = diesel::update(
                 credentials::table
                     .filter(credentials::id.eq(id))
                     .filter(credentials::revoked_at.is_null()),
             )
             .set(credentials::expires_at.eq(Some(expires_at)))
-            .execute(c)?)
+            .execute(c)?;
+            if n > 0 {
+                self.remac_credential(c, id)?;
+            }
+            Ok(n)
         })
     }
 
@@ -108,13 +110,20 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
-            Ok(diesel::update(
+            // A damaged or forged row can still be revoked (that takes power away), but is not
+            // re-MACed: it stays refused whatever else it says.
+            let intact = matches!(self.credential_in(c, id), Ok(Some(_)));
+            let n = diesel::update(
                 credentials::table
                     .filter(credentials::id.eq(id))
                     .filter(credentials::revoked_at.is_null()),
             )
             .set(credentials::revoked_at.eq(Some(at_ms)))
-            .execute(c)?)
+            .execute(c)?;
+            if n > 0 && intact {
+                self.remac_credential(c, id)?;
+            }
+            Ok(n)
         })
     }
 }

@@ -22,6 +22,10 @@ pub enum StorageError {
     /// NOT NULL constraint (a malformed row, never a transient condition).
     #[error("unreadable or malformed row: {0}")]
     Corrupt(String),
+    /// A MACed row (credential, master, KEK) failed authentication: written outside zkvault.
+    /// Names the row, never its contents.
+    #[error("row failed authentication: {0}")]
+    Integrity(String),
     /// Applying the embedded migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),

@@ -1,11 +1,11 @@
-//! KEK metadata, derivation masters and index keys.
+//! KEK metadata, derivation masters, index keys and the integrity key.
 
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::conn::on_backend;
-use super::schema::{index_keys, keks, masters};
-use super::{AuditEntry, IndexKeyRow, KekRow, MasterRow, StorageError, Store};
+use super::schema::{index_keys, integrity_key, keks, masters};
+use super::{AuditEntry, IndexKeyRow, IntegrityKeyRow, KekRow, MasterRow, StorageError, Store};
 
 impl Store {
     /// A digest of every key row (KEKs, masters, index keys) as stored, for noticing that any
@@ -74,23 +74,37 @@ impl Store {
     /// Inserts the KEK version or overwrites its metadata.
     pub fn upsert_kek(&self, row: &KekRow, audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |conn| {
+            self.kek_in(conn, row.version)?;
             on_backend!(conn, |c| diesel::insert_into(keks::table)
                 .values(row)
                 .on_conflict(keks::version)
                 .do_update()
                 .set(row)
                 .execute(c))?;
-            Ok(())
+            self.remac_kek(conn, row.version)
         })
     }
 
     /// All KEK versions, ascending.
     pub fn keks(&self) -> Result<Vec<KekRow>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(keks::table
+        keks::table
             .order(keks::version.asc())
-            .select(KekRow::as_select())
-            .load(&mut *conn)?)
+            .select((KekRow::as_select(), keks::mac))
+            .load(&mut *conn)?
+            .into_iter()
+            .map(|r| self.checked(r))
+            .collect()
+    }
+
+    /// The highest KEK version recorded, read without checking the rows' MACs: a number to
+    /// stay above, which a forged row can only raise (versions are then skipped, never reused).
+    pub fn highest_kek_version(&self) -> Result<i32, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(keks::table
+            .select(diesel::dsl::max(keks::version))
+            .first::<Option<i32>>(&mut *conn)?
+            .unwrap_or(0))
     }
 
     /// `Conflict` if `(namespace, version)` exists.
@@ -101,33 +115,39 @@ impl Store {
     /// The namespace's masters, ascending version.
     pub fn masters(&self, namespace: &str) -> Result<Vec<MasterRow>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(masters::table
+        masters::table
             .filter(masters::namespace.eq(namespace))
             .order(masters::version.asc())
-            .select(MasterRow::as_select())
-            .load(&mut *conn)?)
+            .select((MasterRow::as_select(), masters::mac))
+            .load(&mut *conn)?
+            .into_iter()
+            .map(|r| self.checked(r))
+            .collect()
     }
 
     /// Every master, ordered by namespace then version.
     pub fn all_masters(&self) -> Result<Vec<MasterRow>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(masters::table
+        masters::table
             .order((masters::namespace.asc(), masters::version.asc()))
-            .select(MasterRow::as_select())
-            .load(&mut *conn)?)
+            .select((MasterRow::as_select(), masters::mac))
+            .load(&mut *conn)?
+            .into_iter()
+            .map(|r| self.checked(r))
+            .collect()
     }
 
     /// Overwrites every column of the master `(row.namespace, row.version)` (a `None` writes
     /// NULL, so destroying clears `wrapped`). `NotFound` if it does not exist.
     pub fn update_master(&self, row: &MasterRow, audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |c| {
-            let n = diesel::update(masters::table.find((row.namespace.as_str(), row.version)))
-                .set(row)
-                .execute(c)?;
-            if n == 0 {
+            if self.master_in(c, &row.namespace, row.version)?.is_none() {
                 return Err(StorageError::NotFound);
             }
-            Ok(())
+            diesel::update(masters::table.find((row.namespace.as_str(), row.version)))
+                .set(row)
+                .execute(c)?;
+            self.remac_master(c, &row.namespace, row.version)
         })
     }
 
@@ -177,12 +197,38 @@ impl Store {
             diesel::insert_into(index_keys::table)
                 .values(ik)
                 .execute(c)?;
-            Ok(())
+            self.remac_master(c, &dm.namespace, dm.version)
         });
         match result {
             Ok(()) => Ok(true),
             Err(StorageError::Conflict) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The deployment's integrity key, wrapped, if it was made.
+    pub fn integrity_key(&self) -> Result<Option<IntegrityKeyRow>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(integrity_key::table
+            .find(1)
+            .select(IntegrityKeyRow::as_select())
+            .first(&mut *conn)
+            .optional()?)
+    }
+
+    /// Stores the integrity key and MACs every credential, master and KEK row under it (the row
+    /// key must already be set to it), in one transaction. `Conflict` if one exists: another
+    /// instance made it first.
+    pub fn create_integrity_key(
+        &self,
+        row: &IntegrityKeyRow,
+        audit: &AuditEntry,
+    ) -> Result<usize, StorageError> {
+        self.write(audit, |c| {
+            diesel::insert_into(integrity_key::table)
+                .values(row)
+                .execute(c)?;
+            self.mac_all_in(c)
+        })
     }
 }

@@ -12,10 +12,10 @@ use diesel::r2d2::PooledConnection;
 use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
-use super::schema::{audit_checkpoints, index_keys, masters, records};
+use super::schema::{audit_checkpoints, index_keys, integrity_key, masters, records};
 use super::{
-    Advisory, AuditEntry, CheckpointRow, IndexKeyRow, MasterRow, RecordKeys, RecordRow,
-    StorageError, Store,
+    Advisory, AuditEntry, CheckpointRow, IndexKeyRow, IntegrityKeyRow, MasterRow, RecordKeys,
+    RecordRow, StorageError, Store,
 };
 use crate::lockfile::{FileLock, LockError};
 use crate::states::{MasterState, MasterUse};
@@ -63,6 +63,7 @@ struct Locked {
 /// composes them into a use case (a rotation: the active master turns decrypt-only as its
 /// successor is inserted), and they commit together with its audit entry or not at all.
 pub struct UnitOfWork<'c> {
+    store: &'c Store,
     conn: &'c mut AnyConnection,
 }
 
@@ -72,7 +73,8 @@ impl UnitOfWork<'_> {
         diesel::insert_into(masters::table)
             .values(row)
             .execute(self.conn)?;
-        Ok(())
+        self.store
+            .remac_master(self.conn, &row.namespace, row.version)
     }
 
     /// Moves master `(namespace, version)` from state `from` to `to` as of `at`. `Conflict` if
@@ -85,17 +87,14 @@ impl UnitOfWork<'_> {
         to: MasterState,
         at: i64,
     ) -> Result<(), StorageError> {
-        let n = diesel::update(
-            masters::table
-                .find((namespace, version))
-                .filter(masters::state.eq(from)),
-        )
-        .set((masters::state.eq(to), masters::updated_at.eq(at)))
-        .execute(self.conn)?;
-        match n {
-            0 => Err(StorageError::Conflict),
-            _ => Ok(()),
+        let current = self.store.master_in(self.conn, namespace, version)?;
+        if current.is_none_or(|m| m.state != from) {
+            return Err(StorageError::Conflict);
         }
+        diesel::update(masters::table.find((namespace, version)))
+            .set((masters::state.eq(to), masters::updated_at.eq(at)))
+            .execute(self.conn)?;
+        self.store.remac_master(self.conn, namespace, version)
     }
 }
 
@@ -106,10 +105,11 @@ impl Store {
         audit: &AuditEntry,
         work: impl FnOnce(&mut UnitOfWork<'_>) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        self.write(audit, |conn| work(&mut UnitOfWork { conn }))
+        self.write(audit, |conn| work(&mut UnitOfWork { store: self, conn }))
     }
 
-    /// Overwrites the given masters and index keys (their new `kek_version` and `wrapped`), and
+    /// Overwrites the given masters, index keys and integrity key (their new `kek_version` and
+    /// `wrapped`), and
     /// the given audit checkpoints (their new `kek_version` and `mac`), in one transaction: the
     /// commit point of a KEK rotation, a keystore migration or a KEK's retirement for good. Each pair
     /// carries the KEK version the row was read under; a row whose state, KEK or material
@@ -119,6 +119,7 @@ impl Store {
         &self,
         masters_rows: &[(MasterRow, i32)],
         index_key_rows: &[(IndexKeyRow, i32)],
+        integrity_key_row: Option<&(IntegrityKeyRow, i32)>,
         checkpoints: &[CheckpointRow],
         audit: &AuditEntry,
     ) -> Result<(), StorageError> {
@@ -132,6 +133,7 @@ impl Store {
                     .execute(c)?;
             }
             for (row, read_under) in masters_rows {
+                self.master_in(c, &row.namespace, row.version)?;
                 let n = diesel::update(
                     masters::table
                         .find((row.namespace.as_str(), row.version))
@@ -148,6 +150,7 @@ impl Store {
                 if n == 0 {
                     return Err(StorageError::Conflict);
                 }
+                self.remac_master(c, &row.namespace, row.version)?;
             }
             for (row, read_under) in index_key_rows {
                 let n = diesel::update(
@@ -158,6 +161,21 @@ impl Store {
                 .set((
                     index_keys::kek_version.eq(row.kek_version),
                     index_keys::wrapped.eq(&row.wrapped),
+                ))
+                .execute(c)?;
+                if n == 0 {
+                    return Err(StorageError::Conflict);
+                }
+            }
+            if let Some((row, read_under)) = integrity_key_row {
+                let n = diesel::update(
+                    integrity_key::table
+                        .find(row.id)
+                        .filter(integrity_key::kek_version.eq(read_under)),
+                )
+                .set((
+                    integrity_key::kek_version.eq(row.kek_version),
+                    integrity_key::wrapped.eq(&row.wrapped),
                 ))
                 .execute(c)?;
                 if n == 0 {
@@ -251,8 +269,8 @@ impl Store {
                     } else {
                         MasterUse::RewrapFrom
                     };
-                    require_master(c, namespace, m.from_version, from)?;
-                    require_master(c, namespace, m.to_version, MasterUse::WriteTo)?;
+                    self.require_master(c, namespace, m.from_version, from)?;
+                    self.require_master(c, namespace, m.to_version, MasterUse::WriteTo)?;
                 }
             }
             Ok(applied)
@@ -300,18 +318,23 @@ impl Store {
             }
             // The whole row is written back, so it must still hold the material it was read with:
             // a KEK rotation that rewrapped it meanwhile is never undone (the caller retries).
+            self.master_in(c, &row.namespace, row.version)?;
             let target = masters::table
                 .find((row.namespace.as_str(), row.version))
                 .filter(masters::state.eq(expected_state))
                 .filter(masters::kek_version.eq(row.kek_version));
-            Ok(match expected_compromised {
+            let n = match expected_compromised {
                 Some(at) => diesel::update(target.filter(masters::compromised_at.eq(at)))
                     .set(row)
                     .execute(c)?,
                 None => diesel::update(target.filter(masters::compromised_at.is_null()))
                     .set(row)
                     .execute(c)?,
-            })
+            };
+            if n > 0 {
+                self.remac_master(c, &row.namespace, row.version)?;
+            }
+            Ok(n)
         })
     }
 
@@ -360,24 +383,25 @@ impl KeyLock {
     }
 }
 
-/// `MasterChanged` unless master `(namespace, version)` allows `use_` right now. Which use an
-/// operation makes is fixed by the operation (an insert writes under its master), not passed
-/// in by the caller, so no caller can ask for a weaker check.
-pub(super) fn require_master(
-    c: &mut AnyConnection,
-    namespace: &str,
-    version: i32,
-    use_: MasterUse,
-) -> Result<(), StorageError> {
-    let row: Option<(MasterState, Option<i64>)> = masters::table
-        .find((namespace, version))
-        .select((masters::state, masters::compromised_at))
-        .get_result(c)
-        .optional()?;
-    let ok = row.is_some_and(|(state, compromised)| use_.allows(state, compromised.is_some()));
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::MasterChanged)
+impl Store {
+    /// `MasterChanged` unless master `(namespace, version)` allows `use_` right now (its MAC
+    /// checked: a state edited in the database allows nothing). Which use an operation makes
+    /// is fixed by the operation (an insert writes under its master), not passed in by the
+    /// caller, so no caller can ask for a weaker check.
+    pub(super) fn require_master(
+        &self,
+        c: &mut AnyConnection,
+        namespace: &str,
+        version: i32,
+        use_: MasterUse,
+    ) -> Result<(), StorageError> {
+        let ok = self
+            .master_in(c, namespace, version)?
+            .is_some_and(|m| use_.allows(m.state, m.compromised_at.is_some()));
+        if ok {
+            Ok(())
+        } else {
+            Err(StorageError::MasterChanged)
+        }
     }
 }

@@ -16,6 +16,7 @@ mod keys;
 mod lifecycle;
 pub mod model;
 mod records;
+mod row_macs;
 pub mod schema;
 
 use std::time::Duration;
@@ -30,9 +31,10 @@ use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;
 pub use lifecycle::{KeyLock, LeaderGuard, RecordMove, UnitOfWork};
 pub use model::{
-    CredentialListing, CredentialRow, IndexKeyRow, KekRow, MasterRow, RecordKeys, RecordMeta,
-    RecordRow,
+    CredentialListing, CredentialRow, IndexKeyRow, IntegrityKeyRow, KekRow, MasterRow, RecordKeys,
+    RecordMeta, RecordRow,
 };
+pub use row_macs::RowKey;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -76,6 +78,7 @@ pub struct Store {
     pool: Pool<Manager>,
     target: std::sync::Arc<Target>,
     chains: std::sync::Arc<audit::ChainPool>,
+    row_key: row_macs::RowKeySlot,
 }
 
 impl std::fmt::Debug for Store {
@@ -127,6 +130,7 @@ impl Store {
             pool,
             target: std::sync::Arc::new(target),
             chains: Default::default(),
+            row_key: Default::default(),
         })
     }
 

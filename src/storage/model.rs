@@ -8,7 +8,7 @@ use std::fmt;
 
 use diesel::prelude::*;
 
-use super::schema::{credentials, index_keys, keks, masters, records};
+use super::schema::{credentials, index_keys, integrity_key, keks, masters, records};
 use crate::states::{KekState, MasterState, Roles};
 
 /// Prints `<N bytes>` instead of the bytes.
@@ -79,6 +79,26 @@ impl fmt::Debug for IndexKeyRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IndexKeyRow")
             .field("namespace", &self.namespace)
+            .field("kek_version", &self.kek_version)
+            .field("wrapped", &Len(&self.wrapped))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// The deployment's integrity key, wrapped under a KEK (one row, `id` 1).
+#[derive(Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = integrity_key, primary_key(id))]
+pub struct IntegrityKeyRow {
+    pub id: i32,
+    pub kek_version: i32,
+    pub wrapped: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for IntegrityKeyRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IntegrityKeyRow")
             .field("kek_version", &self.kek_version)
             .field("wrapped", &Len(&self.wrapped))
             .field("created_at", &self.created_at)

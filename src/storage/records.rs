@@ -3,7 +3,6 @@
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 
-use super::lifecycle::require_master;
 use super::schema::records;
 use super::{AuditEntry, RecordMeta, RecordRow, StorageError, Store};
 use crate::states::MasterUse;
@@ -34,7 +33,7 @@ impl Store {
     pub fn insert_record(&self, row: &RecordRow, audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |c| {
             diesel::insert_into(records::table).values(row).execute(c)?;
-            require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)
+            self.require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)
         })
     }
 
@@ -57,7 +56,7 @@ impl Store {
             .set(row)
             .execute(c)?;
             if n > 0 {
-                require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)?;
+                self.require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)?;
             }
             Ok(n)
         })

@@ -10,6 +10,7 @@ diesel::table! {
         retired_at -> Nullable<BigInt>,
         destroyed_at -> Nullable<BigInt>,
         keystore -> Text,
+        mac -> Nullable<Binary>,
     }
 }
 
@@ -24,6 +25,7 @@ diesel::table! {
         salt -> Binary,
         created_at -> BigInt,
         updated_at -> BigInt,
+        mac -> Nullable<Binary>,
     }
 }
 
@@ -67,6 +69,7 @@ diesel::table! {
         created_at -> BigInt,
         expires_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
+        mac -> Nullable<Binary>,
     }
 }
 
@@ -129,6 +132,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    integrity_key (id) {
+        id -> Integer,
+        kek_version -> Integer,
+        wrapped -> Binary,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     keks,
     masters,
@@ -139,5 +151,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit,
     audit_heads,
     audit_checkpoints,
-    approvals
+    approvals,
+    integrity_key
 );

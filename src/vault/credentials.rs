@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 use super::{now_ms, Actor, EntryExt, Grant, Vault, VaultError};
 use crate::secret::SecretString;
 use crate::states::{Role, Roles};
-use crate::storage::{CredentialRow, Store};
+use crate::storage::{CredentialRow, StorageError, Store};
 
 /// Who is calling: a verified credential's id, roles and namespace scope.
 #[derive(Debug, Clone)]
@@ -169,10 +169,17 @@ impl Credentials {
     pub fn verify(&self, token: &str) -> Result<Arc<Principal>, VaultError> {
         let (id, secret) = parse_token(token).ok_or(VaultError::Unauthenticated)?;
         let now = now_ms();
-        let row = self
-            .store
-            .credential(id)?
-            .filter(|r| r.revoked_at.is_none() && r.expires_at.is_none_or(|t| t > now));
+        let row = match self.store.credential(id) {
+            // Edited or inserted in the database: refused like an unknown token, and recorded.
+            Err(StorageError::Integrity(_)) => {
+                let mut entry = Actor::new(id, "").entry("access.authenticate", "", id);
+                entry.outcome = VaultError::Integrity.code().to_owned();
+                self.store.append_audit(&entry)?;
+                return Err(VaultError::Unauthenticated);
+            }
+            row => row?,
+        }
+        .filter(|r| r.revoked_at.is_none() && r.expires_at.is_none_or(|t| t > now));
         let stored = row
             .as_ref()
             .map_or(self.dummy_hash.as_str(), |r| r.secret_hash.as_str());

@@ -60,6 +60,7 @@ impl From<StorageError> for VaultError {
         match e {
             StorageError::Unavailable(m) => VaultError::StorageUnavailable(m),
             StorageError::NotFound => VaultError::NotFound,
+            StorageError::Integrity(_) => VaultError::Integrity,
             StorageError::Conflict => VaultError::Conflict("concurrent change".into()),
             StorageError::MasterChanged => {
                 VaultError::Conflict("the namespace's masters changed concurrently; retry".into())

@@ -19,7 +19,7 @@ use zkvault_core::{KeyKind, WrapContext};
 use super::approvals::{Decision, Irreversible};
 use super::{mirror_keks, now_ms, Actor, EntryExt, Grant, MasterState, Role, Vault, VaultError};
 use crate::keystore::{KekState, Keystore};
-use crate::storage::{IndexKeyRow, MasterRow, StorageError, Store};
+use crate::storage::{IndexKeyRow, IntegrityKeyRow, MasterRow, StorageError, Store};
 
 /// How often a rotation re-reads and retries after a concurrent change to a master row.
 const REWRAP_ATTEMPTS: usize = 5;
@@ -53,7 +53,11 @@ impl KekRotation {
 }
 
 /// Rows rewrapped under a new KEK, each with the KEK version it was read under.
-type Rewrapped = (Vec<(MasterRow, i32)>, Vec<(IndexKeyRow, i32)>);
+struct Rewrapped {
+    masters: Vec<(MasterRow, i32)>,
+    index_keys: Vec<(IndexKeyRow, i32)>,
+    integrity_key: Option<(IntegrityKeyRow, i32)>,
+}
 
 /// Unwraps `wrapped` with `from`, wraps it under `to`'s KEK `to_kek`, and checks the new blob
 /// opens to the same secret before anything is committed.
@@ -128,19 +132,33 @@ fn rewrap_all(
             read_under,
         ));
     }
-    Ok((masters, index_keys))
+    let integrity_key = match store.integrity_key()? {
+        Some(row) => {
+            let ctx = super::integrity::context();
+            let wrapped = rewrap_one(from, to, to_kek, row.kek_version, &ctx, &row.wrapped)?;
+            let read_under = row.kek_version;
+            Some((
+                IntegrityKeyRow {
+                    kek_version: to_kek as i32,
+                    wrapped,
+                    ..row
+                },
+                read_under,
+            ))
+        }
+        None => None,
+    };
+    Ok(Rewrapped {
+        masters,
+        index_keys,
+        integrity_key,
+    })
 }
 
 impl Vault {
     /// The highest KEK version the deployment ever recorded, in any keystore.
     pub(super) fn highest_kek_version(&self) -> Result<u32, VaultError> {
-        Ok(self
-            .store()
-            .keks()?
-            .iter()
-            .map(|k| k.version as u32)
-            .max()
-            .unwrap_or(0))
+        Ok(self.store().highest_kek_version()? as u32)
     }
 
     /// Rewraps every master and index key under `to`'s KEK `to_kek` and commits, re-reading
@@ -159,16 +177,19 @@ impl Vault {
         // its material is never carried over to the new KEK.
         super::lifecycle::reconcile_destructions(self.store(), from.as_ref())?;
         for _ in 0..REWRAP_ATTEMPTS {
-            let (masters, index_keys) = rewrap_all(self.store(), from.as_ref(), to, to_kek)?;
+            let rewrapped = rewrap_all(self.store(), from.as_ref(), to, to_kek)?;
             let checkpoints = match checkpoints {
                 true => self.remac_checkpoints(from.as_ref(), to, to_kek, |_| true)?,
                 false => Vec::new(),
             };
-            match self
-                .store()
-                .rewrap_keys(&masters, &index_keys, &checkpoints, entry)
-            {
-                Ok(()) => return Ok((masters.len(), index_keys.len())),
+            match self.store().rewrap_keys(
+                &rewrapped.masters,
+                &rewrapped.index_keys,
+                rewrapped.integrity_key.as_ref(),
+                &checkpoints,
+                entry,
+            ) {
+                Ok(()) => return Ok((rewrapped.masters.len(), rewrapped.index_keys.len())),
                 Err(StorageError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -221,7 +242,11 @@ impl Vault {
             .store()
             .all_index_keys()?
             .iter()
-            .any(|k| k.kek_version as u32 == version);
+            .any(|k| k.kek_version as u32 == version)
+            || self
+                .store()
+                .integrity_key()?
+                .is_some_and(|k| k.kek_version as u32 == version);
         if in_use {
             return Err(VaultError::Conflict(format!(
                 "KEK v{version} still wraps masters: rotate the KEK first"
@@ -256,7 +281,7 @@ impl Vault {
                         format!("v{version} -> v{active}"),
                     )
                     .with_detail(format!("{} checkpoints", moved.len()));
-                self.store().rewrap_keys(&[], &[], &moved, &entry)?;
+                self.store().rewrap_keys(&[], &[], None, &moved, &entry)?;
                 keystore.destroy_kek(version)?
             }
         }

@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod credentials;
 mod error;
+mod integrity;
 mod kek;
 mod keyring;
 mod lifecycle;
@@ -88,18 +89,12 @@ impl Vault {
         {
             // Instances starting together must not each create a first KEK or namespace keys.
             let _lock = key_lock(&store)?;
+            integrity::load_or_create(&store, keystore.as_ref(), &system)?;
             lifecycle::reconcile_destructions(&store, keystore.as_ref())?;
             check_unwrappable(&store, keystore.as_ref())?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
-                None => keystore.create_kek_after(
-                    store
-                        .keks()?
-                        .iter()
-                        .map(|k| k.version as u32)
-                        .max()
-                        .unwrap_or(0),
-                )?,
+                None => keystore.create_kek_after(store.highest_kek_version()? as u32)?,
             };
             mirror_keks(&store, keystore.as_ref(), &system)?;
             for ns in policy.namespaces.keys() {

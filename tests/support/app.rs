@@ -319,6 +319,27 @@ pub fn execute_sql(url: &str, sql: &str) {
     }
 }
 
+/// Copies `tables` as they stand into `<table>_backup_<name>`: a backup, taken by a database
+/// administrator (rows and their MACs exactly as zkvault wrote them).
+pub fn backup(url: &str, name: &str, tables: &[&str]) {
+    for t in tables {
+        execute_sql(
+            url,
+            &format!("CREATE TABLE {t}_backup_{name} AS SELECT * FROM {t}"),
+        );
+    }
+}
+
+/// Puts `tables` back as [`backup`] `name` held them: a restore of an older backup.
+pub fn restore(url: &str, name: &str, tables: &[&str]) {
+    for t in tables {
+        execute_sql(
+            url,
+            &format!("DELETE FROM {t}; INSERT INTO {t} SELECT * FROM {t}_backup_{name}"),
+        );
+    }
+}
+
 #[derive(diesel::QueryableByName)]
 struct Text {
     #[diesel(sql_type = diesel::sql_types::Text)]

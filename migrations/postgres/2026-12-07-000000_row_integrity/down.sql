@@ -1,0 +1,4 @@
+DROP TABLE integrity_key;
+ALTER TABLE keks DROP COLUMN mac;
+ALTER TABLE masters DROP COLUMN mac;
+ALTER TABLE credentials DROP COLUMN mac;

@@ -1,0 +1,279 @@
+//! MACed rows: the rows that grant power — credentials, derivation masters, KEK metadata —
+//! carry an HMAC under the deployment's integrity key, which the database never sees (it is
+//! stored only wrapped under a KEK). A database writer can edit, insert or restore such a row
+//! but cannot make it authentic. Storage checks the MAC on every read, and on the row an
+//! update starts from, so a change the service makes never re-MACs (launders) a forged row.
+
+use std::sync::{Arc, RwLock};
+
+use diesel::prelude::*;
+use zkvault_core::IntegrityKey;
+
+use super::conn::AnyConnection;
+use super::schema::{credentials, keks, masters};
+use super::{CredentialRow, KekRow, MasterRow, StorageError, Store};
+
+/// Makes and checks row MACs; the vault hands storage its integrity key as one.
+pub trait RowKey: Send + Sync {
+    fn mac(&self, kind: &str, row: &[u8]) -> [u8; 32];
+    fn verify(&self, kind: &str, row: &[u8], mac: &[u8]) -> bool;
+}
+
+impl RowKey for IntegrityKey {
+    fn mac(&self, kind: &str, row: &[u8]) -> [u8; 32] {
+        IntegrityKey::mac(self, kind, row)
+    }
+
+    fn verify(&self, kind: &str, row: &[u8], mac: &[u8]) -> bool {
+        IntegrityKey::verify(self, kind, row, mac)
+    }
+}
+
+/// The store's row key, shared by its clones; none until the vault loads the integrity key.
+pub(super) type RowKeySlot = Arc<RwLock<Option<Arc<dyn RowKey>>>>;
+
+/// A row of one of the MACed tables, encoded field by field (length-prefixed, so no two rows
+/// encode alike) for its MAC.
+pub(super) trait MacedRow {
+    const KIND: &'static str;
+    fn describe(&self) -> String;
+    fn encode(&self) -> Vec<u8>;
+}
+
+#[derive(Default)]
+struct Fields(Vec<u8>);
+
+impl Fields {
+    fn bytes(mut self, b: &[u8]) -> Self {
+        self.0.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn text(self, s: &str) -> Self {
+        self.bytes(s.as_bytes())
+    }
+    fn int(self, i: i64) -> Self {
+        self.bytes(&i.to_be_bytes())
+    }
+    fn opt_int(self, i: Option<i64>) -> Self {
+        match i {
+            Some(i) => self.bytes(&[1]).int(i),
+            None => self.bytes(&[0]),
+        }
+    }
+    fn opt_bytes(self, b: Option<&[u8]>) -> Self {
+        match b {
+            Some(b) => self.bytes(&[1]).bytes(b),
+            None => self.bytes(&[0]),
+        }
+    }
+}
+
+impl MacedRow for MasterRow {
+    const KIND: &'static str = "row:master";
+    fn describe(&self) -> String {
+        format!("master {} v{}", self.namespace, self.version)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.namespace)
+            .int(self.version.into())
+            .text(self.state.as_str())
+            .opt_int(self.compromised_at)
+            .int(self.kek_version.into())
+            .opt_bytes(self.wrapped.as_deref())
+            .bytes(&self.salt)
+            .int(self.created_at)
+            .int(self.updated_at)
+            .0
+    }
+}
+
+impl MacedRow for KekRow {
+    const KIND: &'static str = "row:kek";
+    fn describe(&self) -> String {
+        format!("KEK v{}", self.version)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .int(self.version.into())
+            .text(self.state.as_str())
+            .int(self.created_at)
+            .opt_int(self.retired_at)
+            .opt_int(self.destroyed_at)
+            .text(&self.keystore)
+            .0
+    }
+}
+
+impl MacedRow for CredentialRow {
+    const KIND: &'static str = "row:credential";
+    fn describe(&self) -> String {
+        format!("credential {}", self.id)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.id)
+            .text(&self.label)
+            .text(&self.roles.to_string())
+            .text(&self.namespaces)
+            .text(&self.secret_hash)
+            .int(self.created_at)
+            .opt_int(self.expires_at)
+            .opt_int(self.revoked_at)
+            .0
+    }
+}
+
+impl Store {
+    /// MACs and checks rows with `key` from now on (the vault's integrity key, once loaded).
+    pub fn set_row_key(&self, key: Arc<dyn RowKey>) {
+        *self.row_key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
+    }
+
+    fn row_key(&self) -> Result<Arc<dyn RowKey>, StorageError> {
+        self.row_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StorageError::Integrity("MACed rows need the integrity key, not loaded".into())
+            })
+    }
+
+    /// `row` as read, if its MAC holds; else `Integrity`, logged loudly.
+    pub(super) fn checked<R: MacedRow>(
+        &self,
+        (row, mac): (R, Option<Vec<u8>>),
+    ) -> Result<R, StorageError> {
+        let key = self.row_key()?;
+        if mac
+            .as_deref()
+            .is_some_and(|mac| key.verify(R::KIND, &row.encode(), mac))
+        {
+            return Ok(row);
+        }
+        let what = row.describe();
+        tracing::error!(row = %what, "a MACed row failed authentication: edited, inserted or restored outside zkvault; refused");
+        Err(StorageError::Integrity(what))
+    }
+
+    pub(super) fn mac_of<R: MacedRow>(&self, row: &R) -> Result<Vec<u8>, StorageError> {
+        Ok(self.row_key()?.mac(R::KIND, &row.encode()).to_vec())
+    }
+
+    /// Master `(namespace, version)` as stored, checked; `None` if absent.
+    pub(super) fn master_in(
+        &self,
+        c: &mut AnyConnection,
+        namespace: &str,
+        version: i32,
+    ) -> Result<Option<MasterRow>, StorageError> {
+        masters::table
+            .find((namespace, version))
+            .select((MasterRow::as_select(), masters::mac))
+            .first(c)
+            .optional()?
+            .map(|r| self.checked(r))
+            .transpose()
+    }
+
+    /// MACs master `(namespace, version)` as it now stands (after an insert or an update
+    /// whose starting row was checked).
+    pub(super) fn remac_master(
+        &self,
+        c: &mut AnyConnection,
+        namespace: &str,
+        version: i32,
+    ) -> Result<(), StorageError> {
+        let row: MasterRow = masters::table
+            .find((namespace, version))
+            .select(MasterRow::as_select())
+            .first(c)?;
+        diesel::update(masters::table.find((namespace, version)))
+            .set(masters::mac.eq(self.mac_of(&row)?))
+            .execute(c)?;
+        Ok(())
+    }
+
+    pub(super) fn kek_in(
+        &self,
+        c: &mut AnyConnection,
+        version: i32,
+    ) -> Result<Option<KekRow>, StorageError> {
+        keks::table
+            .find(version)
+            .select((KekRow::as_select(), keks::mac))
+            .first(c)
+            .optional()?
+            .map(|r| self.checked(r))
+            .transpose()
+    }
+
+    pub(super) fn remac_kek(
+        &self,
+        c: &mut AnyConnection,
+        version: i32,
+    ) -> Result<(), StorageError> {
+        let row: KekRow = keks::table
+            .find(version)
+            .select(KekRow::as_select())
+            .first(c)?;
+        diesel::update(keks::table.find(version))
+            .set(keks::mac.eq(self.mac_of(&row)?))
+            .execute(c)?;
+        Ok(())
+    }
+
+    pub(super) fn credential_in(
+        &self,
+        c: &mut AnyConnection,
+        id: &str,
+    ) -> Result<Option<CredentialRow>, StorageError> {
+        credentials::table
+            .find(id)
+            .select((CredentialRow::as_select(), credentials::mac))
+            .first(c)
+            .optional()?
+            .map(|r| self.checked(r))
+            .transpose()
+    }
+
+    pub(super) fn remac_credential(
+        &self,
+        c: &mut AnyConnection,
+        id: &str,
+    ) -> Result<(), StorageError> {
+        let row: CredentialRow = credentials::table
+            .find(id)
+            .select(CredentialRow::as_select())
+            .first(c)?;
+        diesel::update(credentials::table.find(id))
+            .set(credentials::mac.eq(self.mac_of(&row)?))
+            .execute(c)?;
+        Ok(())
+    }
+
+    /// MACs every credential, master and KEK row as it stands, in `c`'s transaction: once, when
+    /// the deployment's integrity key is created (rows written before row MACs existed).
+    pub(super) fn mac_all_in(&self, c: &mut AnyConnection) -> Result<usize, StorageError> {
+        let mut maced = 0;
+        let ids: Vec<String> = credentials::table.select(credentials::id).load(c)?;
+        for id in &ids {
+            self.remac_credential(c, id)?;
+        }
+        maced += ids.len();
+        let keys: Vec<(String, i32)> = masters::table
+            .select((masters::namespace, masters::version))
+            .load(c)?;
+        for (ns, version) in &keys {
+            self.remac_master(c, ns, *version)?;
+        }
+        maced += keys.len();
+        let versions: Vec<i32> = keks::table.select(keks::version).load(c)?;
+        for version in &versions {
+            self.remac_kek(c, *version)?;
+        }
+        Ok(maced + versions.len())
+    }
+}

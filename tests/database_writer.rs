@@ -1,0 +1,277 @@
+//! A database writer (a DBA, a restored backup, SQL injection elsewhere) tries to grant itself
+//! power: DESIGN.md, "What a database writer must not be able to do". Credential, master and
+//! KEK rows carry a MAC under the integrity key, which only the keystore can unwrap.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use support::app::{execute_sql, query_strings, TestApp};
+use support::db::TestDb;
+use zkvault::vault::Role;
+
+on_both_backends!(
+    an_edited_credential_row_is_refused_and_audited,
+    an_inserted_credential_row_is_refused_even_with_a_copied_mac,
+    a_flipped_master_state_is_refused_and_not_laundered,
+    a_cleared_compromise_mark_is_refused,
+    a_removed_row_mac_is_not_restored_by_a_restart,
+);
+
+const ID: &str = "4930098371";
+
+async fn sql(app: &TestApp, sql: &str) {
+    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || execute_sql(&url, &sql))
+        .await
+        .unwrap();
+}
+
+async fn strings(app: &TestApp, sql: &str) -> Vec<String> {
+    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
+    tokio::task::spawn_blocking(move || query_strings(&url, &sql))
+        .await
+        .unwrap()
+}
+
+fn id_of(token: &str) -> &str {
+    token.split('_').nth(1).unwrap()
+}
+
+/// Audit entries with `outcome` for `operation`, as the auditor reads them.
+async fn outcomes(app: &TestApp, operation: &str, outcome: &str) -> usize {
+    let auditor = app.issue(&[Role::Auditor], &[]).await;
+    let (status, page) = app
+        .call(
+            Method::GET,
+            &format!("/v1/audit?operation={operation}&limit=1000"),
+            &auditor,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == outcome)
+        .count()
+}
+
+/// The issue's reproduction: a reader's row edited to hold every role made it an admin.
+async fn an_edited_credential_row_is_refused_and_audited(db: TestDb) {
+    let app = TestApp::start(db).await;
+    let reader = app.issue(&[Role::Reader], &["rp"]).await;
+    let id = id_of(&reader).to_owned();
+    sql(
+        &app,
+        &format!(
+            "UPDATE credentials SET roles = 'reader,writer,admin,operator,auditor', namespaces = '*' WHERE id = '{id}'"
+        ),
+    )
+    .await;
+    let (status, body) = app
+        .call(Method::GET, "/v1/credentials", &reader, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(!body.to_string().contains("admin"), "{body}");
+    assert_eq!(
+        outcomes(&app, "access.authenticate", "integrity").await,
+        1,
+        "the refusal is an audit entry"
+    );
+    // Putting the row back as zkvault wrote it makes the credential work again: the MAC, not
+    // a flag, is what refused it.
+    sql(
+        &app,
+        &format!("UPDATE credentials SET roles = 'reader', namespaces = 'rp' WHERE id = '{id}'"),
+    )
+    .await;
+    let (status, _) = app
+        .call(Method::GET, "/v1/credentials", &reader, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a reader again");
+    // A damaged row can still be revoked, and is not made authentic by the revocation.
+    sql(
+        &app,
+        &format!("UPDATE credentials SET roles = 'admin' WHERE id = '{id}'"),
+    )
+    .await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/credentials/{id}"),
+            &app.tokens.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    sql(
+        &app,
+        &format!("UPDATE credentials SET revoked_at = NULL WHERE id = '{id}'"),
+    )
+    .await;
+    let (status, _) = app
+        .call(Method::GET, "/v1/credentials", &reader, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// The attacker holds a reader token (so knows a secret and its stored hash) and inserts a row
+/// for a new id with every role, copying the reader row's hash and MAC.
+async fn an_inserted_credential_row_is_refused_even_with_a_copied_mac(db: TestDb) {
+    let app = TestApp::start(db).await;
+    let reader = app.issue(&[Role::Reader], &["rp"]).await;
+    let id = id_of(&reader);
+    // The secret is base64url, so it may hold `_` itself: it is everything after the id.
+    let secret = &reader[format!("zkv_{id}_").len()..];
+    let forged = "00000000deadbeef";
+    sql(
+        &app,
+        &format!(
+            "INSERT INTO credentials (id, label, roles, namespaces, secret_hash, created_at, expires_at, revoked_at, mac) \
+             SELECT '{forged}', label, 'admin,operator,auditor,reader,writer', '*', secret_hash, created_at, expires_at, revoked_at, mac \
+             FROM credentials WHERE id = '{id}'"
+        ),
+    )
+    .await;
+    let token = format!("zkv_{forged}_{secret}");
+    for (method, path) in [
+        (Method::GET, "/v1/credentials"),
+        (Method::GET, "/v1/keys"),
+        (Method::POST, "/v1/ns/rp/masters/rotate"),
+    ] {
+        let (status, body) = app.call(method, path, &token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+    }
+    // Without a MAC at all, the same.
+    sql(
+        &app,
+        &format!("UPDATE credentials SET mac = NULL WHERE id = '{forged}'"),
+    )
+    .await;
+    let (status, _) = app.call(Method::GET, "/v1/credentials", &token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let n = outcomes(&app, "access.authenticate", "integrity").await;
+    assert!(n >= 2, "{n} integrity refusals recorded");
+}
+
+/// After a rotation, the writer makes the old master active again and the new one decrypt-only
+/// (so writes would go under the old, perhaps exposed, master).
+async fn a_flipped_master_state_is_refused_and_not_laundered(db: TestDb) {
+    let app = TestApp::start(db).await;
+    assert!(app
+        .put("rp", "r1", ID, b"\"one\"")
+        .await
+        .status()
+        .is_success());
+    let op = app.tokens.operator.clone();
+    let (status, body) = app
+        .call(Method::POST, "/v1/ns/rp/masters/rotate", &op, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let before = strings(
+        &app,
+        "SELECT state || ' ' || version AS v FROM masters WHERE namespace = 'rp' ORDER BY version",
+    )
+    .await;
+    sql(
+        &app,
+        "UPDATE masters SET state = 'active' WHERE namespace = 'rp' AND version = 1; \
+         UPDATE masters SET state = 'decrypt_only' WHERE namespace = 'rp' AND version = 2",
+    )
+    .await;
+    app.vault.keyring().forget_all();
+    let put = app.put("rp", "r2", ID, b"\"two\"").await;
+    assert_eq!(put.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body: Value = put.json().await.unwrap();
+    assert_eq!(body["error"], "integrity", "{body}");
+    assert_eq!(
+        app.get("rp", "r1", ID).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // An operator's change to the forged row is refused: a change never re-MACs a forgery.
+    for path in ["/v1/ns/rp/masters/rotate", "/v1/ns/rp/masters/1/compromise"] {
+        let (status, body) = app.call(Method::POST, path, &op, None).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {body}");
+    }
+    assert!(outcomes(&app, "record.put", "integrity").await >= 1);
+    // Restored as zkvault wrote them, the rows are authentic again: nothing was re-MACed over
+    // the forged states.
+    sql(
+        &app,
+        "UPDATE masters SET state = 'decrypt_only' WHERE namespace = 'rp' AND version = 1; \
+         UPDATE masters SET state = 'active' WHERE namespace = 'rp' AND version = 2",
+    )
+    .await;
+    app.vault.keyring().forget_all();
+    assert_eq!(
+        strings(
+            &app,
+            "SELECT state || ' ' || version AS v FROM masters WHERE namespace = 'rp' ORDER BY version",
+        )
+        .await,
+        before
+    );
+    assert_eq!(app.get("rp", "r1", ID).await.status(), StatusCode::OK);
+    assert!(app
+        .put("rp", "r2", ID, b"\"two\"")
+        .await
+        .status()
+        .is_success());
+}
+
+async fn a_cleared_compromise_mark_is_refused(db: TestDb) {
+    let app = TestApp::start(db).await;
+    assert!(app
+        .put("rp", "r1", ID, b"\"one\"")
+        .await
+        .status()
+        .is_success());
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/ns/rp/masters/1/compromise",
+            &app.tokens.operator,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    sql(
+        &app,
+        "UPDATE masters SET compromised_at = NULL WHERE namespace = 'rp' AND version = 1",
+    )
+    .await;
+    app.vault.keyring().forget_all();
+    assert_eq!(
+        app.get("rp", "r1", ID).await.status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let (status, _) = app
+        .call(Method::GET, "/v1/keys", &app.tokens.operator, None)
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+/// Rows are MACed once, when the integrity key is made; a row whose MAC was removed later is
+/// not taken for a row from before that, by this start or the next.
+async fn a_removed_row_mac_is_not_restored_by_a_restart(db: TestDb) {
+    let app = TestApp::start(db).await;
+    let reader = app.issue(&[Role::Reader], &["rp"]).await;
+    let id = id_of(&reader).to_owned();
+    sql(
+        &app,
+        &format!("UPDATE credentials SET mac = NULL, roles = 'admin' WHERE id = '{id}'"),
+    )
+    .await;
+    let restarted = app.reopen();
+    assert!(restarted.credentials().verify(&reader).is_err());
+    assert_eq!(
+        strings(
+            &app,
+            &format!("SELECT COALESCE(CAST(LENGTH(mac) AS TEXT), 'none') AS v FROM credentials WHERE id = '{id}'"),
+        )
+        .await,
+        ["none"]
+    );
+}
