@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use support::app::{execute_sql, query_strings, TestApp};
 use support::db::TestDb;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::keystore::{KekInfo, Keystore, KeystoreError};
+use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
 use zkvault::vault::{Grant, Role, Vault};
 use zkvault_core::{Secret32, WrapContext};
 
@@ -498,6 +498,12 @@ impl Keystore for Failing {
         &self,
     ) -> Result<std::collections::BTreeSet<(String, u32)>, KeystoreError> {
         self.inner.destroyed_masters()
+    }
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, KeystoreError> {
+        self.inner.audit_anchor()
+    }
+    fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
+        self.inner.advance_audit_anchor(anchor)
     }
     fn check(&self) -> Result<(), KeystoreError> {
         self.inner.check()
