@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use zkvault::keystore::pkcs11::{Pkcs11Config, Pkcs11Keystore};
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::keystore::{KekInfo, KekState, Keystore, KeystoreError};
+use zkvault::keystore::{AuditAnchor, KekInfo, KekState, Keystore, KeystoreError};
 use zkvault_core::{KeyKind, Secret32, WrapContext};
 
 use support::softhsm;
@@ -96,6 +96,21 @@ fn assert_state<T>(r: Result<T, KeystoreError>, version: u32, state: KekState) {
         }) => assert_eq!((v, s), (version, state)),
         Err(e) => panic!("expected State({version}, {state:?}), got {e}"),
         Ok(_) => panic!("expected State({version}, {state:?}), got Ok"),
+    }
+}
+
+fn anchor(counter: u64, byte: u8) -> AuditAnchor {
+    AuditAnchor {
+        counter,
+        digest: [byte; 32],
+    }
+}
+
+fn assert_regression(r: Result<(), KeystoreError>, recorded: u64) {
+    match r {
+        Err(KeystoreError::AnchorRegression { recorded: r }) => assert_eq!(r, recorded),
+        Err(e) => panic!("expected AnchorRegression({recorded}), got {e}"),
+        Ok(()) => panic!("expected AnchorRegression({recorded}), got Ok"),
     }
 }
 
@@ -424,6 +439,105 @@ mod cases {
         let w = ks.wrap(v, &dm(1), &secret(5)).unwrap();
         assert!(b.reopen().unwrap(v, &dm(1), &w).unwrap() == secret(5));
     }
+
+    /// The audit anchor, what a rolled-back database cannot rewind: none at first, then only
+    /// forward; the same anchor again changes nothing; it survives a reopen and leaves the KEKs
+    /// and the ledger alone.
+    pub fn audit_anchor_only_moves_forward(b: &impl Backend) {
+        let ks = b.create();
+        let v = ks.create_kek().unwrap();
+        ks.record_destroyed("rp", 1).unwrap();
+        assert_eq!(ks.audit_anchor().unwrap(), None);
+        ks.advance_audit_anchor(&anchor(1, 1)).unwrap();
+        assert_eq!(ks.audit_anchor().unwrap(), Some(anchor(1, 1)));
+        ks.advance_audit_anchor(&anchor(5, 5)).unwrap();
+        assert_eq!(ks.audit_anchor().unwrap(), Some(anchor(5, 5)));
+        ks.advance_audit_anchor(&anchor(5, 5)).unwrap();
+        assert_eq!(ks.audit_anchor().unwrap(), Some(anchor(5, 5)), "idempotent");
+        assert_regression(ks.advance_audit_anchor(&anchor(4, 4)), 5);
+        assert_regression(ks.advance_audit_anchor(&anchor(0, 5)), 5);
+        assert_regression(ks.advance_audit_anchor(&anchor(5, 6)), 5);
+        assert_eq!(ks.audit_anchor().unwrap(), Some(anchor(5, 5)), "unchanged");
+        let again = b.reopen();
+        assert_eq!(
+            again.audit_anchor().unwrap(),
+            Some(anchor(5, 5)),
+            "reopened"
+        );
+        assert_regression(again.advance_audit_anchor(&anchor(4, 4)), 5);
+        again.advance_audit_anchor(&anchor(u64::MAX, 0)).unwrap();
+        assert_eq!(
+            b.reopen().audit_anchor().unwrap(),
+            Some(anchor(u64::MAX, 0))
+        );
+        // The KEKs and the ledger are untouched, and a ledger write keeps the anchor.
+        ks.record_destroyed("uin", 2).unwrap();
+        let reopened = b.reopen();
+        assert_eq!(reopened.audit_anchor().unwrap(), Some(anchor(u64::MAX, 0)));
+        assert_eq!(
+            reopened.destroyed_masters().unwrap(),
+            [("rp".to_string(), 1), ("uin".to_string(), 2)].into()
+        );
+        assert_eq!(reopened.active_kek().unwrap(), Some(v));
+        let w = ks.wrap(v, &dm(1), &secret(5)).unwrap();
+        assert!(reopened.unwrap(v, &dm(1), &w).unwrap() == secret(5));
+    }
+
+    /// Two handles on one store: what one records, the other sees at once, and cannot undo
+    /// from the view it had before.
+    pub fn two_handles_share_the_anchor(b: &impl Backend) {
+        let a = b.create();
+        let c = b.reopen();
+        assert_eq!(c.audit_anchor().unwrap(), None);
+        a.advance_audit_anchor(&anchor(5, 5)).unwrap();
+        assert_regression(c.advance_audit_anchor(&anchor(4, 4)), 5);
+        assert_regression(c.advance_audit_anchor(&anchor(5, 6)), 5);
+        assert_eq!(c.audit_anchor().unwrap(), Some(anchor(5, 5)));
+        c.advance_audit_anchor(&anchor(6, 6)).unwrap();
+        assert_eq!(a.audit_anchor().unwrap(), Some(anchor(6, 6)));
+        assert_regression(a.advance_audit_anchor(&anchor(5, 5)), 6);
+        assert_eq!(b.reopen().audit_anchor().unwrap(), Some(anchor(6, 6)));
+    }
+
+    /// Two handles advancing at once, each with its own digests, as two instances
+    /// checkpointing: each call records its anchor or is refused, never two at one counter,
+    /// and the newest recorded is what remains.
+    pub fn racing_anchors_keep_the_newest(b: &impl Backend) {
+        const N: u64 = 10;
+        let stores = [Arc::new(b.create()), Arc::new(b.reopen())];
+        let recorded: Vec<(u64, u8)> = stores
+            .into_iter()
+            .zip([1u8, 2])
+            .map(|(ks, who)| {
+                std::thread::spawn(move || {
+                    let mut won = Vec::new();
+                    for n in 1..=N {
+                        match ks.advance_audit_anchor(&anchor(n, who)) {
+                            Ok(()) => won.push((n, who)),
+                            Err(KeystoreError::AnchorRegression { recorded }) => {
+                                assert!(recorded >= n, "refused {n} below {recorded}")
+                            }
+                            Err(e) => panic!("advance {n}: {e}"),
+                        }
+                    }
+                    won
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let mut counters: Vec<u64> = recorded.iter().map(|r| r.0).collect();
+        counters.sort();
+        counters.dedup();
+        assert_eq!(
+            counters.len(),
+            recorded.len(),
+            "two at one counter: {recorded:?}"
+        );
+        let (n, who) = *recorded.iter().max().expect("some anchor recorded");
+        assert_eq!(b.reopen().audit_anchor().unwrap(), Some(anchor(n, who)));
+    }
 }
 
 macro_rules! conformance {
@@ -435,7 +549,8 @@ macro_rules! conformance {
                 create_and_list, round_trip, aad_mismatch, altered_bytes, retired_unwraps_only,
                 destroyed_cannot_unwrap, invalid_transitions, concurrent_use, reopen_sees_same_keys,
                 two_handles_share_changes, concurrent_creators_lose_no_kek,
-                destroyed_masters_are_remembered);
+                destroyed_masters_are_remembered, audit_anchor_only_moves_forward,
+                two_handles_share_the_anchor, racing_anchors_keep_the_newest);
         }
     };
     (@cases $backend:expr; $($case:ident),*) => {
@@ -479,7 +594,7 @@ mod soft_file {
     /// A keystore written by an earlier release (file format 1, no ledger of destroyed
     /// masters; `tests/fixtures/keystore-format1.zks`, made by `zkvault keystore init` at commit
     /// 5512b31, passphrase `format-one-fixture`) opens with its KEK, and its first change writes
-    /// the current format with the ledger.
+    /// the current format with the ledger and the anchor.
     #[test]
     fn a_format_1_file_opens_and_is_upgraded_on_its_first_change() {
         let dir = tempfile::tempdir().unwrap();
@@ -501,15 +616,32 @@ mod soft_file {
         let ks = SoftKeystore::open(&path, &pass).unwrap();
         assert_eq!(ks.list_keks().unwrap(), vec![info(1, KekState::Active)]);
         assert!(ks.destroyed_masters().unwrap().is_empty());
+        assert_eq!(ks.audit_anchor().unwrap(), None);
         let w = ks.wrap(1, &dm(1), &secret(3)).unwrap();
         ks.record_destroyed("rp", 2).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap()[6], 2, "rewritten as format 2");
+        assert_eq!(std::fs::read(&path).unwrap()[6], 3, "rewritten as format 3");
+        ks.advance_audit_anchor(&anchor(7, 7)).unwrap();
         let again = SoftKeystore::open(&path, &pass).unwrap();
         assert!(again.unwrap(1, &dm(1), &w).unwrap() == secret(3));
         assert_eq!(
             again.destroyed_masters().unwrap(),
             [("rp".to_string(), 2)].into()
         );
+        assert_eq!(again.audit_anchor().unwrap(), Some(anchor(7, 7)));
+    }
+
+    /// An anchor that does not advance (the same one again, or a regression) leaves the file
+    /// as it was: not even rewritten.
+    #[test]
+    fn an_anchor_that_does_not_advance_leaves_the_file_alone() {
+        let (b, _) = populated();
+        let ks = b.reopen();
+        ks.advance_audit_anchor(&anchor(3, 3)).unwrap();
+        let before = std::fs::read(b.path()).unwrap();
+        ks.advance_audit_anchor(&anchor(3, 3)).unwrap();
+        assert_regression(ks.advance_audit_anchor(&anchor(2, 2)), 3);
+        assert_regression(ks.advance_audit_anchor(&anchor(3, 4)), 3);
+        assert_eq!(std::fs::read(b.path()).unwrap(), before);
     }
 
     #[test]
@@ -598,7 +730,7 @@ mod soft_file {
     #[test]
     fn header_carries_the_argon2_parameters() {
         let (b, bytes) = populated();
-        assert_eq!(&bytes[..7], b"ZKVKS1\x02");
+        assert_eq!(&bytes[..7], b"ZKVKS1\x03");
         assert_eq!(b.reopen().argon2_params(), Argon2Params::FLOOR);
         assert_eq!(
             u32::from_be_bytes(bytes[7..11].try_into().unwrap()),
@@ -819,6 +951,111 @@ mod pkcs11_token {
         assert_eq!(
             Pkcs11Keystore::open(&config).unwrap().list_keks().unwrap(),
             vec![info(1, KekState::Retired), info(3, KekState::Active)]
+        );
+    }
+
+    /// The anchor objects on the token, as `(private, value)`.
+    fn anchor_objects(session: &cryptoki::session::Session) -> Vec<(bool, Vec<u8>)> {
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Label(b"zkvault-audit-anchor".to_vec()),
+            ])
+            .unwrap();
+        found
+            .into_iter()
+            .map(|h| {
+                let (mut private, mut value) = (false, Vec::new());
+                for a in session
+                    .get_attributes(h, &[AttributeType::Private, AttributeType::Value])
+                    .unwrap()
+                {
+                    match a {
+                        Attribute::Private(p) => private = p,
+                        Attribute::Value(v) => value = v,
+                        _ => {}
+                    }
+                }
+                (private, value)
+            })
+            .collect()
+    }
+
+    fn anchor_value(a: AuditAnchor) -> Vec<u8> {
+        [&a.counter.to_be_bytes()[..], &a.digest].concat()
+    }
+
+    fn create_anchor_object(session: &cryptoki::session::Session, private: bool, a: AuditAnchor) {
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(private),
+                Attribute::Label(b"zkvault-audit-anchor".to_vec()),
+                Attribute::Value(anchor_value(a)),
+            ])
+            .unwrap();
+    }
+
+    /// One private object holds the anchor; advancing replaces it, and what does not advance
+    /// leaves the token as it was.
+    #[test]
+    fn the_anchor_is_one_private_data_object() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        let session = user_session(&config);
+        assert!(anchor_objects(&session).is_empty());
+        for n in 1..=3 {
+            ks.advance_audit_anchor(&anchor(n, n as u8)).unwrap();
+            assert_eq!(
+                anchor_objects(&session),
+                vec![(true, anchor_value(anchor(n, n as u8)))]
+            );
+        }
+        ks.advance_audit_anchor(&anchor(3, 3)).unwrap();
+        assert_regression(ks.advance_audit_anchor(&anchor(2, 2)), 3);
+        assert_regression(ks.advance_audit_anchor(&anchor(3, 4)), 3);
+        assert_eq!(
+            anchor_objects(&session),
+            vec![(true, anchor_value(anchor(3, 3)))]
+        );
+    }
+
+    /// A public object with the anchor's label needs no PIN (anyone sharing the token can make
+    /// one): it is ignored, and cannot block the anchor.
+    #[test]
+    fn a_public_anchor_object_is_ignored() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        create_anchor_object(&user_session(&config), false, anchor(u64::MAX, 9));
+        assert_eq!(ks.audit_anchor().unwrap(), None);
+        ks.advance_audit_anchor(&anchor(2, 2)).unwrap();
+        assert_eq!(ks.audit_anchor().unwrap(), Some(anchor(2, 2)));
+    }
+
+    /// A crash between creating the new anchor and destroying the old leaves both: the newest
+    /// counts, and the next advance clears the older ones.
+    #[test]
+    fn of_several_anchor_objects_the_newest_counts() {
+        let Some(config) = softhsm::new_token() else {
+            return;
+        };
+        let ks = Pkcs11Keystore::open(&config).unwrap();
+        let session = user_session(&config);
+        for a in [anchor(3, 3), anchor(7, 7), anchor(5, 5)] {
+            create_anchor_object(&session, true, a);
+        }
+        assert_eq!(ks.audit_anchor().unwrap(), Some(anchor(7, 7)));
+        assert_regression(ks.advance_audit_anchor(&anchor(6, 6)), 7);
+        ks.advance_audit_anchor(&anchor(7, 7)).unwrap();
+        ks.advance_audit_anchor(&anchor(8, 8)).unwrap();
+        assert_eq!(
+            anchor_objects(&session),
+            vec![(true, anchor_value(anchor(8, 8)))]
         );
     }
 

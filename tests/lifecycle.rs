@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use support::app::{execute_sql, query_strings, TestApp};
 use support::db::TestDb;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::keystore::{KekInfo, Keystore, KeystoreError};
+use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
 use zkvault::vault::{Grant, Role, Vault};
 use zkvault_core::{Secret32, WrapContext};
 
@@ -499,6 +499,12 @@ impl Keystore for Failing {
     ) -> Result<std::collections::BTreeSet<(String, u32)>, KeystoreError> {
         self.inner.destroyed_masters()
     }
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, KeystoreError> {
+        self.inner.audit_anchor()
+    }
+    fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
+        self.inner.advance_audit_anchor(anchor)
+    }
     fn check(&self) -> Result<(), KeystoreError> {
         self.inner.check()
     }
@@ -626,6 +632,16 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
         .unwrap(),
     );
     assert!(app.vault.checkpoint_audit().unwrap() >= 1);
+    // The audit anchor moves with the deployment, so the target still refuses a rollback.
+    let anchor = AuditAnchor {
+        counter: 3,
+        digest: [3; 32],
+    };
+    app.vault
+        .keyring()
+        .keystore()
+        .advance_audit_anchor(&anchor)
+        .unwrap();
     let vault = app.vault.clone();
     let t = target.clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -636,6 +652,7 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
     .await
     .unwrap();
     assert_eq!(report.rewrapped_masters, 2);
+    assert_eq!(target.audit_anchor().unwrap(), Some(anchor));
     let migrated = reopen(&app, target.clone());
     read_direct(&migrated);
     // The audit checkpoints moved with the deployment: the target keystore checks them (they
@@ -708,6 +725,7 @@ async fn keystore_migration_keeps_records_readable(db: TestDb) {
         })
         .await
         .unwrap();
+        assert_eq!(hsm.audit_anchor().unwrap(), Some(anchor));
         let on_hsm = reopen(&app, hsm);
         read_direct(&on_hsm);
         let v = Arc::new(on_hsm);

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use support::app::{query_strings, TestApp};
 use support::db::TestDb;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::keystore::{KekInfo, Keystore, KeystoreError};
+use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
 use zkvault::vault::{Actor, Caller, Role, VaultError};
 use zkvault_core::{Secret32, WrapContext};
 
@@ -470,6 +470,12 @@ impl Keystore for Hooked {
         &self,
     ) -> Result<std::collections::BTreeSet<(String, u32)>, KeystoreError> {
         self.inner.destroyed_masters()
+    }
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, KeystoreError> {
+        self.inner.audit_anchor()
+    }
+    fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
+        self.inner.advance_audit_anchor(anchor)
     }
 }
 

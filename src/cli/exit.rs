@@ -85,6 +85,7 @@ pub fn code_of(e: &anyhow::Error) -> Exit {
         if let Some(k) = cause.downcast_ref::<KeystoreError>() {
             return match k {
                 KeystoreError::Unavailable(_) => Exit::Unavailable,
+                KeystoreError::AnchorRegression { .. } => Exit::Integrity,
                 _ => Exit::Internal,
             };
         }

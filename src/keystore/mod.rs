@@ -46,6 +46,58 @@ pub enum KeystoreError {
     Corrupt(String),
     #[error("keystore configuration: {0}")]
     Config(String),
+    /// An audit anchor older than the one recorded, or another at the same counter: the
+    /// database was rolled back, or two writers raced.
+    #[error("the audit anchor would move back: the keystore recorded checkpoint {recorded}")]
+    AnchorRegression { recorded: u64 },
+}
+
+/// The newest audit checkpoint as the keystore remembers it: its counter and the SHA-256 digest
+/// of its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditAnchor {
+    pub counter: u64,
+    pub digest: [u8; 32],
+}
+
+impl AuditAnchor {
+    /// Length of [`AuditAnchor::to_bytes`]: `u64be counter || digest`.
+    const LEN: usize = 8 + 32;
+
+    fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut out = [0; Self::LEN];
+        out[..8].copy_from_slice(&self.counter.to_be_bytes());
+        out[8..].copy_from_slice(&self.digest);
+        out
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let (counter, digest) = b.split_first_chunk::<8>()?;
+        Some(AuditAnchor {
+            counter: u64::from_be_bytes(*counter),
+            digest: digest.try_into().ok()?,
+        })
+    }
+
+    /// Whether `self` may be recorded over `recorded`, every anchor the keystore holds (one,
+    /// unless a crash or a race left more): `Ok(false)` if it is already there, an error if any
+    /// of them is newer or has its counter with another digest.
+    fn advances(&self, recorded: &[AuditAnchor]) -> Result<bool, KeystoreError> {
+        let behind = |r: &AuditAnchor| {
+            r.counter > self.counter || (r.counter == self.counter && r.digest != self.digest)
+        };
+        if recorded.iter().any(behind) {
+            let newest = recorded.iter().map(|r| r.counter).max().unwrap_or_default();
+            return Err(KeystoreError::AnchorRegression { recorded: newest });
+        }
+        Ok(!recorded.contains(self))
+    }
+
+    /// The newest of `anchors`; of two with one counter (left by a crash in a race), always the
+    /// same one.
+    fn newest(anchors: impl IntoIterator<Item = AuditAnchor>) -> Option<AuditAnchor> {
+        anchors.into_iter().max_by_key(|a| (a.counter, a.digest))
+    }
 }
 
 /// What every keystore offers the vault. Implementations are shared across threads.
@@ -103,6 +155,15 @@ pub trait Keystore: Send + Sync {
 
     /// Every master destruction recorded, as `(namespace, version)`.
     fn destroyed_masters(&self) -> Result<BTreeSet<(String, u32)>, KeystoreError>;
+
+    /// The anchor last recorded, if any.
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, KeystoreError>;
+
+    /// Records `anchor` as the newest. Never moves backwards: a counter below the recorded one,
+    /// or the same counter with a different digest, is refused with
+    /// [`KeystoreError::AnchorRegression`] and changes nothing; the same anchor again is a no-op.
+    /// The keystore, not the database, remembers it: a rolled-back database is detected.
+    fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError>;
 
     /// The active KEK version, if any.
     fn active_kek(&self) -> Result<Option<u32>, KeystoreError> {
@@ -162,4 +223,51 @@ pub(crate) fn secret_from_env_or_file(
         return Err(KeystoreError::Config(format!("{what} is empty")));
     }
     Ok(SecretString::new(std::mem::take(&mut *secret)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor(counter: u64, byte: u8) -> AuditAnchor {
+        AuditAnchor {
+            counter,
+            digest: [byte; 32],
+        }
+    }
+
+    #[test]
+    fn anchor_bytes_round_trip() {
+        let a = anchor(0x0102_0304_0506_0708, 9);
+        let bytes = a.to_bytes();
+        assert_eq!(bytes[..8], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(AuditAnchor::from_bytes(&bytes), Some(a));
+        assert_eq!(AuditAnchor::from_bytes(&bytes[1..]), None);
+        assert_eq!(
+            AuditAnchor::from_bytes(&[bytes.as_slice(), &[0]].concat()),
+            None
+        );
+    }
+
+    #[test]
+    fn an_anchor_advances_only_past_every_recorded_one() {
+        let regression = |r: Result<bool, KeystoreError>| match r {
+            Err(KeystoreError::AnchorRegression { recorded }) => recorded,
+            other => panic!("expected a regression, got {other:?}"),
+        };
+        assert!(anchor(0, 0).advances(&[]).unwrap());
+        assert!(anchor(5, 5).advances(&[anchor(4, 4)]).unwrap());
+        assert!(!anchor(5, 5).advances(&[anchor(5, 5)]).unwrap());
+        assert!(!anchor(5, 5)
+            .advances(&[anchor(3, 3), anchor(5, 5)])
+            .unwrap());
+        assert_eq!(regression(anchor(4, 4).advances(&[anchor(5, 5)])), 5);
+        assert_eq!(regression(anchor(5, 6).advances(&[anchor(5, 5)])), 5);
+        // Left by a crash in a race: every one of them counts, the newest is reported.
+        let left = [anchor(7, 1), anchor(7, 2), anchor(6, 6)];
+        assert_eq!(regression(anchor(7, 1).advances(&left)), 7);
+        assert!(anchor(8, 8).advances(&left).unwrap());
+        assert_eq!(AuditAnchor::newest(left), Some(anchor(7, 2)));
+        assert_eq!(AuditAnchor::newest([]), None);
+    }
 }

@@ -74,6 +74,8 @@ impl From<KeystoreError> for VaultError {
     fn from(e: KeystoreError) -> Self {
         match e {
             KeystoreError::Unwrap => VaultError::Integrity,
+            // The database was rolled back behind the keystore's anchor, or two writers raced.
+            KeystoreError::AnchorRegression { .. } => VaultError::Integrity,
             KeystoreError::Unavailable(m) => VaultError::KeystoreUnavailable(m),
             // The stored keys name a KEK this keystore does not hold: an instance left on the
             // old keystore after a migration. Unavailable until it is restarted on the new one.

@@ -339,9 +339,13 @@ impl Vault {
             .highest_kek_version()?
             .max(target.list_keks()?.last().map_or(0, |k| k.version));
         let active = target.create_kek_after(floor)?;
-        // What was destroyed stays destroyed in the keystore the deployment moves to.
+        // What was destroyed stays destroyed, and the audit trail stays anchored, in the
+        // keystore the deployment moves to.
         for (ns, version) in source.destroyed_masters()? {
             target.record_destroyed(&ns, version)?;
+        }
+        if let Some(anchor) = source.audit_anchor()? {
+            target.advance_audit_anchor(&anchor)?;
         }
         let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.id()));
         let rewrapped = self.rewrap_and_commit(target, active, true, &entry)?;

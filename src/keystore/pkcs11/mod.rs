@@ -29,7 +29,7 @@ pub use session::module_context;
 use session::{backoff, is_auth_failure, read, token_gate, unavailable, write, Gate, SessionPool};
 
 use super::kek_state::{self, Op};
-use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
+use super::{secret_from_env_or_file, AuditAnchor, KekInfo, KekState, Keystore, KeystoreError};
 use crate::secret::SecretString;
 
 /// Environment variable naming the PKCS#11 module; see [`Pkcs11Config::module_from_env`].
@@ -345,5 +345,21 @@ impl Keystore for Pkcs11Keystore {
         let _gate = read(&self.gate);
         self.with_session(objects::destroyed_masters)
             .map_err(unavailable)
+    }
+
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, KeystoreError> {
+        let _gate = read(&self.gate);
+        let anchors = self
+            .with_session(objects::audit_anchors)
+            .map_err(unavailable)?;
+        Ok(AuditAnchor::newest(anchors.into_iter().map(|(_, a)| a)))
+    }
+
+    /// Takes the gate alone: it creates and destroys token objects, and its read-then-write
+    /// must not interleave with another of this process.
+    fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
+        let _gate = write(&self.gate);
+        self.with_session(|s| objects::advance_audit_anchor(s, anchor))
+            .map_err(unavailable)?
     }
 }

@@ -11,6 +11,12 @@
 //!   numbers are never reused and listing still reports the version. The tombstone is written
 //!   before the key is destroyed; a key with a tombstone counts as destroyed.
 //!
+//! Beside the KEKs, private `CKO_DATA` objects hold what the database must not be able to undo:
+//! one per destroyed master (`zkvault-master-destroyed`), and the audit anchor
+//! (`zkvault-audit-anchor`, `CKA_VALUE` = `u64be counter || digest`). The anchor advances by
+//! creating the new object and then destroying the older ones, so a crash in between leaves
+//! two and the newest counts. Public objects with these labels need no PIN and are ignored.
+//!
 //! Wrapping uses `CKM_AES_GCM` encrypt/decrypt (SoftHSM offers GCM only there) with
 //! AAD = `ctx.aad()`, a 96-bit IV from the OS CSPRNG and a 128-bit tag:
 //! `blob = iv (12) || ciphertext (32) || tag (16)`. The IV in the blob is read back from the
@@ -31,7 +37,7 @@ use zeroize::Zeroizing;
 use zkvault_core::random;
 
 use super::session::require_login;
-use crate::keystore::{KekInfo, KekState};
+use crate::keystore::{AuditAnchor, KekInfo, KekState, KeystoreError};
 
 const LABEL_PREFIX: &str = "zkvault-kek-v";
 const PENDING_PREFIX: &str = "zkvault-kek-pending-v";
@@ -39,6 +45,8 @@ const TOMBSTONE_LABEL: &str = "zkvault-kek-destroyed";
 /// A derivation master's destruction record: a private data object valued
 /// `namespace || 0x00 || u32be version`.
 const DESTROYED_MASTER_LABEL: &str = "zkvault-master-destroyed";
+/// The audit anchor: a private data object valued `u64be counter || digest`.
+const AUDIT_ANCHOR_LABEL: &str = "zkvault-audit-anchor";
 pub(super) const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 pub(super) const WRAPPED_LEN: usize = IV_LEN + 32 + TAG_LEN;
@@ -210,6 +218,76 @@ fn parse_destroyed(value: &[u8]) -> Option<(String, u32)> {
             .ok()
             .map(|ns| (ns.to_owned(), version))
     })?
+}
+
+/// Every audit anchor on the token with its object: one, unless a crash or a race left more. An
+/// object it cannot read is skipped (no zkvault writes one).
+pub(super) fn audit_anchors(s: &Session) -> Result<Vec<(ObjectHandle, AuditAnchor)>, CkError> {
+    require_login(s)?;
+    // Private objects only: a public one can be made without the PIN.
+    let handles = s.find_objects(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Label(AUDIT_ANCHOR_LABEL.as_bytes().to_vec()),
+    ])?;
+    let mut anchors = Vec::with_capacity(handles.len());
+    for h in handles {
+        for a in s.get_attributes(h, &[AttributeType::Value])? {
+            if let Attribute::Value(v) = a {
+                anchors.extend(AuditAnchor::from_bytes(&v).map(|anchor| (h, anchor)));
+            }
+        }
+    }
+    Ok(anchors)
+}
+
+/// Records `next` as the audit anchor unless that moves it backwards (the inner error).
+pub(super) fn advance_audit_anchor(
+    s: &Session,
+    next: &AuditAnchor,
+) -> Result<Result<(), KeystoreError>, CkError> {
+    let recorded: Vec<_> = audit_anchors(s)?.into_iter().map(|(_, a)| a).collect();
+    match next.advances(&recorded) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Ok(())),
+        Err(e) => return Ok(Err(e)),
+    }
+    let mine = s.create_object(&[
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Label(AUDIT_ANCHOR_LABEL.as_bytes().to_vec()),
+        Attribute::Value(next.to_bytes().to_vec()),
+    ])?;
+    // No lock spans processes: another instance may have recorded an anchor meanwhile. Checked
+    // again against everything else on the token, the loser takes its object back, so two
+    // racers never both succeed with one counter. (That needs a token that shows a process the
+    // objects others made; SoftHSM2 may hide them from a process that just wrote itself.)
+    let after = audit_anchors(s)?;
+    let others: Vec<_> = after
+        .iter()
+        .filter(|(h, _)| *h != mine)
+        .map(|(_, a)| *a)
+        .collect();
+    if let Err(e) = next.advances(&others) {
+        destroy_if_present(s, mine)?;
+        return Ok(Err(e));
+    }
+    for (h, a) in after {
+        if a.counter < next.counter {
+            destroy_if_present(s, h)?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Destroys `h`, unless another instance already did.
+fn destroy_if_present(s: &Session, h: ObjectHandle) -> Result<(), CkError> {
+    match s.destroy_object(h) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::ObjectHandleInvalid, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A key object that is, or is becoming, a KEK.

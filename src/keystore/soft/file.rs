@@ -2,14 +2,17 @@
 //! operator passphrase.
 //!
 //! ```text
-//! file   = header || XChaCha20-Poly1305(file_key, nonce, aad = header, table || ledger)
-//! header = "ZKVKS1" || u8 format (2) || u32be m_cost_kib || u32be t_cost || u32be p_cost
+//! file   = header || XChaCha20-Poly1305(file_key, nonce, aad = header, table || ledger || anchor)
+//! header = "ZKVKS1" || u8 format (3) || u32be m_cost_kib || u32be t_cost || u32be p_cost
 //!          || salt (32) || verifier (32) || nonce (24)
 //! file_key || verifier = Argon2id(passphrase, salt, m, t, p, output 64 bytes)
 //! table  = u32be count || count × (u32be version || u8 state || key (32, absent if destroyed))
 //! ledger = u32be count || count × (u8 len || namespace (len) || u32be master version)
+//! anchor = u8 present (0 | 1) || [u64be counter || digest (32)]   (the part in [] if present)
 //! ```
-//! The ledger lists the derivation masters destroyed for good (format 1, still read, has none).
+//! The ledger lists the derivation masters destroyed for good; the anchor is the audit trail's
+//! newest checkpoint. Formats 1 (table only) and 2 (table || ledger) are still read, and
+//! rewritten as format 3 on their first change.
 //! The verifier tells a wrong passphrase ([`KeystoreError::BadPassphrase`]) from a damaged file
 //! ([`KeystoreError::Corrupt`]). It gives an attacker nothing the ciphertext does not: either
 //! way, testing a guess costs one Argon2id run.
@@ -37,12 +40,12 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 use zkvault_core::{random, Secret32};
 
-use crate::keystore::{KekState, KeystoreError};
+use crate::keystore::{AuditAnchor, KekState, KeystoreError};
 use crate::secret::SecretString;
 
 const MAGIC: &[u8; 6] = b"ZKVKS1";
-/// The format written; format 1 (no ledger) is still read.
-const FORMAT: u8 = 2;
+/// The format written; formats 1 (no ledger) and 2 (no anchor) are still read.
+const FORMAT: u8 = 3;
 const SALT_LEN: usize = 32;
 const VERIFIER_LEN: usize = 32;
 /// XChaCha20-Poly1305's nonce and tag, as the file and every wrapped key use them.
@@ -104,6 +107,7 @@ pub(super) type Ledger = BTreeSet<(String, u32)>;
 pub(super) struct Contents {
     pub(super) keks: BTreeMap<u32, Kek>,
     pub(super) destroyed: Ledger,
+    pub(super) anchor: Option<AuditAnchor>,
 }
 
 /// One KEK as held in memory. `key` is `None` once destroyed.
@@ -176,11 +180,13 @@ impl Sealer {
         self.params
     }
 
-    /// Seals `rows` (version, state, key) and the ledger under the file key with a fresh nonce.
+    /// Seals `rows` (version, state, key), the ledger and the anchor under the file key with a
+    /// fresh nonce.
     pub(super) fn seal(
         &self,
         rows: &[Row<'_>],
         destroyed: &Ledger,
+        anchor: Option<&AuditAnchor>,
     ) -> Result<Vec<u8>, KeystoreError> {
         let s = self;
         let nonce = random::array::<NONCE_LEN>().map_err(rng_error)?;
@@ -195,6 +201,7 @@ impl Sealer {
         out.extend_from_slice(&nonce);
         let mut table = serialize_table(rows, destroyed);
         serialize_ledger(&mut table, destroyed);
+        serialize_anchor(&mut table, anchor);
         let ciphertext = XChaCha20Poly1305::new(s.file_key.expose().into())
             .encrypt(
                 &XNonce::from(nonce),
@@ -221,12 +228,7 @@ impl Sealer {
                 )
                 .map_err(|_| KeystoreError::Corrupt("sealed table failed authentication".into()))?,
         );
-        let (keks, rest) = parse_table(&plain)?;
-        let destroyed = match header.format {
-            1 => whole(rest, Ledger::new())?,
-            _ => parse_ledger(rest)?,
-        };
-        Ok(Contents { keks, destroyed })
+        parse_contents(header.format, &plain)
     }
 
     /// A stable public name for the file: derived from its random salt, so it survives a move
@@ -288,7 +290,9 @@ impl Header {
 /// The file's two parsers, exposed for the fuzz targets in `fuzz/` (no keys, no I/O). Not API.
 #[doc(hidden)]
 pub mod untrusted {
-    use super::{parse_ledger, parse_table, Argon2Params, Header, KekState, KeystoreError};
+    use super::{
+        parse_contents, Argon2Params, AuditAnchor, Header, KekState, KeystoreError, FORMAT,
+    };
 
     /// Parses a file's header; on success, the Argon2 parameters it carries.
     pub fn header(bytes: &[u8]) -> Result<Argon2Params, KeystoreError> {
@@ -299,17 +303,19 @@ pub mod untrusted {
     pub type TableRow = (u32, KekState, bool);
     /// A destroyed master: namespace, version.
     pub type LedgerEntry = (String, u32);
+    /// Decrypted contents as parsed: each row, the ledger's entries and the anchor.
+    pub type Parsed = (Vec<TableRow>, Vec<LedgerEntry>, Option<AuditAnchor>);
 
-    /// Parses decrypted contents (KEK table, then ledger); on success, each row's version,
-    /// state and whether it holds a key, and the ledger's entries.
-    pub fn contents(bytes: &[u8]) -> Result<(Vec<TableRow>, Vec<LedgerEntry>), KeystoreError> {
-        let (keks, rest) = parse_table(bytes)?;
-        let destroyed = parse_ledger(rest)?;
+    /// Parses decrypted contents of the current format (KEK table, ledger, anchor).
+    pub fn contents(bytes: &[u8]) -> Result<Parsed, KeystoreError> {
+        let c = parse_contents(FORMAT, bytes)?;
         Ok((
-            keks.into_iter()
+            c.keks
+                .into_iter()
                 .map(|(v, k)| (v, k.state, k.key.is_some()))
                 .collect(),
-            destroyed.into_iter().collect(),
+            c.destroyed.into_iter().collect(),
+            c.anchor,
         ))
     }
 }
@@ -339,11 +345,14 @@ fn state_byte(s: KekState) -> u8 {
     }
 }
 
-/// The table, with room for `ledger` after it.
+/// The table, with room for `ledger` and an anchor after it.
 fn serialize_table(rows: &[Row<'_>], ledger: &Ledger) -> Zeroizing<Vec<u8>> {
-    // Exact capacity: a reallocation would leave an unzeroized copy of the keys behind.
+    // Enough capacity: a reallocation would leave an unzeroized copy of the keys behind.
     let ledger_len: usize = 4 + ledger.iter().map(|(ns, _)| 1 + ns.len() + 4).sum::<usize>();
-    let mut out = Zeroizing::new(Vec::with_capacity(4 + rows.len() * (5 + 32) + ledger_len));
+    let anchor_len = 1 + AuditAnchor::LEN;
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        4 + rows.len() * (5 + 32) + ledger_len + anchor_len,
+    ));
     out.extend_from_slice(&(rows.len() as u32).to_be_bytes());
     for (version, state, key) in rows {
         out.extend_from_slice(&version.to_be_bytes());
@@ -369,7 +378,39 @@ fn serialize_ledger(out: &mut Vec<u8>, ledger: &Ledger) {
     }
 }
 
-fn parse_ledger(mut b: &[u8]) -> Result<Ledger, KeystoreError> {
+fn serialize_anchor(out: &mut Vec<u8>, anchor: Option<&AuditAnchor>) {
+    match anchor {
+        Some(a) => {
+            out.push(1);
+            out.extend_from_slice(&a.to_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+/// The decrypted contents of a file of `format`; what that format lacks is empty.
+fn parse_contents(format: u8, b: &[u8]) -> Result<Contents, KeystoreError> {
+    let (keks, rest) = parse_table(b)?;
+    let (destroyed, rest) = match format {
+        1 => (Ledger::new(), rest),
+        _ => parse_ledger(rest)?,
+    };
+    let (anchor, rest) = match format {
+        1 | 2 => (None, rest),
+        _ => parse_anchor(rest)?,
+    };
+    whole(
+        rest,
+        Contents {
+            keks,
+            destroyed,
+            anchor,
+        },
+    )
+}
+
+/// The ledger at the start of `b`, and what follows it.
+fn parse_ledger(mut b: &[u8]) -> Result<(Ledger, &[u8]), KeystoreError> {
     let corrupt = |why: &str| KeystoreError::Corrupt(format!("destruction ledger: {why}"));
     let mut take = |n: usize| -> Result<&[u8], KeystoreError> {
         if b.len() < n {
@@ -389,7 +430,24 @@ fn parse_ledger(mut b: &[u8]) -> Result<Ledger, KeystoreError> {
             return Err(corrupt("duplicate entry"));
         }
     }
-    whole(b, ledger)
+    Ok((ledger, b))
+}
+
+/// The anchor at the start of `b`, and what follows it.
+fn parse_anchor(b: &[u8]) -> Result<(Option<AuditAnchor>, &[u8]), KeystoreError> {
+    let corrupt = |why: &str| KeystoreError::Corrupt(format!("audit anchor: {why}"));
+    match b.split_first() {
+        Some((0, rest)) => Ok((None, rest)),
+        Some((1, rest)) => {
+            let anchor = rest
+                .get(..AuditAnchor::LEN)
+                .and_then(AuditAnchor::from_bytes)
+                .ok_or_else(|| corrupt("truncated"))?;
+            Ok((Some(anchor), &rest[AuditAnchor::LEN..]))
+        }
+        Some(_) => Err(corrupt("unknown presence byte")),
+        None => Err(corrupt("truncated")),
+    }
 }
 
 /// `value` if nothing is left after it.
@@ -491,17 +549,28 @@ mod tests {
         (v, s, k)
     }
 
-    /// Table then ledger, as sealed.
-    fn contents(rows: &[Row<'_>], ledger: &Ledger) -> Vec<u8> {
+    /// Table then ledger: format 2's contents.
+    fn format_2(rows: &[Row<'_>], ledger: &Ledger) -> Vec<u8> {
         let mut out = serialize_table(rows, ledger);
         serialize_ledger(&mut out, ledger);
         out.to_vec()
     }
 
-    fn parse(b: &[u8]) -> Result<(BTreeMap<u32, Kek>, Ledger), KeystoreError> {
-        let (keks, rest) = parse_table(b)?;
-        Ok((keks, parse_ledger(rest)?))
+    /// Table, ledger, then anchor, as sealed.
+    fn contents(rows: &[Row<'_>], ledger: &Ledger, anchor: Option<&AuditAnchor>) -> Vec<u8> {
+        let mut out = format_2(rows, ledger);
+        serialize_anchor(&mut out, anchor);
+        out
     }
+
+    fn parse(b: &[u8]) -> Result<Contents, KeystoreError> {
+        parse_contents(FORMAT, b)
+    }
+
+    const ANCHOR: AuditAnchor = AuditAnchor {
+        counter: 0x0102_0304_0506_0708,
+        digest: [9; 32],
+    };
 
     #[test]
     fn contents_round_trip_and_drop_destroyed_keys() {
@@ -514,46 +583,81 @@ mod tests {
                 row(3, KekState::Active, Some(&b)),
             ],
             &ledger,
+            Some(&ANCHOR),
         );
         assert_eq!(
             bytes.len(),
-            4 + 5 + (5 + 32) * 2 + 4 + (1 + 3 + 4) + (1 + 2 + 4)
+            4 + 5 + (5 + 32) * 2 + 4 + (1 + 3 + 4) + (1 + 2 + 4) + 1 + 8 + 32
         );
-        let (keks, read) = parse(&bytes).unwrap();
-        assert!(keks[&1].key.is_none());
-        assert_eq!(keks[&2].state, KekState::Retired);
-        assert!(keks[&3].key.as_ref().unwrap() == &b);
-        assert_eq!(read, ledger);
+        assert_eq!(bytes[bytes.len() - 41..][..9], [1, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let read = parse(&bytes).unwrap();
+        assert!(read.keks[&1].key.is_none());
+        assert_eq!(read.keks[&2].state, KekState::Retired);
+        assert!(read.keks[&3].key.as_ref().unwrap() == &b);
+        assert_eq!(read.destroyed, ledger);
+        assert_eq!(read.anchor, Some(ANCHOR));
+        let none = parse(&contents(&[], &Ledger::new(), None)).unwrap();
+        assert_eq!(none.anchor, None);
+    }
+
+    /// Files written before the anchor (format 2) or the ledger (format 1) still parse, with
+    /// none; the format byte, not a guess from the length, says which parts there are.
+    #[test]
+    fn older_formats_parse_without_an_anchor() {
+        let a = Secret32::from_bytes([1; 32]);
+        let ledger: Ledger = [("rp".to_string(), 2)].into();
+        let v2 = format_2(&[row(1, KekState::Active, Some(&a))], &ledger);
+        let read = parse_contents(2, &v2).unwrap();
+        assert_eq!(read.keks[&1].state, KekState::Active);
+        assert_eq!(read.destroyed, ledger);
+        assert_eq!(read.anchor, None);
+        assert!(matches!(parse(&v2), Err(KeystoreError::Corrupt(_))));
+        let v3 = contents(&[row(1, KekState::Active, Some(&a))], &ledger, None);
+        assert!(matches!(
+            parse_contents(2, &v3),
+            Err(KeystoreError::Corrupt(_))
+        ));
+
+        let v1 = serialize_table(&[row(1, KekState::Active, Some(&a))], &Ledger::new());
+        let read = parse_contents(1, &v1).unwrap();
+        assert!(read.destroyed.is_empty() && read.anchor.is_none());
     }
 
     #[test]
     fn contents_reject_garbage() {
         let a = Secret32::from_bytes([1; 32]);
         let ledger: Ledger = [("rp".to_string(), 1)].into();
-        let good = contents(&[row(1, KekState::Active, Some(&a))], &ledger);
-        assert!(parse(&good).is_ok());
-        assert!(matches!(
-            parse(&good[..good.len() - 1]),
-            Err(KeystoreError::Corrupt(_))
-        ));
-        let mut extra = good.clone();
-        extra.push(0);
-        assert!(matches!(parse(&extra), Err(KeystoreError::Corrupt(_))));
+        let rows = [row(1, KekState::Active, Some(&a))];
+        for anchor in [None, Some(&ANCHOR)] {
+            let good = contents(&rows, &ledger, anchor);
+            assert!(parse(&good).is_ok());
+            assert!(matches!(
+                parse(&good[..good.len() - 1]),
+                Err(KeystoreError::Corrupt(_))
+            ));
+            let mut extra = good.clone();
+            extra.push(0);
+            assert!(matches!(parse(&extra), Err(KeystoreError::Corrupt(_))));
+        }
+        let mut unknown = format_2(&rows, &ledger);
+        unknown.push(2);
+        assert!(matches!(parse(&unknown), Err(KeystoreError::Corrupt(_))));
         let two_active = contents(
             &[
                 row(1, KekState::Active, Some(&a)),
                 row(2, KekState::Active, Some(&a)),
             ],
             &Ledger::new(),
+            None,
         );
         assert!(matches!(parse(&two_active), Err(KeystoreError::Corrupt(_))));
         // The same ledger entry twice.
-        let mut twice = contents(&[row(1, KekState::Active, Some(&a))], &Ledger::new());
-        twice.truncate(twice.len() - 4);
+        let mut twice = serialize_table(&rows, &Ledger::new()).to_vec();
         twice.extend_from_slice(&2u32.to_be_bytes());
         for _ in 0..2 {
             twice.extend_from_slice(&[2, b'r', b'p', 0, 0, 0, 1]);
         }
+        twice.push(0);
         assert!(matches!(parse(&twice), Err(KeystoreError::Corrupt(_))));
     }
 

@@ -1,5 +1,6 @@
-//! Soft keystore: every KEK, and the ledger of destroyed masters, in one file sealed under an
-//! operator passphrase (the format, its Argon2 parameters and its atomic writes are in `file.rs`).
+//! Soft keystore: every KEK, the ledger of destroyed masters and the audit anchor, in one file
+//! sealed under an operator passphrase (the format, its Argon2 parameters and its atomic writes
+//! are in `file.rs`).
 //!
 //! Several processes may share the file (the service and the CLI, two instances on one host).
 //! A change takes an exclusive lock on `<file>.lock`, reloads the file if another process
@@ -27,7 +28,7 @@ pub use file::Argon2Params;
 use file::{io_error, rng_error, write_atomic, Kek, Ledger, Row, Sealer, NONCE_LEN, TAG_LEN};
 
 use super::kek_state::{self, Op};
-use super::{secret_from_env_or_file, KekInfo, KekState, Keystore, KeystoreError};
+use super::{secret_from_env_or_file, AuditAnchor, KekInfo, KekState, Keystore, KeystoreError};
 use crate::lockfile::FileLock;
 use crate::secret::SecretString;
 
@@ -73,6 +74,7 @@ impl SoftKeystoreOptions {
 struct State {
     keks: BTreeMap<u32, Kek>,
     destroyed: Ledger,
+    anchor: Option<AuditAnchor>,
     /// The file as it was when `keks` was read or written: a different one means another
     /// process changed it.
     loaded: Option<FileSig>,
@@ -131,10 +133,11 @@ impl SoftKeystore {
             state: RwLock::new(State {
                 keks: BTreeMap::new(),
                 destroyed: Ledger::new(),
+                anchor: None,
                 loaded: None,
             }),
         };
-        let sealed = store.sealer.seal(&[], &Ledger::new())?;
+        let sealed = store.sealer.seal(&[], &Ledger::new(), None)?;
         write_atomic(path, &sealed, true)?;
         store.write().loaded = Some(file_sig(path)?);
         Ok(store)
@@ -155,6 +158,7 @@ impl SoftKeystore {
             state: RwLock::new(State {
                 keks: contents.keks,
                 destroyed: contents.destroyed,
+                anchor: contents.anchor,
                 loaded: Some(sig),
             }),
         })
@@ -173,7 +177,8 @@ impl SoftKeystore {
         }
         let bytes = fs::read(&self.path).map_err(|e| io_error("read", &self.path, e))?;
         let contents = self.sealer.reopen(&bytes)?;
-        (state.keks, state.destroyed) = (contents.keks, contents.destroyed);
+        (state.keks, state.destroyed, state.anchor) =
+            (contents.keks, contents.destroyed, contents.anchor);
         // The signature from before the read: if the file changed again meanwhile, the next
         // call reloads once more.
         state.loaded = Some(sig);
@@ -227,15 +232,16 @@ impl SoftKeystore {
         state: &'a State,
         edit: impl FnOnce(&mut Vec<Row<'a>>),
     ) -> Result<(), KeystoreError> {
-        self.persist_with(state, edit, &state.destroyed)
+        self.persist_with(state, edit, &state.destroyed, state.anchor.as_ref())
     }
 
-    /// [`SoftKeystore::persist`] with `destroyed` as the ledger.
+    /// [`SoftKeystore::persist`] with `destroyed` as the ledger and `anchor` as the anchor.
     fn persist_with<'a>(
         &self,
         state: &'a State,
         edit: impl FnOnce(&mut Vec<Row<'a>>),
         destroyed: &Ledger,
+        anchor: Option<&AuditAnchor>,
     ) -> Result<(), KeystoreError> {
         let mut rows: Vec<_> = state
             .keks
@@ -243,7 +249,7 @@ impl SoftKeystore {
             .map(|(v, k)| (*v, k.state, k.key.as_ref()))
             .collect();
         edit(&mut rows);
-        let sealed = self.sealer.seal(&rows, destroyed)?;
+        let sealed = self.sealer.seal(&rows, destroyed, anchor)?;
         write_atomic(&self.path, &sealed, false)
     }
 
@@ -381,7 +387,7 @@ impl Keystore for SoftKeystore {
             }
             let mut ledger = state.destroyed.clone();
             ledger.insert(entry);
-            self.persist_with(state, |_| {}, &ledger)?;
+            self.persist_with(state, |_| {}, &ledger, state.anchor.as_ref())?;
             state.destroyed = ledger;
             Ok(())
         })
@@ -390,6 +396,23 @@ impl Keystore for SoftKeystore {
     fn destroyed_masters(&self) -> Result<BTreeSet<(String, u32)>, KeystoreError> {
         self.refresh()?;
         Ok(self.read().destroyed.clone())
+    }
+
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, KeystoreError> {
+        self.refresh()?;
+        Ok(self.read().anchor)
+    }
+
+    fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
+        // Compared with the file as it is under the lock, not as this process last saw it.
+        self.change(|state| {
+            if !anchor.advances(state.anchor.as_slice())? {
+                return Ok(());
+            }
+            self.persist_with(state, |_| {}, &state.destroyed, Some(anchor))?;
+            state.anchor = Some(*anchor);
+            Ok(())
+        })
     }
 }
 
