@@ -457,20 +457,20 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
     let v = app.vault.clone();
     let (chain, mut rows) = tokio::task::spawn_blocking(move || {
         assert!(v.checkpoint_audit().unwrap() >= 1);
-        // A chain whose checkpoint covers entry 2.
-        let checkpoint = v
+        // A chain whose checkpointed head is entry 2 or later.
+        let mark = v
             .store()
-            .checkpoints()
+            .audit_marks()
             .unwrap()
             .into_iter()
-            .max_by_key(|c| c.seq)
+            .max_by_key(|m| m.seq)
             .unwrap();
-        assert!(checkpoint.seq >= 2);
+        assert!(mark.seq >= 2);
         let rows = v
             .store()
-            .audit_chain_page(&checkpoint.chain, 0, checkpoint.seq)
+            .audit_chain_page(&mark.chain, 0, mark.seq)
             .unwrap();
-        (checkpoint.chain, rows)
+        (mark.chain, rows)
     })
     .await
     .unwrap();
@@ -504,84 +504,50 @@ async fn a_recomputed_chain_is_caught_by_the_checkpoint(db: TestDb) {
     let b = tampered(&app).await;
     assert_eq!(b.chain, chain);
     assert!(b.reason.contains("rewritten"), "{}", b.reason);
+    // The service itself refuses to checkpoint over the rewritten chain.
+    let v = app.vault.clone();
+    let refused = tokio::task::spawn_blocking(move || v.checkpoint_audit())
+        .await
+        .unwrap();
+    assert!(
+        matches!(refused, Err(zkvault::vault::VaultError::Integrity)),
+        "{refused:?}"
+    );
 }
 
 /// The rotation runbook ends by destroying the old KEK; checkpoints MACed under it used to make
-/// `audit verify` fail for good from then on. They move to the active KEK first, a forged one is
-/// never re-MACed (the destruction is refused instead), and the trail still verifies.
+/// `audit verify` fail for good from then on. Checkpoints are MACed with the integrity key,
+/// which moves to every new KEK with the masters.
 async fn destroying_an_old_kek_leaves_every_checkpoint_verifiable(db: TestDb) {
     let app = TestApp::start(db).await;
     traffic(&app).await;
     let v = app.vault.clone();
-    let operator = support::app::grant(&v, zkvault::vault::Role::Operator, None);
-    let old = tokio::task::spawn_blocking({
+    tokio::task::spawn_blocking({
         let v = v.clone();
         move || {
             assert!(v.checkpoint_audit().unwrap() >= 1);
-            let old = v.store().checkpoints().unwrap()[0].kek_version;
-            v.rotate_kek(&support::app::grant(
-                &v,
-                zkvault::vault::Role::Operator,
-                None,
-            ))
-            .unwrap();
-            old
+            let operator = support::app::grant(&v, zkvault::vault::Role::Operator, None);
+            let old = v.rotate_kek(&operator).unwrap().previous.unwrap();
+            match v.destroy_kek(&operator, old).unwrap() {
+                zkvault::vault::Decision::Done(()) => {}
+                other => panic!("{other:?}"),
+            }
         }
     })
     .await
     .unwrap();
-
-    // A forged checkpoint under the old KEK: the destruction refuses to launder it.
-    let forged = format!(
-        "UPDATE audit_checkpoints SET mac = {} WHERE id = (SELECT MIN(id) FROM audit_checkpoints)",
-        bytes_literal(&app, &[7u8; 72])
-    );
-    let genuine = tokio::task::spawn_blocking({
-        let v = v.clone();
-        move || v.store().checkpoints().unwrap()[0].mac.clone()
-    })
-    .await
-    .unwrap();
-    sql(&app, forged).await;
-    let refused = tokio::task::spawn_blocking({
-        let v = v.clone();
-        move || {
-            v.destroy_kek(
-                &support::app::grant(&v, zkvault::vault::Role::Operator, None),
-                old as u32,
-            )
-            .err()
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        matches!(refused, Some(zkvault::vault::VaultError::Integrity)),
-        "{refused:?}"
-    );
-    sql(&app, format!("UPDATE audit_checkpoints SET mac = {} WHERE id = (SELECT MIN(id) FROM audit_checkpoints)", bytes_literal(&app, &genuine))).await;
-
-    tokio::task::spawn_blocking({
-        let v = v.clone();
-        move || v.destroy_kek(&operator, old as u32).unwrap()
-    })
-    .await
-    .unwrap();
+    traffic(&app).await;
+    let again = v.clone();
+    tokio::task::spawn_blocking(move || assert!(again.checkpoint_audit().unwrap() >= 1))
+        .await
+        .unwrap();
     let checked = verify(&app).await;
     assert!(checked.first_break.is_none(), "{:?}", checked.first_break);
-    assert!(checked.checkpoints >= 1);
-    let under_destroyed = tokio::task::spawn_blocking(move || {
-        v.store()
-            .checkpoints()
-            .unwrap()
-            .iter()
-            .filter(|c| c.kek_version == old)
-            .count()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        under_destroyed, 0,
-        "a checkpoint is left under the destroyed KEK"
-    );
+    assert!(checked.checkpoints >= 2);
+    // A restart (the integrity key unwrapped under the new KEK) still verifies.
+    let restarted = app.reopen();
+    let report = tokio::task::spawn_blocking(move || restarted.verify_audit().unwrap())
+        .await
+        .unwrap();
+    assert!(report.first_break.is_none(), "{:?}", report.first_break);
 }

@@ -6,8 +6,9 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::app::{execute_sql, query_strings, TestApp};
+use support::app::{backup, execute_sql, query_strings, restore, TestApp};
 use support::db::TestDb;
+use zkvault::vault::AuditVerification;
 use zkvault::vault::Role;
 
 on_both_backends!(
@@ -16,7 +17,15 @@ on_both_backends!(
     a_flipped_master_state_is_refused_and_not_laundered,
     a_cleared_compromise_mark_is_refused,
     a_removed_row_mac_is_not_restored_by_a_restart,
+    a_truncated_tail_with_its_head_rewound_is_reported,
+    a_deleted_chain_is_reported,
+    deleted_checkpoints_are_reported,
+    a_restored_older_database_is_reported_until_accepted,
+    a_database_without_its_integrity_key_is_refused,
 );
+
+/// Every table of the audit trail.
+const TRAIL: [&str; 4] = ["audit", "audit_heads", "audit_manifests", "audit_marks"];
 
 const ID: &str = "4930098371";
 
@@ -274,4 +283,209 @@ async fn a_removed_row_mac_is_not_restored_by_a_restart(db: TestDb) {
         .await,
         ["none"]
     );
+}
+
+async fn traffic(app: &TestApp, n: usize) {
+    for i in 0..n {
+        let put = app.put("rp", &format!("t{i}"), ID, b"\"x\"").await;
+        assert!(put.status().is_success());
+    }
+}
+
+async fn checkpoint(app: &TestApp) -> Result<usize, zkvault::vault::VaultError> {
+    let v = app.vault.clone();
+    tokio::task::spawn_blocking(move || v.checkpoint_audit())
+        .await
+        .unwrap()
+}
+
+async fn verify(app: &TestApp) -> AuditVerification {
+    let v = app.vault.clone();
+    tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The reason `audit verify` gives, which must exist.
+async fn broken(app: &TestApp) -> String {
+    let report = verify(app).await;
+    let b = report.first_break.expect("the tampering was not reported");
+    format!("{} {}: {}", b.chain, b.seq, b.reason)
+}
+
+/// The chain the service's own writes go to, with its head.
+async fn busiest_chain(app: &TestApp) -> (String, i64) {
+    let rows = strings(
+        app,
+        "SELECT chain || ' ' || CAST(seq AS TEXT) AS v FROM audit_heads ORDER BY seq DESC",
+    )
+    .await;
+    let (chain, seq) = rows[0].split_once(' ').unwrap();
+    (chain.to_owned(), seq.parse().unwrap())
+}
+
+/// The reproduction: the last entries deleted and the head rewound to the last kept
+/// entry, so the chain is consistent with itself. The checkpoint remembers the old head.
+async fn a_truncated_tail_with_its_head_rewound_is_reported(db: TestDb) {
+    let app = TestApp::start(db).await;
+    traffic(&app, 4).await;
+    assert_eq!(checkpoint(&app).await.unwrap(), 1);
+    let (chain, head) = busiest_chain(&app).await;
+    let keep = head - 3;
+    sql(
+        &app,
+        &format!("DELETE FROM audit WHERE chain = '{chain}' AND seq > {keep}"),
+    )
+    .await;
+    sql(&app, &format!(
+        "UPDATE audit_heads SET seq = {keep}, hash = (SELECT hash FROM audit WHERE chain = '{chain}' AND seq = {keep}) WHERE chain = '{chain}'"
+    ))
+    .await;
+    let reason = broken(&app).await;
+    assert!(
+        reason.contains(&chain) && reason.contains("checkpointed"),
+        "{reason}"
+    );
+    // The service never checkpoints over it.
+    assert!(checkpoint(&app).await.is_err());
+    // Rewinding the checkpoint's marks too (and deleting the checkpoints that saw the old
+    // head) leaves the newest checkpoint older than the keystore's anchor.
+    sql(&app, "DELETE FROM audit_manifests; DELETE FROM audit_marks").await;
+    let reason = broken(&app).await;
+    assert!(reason.contains("rolled back"), "{reason}");
+}
+
+async fn a_deleted_chain_is_reported(db: TestDb) {
+    let app = TestApp::start(db).await;
+    traffic(&app, 2).await;
+    assert_eq!(checkpoint(&app).await.unwrap(), 1);
+    let (chain, _) = busiest_chain(&app).await;
+    sql(
+        &app,
+        &format!(
+        "DELETE FROM audit WHERE chain = '{chain}'; DELETE FROM audit_heads WHERE chain = '{chain}'"
+    ),
+    )
+    .await;
+    let reason = broken(&app).await;
+    assert!(reason.contains(&chain), "{reason}");
+    assert!(
+        checkpoint(&app).await.is_err(),
+        "a checkpoint over a deleted chain"
+    );
+    sql(
+        &app,
+        &format!("DELETE FROM audit_marks WHERE chain = '{chain}'"),
+    )
+    .await;
+    let reason = broken(&app).await;
+    assert!(reason.contains(&chain), "{reason}");
+    assert!(checkpoint(&app).await.is_err(), "marks no longer add up");
+}
+
+async fn deleted_checkpoints_are_reported(db: TestDb) {
+    let app = TestApp::start(db).await;
+    for _ in 0..3 {
+        traffic(&app, 1).await;
+        assert_eq!(checkpoint(&app).await.unwrap(), 1);
+    }
+    assert!(verify(&app).await.first_break.is_none());
+    let counters = strings(
+        &app,
+        "SELECT CAST(counter AS TEXT) AS v FROM audit_manifests ORDER BY counter",
+    )
+    .await;
+    assert!(counters.len() >= 3, "{counters:?}");
+    backup(app.db.url(), "intact", &["audit_manifests"]);
+    // One in the middle.
+    sql(
+        &app,
+        &format!(
+            "DELETE FROM audit_manifests WHERE counter = {}",
+            counters[1]
+        ),
+    )
+    .await;
+    let reason = broken(&app).await;
+    assert!(reason.contains("missing: deleted"), "{reason}");
+    // A forged one in its place (another checkpoint's MAC copied).
+    sql(&app, &format!(
+        "INSERT INTO audit_manifests SELECT {}, at, prev, heads_digest, moved, rollback_from, mac FROM audit_manifests WHERE counter = {}",
+        counters[1], counters[0]
+    ))
+    .await;
+    let reason = broken(&app).await;
+    assert!(
+        reason.contains("moved to another counter") || reason.contains("not authentic"),
+        "{reason}"
+    );
+    // The newest deleted (the others put back as they were): the keystore's anchor
+    // remembers it.
+    restore(app.db.url(), "intact", &["audit_manifests"]);
+    assert!(verify(&app).await.first_break.is_none());
+    sql(
+        &app,
+        &format!(
+            "DELETE FROM audit_manifests WHERE counter = {}",
+            counters.last().unwrap()
+        ),
+    )
+    .await;
+    let reason = broken(&app).await;
+    assert!(reason.contains("rolled back"), "{reason}");
+}
+
+/// A copy of the whole database from before some traffic and checkpoints, restored: every
+/// chain is consistent, every remaining checkpoint authentic. Only the keystore's anchor shows
+/// it. The service starts on it (disaster recovery), says so loudly and in the trail, and
+/// writes no checkpoint until an operator accepts the rollback.
+async fn a_restored_older_database_is_reported_until_accepted(db: TestDb) {
+    let app = TestApp::start(db).await;
+    traffic(&app, 2).await;
+    assert_eq!(checkpoint(&app).await.unwrap(), 1);
+    backup(app.db.url(), "old", &TRAIL);
+    traffic(&app, 2).await;
+    assert_eq!(checkpoint(&app).await.unwrap(), 1);
+    restore(app.db.url(), "old", &TRAIL);
+    let reason = broken(&app).await;
+    assert!(reason.contains("rolled back"), "{reason}");
+    assert!(
+        checkpoint(&app).await.is_err(),
+        "a checkpoint on a rolled-back database"
+    );
+
+    // A restart starts, and records what it found.
+    let restarted = app.reopen();
+    assert_eq!(outcomes(&app, "audit.anchor", "integrity").await, 1);
+    // Accepting needs an unrestricted operator; then checkpoints resume and verify passes,
+    // naming the rollback.
+    let rp_operator = support::app::grant(&restarted, Role::Operator, Some("rp"));
+    assert!(restarted.accept_audit_rollback(&rp_operator).is_err());
+    let operator = support::app::grant(&restarted, Role::Operator, None);
+    let from = tokio::task::spawn_blocking({
+        let v = restarted.clone();
+        move || v.accept_audit_rollback(&operator).unwrap()
+    })
+    .await
+    .unwrap();
+    let report = tokio::task::spawn_blocking({
+        let v = restarted.clone();
+        move || v.verify_audit().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.first_break.is_none(), "{:?}", report.first_break);
+    assert_eq!(report.rollbacks_accepted, [from]);
+    traffic(&app, 1).await;
+    assert_eq!(checkpoint(&app).await.unwrap(), 1);
+    assert_eq!(outcomes(&app, "audit.rollback.accept", "ok").await, 1);
+}
+
+/// Emptying the database (or restoring one from before row MACs) beside a keystore that
+/// anchors checkpoints: a start would make a new integrity key and MAC whatever rows it found.
+async fn a_database_without_its_integrity_key_is_refused(db: TestDb) {
+    let app = TestApp::start(db).await;
+    sql(&app, "DELETE FROM integrity_key").await;
+    let start = app.reopen_with(app.vault.keyring().keystore().clone());
+    assert!(start.is_err(), "a start without the integrity key");
 }

@@ -1,10 +1,12 @@
-//! `zkvault audit`: verify and checkpoint the tamper-evident audit trail.
+//! `zkvault audit`: verify and checkpoint the tamper-evident audit trail, and accept a
+//! database restored from a backup.
 
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
+use zkvault::vault::Role;
 
-use super::output::{emit, emit_pretty};
+use super::output::{cli_grant, emit, emit_pretty};
 use super::{config, exit, open_vault, Cli};
 
 #[derive(Subcommand)]
@@ -12,8 +14,15 @@ pub(super) enum AuditCommand {
     /// Walk every hash chain and check every keystore-MACed checkpoint; exits non-zero and names
     /// the first entry that was edited, deleted, inserted or reordered.
     Verify,
-    /// MAC the current chain heads now (the service also does it every scheduler tick).
+    /// Write a chained checkpoint now (the service also does it every scheduler tick).
     Checkpoint,
+    /// After restoring a database backup on purpose: accept that the database is older than
+    /// the keystore's newest checkpoint, so checkpoints resume. Recorded in the trail.
+    AcceptRollback {
+        /// Why (the restore's ticket or incident), recorded in the audit entry.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 pub(super) fn run(cli: &Cli, command: &AuditCommand) -> Result<()> {
@@ -23,6 +32,13 @@ pub(super) fn run(cli: &Cli, command: &AuditCommand) -> Result<()> {
             let n = vault.checkpoint_audit()?;
             emit(json!({"checkpoints_written": n}), || {
                 format!("{n} checkpoint(s) written")
+            });
+        }
+        AuditCommand::AcceptRollback { reason } => {
+            let from =
+                vault.accept_audit_rollback(&cli_grant(&vault, reason, Role::Operator, None)?)?;
+            emit(json!({"rolled_back_from": from}), || {
+                format!("rollback from checkpoint {from} accepted; checkpoints resume")
             });
         }
         AuditCommand::Verify => {

@@ -261,14 +261,8 @@ impl Store {
             .load(&mut *conn)?)
     }
 
-    pub fn insert_checkpoint(&self, row: &CheckpointRow) -> Result<(), StorageError> {
-        let mut conn = self.conn()?;
-        diesel::insert_into(audit_checkpoints::table)
-            .values(row)
-            .execute(&mut *conn)?;
-        Ok(())
-    }
-
+    /// Checkpoints of the first format (one chain head each, wrapped under a KEK): no longer
+    /// written; kept until the first chained checkpoint has checked them.
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StorageError> {
         let mut conn = self.conn()?;
         Ok(audit_checkpoints::table

@@ -12,10 +12,10 @@ use diesel::r2d2::PooledConnection;
 use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
-use super::schema::{audit_checkpoints, index_keys, integrity_key, masters, records};
+use super::schema::{index_keys, integrity_key, masters, records};
 use super::{
-    Advisory, AuditEntry, CheckpointRow, IndexKeyRow, IntegrityKeyRow, MasterRow, RecordKeys,
-    RecordRow, StorageError, Store,
+    Advisory, AuditEntry, IndexKeyRow, IntegrityKeyRow, MasterRow, RecordKeys, RecordRow,
+    StorageError, Store,
 };
 use crate::lockfile::{FileLock, LockError};
 use crate::states::{MasterState, MasterUse};
@@ -109,9 +109,8 @@ impl Store {
     }
 
     /// Overwrites the given masters, index keys and integrity key (their new `kek_version` and
-    /// `wrapped`), and
-    /// the given audit checkpoints (their new `kek_version` and `mac`), in one transaction: the
-    /// commit point of a KEK rotation, a keystore migration or a KEK's retirement for good. Each pair
+    /// `wrapped`) in one transaction: the commit point of a KEK rotation or a keystore
+    /// migration. Each pair
     /// carries the KEK version the row was read under; a row whose state, KEK or material
     /// changed since (destroyed meanwhile, rewrapped by another rotation) fails the whole
     /// transaction with `Conflict`, so a destroyed master's material is never written back.
@@ -120,18 +119,9 @@ impl Store {
         masters_rows: &[(MasterRow, i32)],
         index_key_rows: &[(IndexKeyRow, i32)],
         integrity_key_row: Option<&(IntegrityKeyRow, i32)>,
-        checkpoints: &[CheckpointRow],
         audit: &AuditEntry,
     ) -> Result<(), StorageError> {
         self.write(audit, |c| {
-            for row in checkpoints {
-                diesel::update(audit_checkpoints::table.find(row.id))
-                    .set((
-                        audit_checkpoints::kek_version.eq(row.kek_version),
-                        audit_checkpoints::mac.eq(&row.mac),
-                    ))
-                    .execute(c)?;
-            }
             for (row, read_under) in masters_rows {
                 self.master_in(c, &row.namespace, row.version)?;
                 let n = diesel::update(

@@ -8,6 +8,7 @@
 mod approvals;
 mod audit;
 mod bulk;
+mod checkpoints;
 mod columns;
 mod conn;
 mod credentials;
@@ -27,6 +28,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub use approvals::ApprovalRow;
 pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
+pub use checkpoints::{ManifestRow, MarkRow};
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;
 pub use lifecycle::{KeyLock, LeaderGuard, RecordMove, UnitOfWork};

@@ -141,6 +141,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_manifests (counter) {
+        counter -> BigInt,
+        at -> BigInt,
+        prev -> Binary,
+        heads_digest -> Binary,
+        moved -> Binary,
+        rollback_from -> Nullable<BigInt>,
+        mac -> Binary,
+    }
+}
+
+diesel::table! {
+    audit_marks (chain) {
+        chain -> Text,
+        seq -> BigInt,
+        hash -> Binary,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     keks,
     masters,
@@ -152,5 +172,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_heads,
     audit_checkpoints,
     approvals,
-    integrity_key
+    integrity_key,
+    audit_manifests,
+    audit_marks
 );

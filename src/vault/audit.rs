@@ -6,15 +6,14 @@
 //! and the outcome — never a resident ID or blind index, only an 8-byte keyed tag that lets an
 //! auditor see which accesses concern the same resident.
 
-use serde::Serialize;
-use subtle::ConstantTimeEq;
-use zkvault_core::{KeyKind, WrapContext};
-
-use super::{now_ms, Grant, Role, Vault, VaultError};
 use std::collections::{HashMap, HashSet};
 
-use crate::keystore::{Keystore, KeystoreError};
-use crate::storage::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+
+use super::checkpoints::{first_format_holds, heads_digest, AnchorCheck, Heads, Manifest};
+use super::{now_ms, Grant, Role, Vault, VaultError};
+use crate::storage::{AuditEntry, AuditFilter, AuditRow};
 
 /// What an auditor asks for, as given: checked by [`AuditQuery::filter`].
 #[derive(Debug, Default)]
@@ -167,6 +166,8 @@ pub struct AuditVerification {
     pub chains: usize,
     pub entries: u64,
     pub checkpoints: usize,
+    /// Checkpoints a database was rolled back from, each accepted by an operator.
+    pub rollbacks_accepted: Vec<u64>,
     /// `None` when every chain and checkpoint holds.
     pub first_break: Option<AuditBreak>,
 }
@@ -238,220 +239,259 @@ impl Vault {
         Ok((rows, next))
     }
 
-    /// MACs every chain head with the active KEK and stores it as a checkpoint, so a rewrite of
-    /// the chain up to there (hashes recomputed) is detected. Returns how many were written.
-    pub fn checkpoint_audit(&self) -> Result<usize, VaultError> {
-        // Under the key lock: a checkpoint MACed while a migration or KEK destruction re-MACs
-        // the others would be left under a KEK the deployment no longer holds.
-        let _lock = self.key_lock()?;
-        let keystore = self.keyring().keystore();
-        let kek = keystore
-            .active_kek()?
-            .ok_or_else(|| VaultError::Internal("keystore has no active KEK".into()))?;
-        let done: Vec<(String, i64)> = self
-            .store()
-            .checkpoints()?
-            .into_iter()
-            .map(|c| (c.chain, c.seq))
-            .collect();
-        let mut written = 0;
-        for (chain, seq, hash) in self.store().audit_heads()? {
-            if done.contains(&(chain.clone(), seq)) {
-                continue;
-            }
-            let secret = zkvault_core::Secret32::from_slice(&hash).ok_or(VaultError::Integrity)?;
-            let mac = keystore.wrap(kek, &checkpoint_context(&chain, seq), &secret)?;
-            self.store().insert_checkpoint(&CheckpointRow {
-                id: 0,
-                chain,
-                seq,
-                at: now_ms(),
-                kek_version: kek as i32,
-                mac,
-            })?;
-            written += 1;
-        }
-        Ok(written)
-    }
-
-    /// Walks every chain and checks every checkpoint; names the first entry that was edited,
-    /// deleted, inserted or moved. Linear in entries plus checkpoints.
+    /// Walks every chain and checks every checkpoint and the keystore's anchor; names the first
+    /// entry that was edited, deleted, inserted or moved, the first checkpoint deleted or
+    /// forged, or a rollback of the whole database. Linear in entries plus checkpoints.
     pub fn verify_audit(&self) -> Result<AuditVerification, VaultError> {
         let chains = self.store().audit_chains()?;
         let heads = self.store().audit_heads()?;
-        let mut entries = 0u64;
-        let mut first_break = None;
-        let checkpoints = self.store().checkpoints()?;
-        let checkpointed: HashSet<(&str, i64)> = checkpoints
+        let folded = self.fold_checkpoints()?;
+        let legacy = self.store().checkpoints()?;
+        let mut first_break = folded.first_break.clone();
+        let wanted: HashSet<(&str, i64)> = folded
+            .heads
             .iter()
-            .map(|c| (c.chain.as_str(), c.seq))
+            .map(|(c, (seq, _))| (c.as_str(), *seq))
+            .chain(legacy.iter().map(|c| (c.chain.as_str(), c.seq)))
             .collect();
-        let mut hashes_at_checkpoints = HashMap::new();
+        let mut seen: HashMap<(String, i64), [u8; 32]> = HashMap::new();
+        let mut entries = 0u64;
         'chains: for chain in &chains {
-            let (mut expected_seq, mut prev) = (1i64, [0u8; 32]);
+            let mut walk = ChainWalk::new(chain);
             loop {
                 let page = self
                     .store()
-                    .audit_chain_page(chain, expected_seq - 1, VERIFY_PAGE)?;
+                    .audit_chain_page(chain, walk.last_seq(), VERIFY_PAGE)?;
                 if page.is_empty() {
                     break;
                 }
                 for row in &page {
                     entries += 1;
-                    let broken = |reason: String| {
-                        Some(AuditBreak {
-                            chain: chain.clone(),
-                            seq: row.seq,
-                            reason,
-                        })
-                    };
-                    if row.seq != expected_seq {
-                        first_break = broken(format!(
-                            "entry {expected_seq} is missing: deleted (the chain jumps to {})",
-                            row.seq
-                        ));
-                    } else if row
-                        .expected_hash()
-                        .is_none_or(|h| !bool::from(h.ct_eq(&row.hash[..])))
-                    {
-                        first_break = broken(format!("entry {} does not match its hash: edited, or moved from another position", row.seq));
-                    } else if row.prev_hash != prev {
-                        first_break = broken(format!(
-                            "entry {} does not follow entry {}: inserted or reordered",
-                            row.seq,
-                            row.seq - 1
-                        ));
-                    }
-                    if first_break.is_some() {
+                    if let Err(b) = walk.step(row) {
+                        first_break = first_break.or(Some(b));
                         break 'chains;
                     }
-                    prev.copy_from_slice(&row.hash);
-                    if checkpointed.contains(&(chain.as_str(), row.seq)) {
-                        hashes_at_checkpoints.insert((chain.clone(), row.seq), prev);
+                    if wanted.contains(&(chain.as_str(), row.seq)) {
+                        seen.insert((chain.clone(), row.seq), walk.last_hash());
                     }
-                    expected_seq += 1;
                 }
             }
-            // The head counts every entry appended (the insert and the head move commit
-            // together). Fewer entries than the head read before the walk: deleted from the end.
-            // More: appended since (the head has moved on too) or inserted (it has not).
-            let last = expected_seq - 1;
-            let head_before = heads.iter().find(|(c, _, _)| c == chain).map_or(0, |h| h.1);
-            if last < head_before {
-                first_break = Some(AuditBreak {
-                    chain: chain.clone(),
-                    seq: expected_seq,
-                    reason: format!(
-                        "entries {expected_seq}..={head_before} are missing: deleted from the end"
-                    ),
-                });
+            if let Some(b) = self.tail_break(chain, walk.last_seq(), &heads)? {
+                first_break = first_break.or(Some(b));
                 break;
             }
-            if last > head_before {
-                let head_now = self
-                    .store()
-                    .audit_heads()?
-                    .into_iter()
-                    .find(|(c, _, _)| c == chain)
-                    .map_or(0, |h| h.1);
-                if last > head_now {
-                    first_break = Some(AuditBreak {
-                        chain: chain.clone(),
-                        seq: head_now + 1,
-                        reason: format!(
-                            "entries after {head_now} were appended outside the service: inserted"
-                        ),
-                    });
-                    break;
-                }
+        }
+        for (chain, (seq, hash)) in &folded.heads {
+            if first_break.is_none() && seen.get(&(chain.clone(), *seq)) != Some(hash) {
+                first_break = Some(AuditBreak {
+                    chain: chain.clone(),
+                    seq: *seq,
+                    reason: "a checkpointed entry is missing or changed: the chain was truncated, deleted or rewritten".into(),
+                });
             }
         }
-        if first_break.is_none() {
-            first_break = self.check_checkpoints(&checkpoints, &hashes_at_checkpoints)?;
+        let keystore = self.keyring().keystore();
+        for c in &legacy {
+            let holds = seen
+                .get(&(c.chain.clone(), c.seq))
+                .is_some_and(|h| first_format_holds(keystore.as_ref(), c, h));
+            if first_break.is_none() && !holds {
+                first_break = Some(AuditBreak {
+                    chain: c.chain.clone(),
+                    seq: c.seq,
+                    reason: "a first-format checkpoint does not hold: its entry is missing or changed, or its MAC is not authentic".into(),
+                });
+            }
+        }
+        let anchor = AnchorCheck::of(keystore.audit_anchor()?, folded.newest.as_ref());
+        if let (None, Some(problem)) = (&first_break, anchor.problem()) {
+            first_break = Some(AuditBreak {
+                chain: CHECKPOINTS.into(),
+                seq: folded.newest.as_ref().map_or(0, |m| m.counter as i64),
+                reason: problem,
+            });
         }
         Ok(AuditVerification {
             chains: chains.len(),
             entries,
-            checkpoints: checkpoints.len(),
+            checkpoints: folded.count + legacy.len(),
+            rollbacks_accepted: folded.rollbacks,
             first_break,
         })
     }
 
-    fn check_checkpoints(
+    /// The break, if any, between what a walk of `chain` found (`last` entries) and its head.
+    /// The head counts every entry appended (the insert and the head move commit together).
+    fn tail_break(
         &self,
-        checkpoints: &[CheckpointRow],
-        seen: &HashMap<(String, i64), [u8; 32]>,
+        chain: &str,
+        last: i64,
+        heads: &[(String, i64, Vec<u8>)],
     ) -> Result<Option<AuditBreak>, VaultError> {
-        let keystore = self.keyring().keystore();
-        for c in checkpoints {
-            let broken = |reason: &str| {
-                Ok(Some(AuditBreak {
-                    chain: c.chain.clone(),
-                    seq: c.seq,
-                    reason: reason.to_owned(),
-                }))
-            };
-            let Some(hash) = seen.get(&(c.chain.clone(), c.seq)) else {
-                return broken(
-                    "a checkpointed entry is missing: the chain was truncated or deleted",
-                );
-            };
-            match keystore.unwrap(c.kek_version as u32, &checkpoint_context(&c.chain, c.seq), &c.mac) {
-                Ok(mac) if bool::from(mac.expose().ct_eq(hash)) => {}
-                Ok(_) => return broken("the chain up to this checkpoint was rewritten (its hash differs from the MACed one)"),
-                Err(KeystoreError::Unwrap) => return broken("the checkpoint's MAC is not authentic"),
-                Err(e) => return Err(e.into()),
+        let head_of = |heads: &[(String, i64, Vec<u8>)]| {
+            heads.iter().find(|(c, _, _)| c == chain).map_or(0, |h| h.1)
+        };
+        let head_before = head_of(heads);
+        // Fewer entries than the head read before the walk: deleted from the end.
+        if last < head_before {
+            return Ok(Some(AuditBreak {
+                chain: chain.to_owned(),
+                seq: last + 1,
+                reason: format!(
+                    "entries {}..={head_before} are missing: deleted from the end",
+                    last + 1
+                ),
+            }));
+        }
+        // More: appended since (the head has moved on too) or inserted (it has not).
+        let head_now = head_of(&self.store().audit_heads()?);
+        Ok((last > head_before && last > head_now).then(|| AuditBreak {
+            chain: chain.to_owned(),
+            seq: head_now + 1,
+            reason: format!("entries after {head_now} were appended outside the service: inserted"),
+        }))
+    }
+
+    /// Every checkpoint in order, each checked (MAC, counter, link to the previous one), and
+    /// the chain heads they add up to.
+    fn fold_checkpoints(&self) -> Result<Folded, VaultError> {
+        let mut folded = Folded::default();
+        let mut after = 0;
+        loop {
+            let page = self.store().manifests_after(after, VERIFY_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.counter;
+            for row in &page {
+                folded.count += 1;
+                if let Err(reason) = folded.add(self.open_manifest(row), row.counter) {
+                    folded.first_break = Some(AuditBreak {
+                        chain: CHECKPOINTS.into(),
+                        seq: row.counter,
+                        reason,
+                    });
+                    return Ok(folded);
+                }
             }
         }
-        Ok(None)
+        if let Some(newest) = &folded.newest {
+            if heads_digest(&folded.heads) != newest.heads_digest {
+                folded.first_break = Some(AuditBreak {
+                    chain: CHECKPOINTS.into(),
+                    seq: newest.counter as i64,
+                    reason: "the checkpoints do not add up to the heads the newest one MACs".into(),
+                });
+            }
+        }
+        Ok(folded)
     }
 }
 
-impl Vault {
-    /// The checkpoints `which` selects, their MACs checked with `from` and made anew under
-    /// `to`'s KEK `to_kek`, for the caller to commit. A checkpoint whose MAC is not authentic is
-    /// refused (`Integrity`), never re-MACed: that would launder a forged one.
-    pub(super) fn remac_checkpoints(
-        &self,
-        from: &dyn Keystore,
-        to: &dyn Keystore,
-        to_kek: u32,
-        which: impl Fn(&CheckpointRow) -> bool,
-    ) -> Result<Vec<CheckpointRow>, VaultError> {
-        self.store()
-            .checkpoints()?
-            .into_iter()
-            .filter(|c| which(c))
-            .map(|c| {
-                let ctx = checkpoint_context(&c.chain, c.seq);
-                let head = match from.unwrap(c.kek_version as u32, &ctx, &c.mac) {
-                    Ok(head) => head,
-                    Err(KeystoreError::Unwrap) => {
-                        tracing::error!(chain = %c.chain, seq = c.seq, "audit checkpoint MAC is not authentic; run `zkvault audit verify`");
-                        return Err(VaultError::Integrity);
-                    }
-                    // Under a KEK already gone (destroyed before checkpoints were re-MACed on
-                    // destruction, or a version no keystore has): unverifiable before, and left
-                    // as it is, so `audit verify` keeps reporting it.
-                    Err(KeystoreError::UnknownVersion(_) | KeystoreError::State { .. }) => {
-                        tracing::warn!(chain = %c.chain, seq = c.seq, kek = c.kek_version, "audit checkpoint under a KEK that no longer exists: left as it is");
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                Ok(Some(CheckpointRow {
-                    kek_version: to_kek as i32,
-                    mac: to.wrap(to_kek, &ctx, &head)?,
-                    ..c
-                }))
-            })
-            .filter_map(Result::transpose)
-            .collect()
+/// The name [`AuditBreak::chain`] gives the checkpoints themselves.
+const CHECKPOINTS: &str = "checkpoints";
+
+/// The checkpoints folded, oldest first, into the chain heads they vouch for.
+#[derive(Default)]
+struct Folded {
+    heads: Heads,
+    newest: Option<Manifest>,
+    count: usize,
+    rollbacks: Vec<u64>,
+    first_break: Option<AuditBreak>,
+}
+
+impl Folded {
+    /// Adds the next checkpoint (`None`: it is not authentic), stored under `counter`.
+    fn add(&mut self, manifest: Option<Manifest>, counter: i64) -> Result<(), String> {
+        let m = manifest.ok_or("the checkpoint is not authentic: forged or edited")?;
+        let expected = self.newest.as_ref().map_or(1, |n| n.counter + 1);
+        if m.counter != counter as u64 {
+            return Err("the checkpoint was moved to another counter".into());
+        }
+        if m.counter != expected {
+            // Only a checkpoint that records an accepted rollback may skip counters: the
+            // checkpoints the restored backup did not hold.
+            if m.rollback_from != Some(m.counter - 1) || m.counter < expected {
+                return Err(format!(
+                    "checkpoints {expected}..={} are missing: deleted",
+                    m.counter - 1
+                ));
+            }
+            self.rollbacks.push(m.counter - 1);
+        }
+        if m.prev != self.newest.as_ref().map_or([0; 32], Manifest::digest) {
+            return Err("the checkpoint does not follow the one before it".into());
+        }
+        for (chain, seq, hash) in &m.moved {
+            self.heads.insert(chain.clone(), (*seq, *hash));
+        }
+        self.newest = Some(m);
+        Ok(())
     }
 }
 
-fn checkpoint_context(chain: &str, seq: i64) -> WrapContext {
-    // Sequence numbers beyond u32 are folded: the chain name and position are also in the MACed
-    // hash itself, so the context only has to keep checkpoints of different positions apart.
-    WrapContext::new(chain, KeyKind::AuditCheckpoint, seq as u32)
+/// One chain read in order: each entry must be the next, match its hash and follow the one
+/// before it.
+pub(super) struct ChainWalk {
+    chain: String,
+    last_seq: i64,
+    last_hash: [u8; 32],
+}
+
+impl ChainWalk {
+    pub fn new(chain: &str) -> Self {
+        Self::after(chain, 0, [0; 32])
+    }
+
+    /// A walk that resumes after entry `seq`, whose hash is `hash`.
+    pub fn after(chain: &str, seq: i64, hash: [u8; 32]) -> Self {
+        ChainWalk {
+            chain: chain.to_owned(),
+            last_seq: seq,
+            last_hash: hash,
+        }
+    }
+
+    pub fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    pub fn last_hash(&self) -> [u8; 32] {
+        self.last_hash
+    }
+
+    pub fn step(&mut self, row: &AuditRow) -> Result<(), AuditBreak> {
+        let expected = self.last_seq + 1;
+        let reason = if row.seq != expected {
+            Some(format!(
+                "entry {expected} is missing: deleted (the chain jumps to {})",
+                row.seq
+            ))
+        } else if row
+            .expected_hash()
+            .is_none_or(|h| !bool::from(h.ct_eq(&row.hash[..])))
+        {
+            Some(format!(
+                "entry {} does not match its hash: edited, or moved from another position",
+                row.seq
+            ))
+        } else if row.prev_hash != self.last_hash {
+            Some(format!(
+                "entry {} does not follow entry {}: inserted or reordered",
+                row.seq,
+                row.seq - 1
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(AuditBreak {
+                chain: self.chain.clone(),
+                seq: row.seq,
+                reason,
+            });
+        }
+        self.last_seq = row.seq;
+        self.last_hash.copy_from_slice(&row.hash);
+        Ok(())
+    }
 }

@@ -40,6 +40,13 @@ pub(super) fn load_or_create(
         store.set_row_key(key.clone());
         return Ok(key);
     }
+    // The keystore anchors audit checkpoints only after this key was made: a database without
+    // it beside such a keystore was replaced (or emptied), and making a new key would MAC
+    // whatever rows it holds.
+    if let Some(anchor) = keystore.audit_anchor()? {
+        tracing::error!(checkpoint = anchor.counter, "the database has no integrity key, but the keystore anchors audit checkpoint {}: this database was replaced or restored from before zkvault MACed its rows; refusing to start", anchor.counter);
+        return Err(VaultError::Integrity);
+    }
     let kek = match keystore.active_kek()? {
         Some(v) => v,
         None => keystore.create_kek_after(store.highest_kek_version()? as u32)?,

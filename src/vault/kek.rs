@@ -17,7 +17,7 @@ use serde::Serialize;
 use zkvault_core::{KeyKind, WrapContext};
 
 use super::approvals::{Decision, Irreversible};
-use super::{mirror_keks, now_ms, Actor, EntryExt, Grant, MasterState, Role, Vault, VaultError};
+use super::{mirror_keks, now_ms, Actor, Grant, MasterState, Role, Vault, VaultError};
 use crate::keystore::{KekState, Keystore};
 use crate::storage::{IndexKeyRow, IntegrityKeyRow, MasterRow, StorageError, Store};
 
@@ -161,15 +161,13 @@ impl Vault {
         Ok(self.store().highest_kek_version()? as u32)
     }
 
-    /// Rewraps every master and index key under `to`'s KEK `to_kek` and commits, re-reading
-    /// when a row changed meanwhile (a destruction, a compromise mark). Returns the counts.
-    /// With `checkpoints`, the audit checkpoints are re-MACed under it in the same transaction
-    /// (a keystore migration: the source's KEKs do not travel with the deployment).
+    /// Rewraps every master, index key and the integrity key under `to`'s KEK `to_kek` and
+    /// commits, re-reading when a row changed meanwhile (a destruction, a compromise mark).
+    /// Returns the counts.
     fn rewrap_and_commit(
         &self,
         to: &dyn Keystore,
         to_kek: u32,
-        checkpoints: bool,
         entry: &crate::storage::AuditEntry,
     ) -> Result<(usize, usize), VaultError> {
         let from = self.keyring().keystore().clone();
@@ -178,15 +176,10 @@ impl Vault {
         super::lifecycle::reconcile_destructions(self.store(), from.as_ref())?;
         for _ in 0..REWRAP_ATTEMPTS {
             let rewrapped = rewrap_all(self.store(), from.as_ref(), to, to_kek)?;
-            let checkpoints = match checkpoints {
-                true => self.remac_checkpoints(from.as_ref(), to, to_kek, |_| true)?,
-                false => Vec::new(),
-            };
             match self.store().rewrap_keys(
                 &rewrapped.masters,
                 &rewrapped.index_keys,
                 rewrapped.integrity_key.as_ref(),
-                &checkpoints,
                 entry,
             ) {
                 Ok(()) => return Ok((rewrapped.masters.len(), rewrapped.index_keys.len())),
@@ -210,7 +203,6 @@ impl Vault {
         let rewrapped = self.rewrap_and_commit(
             keystore.as_ref(),
             active,
-            false,
             &actor.entry("kek.rotate", "", format!("v{active}")),
         )?;
         mirror_keks(self.store(), keystore.as_ref(), actor)?;
@@ -264,26 +256,7 @@ impl Vault {
                     k.state.as_str()
                 )))
             }
-            Some(_) => {
-                // Checkpoints MACed under it move to the active KEK first: destroying a KEK
-                // must not leave part of the audit trail that nothing can check.
-                let active = keystore.active_kek()?.ok_or_else(|| {
-                    VaultError::KeystoreUnavailable("no active KEK to move checkpoints to".into())
-                })?;
-                let moved =
-                    self.remac_checkpoints(keystore.as_ref(), keystore.as_ref(), active, |c| {
-                        c.kek_version as u32 == version
-                    })?;
-                let entry = actor
-                    .entry(
-                        "audit.checkpoints.remac",
-                        "",
-                        format!("v{version} -> v{active}"),
-                    )
-                    .with_detail(format!("{} checkpoints", moved.len()));
-                self.store().rewrap_keys(&[], &[], None, &moved, &entry)?;
-                keystore.destroy_kek(version)?
-            }
+            Some(_) => keystore.destroy_kek(version)?,
         }
         self.store()
             .append_audit(&actor.entry("kek.destroy", "", format!("v{version}")))?;
@@ -348,7 +321,7 @@ impl Vault {
             target.advance_audit_anchor(&anchor)?;
         }
         let entry = actor.entry("keystore.migrate", "", format!("{} v{active}", target.id()));
-        let rewrapped = self.rewrap_and_commit(target, active, true, &entry)?;
+        let rewrapped = self.rewrap_and_commit(target, active, &entry)?;
         if let Some(v) = previous {
             source.retire_kek(v)?;
         }

@@ -6,6 +6,7 @@
 mod access;
 mod approvals;
 mod audit;
+mod checkpoints;
 mod credentials;
 mod error;
 mod integrity;
@@ -56,6 +57,8 @@ pub fn now_ms() -> i64 {
 
 pub struct Vault {
     store: Store,
+    /// Authenticates MACed rows (held by the store too) and audit checkpoints.
+    integrity: Arc<zkvault_core::IntegrityKey>,
     policy: Policy,
     keyring: Keyring,
     credentials: Credentials,
@@ -86,10 +89,11 @@ impl Vault {
         ttls: CacheTtls,
     ) -> Result<Vault, VaultError> {
         let system = Actor::new("system", "service start");
+        let integrity;
         {
             // Instances starting together must not each create a first KEK or namespace keys.
             let _lock = key_lock(&store)?;
-            integrity::load_or_create(&store, keystore.as_ref(), &system)?;
+            integrity = integrity::load_or_create(&store, keystore.as_ref(), &system)?;
             lifecycle::reconcile_destructions(&store, keystore.as_ref())?;
             check_unwrappable(&store, keystore.as_ref())?;
             let kek = match keystore.active_kek()? {
@@ -109,15 +113,18 @@ impl Vault {
                 .entry("policy.load", "", "")
                 .with_detail(format!("namespaces: {}", namespaces.join(","))),
         )?;
-        Ok(Vault {
+        let vault = Vault {
             credentials: Credentials::new(store.clone(), ttls.credentials)?,
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
             refusals: refusals::Refusals::new(store.clone()),
             record_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
             store,
+            integrity,
             policy,
             audit_reads: true,
-        })
+        };
+        vault.check_audit_anchor(&system)?;
+        Ok(vault)
     }
 
     /// Whether successful reads are audited (default on). Off trades that record for

@@ -1,3 +1,5 @@
+DROP TABLE audit_marks;
+DROP TABLE audit_manifests;
 DROP TABLE integrity_key;
 ALTER TABLE keks DROP COLUMN mac;
 ALTER TABLE masters DROP COLUMN mac;
