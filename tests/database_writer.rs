@@ -22,6 +22,7 @@ on_both_backends!(
     deleted_checkpoints_are_reported,
     a_restored_older_database_is_reported_until_accepted,
     a_database_without_its_integrity_key_is_refused,
+    a_single_record_put_back_from_a_backup_is_reported,
 );
 
 /// Every table of the audit trail.
@@ -488,4 +489,76 @@ async fn a_database_without_its_integrity_key_is_refused(db: TestDb) {
     sql(&app, "DELETE FROM integrity_key").await;
     let start = app.reopen_with(app.vault.keyring().keystore().clone());
     assert!(start.is_err(), "a start without the integrity key");
+}
+
+/// One record rolled back to an older authentic row (it decrypts: the keys did not change),
+/// a deleted record restored, a record deleted outside zkvault: the trail logged every write's
+/// revision and every deletion, so `audit verify` tells each.
+async fn a_single_record_put_back_from_a_backup_is_reported(db: TestDb) {
+    let app = TestApp::start(db).await;
+    for name in ["r1", "r2", "r3"] {
+        assert!(app
+            .put("rp", name, ID, b"\"old\"")
+            .await
+            .status()
+            .is_success());
+    }
+    backup(app.db.url(), "old", &["records"]);
+    assert!(app
+        .put("rp", "r1", ID, b"\"new\"")
+        .await
+        .status()
+        .is_success());
+    let report = verify(&app).await;
+    assert!(report.first_break.is_none(), "{:?}", report.first_break);
+    assert_eq!(report.records, 3);
+
+    // r1 put back as it was: it still decrypts, to the old value.
+    sql(&app, "DELETE FROM records WHERE name = 'r1'; INSERT INTO records SELECT * FROM records_backup_old WHERE name = 'r1'").await;
+    assert_eq!(
+        &app.get("rp", "r1", ID).await.bytes().await.unwrap()[..],
+        b"\"old\""
+    );
+    let reason = broken(&app).await;
+    assert!(
+        reason.contains("r1") && reason.contains("older copy"),
+        "{reason}"
+    );
+    assert!(!reason.contains(ID));
+    sql(&app, "DELETE FROM records WHERE name = 'r1'").await;
+    assert!(app
+        .put("rp", "r1", ID, b"\"new\"")
+        .await
+        .status()
+        .is_success());
+    assert!(verify(&app).await.first_break.is_none());
+
+    // r2 deleted through the API, then restored.
+    let del = app
+        .req(
+            Method::DELETE,
+            "/v1/ns/rp/records/r2",
+            &app.tokens.writer,
+            Some(ID),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(del.status().is_success());
+    sql(
+        &app,
+        "INSERT INTO records SELECT * FROM records_backup_old WHERE name = 'r2'",
+    )
+    .await;
+    let reason = broken(&app).await;
+    assert!(
+        reason.contains("r2") && reason.contains("restored"),
+        "{reason}"
+    );
+    sql(&app, "DELETE FROM records WHERE name = 'r2'").await;
+
+    // r3 deleted in the database.
+    sql(&app, "DELETE FROM records WHERE name = 'r3'").await;
+    let reason = broken(&app).await;
+    assert!(reason.contains("deleted outside zkvault"), "{reason}");
 }

@@ -36,6 +36,7 @@ pub use model::{
     CredentialListing, CredentialRow, IndexKeyRow, IntegrityKeyRow, KekRow, MasterRow, RecordKeys,
     RecordMeta, RecordRow,
 };
+pub use records::RecordPosition;
 pub use row_macs::RowKey;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

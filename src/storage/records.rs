@@ -126,3 +126,31 @@ impl Store {
             .load(&mut *conn)?)
     }
 }
+
+/// Where a record stands, for checking it against the audit trail: no key or body column.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = records)]
+pub struct RecordPosition {
+    pub id: Vec<u8>,
+    pub namespace: String,
+    pub blind_index: Vec<u8>,
+    pub name: String,
+    pub revision: i64,
+}
+
+impl Store {
+    /// Up to `limit` records with `id > after`, in id order.
+    pub fn record_positions(
+        &self,
+        after: &[u8],
+        limit: i64,
+    ) -> Result<Vec<RecordPosition>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(records::table
+            .filter(records::id.gt(after))
+            .order(records::id.asc())
+            .limit(limit)
+            .select(RecordPosition::as_select())
+            .load(&mut *conn)?)
+    }
+}

@@ -12,6 +12,7 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::checkpoints::{first_format_holds, heads_digest, AnchorCheck, Heads, Manifest};
+use super::record_history::RecordHistory;
 use super::{now_ms, Grant, Role, Vault, VaultError};
 use crate::storage::{AuditEntry, AuditFilter, AuditRow};
 
@@ -166,6 +167,8 @@ pub struct AuditVerification {
     pub chains: usize,
     pub entries: u64,
     pub checkpoints: usize,
+    /// Records checked against their last logged change.
+    pub records: u64,
     /// Checkpoints a database was rolled back from, each accepted by an operator.
     pub rollbacks_accepted: Vec<u64>,
     /// `None` when every chain and checkpoint holds.
@@ -255,6 +258,7 @@ impl Vault {
             .chain(legacy.iter().map(|c| (c.chain.as_str(), c.seq)))
             .collect();
         let mut seen: HashMap<(String, i64), [u8; 32]> = HashMap::new();
+        let mut history = RecordHistory::default();
         let mut entries = 0u64;
         'chains: for chain in &chains {
             let mut walk = ChainWalk::new(chain);
@@ -271,6 +275,7 @@ impl Vault {
                         first_break = first_break.or(Some(b));
                         break 'chains;
                     }
+                    history.observe(row);
                     if wanted.contains(&(chain.as_str(), row.seq)) {
                         seen.insert((chain.clone(), row.seq), walk.last_hash());
                     }
@@ -311,12 +316,18 @@ impl Vault {
                 reason: problem,
             });
         }
+        // Records are checked against a trail that holds.
+        let (records, record_break) = match first_break {
+            None => self.check_records(history)?,
+            Some(_) => (0, None),
+        };
         Ok(AuditVerification {
             chains: chains.len(),
             entries,
+            records,
             checkpoints: folded.count + legacy.len(),
             rollbacks_accepted: folded.rollbacks,
-            first_break,
+            first_break: first_break.or(record_break),
         })
     }
 

@@ -7,6 +7,7 @@
 use zeroize::Zeroizing;
 use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKey, SealedRecord};
 
+use super::record_history::with_revision;
 use super::record_name::{audit_name, valid_record_name, RECORD_NAME_PATTERN};
 use super::{now_ms, Grant, Role, Vault, VaultError};
 use crate::storage::{AuditEntry, RecordMeta, RecordRow, StorageError};
@@ -264,9 +265,10 @@ impl Vault {
                 created_at: existing.as_ref().map_or(fresh.created_at, |r| r.created_at),
                 ..fresh
             };
+            let logged = with_revision(entry, revision);
             let written = match &existing {
-                None => self.store().insert_record(&row, entry).map(|()| true),
-                Some(old) => self.store().replace_record(&row, old.revision, entry),
+                None => self.store().insert_record(&row, &logged).map(|()| true),
+                Some(old) => self.store().replace_record(&row, old.revision, &logged),
             };
             let written = match written {
                 Ok(w) => w,

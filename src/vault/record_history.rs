@@ -1,0 +1,155 @@
+//! Rollback of a single record: a database writer puts back an older authentic row of one
+//! record (from a backup), or deletes one, or restores one deleted since. Every row it could
+//! put back decrypts, so the row alone cannot tell. The audit trail can: every write of a
+//! record is logged with the revision it wrote (`revision N` in the entry's detail), and
+//! every deletion, in the same transaction as the change. `audit verify` folds the trail into
+//! each record's last logged state and compares it with the records table.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use super::audit::AuditBreak;
+use super::{Vault, VaultError};
+use crate::storage::{AuditEntry, AuditRow};
+
+/// The detail of a record write's audit entry names the revision it wrote.
+pub(super) fn with_revision(entry: &AuditEntry, revision: i64) -> AuditEntry {
+    let mut logged = entry.clone();
+    logged.detail = match entry.detail.as_str() {
+        "" => format!("revision {revision}"),
+        why => format!("{why}; revision {revision}"),
+    };
+    logged
+}
+
+fn logged_revision(detail: &str) -> Option<i64> {
+    detail
+        .rsplit("; ")
+        .next()?
+        .strip_prefix("revision ")?
+        .parse()
+        .ok()
+}
+
+/// A record, as both the trail and the table name it: namespace, resident tag, record name.
+type RecordKey = [u8; 16];
+
+fn key(namespace: &str, tag: &str, name: &str) -> RecordKey {
+    let mut h = Sha256::new();
+    for part in [namespace, tag, name] {
+        h.update((part.len() as u32).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize()[..16].try_into().expect("16 of 32 bytes")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Last {
+    Wrote(i64),
+    /// Written before revisions were logged.
+    WroteUnknown,
+    Deleted,
+}
+
+/// Each record's last logged change, by entry id (the order changes to one record committed).
+#[derive(Default)]
+pub(super) struct RecordHistory {
+    last: HashMap<RecordKey, (i64, Last)>,
+}
+
+impl RecordHistory {
+    pub fn observe(&mut self, row: &AuditRow) {
+        let e = &row.entry;
+        let change = match (e.operation.as_str(), e.outcome.as_str()) {
+            ("record.put", "ok") => {
+                logged_revision(&e.detail).map_or(Last::WroteUnknown, Last::Wrote)
+            }
+            ("record.delete", "ok") => Last::Deleted,
+            _ => return,
+        };
+        let slot = self
+            .last
+            .entry(key(&e.namespace, &e.resident_tag, &e.target))
+            .or_insert((row.id, change));
+        if row.id >= slot.0 {
+            *slot = (row.id, change);
+        }
+    }
+}
+
+const PAGE: i64 = 5_000;
+
+impl Vault {
+    /// Every record row against its last logged change: the first record rolled back,
+    /// deleted or restored outside zkvault, and how many records were checked.
+    pub(super) fn check_records(
+        &self,
+        mut history: RecordHistory,
+    ) -> Result<(u64, Option<AuditBreak>), VaultError> {
+        let broken = |ns: &str, name: &str, reason: String| AuditBreak {
+            chain: "records".into(),
+            seq: 0,
+            reason: format!("record {name} in {ns}: {reason}"),
+        };
+        let (mut after, mut checked) = (Vec::new(), 0u64);
+        loop {
+            let page = self.store().record_positions(&after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for row in &page {
+                checked += 1;
+                let ik = self.keyring().index_key(&row.namespace)?;
+                let bi = zkvault_core::BlindIndex::from_slice(&row.blind_index)
+                    .ok_or(VaultError::Integrity)?;
+                let tag = hex::encode(ik.audit_tag(&bi));
+                let problem = match history.last.remove(&key(&row.namespace, &tag, &row.name)) {
+                    Some((_, Last::Wrote(r))) if r > row.revision => Some(format!(
+                        "at revision {}, but revision {r} was written: an older copy was put back",
+                        row.revision
+                    )),
+                    Some((_, Last::Wrote(r))) if r < row.revision => Some(format!(
+                        "at revision {}, but only revision {r} was written: written outside zkvault",
+                        row.revision
+                    )),
+                    Some((_, Last::Deleted)) => {
+                        Some("deleted, but the row is back: restored from a backup".into())
+                    }
+                    _ => None,
+                };
+                if let Some(reason) = problem {
+                    return Ok((checked, Some(broken(&row.namespace, &row.name, reason))));
+                }
+            }
+        }
+        // Written and never deleted through zkvault, yet gone.
+        let gone = history
+            .last
+            .values()
+            .any(|(_, last)| matches!(last, Last::Wrote(_) | Last::WroteUnknown));
+        let problem = gone.then(|| AuditBreak {
+            chain: "records".into(),
+            seq: 0,
+            reason: "a record written through zkvault and never deleted through it is missing: deleted outside zkvault".into(),
+        });
+        Ok((checked, problem))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_revision_is_read_back_from_the_detail() {
+        let entry = AuditEntry::default();
+        assert_eq!(logged_revision(&with_revision(&entry, 7).detail), Some(7));
+        let why = AuditEntry {
+            detail: "ticket 12; revision 3".into(),
+            ..AuditEntry::default()
+        };
+        assert_eq!(logged_revision(&with_revision(&why, 4).detail), Some(4));
+        assert_eq!(logged_revision("ticket 12"), None);
+        assert_eq!(logged_revision(""), None);
+    }
+}
