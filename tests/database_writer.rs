@@ -444,10 +444,12 @@ async fn a_restored_older_database_is_reported_until_accepted(db: TestDb) {
     let app = TestApp::start(db).await;
     traffic(&app, 2).await;
     assert_eq!(checkpoint(&app).await.unwrap(), 1);
-    backup(app.db.url(), "old", &TRAIL);
+    // The whole database as the records and the trail stood (the key tables did not change).
+    let database = [&TRAIL[..], &["records"]].concat();
+    backup(app.db.url(), "old", &database);
     traffic(&app, 2).await;
     assert_eq!(checkpoint(&app).await.unwrap(), 1);
-    restore(app.db.url(), "old", &TRAIL);
+    restore(app.db.url(), "old", &database);
     let reason = broken(&app).await;
     assert!(reason.contains("rolled back"), "{reason}");
     assert!(
@@ -556,6 +558,38 @@ async fn a_single_record_put_back_from_a_backup_is_reported(db: TestDb) {
         "{reason}"
     );
     sql(&app, "DELETE FROM records WHERE name = 'r2'").await;
+
+    // Another resident erased through the API: no break; one of their rows put back: one.
+    let other = "4930098372";
+    assert!(app
+        .put("rp", "e1", other, b"\"x\"")
+        .await
+        .status()
+        .is_success());
+    backup(app.db.url(), "erased", &["records"]);
+    let erase = app
+        .req(
+            Method::DELETE,
+            "/v1/ns/rp/resident",
+            &app.tokens.writer,
+            Some(other),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(erase.status().is_success());
+    assert!(verify(&app).await.first_break.is_none());
+    sql(
+        &app,
+        "INSERT INTO records SELECT * FROM records_backup_erased WHERE name = 'e1'",
+    )
+    .await;
+    let reason = broken(&app).await;
+    assert!(
+        reason.contains("e1") && reason.contains("restored"),
+        "{reason}"
+    );
+    sql(&app, "DELETE FROM records WHERE name = 'e1'").await;
 
     // r3 deleted in the database.
     sql(&app, "DELETE FROM records WHERE name = 'r3'").await;

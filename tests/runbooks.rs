@@ -898,3 +898,17 @@ fn erasure() {
         }
     });
 }
+
+#[test]
+fn restore() {
+    let Some(d) = Deployment::start() else { return };
+    d.cli(&["audit", "checkpoint"]);
+    let trail = ["audit", "audit_heads", "audit_manifests", "audit_marks"];
+    support::app::backup(d.db.url(), "nightly", &trail);
+    d.check_records(|_| Expect::Reads);
+    d.cli(&["audit", "checkpoint"]);
+    // The restore, as pg_restore of the nightly backup would leave the trail.
+    support::app::restore(d.db.url(), "nightly", &trail);
+    d.run_page("restore.md");
+    d.check_records(|_| Expect::Reads);
+}

@@ -32,12 +32,13 @@ fn logged_revision(detail: &str) -> Option<i64> {
         .ok()
 }
 
-/// A record, as both the trail and the table name it: namespace, resident tag, record name.
-type RecordKey = [u8; 16];
+/// A record, as both the trail and the table name it: namespace, resident tag, record name
+/// (or a resident: namespace and tag).
+type Key = [u8; 16];
 
-fn key(namespace: &str, tag: &str, name: &str) -> RecordKey {
+fn key(parts: &[&str]) -> Key {
     let mut h = Sha256::new();
-    for part in [namespace, tag, name] {
+    for part in parts {
         h.update((part.len() as u32).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -52,15 +53,26 @@ enum Last {
     Deleted,
 }
 
-/// Each record's last logged change, by entry id (the order changes to one record committed).
+/// Each record's last logged change, and each resident's last erasure, by entry id (the order
+/// changes to one record committed in).
 #[derive(Default)]
 pub(super) struct RecordHistory {
-    last: HashMap<RecordKey, (i64, Last)>,
+    /// Record → (entry id, change, its resident).
+    last: HashMap<Key, (i64, Last, Key)>,
+    erased: HashMap<Key, i64>,
 }
 
 impl RecordHistory {
     pub fn observe(&mut self, row: &AuditRow) {
         let e = &row.entry;
+        if (e.operation.as_str(), e.outcome.as_str()) == ("resident.erase", "ok") {
+            let at = self
+                .erased
+                .entry(key(&[&e.namespace, &e.resident_tag]))
+                .or_insert(row.id);
+            *at = row.id.max(*at);
+            return;
+        }
         let change = match (e.operation.as_str(), e.outcome.as_str()) {
             ("record.put", "ok") => {
                 logged_revision(&e.detail).map_or(Last::WroteUnknown, Last::Wrote)
@@ -68,13 +80,28 @@ impl RecordHistory {
             ("record.delete", "ok") => Last::Deleted,
             _ => return,
         };
+        let resident = key(&[&e.namespace, &e.resident_tag]);
         let slot = self
             .last
-            .entry(key(&e.namespace, &e.resident_tag, &e.target))
-            .or_insert((row.id, change));
+            .entry(key(&[&e.namespace, &e.resident_tag, &e.target]))
+            .or_insert((row.id, change, resident));
         if row.id >= slot.0 {
-            *slot = (row.id, change);
+            *slot = (row.id, change, resident);
         }
+    }
+
+    fn erased_after(&self, resident: &Key, at: i64) -> bool {
+        self.erased.get(resident).is_some_and(|e| *e > at)
+    }
+
+    /// The record's last change, a resident's erasure after its last write counting as a
+    /// deletion.
+    fn take(&mut self, namespace: &str, tag: &str, name: &str) -> Option<Last> {
+        let (at, last, resident) = self.last.remove(&key(&[namespace, tag, name]))?;
+        Some(match self.erased_after(&resident, at) {
+            true => Last::Deleted,
+            false => last,
+        })
     }
 }
 
@@ -103,16 +130,16 @@ impl Vault {
                 let bi = zkvault_core::BlindIndex::from_slice(&row.blind_index)
                     .ok_or(VaultError::Integrity)?;
                 let tag = hex::encode(ik.audit_tag(&bi));
-                let problem = match history.last.remove(&key(&row.namespace, &tag, &row.name)) {
-                    Some((_, Last::Wrote(r))) if r > row.revision => Some(format!(
+                let problem = match history.take(&row.namespace, &tag, &row.name) {
+                    Some(Last::Wrote(r)) if r > row.revision => Some(format!(
                         "at revision {}, but revision {r} was written: an older copy was put back",
                         row.revision
                     )),
-                    Some((_, Last::Wrote(r))) if r < row.revision => Some(format!(
+                    Some(Last::Wrote(r)) if r < row.revision => Some(format!(
                         "at revision {}, but only revision {r} was written: written outside zkvault",
                         row.revision
                     )),
-                    Some((_, Last::Deleted)) => {
+                    Some(Last::Deleted) => {
                         Some("deleted, but the row is back: restored from a backup".into())
                     }
                     _ => None,
@@ -122,11 +149,11 @@ impl Vault {
                 }
             }
         }
-        // Written and never deleted through zkvault, yet gone.
-        let gone = history
-            .last
-            .values()
-            .any(|(_, last)| matches!(last, Last::Wrote(_) | Last::WroteUnknown));
+        // Written and never deleted through zkvault (nor its resident erased since), yet gone.
+        let gone = history.last.values().any(|(at, last, resident)| {
+            matches!(last, Last::Wrote(_) | Last::WroteUnknown)
+                && !history.erased_after(resident, *at)
+        });
         let problem = gone.then(|| AuditBreak {
             chain: "records".into(),
             seq: 0,
