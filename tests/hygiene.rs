@@ -1,6 +1,6 @@
 //! Secrets hygiene: a known resident ID and a known body go through every data endpoint with
 //! trace-level logging captured; neither they nor the unwrapped keys (index key, derivation
-//! master, resident key) may appear in a log line, a response, metrics or the database files.
+//! master, resident key, integrity key) may appear in a log line, a response, metrics or the database files.
 
 mod support;
 
@@ -111,6 +111,24 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
     })
     .await
     .unwrap();
+    // The audit's own tools: a checkpoint, the verification report, and the integrity key.
+    let vault = app.vault.clone();
+    let (report, integrity_key) = tokio::task::spawn_blocking(move || {
+        vault.checkpoint_audit().unwrap();
+        let report = serde_json::to_string(&vault.verify_audit().unwrap()).unwrap();
+        let row = vault.store().integrity_key().unwrap().unwrap();
+        let ctx = zkvault_core::WrapContext::new("", zkvault_core::KeyKind::IntegrityKey, 1);
+        let key = vault
+            .keyring()
+            .keystore()
+            .unwrap(row.kek_version as u32, &ctx, &row.wrapped)
+            .unwrap();
+        (report, key.expose().to_vec())
+    })
+    .await
+    .unwrap();
+    bodies.push_str(&report);
+    let secrets = [secrets, vec![integrity_key]].concat();
     let db_path = app.db.url().strip_prefix("sqlite://").unwrap().to_owned();
     let mut db_bytes = Vec::new();
     for suffix in ["", "-wal", "-shm"] {
