@@ -4,12 +4,17 @@
 
 mod support;
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use support::app::{backup, execute_sql, query_strings, restore, TestApp};
 use support::db::TestDb;
+use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
 use zkvault::vault::AuditVerification;
 use zkvault::vault::Role;
+use zkvault_core::{KeyKind, Secret32, WrapContext};
 
 on_both_backends!(
     an_edited_credential_row_is_refused_and_audited,
@@ -23,6 +28,7 @@ on_both_backends!(
     a_restored_older_database_is_reported_until_accepted,
     a_database_without_its_integrity_key_is_refused,
     a_single_record_put_back_from_a_backup_is_reported,
+    rows_written_before_row_macs_are_maced_once_at_the_upgrade,
 );
 
 /// Every table of the audit trail.
@@ -595,4 +601,113 @@ async fn a_single_record_put_back_from_a_backup_is_reported(db: TestDb) {
     sql(&app, "DELETE FROM records WHERE name = 'r3'").await;
     let reason = broken(&app).await;
     assert!(reason.contains("deleted outside zkvault"), "{reason}");
+}
+
+/// A keystore as a version before audit anchors left it: the inner keystore's keys, an anchor
+/// of its own that starts empty.
+struct BeforeAnchors {
+    inner: Arc<dyn Keystore>,
+    anchor: Mutex<Option<AuditAnchor>>,
+}
+
+impl Keystore for BeforeAnchors {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn id(&self) -> String {
+        self.inner.id()
+    }
+    fn create_kek_after(&self, floor: u32) -> Result<u32, KeystoreError> {
+        self.inner.create_kek_after(floor)
+    }
+    fn list_keks(&self) -> Result<Vec<KekInfo>, KeystoreError> {
+        self.inner.list_keks()
+    }
+    fn wrap(&self, v: u32, ctx: &WrapContext, s: &Secret32) -> Result<Vec<u8>, KeystoreError> {
+        self.inner.wrap(v, ctx, s)
+    }
+    fn unwrap(&self, v: u32, ctx: &WrapContext, w: &[u8]) -> Result<Secret32, KeystoreError> {
+        self.inner.unwrap(v, ctx, w)
+    }
+    fn retire_kek(&self, v: u32) -> Result<(), KeystoreError> {
+        self.inner.retire_kek(v)
+    }
+    fn destroy_kek(&self, v: u32) -> Result<(), KeystoreError> {
+        self.inner.destroy_kek(v)
+    }
+    fn check(&self) -> Result<(), KeystoreError> {
+        self.inner.check()
+    }
+    fn record_destroyed(&self, ns: &str, v: u32) -> Result<(), KeystoreError> {
+        self.inner.record_destroyed(ns, v)
+    }
+    fn destroyed_masters(&self) -> Result<BTreeSet<(String, u32)>, KeystoreError> {
+        self.inner.destroyed_masters()
+    }
+    fn audit_anchor(&self) -> Result<Option<AuditAnchor>, KeystoreError> {
+        Ok(*self.anchor.lock().unwrap())
+    }
+    fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
+        *self.anchor.lock().unwrap() = Some(*anchor);
+        Ok(())
+    }
+}
+
+/// The database as the previous version left it — no row MACs, no integrity key, checkpoints
+/// of the first format (a chain head wrapped under the KEK) — beside a keystore without an
+/// anchor: the first start MACs every row once, replaces the checkpoint with a chained one and
+/// anchors it; every credential and record works as before.
+async fn rows_written_before_row_macs_are_maced_once_at_the_upgrade(db: TestDb) {
+    let app = TestApp::start(db).await;
+    assert!(app
+        .put("rp", "r1", ID, b"\"one\"")
+        .await
+        .status()
+        .is_success());
+    let keystore = app.vault.keyring().keystore().clone();
+    let (chain, seq, hash) = app.vault.store().audit_heads().unwrap().remove(0);
+    let kek = keystore.active_kek().unwrap().unwrap();
+    let ctx = WrapContext::new(&chain, KeyKind::AuditCheckpoint, seq as u32);
+    let legacy = keystore
+        .wrap(kek, &ctx, &Secret32::from_slice(&hash).unwrap())
+        .unwrap();
+    let blob = if app.db.is_postgres() {
+        format!("decode('{}', 'hex')", hex::encode(&legacy))
+    } else {
+        format!("X'{}'", hex::encode(&legacy))
+    };
+    sql(
+        &app,
+        &format!(
+            "UPDATE credentials SET mac = NULL; UPDATE masters SET mac = NULL; UPDATE keks SET mac = NULL; \
+             DELETE FROM integrity_key; DELETE FROM audit_manifests; DELETE FROM audit_marks; \
+             INSERT INTO audit_checkpoints (chain, seq, at, kek_version, mac) VALUES ('{chain}', {seq}, 1, {kek}, {blob})"
+        ),
+    )
+    .await;
+    let old = Arc::new(BeforeAnchors {
+        inner: keystore,
+        anchor: Mutex::new(None),
+    });
+    let upgraded = app.reopen_with(old.clone()).unwrap();
+    let unmaced = strings(
+        &app,
+        "SELECT id AS v FROM credentials WHERE mac IS NULL UNION ALL SELECT namespace AS v FROM masters WHERE mac IS NULL",
+    )
+    .await;
+    assert!(unmaced.is_empty(), "{unmaced:?}");
+    assert!(upgraded.credentials().verify(&app.tokens.reader).is_ok());
+    assert!(
+        old.audit_anchor().unwrap().is_some(),
+        "the first checkpoint was anchored"
+    );
+    assert!(
+        upgraded.store().checkpoints().unwrap().is_empty(),
+        "first-format checkpoint replaced"
+    );
+    let report = upgraded.verify_audit().unwrap();
+    assert!(report.first_break.is_none(), "{:?}", report.first_break);
+    let reader = support::app::grant(&upgraded, Role::Reader, Some("rp"));
+    let record = upgraded.get_record(&reader, ID, "r1").unwrap();
+    assert_eq!(record.body.as_slice(), b"\"one\"");
 }
