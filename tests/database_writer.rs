@@ -29,6 +29,7 @@ on_both_backends!(
     a_database_without_its_integrity_key_is_refused,
     a_single_record_put_back_from_a_backup_is_reported,
     rows_written_before_row_macs_are_maced_once_at_the_upgrade,
+    a_forged_key_row_neither_stops_checkpoints_nor_goes_unrecorded,
 );
 
 /// Every table of the audit trail.
@@ -710,4 +711,40 @@ async fn rows_written_before_row_macs_are_maced_once_at_the_upgrade(db: TestDb) 
     let reader = support::app::grant(&upgraded, Role::Reader, Some("rp"));
     let record = upgraded.get_record(&reader, ID, "r1").unwrap();
     assert_eq!(record.body.as_slice(), b"\"one\"");
+}
+
+/// The scheduler meets a forged master row on every tick: the lifecycle work fails (the row is
+/// refused), the audit checkpoints go on, and the failure is one audit entry, not one per tick.
+async fn a_forged_key_row_neither_stops_checkpoints_nor_goes_unrecorded(db: TestDb) {
+    let app = TestApp::start_configured(db, support::app::POLICY, |c| {
+        c.scheduler_tick = std::time::Duration::from_millis(100)
+    })
+    .await;
+    sql(
+        &app,
+        "UPDATE masters SET state = 'decrypt_only' WHERE namespace = 'uin'",
+    )
+    .await;
+    let counter = || async {
+        strings(
+            &app,
+            "SELECT CAST(MAX(counter) AS TEXT) AS v FROM audit_manifests",
+        )
+        .await
+        .remove(0)
+        .parse::<u64>()
+        .unwrap()
+    };
+    let before = counter().await;
+    traffic(&app, 1).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while counter().await == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint while a key row is forged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(outcomes(&app, "scheduler.pass", "integrity").await, 1);
 }

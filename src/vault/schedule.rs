@@ -190,9 +190,14 @@ impl Vault {
         let Some(_leader) = self.store().try_leader_lock(Advisory::Scheduler)? else {
             return Ok(None);
         };
-        let report = self.run_due_lifecycle(now)?;
-        self.reconcile_destructions()?;
-        self.checkpoint_audit()?;
+        // Each part runs whatever the others did: a forged key row that stops the lifecycle
+        // work must not also stop the audit checkpoints.
+        let report = self.run_due_lifecycle(now);
+        let reconciled = self.reconcile_destructions();
+        let checkpointed = self.checkpoint_audit();
+        let report = report?;
+        reconciled?;
+        checkpointed?;
         Ok(Some(report))
     }
 }
@@ -204,15 +209,30 @@ pub fn spawn_scheduler(vault: std::sync::Arc<Vault>, tick: Duration) {
     drop(vault);
     std::thread::Builder::new()
         .name("lifecycle-scheduler".into())
-        .spawn(move || loop {
-            std::thread::sleep(tick);
-            let Some(vault) = weak.upgrade() else { return };
-            match vault.run_scheduled_pass(now_ms()) {
-                Ok(Some(r)) if r.kek_rotated.is_some() || !r.masters_rotated.is_empty() || !r.masters_destroyed.is_empty() || !r.masters_retired.is_empty() => {
-                    tracing::info!(report = ?r, "scheduled lifecycle work done")
+        .spawn(move || {
+            // The failure last recorded in the trail: one entry per change, not one per tick.
+            let mut recorded: Option<String> = None;
+            loop {
+                std::thread::sleep(tick);
+                let Some(vault) = weak.upgrade() else { return };
+                match vault.run_scheduled_pass(now_ms()) {
+                    Ok(Some(r)) if r.kek_rotated.is_some() || !r.masters_rotated.is_empty() || !r.masters_destroyed.is_empty() || !r.masters_retired.is_empty() => {
+                        tracing::info!(report = ?r, "scheduled lifecycle work done");
+                        recorded = None;
+                    }
+                    Ok(_) => recorded = None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "scheduled lifecycle pass failed; retrying next tick");
+                        let failure = e.to_string();
+                        if matches!(e, VaultError::Integrity) && recorded.as_ref() != Some(&failure) {
+                            let mut entry = Actor::new("scheduler", "").entry("scheduler.pass", "", "");
+                            entry.outcome = e.code().to_owned();
+                            if vault.store().append_audit(&entry).is_ok() {
+                                recorded = Some(failure);
+                            }
+                        }
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "scheduled lifecycle pass failed; retrying next tick"),
             }
         })
         .expect("spawn lifecycle scheduler thread");
