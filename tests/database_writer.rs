@@ -336,10 +336,13 @@ async fn busiest_chain(app: &TestApp) -> (String, i64) {
 /// entry, so the chain is consistent with itself. The checkpoint remembers the old head.
 async fn a_truncated_tail_with_its_head_rewound_is_reported(db: TestDb) {
     let app = TestApp::start(db).await;
-    traffic(&app, 4).await;
+    traffic(&app, 1).await;
+    // The writer keeps the head row as it stood here (authentic: zkvault wrote it).
+    backup(app.db.url(), "early", &["audit_heads"]);
+    let (chain, keep) = busiest_chain(&app).await;
+    traffic(&app, 3).await;
     assert_eq!(checkpoint(&app).await.unwrap(), 1);
-    let (chain, head) = busiest_chain(&app).await;
-    let keep = head - 3;
+    // A hand-made head for the cut: not authentic.
     sql(
         &app,
         &format!("DELETE FROM audit WHERE chain = '{chain}' AND seq > {keep}"),
@@ -349,6 +352,17 @@ async fn a_truncated_tail_with_its_head_rewound_is_reported(db: TestDb) {
         "UPDATE audit_heads SET seq = {keep}, hash = (SELECT hash FROM audit WHERE chain = '{chain}' AND seq = {keep}) WHERE chain = '{chain}'"
     ))
     .await;
+    let reason = broken(&app).await;
+    assert!(
+        reason.contains(&chain) && reason.contains("head is not authentic"),
+        "{reason}"
+    );
+    assert!(
+        checkpoint(&app).await.is_err(),
+        "a checkpoint over a forged head"
+    );
+    // The old authentic head put back: the checkpoint remembers the later one.
+    restore(app.db.url(), "early", &["audit_heads"]);
     let reason = broken(&app).await;
     assert!(
         reason.contains(&chain) && reason.contains("checkpointed"),
@@ -666,7 +680,8 @@ async fn rows_written_before_row_macs_are_maced_once_at_the_upgrade(db: TestDb) 
         .status()
         .is_success());
     let keystore = app.vault.keyring().keystore().clone();
-    let (chain, seq, hash) = app.vault.store().audit_heads().unwrap().remove(0);
+    let head = app.vault.store().audit_heads().unwrap().remove(0).0;
+    let (chain, seq, hash) = (head.chain, head.seq, head.hash);
     let kek = keystore.active_kek().unwrap().unwrap();
     let ctx = WrapContext::new(&chain, KeyKind::AuditCheckpoint, seq as u32);
     let legacy = keystore

@@ -11,6 +11,7 @@ use diesel::prelude::*;
 use zkvault_core::audit::{entry_hash, AuditFields};
 
 use super::conn::{on_backend, AnyConnection};
+use super::row_macs::MacedRow;
 use super::schema::{audit, audit_checkpoints, audit_heads};
 use super::{StorageError, Store};
 
@@ -77,7 +78,16 @@ impl AuditEntry {
     }
 }
 
-/// A checkpoint: a chain head MACed by the keystore.
+/// A chain's head: its last entry's position and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = audit_heads)]
+pub struct AuditHead {
+    pub chain: String,
+    pub seq: i64,
+    pub hash: Vec<u8>,
+}
+
+/// A first-format checkpoint: a chain head wrapped under a KEK.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_checkpoints)]
 pub struct CheckpointRow {
@@ -104,51 +114,67 @@ pub struct AuditFilter {
     pub namespaces: Option<Vec<String>>,
 }
 
-/// Appends `entry` to `chain` inside the caller's transaction. The head row is written first.
-fn append(c: &mut AnyConnection, chain: &str, entry: &AuditEntry) -> Result<(), StorageError> {
-    let bumped = diesel::update(audit_heads::table.find(chain))
-        .set(audit_heads::seq.eq(audit_heads::seq + 1))
-        .execute(c)?;
-    if bumped == 0 {
-        // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
-        // chain): the loser of the insert waits for the winner's commit and then bumps its head.
-        let head = (
-            audit_heads::chain.eq(chain),
-            audit_heads::seq.eq(1i64),
-            audit_heads::hash.eq(vec![0u8; 32]),
-        );
-        let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table)
-            .values(head)
-            .on_conflict_do_nothing()
-            .execute(c))?;
-        if inserted == 0 {
-            diesel::update(audit_heads::table.find(chain))
-                .set(audit_heads::seq.eq(audit_heads::seq + 1))
-                .execute(c)?;
+impl Store {
+    /// Appends `entry` to `chain` inside the caller's transaction. The head row is written first,
+    /// and MACed last.
+    fn append(
+        &self,
+        c: &mut AnyConnection,
+        chain: &str,
+        entry: &AuditEntry,
+    ) -> Result<(), StorageError> {
+        let bumped = diesel::update(audit_heads::table.find(chain))
+            .set(audit_heads::seq.eq(audit_heads::seq + 1))
+            .execute(c)?;
+        if bumped == 0 {
+            // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
+            // chain): the loser of the insert waits for the winner's commit and then bumps its head.
+            let head = (
+                audit_heads::chain.eq(chain),
+                audit_heads::seq.eq(1i64),
+                audit_heads::hash.eq(vec![0u8; 32]),
+            );
+            let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table)
+                .values(head)
+                .on_conflict_do_nothing()
+                .execute(c))?;
+            if inserted == 0 {
+                diesel::update(audit_heads::table.find(chain))
+                    .set(audit_heads::seq.eq(audit_heads::seq + 1))
+                    .execute(c)?;
+            }
         }
+        // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
+        let (seq, prev): (i64, Vec<u8>) = audit_heads::table
+            .find(chain)
+            .select((audit_heads::seq, audit_heads::hash))
+            .get_result(c)?;
+        let prev: [u8; 32] = prev
+            .try_into()
+            .map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
+        let hash = entry_hash(&prev, chain, seq as u64, &entry.fields());
+        diesel::insert_into(audit::table)
+            .values((
+                audit::chain.eq(chain),
+                audit::seq.eq(seq),
+                entry,
+                audit::prev_hash.eq(&prev[..]),
+                audit::hash.eq(&hash[..]),
+            ))
+            .execute(c)?;
+        let head = AuditHead {
+            chain: chain.to_owned(),
+            seq,
+            hash: hash.to_vec(),
+        };
+        diesel::update(audit_heads::table.find(chain))
+            .set((
+                audit_heads::hash.eq(&head.hash),
+                audit_heads::mac.eq(self.mac_of(&head)?),
+            ))
+            .execute(c)?;
+        Ok(())
     }
-    // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
-    let (seq, prev): (i64, Vec<u8>) = audit_heads::table
-        .find(chain)
-        .select((audit_heads::seq, audit_heads::hash))
-        .get_result(c)?;
-    let prev: [u8; 32] = prev
-        .try_into()
-        .map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
-    let hash = entry_hash(&prev, chain, seq as u64, &entry.fields());
-    diesel::insert_into(audit::table)
-        .values((
-            audit::chain.eq(chain),
-            audit::seq.eq(seq),
-            entry,
-            audit::prev_hash.eq(&prev[..]),
-            audit::hash.eq(&hash[..]),
-        ))
-        .execute(c)?;
-    diesel::update(audit_heads::table.find(chain))
-        .set(audit_heads::hash.eq(hash.to_vec()))
-        .execute(c)?;
-    Ok(())
 }
 
 impl Store {
@@ -162,7 +188,7 @@ impl Store {
         let chain = self.chains.take();
         let mut conn = self.conn()?;
         let result = conn.transaction::<_, StorageError, _>(|c| {
-            append(c, &chain, entry)?;
+            self.append(c, &chain, entry)?;
             change(c)
         });
         self.chains.give_back(chain);
@@ -253,12 +279,23 @@ impl Store {
             .load(&mut *conn)?)
     }
 
-    /// Every chain's head `(chain, seq, hash)`.
-    pub fn audit_heads(&self) -> Result<Vec<(String, i64, Vec<u8>)>, StorageError> {
+    /// Every chain's head, and whether its MAC holds (a head written outside zkvault, or one
+    /// left from before heads were MACed, does not).
+    pub fn audit_heads(&self) -> Result<Vec<(AuditHead, bool)>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(audit_heads::table
+        let rows: Vec<(AuditHead, Option<Vec<u8>>)> = audit_heads::table
             .order(audit_heads::chain.asc())
-            .load(&mut *conn)?)
+            .select((AuditHead::as_select(), audit_heads::mac))
+            .load(&mut *conn)?;
+        let key = self.row_key()?;
+        Ok(rows
+            .into_iter()
+            .map(|(head, mac)| {
+                let authentic =
+                    mac.is_some_and(|mac| key.verify(AuditHead::KIND, &head.encode(), &mac));
+                (head, authentic)
+            })
+            .collect())
     }
 
     /// Checkpoints of the first format (one chain head each, wrapped under a KEK): no longer

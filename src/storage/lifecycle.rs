@@ -118,7 +118,7 @@ impl Store {
         &self,
         masters_rows: &[(MasterRow, i32)],
         index_key_rows: &[(IndexKeyRow, i32)],
-        integrity_key_row: Option<&(IntegrityKeyRow, i32)>,
+        (integrity_key_row, integrity_read_under): &(IntegrityKeyRow, i32),
         audit: &AuditEntry,
     ) -> Result<(), StorageError> {
         self.write(audit, |c| {
@@ -157,22 +157,20 @@ impl Store {
                     return Err(StorageError::Conflict);
                 }
             }
-            if let Some((row, read_under)) = integrity_key_row {
-                let n = diesel::update(
-                    integrity_key::table
-                        .find(row.id)
-                        .filter(integrity_key::kek_version.eq(read_under)),
-                )
-                .set((
-                    integrity_key::kek_version.eq(row.kek_version),
-                    integrity_key::wrapped.eq(&row.wrapped),
-                ))
-                .execute(c)?;
-                if n == 0 {
-                    return Err(StorageError::Conflict);
-                }
+            let n = diesel::update(
+                integrity_key::table
+                    .find(integrity_key_row.id)
+                    .filter(integrity_key::kek_version.eq(integrity_read_under)),
+            )
+            .set((
+                integrity_key::kek_version.eq(integrity_key_row.kek_version),
+                integrity_key::wrapped.eq(&integrity_key_row.wrapped),
+            ))
+            .execute(c)?;
+            match n {
+                0 => Err(StorageError::Conflict),
+                _ => Ok(()),
             }
-            Ok(())
         })
     }
 
@@ -385,8 +383,15 @@ impl Store {
         version: i32,
         use_: MasterUse,
     ) -> Result<(), StorageError> {
-        let ok = self
-            .master_in(c, namespace, version)?
+        // Not locked: record writes must not queue on their master's row (a master change
+        // waits for them on the `records` table instead; see `update_master_if`).
+        let ok = masters::table
+            .find((namespace, version))
+            .select((MasterRow::as_select(), masters::mac))
+            .first(c)
+            .optional()?
+            .map(|r| self.checked(r))
+            .transpose()?
             .is_some_and(|m| use_.allows(m.state, m.compromised_at.is_some()));
         if ok {
             Ok(())

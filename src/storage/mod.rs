@@ -27,7 +27,7 @@ use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub use approvals::ApprovalRow;
-pub use audit::{AuditEntry, AuditFilter, AuditRow, CheckpointRow};
+pub use audit::{AuditEntry, AuditFilter, AuditHead, AuditRow, CheckpointRow};
 pub use checkpoints::{ManifestRow, MarkRow};
 use conn::{AnyConnection, Manager, SqlitePragmas, Target};
 pub use error::StorageError;

@@ -10,8 +10,8 @@ use diesel::prelude::*;
 use zkvault_core::IntegrityKey;
 
 use super::conn::AnyConnection;
-use super::schema::{credentials, keks, masters};
-use super::{CredentialRow, KekRow, MasterRow, StorageError, Store};
+use super::schema::{audit_heads, credentials, keks, masters};
+use super::{AuditHead, CredentialRow, KekRow, MasterRow, StorageError, Store};
 
 /// Makes and checks row MACs; the vault hands storage its integrity key as one.
 pub trait RowKey: Send + Sync {
@@ -27,6 +27,19 @@ impl RowKey for IntegrityKey {
     fn verify(&self, kind: &str, row: &[u8], mac: &[u8]) -> bool {
         IntegrityKey::verify(self, kind, row, mac)
     }
+}
+
+/// `$query`'s first row, if any. On PostgreSQL it stays locked (`FOR UPDATE`) until the
+/// transaction ends, so the row an update checked is the row it changes: a writer's edit made
+/// while the update waited is read (and refused), not overwritten and re-MACed. SQLite's
+/// write transactions already exclude every other writer.
+macro_rules! first_locked {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            AnyConnection::Pg(c) => $query.for_update().first(c).optional(),
+            AnyConnection::Sqlite(c) => $query.first(c).optional(),
+        }
+    };
 }
 
 /// The store's row key, shared by its clones; none until the vault loads the integrity key.
@@ -106,6 +119,20 @@ impl MacedRow for KekRow {
     }
 }
 
+impl MacedRow for AuditHead {
+    const KIND: &'static str = "row:audit-head";
+    fn describe(&self) -> String {
+        format!("audit chain {} head", self.chain)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.chain)
+            .int(self.seq)
+            .bytes(&self.hash)
+            .0
+    }
+}
+
 impl MacedRow for CredentialRow {
     const KIND: &'static str = "row:credential";
     fn describe(&self) -> String {
@@ -131,7 +158,7 @@ impl Store {
         *self.row_key.write().unwrap_or_else(|e| e.into_inner()) = Some(key);
     }
 
-    fn row_key(&self) -> Result<Arc<dyn RowKey>, StorageError> {
+    pub(super) fn row_key(&self) -> Result<Arc<dyn RowKey>, StorageError> {
         self.row_key
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -169,13 +196,14 @@ impl Store {
         namespace: &str,
         version: i32,
     ) -> Result<Option<MasterRow>, StorageError> {
-        masters::table
-            .find((namespace, version))
-            .select((MasterRow::as_select(), masters::mac))
-            .first(c)
-            .optional()?
-            .map(|r| self.checked(r))
-            .transpose()
+        first_locked!(
+            c,
+            masters::table
+                .find((namespace, version))
+                .select((MasterRow::as_select(), masters::mac))
+        )?
+        .map(|r| self.checked(r))
+        .transpose()
     }
 
     /// MACs master `(namespace, version)` as it now stands (after an insert or an update
@@ -201,13 +229,14 @@ impl Store {
         c: &mut AnyConnection,
         version: i32,
     ) -> Result<Option<KekRow>, StorageError> {
-        keks::table
-            .find(version)
-            .select((KekRow::as_select(), keks::mac))
-            .first(c)
-            .optional()?
-            .map(|r| self.checked(r))
-            .transpose()
+        first_locked!(
+            c,
+            keks::table
+                .find(version)
+                .select((KekRow::as_select(), keks::mac))
+        )?
+        .map(|r| self.checked(r))
+        .transpose()
     }
 
     pub(super) fn remac_kek(
@@ -230,13 +259,14 @@ impl Store {
         c: &mut AnyConnection,
         id: &str,
     ) -> Result<Option<CredentialRow>, StorageError> {
-        credentials::table
-            .find(id)
-            .select((CredentialRow::as_select(), credentials::mac))
-            .first(c)
-            .optional()?
-            .map(|r| self.checked(r))
-            .transpose()
+        first_locked!(
+            c,
+            credentials::table
+                .find(id)
+                .select((CredentialRow::as_select(), credentials::mac))
+        )?
+        .map(|r| self.checked(r))
+        .transpose()
     }
 
     pub(super) fn remac_credential(
@@ -254,7 +284,7 @@ impl Store {
         Ok(())
     }
 
-    /// MACs every credential, master and KEK row as it stands, in `c`'s transaction: once, when
+    /// MACs every credential, master, KEK and audit head row as it stands, in `c`'s transaction: once, when
     /// the deployment's integrity key is created (rows written before row MACs existed).
     pub(super) fn mac_all_in(&self, c: &mut AnyConnection) -> Result<usize, StorageError> {
         let mut maced = 0;
@@ -274,6 +304,13 @@ impl Store {
         for version in &versions {
             self.remac_kek(c, *version)?;
         }
-        Ok(maced + versions.len())
+        maced += versions.len();
+        let heads: Vec<AuditHead> = audit_heads::table.select(AuditHead::as_select()).load(c)?;
+        for head in &heads {
+            diesel::update(audit_heads::table.find(&head.chain))
+                .set(audit_heads::mac.eq(self.mac_of(head)?))
+                .execute(c)?;
+        }
+        Ok(maced + heads.len())
     }
 }

@@ -97,6 +97,7 @@ diesel::table! {
         chain -> Text,
         seq -> BigInt,
         hash -> Binary,
+        mac -> Nullable<Binary>,
     }
 }
 

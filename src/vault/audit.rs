@@ -13,8 +13,9 @@ use subtle::ConstantTimeEq;
 
 use super::checkpoints::{first_format_holds, heads_digest, AnchorCheck, Heads, Manifest};
 use super::record_history::RecordHistory;
+use super::state_history::StateHistory;
 use super::{now_ms, Grant, Role, Vault, VaultError};
-use crate::storage::{AuditEntry, AuditFilter, AuditRow};
+use crate::storage::{AuditEntry, AuditFilter, AuditHead, AuditRow};
 
 /// What an auditor asks for, as given: checked by [`AuditQuery::filter`].
 #[derive(Debug, Default)]
@@ -259,6 +260,7 @@ impl Vault {
             .collect();
         let mut seen: HashMap<(String, i64), [u8; 32]> = HashMap::new();
         let mut history = RecordHistory::default();
+        let mut states = StateHistory::default();
         let mut entries = 0u64;
         'chains: for chain in &chains {
             let mut walk = ChainWalk::new(chain);
@@ -276,6 +278,7 @@ impl Vault {
                         break 'chains;
                     }
                     history.observe(row);
+                    states.observe(row);
                     if wanted.contains(&(chain.as_str(), row.seq)) {
                         seen.insert((chain.clone(), row.seq), walk.last_hash());
                     }
@@ -285,6 +288,15 @@ impl Vault {
                 first_break = first_break.or(Some(b));
                 break;
             }
+        }
+        // A head not written by zkvault: a forged chain, or one rewritten or cut short after the
+        // newest checkpoint (its entries may all be consistent with that head).
+        if let (None, Some((head, _))) = (&first_break, heads.iter().find(|(_, ok)| !ok)) {
+            first_break = Some(AuditBreak {
+                chain: head.chain.clone(),
+                seq: head.seq,
+                reason: "the chain's head is not authentic: the chain was forged, or rewritten or cut short".into(),
+            });
         }
         for (chain, (seq, hash)) in &folded.heads {
             if first_break.is_none() && seen.get(&(chain.clone(), *seq)) != Some(hash) {
@@ -316,7 +328,10 @@ impl Vault {
                 reason: problem,
             });
         }
-        // Records are checked against a trail that holds.
+        // Keys, credentials and records are checked against a trail that holds.
+        if first_break.is_none() {
+            first_break = self.check_states(&states)?;
+        }
         let (records, record_break) = match first_break {
             None => self.check_records(history)?,
             Some(_) => (0, None),
@@ -337,10 +352,13 @@ impl Vault {
         &self,
         chain: &str,
         last: i64,
-        heads: &[(String, i64, Vec<u8>)],
+        heads: &[(AuditHead, bool)],
     ) -> Result<Option<AuditBreak>, VaultError> {
-        let head_of = |heads: &[(String, i64, Vec<u8>)]| {
-            heads.iter().find(|(c, _, _)| c == chain).map_or(0, |h| h.1)
+        let head_of = |heads: &[(AuditHead, bool)]| {
+            heads
+                .iter()
+                .find(|(h, _)| h.chain == chain)
+                .map_or(0, |(h, _)| h.seq)
         };
         let head_before = head_of(heads);
         // Fewer entries than the head read before the walk: deleted from the end.

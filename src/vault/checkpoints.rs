@@ -314,8 +314,15 @@ impl Vault {
         let mut heads = marks.clone();
         let mut moved = Vec::new();
         let current = self.store().audit_heads()?;
-        for (chain, seq, hash) in &current {
-            let hash: [u8; 32] = hash
+        for (head, authentic) in &current {
+            let (chain, seq) = (&head.chain, &head.seq);
+            if !authentic {
+                return Err(refuse(format!(
+                    "chain {chain}'s head is not authentic: the chain was forged, or rewritten or cut short since the last checkpoint"
+                )));
+            }
+            let hash: [u8; 32] = head
+                .hash
                 .as_slice()
                 .try_into()
                 .map_err(|_| refuse(format!("chain {chain}'s head is not 32 bytes")))?;
@@ -330,7 +337,7 @@ impl Vault {
         }
         if let Some(gone) = marks
             .keys()
-            .find(|c| !current.iter().any(|(h, _, _)| &h == c))
+            .find(|c| !current.iter().any(|(h, _)| &&h.chain == c))
         {
             return Err(refuse(format!("chain {gone} was deleted")));
         }

@@ -56,7 +56,7 @@ impl KekRotation {
 struct Rewrapped {
     masters: Vec<(MasterRow, i32)>,
     index_keys: Vec<(IndexKeyRow, i32)>,
-    integrity_key: Option<(IntegrityKeyRow, i32)>,
+    integrity_key: (IntegrityKeyRow, i32),
 }
 
 /// Unwraps `wrapped` with `from`, wraps it under `to`'s KEK `to_kek`, and checks the new blob
@@ -137,16 +137,21 @@ fn rewrap_all(
             let ctx = super::integrity::context();
             let wrapped = rewrap_one(from, to, to_kek, row.kek_version, &ctx, &row.wrapped)?;
             let read_under = row.kek_version;
-            Some((
+            (
                 IntegrityKeyRow {
                     kek_version: to_kek as i32,
                     wrapped,
                     ..row
                 },
                 read_under,
-            ))
+            )
         }
-        None => None,
+        // Deleted from the database: rewrapping without it would let the KEK it is wrapped
+        // under (in every backup) be destroyed, and no backup could then start again.
+        None => {
+            tracing::error!("the integrity key's row is missing from the database: restore it from a backup before changing KEKs");
+            return Err(VaultError::Integrity);
+        }
     };
     Ok(Rewrapped {
         masters,
@@ -179,7 +184,7 @@ impl Vault {
             match self.store().rewrap_keys(
                 &rewrapped.masters,
                 &rewrapped.index_keys,
-                rewrapped.integrity_key.as_ref(),
+                &rewrapped.integrity_key,
                 entry,
             ) {
                 Ok(()) => return Ok((rewrapped.masters.len(), rewrapped.index_keys.len())),
@@ -238,7 +243,7 @@ impl Vault {
             || self
                 .store()
                 .integrity_key()?
-                .is_some_and(|k| k.kek_version as u32 == version);
+                .is_none_or(|k| k.kek_version as u32 == version);
         if in_use {
             return Err(VaultError::Conflict(format!(
                 "KEK v{version} still wraps masters: rotate the KEK first"

@@ -21,6 +21,7 @@ mod reencrypt;
 mod refusals;
 mod schedule;
 mod seed;
+mod state_history;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -53,24 +53,28 @@ enum Last {
     Deleted,
 }
 
-/// Each record's last logged change, and each resident's last erasure, by entry id (the order
-/// changes to one record committed in).
+/// When an entry was appended: its time (covered by its hash), then its row id (which is not,
+/// so it only breaks ties within a millisecond).
+type When = (i64, i64);
+
+/// Each record's last logged change, and each resident's last erasure.
 #[derive(Default)]
 pub(super) struct RecordHistory {
-    /// Record → (entry id, change, its resident).
-    last: HashMap<Key, (i64, Last, Key)>,
-    erased: HashMap<Key, i64>,
+    /// Record → (when, change, its resident).
+    last: HashMap<Key, (When, Last, Key)>,
+    erased: HashMap<Key, When>,
 }
 
 impl RecordHistory {
     pub fn observe(&mut self, row: &AuditRow) {
         let e = &row.entry;
+        let when = (e.at, row.id);
         if (e.operation.as_str(), e.outcome.as_str()) == ("resident.erase", "ok") {
             let at = self
                 .erased
                 .entry(key(&[&e.namespace, &e.resident_tag]))
-                .or_insert(row.id);
-            *at = row.id.max(*at);
+                .or_insert(when);
+            *at = when.max(*at);
             return;
         }
         let change = match (e.operation.as_str(), e.outcome.as_str()) {
@@ -84,13 +88,13 @@ impl RecordHistory {
         let slot = self
             .last
             .entry(key(&[&e.namespace, &e.resident_tag, &e.target]))
-            .or_insert((row.id, change, resident));
-        if row.id >= slot.0 {
-            *slot = (row.id, change, resident);
+            .or_insert((when, change, resident));
+        if when >= slot.0 {
+            *slot = (when, change, resident);
         }
     }
 
-    fn erased_after(&self, resident: &Key, at: i64) -> bool {
+    fn erased_after(&self, resident: &Key, at: When) -> bool {
         self.erased.get(resident).is_some_and(|e| *e > at)
     }
 
@@ -126,9 +130,23 @@ impl Vault {
             after = last.id.clone();
             for row in &page {
                 checked += 1;
-                let ik = self.keyring().index_key(&row.namespace)?;
-                let bi = zkvault_core::BlindIndex::from_slice(&row.blind_index)
-                    .ok_or(VaultError::Integrity)?;
+                let ik = match self.keyring().index_key(&row.namespace) {
+                    Err(VaultError::NotFound) => {
+                        let reason = "in a namespace without keys: written outside zkvault";
+                        return Ok((
+                            checked,
+                            Some(broken(&row.namespace, &row.name, reason.into())),
+                        ));
+                    }
+                    other => other?,
+                };
+                let Some(bi) = zkvault_core::BlindIndex::from_slice(&row.blind_index) else {
+                    let reason = "its blind index is malformed: written outside zkvault";
+                    return Ok((
+                        checked,
+                        Some(broken(&row.namespace, &row.name, reason.into())),
+                    ));
+                };
                 let tag = hex::encode(ik.audit_tag(&bi));
                 let problem = match history.take(&row.namespace, &tag, &row.name) {
                     Some(Last::Wrote(r)) if r > row.revision => Some(format!(

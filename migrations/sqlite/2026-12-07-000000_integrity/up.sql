@@ -4,6 +4,9 @@
 ALTER TABLE credentials ADD COLUMN mac BLOB;
 ALTER TABLE masters ADD COLUMN mac BLOB;
 ALTER TABLE keks ADD COLUMN mac BLOB;
+-- Each chain's head too: a chain forged, rewritten or cut short after the newest checkpoint
+-- cannot carry an authentic head.
+ALTER TABLE audit_heads ADD COLUMN mac BLOB;
 CREATE TABLE IF NOT EXISTS integrity_key (
     id          INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
     kek_version INTEGER NOT NULL,
