@@ -115,6 +115,15 @@ async fn one_holder_cannot_be_both_operators_of_a_shred(db: TestDb) {
         .unwrap();
         let (s, body) = post(&app, &approve, &successor).await;
         assert_eq!(s, StatusCode::CONFLICT, "scope {scope:?}: {body}");
+        // ...even once a database writer deletes the rotation's link: the successor's own
+        // MACed row names what it replaced.
+        support::app::execute_sql(app.db.url(), "DELETE FROM credential_successors");
+        let (s, body) = post(&app, &approve, &successor).await;
+        assert_eq!(
+            s,
+            StatusCode::CONFLICT,
+            "link deleted, scope {scope:?}: {body}"
+        );
         assert_eq!(
             app.get("rp", &format!("r{i}"), IDS[i]).await.status(),
             StatusCode::OK

@@ -101,6 +101,7 @@ fn credential(id: &str, created_at: i64) -> CredentialRow {
         created_at,
         expires_at: Some(created_at + 86_400_000),
         revoked_at: None,
+        rotated_from: None,
     }
 }
 

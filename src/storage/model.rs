@@ -194,6 +194,8 @@ pub struct CredentialRow {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The credential this one replaced by rotation (the same holder's).
+    pub rotated_from: Option<String>,
 }
 
 /// A credential row as listed: no hash, roles as stored.
@@ -222,6 +224,7 @@ impl fmt::Debug for CredentialRow {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("revoked_at", &self.revoked_at)
+            .field("rotated_from", &self.rotated_from)
             .finish()
     }
 }

@@ -148,6 +148,7 @@ impl MacedRow for CredentialRow {
             .int(self.created_at)
             .opt_int(self.expires_at)
             .opt_int(self.revoked_at)
+            .opt_bytes(self.rotated_from.as_deref().map(str::as_bytes))
             .0
     }
 }

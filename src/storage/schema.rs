@@ -70,6 +70,7 @@ diesel::table! {
         expires_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
         mac -> Nullable<Binary>,
+        rotated_from -> Nullable<Text>,
     }
 }
 

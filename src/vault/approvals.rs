@@ -170,14 +170,15 @@ impl Vault {
         Ok(a == b || self.succeeds(a, b)? || self.succeeds(b, a)?)
     }
 
-    /// Whether `later` is `earlier` rotated, once or more.
+    /// Whether `later` is `earlier` rotated, once or more: followed back through each
+    /// credential's own MACed row, so a writer cannot cut the link.
     fn succeeds(&self, later: &str, earlier: &str) -> Result<bool, VaultError> {
-        let mut id = earlier.to_owned();
+        let mut id = later.to_owned();
         // Bounded: a rotation chain longer than this is a damaged table, not a holder.
         for _ in 0..1000 {
-            match self.store().credential_successor(&id)? {
-                Some(next) if next == later => return Ok(true),
-                Some(next) => id = next,
+            match self.store().credential(&id)?.and_then(|c| c.rotated_from) {
+                Some(previous) if previous == earlier => return Ok(true),
+                Some(previous) => id = previous,
                 None => return Ok(false),
             }
         }

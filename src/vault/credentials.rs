@@ -202,6 +202,7 @@ impl Credentials {
         roles: &[Role],
         namespaces: &[String],
         expires_at: Option<i64>,
+        rotated_from: Option<&str>,
     ) -> Result<IssuedCredential, VaultError> {
         if roles.is_empty() {
             return Err(VaultError::BadInput(
@@ -236,6 +237,7 @@ impl Credentials {
             created_at: now_ms(),
             expires_at,
             revoked_at: None,
+            rotated_from: rotated_from.map(str::to_owned),
         };
         let entry = actor
             .entry("credential.create", "", id.clone())
@@ -379,6 +381,18 @@ impl Vault {
         roles: &[Role],
         namespaces: &[String],
     ) -> Result<IssuedCredential, VaultError> {
+        self.issue_credential(grant, label, roles, namespaces, None)
+    }
+
+    /// [`Vault::create_credential`], naming the credential it replaces (a rotation).
+    fn issue_credential(
+        &self,
+        grant: &Grant,
+        label: &str,
+        roles: &[Role],
+        namespaces: &[String],
+        rotated_from: Option<&str>,
+    ) -> Result<IssuedCredential, VaultError> {
         grant.check(Role::Admin)?;
         // The answer names the position, never the value (no error body quotes input).
         for (i, ns) in namespaces.iter().enumerate() {
@@ -396,6 +410,7 @@ impl Vault {
             roles,
             namespaces,
             Some(now_ms() + max_age),
+            rotated_from,
         )
     }
 
@@ -426,7 +441,7 @@ impl Vault {
         } else {
             old.namespaces.split(',').map(str::to_owned).collect()
         };
-        let successor = self.create_credential(grant, &old.label, &roles, &namespaces)?;
+        let successor = self.issue_credential(grant, &old.label, &roles, &namespaces, Some(id))?;
         let until = now_ms() + overlap.as_millis() as i64;
         let until = old.expires_at.map_or(until, |t| t.min(until));
         let entry = actor

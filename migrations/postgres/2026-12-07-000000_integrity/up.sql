@@ -7,6 +7,12 @@ ALTER TABLE keks ADD COLUMN mac BYTEA;
 -- Each chain's head too: a chain forged, rewritten or cut short after the newest checkpoint
 -- cannot carry an authentic head.
 ALTER TABLE audit_heads ADD COLUMN mac BYTEA;
+-- The credential a rotation replaced, inside the successor's MACed row: dual control tells
+-- one holder's rotated credentials apart from a second operator by this, not by
+-- credential_successors, whose rows a writer could delete.
+ALTER TABLE credentials ADD COLUMN rotated_from TEXT;
+UPDATE credentials SET rotated_from =
+    (SELECT s.id FROM credential_successors s WHERE s.successor = credentials.id);
 CREATE TABLE IF NOT EXISTS integrity_key (
     id          INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
     kek_version INTEGER NOT NULL,

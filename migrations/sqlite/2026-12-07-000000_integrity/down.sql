@@ -5,3 +5,4 @@ ALTER TABLE audit_heads DROP COLUMN mac;
 ALTER TABLE keks DROP COLUMN mac;
 ALTER TABLE masters DROP COLUMN mac;
 ALTER TABLE credentials DROP COLUMN mac;
+ALTER TABLE credentials DROP COLUMN rotated_from;
