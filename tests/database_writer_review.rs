@@ -27,6 +27,7 @@ on_both_backends!(
     a_credential_rotation_never_re_macs_a_row_edited_while_it_waited,
     // Availability.
     a_forged_master_in_one_namespace_does_not_stop_audit_checkpoints,
+    a_forged_master_row_does_not_stop_audit_verify_from_running,
     a_junk_record_row_is_reported_by_audit_verify_not_an_error,
     a_deleted_integrity_key_row_does_not_let_its_kek_be_destroyed,
 );
@@ -479,6 +480,37 @@ async fn a_forged_master_in_one_namespace_does_not_stop_audit_checkpoints(db: Te
         "no checkpoint over namespace rp's traffic: the scheduler pass stopped at uin's forged master ({:?})",
         pass.err()
     );
+}
+
+/// The same forged row used to stop every start: the service, and every CLI command — `audit
+/// verify` (which would name what is wrong), `credentials revoke`, `keys` — since they all open
+/// the vault, which reads every master row. A start goes on past it; `audit verify` names it.
+async fn a_forged_master_row_does_not_stop_audit_verify_from_running(db: TestDb) {
+    let app = TestApp::start(db).await;
+    sql(
+        &app,
+        "UPDATE masters SET compromised_at = 1 WHERE namespace = 'uin'",
+    )
+    .await;
+    let keystore = app.vault.keyring().keystore().clone();
+    let opened = tokio::task::spawn_blocking({
+        let config = app.config.clone();
+        move || zkvault::app::open_vault_with(&config, keystore)
+    })
+    .await
+    .unwrap();
+    let vault = match opened {
+        Ok(v) => v,
+        Err(e) => panic!("one forged master row in one namespace: nothing starts, not even `zkvault audit verify`: {e}"),
+    };
+    let report = tokio::task::spawn_blocking(move || vault.verify_audit().unwrap())
+        .await
+        .unwrap();
+    let reason = report
+        .first_break
+        .expect("the forged row is not reported")
+        .reason;
+    assert!(reason.contains("master uin"), "{reason}");
 }
 
 /// A record row moved into a namespace that has no index key (or with a malformed blind

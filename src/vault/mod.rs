@@ -96,13 +96,19 @@ impl Vault {
             // Instances starting together must not each create a first KEK or namespace keys.
             let _lock = key_lock(&store)?;
             integrity = integrity::load_or_create(&store, keystore.as_ref(), &system)?;
-            lifecycle::reconcile_destructions(&store, keystore.as_ref())?;
-            check_unwrappable(&store, keystore.as_ref())?;
+            past_forged_rows(
+                "destruction reconciliation",
+                lifecycle::reconcile_destructions(&store, keystore.as_ref()).map(drop),
+            )?;
+            past_forged_rows("unwrap check", check_unwrappable(&store, keystore.as_ref()))?;
             let kek = match keystore.active_kek()? {
                 Some(v) => v,
                 None => keystore.create_kek_after(store.highest_kek_version()? as u32)?,
             };
-            mirror_keks(&store, keystore.as_ref(), &system)?;
+            past_forged_rows(
+                "KEK mirror",
+                mirror_keks(&store, keystore.as_ref(), &system),
+            )?;
             for ns in policy.namespaces.keys() {
                 if store.index_key(ns)?.is_none() {
                     init_namespace(&store, keystore.as_ref(), kek, ns, &system)?;
@@ -179,6 +185,23 @@ impl Vault {
             VaultError::Internal(why) => VaultError::KeystoreUnavailable(why),
             other => other,
         })
+    }
+}
+
+/// A start goes on past a key row that fails its MAC: the row is refused wherever it is used
+/// and reported by `audit verify`, and one forged row must not keep every instance and the CLI
+/// (`audit verify` included) from starting. The integrity key itself was unwrapped first, so
+/// this is the deployment's keystore.
+fn past_forged_rows(step: &str, result: Result<(), VaultError>) -> Result<(), VaultError> {
+    match result {
+        Err(VaultError::Integrity) => {
+            tracing::error!(
+                step,
+                "a key row failed authentication at start: skipped; run `zkvault audit verify`"
+            );
+            Ok(())
+        }
+        other => other,
     }
 }
 
