@@ -128,7 +128,7 @@ async fn a_forged_entry_appended_after_the_last_checkpoint_is_reported(db: TestD
     .unwrap();
     let original = rows
         .iter()
-        .find(|r| r.entry.target == "r1" && r.entry.detail.ends_with("revision 1"))
+        .find(|r| r.entry.target == "r1" && r.entry.detail.starts_with("revision 1 "))
         .expect("r1's first write")
         .entry
         .clone();

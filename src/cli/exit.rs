@@ -129,7 +129,7 @@ fn storage(e: &StorageError) -> Exit {
         StorageError::Unavailable(_) => Exit::Unavailable,
         StorageError::NotFound => Exit::NotFound,
         StorageError::Conflict | StorageError::MasterChanged => Exit::Conflict,
-        StorageError::Integrity(_) => Exit::Integrity,
+        StorageError::Integrity(_) | StorageError::ForgedChainHead => Exit::Integrity,
         StorageError::Corrupt(_) | StorageError::Migration(_) => Exit::Internal,
     }
 }

@@ -126,6 +126,7 @@ impl Store {
         let bumped = diesel::update(audit_heads::table.find(chain))
             .set(audit_heads::seq.eq(audit_heads::seq + 1))
             .execute(c)?;
+        let mut started_here = false;
         if bumped == 0 {
             // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
             // chain): the loser of the insert waits for the winner's commit and then bumps its head.
@@ -143,15 +144,35 @@ impl Store {
                     .set(audit_heads::seq.eq(audit_heads::seq + 1))
                     .execute(c)?;
             }
+            started_here = inserted == 1;
         }
         // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
-        let (seq, prev): (i64, Vec<u8>) = audit_heads::table
+        let (seq, prev, mac): (i64, Vec<u8>, Option<Vec<u8>>) = audit_heads::table
             .find(chain)
-            .select((audit_heads::seq, audit_heads::hash))
+            .select((audit_heads::seq, audit_heads::hash, audit_heads::mac))
             .get_result(c)?;
+        // The head this entry follows must be one zkvault wrote: appending to a head a writer
+        // made (a chain cut short or rewritten) would MAC it, and launder the cut.
+        let before = AuditHead {
+            chain: chain.to_owned(),
+            seq: seq - 1,
+            hash: prev.clone(),
+        };
+        let key = self.row_key()?;
+        if !started_here && !mac.is_some_and(|m| key.verify(AuditHead::KIND, &before.encode(), &m))
+        {
+            tracing::error!(chain, "an audit chain's head failed authentication: the chain is set aside, never appended to; run `zkvault audit verify`");
+            return Err(StorageError::ForgedChainHead);
+        }
         let prev: [u8; 32] = prev
             .try_into()
             .map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
+        // Timed when appended, inside the transaction (after the locks it waited for), not
+        // when the request began: the trail orders changes to one record by this time.
+        let entry = &AuditEntry {
+            at: chrono::Utc::now().timestamp_millis(),
+            ..entry.clone()
+        };
         let hash = entry_hash(&prev, chain, seq as u64, &entry.fields());
         diesel::insert_into(audit::table)
             .values((
@@ -185,14 +206,24 @@ impl Store {
         entry: &AuditEntry,
         change: impl FnOnce(&mut AnyConnection) -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let chain = self.chains.take();
         let mut conn = self.conn()?;
-        let result = conn.transaction::<_, StorageError, _>(|c| {
-            self.append(c, &chain, entry)?;
-            change(c)
-        });
-        self.chains.give_back(chain);
-        result
+        let mut change = Some(change);
+        loop {
+            let chain = self.chains.take();
+            let result = conn.transaction::<_, StorageError, _>(|c| {
+                self.append(c, &chain, entry)?;
+                change.take().expect("run once")(c)
+            });
+            match result {
+                // Rolled back before the change ran: write on a new chain instead. The forged
+                // one stays in the database for `audit verify` to report.
+                Err(StorageError::ForgedChainHead) if change.is_some() => continue,
+                result => {
+                    self.chains.give_back(chain);
+                    return result;
+                }
+            }
+        }
     }
 
     /// Like [`Store::write`] for a change that affects rows: if it affects none, everything

@@ -20,10 +20,17 @@ impl Store {
         })
     }
 
-    /// Credential `id`, if it exists; `Integrity` if its row is not one zkvault wrote.
+    /// Credential `id`, if it exists; `Integrity` if its row is not one zkvault wrote. Not
+    /// locked: authentication must never wait on a row another session holds.
     pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StorageError> {
         let mut conn = self.conn()?;
-        self.credential_in(&mut conn, id)
+        credentials::table
+            .find(id)
+            .select((CredentialRow::as_select(), credentials::mac))
+            .first(&mut *conn)
+            .optional()?
+            .map(|r| self.checked(r))
+            .transpose()
     }
 
     /// Credential `id`'s namespace scope as stored (`*`: all), if it exists.

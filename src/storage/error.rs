@@ -26,6 +26,10 @@ pub enum StorageError {
     /// Names the row, never its contents.
     #[error("row failed authentication: {0}")]
     Integrity(String),
+    /// The head of the audit chain a write was to be appended to is not one zkvault wrote:
+    /// that chain is set aside and the write goes to a new one.
+    #[error("an audit chain's head failed authentication")]
+    ForgedChainHead,
     /// Applying the embedded migrations failed.
     #[error("migration failed: {0}")]
     Migration(String),

@@ -136,6 +136,7 @@ pub struct RecordPosition {
     pub blind_index: Vec<u8>,
     pub name: String,
     pub revision: i64,
+    pub etag: String,
 }
 
 impl Store {

@@ -176,12 +176,16 @@ impl Vault {
         let mut id = later.to_owned();
         // Bounded: a rotation chain longer than this is a damaged table, not a holder.
         for _ in 0..1000 {
-            match self.store().credential(&id)?.and_then(|c| c.rotated_from) {
-                Some(previous) if previous == earlier => return Ok(true),
-                Some(previous) => id = previous,
-                None => return Ok(false),
+            let row = self.store().credential(&id)?;
+            match row.map(|c| c.rotated_from) {
+                Some(Some(previous)) if previous == earlier => return Ok(true),
+                Some(Some(previous)) => id = previous,
+                Some(None) => return Ok(false),
+                // A credential named by a rotation is gone (deleted from the database): whose it
+                // was cannot be told, so it counts as the same holder's.
+                None => return Ok(id != later),
             }
         }
-        Ok(false)
+        Ok(true)
     }
 }

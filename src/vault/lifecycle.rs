@@ -334,7 +334,8 @@ impl Vault {
         let _lock = self.key_lock()?;
         let counts = self.store().count_records_by_master()?;
         let mut retired = Vec::new();
-        for row in self.store().all_masters()? {
+        // Forged rows are left out (`audit verify` names them); the others are retired.
+        for row in self.store().each_master()?.into_iter().flatten() {
             let empty = !counts
                 .iter()
                 .any(|(n, v, c)| *n == row.namespace && *v == row.version && *c > 0);
@@ -367,7 +368,17 @@ pub(super) fn reconcile_destructions(
 ) -> Result<usize, VaultError> {
     let ledger = keystore.destroyed_masters()?;
     let mut restored = 0;
-    for row in store.all_masters()? {
+    // A forged row is skipped (and answered at the end), not allowed to stop the others.
+    let mut forged = None;
+    for row in store.each_master()? {
+        let row = match row {
+            Ok(row) => row,
+            Err(e @ crate::storage::StorageError::Integrity(_)) => {
+                forged.get_or_insert(e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let key = (row.namespace.clone(), row.version as u32);
         match (row.state == MasterState::Destroyed, ledger.contains(&key)) {
             // Only a destruction through zkvault writes the ledger: a row merely marked
@@ -415,5 +426,8 @@ pub(super) fn reconcile_destructions(
             _ => {}
         }
     }
-    Ok(restored)
+    match forged {
+        Some(e) => Err(e.into()),
+        None => Ok(restored),
+    }
 }

@@ -13,23 +13,25 @@ use super::audit::AuditBreak;
 use super::{Vault, VaultError};
 use crate::storage::{AuditEntry, AuditRow};
 
-/// The detail of a record write's audit entry names the revision it wrote.
-pub(super) fn with_revision(entry: &AuditEntry, revision: i64) -> AuditEntry {
+/// The detail of a record write's audit entry names the revision and the ETag it wrote (a
+/// fresh random ETag per write, so a record deleted and made again, whose revisions start over,
+/// is still told from its older copies).
+pub(super) fn with_revision(entry: &AuditEntry, revision: i64, etag: &str) -> AuditEntry {
     let mut logged = entry.clone();
     logged.detail = match entry.detail.as_str() {
-        "" => format!("revision {revision}"),
-        why => format!("{why}; revision {revision}"),
+        "" => format!("revision {revision} etag {etag}"),
+        why => format!("{why}; revision {revision} etag {etag}"),
     };
     logged
 }
 
-fn logged_revision(detail: &str) -> Option<i64> {
-    detail
-        .rsplit("; ")
-        .next()?
-        .strip_prefix("revision ")?
-        .parse()
-        .ok()
+/// The revision and, if logged, the ETag a write's detail names.
+fn logged_write(detail: &str) -> Option<(i64, Option<String>)> {
+    let logged = detail.rsplit("; ").next()?.strip_prefix("revision ")?;
+    match logged.split_once(" etag ") {
+        Some((revision, etag)) => Some((revision.parse().ok()?, Some(etag.to_owned()))),
+        None => Some((logged.parse().ok()?, None)),
+    }
 }
 
 /// A record, as both the trail and the table name it: namespace, resident tag, record name
@@ -45,9 +47,10 @@ fn key(parts: &[&str]) -> Key {
     h.finalize()[..16].try_into().expect("16 of 32 bytes")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Last {
-    Wrote(i64),
+    /// Revision, and ETag where logged.
+    Wrote(i64, Option<String>),
     /// Written before revisions were logged.
     WroteUnknown,
     Deleted,
@@ -78,9 +81,10 @@ impl RecordHistory {
             return;
         }
         let change = match (e.operation.as_str(), e.outcome.as_str()) {
-            ("record.put", "ok") => {
-                logged_revision(&e.detail).map_or(Last::WroteUnknown, Last::Wrote)
-            }
+            ("record.put", "ok") => logged_write(&e.detail)
+                .map_or(Last::WroteUnknown, |(revision, etag)| {
+                    Last::Wrote(revision, etag)
+                }),
             ("record.delete", "ok") => Last::Deleted,
             _ => return,
         };
@@ -88,7 +92,7 @@ impl RecordHistory {
         let slot = self
             .last
             .entry(key(&[&e.namespace, &e.resident_tag, &e.target]))
-            .or_insert((when, change, resident));
+            .or_insert((when, change.clone(), resident));
         if when >= slot.0 {
             *slot = (when, change, resident);
         }
@@ -149,11 +153,15 @@ impl Vault {
                 };
                 let tag = hex::encode(ik.audit_tag(&bi));
                 let problem = match history.take(&row.namespace, &tag, &row.name) {
-                    Some(Last::Wrote(r)) if r > row.revision => Some(format!(
+                    Some(Last::Wrote(_, Some(etag))) if etag != row.etag => Some(format!(
+                        "holds ETag {}, but the last write made {etag}: an older copy was put back, or it was written outside zkvault",
+                        row.etag
+                    )),
+                    Some(Last::Wrote(r, _)) if r > row.revision => Some(format!(
                         "at revision {}, but revision {r} was written: an older copy was put back",
                         row.revision
                     )),
-                    Some(Last::Wrote(r)) if r < row.revision => Some(format!(
+                    Some(Last::Wrote(r, _)) if r < row.revision => Some(format!(
                         "at revision {}, but only revision {r} was written: written outside zkvault",
                         row.revision
                     )),
@@ -169,7 +177,7 @@ impl Vault {
         }
         // Written and never deleted through zkvault (nor its resident erased since), yet gone.
         let gone = history.last.values().any(|(at, last, resident)| {
-            matches!(last, Last::Wrote(_) | Last::WroteUnknown)
+            matches!(last, Last::Wrote(..) | Last::WroteUnknown)
                 && !history.erased_after(resident, *at)
         });
         let problem = gone.then(|| AuditBreak {
@@ -186,15 +194,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_revision_is_read_back_from_the_detail() {
+    fn the_revision_and_etag_are_read_back_from_the_detail() {
         let entry = AuditEntry::default();
-        assert_eq!(logged_revision(&with_revision(&entry, 7).detail), Some(7));
+        let logged = with_revision(&entry, 7, "ab12");
+        assert_eq!(logged_write(&logged.detail), Some((7, Some("ab12".into()))));
         let why = AuditEntry {
-            detail: "ticket 12; revision 3".into(),
+            detail: "ticket 12; revision 3 etag 99".into(),
             ..AuditEntry::default()
         };
-        assert_eq!(logged_revision(&with_revision(&why, 4).detail), Some(4));
-        assert_eq!(logged_revision("ticket 12"), None);
-        assert_eq!(logged_revision(""), None);
+        let logged = with_revision(&why, 4, "cd34");
+        assert_eq!(logged_write(&logged.detail), Some((4, Some("cd34".into()))));
+        assert_eq!(logged_write("revision 5"), Some((5, None)));
+        assert_eq!(logged_write("ticket 12"), None);
+        assert_eq!(logged_write(""), None);
     }
 }

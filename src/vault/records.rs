@@ -265,7 +265,7 @@ impl Vault {
                 created_at: existing.as_ref().map_or(fresh.created_at, |r| r.created_at),
                 ..fresh
             };
-            let logged = with_revision(entry, revision);
+            let logged = with_revision(entry, revision, &etag);
             let written = match &existing {
                 None => self.store().insert_record(&row, &logged).map(|()| true),
                 Some(old) => self.store().replace_record(&row, old.revision, &logged),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{now_ms, Actor, Grant, MasterState, Role, Vault, VaultError};
 use crate::keystore::KekState;
-use crate::storage::{Advisory, KekRow};
+use crate::storage::{Advisory, KekRow, StorageError};
 
 /// Work the scheduler did in one pass.
 #[derive(Debug, Default, Serialize)]
@@ -55,8 +55,18 @@ impl Vault {
                 );
             }
         }
+        // A forged key row stops the work that needs it, not the other namespaces': the first
+        // such failure is answered once the rest is done.
+        let mut forged = None;
         for (ns, policy) in &self.policy().namespaces {
-            let masters = self.store().masters(ns)?;
+            let masters = match self.store().masters(ns) {
+                Ok(masters) => masters,
+                Err(e @ StorageError::Integrity(_)) => {
+                    forged.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(active) = masters.iter().find(|m| m.state == MasterState::Active) {
                 if active.created_at + ms(policy.dm_rotation) <= now {
                     report.masters_rotated.push((
@@ -83,7 +93,7 @@ impl Vault {
             }
         }
         report.masters_retired = self.retire_empty_masters(&actor)?;
-        for m in self.store().all_masters()? {
+        for m in self.store().each_master()?.into_iter().flatten() {
             let Some(policy) = self.policy().namespace(&m.namespace) else {
                 continue;
             };
@@ -97,7 +107,10 @@ impl Vault {
                     .push((m.namespace.clone(), m.version as u32));
             }
         }
-        Ok(report)
+        match forged {
+            Some(e) => Err(e.into()),
+            None => Ok(report),
+        }
     }
 
     /// The rotations, window ends and destructions the policy schedules from the current key
