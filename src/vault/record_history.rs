@@ -25,13 +25,18 @@ pub(super) fn with_revision(entry: &AuditEntry, revision: i64, etag: &str) -> Au
     logged
 }
 
-/// The revision and, if logged, the ETag a write's detail names.
-fn logged_write(detail: &str) -> Option<(i64, Option<String>)> {
+/// The revision and, if logged, the ETag a write's detail names (16 hex digits, kept as the
+/// 8 bytes they spell: a verification holds one per record ever written).
+fn logged_write(detail: &str) -> Option<(i64, Option<u64>)> {
     let logged = detail.rsplit("; ").next()?.strip_prefix("revision ")?;
     match logged.split_once(" etag ") {
-        Some((revision, etag)) => Some((revision.parse().ok()?, Some(etag.to_owned()))),
+        Some((revision, etag)) => Some((revision.parse().ok()?, etag_bits(etag))),
         None => Some((logged.parse().ok()?, None)),
     }
+}
+
+fn etag_bits(etag: &str) -> Option<u64> {
+    (etag.len() == 16).then(|| u64::from_str_radix(etag, 16).ok())?
 }
 
 /// A record, as both the trail and the table name it: namespace, resident tag, record name
@@ -47,10 +52,10 @@ fn key(parts: &[&str]) -> Key {
     h.finalize()[..16].try_into().expect("16 of 32 bytes")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Last {
     /// Revision, and ETag where logged.
-    Wrote(i64, Option<String>),
+    Wrote(i64, Option<u64>),
     /// Written before revisions were logged.
     WroteUnknown,
     Deleted,
@@ -92,7 +97,7 @@ impl RecordHistory {
         let slot = self
             .last
             .entry(key(&[&e.namespace, &e.resident_tag, &e.target]))
-            .or_insert((when, change.clone(), resident));
+            .or_insert((when, change, resident));
         if when >= slot.0 {
             *slot = (when, change, resident);
         }
@@ -153,10 +158,12 @@ impl Vault {
                 };
                 let tag = hex::encode(ik.audit_tag(&bi));
                 let problem = match history.take(&row.namespace, &tag, &row.name) {
-                    Some(Last::Wrote(_, Some(etag))) if etag != row.etag => Some(format!(
-                        "holds ETag {}, but the last write made {etag}: an older copy was put back, or it was written outside zkvault",
-                        row.etag
-                    )),
+                    Some(Last::Wrote(_, Some(etag))) if etag_bits(&row.etag) != Some(etag) => {
+                        Some(format!(
+                            "holds ETag {}, but the last write made {etag:016x}: an older copy was put back, or it was written outside zkvault",
+                            row.etag
+                        ))
+                    }
                     Some(Last::Wrote(r, _)) if r > row.revision => Some(format!(
                         "at revision {}, but revision {r} was written: an older copy was put back",
                         row.revision
@@ -196,14 +203,15 @@ mod tests {
     #[test]
     fn the_revision_and_etag_are_read_back_from_the_detail() {
         let entry = AuditEntry::default();
-        let logged = with_revision(&entry, 7, "ab12");
-        assert_eq!(logged_write(&logged.detail), Some((7, Some("ab12".into()))));
+        let logged = with_revision(&entry, 7, "00000000000000ab");
+        assert_eq!(logged_write(&logged.detail), Some((7, Some(0xab))));
         let why = AuditEntry {
             detail: "ticket 12; revision 3 etag 99".into(),
             ..AuditEntry::default()
         };
-        let logged = with_revision(&why, 4, "cd34");
-        assert_eq!(logged_write(&logged.detail), Some((4, Some("cd34".into()))));
+        let logged = with_revision(&why, 4, "00000000000000cd");
+        assert_eq!(logged_write(&logged.detail), Some((4, Some(0xcd))));
+        assert_eq!(logged_write("revision 4 etag xyz"), Some((4, None)));
         assert_eq!(logged_write("revision 5"), Some((5, None)));
         assert_eq!(logged_write("ticket 12"), None);
         assert_eq!(logged_write(""), None);
