@@ -115,8 +115,40 @@ pub struct AuditFilter {
 }
 
 impl Store {
-    /// Appends `entry` to `chain` inside the caller's transaction. The head row is written first,
-    /// and MACed last.
+    /// On PostgreSQL, `ForgedChainHead` unless `chain`'s head (if it has one) is one zkvault
+    /// wrote and no entry lies beyond it; the head stays locked until the transaction ends.
+    fn check_head(&self, c: &mut AnyConnection, chain: &str) -> Result<(), StorageError> {
+        let AnyConnection::Pg(pg) = c else {
+            return Ok(());
+        };
+        let head: Option<(AuditHead, Option<Vec<u8>>)> = audit_heads::table
+            .find(chain)
+            .select((AuditHead::as_select(), audit_heads::mac))
+            .for_update()
+            .first(pg)
+            .optional()?;
+        let key = self.row_key()?;
+        let authentic = head.as_ref().is_none_or(|(head, mac)| {
+            mac.as_deref()
+                .is_some_and(|m| key.verify(AuditHead::KIND, &head.encode(), m))
+        });
+        // Entries beyond the head: the head was deleted, or put back older.
+        let after = head.as_ref().map_or(0, |(head, _)| head.seq);
+        let behind = diesel::select(diesel::dsl::exists(
+            audit::table
+                .filter(audit::chain.eq(chain))
+                .filter(audit::seq.gt(after)),
+        ))
+        .get_result::<bool>(pg)?;
+        if !authentic || behind {
+            tracing::error!(chain, "an audit chain's head is not one zkvault wrote, or is behind its entries: the chain is set aside, never appended to; run `zkvault audit verify`");
+            return Err(StorageError::ForgedChainHead);
+        }
+        Ok(())
+    }
+
+    /// Appends `entry` to `chain` inside the caller's transaction: the head bumped, the entry
+    /// inserted, the head MACed.
     fn append(
         &self,
         c: &mut AnyConnection,
@@ -174,7 +206,7 @@ impl Store {
             ..entry.clone()
         };
         let hash = entry_hash(&prev, chain, seq as u64, &entry.fields());
-        diesel::insert_into(audit::table)
+        let inserted = diesel::insert_into(audit::table)
             .values((
                 audit::chain.eq(chain),
                 audit::seq.eq(seq),
@@ -182,7 +214,15 @@ impl Store {
                 audit::prev_hash.eq(&prev[..]),
                 audit::hash.eq(&hash[..]),
             ))
-            .execute(c)?;
+            .execute(c)
+            .map_err(StorageError::from);
+        // The chain already holds this position: its head was deleted or put back older.
+        // Set the chain aside, as for a forged head.
+        if let Err(StorageError::Conflict) = inserted {
+            tracing::error!(chain, "an audit chain's head is behind its entries (deleted or put back older): the chain is set aside; run `zkvault audit verify`");
+            return Err(StorageError::ForgedChainHead);
+        }
+        inserted?;
         let head = AuditHead {
             chain: chain.to_owned(),
             seq,
@@ -210,9 +250,21 @@ impl Store {
         let mut change = Some(change);
         loop {
             let chain = self.chains.take();
-            let result = conn.transaction::<_, StorageError, _>(|c| {
-                self.append(c, &chain, entry)?;
-                change.take().expect("run once")(c)
+            let result = conn.transaction::<_, StorageError, _>(|c| match &**c {
+                // SQLite: the head first, so the write lock is taken before anything is read.
+                AnyConnection::Sqlite(_) => {
+                    self.append(c, &chain, entry)?;
+                    change.take().expect("run once")(c)
+                }
+                // PostgreSQL: the head checked (and locked) first, the entry appended last, so
+                // it is timed after every row lock the change waited for: the trail orders two
+                // changes to one record as they committed.
+                AnyConnection::Pg(_) => {
+                    self.check_head(c, &chain)?;
+                    let done = change.take().expect("run once")(c)?;
+                    self.append(c, &chain, entry)?;
+                    Ok(done)
+                }
             });
             match result {
                 // Rolled back before the change ran: write on a new chain instead. The forged

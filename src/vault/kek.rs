@@ -203,6 +203,11 @@ impl Vault {
         let started = Instant::now();
         let _lock = self.key_lock()?;
         let keystore = self.keyring().keystore().clone();
+        // Every key row must be authentic before a KEK is made: a rewrap that then failed on a
+        // forged row would leave a keystore KEK the database does not know of (and a scheduler
+        // that retried every tick would make one each time).
+        self.store().all_masters()?;
+        self.store().integrity_key()?.ok_or(VaultError::Integrity)?;
         let previous = keystore.active_kek()?;
         let active = keystore.create_kek_after(self.highest_kek_version()?)?;
         let rewrapped = self.rewrap_and_commit(

@@ -47,22 +47,25 @@ impl Vault {
     pub fn run_due_lifecycle(&self, now: i64) -> Result<LifecycleReport, VaultError> {
         let actor = Actor::new("scheduler", "due by key policy");
         let mut report = LifecycleReport::default();
+        // A forged key row stops the work that needs it, not the rest: the first such failure
+        // is answered once the rest is done.
+        let mut forged = None;
         if let Some(kek) = self.active_kek_row()? {
             if kek.created_at + ms(self.policy().kek_rotation) <= now {
-                report.kek_rotated = Some(
-                    self.rotate_kek(&Grant::system(actor.clone(), Role::Operator, None))?
-                        .active,
-                );
+                match self.rotate_kek(&Grant::system(actor.clone(), Role::Operator, None)) {
+                    Ok(rotation) => report.kek_rotated = Some(rotation.active),
+                    Err(VaultError::Integrity) => {
+                        forged.get_or_insert(VaultError::Integrity);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
-        // A forged key row stops the work that needs it, not the other namespaces': the first
-        // such failure is answered once the rest is done.
-        let mut forged = None;
         for (ns, policy) in &self.policy().namespaces {
             let masters = match self.store().masters(ns) {
                 Ok(masters) => masters,
-                Err(e @ StorageError::Integrity(_)) => {
-                    forged.get_or_insert(e);
+                Err(StorageError::Integrity(_)) => {
+                    forged.get_or_insert(VaultError::Integrity);
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -101,14 +104,19 @@ impl Vault {
                 && m.updated_at + ms(policy.destroy_after_retired) <= now
             {
                 // A retired master protects no record: nothing to shred, no approval needed.
-                self.destroy_master_as(&m.namespace, &actor, m.version as u32, false)?;
-                report
-                    .masters_destroyed
-                    .push((m.namespace.clone(), m.version as u32));
+                match self.destroy_master_as(&m.namespace, &actor, m.version as u32, false) {
+                    Ok(_) => report
+                        .masters_destroyed
+                        .push((m.namespace.clone(), m.version as u32)),
+                    Err(VaultError::Integrity) => {
+                        forged.get_or_insert(VaultError::Integrity);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         match forged {
-            Some(e) => Err(e.into()),
+            Some(e) => Err(e),
             None => Ok(report),
         }
     }
