@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::app::{backup, execute_sql, query_strings, restore, TestApp};
+use support::app::{backup, restore, TestApp};
 use support::db::TestDb;
+use support::writer::{checkpoint, id_of, sql, strings, verify};
 use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
-use zkvault::vault::AuditVerification;
 use zkvault::vault::Role;
 use zkvault_core::{KeyKind, Secret32, WrapContext};
 
@@ -36,24 +36,6 @@ on_both_backends!(
 const TRAIL: [&str; 4] = ["audit", "audit_heads", "audit_manifests", "audit_marks"];
 
 const ID: &str = "4930098371";
-
-async fn sql(app: &TestApp, sql: &str) {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || execute_sql(&url, &sql))
-        .await
-        .unwrap();
-}
-
-async fn strings(app: &TestApp, sql: &str) -> Vec<String> {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || query_strings(&url, &sql))
-        .await
-        .unwrap()
-}
-
-fn id_of(token: &str) -> &str {
-    token.split('_').nth(1).unwrap()
-}
 
 /// Audit entries with `outcome` for `operation`, as the auditor reads them.
 async fn outcomes(app: &TestApp, operation: &str, outcome: &str) -> usize {
@@ -298,20 +280,6 @@ async fn traffic(app: &TestApp, n: usize) {
         let put = app.put("rp", &format!("t{i}"), ID, b"\"x\"").await;
         assert!(put.status().is_success());
     }
-}
-
-async fn checkpoint(app: &TestApp) -> Result<usize, zkvault::vault::VaultError> {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.checkpoint_audit())
-        .await
-        .unwrap()
-}
-
-async fn verify(app: &TestApp) -> AuditVerification {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
-        .await
-        .unwrap()
 }
 
 /// The reason `audit verify` gives, which must exist.

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::app::{backup, execute_sql, grant, query_strings, restore, TestApp};
+use support::app::{backup, grant, restore, TestApp};
 use support::db::TestDb;
+use support::writer::{blob, checkpoint, id_of, sql, strings, verify};
 use zkvault::storage::AuditFilter;
-use zkvault::vault::{now_ms, AuditVerification, Role};
+use zkvault::vault::{now_ms, Role};
 
 on_both_backends!(
     // The audit trail and the single-record rollback check.
@@ -34,50 +35,9 @@ on_both_backends!(
 
 const ID: &str = "4930098371";
 
-async fn sql(app: &TestApp, sql: &str) {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || execute_sql(&url, &sql))
-        .await
-        .unwrap();
-}
-
-async fn strings(app: &TestApp, sql: &str) -> Vec<String> {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || query_strings(&url, &sql))
-        .await
-        .unwrap()
-}
-
-fn id_of(token: &str) -> &str {
-    token.split('_').nth(1).unwrap()
-}
-
 async fn put_ok(app: &TestApp, name: &str, body: &[u8]) {
     let r = app.put("rp", name, ID, body).await;
     assert!(r.status().is_success(), "{}", r.status());
-}
-
-async fn checkpoint(app: &TestApp) -> Result<usize, zkvault::vault::VaultError> {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.checkpoint_audit())
-        .await
-        .unwrap()
-}
-
-async fn verify(app: &TestApp) -> AuditVerification {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
-        .await
-        .unwrap()
-}
-
-/// A byte string as an SQL literal of the test's backend.
-fn blob(app: &TestApp, bytes: &[u8]) -> String {
-    if app.db.is_postgres() {
-        format!("decode('{}', 'hex')", hex::encode(bytes))
-    } else {
-        format!("X'{}'", hex::encode(bytes))
-    }
 }
 
 /// `r1` written twice, `records` backed up as `name` in between: the old row still opens.

@@ -8,9 +8,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use support::app::{backup, execute_sql, grant, query_strings, TestApp};
+use support::app::{backup, grant, TestApp};
 use support::db::TestDb;
-use zkvault::vault::{AuditVerification, Precondition, RecordWrite, Role};
+use support::writer::{checkpoint, id_of, sql, strings, verify};
+use zkvault::vault::{Precondition, RecordWrite, Role};
 
 on_both_backends!(
     // The audit trail.
@@ -30,41 +31,9 @@ on_both_backends!(
 
 const ID: &str = "4930098371";
 
-async fn sql(app: &TestApp, sql: &str) {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || execute_sql(&url, &sql))
-        .await
-        .unwrap();
-}
-
-async fn strings(app: &TestApp, sql: &str) -> Vec<String> {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || query_strings(&url, &sql))
-        .await
-        .unwrap()
-}
-
-fn id_of(token: &str) -> &str {
-    token.split('_').nth(1).unwrap()
-}
-
 async fn put_ok(app: &TestApp, name: &str, body: &[u8]) {
     let r = app.put("rp", name, ID, body).await;
     assert!(r.status().is_success(), "{}", r.status());
-}
-
-async fn checkpoint(app: &TestApp) -> Result<usize, zkvault::vault::VaultError> {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.checkpoint_audit())
-        .await
-        .unwrap()
-}
-
-async fn verify(app: &TestApp) -> AuditVerification {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
-        .await
-        .unwrap()
 }
 
 async fn erase(app: &TestApp) {

@@ -7,9 +7,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
-use support::app::{execute_sql, grant, query_strings, TestApp};
+use support::app::{grant, TestApp};
 use support::db::TestDb;
-use zkvault::vault::{now_ms, AuditVerification, Role};
+use support::writer::{sql, strings, verify};
+use zkvault::vault::{now_ms, Role};
 
 on_both_backends!(
     // Forged rows and availability.
@@ -25,30 +26,9 @@ on_both_backends!(
 const ID: &str = "4930098371";
 const DAY: i64 = 24 * 3600 * 1000;
 
-async fn sql(app: &TestApp, sql: &str) {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || execute_sql(&url, &sql))
-        .await
-        .unwrap();
-}
-
-async fn strings(app: &TestApp, sql: &str) -> Vec<String> {
-    let (url, sql) = (app.db.url().to_owned(), sql.to_owned());
-    tokio::task::spawn_blocking(move || query_strings(&url, &sql))
-        .await
-        .unwrap()
-}
-
 async fn put_ok(app: &TestApp, name: &str, body: &[u8]) {
     let r = app.put("rp", name, ID, body).await;
     assert!(r.status().is_success(), "{}", r.status());
-}
-
-async fn verify(app: &TestApp) -> AuditVerification {
-    let v = app.vault.clone();
-    tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
-        .await
-        .unwrap()
 }
 
 async fn rotate(app: &TestApp, ns: &str) {

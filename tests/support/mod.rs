@@ -6,3 +6,4 @@ pub mod raw;
 // Not every test binary that includes `support` uses SoftHSM.
 #[allow(dead_code)]
 pub mod softhsm;
+pub mod writer;
