@@ -18,6 +18,7 @@ use zkvault::vault::{Actor, Caller, Role, VaultError};
 use zkvault_core::{Secret32, WrapContext};
 
 on_both_backends!(
+    a_forged_approval_is_refused_not_carried_out,
     one_holder_cannot_be_both_operators_of_a_shred,
     a_shred_request_is_checked_when_made,
     an_approval_that_fails_stays_usable_and_is_recorded_as_failed,
@@ -605,4 +606,41 @@ async fn a_checkpoint_under_a_destroyed_kek_never_blocks_a_keystore_migration(db
     .await
     .unwrap();
     assert!(err.is_none(), "{err:?}");
+}
+
+/// A database writer turns one operator's own shred request into one "from" somebody else (or
+/// inserts an approval outright), so that operator alone can carry it out. Approval rows are
+/// MACed: the forged one is refused and nothing is destroyed.
+async fn a_forged_approval_is_refused_not_carried_out(db: TestDb) {
+    let app = dual_control_app(db).await;
+    let op = app.tokens.operator.clone();
+    put_ok(&app, "r1", IDS[0]).await;
+    assert_eq!(
+        post(&app, "/v1/ns/rp/masters/rotate", &op).await.0,
+        StatusCode::OK
+    );
+    let (s, pending) = post(&app, "/v1/ns/rp/masters/1/destroy?shred=true", &op).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{pending}");
+    let id = pending["approval"].as_str().unwrap().to_owned();
+    support::app::execute_sql(
+        app.db.url(),
+        &format!("UPDATE approvals SET requested_by = 'cli:someone-else' WHERE id = '{id}'"),
+    );
+    let (s, body) = post(&app, &format!("/v1/approvals/{id}"), &op).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"], "integrity", "{body}");
+    // An approval inserted outright (another's MAC copied) fares no better.
+    support::app::execute_sql(
+        app.db.url(),
+        &format!(
+            "INSERT INTO approvals SELECT 'f0f0f0f0f0f0f0f0', operation, namespace, version, 'cli:someone-else', requested_at, expires_at, decided_by, decided_at, mac FROM approvals WHERE id = '{id}'"
+        ),
+    );
+    let (s, _) = post(&app, "/v1/approvals/f0f0f0f0f0f0f0f0", &op).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        app.get("rp", "r1", IDS[0]).await.status(),
+        StatusCode::OK,
+        "the master was destroyed on one operator's word"
+    );
 }

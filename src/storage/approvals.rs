@@ -1,4 +1,4 @@
-//! Dual control's pending approvals.
+//! Dual control's pending approvals, MACed like the other rows that grant power.
 
 use diesel::prelude::*;
 
@@ -33,17 +33,20 @@ impl Store {
             diesel::insert_into(approvals::table)
                 .values(row)
                 .execute(c)?;
-            Ok(())
+            self.remac_approval(c, &row.id)
         })
     }
 
+    /// Approval `id`, if it exists; `Integrity` if its row is not one zkvault wrote.
     pub fn approval(&self, id: &str) -> Result<Option<ApprovalRow>, StorageError> {
         let mut conn = self.conn()?;
-        Ok(approvals::table
+        approvals::table
             .find(id)
-            .select(ApprovalRow::as_select())
+            .select((ApprovalRow::as_select(), approvals::mac))
             .first(&mut *conn)
-            .optional()?)
+            .optional()?
+            .map(|r| self.checked(r))
+            .transpose()
     }
 
     /// Makes approval `id`, decided by `by`, undecided again: what it carried out failed.
@@ -54,7 +57,8 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
-            Ok(diesel::update(
+            self.approval_in(c, id)?;
+            let n = diesel::update(
                 approvals::table
                     .filter(approvals::id.eq(id))
                     .filter(approvals::decided_by.eq(by)),
@@ -63,7 +67,11 @@ impl Store {
                 approvals::decided_by.eq(None::<String>),
                 approvals::decided_at.eq(None::<i64>),
             ))
-            .execute(c)?)
+            .execute(c)?;
+            if n > 0 {
+                self.remac_approval(c, id)?;
+            }
+            Ok(n)
         })
     }
 
@@ -78,7 +86,9 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
-            Ok(diesel::update(
+            // A forged approval (another requester written in, say) is refused, not carried out.
+            self.approval_in(c, id)?;
+            let n = diesel::update(
                 approvals::table
                     .filter(approvals::id.eq(id))
                     .filter(approvals::decided_by.is_null())
@@ -86,7 +96,11 @@ impl Store {
                     .filter(approvals::requested_by.ne(by)),
             )
             .set((approvals::decided_by.eq(by), approvals::decided_at.eq(now)))
-            .execute(c)?)
+            .execute(c)?;
+            if n > 0 {
+                self.remac_approval(c, id)?;
+            }
+            Ok(n)
         })
     }
 }

@@ -10,8 +10,8 @@ use diesel::prelude::*;
 use zkvault_core::IntegrityKey;
 
 use super::conn::AnyConnection;
-use super::schema::{audit_heads, credentials, keks, masters};
-use super::{AuditHead, CredentialRow, KekRow, MasterRow, StorageError, Store};
+use super::schema::{approvals, audit_heads, credentials, keks, masters};
+use super::{ApprovalRow, AuditHead, CredentialRow, KekRow, MasterRow, StorageError, Store};
 
 /// Makes and checks row MACs; the vault hands storage its integrity key as one.
 pub trait RowKey: Send + Sync {
@@ -129,6 +129,26 @@ impl MacedRow for AuditHead {
             .text(&self.chain)
             .int(self.seq)
             .bytes(&self.hash)
+            .0
+    }
+}
+
+impl MacedRow for ApprovalRow {
+    const KIND: &'static str = "row:approval";
+    fn describe(&self) -> String {
+        format!("approval {}", self.id)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.id)
+            .text(&self.operation)
+            .text(&self.namespace)
+            .int(self.version)
+            .text(&self.requested_by)
+            .int(self.requested_at)
+            .int(self.expires_at)
+            .opt_bytes(self.decided_by.as_deref().map(str::as_bytes))
+            .opt_int(self.decided_at)
             .0
     }
 }
@@ -285,7 +305,38 @@ impl Store {
         Ok(())
     }
 
-    /// MACs every credential, master, KEK and audit head row as it stands, in `c`'s transaction: once, when
+    /// Approval `id` as stored, checked (locked on PostgreSQL); `None` if absent.
+    pub(super) fn approval_in(
+        &self,
+        c: &mut AnyConnection,
+        id: &str,
+    ) -> Result<Option<ApprovalRow>, StorageError> {
+        first_locked!(
+            c,
+            approvals::table
+                .find(id)
+                .select((ApprovalRow::as_select(), approvals::mac))
+        )?
+        .map(|r| self.checked(r))
+        .transpose()
+    }
+
+    pub(super) fn remac_approval(
+        &self,
+        c: &mut AnyConnection,
+        id: &str,
+    ) -> Result<(), StorageError> {
+        let row: ApprovalRow = approvals::table
+            .find(id)
+            .select(ApprovalRow::as_select())
+            .first(c)?;
+        diesel::update(approvals::table.find(id))
+            .set(approvals::mac.eq(self.mac_of(&row)?))
+            .execute(c)?;
+        Ok(())
+    }
+
+    /// MACs every credential, master, KEK, approval and audit head row as it stands, in `c`'s transaction: once, when
     /// the deployment's integrity key is created (rows written before row MACs existed).
     pub(super) fn mac_all_in(&self, c: &mut AnyConnection) -> Result<usize, StorageError> {
         let mut maced = 0;
@@ -306,6 +357,11 @@ impl Store {
             self.remac_kek(c, *version)?;
         }
         maced += versions.len();
+        let pending: Vec<String> = approvals::table.select(approvals::id).load(c)?;
+        for id in &pending {
+            self.remac_approval(c, id)?;
+        }
+        maced += pending.len();
         let heads: Vec<AuditHead> = audit_heads::table.select(AuditHead::as_select()).load(c)?;
         for head in &heads {
             diesel::update(audit_heads::table.find(&head.chain))

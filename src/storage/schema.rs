@@ -131,6 +131,7 @@ diesel::table! {
         expires_at -> BigInt,
         decided_by -> Nullable<Text>,
         decided_at -> Nullable<BigInt>,
+        mac -> Nullable<Binary>,
     }
 }
 

@@ -7,6 +7,8 @@ ALTER TABLE keks ADD COLUMN mac BLOB;
 -- Each chain's head too: a chain forged, rewritten or cut short after the newest checkpoint
 -- cannot carry an authentic head.
 ALTER TABLE audit_heads ADD COLUMN mac BLOB;
+-- And dual control's approvals: a forged one would let one operator carry out a shred.
+ALTER TABLE approvals ADD COLUMN mac BLOB;
 -- The credential a rotation replaced, inside the successor's MACed row: dual control tells
 -- one holder's rotated credentials apart from a second operator by this, not by
 -- credential_successors, whose rows a writer could delete.
