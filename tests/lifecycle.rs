@@ -988,11 +988,23 @@ async fn under_dual_control_a_shred_takes_two_different_operators(db: TestDb) {
     );
     let (status, pending) = post(&app, "/v1/ns/rp/masters/2/destroy?shred=true", &op).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let expired = pending["approval"].as_str().unwrap().to_owned();
-    support::app::execute_sql(
-        app.db.url(),
-        &format!("UPDATE approvals SET expires_at = 0 WHERE id = '{expired}'"),
-    );
+    let pending = pending["approval"].as_str().unwrap().to_owned();
+    // The same request as it stands once `approval_minutes` have passed, written through the
+    // store (an SQL edit of the row would be refused as forged).
+    let expired = "e0e0e0e0e0e0e0e0";
+    let v = app.vault.clone();
+    tokio::task::spawn_blocking(move || {
+        let row = v.store().approval(&pending).unwrap().unwrap();
+        let row = zkvault::storage::ApprovalRow {
+            id: expired.into(),
+            expires_at: 1,
+            ..row
+        };
+        let entry = zkvault::vault::Actor::new("test", "").entry("test", "rp", "");
+        v.store().insert_approval(&row, &entry).unwrap();
+    })
+    .await
+    .unwrap();
     let (status, _) = post(&app, &format!("/v1/approvals/{expired}"), &second).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(app.get("rp", "r2", IDS[1]).await.status(), StatusCode::OK);

@@ -137,6 +137,7 @@ pub struct RecordPosition {
     pub name: String,
     pub revision: i64,
     pub etag: String,
+    pub updated_at: i64,
 }
 
 impl Store {
@@ -153,5 +154,15 @@ impl Store {
             .limit(limit)
             .select(RecordPosition::as_select())
             .load(&mut *conn)?)
+    }
+
+    /// Record `id` where it stands now, if it exists.
+    pub fn record_position(&self, id: &[u8]) -> Result<Option<RecordPosition>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(records::table
+            .find(id)
+            .select(RecordPosition::as_select())
+            .first(&mut *conn)
+            .optional()?)
     }
 }

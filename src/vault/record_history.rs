@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::audit::AuditBreak;
 use super::{Vault, VaultError};
-use crate::storage::{AuditEntry, AuditRow};
+use crate::storage::{AuditEntry, AuditRow, RecordPosition};
 
 /// The detail of a record write's audit entry names the revision and the ETag it wrote (a
 /// fresh random ETag per write, so a record deleted and made again, whose revisions start over,
@@ -109,11 +109,11 @@ impl RecordHistory {
 
     /// The record's last change, a resident's erasure after its last write counting as a
     /// deletion.
-    fn take(&mut self, namespace: &str, tag: &str, name: &str) -> Option<Last> {
-        let (at, last, resident) = self.last.remove(&key(&[namespace, tag, name]))?;
-        Some(match self.erased_after(&resident, at) {
+    fn last_of(&self, namespace: &str, tag: &str, name: &str) -> Option<Last> {
+        let (at, last, resident) = self.last.get(&key(&[namespace, tag, name]))?;
+        Some(match self.erased_after(resident, *at) {
             true => Last::Deleted,
-            false => last,
+            false => *last,
         })
     }
 }
@@ -123,15 +123,16 @@ const PAGE: i64 = 5_000;
 impl Vault {
     /// Every record row against its last logged change: the first record rolled back,
     /// deleted or restored outside zkvault, and how many records were checked.
+    ///
+    /// The service keeps writing meanwhile. A record that seems wrong is read again, and the
+    /// entries appended since the verification began (`since`, less a margin) are folded in
+    /// first: only if it is still wrong is it reported. A record missing is looked for again
+    /// if it was written while this ran (the scan may have passed its place).
     pub(super) fn check_records(
         &self,
         mut history: RecordHistory,
+        since: i64,
     ) -> Result<(u64, Option<AuditBreak>), VaultError> {
-        let broken = |ns: &str, name: &str, reason: String| AuditBreak {
-            chain: "records".into(),
-            seq: 0,
-            reason: format!("record {name} in {ns}: {reason}"),
-        };
         let (mut after, mut checked) = (Vec::new(), 0u64);
         loop {
             let page = self.store().record_positions(&after, PAGE)?;
@@ -139,60 +140,114 @@ impl Vault {
             after = last.id.clone();
             for row in &page {
                 checked += 1;
-                let ik = match self.keyring().index_key(&row.namespace) {
-                    Err(VaultError::NotFound) => {
-                        let reason = "in a namespace without keys: written outside zkvault";
-                        return Ok((
-                            checked,
-                            Some(broken(&row.namespace, &row.name, reason.into())),
-                        ));
+                let (problem, record) = self.judge(&history, row)?;
+                if problem.is_some() {
+                    // Changed while this ran? The row as it is now, against the trail now.
+                    if let Some(now) = self.store().record_position(&row.id)? {
+                        self.fold_since(&mut history, since)?;
+                        if let (Some(problem), _) = self.judge(&history, &now)? {
+                            return Ok((checked, Some(problem)));
+                        }
                     }
-                    other => other?,
-                };
-                let Some(bi) = zkvault_core::BlindIndex::from_slice(&row.blind_index) else {
-                    let reason = "its blind index is malformed: written outside zkvault";
-                    return Ok((
-                        checked,
-                        Some(broken(&row.namespace, &row.name, reason.into())),
-                    ));
-                };
-                let tag = hex::encode(ik.audit_tag(&bi));
-                let problem = match history.take(&row.namespace, &tag, &row.name) {
-                    Some(Last::Wrote(_, Some(etag))) if etag_bits(&row.etag) != Some(etag) => {
-                        Some(format!(
-                            "holds ETag {}, but the last write made {etag:016x}: an older copy was put back, or it was written outside zkvault",
-                            row.etag
-                        ))
-                    }
-                    Some(Last::Wrote(r, _)) if r > row.revision => Some(format!(
-                        "at revision {}, but revision {r} was written: an older copy was put back",
-                        row.revision
-                    )),
-                    Some(Last::Wrote(r, _)) if r < row.revision => Some(format!(
-                        "at revision {}, but only revision {r} was written: written outside zkvault",
-                        row.revision
-                    )),
-                    Some(Last::Deleted) => {
-                        Some("deleted, but the row is back: restored from a backup".into())
-                    }
-                    _ => None,
-                };
-                if let Some(reason) = problem {
-                    return Ok((checked, Some(broken(&row.namespace, &row.name, reason))));
+                }
+                // Found: never counted missing (a later entry folded in is recent, see below).
+                history.last.remove(&record);
+            }
+        }
+        self.fold_since(&mut history, since)?;
+        let mut missing: HashMap<Key, When> = history
+            .last
+            .iter()
+            .filter(|(_, (when, last, resident))| {
+                matches!(last, Last::Wrote(..) | Last::WroteUnknown)
+                    && !history.erased_after(resident, *when)
+            })
+            .map(|(record, (when, _, _))| (*record, *when))
+            .collect();
+        // One written while this ran may have been made behind the scan: look again.
+        if missing.values().any(|when| when.0 >= since) {
+            let mut after = Vec::new();
+            loop {
+                let page = self.store().record_positions(&after, PAGE)?;
+                let Some(last) = page.last() else { break };
+                after = last.id.clone();
+                for row in &page {
+                    missing.remove(&self.judge(&history, row)?.1);
                 }
             }
         }
-        // Written and never deleted through zkvault (nor its resident erased since), yet gone.
-        let gone = history.last.values().any(|(at, last, resident)| {
-            matches!(last, Last::Wrote(..) | Last::WroteUnknown)
-                && !history.erased_after(resident, *at)
-        });
-        let problem = gone.then(|| AuditBreak {
+        let problem = (!missing.is_empty()).then(|| AuditBreak {
             chain: "records".into(),
             seq: 0,
             reason: "a record written through zkvault and never deleted through it is missing: deleted outside zkvault".into(),
         });
         Ok((checked, problem))
+    }
+
+    /// What is wrong with `row` against its last logged change, if anything, and the record's
+    /// key in the history.
+    fn judge(
+        &self,
+        history: &RecordHistory,
+        row: &RecordPosition,
+    ) -> Result<(Option<AuditBreak>, Key), VaultError> {
+        let broken = |reason: String| {
+            Some(AuditBreak {
+                chain: "records".into(),
+                seq: 0,
+                reason: format!("record {} in {}: {reason}", row.name, row.namespace),
+            })
+        };
+        let unkeyed = key(&[&row.namespace, "", &row.name]);
+        let ik = match self.keyring().index_key(&row.namespace) {
+            Err(VaultError::NotFound) => {
+                let reason = "in a namespace without keys: written outside zkvault";
+                return Ok((broken(reason.into()), unkeyed));
+            }
+            other => other?,
+        };
+        let Some(bi) = zkvault_core::BlindIndex::from_slice(&row.blind_index) else {
+            let reason = "its blind index is malformed: written outside zkvault";
+            return Ok((broken(reason.into()), unkeyed));
+        };
+        let tag = hex::encode(ik.audit_tag(&bi));
+        let record = key(&[&row.namespace, &tag, &row.name]);
+        let problem = match history.last_of(&row.namespace, &tag, &row.name) {
+            Some(Last::Wrote(_, Some(etag))) if etag_bits(&row.etag) != Some(etag) => broken(format!(
+                "holds ETag {}, but the last write made {etag:016x}: an older copy was put back, or it was written outside zkvault",
+                row.etag
+            )),
+            Some(Last::Wrote(r, _)) if r > row.revision => broken(format!(
+                "at revision {}, but revision {r} was written: an older copy was put back",
+                row.revision
+            )),
+            Some(Last::Wrote(r, _)) if r < row.revision => broken(format!(
+                "at revision {}, but only revision {r} was written: written outside zkvault",
+                row.revision
+            )),
+            Some(Last::Deleted) => broken("deleted, but the row is back: restored from a backup".into()),
+            _ => None,
+        };
+        Ok((problem, record))
+    }
+
+    /// Folds in the entries appended since `since` (some the walk may have missed).
+    fn fold_since(&self, history: &mut RecordHistory, since: i64) -> Result<(), VaultError> {
+        let mut after = 0;
+        loop {
+            let filter = crate::storage::AuditFilter {
+                since: Some(since),
+                after_id: after,
+                limit: PAGE,
+                ..Default::default()
+            };
+            let recent = self.store().audit_page(&filter)?;
+            let Some(last) = recent.last() else {
+                return Ok(());
+            };
+            after = last.id;
+            recent.iter().for_each(|row| history.observe(row));
+        }
     }
 }
 

@@ -64,6 +64,7 @@ pub(super) fn claim(s: &Session, version: u32, handle: ObjectHandle) -> Result<b
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::Token(true),
+        Attribute::Private(true),
         Attribute::Id(version.to_be_bytes().to_vec()),
     ])?;
     if same_id == [handle] {
@@ -84,6 +85,7 @@ pub(super) fn find_kek(s: &Session, version: u32) -> Result<Option<ObjectHandle>
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::Token(true),
+        Attribute::Private(true),
         Attribute::Id(version.to_be_bytes().to_vec()),
         Attribute::Label(kek_label(version).into_bytes()),
     ])?;
@@ -151,6 +153,7 @@ pub(super) fn find_tombstones(s: &Session) -> Result<Vec<u32>, CkError> {
     let handles = s.find_objects(&[
         Attribute::Class(ObjectClass::DATA),
         Attribute::Token(true),
+        Attribute::Private(true),
         Attribute::Label(TOMBSTONE_LABEL.as_bytes().to_vec()),
     ])?;
     let mut versions = Vec::with_capacity(handles.len());
@@ -301,10 +304,13 @@ struct KekObject {
 /// Every KEK key object on the token, pending ones included.
 fn kek_objects(s: &Session) -> Result<Vec<KekObject>, CkError> {
     require_login(s)?;
+    // Private objects only, as for every object zkvault reads: a public one (a key of a
+    // chosen value, a tombstone) can be made without the PIN.
     let handles = s.find_objects(&[
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::Token(true),
+        Attribute::Private(true),
     ])?;
     let mut objects = Vec::with_capacity(handles.len());
     for h in handles {
