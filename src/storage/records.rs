@@ -137,7 +137,6 @@ pub struct RecordPosition {
     pub name: String,
     pub revision: i64,
     pub etag: String,
-    pub updated_at: i64,
 }
 
 impl Store {

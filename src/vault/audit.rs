@@ -178,7 +178,7 @@ pub struct AuditVerification {
 
 const VERIFY_PAGE: i64 = 5_000;
 
-/// How far before a verification's start a record change still counts as made during it.
+/// How far before a verification's start an entry still counts as appended during it.
 const VERIFY_MARGIN_MS: i64 = 5_000;
 
 impl Vault {
@@ -248,10 +248,12 @@ impl Vault {
 
     /// Walks every chain and checks every checkpoint and the keystore's anchor; names the first
     /// entry that was edited, deleted, inserted or moved, the first checkpoint deleted or
-    /// forged, or a rollback of the whole database. Linear in entries plus checkpoints.
+    /// forged, a rollback of the whole database, a forged or replayed key or credential row,
+    /// and a record rolled back. Linear in entries plus checkpoints plus records.
     pub fn verify_audit(&self) -> Result<AuditVerification, VaultError> {
-        // Records changed from here on are not judged (the service keeps writing); the margin
-        // covers a SQLite transaction timed when it began and committed after this.
+        // The service keeps writing meanwhile: entries appended from here on are read again
+        // before a record is called wrong. The margin covers a SQLite transaction, timed when
+        // it began, that commits after this.
         let started = now_ms() - VERIFY_MARGIN_MS;
         let chains = self.store().audit_chains()?;
         let heads = self.store().audit_heads()?;
