@@ -1,8 +1,11 @@
 //! Sealed records, addressed by `(namespace, blind_index, name)`.
 
+use diesel::connection::SimpleConnection;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
+use sha2::{Digest, Sha256};
 
+use super::conn::AnyConnection;
 use super::schema::records;
 use super::{AuditEntry, RecordMeta, RecordRow, StorageError, Store};
 use crate::states::MasterUse;
@@ -32,6 +35,7 @@ impl Store {
     /// must not write under one that is being destroyed).
     pub fn insert_record(&self, row: &RecordRow, audit: &AuditEntry) -> Result<(), StorageError> {
         self.write(audit, |c| {
+            lock_resident(c, &row.namespace, &row.blind_index)?;
             diesel::insert_into(records::table).values(row).execute(c)?;
             self.require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)
         })
@@ -48,6 +52,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
+            lock_resident(c, &row.namespace, &row.blind_index)?;
             let n = diesel::update(
                 records::table
                     .filter(records::id.eq(&row.id))
@@ -71,6 +76,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
         self.write_if_any(audit, |c| {
+            lock_resident(c, namespace, blind_index)?;
             Ok(diesel::delete(
                 records::table
                     .filter(records::namespace.eq(namespace))
@@ -105,6 +111,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<u64, StorageError> {
         self.write(audit, |c| {
+            lock_resident(c, namespace, blind_index)?;
             let n = diesel::delete(
                 records::table
                     .filter(records::namespace.eq(namespace))
@@ -165,3 +172,32 @@ impl Store {
             .optional()?)
     }
 }
+
+/// On PostgreSQL, serialises the changes to one resident's records (writes, deletions, an
+/// erasure) across instances until the transaction ends: an erasure then deletes every record
+/// written before it, and the trail (appended last in each transaction) orders them as they
+/// committed. SQLite serialises every write transaction already. Two residents may share a
+/// lock (a 32-bit hash): that only makes them wait for each other.
+fn lock_resident(
+    c: &mut AnyConnection,
+    namespace: &str,
+    blind_index: &[u8],
+) -> Result<(), StorageError> {
+    let AnyConnection::Pg(pg) = c else {
+        return Ok(());
+    };
+    let mut h = Sha256::new();
+    h.update((namespace.len() as u32).to_be_bytes());
+    h.update(namespace.as_bytes());
+    h.update(blind_index);
+    let digest = h.finalize();
+    let key = i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    pg.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({RESIDENT_LOCKS}, {key})"
+    ))?;
+    Ok(())
+}
+
+/// The class of [`lock_resident`]'s two-key advisory locks (the single-key ones in
+/// [`super::Advisory`] are another space).
+const RESIDENT_LOCKS: i32 = 0x7a6b_0001;

@@ -120,6 +120,9 @@ impl RecordHistory {
 
 const PAGE: i64 = 5_000;
 
+/// How often a record that seems wrong is read again before it is reported.
+const RECHECKS: usize = 5;
+
 impl Vault {
     /// Every record row against its last logged change: the first record rolled back,
     /// deleted or restored outside zkvault, and how many records were checked.
@@ -140,15 +143,22 @@ impl Vault {
             after = last.id.clone();
             for row in &page {
                 checked += 1;
-                let (problem, record) = self.judge(&history, row)?;
-                if problem.is_some() {
-                    // Changed while this ran? The row as it is now, against the trail now.
-                    if let Some(now) = self.store().record_position(&row.id)? {
-                        self.fold_since(&mut history, since)?;
-                        if let (Some(problem), _) = self.judge(&history, &now)? {
-                            return Ok((checked, Some(problem)));
-                        }
+                let (mut problem, record) = self.judge(&history, row)?;
+                // Changed while this ran? The trail as it is now, then the row as it is now,
+                // a few times over (a write may commit between the two reads): a rollback
+                // stays wrong, a busy record settles.
+                for _ in 0..RECHECKS {
+                    if problem.is_none() {
+                        break;
                     }
+                    self.fold_since(&mut history, since)?;
+                    problem = match self.store().record_position(&row.id)? {
+                        Some(now) => self.judge(&history, &now)?.0,
+                        None => None, // deleted meanwhile: judged with the missing ones below
+                    };
+                }
+                if problem.is_some() {
+                    return Ok((checked, problem));
                 }
                 // Found: never counted missing (a later entry folded in is recent, see below).
                 history.last.remove(&record);
