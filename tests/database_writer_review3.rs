@@ -20,7 +20,7 @@ on_both_backends!(
     // The audit trail.
     a_deleted_head_of_the_cli_chain_does_not_stop_the_cli_from_starting,
     // Legitimate flows (PostgreSQL: they need a second session to order them).
-    an_update_that_commits_before_an_erasure_deletes_it_is_not_reported_as_missing,
+    an_update_racing_an_erasure_is_never_reported_as_missing,
 );
 
 const ID: &str = "4930098371";
@@ -220,9 +220,9 @@ fn hold(url: &str, lock: &str) -> (std::sync::mpsc::Sender<()>, std::thread::Joi
 /// updated row under READ COMMITTED), and commits. Every step is a legitimate zkvault change on
 /// a common row, yet the record history orders A's write after the erasure and `audit verify`
 /// reports r1 "deleted outside zkvault" — for good, as the first break, hiding any real one.
-async fn an_update_that_commits_before_an_erasure_deletes_it_is_not_reported_as_missing(
-    db: TestDb,
-) {
+/// Since the fixes, the replacement waits for the erasure and is written after it: the trail
+/// and the table agree.
+async fn an_update_racing_an_erasure_is_never_reported_as_missing(db: TestDb) {
     if !db.is_postgres() {
         return;
     }
@@ -253,11 +253,21 @@ async fn an_update_that_commits_before_an_erasure_deletes_it_is_not_reported_as_
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let replaced = tokio::time::timeout(Duration::from_secs(10), app.put("rp", "r1", ID, b"2"))
-        .await
-        .expect("setup: the replacement of r1 does not wait for the erasure");
-    assert!(replaced.status().is_success(), "{}", replaced.status());
+    // The replacement of r1 now waits for the erasure (one resident's changes are serialised),
+    // so it is started alongside and the held row released after.
+    let replaced = tokio::spawn({
+        let req = app
+            .req(
+                Method::PUT,
+                "/v1/ns/rp/records/r1",
+                &app.tokens.writer,
+                Some(ID),
+            )
+            .header("Content-Type", "application/json")
+            .body("2");
+        async move { req.send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     release.send(()).unwrap();
     tokio::task::spawn_blocking(move || holder.join().unwrap())
         .await
@@ -267,10 +277,10 @@ async fn an_update_that_commits_before_an_erasure_deletes_it_is_not_reported_as_
         2,
         "setup: both records erased"
     );
-    assert_eq!(
-        app.get("rp", "r1", ID).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    let replaced = replaced.await.unwrap();
+    assert!(replaced.is_success(), "{replaced}");
+    // Written after the erasure: present, and the trail says so.
+    assert_eq!(app.get("rp", "r1", ID).await.status(), StatusCode::OK);
     let report = verify(&app).await;
     assert!(
         report.first_break.is_none(),
