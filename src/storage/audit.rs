@@ -11,7 +11,6 @@ use diesel::prelude::*;
 use zkvault_core::audit::{entry_hash, AuditFields};
 
 use super::conn::{on_backend, AnyConnection};
-use super::row_macs::MacedRow;
 use super::schema::{audit, audit_checkpoints, audit_heads};
 use super::{StorageError, Store};
 
@@ -127,11 +126,10 @@ impl Store {
             .for_update()
             .first(pg)
             .optional()?;
-        let key = self.row_key()?;
-        let authentic = head.as_ref().is_none_or(|(head, mac)| {
-            mac.as_deref()
-                .is_some_and(|m| key.verify(AuditHead::KIND, &head.encode(), m))
-        });
+        let authentic = match &head {
+            Some((head, mac)) => self.authentic(head, mac.as_deref())?,
+            None => true,
+        };
         // Entries beyond the head: the head was deleted, or put back older.
         let after = head.as_ref().map_or(0, |(head, _)| head.seq);
         let behind = diesel::select(diesel::dsl::exists(
@@ -190,9 +188,7 @@ impl Store {
             seq: seq - 1,
             hash: prev.clone(),
         };
-        let key = self.row_key()?;
-        if !started_here && !mac.is_some_and(|m| key.verify(AuditHead::KIND, &before.encode(), &m))
-        {
+        if !started_here && !self.authentic(&before, mac.as_deref())? {
             tracing::error!(chain, "an audit chain's head failed authentication: the chain is set aside, never appended to; run `zkvault audit verify`");
             return Err(StorageError::ForgedChainHead);
         }
@@ -370,15 +366,12 @@ impl Store {
             .order(audit_heads::chain.asc())
             .select((AuditHead::as_select(), audit_heads::mac))
             .load(&mut *conn)?;
-        let key = self.row_key()?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|(head, mac)| {
-                let authentic =
-                    mac.is_some_and(|mac| key.verify(AuditHead::KIND, &head.encode(), &mac));
-                (head, authentic)
+                let authentic = self.authentic(&head, mac.as_deref())?;
+                Ok((head, authentic))
             })
-            .collect())
+            .collect()
     }
 
     /// Checkpoints of the first format (one chain head each, wrapped under a KEK): no longer

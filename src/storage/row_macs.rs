@@ -189,16 +189,22 @@ impl Store {
             })
     }
 
+    /// Whether `mac` is `row`'s MAC (no MAC at all is not).
+    pub(super) fn authentic<R: MacedRow>(
+        &self,
+        row: &R,
+        mac: Option<&[u8]>,
+    ) -> Result<bool, StorageError> {
+        let key = self.row_key()?;
+        Ok(mac.is_some_and(|mac| key.verify(R::KIND, &row.encode(), mac)))
+    }
+
     /// `row` as read, if its MAC holds; else `Integrity`, logged loudly.
     pub(super) fn checked<R: MacedRow>(
         &self,
         (row, mac): (R, Option<Vec<u8>>),
     ) -> Result<R, StorageError> {
-        let key = self.row_key()?;
-        if mac
-            .as_deref()
-            .is_some_and(|mac| key.verify(R::KIND, &row.encode(), mac))
-        {
+        if self.authentic(&row, mac.as_deref())? {
             return Ok(row);
         }
         let what = row.describe();
@@ -336,8 +342,9 @@ impl Store {
         Ok(())
     }
 
-    /// MACs every credential, master, KEK, approval and audit head row as it stands, in `c`'s transaction: once, when
-    /// the deployment's integrity key is created (rows written before row MACs existed).
+    /// MACs every credential, master, KEK, approval and audit head row as it stands, in `c`'s
+    /// transaction: once, when the deployment's integrity key is created (rows written before
+    /// row MACs existed).
     pub(super) fn mac_all_in(&self, c: &mut AnyConnection) -> Result<usize, StorageError> {
         let mut maced = 0;
         let ids: Vec<String> = credentials::table.select(credentials::id).load(c)?;

@@ -337,19 +337,14 @@ impl Vault {
             });
         }
         // The marks checkpointing resumes from: edited, they stop every checkpoint from then on.
-        let marks: Heads = self
-            .store()
-            .audit_marks()?
-            .into_iter()
-            .filter_map(|m| Some((m.chain, (m.seq, m.hash.as_slice().try_into().ok()?))))
-            .collect();
-        let expected = folded.newest.as_ref().map(|m| m.heads_digest);
-        if first_break.is_none() && expected.is_some_and(|d| heads_digest(&marks) != d) {
-            first_break = Some(AuditBreak {
-                chain: CHECKPOINTS.into(),
-                seq: folded.newest.as_ref().map_or(0, |m| m.counter as i64),
-                reason: "the chain heads recorded at the newest checkpoint were edited: no checkpoint can be written".into(),
-            });
+        if let (None, Some(newest)) = (&first_break, &folded.newest) {
+            if self.marks_of(Some(newest))?.is_none() {
+                first_break = Some(AuditBreak {
+                    chain: CHECKPOINTS.into(),
+                    seq: newest.counter as i64,
+                    reason: "the chain heads recorded at the newest checkpoint were edited: no checkpoint can be written".into(),
+                });
+            }
         }
         // Keys, credentials and records are checked against a trail that holds.
         if first_break.is_none() {

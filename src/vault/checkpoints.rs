@@ -296,21 +296,11 @@ impl Vault {
             }
             _ => return Err(refuse(check.problem().unwrap_or_default())),
         };
-        let marks: Heads = self
-            .store()
-            .audit_marks()?
-            .into_iter()
-            .map(|m| Ok((m.chain, (m.seq, m.hash.as_slice().try_into()?))))
-            .collect::<Result<_, std::array::TryFromSliceError>>()
-            .map_err(|_| refuse("a checkpoint mark is not 32 bytes".into()))?;
-        let expected = newest
-            .as_ref()
-            .map_or(heads_digest(&Heads::new()), |m| m.heads_digest);
-        if heads_digest(&marks) != expected {
+        let Some(marks) = self.marks_of(newest.as_ref())? else {
             return Err(refuse(
                 "the chain heads recorded at the last checkpoint were edited".into(),
             ));
-        }
+        };
         let mut heads = marks.clone();
         let mut moved = Vec::new();
         let current = self.store().audit_heads()?;
@@ -377,6 +367,20 @@ impl Vault {
         self.store().commit_manifest(&row, &marks, &retired)?;
         keystore.advance_audit_anchor(&manifest.anchor())?;
         Ok(1)
+    }
+
+    /// The chain heads the newest checkpoint saw, as `audit_marks` holds them, if they add up
+    /// to its `heads_digest` (to no heads at all before the first checkpoint).
+    pub(super) fn marks_of(&self, newest: Option<&Manifest>) -> Result<Option<Heads>, VaultError> {
+        let mut marks = Heads::new();
+        for m in self.store().audit_marks()? {
+            let Ok(hash) = m.hash.as_slice().try_into() else {
+                return Ok(None);
+            };
+            marks.insert(m.chain, (m.seq, hash));
+        }
+        let expected = newest.map_or(heads_digest(&Heads::new()), |m| m.heads_digest);
+        Ok((heads_digest(&marks) == expected).then_some(marks))
     }
 
     /// Checks `chain`'s entries after `from` up to `to` (each `(seq, hash)`): the entry at

@@ -136,33 +136,29 @@ impl Vault {
         mut history: RecordHistory,
         since: i64,
     ) -> Result<(u64, Option<AuditBreak>), VaultError> {
-        let (mut after, mut checked) = (Vec::new(), 0u64);
-        loop {
-            let page = self.store().record_positions(&after, PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for row in &page {
-                checked += 1;
-                let (mut problem, record) = self.judge(&history, row)?;
-                // Changed while this ran? The trail as it is now, then the row as it is now,
-                // a few times over (a write may commit between the two reads): a rollback
-                // stays wrong, a busy record settles.
-                for _ in 0..RECHECKS {
-                    if problem.is_none() {
-                        break;
-                    }
-                    self.fold_since(&mut history, since)?;
-                    problem = match self.store().record_position(&row.id)? {
-                        Some(now) => self.judge(&history, &now)?.0,
-                        None => None, // deleted meanwhile: judged with the missing ones below
-                    };
+        let mut checked = 0u64;
+        let problem = self.each_record(|row| {
+            checked += 1;
+            let (mut problem, record) = self.judge(&history, row)?;
+            // Changed while this ran? The trail as it is now, then the row as it is now, a few
+            // times over (a write may commit between the two reads): a rollback stays wrong, a
+            // busy record settles.
+            for _ in 0..RECHECKS {
+                if problem.is_none() {
+                    break;
                 }
-                if problem.is_some() {
-                    return Ok((checked, problem));
-                }
-                // Found: never counted missing (a later entry folded in is recent, see below).
-                history.last.remove(&record);
+                self.fold_since(&mut history, since)?;
+                problem = match self.store().record_position(&row.id)? {
+                    Some(now) => self.judge(&history, &now)?.0,
+                    None => None, // deleted meanwhile: judged with the missing ones below
+                };
             }
+            // Found: never counted missing (a later entry folded in is recent, see below).
+            history.last.remove(&record);
+            Ok(problem)
+        })?;
+        if problem.is_some() {
+            return Ok((checked, problem));
         }
         self.fold_since(&mut history, since)?;
         let mut missing: HashMap<Key, When> = history
@@ -176,15 +172,10 @@ impl Vault {
             .collect();
         // One written while this ran may have been made behind the scan: look again.
         if missing.values().any(|when| when.0 >= since) {
-            let mut after = Vec::new();
-            loop {
-                let page = self.store().record_positions(&after, PAGE)?;
-                let Some(last) = page.last() else { break };
-                after = last.id.clone();
-                for row in &page {
-                    missing.remove(&self.judge(&history, row)?.1);
-                }
-            }
+            self.each_record(|row| {
+                missing.remove(&self.judge(&history, row)?.1);
+                Ok(None)
+            })?;
         }
         let problem = (!missing.is_empty()).then(|| AuditBreak {
             chain: "records".into(),
@@ -192,6 +183,26 @@ impl Vault {
             reason: "a record written through zkvault and never deleted through it is missing: deleted outside zkvault".into(),
         });
         Ok((checked, problem))
+    }
+
+    /// Runs `each` over every record, in id order, until it finds something wrong.
+    fn each_record(
+        &self,
+        mut each: impl FnMut(&RecordPosition) -> Result<Option<AuditBreak>, VaultError>,
+    ) -> Result<Option<AuditBreak>, VaultError> {
+        let mut after = Vec::new();
+        loop {
+            let page = self.store().record_positions(&after, PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            after = last.id.clone();
+            for row in &page {
+                if let Some(problem) = each(row)? {
+                    return Ok(Some(problem));
+                }
+            }
+        }
     }
 
     /// What is wrong with `row` against its last logged change, if anything, and the record's
