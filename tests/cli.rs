@@ -3,109 +3,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use support::app::grant;
 use support::app::POLICY;
 use support::db::TestDb;
-use zkvault::config::Config;
-use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
+use support::deployment::{bare, bin, cli_ok, free_port, text, Deployment, Server};
 use zkvault::vault::{AuditQuery, Role, Vault};
-
-struct Deployment {
-    dir: tempfile::TempDir,
-    db: TestDb,
-}
-
-impl Deployment {
-    /// A config file, a policy directory and a (cheap-Argon2) soft keystore on `db`.
-    fn new(db: TestDb) -> Deployment {
-        Self::with_policy(db, POLICY)
-    }
-
-    /// [`Deployment::new`] under another key policy.
-    fn with_policy(db: TestDb, policy_text: &str) -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        let policy = dir.path().join("policy");
-        std::fs::create_dir(&policy).unwrap();
-        std::fs::write(policy.join("test.toml"), policy_text).unwrap();
-        std::fs::write(dir.path().join("passphrase"), "cli test passphrase\n").unwrap();
-        SoftKeystore::create(
-            &dir.path().join("keys.zks"),
-            &zkvault::secret::SecretString::new("cli test passphrase"),
-            SoftKeystoreOptions::for_tests(),
-        )
-        .unwrap();
-        let config = format!(
-            "database_url = {:?}\npolicy_dir = {:?}\n[keystore]\nkind = \"soft\"\npath = {:?}\npassphrase_file = {:?}\n",
-            db.url(),
-            policy,
-            dir.path().join("keys.zks"),
-            dir.path().join("passphrase")
-        );
-        std::fs::write(dir.path().join("zkvault.toml"), config).unwrap();
-        Deployment { dir, db }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .arg("--config")
-            .arg(self.path("zkvault.toml"))
-            .args(args)
-            .env_remove("ZKVAULT_PASSPHRASE")
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    }
-
-    /// The deployment's configuration, as the CLI reads it.
-    fn config(&self) -> Config {
-        Config::load(Some(&self.path("zkvault.toml")), self.dir.path()).unwrap()
-    }
-
-    /// The vault this deployment's configuration builds.
-    fn vault(&self) -> Arc<Vault> {
-        zkvault::app::open_vault(&self.config(), false).unwrap()
-    }
-}
-
-/// The binary under test; `ZKVAULT_TEST_BIN` runs these tests against another build (e.g. an
-/// older one, to see a test fail before its fix).
-fn bin() -> String {
-    std::env::var("ZKVAULT_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_zkvault").to_owned())
-}
-
-/// `zkvault` run in `cwd` with no `ZKVAULT_*` setting inherited: what an operator gets.
-fn bare(cwd: &Path) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.current_dir(cwd).env("RUST_LOG", "warn");
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("ZKVAULT_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
 
 #[test]
 fn policy_check_names_file_field_and_reason() {
@@ -503,70 +410,6 @@ fn scheduler_applies_the_policy_when_due(db: TestDb) {
             .body,
         b"x"
     );
-}
-
-/// `zkvault serve` of a [`Deployment`] as a child process on a free loopback port.
-struct Server {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Server {
-    fn start(d: &Deployment) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_zkvault"))
-            .arg("--config")
-            .arg(d.path("zkvault.toml"))
-            .arg("serve")
-            .env("ZKVAULT_BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(d.path(&format!("serve-{port}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        let mut server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!(
-                    "serve exited with {status}: {}",
-                    std::fs::read_to_string(d.path(&format!("serve-{port}.log"))).unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("serve did not listen");
-    }
-
-    /// kill -9: no shutdown code runs.
-    fn kill(self) {}
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs a CLI command of the deployment, asserting success; its stdout.
-fn cli_ok(d: &Deployment, args: &[&str]) -> String {
-    let out = d.run(args);
-    assert!(
-        out.status.success(),
-        "zkvault {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// The runbooks' key commands run while the service runs. On the soft keystore both processes

@@ -10,9 +10,13 @@
 use diesel::prelude::*;
 use zkvault_core::audit::{entry_hash, AuditFields};
 
+use diesel::connection::SimpleConnection;
+
 use super::conn::{on_backend, AnyConnection};
+use super::group_commit::{Outcome, Write};
+use super::records::{resident_lock_key, MasterChecks};
 use super::schema::{audit, audit_checkpoints, audit_heads};
-use super::{StorageError, Store};
+use super::{Backend, StorageError, Store};
 
 /// What happened, by whom, to what. Never holds a resident ID or a blind index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -145,24 +149,28 @@ impl Store {
         Ok(())
     }
 
-    /// Appends `entry` to `chain` inside the caller's transaction: the head bumped, the entry
-    /// inserted, the head MACed.
+    /// Appends `entries` to `chain` inside the caller's transaction: the head moved past them,
+    /// the entries inserted in one statement, the head MACed.
     fn append(
         &self,
         c: &mut AnyConnection,
         chain: &str,
-        entry: &AuditEntry,
+        entries: &[&AuditEntry],
     ) -> Result<(), StorageError> {
+        let count = entries.len() as i64;
+        if count == 0 {
+            return Ok(());
+        }
         let bumped = diesel::update(audit_heads::table.find(chain))
-            .set(audit_heads::seq.eq(audit_heads::seq + 1))
+            .set(audit_heads::seq.eq(audit_heads::seq + count))
             .execute(c)?;
         let mut started_here = false;
         if bumped == 0 {
             // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
-            // chain): the loser of the insert waits for the winner's commit and then bumps its head.
+            // chain): the loser of the insert waits for the winner's commit and then moves its head.
             let head = (
                 audit_heads::chain.eq(chain),
-                audit_heads::seq.eq(1i64),
+                audit_heads::seq.eq(count),
                 audit_heads::hash.eq(vec![0u8; 32]),
             );
             let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table)
@@ -171,49 +179,61 @@ impl Store {
                 .execute(c))?;
             if inserted == 0 {
                 diesel::update(audit_heads::table.find(chain))
-                    .set(audit_heads::seq.eq(audit_heads::seq + 1))
+                    .set(audit_heads::seq.eq(audit_heads::seq + count))
                     .execute(c)?;
             }
             started_here = inserted == 1;
         }
         // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
-        let (seq, prev, mac): (i64, Vec<u8>, Option<Vec<u8>>) = audit_heads::table
+        let (last, prev, mac): (i64, Vec<u8>, Option<Vec<u8>>) = audit_heads::table
             .find(chain)
             .select((audit_heads::seq, audit_heads::hash, audit_heads::mac))
             .get_result(c)?;
-        // The head this entry follows must be one zkvault wrote: appending to a head a writer
+        // The head these entries follow must be one zkvault wrote: appending to a head a writer
         // made (a chain cut short or rewritten) would MAC it, and launder the cut.
         let before = AuditHead {
             chain: chain.to_owned(),
-            seq: seq - 1,
+            seq: last - count,
             hash: prev.clone(),
         };
         if !started_here && !self.authentic(&before, mac.as_deref())? {
             tracing::error!(chain, "an audit chain's head failed authentication: the chain is set aside, never appended to; run `zkvault audit verify`");
             return Err(StorageError::ForgedChainHead);
         }
-        let prev: [u8; 32] = prev
+        let mut prev: [u8; 32] = prev
             .try_into()
             .map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
         // Timed when appended, inside the transaction (after the locks it waited for), not
         // when the request began: the trail orders changes to one record by this time.
-        let entry = &AuditEntry {
-            at: chrono::Utc::now().timestamp_millis(),
-            ..entry.clone()
-        };
-        let hash = entry_hash(&prev, chain, seq as u64, &entry.fields());
-        let inserted = diesel::insert_into(audit::table)
-            .values((
-                audit::chain.eq(chain),
-                audit::seq.eq(seq),
-                entry,
-                audit::prev_hash.eq(&prev[..]),
-                audit::hash.eq(&hash[..]),
-            ))
-            .execute(c)
-            .map_err(StorageError::from);
-        // The chain already holds this position: its head was deleted or put back older.
-        // Set the chain aside, as for a forged head.
+        let at = chrono::Utc::now().timestamp_millis();
+        let mut rows = Vec::with_capacity(entries.len());
+        for (seq, entry) in (before.seq + 1..).zip(entries) {
+            let entry = AuditEntry {
+                at,
+                ..(*entry).clone()
+            };
+            let hash = entry_hash(&prev, chain, seq as u64, &entry.fields());
+            rows.push((seq, entry, prev, hash));
+            prev = hash;
+        }
+        let values: Vec<_> = rows
+            .iter()
+            .map(|(seq, entry, prev, hash)| {
+                (
+                    audit::chain.eq(chain),
+                    audit::seq.eq(*seq),
+                    entry,
+                    audit::prev_hash.eq(&prev[..]),
+                    audit::hash.eq(&hash[..]),
+                )
+            })
+            .collect();
+        let inserted = on_backend!(c, |c| diesel::insert_into(audit::table)
+            .values(values)
+            .execute(c))
+        .map_err(StorageError::from);
+        // The chain already holds one of these positions: its head was deleted or put back
+        // older. Set the chain aside, as for a forged head.
         if let Err(StorageError::Conflict) = inserted {
             tracing::error!(chain, "an audit chain's head is behind its entries (deleted or put back older): the chain is set aside; run `zkvault audit verify`");
             return Err(StorageError::ForgedChainHead);
@@ -221,8 +241,8 @@ impl Store {
         inserted?;
         let head = AuditHead {
             chain: chain.to_owned(),
-            seq,
-            hash: hash.to_vec(),
+            seq: last,
+            hash: prev.to_vec(),
         };
         diesel::update(audit_heads::table.find(chain))
             .set((
@@ -249,7 +269,7 @@ impl Store {
             let result = conn.transaction::<_, StorageError, _>(|c| match &**c {
                 // SQLite: the head first, so the write lock is taken before anything is read.
                 AnyConnection::Sqlite(_) => {
-                    self.append(c, &chain, entry)?;
+                    self.append(c, &chain, &[entry])?;
                     change.take().expect("run once")(c)
                 }
                 // PostgreSQL: the head checked (and locked) first, the entry appended last, so
@@ -258,7 +278,7 @@ impl Store {
                 AnyConnection::Pg(_) => {
                     self.check_head(c, &chain)?;
                     let done = change.take().expect("run once")(c)?;
-                    self.append(c, &chain, entry)?;
+                    self.append(c, &chain, &[entry])?;
                     Ok(done)
                 }
             });
@@ -292,9 +312,95 @@ impl Store {
         }
     }
 
-    /// Appends an entry on its own (an access that changed nothing, a refused request).
+    /// Appends an entry on its own (an access that changed nothing, a refused request), in the
+    /// next batch (see [`super::group_commit`]).
     pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StorageError> {
-        self.write(entry, |_| Ok(()))
+        let write = Write {
+            entry: entry.clone(),
+            change: None,
+        };
+        self.group.submit(self, write).map(drop)
+    }
+
+    /// Commits a batch of writes in one transaction, as [`Store::write`] commits one: on
+    /// SQLite the write lock is taken first; on PostgreSQL the chain's head is checked and
+    /// locked first and the entries appended last. Each write's outcome, in order; an error
+    /// only if the transaction as a whole failed.
+    pub(super) fn commit_batch(&self, writes: &[Write]) -> Result<Vec<Outcome>, StorageError> {
+        let mut conn = self.conn()?;
+        // On PostgreSQL residents are locked in key order, so two batches never deadlock.
+        let mut order: Vec<usize> = (0..writes.len()).collect();
+        if self.backend() == Backend::Postgres {
+            order.sort_by_key(|&i| {
+                writes[i]
+                    .change
+                    .as_ref()
+                    .map(|change| resident_lock_key(change.resident().0, change.resident().1))
+            });
+        }
+        let changes = writes.iter().any(|w| w.change.is_some());
+        loop {
+            let chain = self.chains.take();
+            let result = conn.transaction::<_, StorageError, _>(|c| {
+                match &mut **c {
+                    // A write that changes no row still takes the write lock, before anything
+                    // is read.
+                    AnyConnection::Sqlite(_) => {
+                        diesel::update(audit_heads::table.find(&chain))
+                            .set(audit_heads::seq.eq(audit_heads::seq))
+                            .execute(c)?;
+                    }
+                    // Master changes take SHARE on `records`: this makes them wait for the
+                    // batch, so a master checked open below stays open until it commits.
+                    AnyConnection::Pg(pg) => {
+                        if changes {
+                            pg.batch_execute("LOCK TABLE records IN ROW EXCLUSIVE MODE")?;
+                        }
+                        self.check_head(c, &chain)?;
+                    }
+                }
+                let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
+                let mut masters = MasterChecks::default();
+                for &i in &order {
+                    outcomes[i] = Some(match &writes[i].change {
+                        None => Ok(0),
+                        Some(change) => match self.apply_change(c, change, &mut masters) {
+                            Ok(rows) => Ok(rows),
+                            // Refusals that leave the transaction usable: the write fails alone.
+                            Err(e @ (StorageError::Conflict | StorageError::MasterChanged)) => {
+                                Err(e)
+                            }
+                            Err(e) => return Err(e),
+                        },
+                    });
+                }
+                let outcomes: Vec<Outcome> = outcomes
+                    .into_iter()
+                    .map(|o| o.expect("every write applied"))
+                    .collect();
+                let logged: Vec<&AuditEntry> = writes
+                    .iter()
+                    .zip(&outcomes)
+                    .filter(|(w, o)| match (&w.change, o) {
+                        (None, _) => true,
+                        (Some(change), Ok(rows)) => change.logged(*rows),
+                        (Some(_), Err(_)) => false,
+                    })
+                    .map(|(w, _)| &w.entry)
+                    .collect();
+                self.append(c, &chain, &logged)?;
+                Ok(outcomes)
+            });
+            match result {
+                // Nothing was committed: go again on a new chain. The forged one stays in the
+                // database for `audit verify` to report.
+                Err(StorageError::ForgedChainHead) => continue,
+                result => {
+                    self.chains.give_back(chain);
+                    return result;
+                }
+            }
+        }
     }
 
     /// A page of entries in append order.

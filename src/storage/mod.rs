@@ -13,6 +13,7 @@ mod columns;
 mod conn;
 mod credentials;
 mod error;
+mod group_commit;
 mod keys;
 mod lifecycle;
 pub mod model;
@@ -57,6 +58,10 @@ pub enum Advisory {
     Scheduler = 0x7a6b_7661_756c_7403,
 }
 
+/// Group-commit batches one process commits at once on PostgreSQL (see
+/// [`group_commit::GroupCommit`]).
+const PG_BATCHES_IN_FLIGHT: usize = 2;
+
 /// How long a caller waits for a pooled connection before `Unavailable`.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -81,6 +86,7 @@ pub struct Store {
     pool: Pool<Manager>,
     target: std::sync::Arc<Target>,
     chains: std::sync::Arc<audit::ChainPool>,
+    group: std::sync::Arc<group_commit::GroupCommit>,
     row_key: row_macs::RowKeySlot,
 }
 
@@ -131,6 +137,10 @@ impl Store {
         let pool = builder.build_unchecked(manager);
         Ok(Store {
             pool,
+            group: std::sync::Arc::new(group_commit::GroupCommit::new(match target.backend() {
+                Backend::Sqlite => 1,
+                Backend::Postgres => PG_BATCHES_IN_FLIGHT,
+            })),
             target: std::sync::Arc::new(target),
             chains: Default::default(),
             row_key: Default::default(),

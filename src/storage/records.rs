@@ -5,10 +5,32 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::conn::AnyConnection;
+use super::conn::{on_backend, AnyConnection};
+use super::group_commit::{RecordChange, Write};
 use super::schema::records;
 use super::{AuditEntry, RecordMeta, RecordRow, StorageError, Store};
 use crate::states::MasterUse;
+
+/// The masters a batch has found open for writing (they cannot change before it commits).
+#[derive(Default)]
+pub(super) struct MasterChecks(std::collections::HashSet<(String, i32)>);
+
+impl MasterChecks {
+    fn require(
+        &mut self,
+        store: &Store,
+        c: &mut AnyConnection,
+        namespace: &str,
+        version: i32,
+    ) -> Result<(), StorageError> {
+        let key = (namespace.to_owned(), version);
+        if !self.0.contains(&key) {
+            store.require_master(c, namespace, version, MasterUse::WriteTo)?;
+            self.0.insert(key);
+        }
+        Ok(())
+    }
+}
 
 impl Store {
     pub fn record(
@@ -34,11 +56,8 @@ impl Store {
     /// the row's master is no longer the active one (a caller with a stale view of the masters
     /// must not write under one that is being destroyed).
     pub fn insert_record(&self, row: &RecordRow, audit: &AuditEntry) -> Result<(), StorageError> {
-        self.write(audit, |c| {
-            lock_resident(c, &row.namespace, &row.blind_index)?;
-            diesel::insert_into(records::table).values(row).execute(c)?;
-            self.require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)
-        })
+        self.commit_change(RecordChange::Insert(row.clone()), audit)
+            .map(drop)
     }
 
     /// Optimistic replace: overwrites every column but `id` where `id = row.id AND revision =
@@ -51,20 +70,11 @@ impl Store {
         expected_revision: i64,
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
-        self.write_if_any(audit, |c| {
-            lock_resident(c, &row.namespace, &row.blind_index)?;
-            let n = diesel::update(
-                records::table
-                    .filter(records::id.eq(&row.id))
-                    .filter(records::revision.eq(expected_revision)),
-            )
-            .set(row)
-            .execute(c)?;
-            if n > 0 {
-                self.require_master(c, &row.namespace, row.master_version, MasterUse::WriteTo)?;
-            }
-            Ok(n)
-        })
+        let change = RecordChange::Replace {
+            row: row.clone(),
+            expected_revision,
+        };
+        Ok(self.commit_change(change, audit)? > 0)
     }
 
     /// `Ok(false)` if there was no such record.
@@ -75,16 +85,12 @@ impl Store {
         name: &str,
         audit: &AuditEntry,
     ) -> Result<bool, StorageError> {
-        self.write_if_any(audit, |c| {
-            lock_resident(c, namespace, blind_index)?;
-            Ok(diesel::delete(
-                records::table
-                    .filter(records::namespace.eq(namespace))
-                    .filter(records::blind_index.eq(blind_index))
-                    .filter(records::name.eq(name)),
-            )
-            .execute(c)?)
-        })
+        let change = RecordChange::Delete {
+            namespace: namespace.to_owned(),
+            blind_index: blind_index.to_vec(),
+            name: name.to_owned(),
+        };
+        Ok(self.commit_change(change, audit)? > 0)
     }
 
     /// The resident's records ordered by name (bytewise on both backends); no key or
@@ -110,16 +116,80 @@ impl Store {
         blind_index: &[u8],
         audit: &AuditEntry,
     ) -> Result<u64, StorageError> {
-        self.write(audit, |c| {
-            lock_resident(c, namespace, blind_index)?;
-            let n = diesel::delete(
+        let change = RecordChange::Erase {
+            namespace: namespace.to_owned(),
+            blind_index: blind_index.to_vec(),
+        };
+        self.commit_change(change, audit)
+    }
+
+    /// Commits `change` and its entry in the next batch (see [`super::group_commit`]).
+    fn commit_change(&self, change: RecordChange, audit: &AuditEntry) -> Result<u64, StorageError> {
+        let write = Write {
+            entry: audit.clone(),
+            change: Some(change),
+        };
+        self.group.submit(self, write)
+    }
+
+    /// Applies `change` inside a batch's transaction; the rows it affected. The caller has
+    /// locked out master changes for the transaction (see [`Store::commit_batch`]), so the
+    /// master is checked before the change and nothing needs undoing when it fails.
+    pub(super) fn apply_change(
+        &self,
+        c: &mut AnyConnection,
+        change: &RecordChange,
+        masters: &mut MasterChecks,
+    ) -> Result<u64, StorageError> {
+        let (namespace, blind_index) = change.resident();
+        lock_resident(c, namespace, blind_index)?;
+        let rows = match change {
+            RecordChange::Insert(row) => {
+                masters.require(self, c, &row.namespace, row.master_version)?;
+                let n = on_backend!(c, |c| diesel::insert_into(records::table)
+                    .values(row)
+                    .on_conflict_do_nothing()
+                    .execute(c))?;
+                if n == 0 {
+                    return Err(StorageError::Conflict);
+                }
+                n
+            }
+            RecordChange::Replace {
+                row,
+                expected_revision,
+            } => {
+                masters.require(self, c, &row.namespace, row.master_version)?;
+                diesel::update(
+                    records::table
+                        .filter(records::id.eq(&row.id))
+                        .filter(records::revision.eq(expected_revision)),
+                )
+                .set(row)
+                .execute(c)?
+            }
+            RecordChange::Delete {
+                namespace,
+                blind_index,
+                name,
+            } => diesel::delete(
+                records::table
+                    .filter(records::namespace.eq(namespace))
+                    .filter(records::blind_index.eq(blind_index))
+                    .filter(records::name.eq(name)),
+            )
+            .execute(c)?,
+            RecordChange::Erase {
+                namespace,
+                blind_index,
+            } => diesel::delete(
                 records::table
                     .filter(records::namespace.eq(namespace))
                     .filter(records::blind_index.eq(blind_index)),
             )
-            .execute(c)?;
-            Ok(n as u64)
-        })
+            .execute(c)?,
+        };
+        Ok(rows as u64)
     }
 
     /// `(namespace, master_version, records)` for every pair with at least one record,
@@ -186,16 +256,22 @@ fn lock_resident(
     let AnyConnection::Pg(pg) = c else {
         return Ok(());
     };
+    let key = resident_lock_key(namespace, blind_index);
+    pg.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({RESIDENT_LOCKS}, {key})"
+    ))?;
+    Ok(())
+}
+
+/// The key of `lock_resident`'s lock for one resident. A batch takes its residents' locks in
+/// the order of these keys, so two batches (two instances) never wait on each other in a cycle.
+pub(super) fn resident_lock_key(namespace: &str, blind_index: &[u8]) -> i32 {
     let mut h = Sha256::new();
     h.update((namespace.len() as u32).to_be_bytes());
     h.update(namespace.as_bytes());
     h.update(blind_index);
     let digest = h.finalize();
-    let key = i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    pg.batch_execute(&format!(
-        "SELECT pg_advisory_xact_lock({RESIDENT_LOCKS}, {key})"
-    ))?;
-    Ok(())
+    i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
 /// The class of [`lock_resident`]'s two-key advisory locks (the single-key ones in

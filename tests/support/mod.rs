@@ -2,6 +2,9 @@
 
 pub mod app;
 pub mod db;
+// Only the binaries that run `zkvault` as operators do use it.
+#[allow(dead_code)]
+pub mod deployment;
 pub mod raw;
 // Not every test binary that includes `support` uses SoftHSM.
 #[allow(dead_code)]
