@@ -274,6 +274,83 @@ fn init_namespace_race(db: &TestDb) {
     assert!(s.index_key("race").unwrap().is_some());
 }
 
+/// Writes committed together (group commit) succeed or fail one by one: a create that collides
+/// with an existing record fails alone, and every other write of its batch lands with its entry.
+fn one_failing_write_never_fails_its_batch(db: &TestDb) {
+    let s = record_store(db, 4);
+    let writers = 16;
+    // Even writers recreate a record that exists (new id, same key); odd ones write new records.
+    let existing: Vec<RecordRow> = (0..writers)
+        .step_by(2)
+        .map(|i| record("uin", &[i as u8; 32], "taken", 1))
+        .collect();
+    for row in &existing {
+        s.insert_record(row, &audit()).unwrap();
+    }
+    let entries_before = s.audit_page(&all_entries()).unwrap().len();
+    // Another session holds up the first batch, so the writes queue up behind it and share one.
+    let held = hold_record_writes(db);
+    let outcomes: Vec<_> = (0..writers)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let name = if i % 2 == 0 { "taken" } else { "new" };
+                s.insert_record(&record("uin", &[i as u8; 32], name, 1), &audit())
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(held);
+    let outcomes: Vec<_> = outcomes.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match i % 2 {
+            0 => assert!(
+                matches!(outcome, Err(StorageError::Conflict)),
+                "{i}: {outcome:?}"
+            ),
+            _ => assert!(outcome.is_ok(), "{i}: {outcome:?}"),
+        }
+    }
+    for row in existing {
+        assert_eq!(
+            s.record("uin", &row.blind_index, "taken").unwrap(),
+            Some(row)
+        );
+    }
+    let entries = s.audit_page(&all_entries()).unwrap().len();
+    assert_eq!(
+        entries - entries_before,
+        writers / 2,
+        "an entry for a write that failed, or a write without one"
+    );
+}
+
+/// A transaction of another session that blocks record writes until dropped.
+fn hold_record_writes(db: &TestDb) -> Box<dyn std::any::Any> {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    match db.url().strip_prefix("sqlite://") {
+        Some(path) => {
+            let mut c = diesel::SqliteConnection::establish(path).unwrap();
+            c.batch_execute("BEGIN IMMEDIATE").unwrap();
+            Box::new(c)
+        }
+        None => {
+            let mut c = diesel::PgConnection::establish(db.url()).unwrap();
+            c.batch_execute("BEGIN; LOCK TABLE records IN SHARE MODE")
+                .unwrap();
+            Box::new(c)
+        }
+    }
+}
+
+fn all_entries() -> zkvault::storage::AuditFilter {
+    zkvault::storage::AuditFilter {
+        limit: 100_000,
+        ..Default::default()
+    }
+}
+
 fn record_insert_get_replace(db: &TestDb) {
     let s = record_store(db, 2);
     let r = record("uin", &BI_A, "profile", 1);
@@ -631,6 +708,7 @@ suite!(
     init_namespace_once,
     init_namespace_race,
     record_insert_get_replace,
+    one_failing_write_never_fails_its_batch,
     record_unique_conflict,
     list_ordering_without_ciphertext,
     delete_and_erase,

@@ -14,9 +14,8 @@ use diesel::connection::SimpleConnection;
 
 use super::conn::{on_backend, AnyConnection};
 use super::group_commit::{Outcome, Write};
-use super::records::{resident_lock_key, MasterChecks};
 use super::schema::{audit, audit_checkpoints, audit_heads};
-use super::{Backend, StorageError, Store};
+use super::{StorageError, Store};
 
 /// What happened, by whom, to what. Never holds a resident ID or a blind index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Queryable, Selectable, Insertable)]
@@ -328,16 +327,6 @@ impl Store {
     /// only if the transaction as a whole failed.
     pub(super) fn commit_batch(&self, writes: &[Write]) -> Result<Vec<Outcome>, StorageError> {
         let mut conn = self.conn()?;
-        // On PostgreSQL residents are locked in key order, so two batches never deadlock.
-        let mut order: Vec<usize> = (0..writes.len()).collect();
-        if self.backend() == Backend::Postgres {
-            order.sort_by_key(|&i| {
-                writes[i]
-                    .change
-                    .as_ref()
-                    .map(|change| resident_lock_key(change.resident().0, change.resident().1))
-            });
-        }
         let changes = writes.iter().any(|w| w.change.is_some());
         loop {
             let chain = self.chains.take();
@@ -359,25 +348,7 @@ impl Store {
                         self.check_head(c, &chain)?;
                     }
                 }
-                let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
-                let mut masters = MasterChecks::default();
-                for &i in &order {
-                    outcomes[i] = Some(match &writes[i].change {
-                        None => Ok(0),
-                        Some(change) => match self.apply_change(c, change, &mut masters) {
-                            Ok(rows) => Ok(rows),
-                            // Refusals that leave the transaction usable: the write fails alone.
-                            Err(e @ (StorageError::Conflict | StorageError::MasterChanged)) => {
-                                Err(e)
-                            }
-                            Err(e) => return Err(e),
-                        },
-                    });
-                }
-                let outcomes: Vec<Outcome> = outcomes
-                    .into_iter()
-                    .map(|o| o.expect("every write applied"))
-                    .collect();
+                let outcomes = self.apply_changes(c, writes)?;
                 let logged: Vec<&AuditEntry> = writes
                     .iter()
                     .zip(&outcomes)

@@ -1,12 +1,11 @@
 //! Sealed records, addressed by `(namespace, blind_index, name)`.
 
-use diesel::connection::SimpleConnection;
 use diesel::dsl::count_star;
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::conn::{on_backend, AnyConnection};
-use super::group_commit::{RecordChange, Write};
+use super::group_commit::{Outcome, RecordChange, Write};
 use super::schema::records;
 use super::{AuditEntry, RecordMeta, RecordRow, StorageError, Store};
 use crate::states::MasterUse;
@@ -132,28 +131,107 @@ impl Store {
         self.group.submit(self, write)
     }
 
-    /// Applies `change` inside a batch's transaction; the rows it affected. The caller has
-    /// locked out master changes for the transaction (see [`Store::commit_batch`]), so the
-    /// master is checked before the change and nothing needs undoing when it fails.
-    pub(super) fn apply_change(
+    /// Applies a batch's record changes inside its transaction: each write's outcome, in order
+    /// (`Ok(0)` for an entry alone). `Err` only for a failure that spoils the transaction.
+    ///
+    /// The caller has locked out master changes for the transaction (see
+    /// [`Store::commit_batch`]), so each master is checked once, before the changes, and a
+    /// refused change leaves nothing to undo. The residents' locks are taken together, in key
+    /// order. New records of residents with no other change in the batch go in one `INSERT`;
+    /// should one of them already exist, the batch fails and each write is retried alone,
+    /// which names the one that conflicts.
+    pub(super) fn apply_changes(
+        &self,
+        c: &mut AnyConnection,
+        writes: &[Write],
+    ) -> Result<Vec<Outcome>, StorageError> {
+        let changes: Vec<&RecordChange> = writes.iter().filter_map(|w| w.change.as_ref()).collect();
+        let mut keys: Vec<i32> = changes
+            .iter()
+            .map(|change| resident_lock_key(change.resident().0, change.resident().1))
+            .collect();
+        keys.sort_unstable();
+        let alone = |key: i32| {
+            keys.partition_point(|k| *k < key) + 1 == keys.partition_point(|k| *k <= key)
+        };
+        let mut masters = MasterChecks::default();
+        let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
+        let mut new_rows = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            match &w.change {
+                None => outcomes[i] = Some(Ok(0)),
+                Some(RecordChange::Insert(row))
+                    if alone(resident_lock_key(&row.namespace, &row.blind_index)) =>
+                {
+                    match masters.require(self, c, &row.namespace, row.master_version) {
+                        Ok(()) => {
+                            new_rows.push(row);
+                            outcomes[i] = Some(Ok(1));
+                        }
+                        Err(e) => outcomes[i] = Some(Err(e)),
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        keys.dedup();
+        lock_residents(c, &keys)?;
+        if !new_rows.is_empty() {
+            // SQLite runs in-process: one statement per row costs no round trip.
+            let inserted = match c {
+                AnyConnection::Pg(pg) => diesel::insert_into(records::table)
+                    .values(new_rows.clone())
+                    .on_conflict_do_nothing()
+                    .execute(pg)?,
+                AnyConnection::Sqlite(lite) => {
+                    let mut n = 0;
+                    for row in &new_rows {
+                        n += diesel::insert_into(records::table)
+                            .values(*row)
+                            .on_conflict_do_nothing()
+                            .execute(lite)?;
+                    }
+                    n
+                }
+            };
+            if inserted != new_rows.len() {
+                return Err(StorageError::Conflict);
+            }
+        }
+        for (i, w) in writes.iter().enumerate() {
+            if let (None, Some(change)) = (&outcomes[i], &w.change) {
+                outcomes[i] = Some(match self.apply_change(c, change, &mut masters) {
+                    Ok(0) if matches!(change, RecordChange::Insert(_)) => {
+                        Err(StorageError::Conflict)
+                    }
+                    Ok(rows) => Ok(rows),
+                    // A refusal that leaves the transaction usable: the write fails alone.
+                    Err(e @ StorageError::MasterChanged) => Err(e),
+                    Err(e) => return Err(e),
+                });
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every write applied"))
+            .collect())
+    }
+
+    /// Applies one change; the rows it affected.
+    fn apply_change(
         &self,
         c: &mut AnyConnection,
         change: &RecordChange,
         masters: &mut MasterChecks,
     ) -> Result<u64, StorageError> {
-        let (namespace, blind_index) = change.resident();
-        lock_resident(c, namespace, blind_index)?;
         let rows = match change {
             RecordChange::Insert(row) => {
                 masters.require(self, c, &row.namespace, row.master_version)?;
-                let n = on_backend!(c, |c| diesel::insert_into(records::table)
+                // 0 if the record (or its id) exists: nothing to undo.
+                on_backend!(c, |c| diesel::insert_into(records::table)
                     .values(row)
                     .on_conflict_do_nothing()
-                    .execute(c))?;
-                if n == 0 {
-                    return Err(StorageError::Conflict);
-                }
-                n
+                    .execute(c))?
             }
             RecordChange::Replace {
                 row,
@@ -247,25 +325,26 @@ impl Store {
 /// erasure) across instances until the transaction ends: an erasure then deletes every record
 /// written before it, and the trail (appended last in each transaction) orders them as they
 /// committed. SQLite serialises every write transaction already. Two residents may share a
-/// lock (a 32-bit hash): that only makes them wait for each other.
-fn lock_resident(
-    c: &mut AnyConnection,
-    namespace: &str,
-    blind_index: &[u8],
-) -> Result<(), StorageError> {
+/// lock (a 32-bit hash): that only makes them wait for each other. `keys` are sorted, and
+/// `unnest` takes them in that order, so two batches (two instances) never wait on each other
+/// in a cycle.
+fn lock_residents(c: &mut AnyConnection, keys: &[i32]) -> Result<(), StorageError> {
     let AnyConnection::Pg(pg) = c else {
         return Ok(());
     };
-    let key = resident_lock_key(namespace, blind_index);
-    pg.batch_execute(&format!(
-        "SELECT pg_advisory_xact_lock({RESIDENT_LOCKS}, {key})"
-    ))?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(format!(
+        "SELECT pg_advisory_xact_lock({RESIDENT_LOCKS}, k) FROM unnest($1::int4[]) AS k"
+    ))
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Integer>, _>(keys)
+    .execute(pg)?;
     Ok(())
 }
 
-/// The key of `lock_resident`'s lock for one resident. A batch takes its residents' locks in
-/// the order of these keys, so two batches (two instances) never wait on each other in a cycle.
-pub(super) fn resident_lock_key(namespace: &str, blind_index: &[u8]) -> i32 {
+/// The key of [`lock_residents`]'s lock for one resident.
+fn resident_lock_key(namespace: &str, blind_index: &[u8]) -> i32 {
     let mut h = Sha256::new();
     h.update((namespace.len() as u32).to_be_bytes());
     h.update(namespace.as_bytes());
@@ -274,6 +353,6 @@ pub(super) fn resident_lock_key(namespace: &str, blind_index: &[u8]) -> i32 {
     i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
-/// The class of [`lock_resident`]'s two-key advisory locks (the single-key ones in
+/// The class of [`lock_residents`]'s two-key advisory locks (the single-key ones in
 /// [`super::Advisory`] are another space).
 const RESIDENT_LOCKS: i32 = 0x7a6b_0001;
