@@ -339,13 +339,15 @@ impl Store {
                             .set(audit_heads::seq.eq(audit_heads::seq))
                             .execute(c)?;
                     }
-                    // Master changes take SHARE on `records`: this makes them wait for the
-                    // batch, so a master checked open below stays open until it commits.
-                    AnyConnection::Pg(pg) => {
-                        if changes {
-                            pg.batch_execute("LOCK TABLE records IN ROW EXCLUSIVE MODE")?;
-                        }
+                    // The head first, as in `Store::write`, so the two never wait on each
+                    // other in a cycle. Master changes take SHARE on `records`: the table lock
+                    // makes them wait for the batch, so a master checked open below stays open
+                    // until it commits.
+                    AnyConnection::Pg(_) => {
                         self.check_head(c, &chain)?;
+                        if changes {
+                            c.batch_execute("LOCK TABLE records IN ROW EXCLUSIVE MODE")?;
+                        }
                     }
                 }
                 let outcomes = self.apply_changes(c, writes)?;

@@ -161,11 +161,17 @@ impl Drop for Lead<'_> {
 }
 
 impl Store {
-    /// Commits `writes` in one transaction; if that fails, each alone.
+    /// Commits `writes` in one transaction; if a write made it fail, each alone. When the
+    /// database itself failed (down, connection lost) every write gets the error: a commit
+    /// whose answer was lost may have happened, and committing its writes again would
+    /// duplicate them.
     fn commit_writes(&self, writes: &[Write]) -> Vec<Outcome> {
         match self.commit_batch(writes) {
             Ok(outcomes) => outcomes,
             Err(e) if writes.len() == 1 => vec![Err(e)],
+            Err(e @ StorageError::Unavailable(_)) => {
+                writes.iter().map(|_| Err(e.clone())).collect()
+            }
             Err(e) => {
                 tracing::debug!(error = %e, writes = writes.len(), "a batch failed; committing its writes one by one");
                 writes

@@ -12,6 +12,7 @@ use diesel::r2d2::PooledConnection;
 use diesel::sql_types::{BigInt, Bool};
 
 use super::conn::{AnyConnection, Manager};
+use super::records::{lock_residents, resident_lock_key};
 use super::schema::{index_keys, integrity_key, masters, records};
 use super::{
     Advisory, AuditEntry, IndexKeyRow, IntegrityKeyRow, MasterRow, RecordKeys, RecordRow,
@@ -87,6 +88,11 @@ impl UnitOfWork<'_> {
         to: MasterState,
         at: i64,
     ) -> Result<(), StorageError> {
+        // As in `update_master_if`: wait for in-flight record writes, which checked this
+        // master's state before writing under it (see `Store::apply_changes`).
+        if let AnyConnection::Pg(pg) = &mut *self.conn {
+            pg.batch_execute("LOCK TABLE records IN SHARE MODE")?;
+        }
         let current = self.store.master_in(self.conn, namespace, version)?;
         if current.is_none_or(|m| m.state != from) {
             return Err(StorageError::Conflict);
@@ -408,9 +414,10 @@ fn move_one(c: &mut AnyConnection, namespace: &str, m: &RecordMove) -> Result<us
     })
 }
 
-/// Every move of a batch in two statements instead of one round trip per record: the rows
-/// locked in id order (so two bulk jobs over the same residents never deadlock), then one
-/// `UPDATE … FROM unnest(…)` guarded per row exactly as [`move_one`] is.
+/// Every move of a batch in a few statements instead of one round trip per record: the
+/// residents' locks taken in key order, as record writes take them (so a bulk job and a batch
+/// of writes never wait on each other in a cycle), then one `UPDATE … FROM unnest(…)` guarded
+/// per row exactly as [`move_one`] is.
 fn move_on_postgres(
     pg: &mut diesel::PgConnection,
     namespace: &str,
@@ -418,9 +425,18 @@ fn move_on_postgres(
 ) -> Result<usize, StorageError> {
     use diesel::sql_types::{Array, Bytea, Integer, Nullable, Text};
     let ids: Vec<&[u8]> = moves.iter().map(|m| m.id.as_slice()).collect();
-    diesel::sql_query("SELECT id FROM records WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind::<Array<Bytea>, _>(&ids)
-        .execute(pg)?;
+    let residents: Vec<Vec<u8>> = records::table
+        .filter(records::namespace.eq(namespace))
+        .filter(records::id.eq_any(&ids))
+        .select(records::blind_index)
+        .load(pg)?;
+    let mut keys: Vec<i32> = residents
+        .iter()
+        .map(|bi| resident_lock_key(namespace, bi))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    lock_residents(pg, &keys)?;
     let column = |f: fn(&RecordMove) -> Option<&[u8]>| -> Vec<Option<&[u8]>> {
         moves.iter().map(f).collect()
     };

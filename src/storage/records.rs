@@ -175,7 +175,9 @@ impl Store {
             }
         }
         keys.dedup();
-        lock_residents(c, &keys)?;
+        if let AnyConnection::Pg(pg) = c {
+            lock_residents(pg, &keys)?;
+        }
         if !new_rows.is_empty() {
             // SQLite runs in-process: one statement per row costs no round trip.
             let inserted = match c {
@@ -328,10 +330,10 @@ impl Store {
 /// lock (a 32-bit hash): that only makes them wait for each other. `keys` are sorted, and
 /// `unnest` takes them in that order, so two batches (two instances) never wait on each other
 /// in a cycle.
-fn lock_residents(c: &mut AnyConnection, keys: &[i32]) -> Result<(), StorageError> {
-    let AnyConnection::Pg(pg) = c else {
-        return Ok(());
-    };
+pub(super) fn lock_residents(
+    pg: &mut diesel::PgConnection,
+    keys: &[i32],
+) -> Result<(), StorageError> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -344,7 +346,7 @@ fn lock_residents(c: &mut AnyConnection, keys: &[i32]) -> Result<(), StorageErro
 }
 
 /// The key of [`lock_residents`]'s lock for one resident.
-fn resident_lock_key(namespace: &str, blind_index: &[u8]) -> i32 {
+pub(super) fn resident_lock_key(namespace: &str, blind_index: &[u8]) -> i32 {
     let mut h = Sha256::new();
     h.update((namespace.len() as u32).to_be_bytes());
     h.update(namespace.as_bytes());
