@@ -118,10 +118,15 @@ pub struct AuditFilter {
 
 impl Store {
     /// On PostgreSQL, `ForgedChainHead` unless `chain`'s head (if it has one) is one zkvault
-    /// wrote and no entry lies beyond it; the head stays locked until the transaction ends.
-    fn check_head(&self, c: &mut AnyConnection, chain: &str) -> Result<(), StorageError> {
+    /// wrote and no entry lies beyond it; the head stays locked until the transaction ends,
+    /// and is returned for [`Store::append`] (`None` for a new chain, and on SQLite).
+    fn check_head(
+        &self,
+        c: &mut AnyConnection,
+        chain: &str,
+    ) -> Result<Option<AuditHead>, StorageError> {
         let AnyConnection::Pg(pg) = c else {
-            return Ok(());
+            return Ok(None);
         };
         let head: Option<(AuditHead, Option<Vec<u8>>)> = audit_heads::table
             .find(chain)
@@ -145,61 +150,29 @@ impl Store {
             tracing::error!(chain, "an audit chain's head is not one zkvault wrote, or is behind its entries: the chain is set aside, never appended to; run `zkvault audit verify`");
             return Err(StorageError::ForgedChainHead);
         }
-        Ok(())
+        Ok(head.map(|(head, _)| head))
     }
 
-    /// Appends `entries` to `chain` inside the caller's transaction: the head moved past them,
-    /// the entries inserted in one statement, the head MACed.
+    /// Appends `entries` to `chain` inside the caller's transaction: the entries inserted in
+    /// one statement, the head moved past them and MACed. `locked` is the head as
+    /// [`Store::check_head`] locked and checked it, if it did.
     fn append(
         &self,
         c: &mut AnyConnection,
         chain: &str,
         entries: &[&AuditEntry],
+        locked: Option<AuditHead>,
     ) -> Result<(), StorageError> {
         let count = entries.len() as i64;
         if count == 0 {
             return Ok(());
         }
-        let bumped = diesel::update(audit_heads::table.find(chain))
-            .set(audit_heads::seq.eq(audit_heads::seq + count))
-            .execute(c)?;
-        let mut started_here = false;
-        if bumped == 0 {
-            // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
-            // chain): the loser of the insert waits for the winner's commit and then moves its head.
-            let head = (
-                audit_heads::chain.eq(chain),
-                audit_heads::seq.eq(count),
-                audit_heads::hash.eq(vec![0u8; 32]),
-            );
-            let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table)
-                .values(head)
-                .on_conflict_do_nothing()
-                .execute(c))?;
-            if inserted == 0 {
-                diesel::update(audit_heads::table.find(chain))
-                    .set(audit_heads::seq.eq(audit_heads::seq + count))
-                    .execute(c)?;
-            }
-            started_here = inserted == 1;
-        }
-        // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
-        let (last, prev, mac): (i64, Vec<u8>, Option<Vec<u8>>) = audit_heads::table
-            .find(chain)
-            .select((audit_heads::seq, audit_heads::hash, audit_heads::mac))
-            .get_result(c)?;
-        // The head these entries follow must be one zkvault wrote: appending to a head a writer
-        // made (a chain cut short or rewritten) would MAC it, and launder the cut.
-        let before = AuditHead {
-            chain: chain.to_owned(),
-            seq: last - count,
-            hash: prev.clone(),
+        let before = match locked {
+            Some(head) => head,
+            None => self.claim(c, chain, count)?,
         };
-        if !started_here && !self.authentic(&before, mac.as_deref())? {
-            tracing::error!(chain, "an audit chain's head failed authentication: the chain is set aside, never appended to; run `zkvault audit verify`");
-            return Err(StorageError::ForgedChainHead);
-        }
-        let mut prev: [u8; 32] = prev
+        let mut prev: [u8; 32] = before
+            .hash
             .try_into()
             .map_err(|_| StorageError::Corrupt("audit head hash is not 32 bytes".into()))?;
         // Timed when appended, inside the transaction (after the locks it waited for), not
@@ -240,16 +213,67 @@ impl Store {
         inserted?;
         let head = AuditHead {
             chain: chain.to_owned(),
-            seq: last,
+            seq: before.seq + count,
             hash: prev.to_vec(),
         };
         diesel::update(audit_heads::table.find(chain))
             .set((
+                audit_heads::seq.eq(head.seq),
                 audit_heads::hash.eq(&head.hash),
                 audit_heads::mac.eq(self.mac_of(&head)?),
             ))
             .execute(c)?;
         Ok(())
+    }
+
+    /// Moves `chain`'s head `count` positions on, creating the chain if need be, and returns
+    /// the head as it stood (checked: one zkvault wrote).
+    fn claim(
+        &self,
+        c: &mut AnyConnection,
+        chain: &str,
+        count: i64,
+    ) -> Result<AuditHead, StorageError> {
+        let bumped = diesel::update(audit_heads::table.find(chain))
+            .set(audit_heads::seq.eq(audit_heads::seq + count))
+            .execute(c)?;
+        let mut started_here = false;
+        if bumped == 0 {
+            // A new chain. Two processes may start the same fixed chain at once (the CLI's per-host
+            // chain): the loser of the insert waits for the winner's commit and then moves its head.
+            let head = (
+                audit_heads::chain.eq(chain),
+                audit_heads::seq.eq(count),
+                audit_heads::hash.eq(vec![0u8; 32]),
+            );
+            let inserted = on_backend!(c, |c| diesel::insert_into(audit_heads::table)
+                .values(head)
+                .on_conflict_do_nothing()
+                .execute(c))?;
+            if inserted == 0 {
+                diesel::update(audit_heads::table.find(chain))
+                    .set(audit_heads::seq.eq(audit_heads::seq + count))
+                    .execute(c)?;
+            }
+            started_here = inserted == 1;
+        }
+        // `get_result`, not `first`: a bound `LIMIT ?` makes SQLite re-prepare the statement on every run.
+        let (last, prev, mac): (i64, Vec<u8>, Option<Vec<u8>>) = audit_heads::table
+            .find(chain)
+            .select((audit_heads::seq, audit_heads::hash, audit_heads::mac))
+            .get_result(c)?;
+        // The head these entries follow must be one zkvault wrote: appending to a head a writer
+        // made (a chain cut short or rewritten) would MAC it, and launder the cut.
+        let before = AuditHead {
+            chain: chain.to_owned(),
+            seq: last - count,
+            hash: prev,
+        };
+        if !started_here && !self.authentic(&before, mac.as_deref())? {
+            tracing::error!(chain, "an audit chain's head failed authentication: the chain is set aside, never appended to; run `zkvault audit verify`");
+            return Err(StorageError::ForgedChainHead);
+        }
+        Ok(before)
     }
 }
 
@@ -268,16 +292,16 @@ impl Store {
             let result = conn.transaction::<_, StorageError, _>(|c| match &**c {
                 // SQLite: the head first, so the write lock is taken before anything is read.
                 AnyConnection::Sqlite(_) => {
-                    self.append(c, &chain, &[entry])?;
+                    self.append(c, &chain, &[entry], None)?;
                     change.take().expect("run once")(c)
                 }
                 // PostgreSQL: the head checked (and locked) first, the entry appended last, so
                 // it is timed after every row lock the change waited for: the trail orders two
                 // changes to one record as they committed.
                 AnyConnection::Pg(_) => {
-                    self.check_head(c, &chain)?;
+                    let head = self.check_head(c, &chain)?;
                     let done = change.take().expect("run once")(c)?;
-                    self.append(c, &chain, &[entry])?;
+                    self.append(c, &chain, &[entry], head)?;
                     Ok(done)
                 }
             });
@@ -331,25 +355,27 @@ impl Store {
         loop {
             let chain = self.chains.take();
             let result = conn.transaction::<_, StorageError, _>(|c| {
-                match &mut **c {
+                let head = match &mut **c {
                     // A write that changes no row still takes the write lock, before anything
                     // is read.
                     AnyConnection::Sqlite(_) => {
                         diesel::update(audit_heads::table.find(&chain))
                             .set(audit_heads::seq.eq(audit_heads::seq))
                             .execute(c)?;
+                        None
                     }
                     // The head first, as in `Store::write`, so the two never wait on each
                     // other in a cycle. Master changes take SHARE on `records`: the table lock
                     // makes them wait for the batch, so a master checked open below stays open
                     // until it commits.
                     AnyConnection::Pg(_) => {
-                        self.check_head(c, &chain)?;
+                        let head = self.check_head(c, &chain)?;
                         if changes {
                             c.batch_execute("LOCK TABLE records IN ROW EXCLUSIVE MODE")?;
                         }
+                        head
                     }
-                }
+                };
                 let outcomes = self.apply_changes(c, writes)?;
                 let logged: Vec<&AuditEntry> = writes
                     .iter()
@@ -361,7 +387,7 @@ impl Store {
                     })
                     .map(|(w, _)| &w.entry)
                     .collect();
-                self.append(c, &chain, &logged)?;
+                self.append(c, &chain, &logged, head)?;
                 Ok(outcomes)
             });
             match result {
