@@ -220,7 +220,7 @@ async fn conditional_writes_in_one_batch_keep_their_semantics(db: TestDb) {
         let send = |tag: Option<String>, n: usize| {
             let (app, peer, id) = (app.clone(), peer.clone(), id.clone());
             async move {
-                let base = if n % 2 == 0 {
+                let base = if n.is_multiple_of(2) {
                     app.url("")
                 } else {
                     peer.url("")
