@@ -414,10 +414,10 @@ fn move_one(c: &mut AnyConnection, namespace: &str, m: &RecordMove) -> Result<us
     })
 }
 
-/// Every move of a batch in a few statements instead of one round trip per record: the
-/// residents' locks taken in key order, as record writes take them (so a bulk job and a batch
-/// of writes never wait on each other in a cycle), then one `UPDATE … FROM unnest(…)` guarded
-/// per row exactly as [`move_one`] is.
+/// Every move of a batch in a few statements instead of one round trip per record: the table
+/// lock and the residents' locks (in key order) taken as a batch of record writes takes them,
+/// so a bulk job, a batch and a master change never wait on each other in a cycle, then one
+/// `UPDATE … FROM unnest(…)` guarded per row exactly as [`move_one`] is.
 fn move_on_postgres(
     pg: &mut diesel::PgConnection,
     namespace: &str,
@@ -425,6 +425,7 @@ fn move_on_postgres(
 ) -> Result<usize, StorageError> {
     use diesel::sql_types::{Array, Bytea, Integer, Nullable, Text};
     let ids: Vec<&[u8]> = moves.iter().map(|m| m.id.as_slice()).collect();
+    pg.batch_execute("LOCK TABLE records IN ROW EXCLUSIVE MODE")?;
     let residents: Vec<Vec<u8>> = records::table
         .filter(records::namespace.eq(namespace))
         .filter(records::id.eq_any(&ids))
