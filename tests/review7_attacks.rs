@@ -280,7 +280,7 @@ async fn no_write_lands_under_a_master_compromised_while_batches_run(db: TestDb)
                 } else {
                     peer.url("")
                 };
-                let (id, create) = if i % 2 == 0 {
+                let (id, create) = if i.is_multiple_of(2) {
                     (resident(10_000 + w * 100_000 + i), true)
                 } else {
                     (resident((w + i) % 16), false)
@@ -387,7 +387,7 @@ async fn sqlite_two_stores_under_concurrent_batches_never_answer_locked() {
                     peer.url("")
                 };
                 let t = Instant::now();
-                let (s, _) = if i % 3 == 0 {
+                let (s, _) = if i.is_multiple_of(3) {
                     get(&app, &base, &resident(w), "r").await
                 } else {
                     put(
