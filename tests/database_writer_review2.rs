@@ -5,12 +5,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use support::app::{backup, grant, TestApp};
 use support::db::TestDb;
-use support::writer::{checkpoint, id_of, sql, strings, verify};
+use support::writer::{checkpoint, hold, id_of, sql, strings, verify, wait_for_lock_waiters};
 use zkvault::vault::{Precondition, RecordWrite, Role};
 
 on_both_backends!(
@@ -381,34 +381,6 @@ async fn deleting_a_middle_rotated_credential_does_not_split_one_holder_in_two(d
     );
 }
 
-/// Is the pg session of this test waiting on a lock?
-async fn someone_waits_on_a_lock(app: &TestApp) -> bool {
-    strings(
-        app,
-        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-    )
-    .await
-        != ["0"]
-}
-
-/// A database session holding `lock` in an open transaction until the returned sender is used.
-fn hold(url: &str, lock: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    use diesel::connection::SimpleConnection;
-    use diesel::Connection;
-    let (url, lock) = (url.to_owned(), lock.to_owned());
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = diesel::PgConnection::establish(&url).unwrap();
-        c.batch_execute(&format!("BEGIN; {lock}")).unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = done_rx.recv();
-        c.batch_execute("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
-    (done_tx, holder)
-}
-
 /// The record history orders a record's changes by the time in their audit entries, and that
 /// time is taken when the request builds its entry, not when it commits. A PUT that waits (here
 /// on the audit head row, as it would behind any lock, a busy pool, or on an instance whose
@@ -437,14 +409,7 @@ async fn a_write_that_commits_after_an_erasure_is_not_reported_as_restored(db: T
         )
         .map(drop)
     });
-    let started = Instant::now();
-    while !someone_waits_on_a_lock(&app).await {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "setup: the PUT never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lock_waiters(&app, 1, "the PUT").await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     // Another instance erases the resident meanwhile (on its own, new audit chain).
     let other = tokio::task::spawn_blocking({

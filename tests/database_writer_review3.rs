@@ -4,12 +4,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use support::app::{grant, TestApp};
 use support::db::TestDb;
-use support::writer::{sql, strings, verify};
+use support::writer::{hold, sql, strings, verify, wait_for_lock_waiters};
 use zkvault::vault::{now_ms, Role};
 
 on_both_backends!(
@@ -183,34 +183,6 @@ async fn a_deleted_head_of_the_cli_chain_does_not_stop_the_cli_from_starting(db:
     );
 }
 
-/// Is the pg session of this test waiting on a lock?
-async fn someone_waits_on_a_lock(app: &TestApp) -> bool {
-    strings(
-        app,
-        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-    )
-    .await
-        != ["0"]
-}
-
-/// A database session holding `lock` in an open transaction until the returned sender is used.
-fn hold(url: &str, lock: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    use diesel::connection::SimpleConnection;
-    use diesel::Connection;
-    let (url, lock) = (url.to_owned(), lock.to_owned());
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = diesel::PgConnection::establish(&url).unwrap();
-        c.batch_execute(&format!("BEGIN; {lock}")).unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = done_rx.recv();
-        c.batch_execute("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
-    (done_tx, holder)
-}
-
 /// The second review's fix times an entry when it is appended, inside its transaction, "after
 /// the locks it waited for" — but the locks a change waits for are the rows it changes, taken
 /// after the append. An erasure (instance B) appends its entry, then its DELETE waits on one of
@@ -245,14 +217,7 @@ async fn an_update_racing_an_erasure_is_never_reported_as_missing(db: TestDb) {
         let writer = grant(&other, Role::Writer, Some("rp"));
         other.erase_resident(&writer, ID)
     });
-    let started = Instant::now();
-    while !someone_waits_on_a_lock(&app).await {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "setup: the erasure never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lock_waiters(&app, 1, "the erasure").await;
     // The replacement of r1 now waits for the erasure (one resident's changes are serialised),
     // so it is started alongside and the held row released after.
     let replaced = tokio::spawn({

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use support::app::TestApp;
 use support::db::TestDb;
-use support::writer::{strings, verify};
+use support::writer::{hold, verify, wait_for_lock_waiters};
 
 on_both_backends!(
     a_record_written_during_an_erasure_is_erased_or_ordered_after_it,
@@ -20,33 +20,6 @@ const ID: &str = "4930098371";
 async fn put_ok(app: &TestApp, name: &str, body: &[u8]) {
     let r = app.put("rp", name, ID, body).await;
     assert!(r.status().is_success(), "{}", r.status());
-}
-
-async fn someone_waits_on_a_lock(app: &TestApp) -> bool {
-    strings(
-        app,
-        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-    )
-    .await
-        != ["0"]
-}
-
-/// A database session holding `lock` in an open transaction until the returned sender is used.
-fn hold(url: &str, lock: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    use diesel::connection::SimpleConnection;
-    use diesel::Connection;
-    let (url, lock) = (url.to_owned(), lock.to_owned());
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = diesel::PgConnection::establish(&url).unwrap();
-        c.batch_execute(&format!("BEGIN; {lock}")).unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = done_rx.recv();
-        c.batch_execute("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
-    (done_tx, holder)
 }
 
 /// `Store::erase_resident` is one `DELETE … WHERE namespace AND blind_index`: nothing stops a
@@ -78,14 +51,7 @@ async fn a_record_written_during_an_erasure_is_erased_or_ordered_after_it(db: Te
         );
         async move { req.send().await.unwrap().status() }
     });
-    let started = Instant::now();
-    while !someone_waits_on_a_lock(&app).await {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "setup: the erasure never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lock_waiters(&app, 1, "the erasure").await;
     // The erasure has begun (its DELETE waits on r1). A new record of the resident is written
     // meanwhile: it waits for the erasure (one resident's changes are serialised), or the
     // erasure deletes it; either way the trail and the table agree.

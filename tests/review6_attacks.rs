@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::app::TestApp;
 use support::db::TestDb;
-use support::writer::{strings, verify};
+use support::writer::{hold, strings, verify, wait_for_lock_waiters};
 use zkvault::vault::Actor;
 
 on_both_backends!(
@@ -276,45 +276,6 @@ async fn conditional_writes_in_one_batch_keep_their_semantics(db: TestDb) {
     }
     assert_eq!(verify(&app).await.first_break, None);
     peer.handle.stop(false).await;
-}
-
-/// A database session holding `lock` in an open transaction until the returned sender is used.
-fn hold(url: &str, lock: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    use diesel::connection::SimpleConnection;
-    use diesel::Connection;
-    let (url, lock) = (url.to_owned(), lock.to_owned());
-    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let mut c = diesel::PgConnection::establish(&url).unwrap();
-        c.batch_execute(&format!("BEGIN; {lock}")).unwrap();
-        locked_tx.send(()).unwrap();
-        let _ = done_rx.recv();
-        c.batch_execute("ROLLBACK").unwrap();
-    });
-    locked_rx.recv().unwrap();
-    (done_tx, holder)
-}
-
-async fn lock_waiters(app: &TestApp) -> usize {
-    strings(
-        app,
-        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-    )
-    .await[0]
-        .parse()
-        .unwrap()
-}
-
-async fn wait_for_lock_waiters(app: &TestApp, n: usize, what: &str) {
-    let started = Instant::now();
-    while lock_waiters(app).await < n {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "setup: {what} never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// FIXED (PostgreSQL). `commit_batch` checks a write's master BEFORE the change, trusting

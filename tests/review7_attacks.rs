@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use support::app::TestApp;
 use support::db::TestDb;
-use support::writer::{strings, verify};
+use support::writer::{strings, verify, wait_for_lock_waiters};
 
 on_both_backends!(
     a_colliding_create_fails_alone_and_every_other_write_of_its_batch_lands_once,
@@ -428,28 +428,6 @@ async fn sqlite_two_stores_under_concurrent_batches_never_answer_locked() {
     );
     assert_eq!(verify(&app).await.first_break, None);
     peer.handle.stop(false).await;
-}
-
-async fn lock_waiters(app: &TestApp) -> usize {
-    strings(
-        app,
-        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM pg_stat_activity \
-         WHERE wait_event_type = 'Lock' AND datname = current_database()",
-    )
-    .await[0]
-        .parse()
-        .unwrap()
-}
-
-async fn wait_for_lock_waiters(app: &TestApp, n: usize, what: &str) {
-    let started = Instant::now();
-    while lock_waiters(app).await < n {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "setup: {what} never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// FIXED (PostgreSQL; a stall of every write for `deadlock_timeout`, 1 s by default). A

@@ -1,6 +1,9 @@
-//! What the database-writer attack tests share: raw SQL as the writer, and the service's own
-//! checkpoint and verification as an operator would run them.
+//! What the database-writer attack tests share: raw SQL as the writer, sessions holding locks
+//! to stage a race, and the service's own checkpoint and verification as an operator would run
+//! them.
 #![allow(dead_code)]
+
+use std::time::{Duration, Instant};
 
 use zkvault::vault::{AuditVerification, VaultError};
 
@@ -50,4 +53,46 @@ pub async fn verify(app: &TestApp) -> AuditVerification {
     tokio::task::spawn_blocking(move || v.verify_audit().unwrap())
         .await
         .unwrap()
+}
+
+/// A database session holding `lock` in an open transaction until the returned sender is used.
+pub fn hold(url: &str, lock: &str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let (url, lock) = (url.to_owned(), lock.to_owned());
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = diesel::PgConnection::establish(&url).unwrap();
+        c.batch_execute(&format!("BEGIN; {lock}")).unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = done_rx.recv();
+        c.batch_execute("ROLLBACK").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    (done_tx, holder)
+}
+
+/// How many sessions of the app's PostgreSQL database wait on a lock now.
+pub async fn lock_waiters(app: &TestApp) -> usize {
+    strings(
+        app,
+        "SELECT CAST(COUNT(*) AS TEXT) AS v FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND datname = current_database()",
+    )
+    .await[0]
+        .parse()
+        .unwrap()
+}
+
+/// Waits until at least `n` sessions wait on a lock (`what` is the one staged to), 10 s at most.
+pub async fn wait_for_lock_waiters(app: &TestApp, n: usize, what: &str) {
+    let started = Instant::now();
+    while lock_waiters(app).await < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "setup: {what} never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
