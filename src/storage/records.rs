@@ -136,33 +136,36 @@ impl Store {
     ///
     /// The caller has locked out master changes for the transaction (see
     /// [`Store::commit_batch`]), so each master is checked once, before the changes, and a
-    /// refused change leaves nothing to undo. The residents' locks are taken together, in key
-    /// order. New records of residents with no other change in the batch go in one `INSERT`;
-    /// should one of them already exist, the batch fails and each write is retried alone,
-    /// which names the one that conflicts.
+    /// refused change leaves nothing to undo. On PostgreSQL the residents' locks are taken
+    /// together, in key order, and the new records of residents with no other change in the
+    /// batch go in one `INSERT` (one round trip instead of one each); should one of them
+    /// already exist, the batch fails and each write is retried alone, which names the one
+    /// that conflicts. SQLite runs in-process: there every change is applied on its own.
     pub(super) fn apply_changes(
         &self,
         c: &mut AnyConnection,
         writes: &[Write],
     ) -> Result<Vec<Outcome>, StorageError> {
-        let changes: Vec<&RecordChange> = writes.iter().filter_map(|w| w.change.as_ref()).collect();
-        let mut keys: Vec<i32> = changes
+        let key_of: Vec<Option<i32>> = writes
             .iter()
-            .map(|change| resident_lock_key(change.resident().0, change.resident().1))
+            .map(|w| {
+                let (namespace, blind_index) = w.change.as_ref()?.resident();
+                Some(resident_lock_key(namespace, blind_index))
+            })
             .collect();
+        let mut keys: Vec<i32> = key_of.iter().flatten().copied().collect();
         keys.sort_unstable();
         let alone = |key: i32| {
             keys.partition_point(|k| *k < key) + 1 == keys.partition_point(|k| *k <= key)
         };
+        let in_one_insert = matches!(c, AnyConnection::Pg(_));
         let mut masters = MasterChecks::default();
         let mut outcomes: Vec<Option<Outcome>> = writes.iter().map(|_| None).collect();
         let mut new_rows = Vec::new();
-        for (i, w) in writes.iter().enumerate() {
-            match &w.change {
-                None => outcomes[i] = Some(Ok(0)),
-                Some(RecordChange::Insert(row))
-                    if alone(resident_lock_key(&row.namespace, &row.blind_index)) =>
-                {
+        for (i, (w, key)) in writes.iter().zip(&key_of).enumerate() {
+            match (&w.change, key) {
+                (None, _) => outcomes[i] = Some(Ok(0)),
+                (Some(RecordChange::Insert(row)), Some(key)) if in_one_insert && alone(*key) => {
                     match masters.require(self, c, &row.namespace, row.master_version) {
                         Ok(()) => {
                             new_rows.push(row);
@@ -171,33 +174,21 @@ impl Store {
                         Err(e) => outcomes[i] = Some(Err(e)),
                     }
                 }
-                Some(_) => {}
+                _ => {}
             }
         }
         keys.dedup();
         if let AnyConnection::Pg(pg) = c {
             lock_residents(pg, &keys)?;
-        }
-        if !new_rows.is_empty() {
-            // SQLite runs in-process: one statement per row costs no round trip.
-            let inserted = match c {
-                AnyConnection::Pg(pg) => diesel::insert_into(records::table)
-                    .values(new_rows.clone())
+            if !new_rows.is_empty() {
+                let asked = new_rows.len();
+                let inserted = diesel::insert_into(records::table)
+                    .values(new_rows)
                     .on_conflict_do_nothing()
-                    .execute(pg)?,
-                AnyConnection::Sqlite(lite) => {
-                    let mut n = 0;
-                    for row in &new_rows {
-                        n += diesel::insert_into(records::table)
-                            .values(*row)
-                            .on_conflict_do_nothing()
-                            .execute(lite)?;
-                    }
-                    n
+                    .execute(pg)?;
+                if inserted != asked {
+                    return Err(StorageError::Conflict);
                 }
-            };
-            if inserted != new_rows.len() {
-                return Err(StorageError::Conflict);
             }
         }
         for (i, w) in writes.iter().enumerate() {
