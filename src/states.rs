@@ -162,16 +162,23 @@ pub enum Role {
     Reencrypt,
     Operator,
     Auditor,
+    /// Signs (and verifies) with the signers its credential lists.
+    Signer,
+    /// Verifies tokens only.
+    Verifier,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    // New roles go last: a credential's stored roles are written in this order, inside its MAC.
+    pub const ALL: [Role; 8] = [
         Role::Admin,
         Role::Writer,
         Role::Reader,
         Role::Reencrypt,
         Role::Operator,
         Role::Auditor,
+        Role::Signer,
+        Role::Verifier,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -182,6 +189,8 @@ impl Role {
             Role::Reencrypt => "reencrypt",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
+            Role::Signer => "signer",
+            Role::Verifier => "verifier",
         }
     }
 
@@ -189,6 +198,53 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
+
+/// A signing key's state (DESIGN.md "Signing (v1)"): `pending` (published, not yet signing) →
+/// `active` (exactly one per signer) → `verify_only` → `retired` (out of the JWKS) →
+/// `destroyed`; `compromised` from any state before `destroyed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, AsExpression, FromSqlRow)]
+#[serde(rename_all = "snake_case")]
+#[diesel(sql_type = Text)]
+pub enum SignerState {
+    Pending,
+    Active,
+    VerifyOnly,
+    Retired,
+    Compromised,
+    Destroyed,
+}
+
+impl SignerState {
+    const ALL: [SignerState; 6] = [
+        SignerState::Pending,
+        SignerState::Active,
+        SignerState::VerifyOnly,
+        SignerState::Retired,
+        SignerState::Compromised,
+        SignerState::Destroyed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignerState::Pending => "pending",
+            SignerState::Active => "active",
+            SignerState::VerifyOnly => "verify_only",
+            SignerState::Retired => "retired",
+            SignerState::Compromised => "compromised",
+            SignerState::Destroyed => "destroyed",
+        }
+    }
+
+    /// In the JWKS, and valid for verification.
+    pub fn is_published(self) -> bool {
+        matches!(
+            self,
+            SignerState::Pending | SignerState::Active | SignerState::VerifyOnly
+        )
+    }
+}
+
+text_enum!(SignerState, "signer key state");
 
 /// A credential's roles, written in `Role` order (`writer,reader`); read in any order.
 #[derive(Debug, Clone, PartialEq, Eq, AsExpression, FromSqlRow)]
@@ -229,6 +285,9 @@ mod tests {
         }
         for s in KekState::ALL {
             assert_eq!(s.to_string().parse::<KekState>().unwrap(), s);
+        }
+        for s in SignerState::ALL {
+            assert_eq!(s.to_string().parse::<SignerState>().unwrap(), s);
         }
         let roles: Roles = "reader,writer".parse().unwrap();
         assert_eq!(roles.to_string(), "writer,reader");

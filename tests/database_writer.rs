@@ -12,7 +12,9 @@ use serde_json::Value;
 use support::app::{backup, restore, TestApp};
 use support::db::TestDb;
 use support::writer::{checkpoint, id_of, sql, strings, verify};
-use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
+use zkvault::keystore::{
+    AuditAnchor, KekInfo, Keystore, KeystoreError, NewSigningKey, SigningKeyRef,
+};
 use zkvault::vault::Role;
 use zkvault_core::{KeyKind, Secret32, WrapContext};
 
@@ -633,6 +635,24 @@ impl Keystore for BeforeAnchors {
     fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
         *self.anchor.lock().unwrap() = Some(*anchor);
         Ok(())
+    }
+    fn generate_signing_key(
+        &self,
+        kek: u32,
+        ctx: &WrapContext,
+    ) -> Result<NewSigningKey, KeystoreError> {
+        self.inner.generate_signing_key(kek, ctx)
+    }
+    fn sign_digest(
+        &self,
+        ctx: &WrapContext,
+        key: &SigningKeyRef,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], KeystoreError> {
+        self.inner.sign_digest(ctx, key, digest)
+    }
+    fn destroy_signing_key(&self, key: &SigningKeyRef) -> Result<(), KeystoreError> {
+        self.inner.destroy_signing_key(key)
     }
 }
 

@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use support::app::{execute_sql, query_strings, TestApp};
 use support::db::TestDb;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
+use zkvault::keystore::{
+    AuditAnchor, KekInfo, Keystore, KeystoreError, NewSigningKey, SigningKeyRef,
+};
 use zkvault::vault::{Grant, Role, Vault};
 use zkvault_core::{Secret32, WrapContext};
 
@@ -507,6 +509,24 @@ impl Keystore for Failing {
     }
     fn check(&self) -> Result<(), KeystoreError> {
         self.inner.check()
+    }
+    fn generate_signing_key(
+        &self,
+        kek: u32,
+        ctx: &WrapContext,
+    ) -> Result<NewSigningKey, KeystoreError> {
+        self.inner.generate_signing_key(kek, ctx)
+    }
+    fn sign_digest(
+        &self,
+        ctx: &WrapContext,
+        key: &SigningKeyRef,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], KeystoreError> {
+        self.inner.sign_digest(ctx, key, digest)
+    }
+    fn destroy_signing_key(&self, key: &SigningKeyRef) -> Result<(), KeystoreError> {
+        self.inner.destroy_signing_key(key)
     }
 }
 

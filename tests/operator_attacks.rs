@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use support::app::{query_strings, TestApp};
 use support::db::TestDb;
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::keystore::{AuditAnchor, KekInfo, Keystore, KeystoreError};
+use zkvault::keystore::{
+    AuditAnchor, KekInfo, Keystore, KeystoreError, NewSigningKey, SigningKeyRef,
+};
 use zkvault::vault::{Actor, Caller, Role, VaultError};
 use zkvault_core::{Secret32, WrapContext};
 
@@ -486,6 +488,24 @@ impl Keystore for Hooked {
     }
     fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError> {
         self.inner.advance_audit_anchor(anchor)
+    }
+    fn generate_signing_key(
+        &self,
+        kek: u32,
+        ctx: &WrapContext,
+    ) -> Result<NewSigningKey, KeystoreError> {
+        self.inner.generate_signing_key(kek, ctx)
+    }
+    fn sign_digest(
+        &self,
+        ctx: &WrapContext,
+        key: &SigningKeyRef,
+        digest: &[u8; 32],
+    ) -> Result<[u8; 64], KeystoreError> {
+        self.inner.sign_digest(ctx, key, digest)
+    }
+    fn destroy_signing_key(&self, key: &SigningKeyRef) -> Result<(), KeystoreError> {
+        self.inner.destroy_signing_key(key)
     }
 }
 

@@ -11,6 +11,9 @@ pub enum KeyKind {
     AuditCheckpoint,
     /// The deployment's integrity key (one, version 1, in namespace `""`).
     IntegrityKey,
+    /// A signer's P-256 private scalar, sealed by a keystore that cannot hold it on a token
+    /// (namespace = the signer's name).
+    SigningKey,
 }
 
 impl KeyKind {
@@ -20,6 +23,7 @@ impl KeyKind {
             KeyKind::IndexKey => "ik",
             KeyKind::AuditCheckpoint => "audit",
             KeyKind::IntegrityKey => "integrity",
+            KeyKind::SigningKey => "sig",
         }
     }
 }

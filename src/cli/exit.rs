@@ -113,9 +113,10 @@ fn startup(e: &StartupError) -> Exit {
 fn vault(e: &VaultError) -> Exit {
     match e {
         VaultError::BadInput(_) | VaultError::TooLarge { .. } => Exit::Usage,
-        VaultError::NotFound | VaultError::UnknownNamespace | VaultError::Shredded => {
-            Exit::NotFound
-        }
+        VaultError::NotFound
+        | VaultError::UnknownNamespace
+        | VaultError::UnknownSigner
+        | VaultError::Shredded => Exit::NotFound,
         VaultError::Conflict(_) | VaultError::PreconditionFailed => Exit::Conflict,
         VaultError::Unauthenticated | VaultError::Forbidden(_) => Exit::Refused,
         VaultError::StorageUnavailable(_) | VaultError::KeystoreUnavailable(_) => Exit::Unavailable,

@@ -63,6 +63,16 @@ impl Caller {
         Ok(vault.authorize(&self.0, role, ns)?)
     }
 
+    /// The vault's permission to act on signer `signer` in the first of `roles` held.
+    pub fn grant_signer(
+        &self,
+        vault: &Vault,
+        roles: &[Role],
+        signer: &str,
+    ) -> Result<Grant, ApiError> {
+        Ok(vault.authorize_signer(&self.0, roles, signer)?)
+    }
+
     /// The vault's permission to act as `role` on every namespace at once.
     pub fn grant_global(&self, vault: &Vault, role: Role) -> Result<Grant, ApiError> {
         Ok(vault.authorize_global(&self.0, role)?)

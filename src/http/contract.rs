@@ -24,6 +24,7 @@ use zkvault_core::{ChecksumScheme, RESIDENT_ID_PATTERN};
 /// The namespaces of the deployment the document describes.
 struct Deployment<'a> {
     namespaces: Vec<&'a str>,
+    signers: Vec<&'a str>,
     /// Those whose resident IDs end in a Verhoeff check digit.
     verhoeff: Vec<&'a str>,
 }
@@ -32,6 +33,7 @@ struct Deployment<'a> {
 pub fn document(policy: &Policy) -> Value {
     let deployment = Deployment {
         namespaces: policy.namespaces.keys().map(String::as_str).collect(),
+        signers: policy.signers.keys().map(String::as_str).collect(),
         verhoeff: policy
             .namespaces
             .values()
@@ -45,13 +47,26 @@ pub fn document(policy: &Policy) -> Value {
 }
 
 /// Routes anyone may call: no credential, so no 401/403.
-const OPEN: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+const OPEN: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/.well-known/jwks.json",
+];
 
 fn complete(doc: &mut Value, deployment: &Deployment) {
     doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer"}});
     let schemas = &mut doc["components"]["schemas"];
+    // A credential's scope lists namespaces and signers.
+    let scope: Vec<&str> = deployment
+        .namespaces
+        .iter()
+        .chain(&deployment.signers)
+        .copied()
+        .collect();
     schemas["NewCredential"]["properties"]["namespaces"]["items"] =
-        json!({"type": "string", "enum": deployment.namespaces});
+        json!({"type": "string", "enum": scope});
     // IDs in a JSON body may carry any ASCII white space around them; it is trimmed too.
     schemas["ReencryptRequest"]["properties"]["resident_ids"]["items"] = json!({
         "type": "string",
@@ -95,13 +110,14 @@ fn complete(doc: &mut Value, deployment: &Deployment) {
             if !open {
                 [401, 403, 503].into_iter().for_each(&mut add);
             }
-            if path.contains("{ns}") {
+            if path.contains("{ns}") || path.contains("{signer}") {
                 add(404);
             }
             if has_body {
                 [408, 413].into_iter().for_each(&mut add);
             }
-            if path.starts_with("/v1/keys/") || path.contains("/masters/") {
+            let signer_change = path.contains("/versions/") || path.ends_with("/rotate");
+            if path.starts_with("/v1/keys/") || path.contains("/masters/") || signer_change {
                 add(409);
             }
             for (status, response) in responses.iter_mut() {
@@ -139,7 +155,7 @@ fn bytes(content: &mut Value, media_type: &str) -> bool {
 fn parameter(mut p: Value, deployment: &Deployment) -> Value {
     let resident_id = padded(RESIDENT_ID_PATTERN, "[ \\t]");
     let pattern = match (p["in"].as_str(), p["name"].as_str()) {
-        (Some("path"), Some("ns")) => Some(NAMESPACE_PATTERN),
+        (Some("path"), Some("ns" | "signer")) => Some(NAMESPACE_PATTERN),
         (Some("path"), Some("name")) => Some(RECORD_NAME_PATTERN),
         (Some("path"), Some("id")) => Some("^[0-9a-fA-F]+$"),
         // The service trims white space around an ID before it checks it.
@@ -156,6 +172,7 @@ fn parameter(mut p: Value, deployment: &Deployment) -> Value {
     }
     match (p["in"].as_str(), p["name"].as_str()) {
         (Some("path"), Some("ns")) => p["schema"]["enum"] = json!(deployment.namespaces),
+        (Some("path"), Some("signer")) => p["schema"]["enum"] = json!(deployment.signers),
         (Some("path"), Some("name")) => {
             p["schema"]["maxLength"] = json!(128);
             p["description"] = json!(
@@ -197,7 +214,7 @@ fn describe(status: &str, r: &mut Map<String, Value>) {
         400 => "bad input: malformed ID, name, namespace, header, query or JSON",
         401 => "no credential, or an unknown, revoked or expired one",
         403 => "the credential lacks the role or the namespace",
-        404 => "no such record, resident, namespace or credential",
+        404 => "no such record, resident, namespace, credential, signer or signer version",
         408 => "the request body stalled",
         409 => "the key's state does not allow this",
         410 => "shredded: the record's master was destroyed",

@@ -144,6 +144,11 @@ impl From<VaultError> for ApiError {
             VaultError::UnknownNamespace => {
                 Self::new(S::NOT_FOUND, "unknown_namespace", "no such namespace")
             }
+            VaultError::UnknownSigner => Self::new(
+                S::NOT_FOUND,
+                "unknown_signer",
+                "no such signer or signer version",
+            ),
             VaultError::Conflict(m) => Self::new(S::CONFLICT, "conflict", m),
             VaultError::PreconditionFailed => Self::new(
                 S::PRECONDITION_FAILED,

@@ -10,6 +10,7 @@ mod keys;
 mod limits;
 mod ops;
 mod records;
+mod signing;
 mod telemetry;
 
 use std::net::{SocketAddr, TcpListener};
@@ -114,6 +115,37 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(keys::destroy_master)),
         )
         .service(resource("/v1/approvals/{id}", "POST").route(web::post().to(keys::approve)))
+        .service(resource("/.well-known/jwks.json", "GET").route(web::get().to(signing::jwks)))
+        .service(resource("/v1/signers", "GET").route(web::get().to(signing::overview)))
+        .service(
+            resource("/v1/signers/{signer}/jws", "POST").route(web::post().to(signing::sign_jws)),
+        )
+        .service(
+            resource("/v1/signers/{signer}/jwt", "POST").route(web::post().to(signing::sign_jwt)),
+        )
+        .service(
+            resource("/v1/signers/{signer}/verify", "POST").route(web::post().to(signing::verify)),
+        )
+        .service(
+            resource("/v1/signers/{signer}/rotate", "POST").route(web::post().to(signing::rotate)),
+        )
+        .service(
+            resource("/v1/signers/{signer}/versions/{v}/compromise", "POST")
+                .route(web::post().to(signing::compromise)),
+        )
+        .service(
+            resource("/v1/signers/{signer}/versions/{v}/destroy", "POST")
+                .route(web::post().to(signing::destroy)),
+        )
+        .service(
+            resource("/v1/signers/{signer}/versions/{v}/csr", "POST")
+                .route(web::post().to(signing::csr)),
+        )
+        .service(
+            resource("/v1/signers/{signer}/versions/{v}/certificate", "PUT")
+                .app_data(web::PayloadConfig::new(signing::CERTIFICATE_LIMIT))
+                .route(web::put().to(signing::certificate)),
+        )
         .service(
             resource("/v1/ns/{ns}/records/{name:.+}", "PUT, GET, DELETE")
                 .route(web::put().to(records::put_record))

@@ -51,12 +51,26 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         super::admin::revoke_credential,
         super::admin::keys,
         super::admin::audit,
+        super::signing::sign_jws,
+        super::signing::sign_jwt,
+        super::signing::verify,
+        super::signing::jwks,
+        super::signing::overview,
+        super::signing::rotate,
+        super::signing::compromise,
+        super::signing::destroy,
+        super::signing::csr,
+        super::signing::certificate,
         healthz,
         readyz,
         metrics,
         openapi
     ),
-    components(schemas(super::error::ErrorBody))
+    components(schemas(
+        super::error::ErrorBody,
+        super::signing::JwsRequest,
+        super::signing::VerifyRequest
+    ))
 )]
 pub struct ApiDoc;
 

@@ -6,6 +6,7 @@
 
 mod kek_state;
 pub mod pkcs11;
+mod signing;
 pub mod soft;
 
 use std::collections::BTreeSet;
@@ -17,6 +18,7 @@ use zkvault_core::{Secret32, WrapContext};
 
 use crate::secret::SecretString;
 pub use crate::states::KekState;
+pub use signing::{NewSigningKey, SigningKeyRef, EC_POINT_LEN, SIGNATURE_LEN};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KekInfo {
@@ -164,6 +166,27 @@ pub trait Keystore: Send + Sync {
     /// [`KeystoreError::AnchorRegression`] and changes nothing; the same anchor again is a no-op.
     /// The keystore, not the database, remembers it: a rolled-back database is detected.
     fn advance_audit_anchor(&self, anchor: &AuditAnchor) -> Result<(), KeystoreError>;
+
+    /// Generates an ES256 (P-256) key pair for signer key `ctx` (namespace = the signer, kind
+    /// [`KeyKind::SigningKey`](zkvault_core::KeyKind), version). A token generates it on the
+    /// token; the soft keystore seals it under `kek_version`.
+    fn generate_signing_key(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+    ) -> Result<NewSigningKey, KeystoreError>;
+
+    /// Signs a SHA-256 `digest` with signer key `ctx`, answering the raw `r || s`.
+    fn sign_digest(
+        &self,
+        ctx: &WrapContext,
+        key: &SigningKeyRef,
+        digest: &[u8; 32],
+    ) -> Result<[u8; SIGNATURE_LEN], KeystoreError>;
+
+    /// Deletes a signing key's private half where the keystore holds it (a token object); a
+    /// sealed key is gone once its row drops the sealed bytes. Idempotent.
+    fn destroy_signing_key(&self, key: &SigningKeyRef) -> Result<(), KeystoreError>;
 
     /// The active KEK version, if any.
     fn active_kek(&self) -> Result<Option<u32>, KeystoreError> {

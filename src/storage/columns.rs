@@ -15,7 +15,7 @@ use diesel::sql_types::Text;
 use diesel::sqlite::Sqlite;
 
 use super::conn::MultiBackend;
-use crate::states::{KekState, MasterState, Roles};
+use crate::states::{KekState, MasterState, Roles, SignerState};
 
 macro_rules! text_column {
     ($($t:ty),*) => {$(
@@ -52,4 +52,4 @@ macro_rules! text_column {
     )*};
 }
 
-text_column!(MasterState, KekState, Roles);
+text_column!(MasterState, KekState, Roles, SignerState);

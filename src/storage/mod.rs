@@ -20,6 +20,7 @@ pub mod model;
 mod records;
 mod row_macs;
 pub mod schema;
+mod signers;
 
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub use model::{
 };
 pub use records::RecordPosition;
 pub use row_macs::RowKey;
+pub use signers::{CheckedSignerRow, SignerKeyRow};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

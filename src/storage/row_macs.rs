@@ -42,6 +42,8 @@ macro_rules! first_locked {
     };
 }
 
+pub(super) use first_locked;
+
 /// The store's row key, shared by its clones; none until the vault loads the integrity key.
 pub(super) type RowKeySlot = Arc<RwLock<Option<Arc<dyn RowKey>>>>;
 
@@ -98,6 +100,31 @@ impl MacedRow for MasterRow {
             .bytes(&self.salt)
             .int(self.created_at)
             .int(self.updated_at)
+            .0
+    }
+}
+
+impl MacedRow for super::SignerKeyRow {
+    const KIND: &'static str = "row:signer-key";
+    fn describe(&self) -> String {
+        format!("signer {} v{}", self.signer, self.version)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.signer)
+            .int(self.version.into())
+            .text(&self.alg)
+            .text(&self.kid)
+            .bytes(&self.public_key)
+            .opt_bytes(self.token_id.as_deref())
+            .opt_int(self.kek_version.map(i64::from))
+            .opt_bytes(self.wrapped.as_deref())
+            .text(self.state.as_str())
+            .int(self.created_at)
+            .int(self.activate_at)
+            .int(self.updated_at)
+            .opt_int(self.retire_at)
+            .opt_bytes(self.certificate.as_deref().map(str::as_bytes))
             .0
     }
 }

@@ -164,6 +164,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    signer_keys (signer, version) {
+        signer -> Text,
+        version -> Integer,
+        alg -> Text,
+        kid -> Text,
+        public_key -> Binary,
+        token_id -> Nullable<Binary>,
+        kek_version -> Nullable<Integer>,
+        wrapped -> Nullable<Binary>,
+        state -> Text,
+        created_at -> BigInt,
+        activate_at -> BigInt,
+        updated_at -> BigInt,
+        retire_at -> Nullable<BigInt>,
+        certificate -> Nullable<Text>,
+        mac -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    signer_usage (signer, version) {
+        signer -> Text,
+        version -> Integer,
+        signatures -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     keks,
     masters,
@@ -177,5 +205,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     approvals,
     integrity_key,
     audit_manifests,
-    audit_marks
+    audit_marks,
+    signer_keys,
+    signer_usage
 );

@@ -58,6 +58,8 @@ pub struct Grant {
     actor: Actor,
     role: Role,
     namespace: Option<String>,
+    /// The signer a signing grant is for.
+    signer: Option<String>,
     /// The namespaces the caller may act in; `None`: every one (an unrestricted credential, the
     /// local operator, the vault itself). A deployment-wide use case answers within it.
     scope: Option<BTreeSet<String>>,
@@ -74,6 +76,7 @@ impl Grant {
             actor,
             role,
             namespace: namespace.map(str::to_owned),
+            signer: None,
             scope: None,
             roles: Role::ALL.into_iter().collect(),
             credential: false,
@@ -139,6 +142,19 @@ impl Grant {
     /// The caller is the local operator or the vault itself, not a credential.
     pub(crate) fn is_local(&self) -> bool {
         !self.credential
+    }
+
+    /// The signer this grant is for, checked to be for `role`.
+    pub fn signer(&self, role: Role) -> Result<&str, VaultError> {
+        self.signer_of(&[role])
+    }
+
+    /// The signer this grant is for, checked to be for one of `roles`.
+    pub fn signer_of(&self, roles: &[Role]) -> Result<&str, VaultError> {
+        match &self.signer {
+            Some(signer) if roles.contains(&self.role) => Ok(signer),
+            _ => Err(wrong_grant()),
+        }
     }
 
     /// The namespace this grant is for, checked to be for `role`.
@@ -216,6 +232,7 @@ impl Vault {
                 actor: caller.actor.clone(),
                 role,
                 namespace: ns.map(str::to_owned),
+                signer: None,
                 scope: caller.principal.as_ref().and_then(|p| p.namespaces.clone()),
                 roles: caller
                     .principal
@@ -229,6 +246,68 @@ impl Vault {
                     operation: format!("access.{}", role.as_str()),
                     route: caller.route.clone(),
                     namespace: self.known_namespace(ns),
+                    outcome: e.code(),
+                };
+                self.record_refusal(key, &caller.actor.request_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Allows `caller` to act on signer `signer` in the first of `roles` it holds, or refuses
+    /// and counts the refusal: a name not matching the pattern (400), no such role or a scope
+    /// that does not list the signer (403), a signer the policy does not declare (404).
+    pub fn authorize_signer(
+        &self,
+        caller: &Caller,
+        roles: &[Role],
+        signer: &str,
+    ) -> Result<Grant, VaultError> {
+        let check = || {
+            if caller.escaped_path || !valid_namespace_name(signer) {
+                return Err(VaultError::BadInput(format!(
+                    "signer name must match {NAMESPACE_PATTERN}"
+                )));
+            }
+            let role = match &caller.principal {
+                Some(p) => {
+                    let role = roles.iter().copied().find(|r| p.roles.contains(r));
+                    let role = role.ok_or(VaultError::Forbidden(
+                        "credential lacks the role this endpoint needs",
+                    ))?;
+                    if p.namespaces.as_ref().is_some_and(|s| !s.contains(signer)) {
+                        return Err(VaultError::Forbidden(
+                            "credential is not valid for this signer",
+                        ));
+                    }
+                    role
+                }
+                None => roles[0],
+            };
+            if self.policy.signer(signer).is_none() {
+                return Err(VaultError::UnknownSigner);
+            }
+            Ok(role)
+        };
+        match check() {
+            Ok(role) => Ok(Grant {
+                actor: caller.actor.clone(),
+                role,
+                namespace: None,
+                signer: Some(signer.to_owned()),
+                scope: caller.principal.as_ref().and_then(|p| p.namespaces.clone()),
+                roles: caller
+                    .principal
+                    .as_ref()
+                    .map_or_else(|| Role::ALL.into_iter().collect(), |p| p.roles.clone()),
+                credential: caller.principal.is_some(),
+            }),
+            Err(e) => {
+                let key = Refusal {
+                    actor: caller.actor.who.clone(),
+                    operation: format!("access.{}", roles[0].as_str()),
+                    route: caller.route.clone(),
+                    namespace: String::new(),
                     outcome: e.code(),
                 };
                 self.record_refusal(key, &caller.actor.request_id);

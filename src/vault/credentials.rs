@@ -361,7 +361,14 @@ impl Vault {
                 "under dual control, operator credentials are issued with the CLI (zkvault credentials create)",
             ));
         }
-        let admin_grants = [Role::Admin, Role::Writer, Role::Reader, Role::Reencrypt];
+        let admin_grants = [
+            Role::Admin,
+            Role::Writer,
+            Role::Reader,
+            Role::Reencrypt,
+            Role::Signer,
+            Role::Verifier,
+        ];
         let may_issue = |r: &Role| {
             mine.contains(r) || (mine.contains(&Role::Admin) && admin_grants.contains(r))
         };
@@ -394,11 +401,12 @@ impl Vault {
         rotated_from: Option<&str>,
     ) -> Result<IssuedCredential, VaultError> {
         grant.check(Role::Admin)?;
-        // The answer names the position, never the value (no error body quotes input).
+        // The answer names the position, never the value (no error body quotes input). A
+        // credential's scope lists namespaces and signers (their names never collide).
         for (i, ns) in namespaces.iter().enumerate() {
-            if self.policy().namespace(ns).is_none() {
+            if self.policy().namespace(ns).is_none() && self.policy().signer(ns).is_none() {
                 return Err(VaultError::BadInput(format!(
-                    "namespaces[{i}] is not a namespace of the policy"
+                    "namespaces[{i}] is neither a namespace nor a signer of the policy"
                 )));
             }
         }

@@ -15,6 +15,9 @@ pub enum VaultError {
     NotFound,
     #[error("unknown namespace")]
     UnknownNamespace,
+    /// A signer the policy does not declare, or a version it does not have.
+    #[error("unknown signer or signer version")]
+    UnknownSigner,
     #[error("{0}")]
     Conflict(String),
     #[error("precondition failed")]
@@ -44,6 +47,7 @@ impl VaultError {
             VaultError::Forbidden(_) => "forbidden",
             VaultError::NotFound => "not_found",
             VaultError::UnknownNamespace => "unknown_namespace",
+            VaultError::UnknownSigner => "unknown_signer",
             VaultError::Conflict(_) => "conflict",
             VaultError::PreconditionFailed => "precondition_failed",
             VaultError::TooLarge { .. } => "payload_too_large",

@@ -187,12 +187,46 @@ impl Vault {
                 &rewrapped.integrity_key,
                 entry,
             ) {
-                Ok(()) => return Ok((rewrapped.masters.len(), rewrapped.index_keys.len())),
+                Ok(()) => {
+                    self.rewrap_signer_keys(from.as_ref(), to, to_kek, entry)?;
+                    return Ok((rewrapped.masters.len(), rewrapped.index_keys.len()));
+                }
                 Err(StorageError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(VaultError::Conflict("masters kept changing during the rewrap; the new KEK is active, run the rotation again".into()))
+    }
+
+    /// Rewraps every sealed signing key under `to`'s KEK `to_kek`, one row at a time (a key
+    /// left under the old KEK still signs: a retired KEK unwraps, and is not destroyed while
+    /// a signing key uses it).
+    fn rewrap_signer_keys(
+        &self,
+        from: &dyn Keystore,
+        to: &dyn Keystore,
+        to_kek: u32,
+        entry: &crate::storage::AuditEntry,
+    ) -> Result<(), VaultError> {
+        for row in self.store().signer_keys()?.into_iter().flatten() {
+            let (Some(kek), Some(wrapped)) = (row.kek_version, row.wrapped.as_deref()) else {
+                continue;
+            };
+            if kek as u32 == to_kek {
+                continue;
+            }
+            let ctx = WrapContext::new(&row.signer, KeyKind::SigningKey, row.version as u32);
+            let rewrapped = crate::storage::SignerKeyRow {
+                kek_version: Some(to_kek as i32),
+                wrapped: Some(rewrap_one(from, to, to_kek, kek, &ctx, wrapped)?),
+                ..row.clone()
+            };
+            let mut entry = entry.clone();
+            entry.target = format!("signer {} v{}", row.signer, row.version);
+            self.store()
+                .change_signer_keys(&[(Some(&row), &rewrapped)], &entry)?;
+        }
+        self.signers().refresh()
     }
 
     /// A new KEK version in the keystore (the previous one retires: it still unwraps, never
@@ -248,7 +282,13 @@ impl Vault {
             || self
                 .store()
                 .integrity_key()?
-                .is_none_or(|k| k.kek_version as u32 == version);
+                .is_none_or(|k| k.kek_version as u32 == version)
+            || self
+                .store()
+                .signer_keys()?
+                .iter()
+                .flatten()
+                .any(|k| k.wrapped.is_some() && k.kek_version == Some(version as i32));
         if in_use {
             return Err(VaultError::Conflict(format!(
                 "KEK v{version} still wraps masters: rotate the KEK first"

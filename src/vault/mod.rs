@@ -21,6 +21,7 @@ mod reencrypt;
 mod refusals;
 mod schedule;
 mod seed;
+mod signers;
 mod state_history;
 
 use std::sync::Arc;
@@ -45,6 +46,10 @@ pub use reencrypt::{ReencryptReport, MAX_REENCRYPT_IDS};
 pub use refusals::{Refusal, REFUSAL_INTERVAL};
 pub use schedule::{spawn_scheduler, LifecycleReport, PlannedEvent};
 pub use seed::{seed_body, seed_uin, SeedOptions, SeedReport, SEED_BODY_BYTES, SEED_MAX_RESIDENTS};
+pub use signers::{
+    Jwks, Signed, SignerChange, SignerReport, Signers, SignersOverview, Verification,
+    JWKS_MAX_AGE_SECS, MAX_SIGN_PAYLOAD,
+};
 
 pub use crate::states::{MasterState, Role};
 
@@ -63,6 +68,7 @@ pub struct Vault {
     integrity: Arc<zkvault_core::IntegrityKey>,
     policy: Policy,
     keyring: Keyring,
+    signers: Signers,
     credentials: Credentials,
     refusals: refusals::Refusals,
     record_locks: [std::sync::Mutex<()>; records::RECORD_LOCK_STRIPES],
@@ -123,6 +129,7 @@ impl Vault {
         )?;
         let vault = Vault {
             credentials: Credentials::new(store.clone(), ttls.credentials)?,
+            signers: Signers::new(store.clone(), keystore.clone()),
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
             refusals: refusals::Refusals::new(store.clone()),
             record_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
@@ -132,6 +139,10 @@ impl Vault {
             audit_reads: true,
         };
         vault.check_audit_anchor(&system)?;
+        // Every policy signer signs from the first start; a forged signer row stops only that
+        // signer (refused where it is used, named by `audit verify`).
+        past_forged_rows("signer keys", vault.ensure_signers(&system).map(drop))?;
+        vault.signers.refresh()?;
         Ok(vault)
     }
 
@@ -152,6 +163,10 @@ impl Vault {
 
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
+    }
+
+    pub fn signers(&self) -> &Signers {
+        &self.signers
     }
 
     pub fn credentials(&self) -> &Credentials {

@@ -19,6 +19,7 @@ pub struct LifecycleReport {
     /// Decrypt-only masters past the policy's window: their remaining records need a bulk
     /// re-encryption pass with resident IDs, which only the caller can supply.
     pub overdue_decrypt_only: Vec<(String, u32)>,
+    pub signers: super::SignerReport,
 }
 
 /// One entry of the plan.
@@ -96,6 +97,13 @@ impl Vault {
             }
         }
         report.masters_retired = self.retire_empty_masters(&actor)?;
+        match self.run_due_signers(now) {
+            Ok(signers) => report.signers = signers,
+            Err(VaultError::Integrity) => {
+                forged.get_or_insert(VaultError::Integrity);
+            }
+            Err(e) => return Err(e),
+        }
         for m in self.store().each_master()?.into_iter().flatten() {
             let Some(policy) = self.policy().namespace(&m.namespace) else {
                 continue;
@@ -196,6 +204,7 @@ impl Vault {
                 }
             }
         }
+        events.extend(self.signer_plan(now, end)?);
         // Window ends and destructions are dated from state, not generated up to the horizon.
         events.retain(|e| e.at_ms <= end);
         events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.what.cmp(&b.what)));
@@ -237,7 +246,7 @@ pub fn spawn_scheduler(vault: std::sync::Arc<Vault>, tick: Duration) {
                 std::thread::sleep(tick);
                 let Some(vault) = weak.upgrade() else { return };
                 match vault.run_scheduled_pass(now_ms()) {
-                    Ok(Some(r)) if r.kek_rotated.is_some() || !r.masters_rotated.is_empty() || !r.masters_destroyed.is_empty() || !r.masters_retired.is_empty() => {
+                    Ok(Some(r)) if r.kek_rotated.is_some() || !r.masters_rotated.is_empty() || !r.masters_destroyed.is_empty() || !r.masters_retired.is_empty() || !r.signers.is_empty() => {
                         tracing::info!(report = ?r, "scheduled lifecycle work done");
                         recorded = None;
                     }

@@ -14,6 +14,7 @@
 
 mod objects;
 mod session;
+mod signing_keys;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,10 @@ pub use session::module_context;
 use session::{backoff, is_auth_failure, read, token_gate, unavailable, write, Gate, SessionPool};
 
 use super::kek_state::{self, Op};
-use super::{secret_from_env_or_file, AuditAnchor, KekInfo, KekState, Keystore, KeystoreError};
+use super::{
+    secret_from_env_or_file, signing, AuditAnchor, KekInfo, KekState, Keystore, KeystoreError,
+    NewSigningKey, SigningKeyRef, SIGNATURE_LEN,
+};
 use crate::secret::SecretString;
 
 /// Environment variable naming the PKCS#11 module; see [`Pkcs11Config::module_from_env`].
@@ -70,6 +74,8 @@ pub struct Pkcs11Keystore {
     sessions: SessionPool,
     token_label: String,
     handles: RwLock<BTreeMap<u32, ObjectHandle>>,
+    /// Signing keys' private key objects, by `CKA_ID`.
+    signing_handles: RwLock<BTreeMap<Vec<u8>, ObjectHandle>>,
     /// Key operations share it; lifecycle changes take it alone. SoftHSM's object store fails
     /// (CKR_GENERAL_ERROR, CKR_TEMPLATE_INCONSISTENT, CKR_ATTRIBUTE_VALUE_INVALID) when a token
     /// object is created or changed while other sessions of the process read, and lifecycle
@@ -90,6 +96,7 @@ impl Pkcs11Keystore {
             sessions,
             token_label: config.token_label.clone(),
             handles: RwLock::new(BTreeMap::new()),
+            signing_handles: RwLock::new(BTreeMap::new()),
         };
         store.retire_stale_actives()?;
         Ok(store)
@@ -131,7 +138,22 @@ impl Pkcs11Keystore {
     /// Runs `f` on a pooled session, retried after the token lost sessions or handles; the
     /// handle cache is emptied whenever the pool says handles went stale.
     fn with_session<T>(&self, f: impl FnMut(&Session) -> Result<T, CkError>) -> Result<T, CkError> {
-        self.sessions.run(f, || write(&self.handles).clear())
+        self.sessions.run(f, || {
+            write(&self.handles).clear();
+            write(&self.signing_handles).clear();
+        })
+    }
+
+    /// The private key object of signing key `id`, if on the token; cached.
+    fn signing_handle(&self, s: &Session, id: &[u8]) -> Result<Option<ObjectHandle>, CkError> {
+        if let Some(h) = read(&self.signing_handles).get(id) {
+            return Ok(Some(*h));
+        }
+        let found = signing_keys::find(s, id)?;
+        if let Some(h) = found {
+            write(&self.signing_handles).insert(id.to_vec(), h);
+        }
+        Ok(found)
     }
 
     /// The key object of `version`, if present and not tombstoned; cached per version.
@@ -326,6 +348,70 @@ impl Keystore for Pkcs11Keystore {
         })
         .map_err(unavailable)?;
         write(&self.handles).remove(&version);
+        Ok(())
+    }
+
+    /// On the token; `kek_version` is not used (nothing is wrapped).
+    fn generate_signing_key(
+        &self,
+        _kek_version: u32,
+        _ctx: &WrapContext,
+    ) -> Result<NewSigningKey, KeystoreError> {
+        // Creates a token object: alone, as every object change here.
+        let _gate = write(&self.gate);
+        let id = random::array::<{ signing_keys::ID_LEN }>()
+            .map_err(|_| KeystoreError::Unavailable("OS random number generator failed".into()))?
+            .to_vec();
+        let public = self
+            .with_session(|s| signing_keys::generate(s, &id))
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                KeystoreError::Unavailable("the token's new EC key is not a P-256 point".into())
+            })?;
+        Ok(NewSigningKey {
+            public,
+            key: SigningKeyRef::Token { id },
+        })
+    }
+
+    fn sign_digest(
+        &self,
+        ctx: &WrapContext,
+        key: &SigningKeyRef,
+        digest: &[u8; 32],
+    ) -> Result<[u8; SIGNATURE_LEN], KeystoreError> {
+        let id = match key {
+            SigningKeyRef::Token { id } => id,
+            // Sealed by the soft keystore before a migration to this one: its KEKs unwrap it.
+            SigningKeyRef::Sealed {
+                kek_version,
+                wrapped,
+            } => return signing::sign_sealed(self, ctx, *kek_version, wrapped, digest),
+        };
+        let _gate = read(&self.gate);
+        let signature = self
+            .with_session(|s| match self.signing_handle(s, id)? {
+                Some(h) => signing_keys::sign(s, h, digest).map(Some),
+                None => Ok(None),
+            })
+            .map_err(unavailable)?
+            .ok_or_else(|| KeystoreError::Config("the signing key is not on the token".into()))?;
+        signature.try_into().map_err(|sig: Vec<u8>| {
+            KeystoreError::Unavailable(format!(
+                "CKM_ECDSA answered {} bytes, not {SIGNATURE_LEN}",
+                sig.len()
+            ))
+        })
+    }
+
+    fn destroy_signing_key(&self, key: &SigningKeyRef) -> Result<(), KeystoreError> {
+        let SigningKeyRef::Token { id } = key else {
+            return Ok(());
+        };
+        let _gate = write(&self.gate);
+        self.with_session(|s| signing_keys::destroy(s, id))
+            .map_err(unavailable)?;
+        write(&self.signing_handles).remove(id);
         Ok(())
     }
 

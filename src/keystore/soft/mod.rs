@@ -28,7 +28,10 @@ pub use file::Argon2Params;
 use file::{io_error, rng_error, write_atomic, Kek, Ledger, Row, Sealer, NONCE_LEN, TAG_LEN};
 
 use super::kek_state::{self, Op};
-use super::{secret_from_env_or_file, AuditAnchor, KekInfo, KekState, Keystore, KeystoreError};
+use super::{
+    secret_from_env_or_file, signing, AuditAnchor, KekInfo, KekState, Keystore, KeystoreError,
+    NewSigningKey, SigningKeyRef, SIGNATURE_LEN,
+};
 use crate::lockfile::FileLock;
 use crate::secret::SecretString;
 
@@ -371,6 +374,36 @@ impl Keystore for SoftKeystore {
 
     fn destroy_kek(&self, version: u32) -> Result<(), KeystoreError> {
         self.transition(Op::Destroy, version)
+    }
+
+    fn generate_signing_key(
+        &self,
+        kek_version: u32,
+        ctx: &WrapContext,
+    ) -> Result<NewSigningKey, KeystoreError> {
+        signing::generate_sealed(self, kek_version, ctx)
+    }
+
+    fn sign_digest(
+        &self,
+        ctx: &WrapContext,
+        key: &SigningKeyRef,
+        digest: &[u8; 32],
+    ) -> Result<[u8; SIGNATURE_LEN], KeystoreError> {
+        match key {
+            SigningKeyRef::Sealed {
+                kek_version,
+                wrapped,
+            } => signing::sign_sealed(self, ctx, *kek_version, wrapped, digest),
+            SigningKeyRef::Token { .. } => Err(signing::no_token()),
+        }
+    }
+
+    fn destroy_signing_key(&self, key: &SigningKeyRef) -> Result<(), KeystoreError> {
+        match key {
+            SigningKeyRef::Sealed { .. } => Ok(()),
+            SigningKeyRef::Token { .. } => Err(signing::no_token()),
+        }
     }
 
     fn check(&self) -> Result<(), KeystoreError> {

@@ -11,7 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use zkvault_core::ChecksumScheme;
 
-const DAY: u64 = 24 * 60 * 60;
+mod signers;
+pub use signers::{SignerPolicy, SIGNER_ALGS};
+
+pub(crate) const DAY: u64 = 24 * 60 * 60;
 
 /// Namespace names: short, lowercase, safe in URLs and logs.
 /// What a namespace name must match (a regular expression; [`valid_namespace_name`] checks it).
@@ -47,11 +50,16 @@ pub struct Policy {
     /// How long a dual-control request waits for its second operator.
     pub approval_ttl: Duration,
     pub namespaces: BTreeMap<String, NamespacePolicy>,
+    pub signers: BTreeMap<String, SignerPolicy>,
 }
 
 impl Policy {
     pub fn namespace(&self, name: &str) -> Option<&NamespacePolicy> {
         self.namespaces.get(name)
+    }
+
+    pub fn signer(&self, name: &str) -> Option<&SignerPolicy> {
+        self.signers.get(name)
     }
 }
 
@@ -86,6 +94,8 @@ struct FileDoc {
     global: Option<toml::Spanned<toml::Value>>,
     #[serde(default)]
     namespaces: BTreeMap<String, toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    signers: BTreeMap<String, toml::Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +139,7 @@ fn default_true() -> bool {
 
 /// The policy built into the binary (`keys-policy/example.toml`), so the embedded default
 /// starts from any directory with nothing installed beside it.
-pub const BUILT_IN: &str = include_str!("../keys-policy/example.toml");
+pub const BUILT_IN: &str = include_str!("../../keys-policy/example.toml");
 
 /// Where the policy comes from: a directory, or the one built into the binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +215,7 @@ fn load_files(
 
     let mut global: Option<(PathBuf, GlobalDoc)> = None;
     let mut namespaces = BTreeMap::new();
+    let mut signers = BTreeMap::new();
     // A file that could not be read at all, or a table that did not parse: "nothing defines
     // [global]" or "no namespace" would then be a false follow-on claim.
     let mut unreadable = false;
@@ -316,6 +327,29 @@ fn load_files(
                 },
             );
         }
+        for (name, doc) in doc.signers {
+            let table_name = format!("signers.{name}");
+            if !valid_namespace_name(&name) {
+                issues.push(issue(
+                    file,
+                    &table_name,
+                    format!("name must match {NAMESPACE_PATTERN}"),
+                ));
+            }
+            if signers.contains_key(&name) {
+                issues.push(issue(file, &table_name, "signer defined twice".into()));
+                continue;
+            }
+            match table(&text, doc) {
+                Ok(doc) => {
+                    let policy = signers::signer(&name, doc, &mut |f, reason| {
+                        issues.push(issue(file, &format!("{table_name}.{f}"), reason))
+                    });
+                    signers.insert(name, policy);
+                }
+                Err(reason) => issues.push(issue(file, &table_name, reason)),
+            }
+        }
     }
 
     let (mut dual_control, mut approval_ttl) = (false, Duration::ZERO);
@@ -357,6 +391,13 @@ fn load_files(
             (Duration::ZERO, Duration::ZERO)
         }
     };
+    for name in signers.keys().filter(|s| namespaces.contains_key(*s)) {
+        issues.push(issue(
+            dir,
+            &format!("signers.{name}"),
+            "a namespace has the same name: a credential's scope lists both by name".into(),
+        ));
+    }
     if namespaces.is_empty() && !unreadable && invalid_namespaces.is_empty() {
         issues.push(issue(dir, "namespaces", "no namespace is defined".into()));
     }
@@ -367,6 +408,7 @@ fn load_files(
             dual_control,
             approval_ttl,
             namespaces,
+            signers,
         })
     } else {
         Err(PolicyErrors(issues))

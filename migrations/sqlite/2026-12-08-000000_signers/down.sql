@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS signer_usage;
+DROP TABLE IF EXISTS signer_keys;
