@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use zkvault::keystore::pkcs11::{Pkcs11Config, Pkcs11Keystore};
 use zkvault::keystore::soft::{SoftKeystore, SoftKeystoreOptions};
-use zkvault::keystore::{AuditAnchor, KekInfo, KekState, Keystore, KeystoreError};
+use zkvault::keystore::{
+    AuditAnchor, KekInfo, KekState, Keystore, KeystoreError, SigningKeyRef, EC_POINT_LEN,
+};
 use zkvault_core::{KeyKind, Secret32, WrapContext};
 
 use support::softhsm;
@@ -540,6 +542,87 @@ mod cases {
     }
 }
 
+/// The ES256 signature check of an independent implementation (RustCrypto's p256, which the
+/// PKCS#11 path does not use) over `digest`.
+fn verifies(public: &[u8], digest: &[u8; 32], sig: &[u8; 64]) -> bool {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(public).unwrap();
+    let sig = p256::ecdsa::Signature::from_slice(sig).unwrap();
+    key.verify_prehash(digest, &sig).is_ok()
+}
+
+mod signing_cases {
+    use super::*;
+
+    fn sig_ctx(version: u32) -> WrapContext {
+        ctx("credential", KeyKind::SigningKey, version)
+    }
+
+    /// A new key pair signs digests its public key verifies, after a restart too; another
+    /// digest or key does not verify; a destroyed key signs no more.
+    pub fn sign_verify_destroy(b: &impl Backend) {
+        let ks = b.create();
+        let kek = ks.create_kek().unwrap();
+        let one = ks.generate_signing_key(kek, &sig_ctx(1)).unwrap();
+        let two = ks.generate_signing_key(kek, &sig_ctx(2)).unwrap();
+        assert_eq!(one.public.len(), EC_POINT_LEN);
+        assert_eq!(one.public[0], 0x04);
+        assert_ne!(one.public, two.public);
+        let digest = [7u8; 32];
+        let sig = ks.sign_digest(&sig_ctx(1), &one.key, &digest).unwrap();
+        assert!(verifies(&one.public, &digest, &sig));
+        assert!(!verifies(&one.public, &[8u8; 32], &sig));
+        assert!(!verifies(&two.public, &digest, &sig));
+        // Nonces are RFC 6979's in the soft keystore, the token's own on PKCS#11: either way
+        // every signature verifies.
+        let again = ks.sign_digest(&sig_ctx(1), &one.key, &digest).unwrap();
+        assert!(verifies(&one.public, &digest, &again));
+
+        let reopened = b.reopen();
+        let sig = reopened
+            .sign_digest(&sig_ctx(1), &one.key, &digest)
+            .unwrap();
+        assert!(verifies(&one.public, &digest, &sig));
+
+        reopened.destroy_signing_key(&one.key).unwrap();
+        reopened.destroy_signing_key(&one.key).unwrap(); // idempotent
+        if matches!(one.key, SigningKeyRef::Token { .. }) {
+            assert!(reopened
+                .sign_digest(&sig_ctx(1), &one.key, &digest)
+                .is_err());
+            assert!(b
+                .reopen()
+                .sign_digest(&sig_ctx(1), &one.key, &digest)
+                .is_err());
+        }
+        // The other key is untouched.
+        let sig = reopened
+            .sign_digest(&sig_ctx(2), &two.key, &digest)
+            .unwrap();
+        assert!(verifies(&two.public, &digest, &sig));
+    }
+
+    /// A sealed key opens only in its own signer and version; a token key's private half
+    /// never leaves the token (the soft keystore seals instead of holding it in its file).
+    pub fn keys_stay_in_their_place(b: &impl Backend) {
+        let ks = b.create();
+        let kek = ks.create_kek().unwrap();
+        let key = ks.generate_signing_key(kek, &sig_ctx(1)).unwrap();
+        match &key.key {
+            SigningKeyRef::Sealed { wrapped, .. } => {
+                assert!(!wrapped.windows(32).any(|w| key.public[1..33] == *w));
+                assert_unwrap_fails(ks.sign_digest(&sig_ctx(2), &key.key, &[1; 32]));
+                assert_unwrap_fails(ks.sign_digest(
+                    &ctx("other", KeyKind::SigningKey, 1),
+                    &key.key,
+                    &[1; 32],
+                ));
+            }
+            SigningKeyRef::Token { id } => assert_eq!(id.len(), 16),
+        }
+    }
+}
+
 macro_rules! conformance {
     ($name:ident, $backend:expr) => {
         mod $name {
@@ -551,6 +634,22 @@ macro_rules! conformance {
                 two_handles_share_changes, concurrent_creators_lose_no_kek,
                 destroyed_masters_are_remembered, audit_anchor_only_moves_forward,
                 two_handles_share_the_anchor, racing_anchors_keep_the_newest);
+
+            #[test]
+            fn sign_verify_destroy() {
+                match $backend {
+                    Some(backend) => signing_cases::sign_verify_destroy(&backend),
+                    None => eprintln!("SKIPPED sign_verify_destroy"),
+                }
+            }
+
+            #[test]
+            fn keys_stay_in_their_place() {
+                match $backend {
+                    Some(backend) => signing_cases::keys_stay_in_their_place(&backend),
+                    None => eprintln!("SKIPPED keys_stay_in_their_place"),
+                }
+            }
         }
     };
     (@cases $backend:expr; $($case:ident),*) => {

@@ -14,7 +14,7 @@ use cryptoki::types::AuthPin;
 use zkvault::keystore::pkcs11::{module_context, Pkcs11Config};
 
 const SO_PIN: &str = "so-pin-for-tests";
-const USER_PIN: &str = "user-pin-for-tests";
+pub const USER_PIN: &str = "user-pin-for-tests";
 
 pub struct SoftHsm {
     _dir: tempfile::TempDir,

@@ -256,6 +256,7 @@ impl Vault {
     /// or after every key was compromised). Takes the key lock.
     pub(crate) fn ensure_signers(&self, actor: &Actor) -> Result<Vec<(String, i32)>, VaultError> {
         let _lock = self.key_lock()?;
+        self.reconcile_signer_revocations(actor)?;
         let mut created = Vec::new();
         for policy in self.policy().signers.values() {
             let (rows, _) = rows_of(self, &policy.name)?;
@@ -268,6 +269,36 @@ impl Vault {
             }
         }
         Ok(created)
+    }
+
+    /// Writes back to the database a compromise or destruction the keystore recorded and the
+    /// database lost (restored from an older backup), so the signer gets a new active key
+    /// instead of serving none. The caller holds the key lock.
+    fn reconcile_signer_revocations(&self, actor: &Actor) -> Result<(), VaultError> {
+        let ledger = self.keyring().keystore().destroyed_masters()?;
+        for row in self.store().signer_keys()?.into_iter().flatten() {
+            let revoked = ledger.contains(&(ledger_name(&row.signer), row.version as u32));
+            if revoked && row.state.is_published() {
+                let compromised = SignerKeyRow {
+                    state: SignerState::Compromised,
+                    updated_at: now_ms(),
+                    ..row.clone()
+                };
+                tracing::error!(signer = %row.signer, version = row.version, "the keystore records this signer key as revoked and the database did not (an older backup?): marked compromised again");
+                let target = format!(
+                    "v{} compromised (the keystore's record; the database said {})",
+                    row.version, row.state
+                );
+                self.commit_signer_changes(
+                    &[(Some(&row), &compromised)],
+                    actor,
+                    "signer.compromise",
+                    &row.signer.clone(),
+                    target,
+                )?;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes, promotes and retires whatever the policy says is due at `now`.
