@@ -99,7 +99,8 @@ policy_dir = "$REPO/keys-policy"
 [keystore]
 $keystore
 EOF
-  local z=(env "${env[@]}" "$ZKVAULT" --config "$dir/zkvault.toml")
+  # The one-off setup commands log at warn: only the server's log level is part of the measure.
+  local z=(env "${env[@]}" RUST_LOG=warn "$ZKVAULT" --config "$dir/zkvault.toml")
   "${z[@]}" keystore init >&2
   "${z[@]}" --json credentials create --label "loadtest signer" --role signer --role verifier >"$dir/credential.json"
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$dir/credential.json" >"$dir/signer.token"

@@ -1,6 +1,8 @@
 //! Secrets hygiene: a known resident ID and a known body go through every data endpoint with
-//! trace-level logging captured; neither they nor the unwrapped keys (index key, derivation
-//! master, resident key, integrity key) may appear in a log line, a response, metrics or the database files.
+//! trace-level logging captured, and through signing (a JWT naming the resident); neither
+//! they nor the unwrapped keys (index key, derivation master, resident key, integrity key, a
+//! signer's sealed scalar) may appear in a log line, a response, metrics or the database
+//! files.
 
 mod support;
 
@@ -8,8 +10,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
-use support::app::TestApp;
+use support::app::{TestApp, POLICY};
 use support::db::TestDb;
+use zkvault::vault::Role;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -37,7 +40,10 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
         .with_writer(move || sink.clone())
         .init();
 
-    let app = TestApp::start(TestDb::sqlite()).await;
+    let policy = format!(
+        "{POLICY}\n[signers.cred]\nalg = \"ES256\"\nrotation_days = 90\npublish_ahead_days = 7\nverify_window_days = 30\nmax_token_ttl_secs = 3600\nsubject = \"CN=cred\"\n"
+    );
+    let app = TestApp::start_with(TestDb::sqlite(), 1024 * 1024, &policy).await;
     let mut bodies = String::new();
     let ns = "/v1/ns/rp";
     let calls: Vec<(Method, String, &str)> = vec![
@@ -75,6 +81,23 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
                 bodies.push_str(&text);
             }
         }
+    }
+    // Signing: a credential JWT and a JWS commonly name the resident; the audit entry, logs
+    // and metrics of a signature never do (the answer carries the token itself, encoded).
+    let signer = app.issue(&[Role::Signer], &["cred"]).await;
+    let claims = serde_json::json!({ "uin": ID, "name": BODY });
+    let payload = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims.to_string(),
+    );
+    for (path, body) in [
+        ("/v1/signers/cred/jwt", claims.clone()),
+        ("/v1/signers/cred/jws", serde_json::json!({ "payload": payload })),
+        ("/v1/signers/cred/jws", serde_json::json!({ "payload": ID })),
+        ("/v1/signers/cred/verify", serde_json::json!({ "jws": format!("{ID}.{BODY}.x") })),
+    ] {
+        let (_, answer) = app.call(Method::POST, path, &signer, Some(body)).await;
+        bodies.push_str(&answer.to_string());
     }
     // An ID that fails validation must not be echoed either.
     let r = app
@@ -128,7 +151,26 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
     .await
     .unwrap();
     bodies.push_str(&report);
-    let secrets = [secrets, vec![integrity_key]].concat();
+    // The signer's private scalar, sealed under the KEK in the soft keystore.
+    let vault = app.vault.clone();
+    let scalar = tokio::task::spawn_blocking(move || {
+        let row = vault.store().signer_keys().unwrap().remove(0).unwrap();
+        let ctx = zkvault_core::WrapContext::new("cred", zkvault_core::KeyKind::SigningKey, 1);
+        vault
+            .keyring()
+            .keystore()
+            .unwrap(
+                row.kek_version.unwrap() as u32,
+                &ctx,
+                row.wrapped.as_deref().unwrap(),
+            )
+            .unwrap()
+            .expose()
+            .to_vec()
+    })
+    .await
+    .unwrap();
+    let secrets = [secrets, vec![integrity_key, scalar]].concat();
     let db_path = app.db.url().strip_prefix("sqlite://").unwrap().to_owned();
     let mut db_bytes = Vec::new();
     for suffix in ["", "-wal", "-shm"] {
