@@ -92,9 +92,15 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
     );
     for (path, body) in [
         ("/v1/signers/cred/jwt", claims.clone()),
-        ("/v1/signers/cred/jws", serde_json::json!({ "payload": payload })),
+        (
+            "/v1/signers/cred/jws",
+            serde_json::json!({ "payload": payload }),
+        ),
         ("/v1/signers/cred/jws", serde_json::json!({ "payload": ID })),
-        ("/v1/signers/cred/verify", serde_json::json!({ "jws": format!("{ID}.{BODY}.x") })),
+        (
+            "/v1/signers/cred/verify",
+            serde_json::json!({ "jws": format!("{ID}.{BODY}.x") }),
+        ),
     ] {
         let (_, answer) = app.call(Method::POST, path, &signer, Some(body)).await;
         bodies.push_str(&answer.to_string());

@@ -912,3 +912,39 @@ fn restore() {
     d.run_page("restore.md");
     d.check_records(|_| Expect::Reads);
 }
+
+#[test]
+fn signing_keys() {
+    let Some(d) = Deployment::start() else { return };
+    let active = |d: &Deployment| -> Vec<Value> {
+        let answer = d.send(
+            d.http
+                .get(format!("{}/v1/signers", d.instances[0].url))
+                .bearer_auth(&d.vars["OP"]),
+        );
+        serde_json::from_slice::<Value>(&answer.body).unwrap()["signers"][0]["versions"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    d.run_page("signing-keys.md");
+    d.check_records(|_| Expect::Reads);
+    // The page rotated (a pending v2), compromised v1 (v2 promoted at once) and destroyed it.
+    let versions = active(&d);
+    let states: Vec<(i64, &str)> = versions
+        .iter()
+        .map(|v| (v["version"].as_i64().unwrap(), v["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(states, [(1, "destroyed"), (2, "active")], "{versions:?}");
+    for i in &d.instances {
+        let jwks = d.send(d.http.get(format!("{}/.well-known/jwks.json", i.url)));
+        let jwks: Value = serde_json::from_slice(&jwks.body).unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids, [versions[1]["kid"].as_str().unwrap()], "{}", i.url);
+    }
+}
