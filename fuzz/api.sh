@@ -8,8 +8,8 @@
 #
 # Starts the embedded default (with fuzz/api-policy/: no checksum namespace, see there) on a free
 # loopback port in a temporary directory, fuzzes once
-# with the writer token (data plane) and once with the admin token (admin, operator, auditor),
-# then stops the service. Needs `schemathesis` on PATH (pip install schemathesis) or
+# with the writer token (data plane), once with the admin token (admin, operator, auditor) and
+# once with a signer token (signing and verification), then stops the service. Needs `schemathesis` on PATH (pip install schemathesis) or
 # SCHEMATHESIS=/path/to/it. Exits non-zero if any check failed.
 set -euo pipefail
 BIN="${1:?usage: fuzz/api.sh <zkvault binary> [max examples]}"
@@ -30,8 +30,12 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 
+# A third credential for the signing endpoints (the embedded ones hold no signer role).
+ZKVAULT_DATA_DIR="$DIR/data" ZKVAULT_POLICY_DIR="$REPO/fuzz/api-policy" RUST_LOG=warn \
+  "$BIN" credentials create --label fuzz-signer --role signer --role verifier >"$DIR/data/signer.token"
+
 STATUS=0
-for who in writer admin; do
+for who in writer admin signer; do
   echo "== schemathesis as the embedded $who credential, $MAX examples per operation"
   # Resident-Id and the path parameters are generated from their documented patterns.
   "$ST" --config-file "$REPO/fuzz/schemathesis.toml" run "$URL/openapi.json" --checks all --max-examples "$MAX" --seed "${API_FUZZ_SEED:-1}" --workers 1 \

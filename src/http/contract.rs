@@ -25,6 +25,8 @@ use zkvault_core::{ChecksumScheme, RESIDENT_ID_PATTERN};
 struct Deployment<'a> {
     namespaces: Vec<&'a str>,
     signers: Vec<&'a str>,
+    /// The longest `ttl_secs` any signer allows.
+    max_token_ttl: u64,
     /// Those whose resident IDs end in a Verhoeff check digit.
     verhoeff: Vec<&'a str>,
 }
@@ -34,6 +36,12 @@ pub fn document(policy: &Policy) -> Value {
     let deployment = Deployment {
         namespaces: policy.namespaces.keys().map(String::as_str).collect(),
         signers: policy.signers.keys().map(String::as_str).collect(),
+        max_token_ttl: policy
+            .signers
+            .values()
+            .map(|s| s.max_token_ttl.as_secs())
+            .max()
+            .unwrap_or(1),
         verhoeff: policy
             .namespaces
             .values()
@@ -171,8 +179,13 @@ fn parameter(mut p: Value, deployment: &Deployment) -> Value {
         p["schema"] = json!({"type": "string", "pattern": pattern});
     }
     match (p["in"].as_str(), p["name"].as_str()) {
-        (Some("path"), Some("ns")) => p["schema"]["enum"] = json!(deployment.namespaces),
-        (Some("path"), Some("signer")) => p["schema"]["enum"] = json!(deployment.signers),
+        (Some("path"), Some("ns")) if !deployment.namespaces.is_empty() => {
+            p["schema"]["enum"] = json!(deployment.namespaces)
+        }
+        // A policy may declare no signer: then the name is only its pattern (and answers 404).
+        (Some("path"), Some("signer")) if !deployment.signers.is_empty() => {
+            p["schema"]["enum"] = json!(deployment.signers)
+        }
         (Some("path"), Some("name")) => {
             p["schema"]["maxLength"] = json!(128);
             p["description"] = json!(
@@ -193,6 +206,10 @@ fn parameter(mut p: Value, deployment: &Deployment) -> Value {
                  the others, a rule no pattern can state; other IDs there answer 400.",
                 deployment.verhoeff.join(", ")
             ));
+        }
+        (Some("query"), Some("ttl_secs")) => {
+            p["schema"] =
+                json!({"type": "integer", "minimum": 1, "maximum": deployment.max_token_ttl});
         }
         (Some("query"), Some("since" | "until")) => {
             p["schema"] = json!({"anyOf": [

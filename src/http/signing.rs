@@ -21,9 +21,15 @@ pub const CERTIFICATE_LIMIT: usize = 64 * 1024;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwsRequest {
-    /// The payload, base64url without padding.
+    /// The payload, base64url without padding, canonical (unused trailing bits zero), at most
+    /// 16 KiB decoded.
+    #[schema(
+        pattern = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?$",
+        max_length = 21846
+    )]
     payload: String,
-    /// The protected header's `typ`.
+    /// The protected header's `typ`: 1-64 printable ASCII characters.
+    #[schema(pattern = "^[!-~]{1,64}$")]
     typ: Option<String>,
 }
 
@@ -69,7 +75,7 @@ pub async fn sign_jws(
 ) -> Result<HttpResponse, ApiError> {
     let grant = grant(&state, &caller, &[Role::Signer], &signer)?;
     let body = body.into_inner();
-    if body.payload.len() > MAX_SIGN_PAYLOAD.div_ceil(3) * 4 {
+    if body.payload.len() > (MAX_SIGN_PAYLOAD * 4).div_ceil(3) {
         return Err(ApiError::bad_request(format!(
             "payload is over {MAX_SIGN_PAYLOAD} bytes"
         )));
@@ -127,7 +133,8 @@ pub async fn verify(
 /// Every pending, active and verify-only key of every signer. Public; `ETag` and
 /// `Cache-Control: max-age` let verifiers cache it.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "signing",
-    responses((status = 200, description = "a JWK Set", body = Object), (status = 304, description = "not modified")))]
+    responses((status = 200, description = "a JWK Set", content_type = "application/jwk-set+json", body = Object),
+        (status = 304, description = "not modified")))]
 pub async fn jwks(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let jwks = state.vault.signers().jwks();
     let fresh = req
@@ -239,7 +246,7 @@ pub async fn csr(
 /// key is another. The JWKS then carries it as `x5c`.
 #[utoipa::path(put, path = "/v1/signers/{signer}/versions/{v}/certificate", tag = "signing",
     params(("signer" = String, Path), ("v" = i32, Path)),
-    request_body(content = String, content_type = "application/pem-certificate-chain"),
+    request_body(content = String, content_type = "text/plain", description = "PEM certificates, leaf first"),
     responses((status = 200, body = SignerChange), (status = 404), (status = 409)))]
 pub async fn certificate(
     state: web::Data<AppState>,
