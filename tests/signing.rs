@@ -787,6 +787,44 @@ async fn a_restored_or_forged_row_cannot_revive_a_compromised_key(db: TestDb) {
     assert_eq!(kids(&set), [new_kid], "an edited row is left out");
 }
 
+/// A KEK rotation rewraps sealed signing keys: after it, and after the old KEK is destroyed,
+/// the same key still signs and its earlier tokens still verify.
+async fn kek_rotation_and_destruction_keep_sealed_keys_signing(db: TestDb) {
+    let app = start(db).await;
+    let signer = app.issue(&[Role::Signer], &["idsign"]).await;
+    let (before, kid) = sign(&app, &signer, "idsign", b"before").await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/keys/kek/rotate",
+            &app.tokens.operator,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let kek_of = |app: &TestApp| {
+        query_strings(
+            app.db.url(),
+            "SELECT CAST(kek_version AS TEXT) AS v FROM signer_keys ORDER BY signer, version",
+        )
+    };
+    assert_eq!(kek_of(&app), ["2", "2"], "both signers' keys rewrapped");
+    let vault = app.vault.clone();
+    tokio::task::spawn_blocking(move || {
+        vault.destroy_kek(&support::app::grant(&vault, Role::Operator, None), 1)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (after, kid_after) = sign(&app, &signer, "idsign", b"after").await;
+    assert_eq!(kid_after, kid, "the same key signs");
+    assert_eq!(verify(&app, &signer, &before).await["valid"], true);
+    assert_eq!(verify(&app, &signer, &after).await["valid"], true);
+    // A restart unwraps them under the new KEK too.
+    let reopened = app.reopen();
+    assert!(reopened.signers().jwks().body.contains(&kid));
+}
+
 /// `policy plan` dates the next publication, promotion and retirement.
 async fn the_plan_dates_signer_events(db: TestDb) {
     let app = start(db).await;
@@ -828,4 +866,5 @@ on_both_backends!(
     csr_and_certificate_round_trip,
     a_restored_or_forged_row_cannot_revive_a_compromised_key,
     the_plan_dates_signer_events,
+    kek_rotation_and_destruction_keep_sealed_keys_signing,
 );
