@@ -198,6 +198,27 @@ impl Vault {
         Err(VaultError::Conflict("masters kept changing during the rewrap; the new KEK is active, run the rotation again".into()))
     }
 
+    /// The signing keys with sealed material that may still sign: a version `keystore`
+    /// records as revoked never does (a restored row's material is dropped by the scheduler's
+    /// reconciliation), so it is neither carried to a new KEK nor keeps an old one alive.
+    fn sealed_signer_keys(
+        &self,
+        keystore: &dyn Keystore,
+    ) -> Result<Vec<crate::storage::SignerKeyRow>, VaultError> {
+        let revoked = keystore.destroyed_masters()?;
+        Ok(self
+            .store()
+            .signer_keys()?
+            .into_iter()
+            .flatten()
+            .filter(|k| {
+                k.wrapped.is_some()
+                    && !revoked
+                        .contains(&(super::signers::ledger_name(&k.signer), k.version as u32))
+            })
+            .collect())
+    }
+
     /// Rewraps every sealed signing key under `to`'s KEK `to_kek`, one row at a time (a key
     /// left under the old KEK still signs: a retired KEK unwraps, and is not destroyed while
     /// a signing key uses it).
@@ -208,7 +229,7 @@ impl Vault {
         to_kek: u32,
         entry: &crate::storage::AuditEntry,
     ) -> Result<(), VaultError> {
-        for row in self.store().signer_keys()?.into_iter().flatten() {
+        for row in self.sealed_signer_keys(from)? {
             let (Some(kek), Some(wrapped)) = (row.kek_version, row.wrapped.as_deref()) else {
                 continue;
             };
@@ -284,11 +305,9 @@ impl Vault {
                 .integrity_key()?
                 .is_none_or(|k| k.kek_version as u32 == version)
             || self
-                .store()
-                .signer_keys()?
+                .sealed_signer_keys(keystore.as_ref())?
                 .iter()
-                .flatten()
-                .any(|k| k.wrapped.is_some() && k.kek_version == Some(version as i32));
+                .any(|k| k.kek_version == Some(version as i32));
         if in_use {
             return Err(VaultError::Conflict(format!(
                 "KEK v{version} still wraps masters: rotate the KEK first"
@@ -332,6 +351,15 @@ impl Vault {
             for version in live {
                 self.compromise_master(&grant, version)?;
             }
+        }
+        // Signing keys sealed under the exposed KEK are exposed too (token-held ones are not).
+        let _lock = self.key_lock()?;
+        let marked = self.compromise_sealed_signer_keys(actor)?;
+        if !marked.is_empty() {
+            tracing::warn!(
+                ?marked,
+                "sealed signing keys marked compromised with the KEK"
+            );
         }
         Ok(rotation)
     }

@@ -74,14 +74,15 @@ pub(super) fn csr_pem(
         .map_err(|e| VaultError::Internal(format!("CSR PEM: {e}")))
 }
 
-/// A chain checked for attachment: the leaf's `notAfter`.
+/// A chain checked for attachment: its DER certificates, leaf first, and the leaf's `notAfter`.
 pub(super) struct CheckedChain {
+    pub der: Vec<Vec<u8>>,
     pub not_after_ms: i64,
 }
 
 /// The DER certificates of a PEM chain, in order; only `CERTIFICATE` blocks, at most
 /// [`MAX_CHAIN`].
-pub(super) fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>, VaultError> {
+fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>, VaultError> {
     let mut der = Vec::new();
     for block in Pem::iter_from_buffer(pem.as_bytes()) {
         let block = block.map_err(|_| bad("not PEM"))?;
@@ -104,7 +105,7 @@ fn bad(why: &str) -> VaultError {
 }
 
 /// Parses a PEM chain (leaf first) and checks that the leaf certifies `point` on P-256, is
-/// valid at `now_ms`, and that each certificate names the next as its issuer. Refusals never
+/// valid at `now_ms`, and that each certificate is named and signed by the next. Refusals never
 /// quote the input.
 pub(super) fn check_chain(
     pem: &str,
@@ -145,13 +146,17 @@ pub(super) fn check_chain(
         return Err(bad("the first certificate is not valid now"));
     }
     for pair in certs.windows(2) {
-        if pair[0].issuer().as_raw() != pair[1].subject().as_raw() {
+        let issued = pair[0].issuer().as_raw() == pair[1].subject().as_raw()
+            && pair[0].verify_signature(Some(pair[1].public_key())).is_ok();
+        if !issued {
             return Err(bad(
-                "each certificate must be issued by the next one's subject",
+                "each certificate must be issued (named and signed) by the next one",
             ));
         }
     }
+    drop(certs);
     Ok(CheckedChain {
+        der,
         not_after_ms: until,
     })
 }

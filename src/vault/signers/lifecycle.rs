@@ -102,9 +102,16 @@ fn rows_of(vault: &Vault, signer: &str) -> Result<(Vec<SignerKeyRow>, i32), Vaul
     }
     let ledger = vault.keyring().keystore().destroyed_masters()?;
     let name = ledger_name(signer);
-    for (n, v) in ledger {
-        if n == name {
-            highest = highest.max(v as i32);
+    for (n, v) in &ledger {
+        if *n == name {
+            highest = highest.max(*v as i32);
+        }
+    }
+    // What the keystore records as revoked is compromised, whatever a (restored) row says;
+    // changes reconcile the rows first (`reconcile_signer_revocations`), so this only shows.
+    for row in rows.iter_mut() {
+        if ledger.contains(&(name.clone(), row.version as u32)) && row.state.is_published() {
+            row.state = SignerState::Compromised;
         }
     }
     Ok((rows, highest))
@@ -278,9 +285,16 @@ impl Vault {
         let ledger = self.keyring().keystore().destroyed_masters()?;
         for row in self.store().signer_keys()?.into_iter().flatten() {
             let revoked = ledger.contains(&(ledger_name(&row.signer), row.version as u32));
-            if revoked && row.state.is_published() {
+            // A revoked key never signs again: sealed material a restore brought back is
+            // dropped too, so no KEK rotation carries it over.
+            if revoked && (row.state.is_published() || row.wrapped.is_some()) {
                 let compromised = SignerKeyRow {
-                    state: SignerState::Compromised,
+                    state: match row.state {
+                        SignerState::Destroyed => SignerState::Destroyed,
+                        _ => SignerState::Compromised,
+                    },
+                    kek_version: None,
+                    wrapped: None,
                     updated_at: now_ms(),
                     ..row.clone()
                 };
@@ -359,6 +373,7 @@ impl Vault {
             .ok_or(VaultError::UnknownSigner)?;
         let actor = grant.actor_for("signer rotation");
         let _lock = self.key_lock()?;
+        self.reconcile_signer_revocations(&actor)?;
         let (rows, _) = rows_of(self, signer)?;
         let row = match (find(&rows, SignerState::Pending), now) {
             (Some(_), false) => {
@@ -388,12 +403,45 @@ impl Vault {
         version: i32,
     ) -> Result<SignerChange, VaultError> {
         let signer = grant.signer(Role::Operator)?;
+        let actor = grant.actor_for("signer key compromise");
+        let _lock = self.key_lock()?;
+        self.reconcile_signer_revocations(&actor)?;
+        self.compromise_signer_as(signer, version, &actor)?;
+        self.signer_change(signer, version)
+    }
+
+    /// Marks every signer key sealed under a KEK compromised (a KEK compromise exposes them),
+    /// replacing active ones at once; token-held keys are left as they are. The caller holds
+    /// the key lock. Returns the versions marked.
+    pub(crate) fn compromise_sealed_signer_keys(
+        &self,
+        actor: &Actor,
+    ) -> Result<Vec<(String, i32)>, VaultError> {
+        self.reconcile_signer_revocations(actor)?;
+        let mut marked = Vec::new();
+        for row in self.store().signer_keys()?.into_iter().flatten() {
+            let live = !matches!(row.state, SignerState::Compromised | SignerState::Destroyed);
+            if live && row.wrapped.is_some() {
+                self.compromise_signer_as(&row.signer, row.version, actor)?;
+                marked.push((row.signer, row.version));
+            }
+        }
+        Ok(marked)
+    }
+
+    /// Compromise of `signer` v`version` (the caller holds the key lock and reconciled): the
+    /// keystore's record first, then the row (sealed material dropped: it never signs again;
+    /// a token key stays on the token until destroyed), then a replacement if it was active.
+    fn compromise_signer_as(
+        &self,
+        signer: &str,
+        version: i32,
+        actor: &Actor,
+    ) -> Result<(), VaultError> {
         let policy = self
             .policy()
             .signer(signer)
             .ok_or(VaultError::UnknownSigner)?;
-        let actor = grant.actor_for("signer key compromise");
-        let _lock = self.key_lock()?;
         let (rows, _) = rows_of(self, signer)?;
         let row = rows
             .iter()
@@ -410,12 +458,14 @@ impl Vault {
             .record_destroyed(&ledger_name(signer), version as u32)?;
         let compromised = SignerKeyRow {
             state: SignerState::Compromised,
+            kek_version: None,
+            wrapped: None,
             updated_at: now_ms(),
             ..row.clone()
         };
         self.commit_signer_changes(
             &[(Some(row), &compromised)],
-            &actor,
+            actor,
             "signer.compromise",
             signer,
             format!("v{version} compromised (was {})", row.state),
@@ -423,12 +473,17 @@ impl Vault {
         tracing::warn!(signer, version, who = %actor.who, "signer key marked compromised");
         if row.state == SignerState::Active {
             let (rows, _) = rows_of(self, signer)?;
-            match find(&rows, SignerState::Pending) {
-                Some(pending) => self.promote(policy, &rows, pending, &actor)?,
-                None => drop(self.add_signer_key(policy, None, &actor)?),
+            let replaced = match find(&rows, SignerState::Pending) {
+                Some(pending) => self.promote(policy, &rows, pending, actor),
+                None => self.add_signer_key(policy, None, actor).map(drop),
+            };
+            // The compromise stands either way; the scheduler's next pass gives the signer a
+            // key if this one could not (a keystore that failed just now).
+            if let Err(e) = replaced {
+                tracing::error!(signer, error = %e, "no replacement for a compromised active signer key yet; the scheduler retries");
             }
         }
-        self.signer_change(signer, version)
+        Ok(())
     }
 
     /// `POST …/versions/{v}/destroy`: deletes a retired or compromised key's private half
@@ -437,6 +492,7 @@ impl Vault {
         let signer = grant.signer(Role::Operator)?;
         let actor = grant.actor_for("signer key destruction");
         let _lock = self.key_lock()?;
+        self.reconcile_signer_revocations(&actor)?;
         let (rows, _) = rows_of(self, signer)?;
         let row = rows
             .iter()
@@ -478,6 +534,9 @@ impl Vault {
             .policy()
             .signer(signer)
             .ok_or(VaultError::UnknownSigner)?;
+        let actor = grant.actor_for("signer CSR");
+        let _lock = self.key_lock()?;
+        self.reconcile_signer_revocations(&actor)?;
         let (rows, _) = rows_of(self, signer)?;
         let row = rows
             .iter()
@@ -498,12 +557,11 @@ impl Vault {
             &row.kid,
         );
         let pem = certs::csr_pem(&row.public_key, &key, &policy.subject)?;
-        self.store()
-            .append_audit(&grant.actor_for("signer CSR").entry(
-                "signer.csr",
-                "",
-                format!("signer {signer} v{version}"),
-            ))?;
+        self.store().append_audit(&actor.entry(
+            "signer.csr",
+            "",
+            format!("signer {signer} v{version}"),
+        ))?;
         Ok(pem)
     }
 
@@ -518,6 +576,7 @@ impl Vault {
         let signer = grant.signer(Role::Operator)?;
         let actor = grant.actor_for("signer certificate");
         let _lock = self.key_lock()?;
+        self.reconcile_signer_revocations(&actor)?;
         let (rows, _) = rows_of(self, signer)?;
         let row = rows
             .iter()

@@ -34,7 +34,7 @@ pub const MAX_SIGN_PAYLOAD: usize = 16 * 1024;
 pub const JWKS_MAX_AGE_SECS: u64 = 60;
 /// The keystore ledger's namespace for signer `name`'s revoked versions. Namespace and signer
 /// names cannot hold `/`, so it never names a namespace.
-fn ledger_name(signer: &str) -> String {
+pub(super) fn ledger_name(signer: &str) -> String {
     format!("sign/{signer}")
 }
 
@@ -106,6 +106,7 @@ impl Signers {
     pub fn refresh(&self) -> Result<(), VaultError> {
         self.flush_counts()?;
         let revoked = self.keystore.destroyed_masters()?;
+        let now = now_ms();
         let mut keys = Vec::new();
         for row in self.store.signer_keys()? {
             let mut row = match row {
@@ -125,10 +126,17 @@ impl Signers {
                 tracing::error!(signer = %row.signer, version = row.version, state = %row.state, "the keystore records this signer key as revoked, the database does not (an older backup?): served as compromised");
                 row.state = SignerState::Compromised;
             }
+            // Past its window (a row restored from before the retirement, or a scheduler that
+            // has not run yet): retired, whatever the row says.
+            if row.state == SignerState::VerifyOnly && row.retire_at.is_some_and(|at| at <= now) {
+                row.state = SignerState::Retired;
+            }
+            // Published while it is valid: an expired certificate leaves `x5c`.
             let chain_der = row
                 .certificate
                 .as_deref()
-                .and_then(|pem| certs::parse_chain(pem).ok())
+                .and_then(|pem| certs::check_chain(pem, &row.public_key, now).ok())
+                .map(|chain| chain.der)
                 .unwrap_or_default();
             keys.push(KeyView {
                 row,
@@ -263,6 +271,23 @@ impl Vault {
                     "typ must be 1-64 printable ASCII characters".into(),
                 ));
             }
+            let typ = typ.to_ascii_lowercase();
+            if typ == "jwt" || typ.ends_with("+jwt") {
+                return Err(VaultError::BadInput(
+                    "a JWT is signed through /jwt, which bounds its lifetime".into(),
+                ));
+            }
+        }
+        let max_ttl = self
+            .policy()
+            .signer(signer)
+            .ok_or(VaultError::UnknownSigner)?
+            .max_token_ttl
+            .as_secs();
+        if !exp_within(payload, now_ms() / 1000 + max_ttl as i64) {
+            return Err(VaultError::BadInput(format!(
+                "a JSON payload's exp must be a number at most {max_ttl} s ahead (the signer's max_token_ttl_secs)"
+            )));
         }
         let (key, version) = self.signers().active_signer(signer)?;
         let token = jose::sign_compact(&key, payload, typ).map_err(|e| signing_failed(&key, e))?;
@@ -359,14 +384,32 @@ impl Vault {
     }
 }
 
-/// A JWT payload whose `exp` has passed, or whose `nbf` has not come.
+/// A JSON-object payload's claims, if it is one.
+fn claims(payload: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(claims)) => Some(claims),
+        _ => None,
+    }
+}
+
+/// A JWT payload whose `exp` has passed or whose `nbf` has not come; a present `exp` or `nbf`
+/// that is not a number (RFC 7519 NumericDate, fractions allowed) counts as both.
 fn expired(payload: &[u8]) -> bool {
-    let Ok(Value::Object(claims)) = serde_json::from_slice::<Value>(payload) else {
+    let Some(claims) = claims(payload) else {
         return false;
     };
-    let now = now_ms() / 1000;
-    let at = |c: &str| claims.get(c).and_then(Value::as_i64);
-    at("exp").is_some_and(|exp| exp <= now) || at("nbf").is_some_and(|nbf| nbf > now)
+    let now = (now_ms() / 1000) as f64;
+    let at = |c: &str| claims.get(c).map(|v| v.as_f64().unwrap_or(f64::NAN));
+    at("exp").is_some_and(|exp| exp.is_nan() || exp <= now)
+        || at("nbf").is_some_and(|nbf| nbf.is_nan() || nbf > now)
+}
+
+/// Whether a payload's `exp`, if it is a JSON object with one, is a number at most `latest`.
+fn exp_within(payload: &[u8], latest: i64) -> bool {
+    match claims(payload).as_ref().and_then(|c| c.get("exp")) {
+        None => true,
+        Some(exp) => exp.as_f64().is_some_and(|exp| exp <= latest as f64),
+    }
 }
 
 fn signing_failed(key: &KeystoreSigner, e: josekit::JoseError) -> VaultError {
