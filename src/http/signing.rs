@@ -141,9 +141,11 @@ pub async fn jwks(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse 
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
+        // Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
         .is_some_and(|v| {
             v.split(',')
-                .any(|t| t.trim() == jwks.etag || t.trim() == "*")
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == jwks.etag || t == "*")
         });
     let mut resp = if fresh {
         HttpResponse::NotModified()
