@@ -63,7 +63,9 @@ fn grant(
 }
 
 /// Compact JWS of a payload with the signer's active key (role `signer`, limited to the
-/// signers its credential lists).
+/// signers its credential lists). A JSON-object payload's `exp`, if any, must be a number at
+/// most the signer's `max_token_ttl_secs` ahead; `typ` `JWT` or `…+jwt` is refused (use
+/// `…/jwt`, which sets `iat` and `exp`).
 #[utoipa::path(post, path = "/v1/signers/{signer}/jws", tag = "signing",
     params(("signer" = String, Path)), request_body = JwsRequest,
     responses((status = 200, description = "`{\"jws\", \"kid\"}`", body = Object), (status = 404)))]
