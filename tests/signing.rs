@@ -316,7 +316,16 @@ async fn compromise_and_destroy_on(app: &TestApp) {
 /// After a rotation, tokens of the old key verify for the verify window and not after; the
 /// next key is in the JWKS before it signs.
 async fn rotation_keeps_old_tokens_verifiable_for_the_window(db: TestDb) {
-    let app = start(db).await;
+    rotation_windows_on(start(db).await).await;
+}
+
+async fn rotation_keeps_old_tokens_verifiable_on_the_hsm(db: TestDb) {
+    if let Some(app) = start_on_token(db).await {
+        rotation_windows_on(app).await;
+    }
+}
+
+async fn rotation_windows_on(app: TestApp) {
     let signer = app.issue(&[Role::Signer], &["idsign"]).await;
     let op = &app.tokens.operator;
     let (old, kid1) = sign(&app, &signer, "idsign", b"old").await;
@@ -386,7 +395,16 @@ async fn rotation_keeps_old_tokens_verifiable_for_the_window(db: TestDb) {
 /// A compromise made on one instance removes the key from another instance's JWKS and
 /// verification within a second.
 async fn compromise_reaches_a_second_instance_within_a_second(db: TestDb) {
-    let app = start(db).await;
+    compromise_reaches_a_peer_on(start(db).await).await;
+}
+
+async fn compromise_reaches_a_second_instance_on_the_hsm(db: TestDb) {
+    if let Some(app) = start_on_token(db).await {
+        compromise_reaches_a_peer_on(app).await;
+    }
+}
+
+async fn compromise_reaches_a_peer_on(app: TestApp) {
     let peer = app.start_peer().await;
     let signer = app
         .issue(&[Role::Signer, Role::Verifier], &["idsign"])
@@ -859,7 +877,9 @@ on_both_backends!(
     signed_tokens_verify_with_jwcrypto_from_the_jwks,
     signed_tokens_verify_on_the_hsm,
     rotation_keeps_old_tokens_verifiable_for_the_window,
+    rotation_keeps_old_tokens_verifiable_on_the_hsm,
     compromise_reaches_a_second_instance_within_a_second,
+    compromise_reaches_a_second_instance_on_the_hsm,
     tampered_tokens_and_unknown_kids_are_invalid,
     roles_and_signer_scoping_are_enforced,
     bad_input_is_refused_and_changes_nothing,
