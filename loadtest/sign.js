@@ -28,7 +28,7 @@ export function credentialPayload(uin) {
     iss: 'https://id-repository.example.gov',
     sub: uin,
     iat: now,
-    exp: now + 365 * 86400,
+    exp: now + 3600, // within the signer's max_token_ttl_secs, which /jws enforces
     jti: `urn:uuid:${Math.random().toString(16).slice(2, 10)}-${Math.random().toString(16).slice(2, 10)}`,
     vc: {
       type: ['VerifiableCredential', 'NationalIdCredential'],
@@ -63,7 +63,7 @@ export const options = {
 };
 
 function sign(payload, op) {
-  return http.post(`${BASE}/v1/signers/${SIGNER}/jws`, JSON.stringify({ payload: b64url(payload), typ: 'vc+jwt' }),
+  return http.post(`${BASE}/v1/signers/${SIGNER}/jws`, JSON.stringify({ payload: b64url(payload), typ: 'JOSE' }),
     params(TOKEN, null, { op: op }, [200], { 'Content-Type': 'application/json' }));
 }
 

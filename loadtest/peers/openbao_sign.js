@@ -17,7 +17,7 @@ const KEY = __ENV.ZKV_BAO_SIGN_KEY || 'sig';
 const P99_MS = __ENV.ZKV_P99_MS || '500';
 const POOL = 32;
 // zkvault's header names its key by kid; this one by transit key and version.
-const HEADER = b64url(JSON.stringify({ alg: 'ES256', typ: 'vc+jwt', kid: `transit/${KEY}/v1` }));
+const HEADER = b64url(JSON.stringify({ alg: 'ES256', typ: 'JOSE', kid: `transit/${KEY}/v1` }));
 
 export const options = {
   scenarios: { [OP]: { executor: 'constant-vus', vus: VUS, duration: DURATION } },
