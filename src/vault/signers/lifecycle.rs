@@ -117,6 +117,24 @@ fn rows_of(vault: &Vault, signer: &str) -> Result<(Vec<SignerKeyRow>, i32), Vaul
     Ok((rows, highest))
 }
 
+/// Version `version` among a signer's rows; `UnknownSigner` if it has none.
+fn version_in(rows: &[SignerKeyRow], version: i32) -> Result<&SignerKeyRow, VaultError> {
+    rows.iter()
+        .find(|r| r.version == version)
+        .ok_or(VaultError::UnknownSigner)
+}
+
+/// 409 unless `row` is published (what CSRs and certificates are for).
+fn require_published(row: &SignerKeyRow) -> Result<(), VaultError> {
+    if row.state.is_published() {
+        return Ok(());
+    }
+    Err(VaultError::Conflict(format!(
+        "signer {} v{} is {}",
+        row.signer, row.version, row.state
+    )))
+}
+
 fn find(rows: &[SignerKeyRow], state: SignerState) -> Option<&SignerKeyRow> {
     rows.iter().rev().find(|r| r.state == state)
 }
@@ -443,10 +461,7 @@ impl Vault {
             .signer(signer)
             .ok_or(VaultError::UnknownSigner)?;
         let (rows, _) = rows_of(self, signer)?;
-        let row = rows
-            .iter()
-            .find(|r| r.version == version)
-            .ok_or(VaultError::UnknownSigner)?;
+        let row = version_in(&rows, version)?;
         if matches!(row.state, SignerState::Compromised | SignerState::Destroyed) {
             return Err(VaultError::Conflict(format!(
                 "signer {signer} v{version} is {}",
@@ -494,10 +509,7 @@ impl Vault {
         let _lock = self.key_lock()?;
         self.reconcile_signer_revocations(&actor)?;
         let (rows, _) = rows_of(self, signer)?;
-        let row = rows
-            .iter()
-            .find(|r| r.version == version)
-            .ok_or(VaultError::UnknownSigner)?;
+        let row = version_in(&rows, version)?;
         if !matches!(row.state, SignerState::Retired | SignerState::Compromised) {
             return Err(VaultError::Conflict(format!(
                 "signer {signer} v{version} is {}: only a retired or compromised key can be destroyed",
@@ -538,16 +550,8 @@ impl Vault {
         let _lock = self.key_lock()?;
         self.reconcile_signer_revocations(&actor)?;
         let (rows, _) = rows_of(self, signer)?;
-        let row = rows
-            .iter()
-            .find(|r| r.version == version)
-            .ok_or(VaultError::UnknownSigner)?;
-        if !row.state.is_published() {
-            return Err(VaultError::Conflict(format!(
-                "signer {signer} v{version} is {}",
-                row.state
-            )));
-        }
+        let row = version_in(&rows, version)?;
+        require_published(row)?;
         let key = key_ref(row).ok_or(VaultError::Integrity)?;
         let key = KeystoreSigner::new(
             self.keyring().keystore().clone(),
@@ -578,16 +582,8 @@ impl Vault {
         let _lock = self.key_lock()?;
         self.reconcile_signer_revocations(&actor)?;
         let (rows, _) = rows_of(self, signer)?;
-        let row = rows
-            .iter()
-            .find(|r| r.version == version)
-            .ok_or(VaultError::UnknownSigner)?;
-        if !row.state.is_published() {
-            return Err(VaultError::Conflict(format!(
-                "signer {signer} v{version} is {}",
-                row.state
-            )));
-        }
+        let row = version_in(&rows, version)?;
+        require_published(row)?;
         let chain = certs::check_chain(pem, &row.public_key, now_ms())?;
         let attached = SignerKeyRow {
             certificate: Some(pem.trim().to_owned() + "\n"),
@@ -607,10 +603,7 @@ impl Vault {
 
     fn signer_change(&self, signer: &str, version: i32) -> Result<SignerChange, VaultError> {
         let (rows, _) = rows_of(self, signer)?;
-        let row = rows
-            .iter()
-            .find(|r| r.version == version)
-            .ok_or(VaultError::UnknownSigner)?;
+        let row = version_in(&rows, version)?;
         Ok(SignerChange {
             signer: signer.to_owned(),
             version,
