@@ -11,40 +11,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::app::{backup, execute_sql, query_strings, restore, TestApp, POLICY};
+use support::app::{backup, execute_sql, query_strings, restore, TestApp};
 use support::db::TestDb;
+use support::signing::{b64, jwks, kids, policy, scheduler_at, sign, start, verify, DAY_MS};
 use zkvault::config::KeystoreConfig;
 use zkvault::vault::{now_ms, Role};
-
-/// The test policy with two signers: `idsign` (rotation 90 days, published 7 days ahead,
-/// verify window 30 days, JWTs up to a day) and `other`.
-fn policy() -> String {
-    format!(
-        r#"{POLICY}
-[signers.idsign]
-alg = "ES256"
-rotation_days = 90
-publish_ahead_days = 7
-verify_window_days = 30
-max_token_ttl_secs = 86400
-subject = "CN=zkvault test signer, O=Tests, C=IN"
-
-[signers.other]
-alg = "ES256"
-rotation_days = 30
-publish_ahead_days = 1
-verify_window_days = 7
-max_token_ttl_secs = 3600
-subject = "CN=other"
-"#
-    )
-}
-
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-
-async fn start(db: TestDb) -> TestApp {
-    TestApp::start_with(db, 1024 * 1024, &policy()).await
-}
 
 /// The service on a fresh SoftHSM2 token instead of the soft keystore; `None` when SoftHSM
 /// is missing outside CI.
@@ -63,10 +34,6 @@ async fn start_on_token(db: TestDb) -> Option<TestApp> {
         })
         .await,
     )
-}
-
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Runs tests/fixtures/jose_check.py with `request`. Under `CI=true` a missing Python or
@@ -107,70 +74,12 @@ fn skipped(why: &str) -> Option<Value> {
     None
 }
 
-async fn jwks(app: &TestApp) -> Value {
-    app.client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn kids(jwks: &Value) -> Vec<String> {
-    jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn sign(app: &TestApp, token: &str, signer: &str, payload: &[u8]) -> (String, String) {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &format!("/v1/signers/{signer}/jws"),
-            token,
-            Some(json!({"payload": b64(payload)})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    (
-        body["jws"].as_str().unwrap().to_owned(),
-        body["kid"].as_str().unwrap().to_owned(),
-    )
-}
-
-async fn verify(app: &TestApp, token: &str, jws: &str) -> Value {
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/signers/idsign/verify",
-            token,
-            Some(json!({ "jws": jws })),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 /// Every stored signer key row, for "nothing changed" comparisons.
 fn signer_rows(app: &TestApp) -> Vec<String> {
     query_strings(
         app.db.url(),
         "SELECT signer || ':' || version || ':' || state || ':' || kid || ':' || COALESCE(certificate, '-') AS v FROM signer_keys ORDER BY signer, version",
     )
-}
-
-/// Runs the scheduler's signer work as of `days` from now.
-async fn scheduler_at(app: &TestApp, days: i64) {
-    let vault = app.vault.clone();
-    tokio::task::spawn_blocking(move || vault.run_due_lifecycle(now_ms() + days * DAY_MS))
-        .await
-        .unwrap()
-        .unwrap();
 }
 
 /// A JWS and a JWT verify with jwcrypto using only the JWKS, and each `kid` is the RFC 7638

@@ -9,4 +9,7 @@ pub mod raw;
 // Not every test binary that includes `support` uses SoftHSM.
 #[allow(dead_code)]
 pub mod softhsm;
+// Only the signing tests use it.
+#[allow(dead_code)]
+pub mod signing;
 pub mod writer;
