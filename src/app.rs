@@ -157,7 +157,7 @@ fn spawn_refusal_flush(vault: &Arc<Vault>) {
 
 /// Keeps this instance's caches no staler than a second behind changes made anywhere (another
 /// instance, the CLI): key rows every 250 ms (cached masters and index keys are dropped when
-/// they changed) and signer keys every 250 ms, revoked or expired credentials every 500 ms.
+/// they changed), signer keys and trust rows every 250 ms, revoked or expired credentials every 500 ms.
 fn spawn_cache_sync(vault: &Arc<Vault>) {
     let weak = Arc::downgrade(vault);
     std::thread::Builder::new()
@@ -171,6 +171,9 @@ fn spawn_cache_sync(vault: &Arc<Vault>) {
                 }
                 if let Err(e) = vault.signers().refresh() {
                     tracing::warn!(error = %e, "signer key reload failed; retrying");
+                }
+                if let Err(e) = vault.trust().refresh() {
+                    tracing::warn!(error = %e, "trust reload failed; retrying");
                 }
                 if tick % 2 == 1 {
                     if let Err(e) = vault.credentials().sync_revocations() {

@@ -166,11 +166,15 @@ pub enum Role {
     Signer,
     /// Verifies tokens only.
     Verifier,
+    /// Keeps trust domains: anchors, CRLs, partner certificates and their revocation.
+    TrustAdmin,
+    /// Shares records, encrypted to a registered partner (namespace-scoped).
+    Sharer,
 }
 
 impl Role {
     // New roles go last: a credential's stored roles are written in this order, inside its MAC.
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 10] = [
         Role::Admin,
         Role::Writer,
         Role::Reader,
@@ -179,6 +183,8 @@ impl Role {
         Role::Auditor,
         Role::Signer,
         Role::Verifier,
+        Role::TrustAdmin,
+        Role::Sharer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -191,6 +197,8 @@ impl Role {
             Role::Auditor => "auditor",
             Role::Signer => "signer",
             Role::Verifier => "verifier",
+            Role::TrustAdmin => "trust_admin",
+            Role::Sharer => "sharer",
         }
     }
 

@@ -112,12 +112,18 @@ fn startup(e: &StartupError) -> Exit {
 
 fn vault(e: &VaultError) -> Exit {
     match e {
-        VaultError::BadInput(_) | VaultError::TooLarge { .. } => Exit::Usage,
+        VaultError::BadInput(_)
+        | VaultError::TooLarge { .. }
+        | VaultError::CertificateRefused(_) => Exit::Usage,
         VaultError::NotFound
         | VaultError::UnknownNamespace
         | VaultError::UnknownSigner
+        | VaultError::UnknownDomain
+        | VaultError::UnknownPartner
         | VaultError::Shredded => Exit::NotFound,
-        VaultError::Conflict(_) | VaultError::PreconditionFailed => Exit::Conflict,
+        VaultError::Conflict(_) | VaultError::PreconditionFailed | VaultError::PartnerUntrusted => {
+            Exit::Conflict
+        }
         VaultError::Unauthenticated | VaultError::Forbidden(_) => Exit::Refused,
         VaultError::StorageUnavailable(_) | VaultError::KeystoreUnavailable(_) => Exit::Unavailable,
         VaultError::Integrity => Exit::Integrity,

@@ -73,6 +73,11 @@ impl Caller {
         Ok(vault.authorize_signer(&self.0, roles, signer)?)
     }
 
+    /// [`Caller::grant_global`] in the first of `roles` the caller holds.
+    pub fn grant_global_any(&self, vault: &Vault, roles: &[Role]) -> Result<Grant, ApiError> {
+        Ok(vault.authorize_global_any(&self.0, roles)?)
+    }
+
     /// The vault's permission to act as `role` on every namespace at once.
     pub fn grant_global(&self, vault: &Vault, role: Role) -> Result<Grant, ApiError> {
         Ok(vault.authorize_global(&self.0, role)?)

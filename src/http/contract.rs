@@ -17,14 +17,15 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use super::ops::ApiDoc;
-use crate::policy::{Policy, NAMESPACE_PATTERN};
-use crate::vault::RECORD_NAME_PATTERN;
+use crate::policy::{Policy, DOMAIN_PATTERN, NAMESPACE_PATTERN};
+use crate::vault::{PARTNER_ID_PATTERN, RECORD_NAME_PATTERN, REVOCATION_REASONS};
 use zkvault_core::{ChecksumScheme, RESIDENT_ID_PATTERN};
 
 /// The namespaces of the deployment the document describes.
 struct Deployment<'a> {
     namespaces: Vec<&'a str>,
     signers: Vec<&'a str>,
+    domains: Vec<&'a str>,
     /// The longest `ttl_secs` any signer allows.
     max_token_ttl: u64,
     /// Those whose resident IDs end in a Verhoeff check digit.
@@ -36,6 +37,7 @@ pub fn document(policy: &Policy) -> Value {
     let deployment = Deployment {
         namespaces: policy.namespaces.keys().map(String::as_str).collect(),
         signers: policy.signers.keys().map(String::as_str).collect(),
+        domains: policy.trust.keys().map(String::as_str).collect(),
         max_token_ttl: policy
             .signers
             .values()
@@ -118,13 +120,19 @@ fn complete(doc: &mut Value, deployment: &Deployment) {
             if !open {
                 [401, 403, 503].into_iter().for_each(&mut add);
             }
-            if path.contains("{ns}") || path.contains("{signer}") {
+            if ["{ns}", "{signer}", "{domain}"]
+                .iter()
+                .any(|p| path.contains(p))
+            {
                 add(404);
             }
             if has_body {
                 [408, 413].into_iter().for_each(&mut add);
             }
             let signer_change = path.contains("/versions/") || path.ends_with("/rotate");
+            if path.starts_with("/v1/trust/") || path.ends_with("/share") {
+                add(409);
+            }
             if path.starts_with("/v1/keys/") || path.contains("/masters/") || signer_change {
                 add(409);
             }
@@ -166,6 +174,9 @@ fn parameter(mut p: Value, deployment: &Deployment) -> Value {
         (Some("path"), Some("ns" | "signer")) => Some(NAMESPACE_PATTERN),
         (Some("path"), Some("name")) => Some(RECORD_NAME_PATTERN),
         (Some("path"), Some("id")) => Some("^[0-9a-fA-F]+$"),
+        (Some("path"), Some("domain")) => Some(DOMAIN_PATTERN),
+        (Some("path"), Some("partner")) => Some(PARTNER_ID_PATTERN),
+        (Some("query"), Some("within")) => Some("^[0-9]{1,9}[ydhms]$"),
         // The service trims white space around an ID before it checks it.
         (Some("header"), Some("Resident-Id")) => Some(resident_id.as_str()),
         // An empty (or blank) precondition is no condition.
@@ -185,6 +196,12 @@ fn parameter(mut p: Value, deployment: &Deployment) -> Value {
         // A policy may declare no signer: then the name is only its pattern (and answers 404).
         (Some("path"), Some("signer")) if !deployment.signers.is_empty() => {
             p["schema"]["enum"] = json!(deployment.signers)
+        }
+        (Some("path"), Some("domain")) if !deployment.domains.is_empty() => {
+            p["schema"]["enum"] = json!(deployment.domains)
+        }
+        (Some("query"), Some("reason")) => {
+            p["schema"] = json!({"type": "string", "enum": REVOCATION_REASONS});
         }
         (Some("path"), Some("name")) => {
             p["schema"]["maxLength"] = json!(128);

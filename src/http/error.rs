@@ -16,6 +16,8 @@ pub struct ApiError {
     message: String,
     /// One header the answer needs (`Allow` on a 405, `Retry-After` on a 503 busy).
     header: Option<(&'static str, &'static str)>,
+    /// The check a refused certificate failed.
+    reason: Option<&'static str>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -24,6 +26,9 @@ pub struct ErrorBody<'a> {
     pub error: &'a str,
     /// Human-readable detail; never contains resident IDs or secrets.
     pub message: &'a str,
+    /// For `certificate_refused`: the check that failed (`expired`, `unknown_issuer`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
 }
 
 impl ApiError {
@@ -33,6 +38,7 @@ impl ApiError {
             code,
             message: message.into(),
             header: None,
+            reason: None,
         }
     }
 
@@ -129,6 +135,7 @@ impl ResponseError for ApiError {
             .json(ErrorBody {
                 error: self.code,
                 message: &self.message,
+                reason: self.reason,
             })
     }
 }
@@ -149,6 +156,21 @@ impl From<VaultError> for ApiError {
                 "unknown_signer",
                 "no such signer or signer version",
             ),
+            VaultError::UnknownDomain => {
+                Self::new(S::NOT_FOUND, "unknown_domain", "no such trust domain")
+            }
+            VaultError::UnknownPartner => {
+                Self::new(S::NOT_FOUND, "unknown_partner", "no such partner")
+            }
+            VaultError::PartnerUntrusted => Self::new(
+                S::CONFLICT,
+                "partner_untrusted",
+                "the partner's current certificate is revoked, expired or no longer chains to an anchor",
+            ),
+            VaultError::CertificateRefused(r) => ApiError {
+                reason: Some(r.reason),
+                ..Self::new(S::BAD_REQUEST, "certificate_refused", r.message)
+            },
             VaultError::Conflict(m) => Self::new(S::CONFLICT, "conflict", m),
             VaultError::PreconditionFailed => Self::new(
                 S::PRECONDITION_FAILED,

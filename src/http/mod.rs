@@ -12,6 +12,7 @@ mod ops;
 mod records;
 mod signing;
 mod telemetry;
+mod trust;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -145,6 +146,44 @@ fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/signers/{signer}/versions/{v}/certificate", "PUT")
                 .app_data(web::PayloadConfig::new(signing::CERTIFICATE_LIMIT))
                 .route(web::put().to(signing::certificate)),
+        )
+        .service(resource("/v1/trust/expiring", "GET").route(web::get().to(trust::expiring)))
+        .service(
+            resource("/v1/trust/{domain}/anchors", "PUT")
+                .app_data(web::PayloadConfig::new(trust::TRUST_BODY_LIMIT))
+                .route(web::put().to(trust::put_anchors)),
+        )
+        .service(
+            resource("/v1/trust/{domain}/crl", "PUT")
+                .app_data(web::PayloadConfig::new(trust::TRUST_BODY_LIMIT))
+                .route(web::put().to(trust::put_crl)),
+        )
+        .service(
+            resource("/v1/trust/{domain}/partners", "POST")
+                .app_data(json_config(trust::TRUST_BODY_LIMIT + 1024))
+                .route(web::post().to(trust::register)),
+        )
+        .service(
+            resource("/v1/trust/{domain}/partners/{partner}", "GET")
+                .route(web::get().to(trust::partner)),
+        )
+        .service(
+            resource("/v1/trust/{domain}/partners/{partner}/revoke", "POST")
+                .route(web::post().to(trust::revoke)),
+        )
+        .service(
+            resource("/v1/trust/{domain}/partners/{partner}/exposure", "GET")
+                .route(web::get().to(trust::exposure)),
+        )
+        .service(
+            resource("/v1/ns/{ns}/exposure", "GET").route(web::get().to(trust::resident_exposure)),
+        )
+        // Before the records' resource, which would take the path too; only for POST, so a
+        // record named `…/share` is still read, written and deleted as any other.
+        .service(
+            web::resource("/v1/ns/{ns}/records/{name:.+}/share")
+                .guard(actix_web::guard::Post())
+                .route(web::post().to(trust::share)),
         )
         .service(
             resource("/v1/ns/{ns}/records/{name:.+}", "PUT, GET, DELETE")

@@ -20,9 +20,14 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
-/// Prometheus text: request counts and latency histograms by route pattern and status.
+/// Prometheus text: request counts and latency histograms by route pattern and status, and
+/// seconds to the nearest partner certificate expiry per trust domain.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // From the in-memory trust snapshot: no database read on a scrape.
+    state
+        .metrics
+        .set_trust_expiry(&state.vault.trust_expiry_seconds());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
@@ -61,6 +66,15 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         super::signing::destroy,
         super::signing::csr,
         super::signing::certificate,
+        super::trust::put_anchors,
+        super::trust::put_crl,
+        super::trust::register,
+        super::trust::partner,
+        super::trust::revoke,
+        super::trust::exposure,
+        super::trust::expiring,
+        super::trust::share,
+        super::trust::resident_exposure,
         healthz,
         readyz,
         metrics,
@@ -69,7 +83,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     components(schemas(
         super::error::ErrorBody,
         super::signing::JwsRequest,
-        super::signing::VerifyRequest
+        super::signing::VerifyRequest,
+        super::trust::RegisterRequest,
+        super::trust::RevokeRequest,
+        super::trust::ShareRequest
     ))
 )]
 pub struct ApiDoc;

@@ -45,7 +45,7 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a st
 }
 
 /// The raw resident ID; the vault normalises and validates it. Copied into a zeroizing buffer.
-fn resident_id(req: &HttpRequest) -> Result<Zeroizing<String>, ApiError> {
+pub(super) fn resident_id(req: &HttpRequest) -> Result<Zeroizing<String>, ApiError> {
     let raw = single_header(req.headers(), RESIDENT_ID)?
         .ok_or_else(|| ApiError::bad_request("the Resident-Id header is required"))?;
     Ok(Zeroizing::new(raw.to_owned()))

@@ -11,7 +11,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpMessage};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::AppState;
@@ -20,6 +20,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Seconds to the nearest partner certificate expiry, per trust domain of the policy.
+    trust_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -43,6 +45,17 @@ impl Metrics {
             &labels,
         )
         .expect("valid metric");
+        let trust_expiry = IntGaugeVec::new(
+            Opts::new(
+                "trust_expiry_seconds",
+                "Seconds until the nearest expiry of a partner's current certificate, per trust domain (negative once expired)",
+            ),
+            &["domain"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(trust_expiry.clone()))
+            .expect("registered once");
         registry
             .register(Box::new(requests.clone()))
             .expect("registered once");
@@ -53,6 +66,7 @@ impl Metrics {
             registry,
             requests,
             latency,
+            trust_expiry,
         }
     }
 
@@ -60,6 +74,14 @@ impl Metrics {
         let labels = [route, method, status];
         self.requests.with_label_values(&labels).inc();
         self.latency.with_label_values(&labels).observe(seconds);
+    }
+
+    /// Sets the expiry gauge: one series per domain (a policy name, never a partner id).
+    pub fn set_trust_expiry(&self, domains: &[(String, i64)]) {
+        self.trust_expiry.reset();
+        for (domain, secs) in domains {
+            self.trust_expiry.with_label_values(&[domain]).set(*secs);
+        }
     }
 
     /// Prometheus text exposition format.

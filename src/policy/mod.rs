@@ -12,7 +12,9 @@ use serde::Deserialize;
 use zkvault_core::ChecksumScheme;
 
 mod signers;
+mod trust;
 pub use signers::{SignerPolicy, SIGNER_ALGS};
+pub use trust::{valid_domain_name, TrustDomainPolicy, DOMAIN_PATTERN};
 
 pub(crate) const DAY: u64 = 24 * 60 * 60;
 
@@ -51,6 +53,7 @@ pub struct Policy {
     pub approval_ttl: Duration,
     pub namespaces: BTreeMap<String, NamespacePolicy>,
     pub signers: BTreeMap<String, SignerPolicy>,
+    pub trust: BTreeMap<String, TrustDomainPolicy>,
 }
 
 impl Policy {
@@ -60,6 +63,10 @@ impl Policy {
 
     pub fn signer(&self, name: &str) -> Option<&SignerPolicy> {
         self.signers.get(name)
+    }
+
+    pub fn trust_domain(&self, name: &str) -> Option<&TrustDomainPolicy> {
+        self.trust.get(name)
     }
 }
 
@@ -96,6 +103,8 @@ struct FileDoc {
     namespaces: BTreeMap<String, toml::Spanned<toml::Value>>,
     #[serde(default)]
     signers: BTreeMap<String, toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    trust: BTreeMap<String, toml::Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +225,7 @@ fn load_files(
     let mut global: Option<(PathBuf, GlobalDoc)> = None;
     let mut namespaces = BTreeMap::new();
     let mut signers = BTreeMap::new();
+    let mut trust = BTreeMap::new();
     // A file that could not be read at all, or a table that did not parse: "nothing defines
     // [global]" or "no namespace" would then be a false follow-on claim.
     let mut unreadable = false;
@@ -350,6 +360,33 @@ fn load_files(
                 Err(reason) => issues.push(issue(file, &table_name, reason)),
             }
         }
+        for (name, doc) in doc.trust {
+            let table_name = format!("trust.{name}");
+            if !valid_domain_name(&name) {
+                issues.push(issue(
+                    file,
+                    &table_name,
+                    format!("name must match {DOMAIN_PATTERN}"),
+                ));
+            }
+            if trust.contains_key(&name) {
+                issues.push(issue(
+                    file,
+                    &table_name,
+                    "trust domain defined twice".into(),
+                ));
+                continue;
+            }
+            match table(&text, doc) {
+                Ok(doc) => {
+                    let policy = trust::domain(&name, doc, &mut |f, reason| {
+                        issues.push(issue(file, &format!("{table_name}.{f}"), reason))
+                    });
+                    trust.insert(name, policy);
+                }
+                Err(reason) => issues.push(issue(file, &table_name, reason)),
+            }
+        }
     }
 
     let (mut dual_control, mut approval_ttl) = (false, Duration::ZERO);
@@ -409,6 +446,7 @@ fn load_files(
             approval_ttl,
             namespaces,
             signers,
+            trust,
         })
     } else {
         Err(PolicyErrors(issues))

@@ -21,6 +21,7 @@ mod records;
 mod row_macs;
 pub mod schema;
 mod signers;
+mod trust;
 
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub use model::{
 pub use records::RecordPosition;
 pub use row_macs::RowKey;
 pub use signers::{CheckedSignerRow, SignerKeyRow};
+pub use trust::{AnchorProposal, AnchorRow, Checked, CrlRow, PartnerRow, ShareCount, ShareReceipt};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");

@@ -104,6 +104,78 @@ impl MacedRow for MasterRow {
     }
 }
 
+impl MacedRow for super::AnchorRow {
+    const KIND: &'static str = "row:trust-anchors";
+    fn describe(&self) -> String {
+        format!("trust anchors of {}", self.domain)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.domain)
+            .text(&self.pem)
+            .int(self.updated_at)
+            .0
+    }
+}
+
+impl MacedRow for super::AnchorProposal {
+    const KIND: &'static str = "row:trust-anchor-proposal";
+    fn describe(&self) -> String {
+        format!(
+            "proposed trust anchors of {} ({})",
+            self.domain, self.approval
+        )
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.approval)
+            .text(&self.domain)
+            .text(&self.pem)
+            .0
+    }
+}
+
+impl MacedRow for super::CrlRow {
+    const KIND: &'static str = "row:trust-crl";
+    fn describe(&self) -> String {
+        format!("CRL of {} issuer {}", self.domain, self.issuer)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.domain)
+            .text(&self.issuer)
+            .bytes(&self.der)
+            .int(self.this_update)
+            .int(self.updated_at)
+            .0
+    }
+}
+
+impl MacedRow for super::PartnerRow {
+    const KIND: &'static str = "row:trust-partner";
+    fn describe(&self) -> String {
+        format!(
+            "partner {}/{} v{}",
+            self.domain, self.partner_id, self.version
+        )
+    }
+    fn encode(&self) -> Vec<u8> {
+        Fields::default()
+            .text(&self.domain)
+            .text(&self.partner_id)
+            .int(self.version.into())
+            .text(&self.chain)
+            .text(&self.thumbprint)
+            .text(&self.key_desc)
+            .int(self.not_before)
+            .int(self.not_after)
+            .int(self.created_at)
+            .opt_bytes(self.revoked_reason.as_deref().map(str::as_bytes))
+            .opt_int(self.revoked_at)
+            .0
+    }
+}
+
 impl MacedRow for super::SignerKeyRow {
     const KIND: &'static str = "row:signer-key";
     fn describe(&self) -> String {

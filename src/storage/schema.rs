@@ -192,6 +192,76 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    trust_anchors (domain) {
+        domain -> Text,
+        pem -> Text,
+        updated_at -> BigInt,
+        mac -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    trust_anchor_proposals (approval) {
+        approval -> Text,
+        domain -> Text,
+        pem -> Text,
+        mac -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    trust_crls (domain, issuer) {
+        domain -> Text,
+        issuer -> Text,
+        der -> Binary,
+        this_update -> BigInt,
+        updated_at -> BigInt,
+        mac -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    trust_partners (domain, partner_id, version) {
+        domain -> Text,
+        partner_id -> Text,
+        version -> Integer,
+        chain -> Text,
+        thumbprint -> Text,
+        key_desc -> Text,
+        not_before -> BigInt,
+        not_after -> BigInt,
+        created_at -> BigInt,
+        revoked_reason -> Nullable<Text>,
+        revoked_at -> Nullable<BigInt>,
+        mac -> Nullable<Binary>,
+    }
+}
+
+diesel::table! {
+    share_receipts (jti) {
+        jti -> Text,
+        domain -> Text,
+        partner_id -> Text,
+        version -> Integer,
+        thumbprint -> Text,
+        namespace -> Text,
+        resident_tag -> Text,
+        record_name -> Text,
+        revision -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    trust_expiry_warnings (domain, partner_id, version, days) {
+        domain -> Text,
+        partner_id -> Text,
+        version -> Integer,
+        days -> Integer,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     keks,
     masters,
@@ -207,5 +277,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_manifests,
     audit_marks,
     signer_keys,
-    signer_usage
+    signer_usage,
+    trust_anchors,
+    trust_anchor_proposals,
+    trust_crls,
+    trust_partners,
+    share_receipts,
+    trust_expiry_warnings
 );

@@ -192,6 +192,20 @@ impl Vault {
         self.decide(caller, role, None, true)
     }
 
+    /// [`Vault::authorize_global`] in the first of `roles` the caller holds.
+    pub fn authorize_global_any(
+        &self,
+        caller: &Caller,
+        roles: &[Role],
+    ) -> Result<Grant, VaultError> {
+        let held = caller
+            .principal
+            .as_ref()
+            .and_then(|p| roles.iter().copied().find(|r| p.roles.contains(r)))
+            .unwrap_or(roles[0]);
+        self.decide(caller, held, None, true)
+    }
+
     fn decide(
         &self,
         caller: &Caller,

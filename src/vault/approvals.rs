@@ -12,8 +12,15 @@ use crate::storage::ApprovalRow;
 
 /// What a dual-control request asks for.
 pub(super) enum Irreversible {
-    ShredMaster { namespace: String, version: u32 },
-    DestroyKek { version: u32 },
+    ShredMaster {
+        namespace: String,
+        version: u32,
+    },
+    DestroyKek {
+        version: u32,
+    },
+    /// A trust domain's anchors, as proposed with the request (`trust_anchor_proposals`).
+    ReplaceAnchors,
 }
 
 impl Irreversible {
@@ -21,6 +28,7 @@ impl Irreversible {
         match self {
             Irreversible::ShredMaster { .. } => "master.shred",
             Irreversible::DestroyKek { .. } => "kek.destroy",
+            Irreversible::ReplaceAnchors => "trust.anchors",
         }
     }
 }
@@ -38,7 +46,7 @@ pub enum Decision<T> {
 pub struct PendingApproval {
     /// Pass to `POST /v1/approvals/{id}` (another operator).
     pub approval: String,
-    /// `master.shred` or `kek.destroy`.
+    /// `master.shred`, `kek.destroy` or `trust.anchors`.
     pub operation: String,
     #[serde(serialize_with = "crate::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
@@ -51,6 +59,7 @@ pub struct PendingApproval {
 pub enum Approved {
     Shredded(super::DestroyReport),
     KekDestroyed { destroyed_kek: u32 },
+    AnchorsReplaced(super::AnchorsReport),
 }
 
 /// Approval ids: 16 hex characters.
@@ -70,6 +79,7 @@ impl Vault {
         let (namespace, version) = match &what {
             Irreversible::ShredMaster { namespace, version } => (namespace.clone(), *version),
             Irreversible::DestroyKek { version } => (String::new(), *version),
+            Irreversible::ReplaceAnchors => (String::new(), 0),
         };
         let now = now_ms();
         let row = ApprovalRow {
@@ -115,6 +125,10 @@ impl Vault {
                 grant.check_global(Role::Operator)?;
                 Irreversible::DestroyKek { version }
             }
+            "trust.anchors" => {
+                grant.check_global(Role::Operator)?;
+                Irreversible::ReplaceAnchors
+            }
             _ => return Err(VaultError::Integrity),
         };
         let approver = grant.actor();
@@ -152,6 +166,10 @@ impl Vault {
                         destroyed_kek: version,
                     })
             }
+            Irreversible::ReplaceAnchors => self.proposed_anchors(id).and_then(|(domain, pem)| {
+                self.replace_anchors(&actor, &domain, &pem)
+                    .map(Approved::AnchorsReplaced)
+            }),
         };
         if let Err(e) = &done {
             // Nothing was carried out: the approval stays usable, and the trail says why.

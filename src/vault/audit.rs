@@ -218,7 +218,7 @@ impl Vault {
         }
     }
 
-    fn record_failure(&self, mut entry: AuditEntry, e: &VaultError) {
+    pub(super) fn record_failure(&self, mut entry: AuditEntry, e: &VaultError) {
         entry.outcome = e.code().to_owned();
         if let Err(audit_error) = self.store().append_audit(&entry) {
             tracing::error!(error = %audit_error, operation = %entry.operation, "could not record a failed operation in the audit trail");

@@ -368,6 +368,8 @@ impl Vault {
             Role::Reencrypt,
             Role::Signer,
             Role::Verifier,
+            Role::Sharer,
+            Role::TrustAdmin,
         ];
         let may_issue = |r: &Role| {
             mine.contains(r) || (mine.contains(&Role::Admin) && admin_grants.contains(r))

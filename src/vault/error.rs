@@ -18,6 +18,18 @@ pub enum VaultError {
     /// A signer the policy does not declare, or a version it does not have.
     #[error("unknown signer or signer version")]
     UnknownSigner,
+    /// A trust domain the policy does not declare.
+    #[error("unknown trust domain")]
+    UnknownDomain,
+    /// A partner not registered in the domain.
+    #[error("unknown partner")]
+    UnknownPartner,
+    /// The partner's current certificate is revoked, expired or no longer chains.
+    #[error("partner certificate not trusted")]
+    PartnerUntrusted,
+    /// A certificate, anchor bundle or CRL failed a check (the check is named).
+    #[error("{0}")]
+    CertificateRefused(super::trust::Refusal),
     #[error("{0}")]
     Conflict(String),
     #[error("precondition failed")]
@@ -48,6 +60,10 @@ impl VaultError {
             VaultError::NotFound => "not_found",
             VaultError::UnknownNamespace => "unknown_namespace",
             VaultError::UnknownSigner => "unknown_signer",
+            VaultError::UnknownDomain => "unknown_domain",
+            VaultError::UnknownPartner => "unknown_partner",
+            VaultError::PartnerUntrusted => "partner_untrusted",
+            VaultError::CertificateRefused(_) => "certificate_refused",
             VaultError::Conflict(_) => "conflict",
             VaultError::PreconditionFailed => "precondition_failed",
             VaultError::TooLarge { .. } => "payload_too_large",

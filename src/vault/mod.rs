@@ -23,6 +23,7 @@ mod schedule;
 mod seed;
 mod signers;
 mod state_history;
+mod trust;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +51,11 @@ pub use signers::{
     Jwks, Signed, SignerChange, SignerReport, Signers, SignersOverview, Verification,
     JWKS_MAX_AGE_SECS, MAX_SIGN_PAYLOAD,
 };
+pub use trust::{
+    valid_partner_id, AnchorsReport, CrlReport, Expiring, ExpiringCertificate, PartnerExposure,
+    PartnerView, Refusal as CertificateRefusal, Registered, ResidentExposure, Shared, Trust,
+    MAX_PEM_BYTES, PARTNER_ID_PATTERN, REVOCATION_REASONS,
+};
 
 pub use crate::states::{MasterState, Role};
 
@@ -69,6 +75,7 @@ pub struct Vault {
     policy: Policy,
     keyring: Keyring,
     signers: Signers,
+    trust: Trust,
     credentials: Credentials,
     refusals: refusals::Refusals,
     record_locks: [std::sync::Mutex<()>; records::RECORD_LOCK_STRIPES],
@@ -130,6 +137,7 @@ impl Vault {
         let vault = Vault {
             credentials: Credentials::new(store.clone(), ttls.credentials)?,
             signers: Signers::new(store.clone(), keystore.clone()),
+            trust: Trust::new(store.clone(), keystore.clone()),
             keyring: Keyring::new(store.clone(), keystore, ttls.masters),
             refusals: refusals::Refusals::new(store.clone()),
             record_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
@@ -143,6 +151,7 @@ impl Vault {
         // signer (refused where it is used, named by `audit verify`).
         past_forged_rows("signer keys", vault.ensure_signers(&system).map(drop))?;
         vault.signers.refresh()?;
+        vault.trust.refresh()?;
         Ok(vault)
     }
 

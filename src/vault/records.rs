@@ -9,7 +9,7 @@ use zkvault_core::{open, seal, BlindIndex, RecordContext, ResidentId, ResidentKe
 
 use super::record_history::with_revision;
 use super::record_name::{audit_name, valid_record_name, RECORD_NAME_PATTERN};
-use super::{now_ms, Grant, Role, Vault, VaultError};
+use super::{now_ms, Actor, Grant, Role, Vault, VaultError};
 use crate::storage::{AuditEntry, RecordMeta, RecordRow, StorageError};
 
 /// `If-Match` / `If-None-Match: *` on a write.
@@ -314,29 +314,42 @@ impl Vault {
     ) -> Result<Record, VaultError> {
         let (ns, actor) = (grant.namespace(Role::Reader)?, grant.actor());
         self.audited_read(actor.entry("record.get", ns, audit_name(name)), |entry| {
-            self.check_name(name)?;
-            let keys = self.resident(ns, raw_id)?;
-            entry.resident_tag = keys.tag.clone();
-            let mut row = self
-                .store()
-                .record(ns, keys.blind_index.as_bytes(), name)?
-                .ok_or(VaultError::NotFound)?;
-            let (sealed, record_id) = sealed_of(&mut row)?;
-            let ctx = RecordContext {
-                namespace: ns,
-                blind_index: &keys.blind_index,
-                record_name: name,
-                record_id: &record_id,
-            };
-            let rk = self.resident_key(ns, &keys, sealed.dek.master_version)?;
-            let body = open(&rk, &ctx, &sealed)?;
-            self.move_after_read(actor, ns, &keys, &row, &sealed);
-            Ok(Record {
-                body,
-                content_type: row.content_type,
-                etag: row.etag,
-                revision: row.revision,
-            })
+            self.read_record(actor, ns, raw_id, name, entry)
+        })
+    }
+
+    /// Opens a record for a use case that has authorized the caller; sets `entry`'s
+    /// resident tag.
+    pub(super) fn read_record(
+        &self,
+        actor: &Actor,
+        ns: &str,
+        raw_id: &str,
+        name: &str,
+        entry: &mut AuditEntry,
+    ) -> Result<Record, VaultError> {
+        self.check_name(name)?;
+        let keys = self.resident(ns, raw_id)?;
+        entry.resident_tag = keys.tag.clone();
+        let mut row = self
+            .store()
+            .record(ns, keys.blind_index.as_bytes(), name)?
+            .ok_or(VaultError::NotFound)?;
+        let (sealed, record_id) = sealed_of(&mut row)?;
+        let ctx = RecordContext {
+            namespace: ns,
+            blind_index: &keys.blind_index,
+            record_name: name,
+            record_id: &record_id,
+        };
+        let rk = self.resident_key(ns, &keys, sealed.dek.master_version)?;
+        let body = open(&rk, &ctx, &sealed)?;
+        self.move_after_read(actor, ns, &keys, &row, &sealed);
+        Ok(Record {
+            body,
+            content_type: row.content_type,
+            etag: row.etag,
+            revision: row.revision,
         })
     }
 

@@ -20,6 +20,8 @@ pub struct LifecycleReport {
     /// re-encryption pass with resident IDs, which only the caller can supply.
     pub overdue_decrypt_only: Vec<(String, u32)>,
     pub signers: super::SignerReport,
+    /// Partner certificate expiry warnings audited in this pass.
+    pub expiry_warnings: usize,
 }
 
 /// One entry of the plan.
@@ -97,6 +99,7 @@ impl Vault {
             }
         }
         report.masters_retired = self.retire_empty_masters(&actor)?;
+        report.expiry_warnings = self.warn_expiring_partners(now)?;
         match self.run_due_signers(now) {
             Ok(signers) => report.signers = signers,
             Err(VaultError::Integrity) => {

@@ -93,6 +93,19 @@ impl Signers {
         }
     }
 
+    /// `(signer, version, PEM chain)` of each published key with a certificate attached.
+    pub(crate) fn published_certificates(&self) -> Vec<(String, i32, String)> {
+        self.snapshot()
+            .keys
+            .iter()
+            .filter(|k| k.row.state.is_published())
+            .filter_map(|k| {
+                let pem = k.row.certificate.clone()?;
+                Some((k.row.signer.clone(), k.row.version, pem))
+            })
+            .collect()
+    }
+
     fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
