@@ -1,5 +1,6 @@
 //! Secrets hygiene: a known resident ID and a known body go through every data endpoint with
-//! trace-level logging captured, and through signing (a JWT naming the resident); neither
+//! trace-level logging captured, through signing (a JWT naming the resident) and through
+//! sharing with a partner (the share, its receipt, both exposure reports); neither
 //! they nor the unwrapped keys (index key, derivation master, resident key, integrity key, a
 //! signer's sealed scalar) may appear in a log line, a response, metrics or the database
 //! files.
@@ -41,7 +42,7 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
         .init();
 
     let policy = format!(
-        "{POLICY}\n[signers.cred]\nalg = \"ES256\"\nrotation_days = 90\npublish_ahead_days = 7\nverify_window_days = 30\nmax_token_ttl_secs = 3600\nsubject = \"CN=cred\"\n"
+        "{POLICY}\n[signers.cred]\nalg = \"ES256\"\nrotation_days = 90\npublish_ahead_days = 7\nverify_window_days = 30\nmax_token_ttl_secs = 3600\nsubject = \"CN=cred\"\n\n[trust.AUTH]\n"
     );
     let app = TestApp::start_with(TestDb::sqlite(), 1024 * 1024, &policy).await;
     let mut bodies = String::new();
@@ -103,6 +104,79 @@ async fn resident_ids_and_bodies_never_reach_logs_errors_or_metrics() {
         ),
     ] {
         let (_, answer) = app.call(Method::POST, path, &signer, Some(body)).await;
+        bodies.push_str(&answer.to_string());
+    }
+    // Sharing: the share, its receipt and audit entry, and both exposure reports name the
+    // resident only by its keyed tag (the JWE carries the body, encrypted).
+    if let Some(pki) = support::trust::scenario() {
+        let admin = app.issue(&[Role::TrustAdmin], &[]).await;
+        let sharer = app.issue(&[Role::Sharer], &["rp"]).await;
+        let auditor = app.issue(&[Role::Auditor], &[]).await;
+        let r = app
+            .req(Method::PUT, "/v1/trust/AUTH/anchors", &admin, None)
+            .body(pki["anchors"].as_str().unwrap().to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let chain = &pki["partners"]["ec"]["chain"];
+        let registration = serde_json::json!({ "id": "ida-1", "certificate_chain": chain });
+        let (status, answer) = app
+            .call(
+                Method::POST,
+                "/v1/trust/AUTH/partners",
+                &admin,
+                Some(registration),
+            )
+            .await;
+        assert_eq!(status, 201, "{answer}");
+        assert!(app
+            .put("rp", "shared", ID, BODY.as_bytes())
+            .await
+            .status()
+            .is_success());
+        for partner in ["AUTH/ida-1", "AUTH/absent"] {
+            let r = app
+                .req(
+                    Method::POST,
+                    &format!("{ns}/records/shared/share"),
+                    &sharer,
+                    Some(ID),
+                )
+                .json(&serde_json::json!({ "partner": partner }))
+                .send()
+                .await
+                .unwrap();
+            bodies.push_str(&format!("{:?}", r.headers()));
+            let text = r.text().await.unwrap();
+            if partner == "AUTH/ida-1" {
+                assert_eq!(text.split('.').count(), 5, "a compact JWE");
+            } else {
+                bodies.push_str(&text);
+            }
+        }
+        let r = app
+            .req(
+                Method::GET,
+                &format!("{ns}/exposure"),
+                &app.tokens.reader,
+                Some(ID),
+            )
+            .send()
+            .await
+            .unwrap();
+        let exposure = r.text().await.unwrap();
+        assert!(exposure.contains("ida-1"), "{exposure}");
+        bodies.push_str(&exposure);
+        let (_, answer) = app
+            .call(
+                Method::GET,
+                "/v1/trust/AUTH/partners/ida-1/exposure",
+                &auditor,
+                None,
+            )
+            .await;
+        assert_eq!(answer["residents"], 1, "{answer}");
         bodies.push_str(&answer.to_string());
     }
     // An ID that fails validation must not be echoed either.

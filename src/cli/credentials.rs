@@ -46,7 +46,7 @@ pub(super) fn run(cli: &Cli, command: &CredentialCommand) -> Result<()> {
         } => {
             let roles = roles
                 .iter()
-                .map(|r| Role::parse(r).ok_or_else(|| exit::fail(exit::Exit::Usage, format!("unknown role {r:?}: expected admin, writer, reader, reencrypt, operator or auditor"))))
+                .map(|r| Role::parse(r).ok_or_else(|| exit::fail(exit::Exit::Usage, format!("unknown role {r:?}: expected admin, writer, reader, reencrypt, operator, auditor, signer, verifier, trust_admin or sharer"))))
                 .collect::<Result<Vec<_>>>()?;
             let issued = vault.create_credential(
                 &cli_grant(&vault, "credential issued", Role::Admin, None)?,

@@ -111,22 +111,27 @@ impl Store {
             .collect()
     }
 
-    pub fn trust_anchors(&self) -> Result<Vec<Checked<AnchorRow>>, StorageError> {
+    /// Each domain's anchors, with the domain even when the row is forged (the domain then
+    /// trusts nothing).
+    pub fn trust_anchors(&self) -> Result<Vec<(String, Checked<AnchorRow>)>, StorageError> {
         let mut conn = self.conn()?;
-        let rows = trust_anchors::table
+        let rows: Vec<(AnchorRow, Option<Vec<u8>>)> = trust_anchors::table
             .order(trust_anchors::domain.asc())
             .select((AnchorRow::as_select(), trust_anchors::mac))
             .load(&mut *conn)?;
-        self.checked_rows(rows)
+        let domains: Vec<String> = rows.iter().map(|r| r.0.domain.clone()).collect();
+        Ok(domains.into_iter().zip(self.checked_rows(rows)?).collect())
     }
 
-    pub fn trust_crls(&self) -> Result<Vec<Checked<CrlRow>>, StorageError> {
+    /// Every CRL, with its domain even when the row is forged.
+    pub fn trust_crls(&self) -> Result<Vec<(String, Checked<CrlRow>)>, StorageError> {
         let mut conn = self.conn()?;
-        let rows = trust_crls::table
+        let rows: Vec<(CrlRow, Option<Vec<u8>>)> = trust_crls::table
             .order((trust_crls::domain.asc(), trust_crls::issuer.asc()))
             .select((CrlRow::as_select(), trust_crls::mac))
             .load(&mut *conn)?;
-        self.checked_rows(rows)
+        let domains: Vec<String> = rows.iter().map(|r| r.0.domain.clone()).collect();
+        Ok(domains.into_iter().zip(self.checked_rows(rows)?).collect())
     }
 
     pub fn trust_partners(&self) -> Result<Vec<Checked<PartnerRow>>, StorageError> {

@@ -208,6 +208,7 @@ impl Vault {
             }
         }
         events.extend(self.signer_plan(now, end)?);
+        events.extend(self.trust_plan(now));
         // Window ends and destructions are dated from state, not generated up to the horizon.
         events.retain(|e| e.at_ms <= end);
         events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.what.cmp(&b.what)));

@@ -138,6 +138,28 @@ impl Vault {
         Ok(given)
     }
 
+    /// For `policy plan`: each current partner certificate's expiry warnings and expiry.
+    pub(crate) fn trust_plan(&self, now: i64) -> Vec<crate::vault::PlannedEvent> {
+        let mut events = Vec::new();
+        for (policy, row) in self.current_partners() {
+            let name = format!("partner {}/{} v{}", row.domain, row.partner_id, row.version);
+            for days in &policy.expiry_warn_days {
+                let at = row.not_after - i64::from(*days) * DAY_MS;
+                if at >= now {
+                    events.push(crate::vault::PlannedEvent {
+                        at_ms: at,
+                        what: format!("{name}: certificate expiry warning ({days} days)"),
+                    });
+                }
+            }
+            events.push(crate::vault::PlannedEvent {
+                at_ms: row.not_after.max(now),
+                what: format!("{name}: certificate expires"),
+            });
+        }
+        events
+    }
+
     /// Each policy domain's partners' current, unrevoked versions, with the domain's policy.
     fn current_partners(
         &self,

@@ -55,6 +55,9 @@ fn ledger_name(domain: &str, id: &str) -> String {
 struct DomainState {
     anchors: pki::Anchors,
     crls: Vec<OwnedCertRevocationList>,
+    /// An anchor or CRL row failed authentication: the domain trusts nothing until an
+    /// operator stores them again (failing open would let a database writer lift a CRL).
+    forged: bool,
 }
 
 /// The trust rows as last loaded.
@@ -106,31 +109,30 @@ impl Trust {
     /// row is left out (logged; a forged partner is then unknown, a forged anchor set trusts
     /// nothing).
     pub fn refresh(&self) -> Result<(), VaultError> {
-        let now = now_ms() / 1000;
         let revoked = self.keystore.destroyed_masters()?;
         let mut snapshot = Snapshot::default();
-        for row in self.store.trust_anchors()? {
+        for (domain, row) in self.store.trust_anchors()? {
             match row {
-                Ok(row) => match pki::anchors(&row.pem, now) {
-                    Ok(anchors) => {
-                        snapshot.domains.entry(row.domain).or_default().anchors = anchors;
-                    }
-                    // An anchor expired since its upload: the rest of the bundle still counts.
-                    Err(_) => {
-                        let anchors = lenient_anchors(&row.pem);
-                        snapshot.domains.entry(row.domain).or_default().anchors = anchors;
-                    }
+                // Validity was checked at upload; since then path validation decides (a
+                // root's expiry, by design of RFC 5280 trust anchors, does not).
+                Ok(row) => match pki::anchors(&row.pem, None) {
+                    Ok(anchors) => snapshot.domains.entry(domain).or_default().anchors = anchors,
+                    Err(_) => snapshot.domains.entry(domain).or_default().forged = true,
                 },
-                Err(what) => forged(&what),
+                Err(what) => {
+                    forged(&what);
+                    snapshot.domains.entry(domain).or_default().forged = true;
+                }
             }
         }
-        for row in self.store.trust_crls()? {
-            match row.map(|r| (OwnedCertRevocationList::from_der(&r.der), r.domain)) {
-                Ok((Ok(crl), domain)) => snapshot.domains.entry(domain).or_default().crls.push(crl),
-                Ok((Err(_), domain)) => {
-                    tracing::error!(%domain, "a stored CRL no longer parses: left out")
+        for (domain, row) in self.store.trust_crls()? {
+            let state = snapshot.domains.entry(domain).or_default();
+            match row.map(|r| OwnedCertRevocationList::from_der(&r.der)) {
+                Ok(Ok(crl)) => state.crls.push(crl),
+                Ok(Err(_)) | Err(_) => {
+                    tracing::error!("a stored CRL failed authentication or no longer parses: its domain trusts nothing until it is imported again");
+                    state.forged = true;
                 }
-                Err(what) => forged(&what),
             }
         }
         for row in self.store.trust_partners()? {
@@ -164,12 +166,6 @@ impl Trust {
 
 fn forged(what: &str) {
     tracing::error!(row = %what, "a trust row failed authentication: left out");
-}
-
-/// The roots and intermediates of a stored bundle, without the upload's validity check (an
-/// anchor may expire after its upload; path validation then refuses what it signed).
-fn lenient_anchors(pem: &str) -> pki::Anchors {
-    pki::anchors(pem, i64::MIN / 2).unwrap_or_default()
 }
 
 /// `PUT …/anchors`'s answer.
@@ -268,7 +264,7 @@ impl Vault {
     ) -> Result<Decision<AnchorsReport>, VaultError> {
         grant.check_global(Role::TrustAdmin)?;
         self.trust_domain(domain)?;
-        let anchors = pki::anchors(pem, now_ms() / 1000).map_err(refused)?;
+        let anchors = pki::anchors(pem, Some(now_ms() / 1000)).map_err(refused)?;
         let pem = pem_of(anchors.roots.iter().chain(&anchors.intermediates));
         if self.policy().dual_control {
             let decision = self.request_approval(grant, Irreversible::ReplaceAnchors)?;
@@ -292,7 +288,7 @@ impl Vault {
         domain: &str,
         pem: &str,
     ) -> Result<AnchorsReport, VaultError> {
-        let anchors = pki::anchors(pem, now_ms() / 1000).map_err(refused)?;
+        let anchors = pki::anchors(pem, Some(now_ms() / 1000)).map_err(refused)?;
         let fingerprints: Vec<String> = anchors
             .roots
             .iter()
@@ -395,6 +391,9 @@ impl Vault {
         let snapshot = self.trust.snapshot();
         let empty = DomainState::default();
         let state = snapshot.domains.get(domain).unwrap_or(&empty);
+        if state.forged {
+            return Err(VaultError::Integrity);
+        }
         let now = now_ms() / 1000;
         let valid =
             pki::validate(&chain, &state.anchors, &state.crls, policy, now).map_err(refused)?;

@@ -134,6 +134,9 @@ impl Vault {
         }
         let empty = DomainState::default();
         let state = snapshot.domains.get(domain).unwrap_or(&empty);
+        if state.forged {
+            return Err(VaultError::PartnerUntrusted);
+        }
         let now = now_ms();
         let chain = pki::certificates(&current.chain).map_err(|_| VaultError::Integrity)?;
         let valid = pki::validate(&chain, &state.anchors, &state.crls, policy, now / 1000)
