@@ -948,3 +948,191 @@ fn signing_keys() {
         assert_eq!(kids, [versions[1]["kid"].as_str().unwrap()], "{}", i.url);
     }
 }
+
+impl Deployment {
+    /// `PUT` of a PEM body on the first instance as the README's trust admin; the answer's JSON.
+    fn put_pem(&self, path: &str, pem: &Value) -> Value {
+        let reply = self.send(
+            self.http
+                .put(format!("{}{path}", self.instances[0].url))
+                .bearer_auth(&self.vars["TRUST_ADMIN"])
+                .body(pem.as_str().unwrap().to_owned()),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    fn register(&self, domain: &str, id: &str, chain: &Value) {
+        let reply = self.send(
+            self.http
+                .post(format!(
+                    "{}/v1/trust/{domain}/partners",
+                    self.instances[0].url
+                ))
+                .bearer_auth(&self.vars["TRUST_ADMIN"])
+                .json(&serde_json::json!({ "id": id, "certificate_chain": chain })),
+        );
+        assert_eq!(
+            reply.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+
+    /// Shares `r` with `partner` through `instance` as the README's sharer.
+    fn share(&self, instance: usize, r: &Record, partner: &str) -> Reply {
+        self.send(
+            self.http
+                .post(format!(
+                    "{}/v1/ns/{}/records/{}/share",
+                    self.instances[instance].url, r.ns, r.name
+                ))
+                .bearer_auth(&self.vars["SHARER"])
+                .header("Resident-Id", &r.uin)
+                .json(&serde_json::json!({ "partner": partner })),
+        )
+    }
+
+    fn auditor_get(&self, path: &str) -> Value {
+        let reply = self.send(
+            self.http
+                .get(format!("{}{path}", self.instances[0].url))
+                .bearer_auth(&self.vars["AUDITOR"]),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    /// The partner's version states, oldest first.
+    fn partner_states(&self, domain: &str, id: &str) -> Vec<String> {
+        self.auditor_get(&format!("/v1/trust/{domain}/partners/{id}"))["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["state"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    fn demographics(&self) -> Vec<&Record> {
+        self.records
+            .iter()
+            .filter(|r| r.ns == "resident-portal" && r.name == "demographics")
+            .collect()
+    }
+}
+
+#[test]
+fn partner_key_compromise() {
+    let Some(d) = Deployment::start() else { return };
+    let Some(pki) = support::trust::pki_py(&serde_json::json!({"op": "pki"})) else {
+        return;
+    };
+    // The partner as registered before the incident, with records already shared to it.
+    d.put_pem("/v1/trust/AUTH/anchors", &pki["anchors"]);
+    d.register("AUTH", "ida-1", &pki["partners"]["ec"]["chain"]);
+    let before: Vec<&Record> = d.demographics().into_iter().take(5).collect();
+    std::thread::sleep(PROPAGATION);
+    for (k, r) in before.iter().enumerate() {
+        let reply = d.share(k % 2, r, "AUTH/ida-1");
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    fs::create_dir(d.path("partners")).unwrap();
+    fs::write(
+        d.path("partners/AUTH-ida-1-new.pem"),
+        pki["partners"]["ec2"]["chain"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    d.run_page("partner-key-compromise.md");
+    d.check_records(|_| Expect::Reads);
+    assert_eq!(d.partner_states("AUTH", "ida-1"), ["revoked", "active"]);
+    let exposure = d.auditor_get("/v1/trust/AUTH/partners/ida-1/exposure");
+    let v1 = &exposure["versions"][0];
+    assert_eq!(
+        (v1["shares"].as_i64(), v1["residents"].as_i64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(v1["revoked_reason"], "key_compromise");
+    // The page shared every resident's demographics again, to the new key only: one JWE each
+    // (and one per instance for the check), opened here with the partner's new private key.
+    let demographics = d.demographics();
+    assert!(exposure["versions"][1]["shares"].as_i64().unwrap() >= demographics.len() as i64);
+    let out = d.path("reshare-AUTH-ida-1-v2");
+    for (line, r) in demographics.iter().enumerate() {
+        let jwe = fs::read_to_string(out.join(format!("{}.demographics.jwe", line + 1))).unwrap();
+        let opened = support::trust::pki_py(&serde_json::json!({
+            "op": "decrypt", "jwe": jwe, "key_pem": pki["partners"]["ec2"]["key"],
+        }))
+        .unwrap();
+        assert_eq!(opened["plaintext_b64"], support::trust::b64(&r.body));
+        assert_eq!(
+            opened["header"]["kid"],
+            pki["partners"]["ec2"]["thumbprint"]
+        );
+    }
+}
+
+#[test]
+fn device_key_exposure() {
+    let Some(d) = Deployment::start() else { return };
+    let Some(pki) = support::trust::pki_py(&serde_json::json!({"op": "provider"})) else {
+        return;
+    };
+    d.put_pem("/v1/trust/DEVICE/anchors", &pki["anchors"]);
+    for id in ["sbi-0001", "sbi-0002", "sbi-0003"] {
+        d.register("DEVICE", id, &pki["devices"][id]);
+    }
+    let r = d.demographics()[0];
+    for id in ["sbi-0001", "sbi-0002", "sbi-0003"] {
+        let reply = d.share(0, r, &format!("DEVICE/{id}"));
+        assert_eq!(
+            reply.status,
+            200,
+            "{id}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    fs::create_dir(d.path("partners")).unwrap();
+    fs::write(
+        d.path("partners/DEVICE-provider.crl.pem"),
+        pki["crl"].as_str().unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        d.path("partners/DEVICE-anchors.pem"),
+        pki["new_anchors"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    d.run_page("device-key-exposure.md");
+    d.check_records(|_| Expect::Reads);
+    assert_eq!(d.partner_states("DEVICE", "sbi-0001"), ["revoked"]);
+    // The others are refused by the CRL and the new anchors, not by a revocation of ours.
+    for id in ["sbi-0002", "sbi-0003"] {
+        assert_eq!(d.partner_states("DEVICE", id), ["active"]);
+        for instance in 0..2 {
+            let reply = d.share(instance, r, &format!("DEVICE/{id}"));
+            assert_eq!(reply.status, 409, "{id}");
+        }
+    }
+    // A device of the provider's new hierarchy registers and receives shares.
+    d.register("DEVICE", "sbi-0004", &pki["new_device"]);
+    std::thread::sleep(PROPAGATION);
+    assert_eq!(d.share(1, r, "DEVICE/sbi-0004").status, 200);
+}

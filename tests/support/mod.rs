@@ -12,4 +12,7 @@ pub mod softhsm;
 // Only the signing tests use it.
 #[allow(dead_code)]
 pub mod signing;
+// Only the trust tests use it.
+#[allow(dead_code)]
+pub mod trust;
 pub mod writer;

@@ -128,7 +128,9 @@ impl Vault {
         let current = snapshot
             .current(domain, id)
             .ok_or(VaultError::UnknownPartner)?;
-        entry.detail = format!("partner {domain}/{id} v{}", current.version);
+        // The trail names the certificate a record went to; the record is in the detail.
+        entry.target = format!("partner {domain}/{id} v{}", current.version);
+        entry.detail = format!("record {}", audit_name(name));
         if current.revoked_reason.is_some() {
             return Err(VaultError::PartnerUntrusted);
         }
@@ -184,8 +186,8 @@ impl Vault {
             created_at: now,
         };
         let entry = entry.clone().with_detail(format!(
-            "partner {domain}/{id} v{} x5t#S256={} rev {} jti={jti}",
-            current.version, current.thumbprint, record.revision
+            "record {name} rev {} x5t#S256={} jti={jti}",
+            record.revision, current.thumbprint
         ));
         self.store().add_share(&receipt, &entry)?;
         Ok(Shared { jwe })
