@@ -212,13 +212,14 @@ pub fn crl_der(body: &[u8]) -> Result<Vec<u8>, Refusal> {
 /// Checks that `der` is a CRL that webpki can apply, signed by one of the anchors.
 pub fn crl(der: &[u8], anchors: &Anchors) -> Result<CheckedCrl, Refusal> {
     const BAD: Refusal = refuse("malformed", "not a PEM or DER X.509 CRL");
+    let (_, parsed) = CertificateRevocationList::from_der(der).map_err(|_| BAD)?;
+    // A CRL webpki cannot apply (v1, delta, indirect, partitioned) would be ignored at use.
     OwnedCertRevocationList::from_der(der).map_err(|_| {
         refuse(
             "crl_unsupported",
-            "not a complete v2 CRL that can be applied",
+            "a v1, delta, indirect or partitioned CRL, which cannot be applied",
         )
     })?;
-    let (_, parsed) = CertificateRevocationList::from_der(der).map_err(|_| BAD)?;
     let issuer = anchors
         .all()
         .find(|ca| {
