@@ -522,7 +522,7 @@ async fn an_imported_crl_makes_a_registered_partner_untrusted(db: TestDb) {
         (&crl["domain"], &crl["issuer"], &crl["revoked"]),
         (
             &json!("AUTH"),
-            &t.pki["intermediate_fingerprint"],
+            &t.pki["intermediate_name_sha256"],
             &json!(1)
         ),
         "{crl}"

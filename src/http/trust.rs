@@ -35,8 +35,8 @@ pub struct RevokeRequest {
     #[schema(pattern = "^(key_compromise|superseded|cessation)$")]
     reason: String,
     /// The version to revoke; the current one if absent.
-    #[schema(minimum = 1)]
-    version: Option<i32>,
+    #[schema(value_type = Option<i32>, minimum = 1)]
+    version: Option<f64>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -45,9 +45,10 @@ pub struct ShareRequest {
     /// `DOMAIN/id`.
     #[schema(pattern = "^[A-Z][A-Z0-9_]{0,31}/[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     partner: String,
-    /// The JWE's `exp - iat`; at most the domain's `max_share_ttl_secs` (its default).
-    #[schema(minimum = 1, maximum = 86400)]
-    ttl_secs: Option<u64>,
+    /// The JWE's `exp - iat` in whole seconds; at most the domain's `max_share_ttl_secs` (its
+    /// default). A JSON number such as `60.0` is a whole number too.
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 86400)]
+    ttl_secs: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +63,17 @@ pub struct ExpiringQuery {
     within: Option<String>,
 }
 
+/// A JSON number that must be a whole number in `1..=max` (`60.0` is one, as JSON Schema's
+/// `integer` says).
+fn whole(value: Option<f64>, what: &str, max: u32) -> Result<Option<u32>, ApiError> {
+    match value {
+        Some(v) if v.fract() != 0.0 || !(1.0..=f64::from(max)).contains(&v) => Err(
+            ApiError::bad_request(format!("{what} must be a whole number from 1 to {max}")),
+        ),
+        v => Ok(v.map(|v| v as u32)),
+    }
+}
+
 fn text(body: &[u8], what: &str) -> Result<String, ApiError> {
     String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request(format!("{what} must be PEM text")))
@@ -72,7 +84,7 @@ fn text(body: &[u8], what: &str) -> Result<String, ApiError> {
 /// 202 with an approval for an operator.
 #[utoipa::path(put, path = "/v1/trust/{domain}/anchors", tag = "trust",
     params(("domain" = String, Path)),
-    request_body(content = String, content_type = "application/x-pem-file", description = "PEM CA certificates"),
+    request_body(content = String, content_type = "text/plain", description = "PEM CA certificates"),
     responses((status = 200, body = AnchorsReport),
         (status = 202, body = PendingApproval, description = "dual control: waiting for an operator"),
         (status = 400, description = "`certificate_refused` with the failed check as `reason`"),
@@ -98,7 +110,7 @@ pub async fn put_anchors(
 /// at every share. Nothing is fetched from the network.
 #[utoipa::path(put, path = "/v1/trust/{domain}/crl", tag = "trust",
     params(("domain" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "application/pkix-crl", description = "a CRL, PEM or DER"),
+    request_body(content = String, content_type = "text/plain", description = "a CRL, PEM (`X509 CRL`); DER is accepted too"),
     responses((status = 200, body = CrlReport), (status = 400), (status = 404)))]
 pub async fn put_crl(
     state: web::Data<AppState>,
@@ -164,6 +176,7 @@ pub async fn revoke(
     let grant = caller.grant_global(&state.vault, Role::TrustAdmin)?;
     let (domain, id) = path.into_inner();
     let RevokeRequest { reason, version } = body.into_inner();
+    let version = whole(version, "version", i32::MAX as u32)?.map(|v| v as i32);
     let vault = state.vault.clone();
     Ok(HttpResponse::Ok().json(
         blocking(move || vault.revoke_partner(&grant, &domain, &id, &reason, version)).await?,
@@ -228,6 +241,7 @@ pub async fn share(
     let grant = caller.grant(&state.vault, Role::Sharer, Some(&ns))?;
     let id = resident_id(&req)?;
     let ShareRequest { partner, ttl_secs } = body.into_inner();
+    let ttl_secs = whole(ttl_secs, "ttl_secs", u32::MAX)?.map(u64::from);
     let vault = state.vault.clone();
     let shared =
         blocking(move || vault.share_record(&grant, &id, &name, &partner, ttl_secs)).await?;

@@ -9,8 +9,8 @@ use diesel::prelude::*;
 use super::conn::{on_backend, AnyConnection};
 use super::row_macs::{first_locked, MacedRow};
 use super::schema::{
-    share_receipts, trust_anchor_proposals, trust_anchors, trust_crls, trust_expiry_warnings,
-    trust_partners,
+    audit, share_receipts, trust_anchor_proposals, trust_anchors, trust_crls,
+    trust_expiry_warnings, trust_partners,
 };
 use super::{AuditEntry, StorageError, Store};
 
@@ -309,6 +309,27 @@ impl Store {
             .filter(share_receipts::version.eq_any(versions))
             .select(count(share_receipts::resident_tag).aggregate_distinct())
             .first(&mut *conn)?)
+    }
+
+    /// What the audit trail says was shared to each of `targets` (a `trust.share` entry's
+    /// target, `partner DOMAIN/id vN`): `(target, shares, distinct residents)`. A scan of the
+    /// trail's share entries, for exposure reports (rare), not a request path.
+    pub fn audited_shares(
+        &self,
+        targets: &[String],
+    ) -> Result<Vec<(String, i64, i64)>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(audit::table
+            .filter(audit::operation.eq("trust.share"))
+            .filter(audit::outcome.eq("ok"))
+            .filter(audit::target.eq_any(targets))
+            .group_by(audit::target)
+            .select((
+                audit::target,
+                count_star(),
+                count(audit::resident_tag).aggregate_distinct(),
+            ))
+            .load(&mut *conn)?)
     }
 
     /// Every share of one resident's records in `namespace`, newest first.

@@ -12,7 +12,7 @@ mod expiry;
 mod pki;
 mod share;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -44,10 +44,30 @@ pub const MAX_PEM_BYTES: usize = 64 * 1024;
 /// Why a partner certificate was revoked.
 pub const REVOCATION_REASONS: [&str; 3] = ["key_compromise", "superseded", "cessation"];
 
-/// The keystore ledger's name for a partner's revoked versions. Domain and partner names hold
-/// no `/`, so it names no namespace and no signer.
+/// The keystore's ledger remembers, beyond any database restore, three things about trust
+/// (domain and partner names hold no `/`, so these name no namespace and no signer):
+/// a partner's revoked versions,
 fn ledger_name(domain: &str, id: &str) -> String {
     format!("trust/{domain}/{id}")
+}
+
+/// its registered versions (the highest is the one shares must use),
+fn versions_ledger(domain: &str, id: &str) -> String {
+    format!("trust-version/{domain}/{id}")
+}
+
+/// and, per CA of a domain, the `thisUpdate` (seconds) of each CRL imported: an older or
+/// missing CRL row is then detected, not trusted.
+fn crl_ledger(domain: &str, issuer: &str) -> String {
+    format!("trust-crl/{domain}/{issuer}")
+}
+
+/// The highest number the ledger holds for `name`.
+fn highest(ledger: &BTreeSet<(String, u32)>, name: &str) -> Option<u32> {
+    ledger
+        .range((name.to_owned(), 0)..=(name.to_owned(), u32::MAX))
+        .next_back()
+        .map(|(_, v)| *v)
 }
 
 /// One domain's anchors and CRLs as last loaded.
@@ -67,6 +87,9 @@ struct Snapshot {
     /// Each partner's versions, oldest first; a version the keystore records as revoked is
     /// revoked here whatever its row says.
     partners: BTreeMap<(String, String), Vec<PartnerRow>>,
+    /// Partners whose newest registered version (as the keystore records it) has no authentic
+    /// row: deleted or edited. They receive nothing rather than fall back to an older key.
+    newest_missing: BTreeSet<(String, String)>,
 }
 
 impl Snapshot {
@@ -109,7 +132,7 @@ impl Trust {
     /// row is left out (logged; a forged partner is then unknown, a forged anchor set trusts
     /// nothing).
     pub fn refresh(&self) -> Result<(), VaultError> {
-        let revoked = self.keystore.destroyed_masters()?;
+        let ledger = self.keystore.destroyed_masters()?;
         let mut snapshot = Snapshot::default();
         for (domain, row) in self.store.trust_anchors()? {
             match row {
@@ -125,14 +148,38 @@ impl Trust {
                 }
             }
         }
+        let mut stored_crls = BTreeSet::new();
         for (domain, row) in self.store.trust_crls()? {
-            let state = snapshot.domains.entry(domain).or_default();
-            match row.map(|r| OwnedCertRevocationList::from_der(&r.der)) {
-                Ok(Ok(crl)) => state.crls.push(crl),
-                Ok(Err(_)) | Err(_) => {
-                    tracing::error!("a stored CRL failed authentication or no longer parses: its domain trusts nothing until it is imported again");
+            let state = snapshot.domains.entry(domain.clone()).or_default();
+            match row.map(|r| (OwnedCertRevocationList::from_der(&r.der), r)) {
+                Ok((Ok(crl), row)) => {
+                    state.crls.push(crl);
+                    let name = crl_ledger(&domain, &row.issuer);
+                    stored_crls.insert((name, (row.this_update / 1000) as u32));
+                }
+                Ok((Err(_), _)) | Err(_) => {
+                    tracing::error!(%domain, "a stored CRL failed authentication or no longer parses: the domain trusts nothing until it is imported again");
                     state.forged = true;
                 }
+            }
+        }
+        // The newest CRL the keystore saw imported for each CA must be stored, or a newer one.
+        for (name, _) in ledger.iter().filter(|(n, _)| n.starts_with("trust-crl/")) {
+            let Some((domain, _)) = name["trust-crl/".len()..].split_once('/') else {
+                continue;
+            };
+            let newest = highest(&ledger, name).unwrap_or(0);
+            let kept = stored_crls
+                .range((name.clone(), newest)..=(name.clone(), u32::MAX))
+                .next()
+                .is_some();
+            if !kept {
+                tracing::error!(%domain, "a CRL row is missing or older than the last one imported (a restored backup?): the domain trusts nothing until it is imported again");
+                snapshot
+                    .domains
+                    .entry(domain.to_owned())
+                    .or_default()
+                    .forged = true;
             }
         }
         for row in self.store.trust_partners()? {
@@ -143,11 +190,11 @@ impl Trust {
                     continue;
                 }
             };
-            let ledger = (
+            let revoked = (
                 ledger_name(&row.domain, &row.partner_id),
                 row.version as u32,
             );
-            if revoked.contains(&ledger) && row.revoked_reason.is_none() {
+            if ledger.contains(&revoked) && row.revoked_reason.is_none() {
                 tracing::error!(domain = %row.domain, partner = %row.partner_id, version = row.version, "the keystore records this partner certificate as revoked, the database does not (an older backup?): served as revoked");
                 // The reason lives in the lost row; the worst one keeps it in exposure reports.
                 row.revoked_reason = Some("key_compromise".into());
@@ -158,6 +205,14 @@ impl Trust {
                 .entry((row.domain.clone(), row.partner_id.clone()))
                 .or_default()
                 .push(row);
+        }
+        for ((domain, id), rows) in &snapshot.partners {
+            let registered = highest(&ledger, &versions_ledger(domain, id));
+            let current = rows.last().map_or(0, |r| r.version as u32);
+            if registered.is_some_and(|v| v > current) {
+                tracing::error!(%domain, partner = %id, "the partner's newest registered certificate has no authentic row (deleted or edited): it receives nothing");
+                snapshot.newest_missing.insert((domain.clone(), id.clone()));
+            }
         }
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
         Ok(())
@@ -227,7 +282,7 @@ pub struct Registered {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CrlReport {
     pub domain: String,
-    /// SHA-256 (hex) of the CA certificate that signed it.
+    /// SHA-256 (hex) of the DER of its issuer's Name: one CRL is kept per issuing CA.
     pub issuer: String,
     #[serde(serialize_with = "crate::time::serialize")]
     #[schema(value_type = String, format = DateTime)]
@@ -361,6 +416,10 @@ impl Vault {
             }
             other => other?,
         }
+        self.keyring().keystore().record_destroyed(
+            &crl_ledger(domain, &crl.issuer),
+            u32::try_from(crl.this_update).unwrap_or(u32::MAX),
+        )?;
         self.trust.refresh()?;
         Ok(CrlReport {
             domain: domain.to_owned(),
@@ -417,15 +476,19 @@ impl Vault {
             }));
         }
         let versions = snapshot.versions(domain, id).unwrap_or_default();
-        if versions
-            .last()
-            .is_some_and(|r| r.thumbprint == valid.thumbprint)
-        {
+        if versions.iter().any(|r| r.thumbprint == valid.thumbprint) {
             return Err(VaultError::Conflict(
-                "this certificate is already the partner's current one".into(),
+                "this certificate is already registered for the partner".into(),
             ));
         }
-        let version = versions.last().map_or(1, |r| r.version + 1);
+        // Above every version the keystore has seen, so a deleted row's number is not reused.
+        let keystore = self.keyring().keystore();
+        let registered = highest(&keystore.destroyed_masters()?, &versions_ledger(domain, id));
+        let version = versions
+            .last()
+            .map_or(0, |r| r.version)
+            .max(registered.map_or(0, |v| v as i32))
+            + 1;
         let row = PartnerRow {
             domain: domain.to_owned(),
             partner_id: id.to_owned(),
@@ -448,6 +511,9 @@ impl Vault {
             )
             .with_detail(format!("x5t#S256={} {}", row.thumbprint, row.key_desc));
         self.store().add_partner(&row, &entry)?;
+        // After the row: a keystore failure now leaves a row the ledger does not know yet,
+        // which is served (it is authentic), not a ledger entry without its row.
+        keystore.record_destroyed(&versions_ledger(domain, id), version as u32)?;
         self.trust.refresh()?;
         Ok(Registered {
             domain: domain.to_owned(),

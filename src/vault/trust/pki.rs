@@ -186,8 +186,8 @@ pub fn anchors(pem: &str, now_secs: Option<i64>) -> Result<Anchors, Refusal> {
     Ok(set)
 }
 
-/// A CRL checked against a domain's anchors: `(issuer fingerprint, thisUpdate, nextUpdate,
-/// revoked entries)`.
+/// A CRL checked against a domain's anchors: `(SHA-256 of its issuer's Name, thisUpdate,
+/// nextUpdate, revoked entries)`.
 pub struct CheckedCrl {
     pub issuer: String,
     pub this_update: i64,
@@ -220,20 +220,22 @@ pub fn crl(der: &[u8], anchors: &Anchors) -> Result<CheckedCrl, Refusal> {
             "a v1, delta, indirect or partitioned CRL, which cannot be applied",
         )
     })?;
-    let issuer = anchors
-        .all()
-        .find(|ca| {
-            parse(ca).is_ok_and(|ca| {
-                ca.subject().as_raw() == parsed.issuer().as_raw()
-                    && parsed.verify_signature(ca.public_key()).is_ok()
-            })
+    let signed = anchors.all().any(|ca| {
+        parse(ca).is_ok_and(|ca| {
+            ca.subject().as_raw() == parsed.issuer().as_raw()
+                && parsed.verify_signature(ca.public_key()).is_ok()
         })
-        .ok_or(refuse(
+    });
+    if !signed {
+        return Err(refuse(
             "crl_signature",
             "the CRL is not signed by a CA of this domain",
-        ))?;
+        ));
+    }
+    // Named by its issuer's name, which is what webpki matches a certificate's issuer to: a
+    // CA re-certified under the same name keeps one CRL, and an older one stays stale.
     Ok(CheckedCrl {
-        issuer: fingerprint(issuer),
+        issuer: hex::encode(Sha256::digest(parsed.issuer().as_raw())),
         this_update: parsed.last_update().timestamp(),
         next_update: parsed.next_update().map(|t| t.timestamp()),
         revoked: parsed.iter_revoked_certificates().count(),
@@ -351,9 +353,12 @@ pub fn validate(
     if anchors.roots.is_empty() {
         return Err(refuse("no_anchors", "the domain has no anchors yet"));
     }
+    // webpki does not check a trust anchor's validity (RFC 5280 leaves it to the relying
+    // party); an expired root trusts nothing here.
     let roots: Vec<CertificateDer<'_>> = anchors
         .roots
         .iter()
+        .filter(|d| parse(d).is_ok_and(|c| within_validity(&c, now_secs).is_ok()))
         .map(|d| CertificateDer::from(d.as_slice()))
         .collect();
     let trust_anchors = roots

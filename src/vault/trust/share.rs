@@ -29,6 +29,10 @@ pub struct PartnerExposure {
     pub shares: i64,
     /// Distinct residents among them.
     pub residents: i64,
+    /// Whether the receipts agree with the audit trail's `trust.share` entries, version by
+    /// version. Receipts are plain rows; the hash-chained trail is the record. `false` means
+    /// receipts were deleted or edited: trust the `audited_*` counts (and run `audit verify`).
+    pub consistent: bool,
     pub versions: Vec<VersionExposure>,
 }
 
@@ -39,6 +43,9 @@ pub struct VersionExposure {
     pub revoked_reason: Option<String>,
     pub shares: i64,
     pub residents: i64,
+    /// Shares and distinct residents as the audit trail records them.
+    pub audited_shares: i64,
+    pub audited_residents: i64,
     #[serde(serialize_with = "crate::time::serialize_opt")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub first_at: Option<i64>,
@@ -131,7 +138,10 @@ impl Vault {
         // The trail names the certificate a record went to; the record is in the detail.
         entry.target = format!("partner {domain}/{id} v{}", current.version);
         entry.detail = format!("record {}", audit_name(name));
-        if current.revoked_reason.is_some() {
+        let newest_missing = snapshot
+            .newest_missing
+            .contains(&(domain.to_owned(), id.to_owned()));
+        if current.revoked_reason.is_some() || newest_missing {
             return Err(VaultError::PartnerUntrusted);
         }
         let empty = DomainState::default();
@@ -215,13 +225,22 @@ impl Vault {
             .versions(domain, id)
             .ok_or(VaultError::UnknownPartner)?;
         let counts = self.store().share_counts(domain, id)?;
+        let target = |v: i32| format!("partner {domain}/{id} v{v}");
+        let targets: Vec<String> = rows.iter().map(|r| target(r.version)).collect();
+        let audited = self.store().audited_shares(&targets)?;
         let mut versions = Vec::new();
         for row in rows
             .iter()
             .filter(|r| reason.is_none() || r.revoked_reason.as_deref() == reason)
         {
             let mine: Vec<_> = counts.iter().filter(|c| c.0 == row.version).collect();
+            let (audited_shares, audited_residents) = audited
+                .iter()
+                .find(|a| a.0 == target(row.version))
+                .map_or((0, 0), |a| (a.1, a.2));
             versions.push(VersionExposure {
+                audited_shares,
+                audited_residents,
                 version: row.version,
                 thumbprint: row.thumbprint.clone(),
                 revoked_reason: row.revoked_reason.clone(),
@@ -233,7 +252,14 @@ impl Vault {
             });
         }
         let listed: Vec<i32> = versions.iter().map(|v| v.version).collect();
+        let consistent = versions
+            .iter()
+            .all(|v| v.shares == v.audited_shares && v.residents == v.audited_residents);
+        if !consistent {
+            tracing::error!(%domain, partner = %id, "share receipts disagree with the audit trail (deleted or edited receipts?): the exposure report says so");
+        }
         Ok(PartnerExposure {
+            consistent,
             domain: domain.to_owned(),
             id: id.to_owned(),
             shares: versions.iter().map(|v| v.shares).sum(),
