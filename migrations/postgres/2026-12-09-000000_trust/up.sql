@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS trust_anchor_proposals (
     pem        TEXT NOT NULL,
     mac        BYTEA
 );
--- One CRL per issuing CA of a domain (issuer: SHA-256 of the CA certificate, hex).
+-- One CRL per issuing CA of a domain (issuer: SHA-256 of the DER of the CA's Name, hex).
 CREATE TABLE IF NOT EXISTS trust_crls (
     domain      TEXT NOT NULL,
     issuer      TEXT NOT NULL,
