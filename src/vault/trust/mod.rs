@@ -1,6 +1,8 @@
 //! Partner and device trust (DESIGN.md "Partner and device trust (v1)"): per-domain anchors
-//! and CRLs, partner certificates validated to them, revocation, and the expiry watch.
-//! Records shared with partners, and the exposure reports, are in `share.rs`.
+//! and CRLs, partner certificates validated to them, and revocation (`registry.rs`), checked
+//! with maintained X.509 code (`pki.rs`); records shared with partners and the exposure
+//! reports (`share.rs`); the expiry watch (`expiry.rs`). This file holds what they share: the
+//! snapshot of the trust rows and the keystore ledger's names.
 //!
 //! Every instance decides trust from a [`Snapshot`] of the authentic rows, reloaded every
 //! [`super::SYNC_INTERVAL`] (the cache-sync thread) and after each change made here, so a
@@ -10,20 +12,20 @@
 
 mod expiry;
 mod pki;
+mod registry;
 mod share;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
 use webpki::OwnedCertRevocationList;
 
-use super::approvals::{Decision, Irreversible};
-use super::{now_ms, EntryExt, Grant, Role, Vault, VaultError};
+use super::{Grant, Role, Vault, VaultError};
 use crate::keystore::Keystore;
-use crate::storage::{AnchorProposal, AnchorRow, CrlRow, PartnerRow, StorageError, Store};
+use crate::storage::{PartnerRow, Store};
 pub use expiry::{Expiring, ExpiringCertificate};
 pub use pki::Refusal;
+pub use registry::{AnchorsReport, CrlReport, PartnerView, Registered};
 pub use share::{PartnerExposure, ResidentExposure, Shared};
 
 /// Partner ids: what MOSIP's partner ids look like, and safe in paths and the audit trail.
@@ -223,81 +225,6 @@ fn forged(what: &str) {
     tracing::error!(row = %what, "a trust row failed authentication: left out");
 }
 
-/// `PUT …/anchors`'s answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AnchorsReport {
-    pub domain: String,
-    pub roots: usize,
-    pub intermediates: usize,
-    /// SHA-256 (hex) of each certificate, roots first.
-    pub fingerprints: Vec<String>,
-}
-
-/// `GET …/partners/{id}`'s answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PartnerView {
-    pub domain: String,
-    pub id: String,
-    pub versions: Vec<PartnerVersionView>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PartnerVersionView {
-    pub version: i32,
-    /// `x5t#S256` of the certificate.
-    pub thumbprint: String,
-    /// `EC P-256` or `RSA <bits>`.
-    pub key: String,
-    #[serde(serialize_with = "crate::time::serialize")]
-    #[schema(value_type = String, format = DateTime)]
-    pub not_before: i64,
-    #[serde(serialize_with = "crate::time::serialize")]
-    #[schema(value_type = String, format = DateTime)]
-    pub not_after: i64,
-    /// `active` (the newest, used for shares), `superseded` or `revoked`.
-    pub state: &'static str,
-    pub revoked_reason: Option<String>,
-    #[serde(serialize_with = "crate::time::serialize_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub revoked_at: Option<i64>,
-    #[serde(serialize_with = "crate::time::serialize")]
-    #[schema(value_type = String, format = DateTime)]
-    pub created_at: i64,
-}
-
-/// `POST …/partners`' answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Registered {
-    pub domain: String,
-    pub id: String,
-    pub version: i32,
-    pub thumbprint: String,
-    pub key: String,
-    #[serde(serialize_with = "crate::time::serialize")]
-    #[schema(value_type = String, format = DateTime)]
-    pub not_after: i64,
-}
-
-/// `PUT …/crl`'s answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CrlReport {
-    pub domain: String,
-    /// SHA-256 (hex) of the DER of its issuer's Name: one CRL is kept per issuing CA.
-    pub issuer: String,
-    #[serde(serialize_with = "crate::time::serialize")]
-    #[schema(value_type = String, format = DateTime)]
-    pub this_update: i64,
-    #[serde(serialize_with = "crate::time::serialize_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
-    pub next_update: Option<i64>,
-    /// Entries in the CRL.
-    pub revoked: usize,
-}
-
-fn refused(r: Refusal) -> VaultError {
-    VaultError::CertificateRefused(r)
-}
-
 impl Vault {
     pub fn trust(&self) -> &Trust {
         &self.trust
@@ -307,322 +234,6 @@ impl Vault {
         self.policy()
             .trust_domain(domain)
             .ok_or(VaultError::UnknownDomain)
-    }
-
-    /// Replaces a domain's anchors (role `trust_admin`); under dual control, a request that
-    /// an operator approves.
-    pub fn put_anchors(
-        &self,
-        grant: &Grant,
-        domain: &str,
-        pem: &str,
-    ) -> Result<Decision<AnchorsReport>, VaultError> {
-        grant.check_global(Role::TrustAdmin)?;
-        self.trust_domain(domain)?;
-        let anchors = pki::anchors(pem, Some(now_ms() / 1000)).map_err(refused)?;
-        let pem = pem_of(anchors.roots.iter().chain(&anchors.intermediates));
-        if self.policy().dual_control {
-            let decision = self.request_approval(grant, Irreversible::ReplaceAnchors)?;
-            if let Decision::Pending(p) = &decision {
-                self.store().propose_trust_anchors(&AnchorProposal {
-                    approval: p.approval.clone(),
-                    domain: domain.to_owned(),
-                    pem,
-                })?;
-            }
-            return Ok(decision);
-        }
-        self.replace_anchors(grant.actor(), domain, &pem)
-            .map(Decision::Done)
-    }
-
-    /// Stores a checked bundle (`pem`, re-encoded from its certificates).
-    pub(super) fn replace_anchors(
-        &self,
-        actor: &super::Actor,
-        domain: &str,
-        pem: &str,
-    ) -> Result<AnchorsReport, VaultError> {
-        let anchors = pki::anchors(pem, Some(now_ms() / 1000)).map_err(refused)?;
-        let fingerprints: Vec<String> = anchors
-            .roots
-            .iter()
-            .chain(&anchors.intermediates)
-            .map(|d| pki::fingerprint(d))
-            .collect();
-        let row = AnchorRow {
-            domain: domain.to_owned(),
-            pem: pem.to_owned(),
-            updated_at: now_ms(),
-        };
-        let entry = actor
-            .entry("trust.anchors", "", format!("domain {domain}"))
-            .with_detail(format!(
-                "{} roots, {} intermediates: {}",
-                anchors.roots.len(),
-                anchors.intermediates.len(),
-                fingerprints.join(",")
-            ));
-        self.store().set_trust_anchors(&row, &entry)?;
-        self.trust.refresh()?;
-        Ok(AnchorsReport {
-            domain: domain.to_owned(),
-            roots: anchors.roots.len(),
-            intermediates: anchors.intermediates.len(),
-            fingerprints,
-        })
-    }
-
-    /// The bundle waiting under `approval`: `(domain, pem)`.
-    pub(super) fn proposed_anchors(&self, approval: &str) -> Result<(String, String), VaultError> {
-        let proposal = self
-            .store()
-            .trust_anchor_proposal(approval)?
-            .ok_or(VaultError::Integrity)?;
-        Ok((proposal.domain, proposal.pem))
-    }
-
-    /// Imports a CRL signed by one of the domain's CAs (role `trust_admin`).
-    pub fn put_crl(
-        &self,
-        grant: &Grant,
-        domain: &str,
-        body: &[u8],
-    ) -> Result<CrlReport, VaultError> {
-        grant.check_global(Role::TrustAdmin)?;
-        self.trust_domain(domain)?;
-        let der = pki::crl_der(body).map_err(refused)?;
-        let snapshot = self.trust.snapshot();
-        let empty = DomainState::default();
-        let state = snapshot.domains.get(domain).unwrap_or(&empty);
-        let crl = pki::crl(&der, &state.anchors).map_err(refused)?;
-        let row = CrlRow {
-            domain: domain.to_owned(),
-            issuer: crl.issuer.clone(),
-            der,
-            this_update: crl.this_update * 1000,
-            updated_at: now_ms(),
-        };
-        let entry = grant
-            .actor()
-            .entry("trust.crl", "", format!("domain {domain}"))
-            .with_detail(format!("issuer {} entries {}", crl.issuer, crl.revoked));
-        match self.store().put_trust_crl(&row, &entry) {
-            Err(StorageError::Conflict) => {
-                return Err(refused(Refusal {
-                    reason: "crl_stale",
-                    message: "a newer CRL of this CA is already imported",
-                }))
-            }
-            other => other?,
-        }
-        self.keyring().keystore().record_destroyed(
-            &crl_ledger(domain, &crl.issuer),
-            u32::try_from(crl.this_update).unwrap_or(u32::MAX),
-        )?;
-        self.trust.refresh()?;
-        Ok(CrlReport {
-            domain: domain.to_owned(),
-            issuer: crl.issuer,
-            this_update: crl.this_update * 1000,
-            next_update: crl.next_update.map(|t| t * 1000),
-            revoked: crl.revoked,
-        })
-    }
-
-    /// Registers a partner certificate (role `trust_admin`) after validating its path; a new
-    /// certificate for a known id is its next version.
-    pub fn register_partner(
-        &self,
-        grant: &Grant,
-        domain: &str,
-        id: &str,
-        chain_pem: &str,
-    ) -> Result<Registered, VaultError> {
-        grant.check_global(Role::TrustAdmin)?;
-        let policy = self.trust_domain(domain)?;
-        if !valid_partner_id(id) {
-            return Err(VaultError::BadInput(format!(
-                "id must match {PARTNER_ID_PATTERN}"
-            )));
-        }
-        let chain = pki::certificates(chain_pem).map_err(refused)?;
-        let snapshot = self.trust.snapshot();
-        let empty = DomainState::default();
-        let state = snapshot.domains.get(domain).unwrap_or(&empty);
-        if state.forged {
-            return Err(VaultError::Integrity);
-        }
-        let now = now_ms() / 1000;
-        let valid =
-            pki::validate(&chain, &state.anchors, &state.crls, policy, now).map_err(refused)?;
-        if valid.not_after - now < policy.min_remaining.as_secs() as i64 {
-            return Err(refused(Refusal {
-                reason: "remaining_validity",
-                message: "the certificate expires within the domain's min_remaining_days",
-            }));
-        }
-        // A revoked certificate stays revoked, under any id of the domain.
-        let revoked_before = snapshot
-            .partners
-            .iter()
-            .filter(|((d, _), _)| d == domain)
-            .flat_map(|(_, rows)| rows)
-            .any(|r| r.thumbprint == valid.thumbprint && r.revoked_reason.is_some());
-        if revoked_before {
-            return Err(refused(Refusal {
-                reason: "revoked",
-                message: "this certificate was revoked in this domain",
-            }));
-        }
-        let versions = snapshot.versions(domain, id).unwrap_or_default();
-        if versions.iter().any(|r| r.thumbprint == valid.thumbprint) {
-            return Err(VaultError::Conflict(
-                "this certificate is already registered for the partner".into(),
-            ));
-        }
-        // Above every version the keystore has seen, so a deleted row's number is not reused.
-        let keystore = self.keyring().keystore();
-        let registered = highest(&keystore.destroyed_masters()?, &versions_ledger(domain, id));
-        let version = versions
-            .last()
-            .map_or(0, |r| r.version)
-            .max(registered.map_or(0, |v| v as i32))
-            + 1;
-        let row = PartnerRow {
-            domain: domain.to_owned(),
-            partner_id: id.to_owned(),
-            version,
-            chain: pem_of(&chain),
-            thumbprint: valid.thumbprint.clone(),
-            key_desc: valid.key.describe(),
-            not_before: valid.not_before * 1000,
-            not_after: valid.not_after * 1000,
-            created_at: now_ms(),
-            revoked_reason: None,
-            revoked_at: None,
-        };
-        let entry = grant
-            .actor()
-            .entry(
-                "trust.register",
-                "",
-                format!("partner {domain}/{id} v{version}"),
-            )
-            .with_detail(format!("x5t#S256={} {}", row.thumbprint, row.key_desc));
-        self.store().add_partner(&row, &entry)?;
-        // After the row: a keystore failure now leaves a row the ledger does not know yet,
-        // which is served (it is authentic), not a ledger entry without its row.
-        keystore.record_destroyed(&versions_ledger(domain, id), version as u32)?;
-        self.trust.refresh()?;
-        Ok(Registered {
-            domain: domain.to_owned(),
-            id: id.to_owned(),
-            version,
-            thumbprint: row.thumbprint,
-            key: row.key_desc,
-            not_after: row.not_after,
-        })
-    }
-
-    /// A partner's versions (roles `trust_admin`, `auditor`).
-    pub fn partner(
-        &self,
-        grant: &Grant,
-        domain: &str,
-        id: &str,
-    ) -> Result<PartnerView, VaultError> {
-        check_any_global(grant, &[Role::TrustAdmin, Role::Auditor])?;
-        self.trust_domain(domain)?;
-        let snapshot = self.trust.snapshot();
-        let rows = snapshot
-            .versions(domain, id)
-            .ok_or(VaultError::UnknownPartner)?;
-        Ok(partner_view(domain, id, rows))
-    }
-
-    /// Revokes a partner version (default: the current one), on every instance within a
-    /// second (role `trust_admin`).
-    pub fn revoke_partner(
-        &self,
-        grant: &Grant,
-        domain: &str,
-        id: &str,
-        reason: &str,
-        version: Option<i32>,
-    ) -> Result<PartnerView, VaultError> {
-        grant.check_global(Role::TrustAdmin)?;
-        self.trust_domain(domain)?;
-        if !REVOCATION_REASONS.contains(&reason) {
-            return Err(VaultError::BadInput(format!(
-                "reason must be one of {REVOCATION_REASONS:?}"
-            )));
-        }
-        // Rows as stored (not as the ledger shows them): the one to change must be authentic.
-        let stored: Vec<PartnerRow> = self
-            .store()
-            .trust_partners()?
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|r| r.domain == domain && r.partner_id == id)
-            .collect();
-        let from = match version {
-            Some(v) => stored.iter().find(|r| r.version == v),
-            None => stored.last(),
-        }
-        .ok_or(VaultError::UnknownPartner)?;
-        if from.revoked_reason.is_some() {
-            return Err(VaultError::Conflict("already revoked".into()));
-        }
-        // The keystore first: from now on no restored row can lift it.
-        self.keyring()
-            .keystore()
-            .record_destroyed(&ledger_name(domain, id), from.version as u32)?;
-        let to = PartnerRow {
-            revoked_reason: Some(reason.to_owned()),
-            revoked_at: Some(now_ms()),
-            ..from.clone()
-        };
-        let entry = grant
-            .actor()
-            .entry(
-                "trust.revoke",
-                "",
-                format!("partner {domain}/{id} v{}", from.version),
-            )
-            .with_detail(format!("reason={reason} x5t#S256={}", from.thumbprint));
-        self.store().change_partner(from, &to, &entry)?;
-        self.trust.refresh()?;
-        self.partner(grant, domain, id)
-    }
-}
-
-/// The view of a partner's rows.
-fn partner_view(domain: &str, id: &str, rows: &[PartnerRow]) -> PartnerView {
-    let newest = rows.last().map(|r| r.version);
-    PartnerView {
-        domain: domain.to_owned(),
-        id: id.to_owned(),
-        versions: rows
-            .iter()
-            .map(|r| PartnerVersionView {
-                version: r.version,
-                thumbprint: r.thumbprint.clone(),
-                key: r.key_desc.clone(),
-                not_before: r.not_before,
-                not_after: r.not_after,
-                state: if r.revoked_reason.is_some() {
-                    "revoked"
-                } else if Some(r.version) == newest {
-                    "active"
-                } else {
-                    "superseded"
-                },
-                revoked_reason: r.revoked_reason.clone(),
-                revoked_at: r.revoked_at,
-                created_at: r.created_at,
-            })
-            .collect(),
     }
 }
 
@@ -636,13 +247,4 @@ fn check_any_global(grant: &Grant, roles: &[Role]) -> Result<(), VaultError> {
         }
     }
     Err(last)
-}
-
-/// The PEM of DER certificates.
-fn pem_of<'a>(ders: impl IntoIterator<Item = &'a Vec<u8>>) -> String {
-    let blocks: Vec<pem::Pem> = ders
-        .into_iter()
-        .map(|d| pem::Pem::new("CERTIFICATE", d.clone()))
-        .collect();
-    pem::encode_many(&blocks)
 }
