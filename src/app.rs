@@ -169,11 +169,17 @@ fn spawn_cache_sync(vault: &Arc<Vault>) {
                 if let Err(e) = vault.keyring().sync() {
                     tracing::warn!(error = %e, "key cache sync failed; retrying");
                 }
-                if let Err(e) = vault.signers().refresh() {
-                    tracing::warn!(error = %e, "signer key reload failed; retrying");
-                }
-                if let Err(e) = vault.trust().refresh() {
-                    tracing::warn!(error = %e, "trust reload failed; retrying");
+                // The keystore's ledger once for both: on an HSM each read searches the token.
+                match vault.keyring().keystore().destroyed_masters() {
+                    Ok(ledger) => {
+                        if let Err(e) = vault.signers().refresh_with(&ledger) {
+                            tracing::warn!(error = %e, "signer key reload failed; retrying");
+                        }
+                        if let Err(e) = vault.trust().refresh_with(&ledger) {
+                            tracing::warn!(error = %e, "trust reload failed; retrying");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "keystore ledger read failed; retrying"),
                 }
                 if tick % 2 == 1 {
                     if let Err(e) = vault.credentials().sync_revocations() {

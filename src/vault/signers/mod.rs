@@ -12,7 +12,7 @@ mod certs;
 mod jose;
 mod lifecycle;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
@@ -117,8 +117,13 @@ impl Signers {
     /// the signature counts. A forged row is left out (logged; `audit verify` reports it), and
     /// a version the keystore records as revoked is served as compromised whatever its row says.
     pub fn refresh(&self) -> Result<(), VaultError> {
+        self.refresh_with(&self.keystore.destroyed_masters()?)
+    }
+
+    /// [`Signers::refresh`] with the keystore's ledger as just read (the cache sync reads it
+    /// once for signers and trust: on an HSM each read is a search of the token).
+    pub fn refresh_with(&self, revoked: &BTreeSet<(String, u32)>) -> Result<(), VaultError> {
         self.flush_counts()?;
-        let revoked = self.keystore.destroyed_masters()?;
         let now = now_ms();
         let mut keys = Vec::new();
         for row in self.store.signer_keys()? {

@@ -134,7 +134,11 @@ impl Trust {
     /// row is left out (logged; a forged partner is then unknown, a forged anchor set trusts
     /// nothing).
     pub fn refresh(&self) -> Result<(), VaultError> {
-        let ledger = self.keystore.destroyed_masters()?;
+        self.refresh_with(&self.keystore.destroyed_masters()?)
+    }
+
+    /// [`Trust::refresh`] with the keystore's ledger as just read.
+    pub fn refresh_with(&self, ledger: &BTreeSet<(String, u32)>) -> Result<(), VaultError> {
         let mut snapshot = Snapshot::default();
         for (domain, row) in self.store.trust_anchors()? {
             match row {
@@ -170,7 +174,7 @@ impl Trust {
             let Some((domain, _)) = name["trust-crl/".len()..].split_once('/') else {
                 continue;
             };
-            let newest = highest(&ledger, name).unwrap_or(0);
+            let newest = highest(ledger, name).unwrap_or(0);
             let kept = stored_crls
                 .range((name.clone(), newest)..=(name.clone(), u32::MAX))
                 .next()
@@ -209,7 +213,7 @@ impl Trust {
                 .push(row);
         }
         for ((domain, id), rows) in &snapshot.partners {
-            let registered = highest(&ledger, &versions_ledger(domain, id));
+            let registered = highest(ledger, &versions_ledger(domain, id));
             let current = rows.last().map_or(0, |r| r.version as u32);
             if registered.is_some_and(|v| v > current) {
                 tracing::error!(%domain, partner = %id, "the partner's newest registered certificate has no authentic row (deleted or edited): it receives nothing");
