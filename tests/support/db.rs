@@ -10,7 +10,11 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use tempfile::TempDir;
 
-pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
+/// The local test server speaks no TLS. `sslmode=disable` keeps libpq from starting a TLS
+/// negotiation on r2d2's connection threads, which outlive the tests: when a test binary
+/// exits, libcrypto's exit handler raced one of them and the binary died of SIGSEGV after
+/// every test had passed (once in CI; the CLI leaves through `_exit` for the same reason).
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432?sslmode=disable";
 
 pub enum TestDb {
     /// The directory (removed on drop) and the database URL inside it.
