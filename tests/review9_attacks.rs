@@ -759,6 +759,78 @@ async fn held_revocation_reaches_a_peer(db: TestDb) {
     peer.handle.stop(false).await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// From the second, read-only review of the fixes above
+// ---------------------------------------------------------------------------------------------
+
+/// FINDING: a CRL's ledger entry outlived its CA. After the anchors were replaced without that
+/// CA and its CRL row was lost, the domain trusted nothing for good: no CRL of a CA outside
+/// the anchors can be imported to put it right.
+async fn FINDING_a_crl_of_a_ca_that_left_the_anchors_locks_the_domain(db: TestDb) {
+    let Some(t) = Trust::with_anchors(db).await else {
+        return;
+    };
+    let (status, body) = t.put_crl("AUTH", t.text("crl")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = t.put_anchors("AUTH", &t.pki["unrelated_root"]).await;
+    assert_eq!(status, 200, "{body}");
+    execute_sql(t.app.db.url(), "DELETE FROM trust_crls");
+    refresh(&t.app).await;
+    // A partner of the new CA registers and receives shares.
+    let chain = t.text("refused.unknown_issuer.chain");
+    let (status, body) = t.register_chain("AUTH", "ida-new", &chain).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// FINDING: the exposure report listed only the versions whose rows are authentic, so a
+/// database writer who deleted a partner's row hid its shares, and `consistent` stayed true.
+async fn FINDING_deleting_a_partner_row_hides_its_shares_from_the_exposure_report(db: TestDb) {
+    let Some(t) = Trust::with_anchors(db).await else {
+        return;
+    };
+    t.register("AUTH", "ida-1", "ec").await;
+    for i in 0..2 {
+        let r = format!("resident-r9-{i:04}");
+        put_record(&t, "card", &r, b"{}").await;
+        t.share_ok("card", &r, "AUTH/ida-1").await;
+    }
+    t.register("AUTH", "ida-1", "ec2").await;
+    execute_sql(
+        t.app.db.url(),
+        "DELETE FROM trust_partners WHERE partner_id = 'ida-1' AND version = 1",
+    );
+    refresh(&t.app).await;
+    let report = t.exposure("AUTH", "ida-1", None).await;
+    assert_eq!(report["consistent"], false, "{report}");
+    let v1 = &report["versions"][0];
+    assert_eq!(
+        (&v1["version"], &v1["row_missing"], &v1["audited_shares"]),
+        (&json!(1), &json!(true), &json!(2)),
+        "{report}"
+    );
+}
+
+/// FINDING: a revoked certificate was remembered through its row only: once every row of the
+/// domain was deleted, the compromised certificate registered again under another id.
+async fn FINDING_a_revoked_certificate_whose_rows_are_deleted_registers_again(db: TestDb) {
+    let Some(t) = Trust::with_anchors(db).await else {
+        return;
+    };
+    t.register("AUTH", "ida-1", "ec").await;
+    let (status, body) = t.revoke("AUTH", "ida-1", "key_compromise", None).await;
+    assert_eq!(status, 200, "{body}");
+    execute_sql(t.app.db.url(), "DELETE FROM trust_partners");
+    refresh(&t.app).await;
+    let (status, body) = t
+        .register_chain("AUTH", "ida-9", &t.text("partners.ec.chain"))
+        .await;
+    assert_eq!(
+        (status.as_u16(), &body["reason"]),
+        (400, &json!("revoked")),
+        "{body}"
+    );
+}
+
 on_both_backends!(
     FINDING_deleting_the_revoked_newest_version_revives_the_superseded_one,
     FINDING_a_forged_newest_row_falls_back_to_the_superseded_version,
@@ -768,6 +840,8 @@ on_both_backends!(
     held_deleted_share_receipts_are_flagged_by_the_audit_trail,
     held_revocation_reaches_a_peer,
     held_concurrent_exposure_and_no_resident_ids,
+    FINDING_deleting_a_partner_row_hides_its_shares_from_the_exposure_report,
+    FINDING_a_revoked_certificate_whose_rows_are_deleted_registers_again,
 );
 
 mod sqlite_only {
@@ -790,6 +864,7 @@ mod sqlite_only {
         held_jwe_header_is_as_specified,
         held_share_scope_and_absent_records,
         held_path_and_id_tricks,
-        held_huge_pem_bodies
+        held_huge_pem_bodies,
+        FINDING_a_crl_of_a_ca_that_left_the_anchors_locks_the_domain
     );
 }

@@ -347,6 +347,19 @@ impl Store {
             .load(&mut *conn)?)
     }
 
+    /// Every expiry warning given: `(domain, partner, version, days)`.
+    pub fn expiry_warnings(&self) -> Result<Vec<(String, String, i32, i32)>, StorageError> {
+        let mut conn = self.conn()?;
+        Ok(trust_expiry_warnings::table
+            .select((
+                trust_expiry_warnings::domain,
+                trust_expiry_warnings::partner_id,
+                trust_expiry_warnings::version,
+                trust_expiry_warnings::days,
+            ))
+            .load(&mut *conn)?)
+    }
+
     /// Records that the `days` warning of a partner version was given, with its audit entry;
     /// `false` (and nothing written) if it already was, here or on another instance.
     pub fn note_expiry_warning(

@@ -67,3 +67,5 @@ CREATE TABLE IF NOT EXISTS trust_expiry_warnings (
     days       INTEGER NOT NULL,
     PRIMARY KEY (domain, partner_id, version, days)
 );
+-- The exposure report counts the audit trail's share entries per certificate version.
+CREATE INDEX IF NOT EXISTS audit_trust_share ON audit (target) WHERE operation = 'trust.share';

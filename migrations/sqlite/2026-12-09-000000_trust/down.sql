@@ -1,3 +1,4 @@
+DROP INDEX IF EXISTS audit_trust_share;
 DROP TABLE IF EXISTS trust_expiry_warnings;
 DROP TABLE IF EXISTS share_receipts;
 DROP TABLE IF EXISTS trust_partners;

@@ -101,10 +101,13 @@ impl Vault {
     }
 
     /// Audits each warning threshold a current partner certificate has crossed, once across
-    /// every instance; answers how many warnings were given.
+    /// every instance; answers how many warnings were given. Only the missing ones are
+    /// written, and a failed write is logged, not allowed to stop the scheduler's pass.
     pub(crate) fn warn_expiring_partners(&self, now: i64) -> Result<usize, VaultError> {
         let actor = Actor::new("system", "trust expiry watch");
-        let mut given = 0;
+        let given: std::collections::BTreeSet<_> =
+            self.store().expiry_warnings()?.into_iter().collect();
+        let mut count = 0;
         for (policy, row) in self.current_partners() {
             let left = row.not_after - now;
             for days in policy
@@ -112,6 +115,15 @@ impl Vault {
                 .iter()
                 .filter(|d| left <= i64::from(**d) * DAY_MS)
             {
+                let key = (
+                    row.domain.clone(),
+                    row.partner_id.clone(),
+                    row.version,
+                    *days as i32,
+                );
+                if given.contains(&key) {
+                    continue;
+                }
                 let entry = actor
                     .entry(
                         "trust.expiry_warning",
@@ -123,19 +135,23 @@ impl Vault {
                         days,
                         crate::time::rfc3339(row.not_after)
                     ));
-                if self.store().note_expiry_warning(
-                    &row.domain,
-                    &row.partner_id,
-                    row.version,
-                    *days as i32,
-                    &entry,
-                )? {
-                    tracing::warn!(domain = %row.domain, partner = %row.partner_id, version = row.version, days, "partner certificate expires soon");
-                    given += 1;
+                let (domain, id, version, days) = key;
+                match self
+                    .store()
+                    .note_expiry_warning(&domain, &id, version, days, &entry)
+                {
+                    Ok(true) => {
+                        tracing::warn!(%domain, partner = %id, version, days, "partner certificate expires soon");
+                        count += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record an expiry warning; the next pass retries")
+                    }
                 }
             }
         }
-        Ok(given)
+        Ok(count)
     }
 
     /// For `policy plan`: each current partner certificate's expiry warnings and expiry.
@@ -170,10 +186,12 @@ impl Vault {
         ),
     > + '_ {
         let snapshot = self.trust.snapshot();
+        // The version shares use: none for a partner whose newest row is missing.
         let rows: Vec<_> = snapshot
             .partners
-            .values()
-            .filter_map(|versions| versions.last())
+            .iter()
+            .filter(|(key, _)| !snapshot.newest_missing.contains(*key))
+            .filter_map(|(_, versions)| versions.last())
             .filter(|row| row.revoked_reason.is_none())
             .cloned()
             .collect();

@@ -16,7 +16,7 @@ mod registry;
 mod share;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use webpki::OwnedCertRevocationList;
 
@@ -46,11 +46,16 @@ pub const MAX_PEM_BYTES: usize = 64 * 1024;
 /// Why a partner certificate was revoked.
 pub const REVOCATION_REASONS: [&str; 3] = ["key_compromise", "superseded", "cessation"];
 
-/// The keystore's ledger remembers, beyond any database restore, three things about trust
+/// The keystore's ledger remembers, beyond any database restore, four things about trust
 /// (domain and partner names hold no `/`, so these name no namespace and no signer):
 /// a partner's revoked versions,
 fn ledger_name(domain: &str, id: &str) -> String {
     format!("trust/{domain}/{id}")
+}
+
+/// the thumbprints of its revoked certificates (version 0), so none is registered again,
+fn revoked_ledger(domain: &str, thumbprint: &str) -> String {
+    format!("trust-revoked/{domain}/{thumbprint}")
 }
 
 /// its registered versions (the highest is the one shares must use),
@@ -112,6 +117,8 @@ pub struct Trust {
     store: Store,
     keystore: Arc<dyn Keystore>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// What the last reload found wrong, so each problem is logged once.
+    problems: Mutex<BTreeSet<String>>,
 }
 
 impl Trust {
@@ -120,6 +127,7 @@ impl Trust {
             store,
             keystore,
             snapshot: RwLock::default(),
+            problems: Mutex::default(),
         }
     }
 
@@ -131,28 +139,28 @@ impl Trust {
     }
 
     /// Reloads anchors, CRLs, partners and the keystore's record of revocations. A forged
-    /// row is left out (logged; a forged partner is then unknown, a forged anchor set trusts
-    /// nothing).
+    /// partner row is left out; a forged anchor or CRL row makes its domain trust nothing.
     pub fn refresh(&self) -> Result<(), VaultError> {
         self.refresh_with(&self.keystore.destroyed_masters()?)
     }
 
-    /// [`Trust::refresh`] with the keystore's ledger as just read.
+    /// [`Trust::refresh`] with the keystore's ledger as just read. What is wrong is logged
+    /// once, when it appears, not at every reload.
     pub fn refresh_with(&self, ledger: &BTreeSet<(String, u32)>) -> Result<(), VaultError> {
         let mut snapshot = Snapshot::default();
+        let mut problems = BTreeSet::new();
         for (domain, row) in self.store.trust_anchors()? {
-            match row {
-                // Validity was checked at upload; since then path validation decides (a
-                // root's expiry, by design of RFC 5280 trust anchors, does not).
-                Ok(row) => match pki::anchors(&row.pem, None) {
-                    Ok(anchors) => snapshot.domains.entry(domain).or_default().anchors = anchors,
-                    Err(_) => snapshot.domains.entry(domain).or_default().forged = true,
-                },
-                Err(what) => {
-                    forged(&what);
+            // Validity was checked at upload; since then `pki::validate` leaves out expired
+            // roots, and webpki checks every other certificate of a path.
+            let anchors = match row.map(|row| pki::anchors(&row.pem, None)) {
+                Ok(Ok(anchors)) => anchors,
+                Ok(Err(_)) | Err(_) => {
+                    problems.insert(format!("{domain}: the anchors row failed authentication or no longer parses; the domain trusts nothing"));
                     snapshot.domains.entry(domain).or_default().forged = true;
+                    continue;
                 }
-            }
+            };
+            snapshot.domains.entry(domain).or_default().anchors = anchors;
         }
         let mut stored_crls = BTreeSet::new();
         for (domain, row) in self.store.trust_crls()? {
@@ -161,38 +169,41 @@ impl Trust {
                 Ok((Ok(crl), row)) => {
                     state.crls.push(crl);
                     let name = crl_ledger(&domain, &row.issuer);
-                    stored_crls.insert((name, (row.this_update / 1000) as u32));
+                    stored_crls.insert((name, crl_secs(row.this_update)));
                 }
                 Ok((Err(_), _)) | Err(_) => {
-                    tracing::error!(%domain, "a stored CRL failed authentication or no longer parses: the domain trusts nothing until it is imported again");
+                    problems.insert(format!("{domain}: a CRL row failed authentication or no longer parses; the domain trusts nothing until it is imported again"));
                     state.forged = true;
                 }
             }
         }
-        // The newest CRL the keystore saw imported for each CA must be stored, or a newer one.
+        // The newest CRL the keystore saw imported for each CA still in the anchors must be
+        // stored, or a newer one. (A CA that left the anchors signs no path any more.)
         for (name, _) in ledger.iter().filter(|(n, _)| n.starts_with("trust-crl/")) {
-            let Some((domain, _)) = name["trust-crl/".len()..].split_once('/') else {
+            let Some((domain, issuer)) = name["trust-crl/".len()..].split_once('/') else {
                 continue;
             };
+            let Some(state) = snapshot.domains.get_mut(domain) else {
+                continue;
+            };
+            if !state.anchors.name_hashes().contains(issuer) {
+                continue;
+            }
             let newest = highest(ledger, name).unwrap_or(0);
             let kept = stored_crls
                 .range((name.clone(), newest)..=(name.clone(), u32::MAX))
                 .next()
                 .is_some();
             if !kept {
-                tracing::error!(%domain, "a CRL row is missing or older than the last one imported (a restored backup?): the domain trusts nothing until it is imported again");
-                snapshot
-                    .domains
-                    .entry(domain.to_owned())
-                    .or_default()
-                    .forged = true;
+                problems.insert(format!("{domain}: a CRL row is missing or older than the last one imported (a restored backup?); the domain trusts nothing until it is imported again"));
+                state.forged = true;
             }
         }
         for row in self.store.trust_partners()? {
             let mut row = match row {
                 Ok(row) => row,
                 Err(what) => {
-                    forged(&what);
+                    problems.insert(format!("{what}: failed authentication; left out"));
                     continue;
                 }
             };
@@ -201,7 +212,7 @@ impl Trust {
                 row.version as u32,
             );
             if ledger.contains(&revoked) && row.revoked_reason.is_none() {
-                tracing::error!(domain = %row.domain, partner = %row.partner_id, version = row.version, "the keystore records this partner certificate as revoked, the database does not (an older backup?): served as revoked");
+                problems.insert(format!("partner {}/{} v{}: revoked in the keystore, not in the database (an older backup?); served as revoked", row.domain, row.partner_id, row.version));
                 // The reason lives in the lost row; the worst one keeps it in exposure reports.
                 row.revoked_reason = Some("key_compromise".into());
                 row.revoked_at = Some(row.created_at);
@@ -216,17 +227,31 @@ impl Trust {
             let registered = highest(ledger, &versions_ledger(domain, id));
             let current = rows.last().map_or(0, |r| r.version as u32);
             if registered.is_some_and(|v| v > current) {
-                tracing::error!(%domain, partner = %id, "the partner's newest registered certificate has no authentic row (deleted or edited): it receives nothing");
+                problems.insert(format!("partner {domain}/{id}: the newest registered certificate has no authentic row (deleted or edited); it receives nothing"));
                 snapshot.newest_missing.insert((domain.clone(), id.clone()));
             }
         }
         *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        let mut known = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        for problem in problems.difference(&known) {
+            tracing::error!(%problem, "trust rows");
+        }
+        *known = problems;
         Ok(())
+    }
+
+    /// Reloads after a change this instance committed. A failure is only logged: the change
+    /// stands, and the cache sync reloads within a tick.
+    fn refresh_after_change(&self) {
+        if let Err(e) = self.refresh() {
+            tracing::warn!(error = %e, "trust reload after a change failed; the next sync retries");
+        }
     }
 }
 
-fn forged(what: &str) {
-    tracing::error!(row = %what, "a trust row failed authentication: left out");
+/// A CRL's `thisUpdate` as the ledger holds it: seconds (imports are bounded to 1970..now+1d).
+fn crl_secs(ms: i64) -> u32 {
+    u32::try_from(ms.div_euclid(1000)).unwrap_or(0)
 }
 
 impl Vault {

@@ -68,6 +68,18 @@ impl Anchors {
     fn all(&self) -> impl Iterator<Item = &Vec<u8>> {
         self.roots.iter().chain(&self.intermediates)
     }
+
+    /// The SHA-256 (hex) of each anchor's subject Name: how CRLs are named.
+    pub fn name_hashes(&self) -> std::collections::BTreeSet<String> {
+        self.all()
+            .filter_map(|d| parse(d).ok())
+            .map(|c| name_hash(c.subject().as_raw()))
+            .collect()
+    }
+}
+
+fn name_hash(raw: &[u8]) -> String {
+    hex::encode(Sha256::digest(raw))
 }
 
 /// A partner certificate that chains to its domain's anchors.
@@ -183,6 +195,19 @@ pub fn anchors(pem: &str, now_secs: Option<i64>) -> Result<Anchors, Refusal> {
     if set.roots.is_empty() {
         return Err(refuse("no_root", "the bundle holds no self-signed root"));
     }
+    // CRLs are matched to CAs by name (RFC 5280, and webpki): two CAs of one name with
+    // different keys would share one CRL, and the other's partners would all be refused.
+    for (i, a) in certs.iter().enumerate() {
+        let twin = certs[i + 1..].iter().any(|b| {
+            a.subject().as_raw() == b.subject().as_raw() && a.public_key().raw != b.public_key().raw
+        });
+        if twin {
+            return Err(refuse(
+                "duplicate_name",
+                "two CAs of the bundle share a name but not a key; anchor one of them",
+            ));
+        }
+    }
     Ok(set)
 }
 
@@ -210,7 +235,7 @@ pub fn crl_der(body: &[u8]) -> Result<Vec<u8>, Refusal> {
 }
 
 /// Checks that `der` is a CRL that webpki can apply, signed by one of the anchors.
-pub fn crl(der: &[u8], anchors: &Anchors) -> Result<CheckedCrl, Refusal> {
+pub fn crl(der: &[u8], anchors: &Anchors, now_secs: i64) -> Result<CheckedCrl, Refusal> {
     const BAD: Refusal = refuse("malformed", "not a PEM or DER X.509 CRL");
     let (_, parsed) = CertificateRevocationList::from_der(der).map_err(|_| BAD)?;
     // A CRL webpki cannot apply (v1, delta, indirect, partitioned) would be ignored at use.
@@ -220,23 +245,40 @@ pub fn crl(der: &[u8], anchors: &Anchors) -> Result<CheckedCrl, Refusal> {
             "a v1, delta, indirect or partitioned CRL, which cannot be applied",
         )
     })?;
-    let signed = anchors.all().any(|ca| {
-        parse(ca).is_ok_and(|ca| {
+    let signer = anchors.all().find_map(|ca| {
+        parse(ca).ok().filter(|ca| {
             ca.subject().as_raw() == parsed.issuer().as_raw()
                 && parsed.verify_signature(ca.public_key()).is_ok()
         })
     });
-    if !signed {
+    let Some(signer) = signer else {
         return Err(refuse(
             "crl_signature",
             "the CRL is not signed by a CA of this domain",
+        ));
+    };
+    // webpki refuses, at use, a CRL whose issuer may not sign CRLs: every partner under it
+    // would then be refused.
+    if let Ok(Some(ku)) = signer.key_usage() {
+        if !ku.value.crl_sign() {
+            return Err(refuse(
+                "crl_signature",
+                "the CA that signed the CRL lacks the cRLSign key usage",
+            ));
+        }
+    }
+    let this_update = parsed.last_update().timestamp();
+    if !(0..=now_secs + 86_400).contains(&this_update) {
+        return Err(refuse(
+            "crl_time",
+            "the CRL's thisUpdate is before 1970 or more than a day ahead",
         ));
     }
     // Named by its issuer's name, which is what webpki matches a certificate's issuer to: a
     // CA re-certified under the same name keeps one CRL, and an older one stays stale.
     Ok(CheckedCrl {
-        issuer: hex::encode(Sha256::digest(parsed.issuer().as_raw())),
-        this_update: parsed.last_update().timestamp(),
+        issuer: name_hash(parsed.issuer().as_raw()),
+        this_update,
         next_update: parsed.next_update().map(|t| t.timestamp()),
         revoked: parsed.iter_revoked_certificates().count(),
     })

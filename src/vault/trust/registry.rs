@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::{
-    check_any_global, crl_ledger, highest, ledger_name, pki, valid_partner_id, versions_ledger,
-    DomainState, Refusal, PARTNER_ID_PATTERN, REVOCATION_REASONS,
+    check_any_global, crl_ledger, highest, ledger_name, pki, revoked_ledger, valid_partner_id,
+    versions_ledger, DomainState, Refusal, PARTNER_ID_PATTERN, REVOCATION_REASONS,
 };
 use crate::storage::{AnchorProposal, AnchorRow, CrlRow, PartnerRow, StorageError};
 use crate::vault::approvals::{Decision, Irreversible};
@@ -142,7 +142,7 @@ impl Vault {
                 fingerprints.join(",")
             ));
         self.store().set_trust_anchors(&row, &entry)?;
-        self.trust.refresh()?;
+        self.trust.refresh_after_change();
         Ok(AnchorsReport {
             domain: domain.to_owned(),
             roots: anchors.roots.len(),
@@ -176,7 +176,20 @@ impl Vault {
         let snapshot = self.trust.snapshot();
         let empty = DomainState::default();
         let state = snapshot.domains.get(domain).unwrap_or(&empty);
-        let crl = pki::crl(&der, &state.anchors).map_err(refused)?;
+        let crl = pki::crl(&der, &state.anchors, now_ms() / 1000).map_err(refused)?;
+        let stale = Refusal {
+            reason: "crl_stale",
+            message: "a newer CRL of this CA is already imported",
+        };
+        // Older than the newest the keystore saw imported (its row may be gone): refused too.
+        let keystore = self.keyring().keystore();
+        let newest = highest(
+            &keystore.destroyed_masters()?,
+            &crl_ledger(domain, &crl.issuer),
+        );
+        if newest.is_some_and(|t| i64::from(t) > crl.this_update) {
+            return Err(refused(stale));
+        }
         let row = CrlRow {
             domain: domain.to_owned(),
             issuer: crl.issuer.clone(),
@@ -189,19 +202,15 @@ impl Vault {
             .entry("trust.crl", "", format!("domain {domain}"))
             .with_detail(format!("issuer {} entries {}", crl.issuer, crl.revoked));
         match self.store().put_trust_crl(&row, &entry) {
-            Err(StorageError::Conflict) => {
-                return Err(refused(Refusal {
-                    reason: "crl_stale",
-                    message: "a newer CRL of this CA is already imported",
-                }))
-            }
+            Err(StorageError::Conflict) => return Err(refused(stale)),
             other => other?,
         }
-        self.keyring().keystore().record_destroyed(
+        // `pki::crl` bounds thisUpdate to 1970..now+1d: it fits the ledger's u32 seconds.
+        keystore.record_destroyed(
             &crl_ledger(domain, &crl.issuer),
-            u32::try_from(crl.this_update).unwrap_or(u32::MAX),
+            u32::try_from(crl.this_update).unwrap_or(0),
         )?;
-        self.trust.refresh()?;
+        self.trust.refresh_after_change();
         Ok(CrlReport {
             domain: domain.to_owned(),
             issuer: crl.issuer,
@@ -228,7 +237,11 @@ impl Vault {
             )));
         }
         let chain = pki::certificates(chain_pem).map_err(refused)?;
+        // Fresh rows: a revocation made on another instance a moment ago counts.
+        self.trust.refresh()?;
         let snapshot = self.trust.snapshot();
+        let keystore = self.keyring().keystore();
+        let ledger = keystore.destroyed_masters()?;
         let empty = DomainState::default();
         let state = snapshot.domains.get(domain).unwrap_or(&empty);
         if state.forged {
@@ -243,13 +256,15 @@ impl Vault {
                 message: "the certificate expires within the domain's min_remaining_days",
             }));
         }
-        // A revoked certificate stays revoked, under any id of the domain.
+        // A revoked certificate stays revoked, under any id of the domain: the keystore
+        // remembers its thumbprint even if its row is gone.
         let revoked_before = snapshot
             .partners
             .iter()
             .filter(|((d, _), _)| d == domain)
             .flat_map(|(_, rows)| rows)
-            .any(|r| r.thumbprint == valid.thumbprint && r.revoked_reason.is_some());
+            .any(|r| r.thumbprint == valid.thumbprint && r.revoked_reason.is_some())
+            || ledger.contains(&(revoked_ledger(domain, &valid.thumbprint), 0));
         if revoked_before {
             return Err(refused(Refusal {
                 reason: "revoked",
@@ -257,14 +272,17 @@ impl Vault {
             }));
         }
         let versions = snapshot.versions(domain, id).unwrap_or_default();
-        if versions.iter().any(|r| r.thumbprint == valid.thumbprint) {
+        if let Some(same) = versions.iter().find(|r| r.thumbprint == valid.thumbprint) {
+            // A retry after a lost answer: make sure the keystore knows the version.
+            if versions.last() == Some(same) {
+                keystore.record_destroyed(&versions_ledger(domain, id), same.version as u32)?;
+            }
             return Err(VaultError::Conflict(
                 "this certificate is already registered for the partner".into(),
             ));
         }
         // Above every version the keystore has seen, so a deleted row's number is not reused.
-        let keystore = self.keyring().keystore();
-        let registered = highest(&keystore.destroyed_masters()?, &versions_ledger(domain, id));
+        let registered = highest(&ledger, &versions_ledger(domain, id));
         let version = versions
             .last()
             .map_or(0, |r| r.version)
@@ -295,7 +313,7 @@ impl Vault {
         // After the row: a keystore failure now leaves a row the ledger does not know yet,
         // which is served (it is authentic), not a ledger entry without its row.
         keystore.record_destroyed(&versions_ledger(domain, id), version as u32)?;
-        self.trust.refresh()?;
+        self.trust.refresh_after_change();
         Ok(Registered {
             domain: domain.to_owned(),
             id: id.to_owned(),
@@ -355,10 +373,11 @@ impl Vault {
         if from.revoked_reason.is_some() {
             return Err(VaultError::Conflict("already revoked".into()));
         }
-        // The keystore first: from now on no restored row can lift it.
-        self.keyring()
-            .keystore()
-            .record_destroyed(&ledger_name(domain, id), from.version as u32)?;
+        // The keystore first: from now on no restored row can lift it, and the certificate
+        // cannot be registered again even if its row is deleted.
+        let keystore = self.keyring().keystore();
+        keystore.record_destroyed(&ledger_name(domain, id), from.version as u32)?;
+        keystore.record_destroyed(&revoked_ledger(domain, &from.thumbprint), 0)?;
         let to = PartnerRow {
             revoked_reason: Some(reason.to_owned()),
             revoked_at: Some(now_ms()),
@@ -373,7 +392,7 @@ impl Vault {
             )
             .with_detail(format!("reason={reason} x5t#S256={}", from.thumbprint));
         self.store().change_partner(from, &to, &entry)?;
-        self.trust.refresh()?;
+        self.trust.refresh_after_change();
         self.partner(grant, domain, id)
     }
 }

@@ -30,8 +30,9 @@ pub struct PartnerExposure {
     /// Distinct residents among them.
     pub residents: i64,
     /// Whether the receipts agree with the audit trail's `trust.share` entries, version by
-    /// version. Receipts are plain rows; the hash-chained trail is the record. `false` means
-    /// receipts were deleted or edited: trust the `audited_*` counts (and run `audit verify`).
+    /// version, and every version's row is there. Receipts are plain rows; the hash-chained
+    /// trail is the record. `false` means rows were deleted or edited: trust the `audited_*`
+    /// counts (and run `audit verify`).
     pub consistent: bool,
     pub versions: Vec<VersionExposure>,
 }
@@ -39,7 +40,10 @@ pub struct PartnerExposure {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionExposure {
     pub version: i32,
-    pub thumbprint: String,
+    /// `None` when the version's row is gone (`row_missing`).
+    pub thumbprint: Option<String>,
+    /// The keystore knows this version was registered, the database no longer holds it.
+    pub row_missing: bool,
     pub revoked_reason: Option<String>,
     pub shares: i64,
     pub residents: i64,
@@ -221,40 +225,56 @@ impl Vault {
             )));
         }
         let snapshot = self.trust.snapshot();
-        let rows = snapshot
-            .versions(domain, id)
-            .ok_or(VaultError::UnknownPartner)?;
+        let rows = snapshot.versions(domain, id).unwrap_or_default();
         let counts = self.store().share_counts(domain, id)?;
+        // Every version that ever was: a deleted row must not hide its shares.
+        let ledger = self.keyring().keystore().destroyed_masters()?;
+        let registered = super::highest(&ledger, &super::versions_ledger(domain, id)).unwrap_or(0);
+        let mut all: std::collections::BTreeSet<i32> = (1..=registered as i32).collect();
+        all.extend(rows.iter().map(|r| r.version));
+        all.extend(counts.iter().map(|c| c.0));
+        if all.is_empty() {
+            return Err(VaultError::UnknownPartner);
+        }
         let target = |v: i32| format!("partner {domain}/{id} v{v}");
-        let targets: Vec<String> = rows.iter().map(|r| target(r.version)).collect();
+        let targets: Vec<String> = all.iter().map(|v| target(*v)).collect();
         let audited = self.store().audited_shares(&targets)?;
         let mut versions = Vec::new();
-        for row in rows
-            .iter()
-            .filter(|r| reason.is_none() || r.revoked_reason.as_deref() == reason)
-        {
-            let mine: Vec<_> = counts.iter().filter(|c| c.0 == row.version).collect();
+        for version in all {
+            let row = rows.iter().find(|r| r.version == version);
+            let revoked_in_ledger =
+                ledger.contains(&(super::ledger_name(domain, id), version as u32));
+            let revoked_reason = match row {
+                Some(row) => row.revoked_reason.clone(),
+                // The row is gone: the keystore knows it was revoked, not why.
+                None => revoked_in_ledger.then(|| "key_compromise".to_owned()),
+            };
+            if reason.is_some_and(|r| revoked_reason.as_deref() != Some(r)) {
+                continue;
+            }
+            let mine: Vec<_> = counts.iter().filter(|c| c.0 == version).collect();
             let (audited_shares, audited_residents) = audited
                 .iter()
-                .find(|a| a.0 == target(row.version))
+                .find(|a| a.0 == target(version))
                 .map_or((0, 0), |a| (a.1, a.2));
             versions.push(VersionExposure {
                 audited_shares,
                 audited_residents,
-                version: row.version,
-                thumbprint: row.thumbprint.clone(),
-                revoked_reason: row.revoked_reason.clone(),
+                version,
+                thumbprint: row.map(|r| r.thumbprint.clone()),
+                row_missing: row.is_none(),
+                revoked_reason,
                 shares: mine.iter().map(|c| c.2).sum(),
-                residents: self.store().shared_residents(domain, id, &[row.version])?,
+                residents: self.store().shared_residents(domain, id, &[version])?,
                 first_at: mine.iter().filter_map(|c| c.3).min(),
                 last_at: mine.iter().filter_map(|c| c.4).max(),
                 by_record_name: mine.iter().map(|c| (c.1.clone(), c.2)).collect(),
             });
         }
         let listed: Vec<i32> = versions.iter().map(|v| v.version).collect();
-        let consistent = versions
-            .iter()
-            .all(|v| v.shares == v.audited_shares && v.residents == v.audited_residents);
+        let consistent = versions.iter().all(|v| {
+            !v.row_missing && v.shares == v.audited_shares && v.residents == v.audited_residents
+        });
         if !consistent {
             tracing::error!(%domain, partner = %id, "share receipts disagree with the audit trail (deleted or edited receipts?): the exposure report says so");
         }
