@@ -14,6 +14,7 @@ mod kek;
 mod keyring;
 mod lifecycle;
 mod overview;
+mod pem_chain;
 mod record_history;
 mod record_name;
 mod records;

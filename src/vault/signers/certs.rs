@@ -3,7 +3,6 @@
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, PublicKeyData, SignatureAlgorithm};
 use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
-use x509_parser::pem::Pem;
 
 use super::jose::KeystoreSigner;
 use crate::vault::VaultError;
@@ -83,21 +82,13 @@ pub(super) struct CheckedChain {
 /// The DER certificates of a PEM chain, in order; only `CERTIFICATE` blocks, at most
 /// [`MAX_CHAIN`].
 fn parse_chain(pem: &str) -> Result<Vec<Vec<u8>>, VaultError> {
-    let mut der = Vec::new();
-    for block in Pem::iter_from_buffer(pem.as_bytes()) {
-        let block = block.map_err(|_| bad("not PEM"))?;
-        if block.label != "CERTIFICATE" {
-            return Err(bad("only CERTIFICATE blocks are accepted"));
-        }
-        der.push(block.contents);
-        if der.len() > MAX_CHAIN {
-            return Err(bad(&format!("more than {MAX_CHAIN} certificates")));
-        }
-    }
-    if der.is_empty() {
-        return Err(bad("no certificate"));
-    }
-    Ok(der)
+    use crate::vault::pem_chain::{certificates, ChainError};
+    certificates(pem, MAX_CHAIN).map_err(|e| match e {
+        ChainError::NotPem => bad("not PEM"),
+        ChainError::NotCertificate => bad("only CERTIFICATE blocks are accepted"),
+        ChainError::TooMany => bad(&format!("more than {MAX_CHAIN} certificates")),
+        ChainError::Empty => bad("no certificate"),
+    })
 }
 
 fn bad(why: &str) -> VaultError {

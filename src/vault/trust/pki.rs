@@ -94,22 +94,15 @@ pub struct Validated {
 
 /// The certificates of a PEM text, in order (DER); at least one.
 pub fn certificates(pem: &str) -> Result<Vec<Vec<u8>>, Refusal> {
-    let mut out = Vec::new();
-    for item in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-        let item = item.map_err(|_| MALFORMED)?;
-        if item.label != "CERTIFICATE" {
-            return Err(MALFORMED);
-        }
-        X509Certificate::from_der(&item.contents).map_err(|_| MALFORMED)?;
-        out.push(item.contents);
-        if out.len() > MAX_CERTS {
-            return Err(refuse("too_many", "more than 16 certificates"));
-        }
+    use crate::vault::pem_chain::ChainError;
+    let ders = crate::vault::pem_chain::certificates(pem, MAX_CERTS).map_err(|e| match e {
+        ChainError::TooMany => refuse("too_many", "more than 16 certificates"),
+        _ => MALFORMED,
+    })?;
+    for der in &ders {
+        X509Certificate::from_der(der).map_err(|_| MALFORMED)?;
     }
-    if out.is_empty() {
-        return Err(MALFORMED);
-    }
-    Ok(out)
+    Ok(ders)
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, Refusal> {
