@@ -238,10 +238,10 @@ impl Vault {
         }
         let chain = pki::certificates(chain_pem).map_err(refused)?;
         // Fresh rows: a revocation made on another instance a moment ago counts.
-        self.trust.refresh()?;
-        let snapshot = self.trust.snapshot();
         let keystore = self.keyring().keystore();
         let ledger = keystore.destroyed_masters()?;
+        self.trust.refresh_with(&ledger)?;
+        let snapshot = self.trust.snapshot();
         let empty = DomainState::default();
         let state = snapshot.domains.get(domain).unwrap_or(&empty);
         if state.forged {
