@@ -297,20 +297,7 @@ p384 = cert(real, name, csr.subject, ec.generate_private_key(ec.SECP384R1()).pub
 pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()
 print(json.dumps({"forged_chain": pem(leaf) + pem(impostor), "expired": pem(expired), "p384": pem(p384)}))
 "#;
-    let python = std::env::var("ZKVAULT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut child = std::process::Command::new(python)
-        .args(["-c", SCRIPT])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .ok()?;
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), csr.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    if !out.status.success() {
-        eprintln!("!!!!! SKIPPED: python could not make certificates");
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    support::python::run_json("review 8 certificates", &["-c", SCRIPT], csr.as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -74,18 +74,8 @@ print(json.dumps(out))
 "#;
 
 fn gen(short_secs: u64) -> Option<Value> {
-    let python = std::env::var("ZKVAULT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = std::process::Command::new(python)
-        .arg("-c")
-        .arg(GEN_PY)
-        .arg(short_secs.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("gen.py: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).unwrap())
+    let short = short_secs.to_string();
+    support::python::run_json("review 9 certificates", &["-c", GEN_PY, &short], b"")
 }
 
 fn s(v: &Value) -> String {

@@ -36,42 +36,10 @@ async fn start_on_token(db: TestDb) -> Option<TestApp> {
     )
 }
 
-/// Runs tests/fixtures/jose_check.py with `request`. Under `CI=true` a missing Python or
-/// module fails the test; elsewhere `None` (skipped, loudly).
+/// Runs tests/fixtures/jose_check.py with `request` (see [`support::python::run_json`]).
 fn python(request: Value) -> Option<Value> {
-    let python = std::env::var("ZKVAULT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jose_check.py");
-    let child = std::process::Command::new(&python)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return skipped(&format!("{python}: {e}")),
-    };
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        request.to_string().as_bytes(),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No module named") {
-        return skipped(&stderr);
-    }
-    assert!(out.status.success(), "jose_check.py failed: {stderr}");
-    Some(serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn skipped(why: &str) -> Option<Value> {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but the independent checker cannot run: {why}"
-    );
-    eprintln!("\n!!!!! SKIPPED independent JOSE check: {why} !!!!!\n");
-    None
+    let script = support::python::fixture("jose_check.py");
+    support::python::run_json("jose_check.py", &[&script], request.to_string().as_bytes())
 }
 
 /// Every stored signer key row, for "nothing changed" comparisons.

@@ -37,42 +37,11 @@ max_share_ttl_secs = 600
 /// The tables that hold trust state (what a database backup of "the trust tables" copies).
 pub const TRUST_TABLES: [&str; 3] = ["trust_anchors", "trust_crls", "trust_partners"];
 
-/// Runs tests/fixtures/pki.py with `request`. Under `CI=true` a missing Python or module
-/// fails the test; elsewhere `None` (skipped, loudly).
+/// Runs tests/fixtures/pki.py with `request` (see [`super::python::run_json`]).
 pub fn pki_py(request: &Value) -> Option<Value> {
-    let python = std::env::var("ZKVAULT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pki.py");
-    let child = std::process::Command::new(&python)
-        .arg(script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => return skipped(&format!("{python}: {e}")),
-    };
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        request.to_string().as_bytes(),
-    )
-    .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No module named") {
-        return skipped(&stderr);
-    }
-    assert!(out.status.success(), "pki.py {}: {stderr}", request["op"]);
-    Some(serde_json::from_slice(&out.stdout).unwrap())
-}
-
-fn skipped(why: &str) -> Option<Value> {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but the independent PKI and JOSE checker cannot run: {why}"
-    );
-    eprintln!("\n!!!!! SKIPPED trust test (no independent PKI/JOSE checker): {why} !!!!!\n");
-    None
+    let what = format!("pki.py {}", request["op"]);
+    let script = super::python::fixture("pki.py");
+    super::python::run_json(&what, &[&script], request.to_string().as_bytes())
 }
 
 /// The certificate scenario of pki.py, made once per test binary (every test has its own
